@@ -1,0 +1,275 @@
+// Package bootstrap reads the bootstrap configuration that every ferry
+// program needs before it can reach etcd: /etc/ferry/config.yml, overridden
+// by FERRY_* environment variables, overridden by command-line flags.
+package bootstrap
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/spf13/pflag"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"gopkg.in/yaml.v3"
+)
+
+// DefaultPath is where the bootstrap file lives on a boot server.
+const DefaultPath = "/etc/ferry/config.yml"
+
+// Defaults.
+const (
+	DefaultEndpoint = "http://127.0.0.1:2379"
+	DefaultDataDir  = "/var/lib/ferry"
+)
+
+// Config is the bootstrap configuration.
+type Config struct {
+	Endpoints   []string `yaml:"endpoints"`
+	TLSCertFile string   `yaml:"tls-cert-file"`
+	TLSKeyFile  string   `yaml:"tls-key-file"`
+	TLSCAFile   string   `yaml:"tls-ca-file"`
+	Prefix      string   `yaml:"prefix"`
+	ServerID    string   `yaml:"server-id"`
+	DataDir     string   `yaml:"data-dir"`
+
+	// Path is the file the configuration was read from, or "" when no file
+	// was read.
+	Path string `yaml:"-"`
+}
+
+// Default returns the configuration used when nothing is set.
+func Default() *Config {
+	return &Config{
+		Endpoints: []string{DefaultEndpoint},
+		Prefix:    storage.DefaultPrefix,
+		DataDir:   DefaultDataDir,
+	}
+}
+
+// field ties one setting to its YAML key, flag and environment variable.
+type field struct {
+	name string // YAML key and flag name
+	help string
+	ptr  func(c *Config) *string // nil for endpoints
+}
+
+var fields = []field{
+	{name: "endpoints", help: "etcd endpoints, comma-separated (default " + DefaultEndpoint + ")"},
+	{name: "tls-cert-file", help: "client certificate for etcd", ptr: func(c *Config) *string { return &c.TLSCertFile }},
+	{name: "tls-key-file", help: "client key for etcd", ptr: func(c *Config) *string { return &c.TLSKeyFile }},
+	{name: "tls-ca-file", help: "CA bundle that signs the etcd servers' certificates", ptr: func(c *Config) *string { return &c.TLSCAFile }},
+	{name: "prefix", help: "etcd key prefix (default " + storage.DefaultPrefix + ")", ptr: func(c *Config) *string { return &c.Prefix }},
+	{name: "server-id", help: "this boot server's id, as given to `ferry join`", ptr: func(c *Config) *string { return &c.ServerID }},
+	{name: "data-dir", help: "directory for downloads and state (default " + DefaultDataDir + ")", ptr: func(c *Config) *string { return &c.DataDir }},
+}
+
+// EnvName returns the environment variable of a setting: FERRY_SERVER_ID for
+// server-id.
+func EnvName(name string) string {
+	return "FERRY_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
+// Flags holds the command-line flags of the bootstrap settings.
+type Flags struct {
+	// defaultPath replaces DefaultPath in tests.
+	defaultPath string
+	fs          *pflag.FlagSet
+	path        string
+	values      map[string]*string
+}
+
+// Register adds --config and one flag per setting to fs.
+func (f *Flags) Register(fs *pflag.FlagSet) {
+	f.fs = fs
+	f.values = make(map[string]*string, len(fields))
+	fs.StringVar(&f.path, "config", DefaultPath, "bootstrap config file (env FERRY_CONFIG)")
+	for _, fd := range fields {
+		f.values[fd.name] = fs.String(fd.name, "", fd.help+" (env "+EnvName(fd.name)+")")
+	}
+}
+
+// Load builds the configuration: defaults, then the file, then FERRY_*
+// variables from getenv, then the flags that were given. The default file
+// may be absent; a file named by --config or FERRY_CONFIG must exist.
+func (f *Flags) Load(getenv func(string) string) (*Config, error) {
+	path, explicit := DefaultPath, false
+	if f.defaultPath != "" {
+		path = f.defaultPath
+	}
+	if v := getenv("FERRY_CONFIG"); v != "" {
+		path, explicit = v, true
+	}
+	if f.fs != nil && f.fs.Changed("config") {
+		path, explicit = f.path, true
+	}
+
+	cfg := Default()
+	if err := cfg.readFile(path, explicit); err != nil {
+		return nil, err
+	}
+	for _, fd := range fields {
+		if v := getenv(EnvName(fd.name)); v != "" {
+			cfg.set(fd, v)
+		}
+	}
+	if f.fs != nil {
+		for _, fd := range fields {
+			if f.fs.Changed(fd.name) {
+				cfg.set(fd, *f.values[fd.name])
+			}
+		}
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// Load reads a configuration from path alone, without env or flags.
+func Load(path string) (*Config, error) {
+	cfg := Default()
+	if err := cfg.readFile(path, true); err != nil {
+		return nil, err
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func (c *Config) set(fd field, v string) {
+	if fd.ptr == nil {
+		c.Endpoints = splitList(v)
+		return
+	}
+	*fd.ptr(c) = v
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (c *Config) readFile(path string, explicit bool) error {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) && !explicit {
+		return nil
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("config file %s does not exist: create it (see docs/operator-guide.md) or point --config elsewhere", path)
+	}
+	if err != nil {
+		return fmt.Errorf("read config file: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	// An empty file decodes to io.EOF; it simply sets nothing.
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config file %s is malformed: %v (known keys: %s)", path, err, knownKeys())
+	}
+	c.Path = path
+	return nil
+}
+
+func knownKeys() string {
+	names := make([]string, len(fields))
+	for i, fd := range fields {
+		names[i] = fd.name
+	}
+	return strings.Join(names, ", ")
+}
+
+func (c *Config) where() string {
+	if c.Path == "" {
+		return "flags or environment"
+	}
+	return c.Path + ", flags or environment"
+}
+
+func (c *Config) validate() error {
+	if len(c.Endpoints) == 0 {
+		return fmt.Errorf("endpoints: no etcd endpoint is set (in %s); e.g. %s", c.where(), DefaultEndpoint)
+	}
+	for _, ep := range c.Endpoints {
+		u, err := url.Parse(ep)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("endpoints: %q is not an etcd URL (in %s); e.g. https://10.0.0.1:2379", ep, c.where())
+		}
+	}
+	p, err := storage.NormalizePrefix(c.Prefix)
+	if err != nil {
+		return fmt.Errorf("%w (in %s)", err, c.where())
+	}
+	c.Prefix = p
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		return fmt.Errorf("tls-cert-file and tls-key-file must be set together (in %s)", c.where())
+	}
+	for _, f := range []string{c.TLSCertFile, c.TLSKeyFile, c.TLSCAFile} {
+		if f == "" {
+			continue
+		}
+		if _, err := os.Stat(f); err != nil {
+			return fmt.Errorf("TLS file: %w", err)
+		}
+	}
+	if c.ServerID != "" {
+		if err := storage.ValidateServerID(c.ServerID); err != nil {
+			return fmt.Errorf("server-id: %w (in %s)", err, c.where())
+		}
+	}
+	if c.DataDir == "" {
+		return fmt.Errorf("data-dir must not be empty (in %s)", c.where())
+	}
+	return nil
+}
+
+// RequireServerID returns an error when no server id is set. The daemons
+// need one; the admin CLI does not.
+func (c *Config) RequireServerID() error {
+	if c.ServerID == "" {
+		return fmt.Errorf("server-id is not set: set it in %s, with --server-id or with %s", DefaultPath, EnvName("server-id"))
+	}
+	return nil
+}
+
+// NewEtcdClient connects to etcd as configured. The connection is made
+// lazily; a request that cannot reach etcd fails when its context ends.
+func (c *Config) NewEtcdClient() (*clientv3.Client, error) {
+	ec := clientv3.Config{
+		Endpoints:            c.Endpoints,
+		DialTimeout:          5 * time.Second,
+		DialKeepAliveTime:    10 * time.Second,
+		DialKeepAliveTimeout: 5 * time.Second,
+		Logger:               zap.NewNop(),
+	}
+	if c.TLSCertFile != "" || c.TLSCAFile != "" {
+		tlsCfg, err := transport.TLSInfo{
+			CertFile:      c.TLSCertFile,
+			KeyFile:       c.TLSKeyFile,
+			TrustedCAFile: c.TLSCAFile,
+		}.ClientConfig()
+		if err != nil {
+			return nil, fmt.Errorf("etcd TLS: %w", err)
+		}
+		ec.TLS = tlsCfg
+	}
+	cli, err := clientv3.New(ec)
+	if err != nil {
+		return nil, fmt.Errorf("etcd client for %s: %w", strings.Join(c.Endpoints, ","), err)
+	}
+	return cli, nil
+}

@@ -1,0 +1,98 @@
+package bootstrap
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/spf13/pflag"
+	"github.com/stretchr/testify/require"
+)
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func load(t *testing.T, args []string, vars map[string]string) (*Config, error) {
+	t.Helper()
+	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+	f := Flags{defaultPath: filepath.Join(t.TempDir(), "absent.yml")}
+	f.Register(fs)
+	require.NoError(t, fs.Parse(args))
+	return f.Load(env(vars))
+}
+
+func writeFile(t *testing.T, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "config.yml")
+	require.NoError(t, os.WriteFile(p, []byte(content), 0o644))
+	return p
+}
+
+func TestPrecedence(t *testing.T) {
+	p := writeFile(t, "endpoints: [http://10.0.0.1:2379, http://10.0.0.2:2379]\nserver-id: file-id\nprefix: /site\ndata-dir: /srv/ferry\n")
+
+	cfg, err := load(t, []string{"--config", p}, nil)
+	require.NoError(t, err)
+	require.Equal(t, []string{"http://10.0.0.1:2379", "http://10.0.0.2:2379"}, cfg.Endpoints)
+	require.Equal(t, "file-id", cfg.ServerID)
+	require.Equal(t, "/site/", cfg.Prefix)
+	require.Equal(t, "/srv/ferry", cfg.DataDir)
+	require.Equal(t, p, cfg.Path)
+
+	cfg, err = load(t, []string{"--config", p}, map[string]string{"FERRY_SERVER_ID": "env-id", "FERRY_ENDPOINTS": "http://e1:2379, http://e2:2379"})
+	require.NoError(t, err)
+	require.Equal(t, "env-id", cfg.ServerID)
+	require.Equal(t, []string{"http://e1:2379", "http://e2:2379"}, cfg.Endpoints)
+
+	cfg, err = load(t, []string{"--config", p, "--server-id", "flag-id"}, map[string]string{"FERRY_SERVER_ID": "env-id"})
+	require.NoError(t, err)
+	require.Equal(t, "flag-id", cfg.ServerID)
+
+	cfg, err = load(t, nil, map[string]string{"FERRY_CONFIG": p})
+	require.NoError(t, err)
+	require.Equal(t, "file-id", cfg.ServerID)
+}
+
+func TestDefaultsWithoutFile(t *testing.T) {
+	cfg, err := load(t, nil, nil)
+	require.NoError(t, err)
+	require.Equal(t, []string{DefaultEndpoint}, cfg.Endpoints)
+	require.Equal(t, "/ferry/", cfg.Prefix)
+	require.Equal(t, DefaultDataDir, cfg.DataDir)
+	require.Empty(t, cfg.Path)
+	require.ErrorContains(t, cfg.RequireServerID(), "server-id is not set")
+}
+
+func TestBadFiles(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "nope.yml")
+	_, err := load(t, []string{"--config", missing}, nil)
+	require.ErrorContains(t, err, missing)
+	require.ErrorContains(t, err, "does not exist")
+
+	_, err = load(t, nil, map[string]string{"FERRY_CONFIG": missing})
+	require.ErrorContains(t, err, "does not exist")
+
+	_, err = Load(writeFile(t, "endpoints: [\n"))
+	require.ErrorContains(t, err, "malformed")
+
+	_, err = Load(writeFile(t, "endpoint: http://x:2379\n"))
+	require.ErrorContains(t, err, "field endpoint not found")
+	require.ErrorContains(t, err, "known keys: endpoints")
+
+	_, err = Load(writeFile(t, "endpoints: [10.0.0.1]\n"))
+	require.ErrorContains(t, err, `"10.0.0.1" is not an etcd URL`)
+
+	_, err = Load(writeFile(t, "prefix: ferry\n"))
+	require.ErrorContains(t, err, "must start with /")
+
+	_, err = Load(writeFile(t, "server-id: Boot_0/x\n"))
+	require.ErrorContains(t, err, "server-id")
+
+	_, err = Load(writeFile(t, "tls-cert-file: /x.pem\n"))
+	require.ErrorContains(t, err, "set together")
+
+	cfg, err := Load(writeFile(t, ""))
+	require.NoError(t, err, "an empty file sets nothing")
+	require.Equal(t, []string{DefaultEndpoint}, cfg.Endpoints)
+}

@@ -1,0 +1,409 @@
+package storage
+
+import (
+	"fmt"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"aead.dev/minisign"
+	"github.com/robfig/cron/v3"
+)
+
+// Env selects which releases the fleet follows.
+type Env string
+
+// Environments.
+const (
+	EnvNone    Env = "none"    // never update
+	EnvDev     Env = "dev"     // follow test- tags
+	EnvStaging Env = "staging" // latest release-, pre-releases included
+	EnvProd    Env = "prod"    // latest release- that is not a pre-release
+)
+
+// Names of the config/ keys.
+const (
+	ConfigEnv                 = "env"
+	ConfigGitHubRepo          = "github-repo"
+	ConfigGitHubAPIURL        = "github-api-url"
+	ConfigGitHubToken         = "github-token"
+	ConfigCheckUpdateInterval = "check-update-interval"
+	ConfigWorkerTimeout       = "worker-timeout"
+	ConfigReleaseTime         = "release-time"
+	ConfigReleaseTimezone     = "release-timezone"
+	ConfigProxy               = "proxy"
+	ConfigNotifyURL           = "notify-url"
+	ConfigWebhookSecret       = "webhook-secret"
+	ConfigSigningKeys         = "signing-keys"
+	ConfigAllowUnsigned       = "allow-unsigned"
+)
+
+// ConfigKey describes one config/ key: its default, how it is shown, and how
+// a value is checked.
+type ConfigKey struct {
+	Name    string
+	Default string
+	// Secret values are never printed and never echoed in errors.
+	Secret bool
+	// Multi values hold one item a line (release-time, signing-keys).
+	Multi bool
+	Help  string
+	// normalize checks a value and returns the form that is stored.
+	normalize func(key, value string) (string, error)
+}
+
+var configKeys = []ConfigKey{
+	{
+		Name: ConfigEnv, Default: string(EnvNone),
+		Help:      "which releases the fleet follows: none (never update), dev (test- tags), staging (release- tags, pre-releases included), prod (release- tags, full releases only)",
+		normalize: normalizeEnv,
+	},
+	{
+		Name:      ConfigGitHubRepo,
+		Help:      "the GitHub repository that publishes ferry releases, as owner/name",
+		normalize: normalizeRepo,
+	},
+	{
+		Name: ConfigGitHubAPIURL, Default: "https://api.github.com/",
+		Help:      "base URL of the GitHub REST API; for GitHub Enterprise, https://HOST/api/v3/",
+		normalize: normalizeHTTPURL,
+	},
+	{
+		Name: ConfigGitHubToken, Secret: true,
+		Help:      "token for the GitHub API (raises the rate limit; needed for private repositories)",
+		normalize: normalizeSecret,
+	},
+	{
+		Name: ConfigCheckUpdateInterval, Default: "10m",
+		Help:      "how often the updater leader checks for a new release",
+		normalize: normalizeDuration,
+	},
+	{
+		Name: ConfigWorkerTimeout, Default: "60m",
+		Help:      "how long a rollout may run before the fleet is stopped",
+		normalize: normalizeDuration,
+	},
+	{
+		Name: ConfigReleaseTime, Multi: true,
+		Help:      "cron lines (minute hour day-of-month month day-of-week); a rollout may start only in a minute that one line matches. Empty: any time",
+		normalize: normalizeReleaseTime,
+	},
+	{
+		Name: ConfigReleaseTimezone, Default: "UTC",
+		Help:      "IANA time zone in which release-time is read",
+		normalize: normalizeTimezone,
+	},
+	{
+		Name:      ConfigProxy,
+		Help:      "HTTP proxy for GitHub and registry traffic. Empty: none",
+		normalize: normalizeHTTPURL,
+	},
+	{
+		Name:      ConfigNotifyURL,
+		Help:      "URL that receives Slack-compatible JSON notifications. Empty: none",
+		normalize: normalizeHTTPURL,
+	},
+	{
+		Name: ConfigWebhookSecret, Secret: true,
+		Help:      "secret of the GitHub release webhook (X-Hub-Signature-256). Empty: webhook refused",
+		normalize: normalizeSecret,
+	},
+	{
+		Name: ConfigSigningKeys, Multi: true,
+		Help:      "minisign public keys, one a line; SHA256SUMS.minisig must verify against one of them",
+		normalize: normalizeSigningKeys,
+	},
+	{
+		Name: ConfigAllowUnsigned, Default: "false",
+		Help:      "install releases without a signature when no signing-keys are set (never do this in production)",
+		normalize: normalizeBool,
+	},
+}
+
+// ConfigKeys returns every config/ key in a stable order.
+func ConfigKeys() []ConfigKey {
+	out := make([]ConfigKey, len(configKeys))
+	copy(out, configKeys)
+	return out
+}
+
+// LookupConfigKey returns the description of a config/ key.
+func LookupConfigKey(name string) (ConfigKey, error) {
+	for _, k := range configKeys {
+		if k.Name == name {
+			return k, nil
+		}
+	}
+	return ConfigKey{}, &ValidationError{
+		Key:    name,
+		Reason: "is not a config key",
+		Hint:   "known keys: " + strings.Join(configKeyNames(), ", "),
+	}
+}
+
+func configKeyNames() []string {
+	names := make([]string, len(configKeys))
+	for i, k := range configKeys {
+		names[i] = k.Name
+	}
+	return names
+}
+
+// Normalize checks a value for the key and returns the form that is stored.
+// An empty value is allowed for keys without a default and means "unset".
+func (k ConfigKey) Normalize(value string) (string, error) {
+	value = strings.TrimSpace(value)
+	if value == "" {
+		if k.Default != "" {
+			return "", k.invalid(value, "must not be empty", "unset the key to go back to the default "+quote(k.Default))
+		}
+		return "", nil
+	}
+	return k.normalize(k.Name, value)
+}
+
+// Display returns the value as it may be shown to an operator.
+func (k ConfigKey) Display(value string) string {
+	if k.Secret && value != "" {
+		return "********"
+	}
+	return value
+}
+
+func (k ConfigKey) invalid(value, reason, hint string) error {
+	if k.Secret {
+		value = ""
+	}
+	return &ValidationError{Key: k.Name, Value: value, Reason: reason, Hint: hint}
+}
+
+func quote(s string) string { return strconv.Quote(s) }
+
+func invalid(key, value, reason, hint string) error {
+	return &ValidationError{Key: key, Value: value, Reason: reason, Hint: hint}
+}
+
+func normalizeEnv(key, v string) (string, error) {
+	switch Env(v) {
+	case EnvNone, EnvDev, EnvStaging, EnvProd:
+		return v, nil
+	}
+	return "", invalid(key, v, "is not an environment", "one of none, dev, staging, prod")
+}
+
+var repoPattern = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$`)
+
+func normalizeRepo(key, v string) (string, error) {
+	if !repoPattern.MatchString(v) || strings.HasSuffix(v, "/.") || strings.HasSuffix(v, "/..") {
+		return "", invalid(key, v, "is not a repository", "owner/name, e.g. ferry-cd/ferry")
+	}
+	return v, nil
+}
+
+func normalizeHTTPURL(key, v string) (string, error) {
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", invalid(key, v, "is not an http(s) URL", "e.g. https://host.example:8080/path")
+	}
+	return v, nil
+}
+
+func normalizeSecret(key, v string) (string, error) {
+	if strings.ContainsAny(v, " \t\r\n") {
+		return "", invalid(key, "", "must not contain white space", "paste the value without spaces or line breaks")
+	}
+	return v, nil
+}
+
+func normalizeDuration(key, v string) (string, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return "", invalid(key, v, "is not a duration", "e.g. 90m, 1h30m, 45s")
+	}
+	if d <= 0 {
+		return "", invalid(key, v, "must be greater than zero", "e.g. 90m")
+	}
+	return v, nil
+}
+
+func normalizeBool(key, v string) (string, error) {
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return "", invalid(key, v, "is not a boolean", "true or false")
+	}
+	return strconv.FormatBool(b), nil
+}
+
+func normalizeTimezone(key, v string) (string, error) {
+	if _, err := time.LoadLocation(v); err != nil {
+		return "", invalid(key, v, "is not a time zone", "an IANA name, e.g. Asia/Tokyo or UTC")
+	}
+	return v, nil
+}
+
+// splitLines splits a multi-line value and drops blank lines.
+func splitLines(v string) []string {
+	var out []string
+	for _, line := range strings.Split(v, "\n") {
+		line = strings.TrimSpace(line)
+		if line != "" {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow)
+
+// ParseReleaseTime parses release-time lines into schedules.
+func ParseReleaseTime(lines []string) ([]cron.Schedule, error) {
+	scheds := make([]cron.Schedule, 0, len(lines))
+	for _, line := range lines {
+		if strings.HasPrefix(line, "@") || strings.Contains(line, "TZ=") {
+			return nil, invalid(ConfigReleaseTime, line, "is not a plain cron line", "five fields, e.g. \"* 9-16 * * 1-5\" for weekdays 09:00-16:59; set release-timezone for the zone")
+		}
+		s, err := cronParser.Parse(line)
+		if err != nil {
+			return nil, invalid(ConfigReleaseTime, line, "is not a cron line: "+err.Error(), "five fields, e.g. \"* 9-16 * * 1-5\" for weekdays 09:00-16:59")
+		}
+		scheds = append(scheds, s)
+	}
+	return scheds, nil
+}
+
+func normalizeReleaseTime(_, v string) (string, error) {
+	lines := splitLines(v)
+	if _, err := ParseReleaseTime(lines); err != nil {
+		return "", err
+	}
+	return strings.Join(lines, "\n"), nil
+}
+
+// ParseSigningKeys parses signing-keys: minisign public keys one a line, in
+// the base64 form that minisign prints. "untrusted comment:" and "#" lines, as
+// found in a .pub file, are skipped.
+func ParseSigningKeys(v string) ([]minisign.PublicKey, error) {
+	var keys []minisign.PublicKey
+	for _, line := range splitLines(v) {
+		if strings.HasPrefix(line, "untrusted comment:") || strings.HasPrefix(line, "#") {
+			continue
+		}
+		var k minisign.PublicKey
+		if err := k.UnmarshalText([]byte(line)); err != nil {
+			return nil, invalid(ConfigSigningKeys, line, "is not a minisign public key", "the base64 line of a minisign .pub file, e.g. RWQ...")
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
+}
+
+func normalizeSigningKeys(_, v string) (string, error) {
+	keys, err := ParseSigningKeys(v)
+	if err != nil {
+		return "", err
+	}
+	if len(keys) == 0 {
+		return "", invalid(ConfigSigningKeys, v, "holds no public key", "the base64 line of a minisign .pub file")
+	}
+	lines := make([]string, len(keys))
+	for i, k := range keys {
+		lines[i] = k.String()
+	}
+	return strings.Join(lines, "\n"), nil
+}
+
+// Config is the typed view of every config/ key, defaults applied.
+type Config struct {
+	Env                 Env
+	GitHubRepo          string
+	GitHubAPIURL        string
+	GitHubToken         string
+	CheckUpdateInterval time.Duration
+	WorkerTimeout       time.Duration
+	ReleaseTime         []string
+	ReleaseSchedules    []cron.Schedule
+	ReleaseTimezone     *time.Location
+	Proxy               string
+	NotifyURL           string
+	WebhookSecret       string
+	SigningKeys         []minisign.PublicKey
+	AllowUnsigned       bool
+}
+
+// ParseConfig builds a Config from raw config/ values (key name to value).
+// Missing keys take their default. A stored value that does not validate is
+// an error naming the key, so that a daemon never acts on a value that
+// `ferry config set` would have refused.
+func ParseConfig(values map[string]string) (*Config, error) {
+	get := func(k ConfigKey) (string, error) {
+		raw, ok := values[k.Name]
+		if !ok || raw == "" {
+			return k.Default, nil
+		}
+		v, err := k.Normalize(raw)
+		if err != nil {
+			return "", fmt.Errorf("stored %w; fix it with `ferry config set %s VALUE`", err, k.Name)
+		}
+		return v, nil
+	}
+	raw := make(map[string]string, len(configKeys))
+	for _, k := range configKeys {
+		v, err := get(k)
+		if err != nil {
+			return nil, err
+		}
+		raw[k.Name] = v
+	}
+
+	c := &Config{
+		Env:           Env(raw[ConfigEnv]),
+		GitHubRepo:    raw[ConfigGitHubRepo],
+		GitHubAPIURL:  raw[ConfigGitHubAPIURL],
+		GitHubToken:   raw[ConfigGitHubToken],
+		ReleaseTime:   splitLines(raw[ConfigReleaseTime]),
+		Proxy:         raw[ConfigProxy],
+		NotifyURL:     raw[ConfigNotifyURL],
+		WebhookSecret: raw[ConfigWebhookSecret],
+	}
+	// The values were normalized above, so these parses cannot fail.
+	c.CheckUpdateInterval, _ = time.ParseDuration(raw[ConfigCheckUpdateInterval])
+	c.WorkerTimeout, _ = time.ParseDuration(raw[ConfigWorkerTimeout])
+	c.ReleaseSchedules, _ = ParseReleaseTime(c.ReleaseTime)
+	c.ReleaseTimezone, _ = time.LoadLocation(raw[ConfigReleaseTimezone])
+	c.SigningKeys, _ = ParseSigningKeys(raw[ConfigSigningKeys])
+	c.AllowUnsigned, _ = strconv.ParseBool(raw[ConfigAllowUnsigned])
+	return c, nil
+}
+
+// InReleaseWindow reports whether t falls in a minute matched by release-time.
+// With no release-time every minute is in the window.
+func (c *Config) InReleaseWindow(t time.Time) bool {
+	if len(c.ReleaseSchedules) == 0 {
+		return true
+	}
+	minute := t.In(c.ReleaseTimezone).Truncate(time.Minute)
+	for _, s := range c.ReleaseSchedules {
+		if s.Next(minute.Add(-time.Second)).Equal(minute) {
+			return true
+		}
+	}
+	return false
+}
+
+// NextReleaseWindow returns the start of the next minute after t that
+// release-time matches, or t itself when t is already in a window.
+func (c *Config) NextReleaseWindow(t time.Time) time.Time {
+	if c.InReleaseWindow(t) {
+		return t
+	}
+	var next time.Time
+	for _, s := range c.ReleaseSchedules {
+		n := s.Next(t.In(c.ReleaseTimezone))
+		if next.IsZero() || n.Before(next) {
+			next = n
+		}
+	}
+	return next
+}

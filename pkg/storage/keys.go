@@ -1,0 +1,33 @@
+package storage
+
+// Every key ferry stores in etcd is built here, relative to the prefix given
+// to New. No other package knows a key name.
+const (
+	keyConfigDir     = "config/"
+	keyServersDir    = "info/servers/"
+	keyReleaseInfo   = "info/release"
+	keyAliveDir      = "alive/"
+	keyPin           = "pin"
+	keyStatusDir     = "status/"
+	keyCurrent       = "status/current"
+	keyServerStatus  = "status/servers/"
+	keyContentsDir   = "contents/"
+	keyHistoryDir    = "history/"
+	keyInstallDir    = "install/"
+	keyUpdaterLeader = "leader/updater/"
+	keyWorkerLeader  = "leader/worker/"
+)
+
+func (s *Storage) configKey(name string) string     { return s.prefix + keyConfigDir + name }
+func (s *Storage) serverKey(id string) string       { return s.prefix + keyServersDir + id }
+func (s *Storage) aliveKey(id string) string        { return s.prefix + keyAliveDir + id }
+func (s *Storage) statusKey(id string) string       { return s.prefix + keyServerStatus + id }
+func (s *Storage) contentsKey(target string) string { return s.prefix + keyContentsDir + target }
+func (s *Storage) historyKey(id string) string      { return s.prefix + keyHistoryDir + id }
+func (s *Storage) abs(rel string) string            { return s.prefix + rel }
+
+// UpdaterElectionPrefix is the key prefix of the updater leader election.
+func (s *Storage) UpdaterElectionPrefix() string { return s.prefix + keyUpdaterLeader }
+
+// WorkerElectionPrefix is the key prefix of the worker leader election.
+func (s *Storage) WorkerElectionPrefix() string { return s.prefix + keyWorkerLeader }

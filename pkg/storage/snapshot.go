@@ -1,0 +1,91 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+type mvccKV = mvccpb.KeyValue
+
+func isNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
+
+// Snapshot is everything the updater and workers decide on, read at one
+// etcd revision.
+type Snapshot struct {
+	// Revision is the etcd revision the snapshot was read at. Watch from
+	// Revision+1 to see every later change.
+	Revision int64
+
+	Config       *Config
+	ConfigValues map[string]string
+
+	Request    *UpdateRequest // nil when there is none
+	RequestRev int64          // mod revision of the request, 0 when none
+	Statuses   map[string]*UpdateStatus
+	Servers    map[string]*ServerInfo
+	Alive      map[string]*Alive
+	Pin        *Pin         // nil when not pinned
+	Release    *ReleaseInfo // nil before the updater has seen a release
+	Contents   map[string]*ContentsStatus
+}
+
+// Snapshot reads config, request, statuses, servers, liveness, pin, release
+// info and contents in one transaction, so that they are consistent.
+func (s *Storage) Snapshot(ctx context.Context) (*Snapshot, error) {
+	resp, err := s.cli.Txn(ctx).Then(
+		clientv3.OpGet(s.abs(keyConfigDir), clientv3.WithPrefix()),
+		clientv3.OpGet(s.abs(keyCurrent)),
+		clientv3.OpGet(s.abs(keyServerStatus), clientv3.WithPrefix()),
+		clientv3.OpGet(s.abs(keyServersDir), clientv3.WithPrefix()),
+		clientv3.OpGet(s.abs(keyAliveDir), clientv3.WithPrefix()),
+		clientv3.OpGet(s.abs(keyPin)),
+		clientv3.OpGet(s.abs(keyReleaseInfo)),
+		clientv3.OpGet(s.abs(keyContentsDir), clientv3.WithPrefix()),
+	).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("read snapshot: %w", err)
+	}
+	kvs := func(i int) []*mvccKV { return resp.Responses[i].GetResponseRange().Kvs }
+
+	snap := &Snapshot{Revision: resp.Header.Revision}
+	snap.ConfigValues = s.configFromKVs(kvs(0))
+	if snap.Config, err = ParseConfig(snap.ConfigValues); err != nil {
+		return nil, err
+	}
+	if r := kvs(1); len(r) > 0 {
+		snap.Request = new(UpdateRequest)
+		if err := decode(string(r[0].Key), r[0].Value, snap.Request); err != nil {
+			return nil, err
+		}
+		snap.RequestRev = r[0].ModRevision
+	}
+	if snap.Statuses, err = decodeMap[UpdateStatus](kvs(2), s.abs(keyServerStatus)); err != nil {
+		return nil, err
+	}
+	if snap.Servers, err = decodeMap[ServerInfo](kvs(3), s.abs(keyServersDir)); err != nil {
+		return nil, err
+	}
+	if snap.Alive, err = decodeMap[Alive](kvs(4), s.abs(keyAliveDir)); err != nil {
+		return nil, err
+	}
+	if r := kvs(5); len(r) > 0 {
+		snap.Pin = new(Pin)
+		if err := decode(string(r[0].Key), r[0].Value, snap.Pin); err != nil {
+			return nil, err
+		}
+	}
+	if r := kvs(6); len(r) > 0 {
+		snap.Release = new(ReleaseInfo)
+		if err := decode(string(r[0].Key), r[0].Value, snap.Release); err != nil {
+			return nil, err
+		}
+	}
+	if snap.Contents, err = decodeMap[ContentsStatus](kvs(7), s.abs(keyContentsDir)); err != nil {
+		return nil, err
+	}
+	return snap, nil
+}

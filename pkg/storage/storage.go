@@ -1,0 +1,532 @@
+// Package storage owns ferry's etcd schema: every key, the typed values kept
+// under them, defaults and validation of config/ keys, snapshots read at one
+// revision, watches that resume after a snapshot, and leader-fenced writes.
+package storage
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// DefaultPrefix is the key prefix used when the bootstrap config sets none.
+const DefaultPrefix = "/ferry/"
+
+// Storage reads and writes ferry's keys under one prefix.
+type Storage struct {
+	cli    *clientv3.Client
+	prefix string
+}
+
+// New returns a Storage for keys under prefix. The prefix must start with
+// "/"; a missing trailing "/" is added.
+func New(cli *clientv3.Client, prefix string) (*Storage, error) {
+	p, err := NormalizePrefix(prefix)
+	if err != nil {
+		return nil, err
+	}
+	return &Storage{cli: cli, prefix: p}, nil
+}
+
+// NormalizePrefix checks a key prefix and gives it a trailing "/".
+func NormalizePrefix(prefix string) (string, error) {
+	if !strings.HasPrefix(prefix, "/") {
+		return "", invalid("prefix", prefix, "must start with /", "e.g. "+DefaultPrefix)
+	}
+	if !strings.HasSuffix(prefix, "/") {
+		prefix += "/"
+	}
+	return prefix, nil
+}
+
+// Client returns the etcd client, for elections and leases.
+func (s *Storage) Client() *clientv3.Client { return s.cli }
+
+// Prefix returns the normalized key prefix.
+func (s *Storage) Prefix() string { return s.prefix }
+
+var idPattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$`)
+
+// ValidateServerID checks a server id: lower-case letters, digits, ".", "_"
+// and "-", at most 63 characters, starting and ending with a letter or digit.
+func ValidateServerID(id string) error {
+	if !idPattern.MatchString(id) {
+		return invalid("server id", id, "is not a valid id", "lower-case letters, digits, '.', '_' and '-', e.g. boot-0")
+	}
+	return nil
+}
+
+func (s *Storage) get(ctx context.Context, key string, v any) (int64, error) {
+	resp, err := s.cli.Get(ctx, key)
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", key, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return 0, fmt.Errorf("%s: %w", key, ErrNotFound)
+	}
+	if err := decode(key, resp.Kvs[0].Value, v); err != nil {
+		return 0, err
+	}
+	return resp.Kvs[0].ModRevision, nil
+}
+
+func (s *Storage) put(ctx context.Context, key string, v any, opts ...clientv3.OpOption) error {
+	data, err := encode(v)
+	if err != nil {
+		return err
+	}
+	if _, err := s.cli.Put(ctx, key, data, opts...); err != nil {
+		return fmt.Errorf("write %s: %w", key, err)
+	}
+	return nil
+}
+
+// --- config/ ---
+
+// GetConfigValue returns the stored value of a config key, and whether it is
+// set. An unset key reports its default with set=false.
+func (s *Storage) GetConfigValue(ctx context.Context, name string) (value string, set bool, err error) {
+	k, err := LookupConfigKey(name)
+	if err != nil {
+		return "", false, err
+	}
+	resp, err := s.cli.Get(ctx, s.configKey(name))
+	if err != nil {
+		return "", false, fmt.Errorf("read config %s: %w", name, err)
+	}
+	if len(resp.Kvs) == 0 || len(resp.Kvs[0].Value) == 0 {
+		return k.Default, false, nil
+	}
+	return string(resp.Kvs[0].Value), true, nil
+}
+
+// ConfigValues returns every stored config value, by key name.
+func (s *Storage) ConfigValues(ctx context.Context) (map[string]string, error) {
+	resp, err := s.cli.Get(ctx, s.abs(keyConfigDir), clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return s.configFromKVs(resp.Kvs), nil
+}
+
+// SetConfig validates a value and stores its normalized form. A refused
+// value writes nothing. An empty value for a key without default unsets it.
+func (s *Storage) SetConfig(ctx context.Context, name, value string) (string, error) {
+	k, err := LookupConfigKey(name)
+	if err != nil {
+		return "", err
+	}
+	v, err := k.Normalize(value)
+	if err != nil {
+		return "", err
+	}
+	if v == "" {
+		return "", s.UnsetConfig(ctx, name)
+	}
+	if _, err := s.cli.Put(ctx, s.configKey(name), v); err != nil {
+		return "", fmt.Errorf("write config %s: %w", name, err)
+	}
+	return v, nil
+}
+
+// UnsetConfig removes a config key, so that it takes its default.
+func (s *Storage) UnsetConfig(ctx context.Context, name string) error {
+	if _, err := LookupConfigKey(name); err != nil {
+		return err
+	}
+	if _, err := s.cli.Delete(ctx, s.configKey(name)); err != nil {
+		return fmt.Errorf("delete config %s: %w", name, err)
+	}
+	return nil
+}
+
+// GetConfig reads every config key and returns the typed view.
+func (s *Storage) GetConfig(ctx context.Context) (*Config, error) {
+	values, err := s.ConfigValues(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return ParseConfig(values)
+}
+
+func (s *Storage) typedConfig(ctx context.Context, name string) (*Config, error) {
+	v, set, err := s.GetConfigValue(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	values := map[string]string{}
+	if set {
+		values[name] = v
+	}
+	return ParseConfig(values)
+}
+
+// GetEnv returns env (default none).
+func (s *Storage) GetEnv(ctx context.Context) (Env, error) {
+	c, err := s.typedConfig(ctx, ConfigEnv)
+	if err != nil {
+		return "", err
+	}
+	return c.Env, nil
+}
+
+// GetGitHubRepo returns github-repo as owner/name, or "" when unset.
+func (s *Storage) GetGitHubRepo(ctx context.Context) (string, error) {
+	c, err := s.typedConfig(ctx, ConfigGitHubRepo)
+	if err != nil {
+		return "", err
+	}
+	return c.GitHubRepo, nil
+}
+
+// GetGitHubAPIURL returns github-api-url (default https://api.github.com/).
+func (s *Storage) GetGitHubAPIURL(ctx context.Context) (string, error) {
+	c, err := s.typedConfig(ctx, ConfigGitHubAPIURL)
+	if err != nil {
+		return "", err
+	}
+	return c.GitHubAPIURL, nil
+}
+
+// GetGitHubToken returns github-token, or "" when unset.
+func (s *Storage) GetGitHubToken(ctx context.Context) (string, error) {
+	c, err := s.typedConfig(ctx, ConfigGitHubToken)
+	if err != nil {
+		return "", err
+	}
+	return c.GitHubToken, nil
+}
+
+// GetCheckUpdateInterval returns check-update-interval (default 10m).
+func (s *Storage) GetCheckUpdateInterval(ctx context.Context) (time.Duration, error) {
+	c, err := s.typedConfig(ctx, ConfigCheckUpdateInterval)
+	if err != nil {
+		return 0, err
+	}
+	return c.CheckUpdateInterval, nil
+}
+
+// GetWorkerTimeout returns worker-timeout (default 60m).
+func (s *Storage) GetWorkerTimeout(ctx context.Context) (time.Duration, error) {
+	c, err := s.typedConfig(ctx, ConfigWorkerTimeout)
+	if err != nil {
+		return 0, err
+	}
+	return c.WorkerTimeout, nil
+}
+
+// GetReleaseTime returns the release-time cron lines (default none: any time).
+func (s *Storage) GetReleaseTime(ctx context.Context) ([]string, error) {
+	c, err := s.typedConfig(ctx, ConfigReleaseTime)
+	if err != nil {
+		return nil, err
+	}
+	return c.ReleaseTime, nil
+}
+
+// GetReleaseTimezone returns release-timezone (default UTC).
+func (s *Storage) GetReleaseTimezone(ctx context.Context) (*time.Location, error) {
+	c, err := s.typedConfig(ctx, ConfigReleaseTimezone)
+	if err != nil {
+		return nil, err
+	}
+	return c.ReleaseTimezone, nil
+}
+
+// GetProxy returns proxy, or "" when unset.
+func (s *Storage) GetProxy(ctx context.Context) (string, error) {
+	c, err := s.typedConfig(ctx, ConfigProxy)
+	if err != nil {
+		return "", err
+	}
+	return c.Proxy, nil
+}
+
+// GetNotifyURL returns notify-url, or "" when unset.
+func (s *Storage) GetNotifyURL(ctx context.Context) (string, error) {
+	c, err := s.typedConfig(ctx, ConfigNotifyURL)
+	if err != nil {
+		return "", err
+	}
+	return c.NotifyURL, nil
+}
+
+// GetWebhookSecret returns webhook-secret, or "" when unset.
+func (s *Storage) GetWebhookSecret(ctx context.Context) (string, error) {
+	c, err := s.typedConfig(ctx, ConfigWebhookSecret)
+	if err != nil {
+		return "", err
+	}
+	return c.WebhookSecret, nil
+}
+
+// GetSigningKeys returns the parsed signing-keys (default none).
+func (s *Storage) GetSigningKeys(ctx context.Context) ([]string, error) {
+	c, err := s.typedConfig(ctx, ConfigSigningKeys)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, len(c.SigningKeys))
+	for i, k := range c.SigningKeys {
+		out[i] = k.String()
+	}
+	return out, nil
+}
+
+// GetAllowUnsigned returns allow-unsigned (default false).
+func (s *Storage) GetAllowUnsigned(ctx context.Context) (bool, error) {
+	c, err := s.typedConfig(ctx, ConfigAllowUnsigned)
+	if err != nil {
+		return false, err
+	}
+	return c.AllowUnsigned, nil
+}
+
+// --- info/servers/ ---
+
+// JoinServer registers a server. A server that is already registered keeps
+// its joined_at and gets the new hostname and labels; created reports which
+// case happened.
+func (s *Storage) JoinServer(ctx context.Context, id string, info *ServerInfo) (created bool, err error) {
+	if err := ValidateServerID(id); err != nil {
+		return false, err
+	}
+	key := s.serverKey(id)
+	for {
+		var old ServerInfo
+		rev, err := s.get(ctx, key, &old)
+		switch {
+		case err == nil:
+			info.JoinedAt = old.JoinedAt
+		case isNotFound(err):
+		default:
+			return false, err
+		}
+		data, err := encode(info)
+		if err != nil {
+			return false, err
+		}
+		resp, err := s.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
+			Then(clientv3.OpPut(key, data)).
+			Commit()
+		if err != nil {
+			return false, fmt.Errorf("write %s: %w", key, err)
+		}
+		if resp.Succeeded {
+			return rev == 0, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return false, err
+		}
+	}
+}
+
+// LeaveServer removes a server's registration.
+func (s *Storage) LeaveServer(ctx context.Context, id string) error {
+	resp, err := s.cli.Delete(ctx, s.serverKey(id))
+	if err != nil {
+		return fmt.Errorf("delete server %s: %w", id, err)
+	}
+	if resp.Deleted == 0 {
+		return fmt.Errorf("server %s is not registered: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
+// GetServers returns every registered server by id.
+func (s *Storage) GetServers(ctx context.Context) (map[string]*ServerInfo, error) {
+	resp, err := s.cli.Get(ctx, s.abs(keyServersDir), clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("read servers: %w", err)
+	}
+	return decodeMap[ServerInfo](resp.Kvs, s.abs(keyServersDir))
+}
+
+// --- alive/ ---
+
+// PutAlive writes alive/<id> bound to the lease, so that the key vanishes
+// when the worker stops keeping the lease alive.
+func (s *Storage) PutAlive(ctx context.Context, id string, a *Alive, lease clientv3.LeaseID) error {
+	return s.put(ctx, s.aliveKey(id), a, clientv3.WithLease(lease))
+}
+
+// GetAlive returns the liveness record of every running worker by id.
+func (s *Storage) GetAlive(ctx context.Context) (map[string]*Alive, error) {
+	resp, err := s.cli.Get(ctx, s.abs(keyAliveDir), clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("read alive: %w", err)
+	}
+	return decodeMap[Alive](resp.Kvs, s.abs(keyAliveDir))
+}
+
+// --- status/ ---
+
+// GetRequest returns the current update request, or ErrNotFound.
+func (s *Storage) GetRequest(ctx context.Context) (*UpdateRequest, int64, error) {
+	var req UpdateRequest
+	rev, err := s.get(ctx, s.abs(keyCurrent), &req)
+	if err != nil {
+		return nil, 0, err
+	}
+	return &req, rev, nil
+}
+
+// PutRequest writes the update request, fenced on the caller's leader key:
+// when leaderKey no longer exists nothing is written and ErrNoLeader is
+// returned.
+func (s *Storage) PutRequest(ctx context.Context, req *UpdateRequest, leaderKey string) error {
+	return s.fencedPut(ctx, leaderKey, s.abs(keyCurrent), req)
+}
+
+// PutReleaseInfo writes info/release, fenced on the caller's leader key.
+func (s *Storage) PutReleaseInfo(ctx context.Context, info *ReleaseInfo, leaderKey string) error {
+	return s.fencedPut(ctx, leaderKey, s.abs(keyReleaseInfo), info)
+}
+
+// GetReleaseInfo returns info/release, or ErrNotFound.
+func (s *Storage) GetReleaseInfo(ctx context.Context) (*ReleaseInfo, error) {
+	var info ReleaseInfo
+	if _, err := s.get(ctx, s.abs(keyReleaseInfo), &info); err != nil {
+		return nil, err
+	}
+	return &info, nil
+}
+
+func (s *Storage) fencedPut(ctx context.Context, leaderKey, key string, v any) error {
+	if leaderKey == "" {
+		return fmt.Errorf("write %s: no leader key: %w", key, ErrNoLeader)
+	}
+	data, err := encode(v)
+	if err != nil {
+		return err
+	}
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(leaderKey), ">", 0)).
+		Then(clientv3.OpPut(key, data)).
+		Commit()
+	if err != nil {
+		return fmt.Errorf("write %s: %w", key, err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("write %s: %w", key, ErrNoLeader)
+	}
+	return nil
+}
+
+// PutStatus writes a worker's status.
+func (s *Storage) PutStatus(ctx context.Context, id string, st *UpdateStatus) error {
+	return s.put(ctx, s.statusKey(id), st)
+}
+
+// GetStatuses returns every worker status by server id.
+func (s *Storage) GetStatuses(ctx context.Context) (map[string]*UpdateStatus, error) {
+	resp, err := s.cli.Get(ctx, s.abs(keyServerStatus), clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("read statuses: %w", err)
+	}
+	return decodeMap[UpdateStatus](resp.Kvs, s.abs(keyServerStatus))
+}
+
+// Recover clears the current request, every worker status and every
+// contents/ record, so that the updater starts the rollout again. It acts
+// only when the request is still the one at requestRev (as returned by
+// GetRequest or a snapshot); otherwise it returns ErrConflict.
+func (s *Storage) Recover(ctx context.Context, requestRev int64) error {
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(s.abs(keyCurrent)), "=", requestRev)).
+		Then(
+			clientv3.OpDelete(s.abs(keyStatusDir), clientv3.WithPrefix()),
+			clientv3.OpDelete(s.abs(keyContentsDir), clientv3.WithPrefix()),
+		).
+		Commit()
+	if err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("recover: the request changed since it was read: %w", ErrConflict)
+	}
+	return nil
+}
+
+// --- pin ---
+
+// GetPin returns the pin, or ErrNotFound.
+func (s *Storage) GetPin(ctx context.Context) (*Pin, error) {
+	var p Pin
+	if _, err := s.get(ctx, s.abs(keyPin), &p); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+// PutPin stores the pin.
+func (s *Storage) PutPin(ctx context.Context, p *Pin) error {
+	return s.put(ctx, s.abs(keyPin), p)
+}
+
+// DeletePin removes the pin; ErrNotFound when there was none.
+func (s *Storage) DeletePin(ctx context.Context) error {
+	resp, err := s.cli.Delete(ctx, s.abs(keyPin))
+	if err != nil {
+		return fmt.Errorf("delete pin: %w", err)
+	}
+	if resp.Deleted == 0 {
+		return fmt.Errorf("pin: %w", ErrNotFound)
+	}
+	return nil
+}
+
+// --- contents/ ---
+
+// PutContents records the outcome of a once-per-fleet action.
+func (s *Storage) PutContents(ctx context.Context, target string, c *ContentsStatus) error {
+	return s.put(ctx, s.contentsKey(target), c)
+}
+
+// GetContents returns contents/<target>, or ErrNotFound.
+func (s *Storage) GetContents(ctx context.Context, target string) (*ContentsStatus, error) {
+	var c ContentsStatus
+	if _, err := s.get(ctx, s.contentsKey(target), &c); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// --- helpers ---
+
+func decodeMap[T any](kvs []*mvccKV, dir string) (map[string]*T, error) {
+	out := make(map[string]*T, len(kvs))
+	for _, kv := range kvs {
+		var v T
+		if err := decode(string(kv.Key), kv.Value, &v); err != nil {
+			return nil, err
+		}
+		out[strings.TrimPrefix(string(kv.Key), dir)] = &v
+	}
+	return out, nil
+}
+
+func (s *Storage) configFromKVs(kvs []*mvccKV) map[string]string {
+	dir := s.abs(keyConfigDir)
+	out := make(map[string]string, len(kvs))
+	for _, kv := range kvs {
+		out[strings.TrimPrefix(string(kv.Key), dir)] = string(kv.Value)
+	}
+	return out
+}
+
+// SortedIDs returns the keys of a map in order.
+func SortedIDs[T any](m map[string]T) []string {
+	ids := make([]string, 0, len(m))
+	for id := range m {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}

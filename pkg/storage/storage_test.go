@@ -1,0 +1,432 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"aead.dev/minisign"
+	"github.com/ferry-cd/ferry/internal/etcdtest"
+	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+)
+
+func TestMain(m *testing.M) { etcdtest.Main(m) }
+
+func newTestStorage(t *testing.T) *Storage {
+	t.Helper()
+	st, err := New(etcdtest.Client(t), etcdtest.Prefix(t))
+	require.NoError(t, err)
+	return st
+}
+
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestConfigDefaults(t *testing.T) {
+	t.Parallel()
+	st := newTestStorage(t)
+	ctx := testContext(t)
+
+	env, err := st.GetEnv(ctx)
+	require.NoError(t, err)
+	require.Equal(t, EnvNone, env)
+
+	repo, err := st.GetGitHubRepo(ctx)
+	require.NoError(t, err)
+	require.Empty(t, repo)
+
+	api, err := st.GetGitHubAPIURL(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "https://api.github.com/", api)
+
+	token, err := st.GetGitHubToken(ctx)
+	require.NoError(t, err)
+	require.Empty(t, token)
+
+	interval, err := st.GetCheckUpdateInterval(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 10*time.Minute, interval)
+
+	timeout, err := st.GetWorkerTimeout(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 60*time.Minute, timeout)
+
+	rt, err := st.GetReleaseTime(ctx)
+	require.NoError(t, err)
+	require.Empty(t, rt)
+
+	tz, err := st.GetReleaseTimezone(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "UTC", tz.String())
+
+	proxy, err := st.GetProxy(ctx)
+	require.NoError(t, err)
+	require.Empty(t, proxy)
+
+	notify, err := st.GetNotifyURL(ctx)
+	require.NoError(t, err)
+	require.Empty(t, notify)
+
+	secret, err := st.GetWebhookSecret(ctx)
+	require.NoError(t, err)
+	require.Empty(t, secret)
+
+	keys, err := st.GetSigningKeys(ctx)
+	require.NoError(t, err)
+	require.Empty(t, keys)
+
+	unsigned, err := st.GetAllowUnsigned(ctx)
+	require.NoError(t, err)
+	require.False(t, unsigned)
+
+	// Every key has a getter above; a new key must get one and a line here.
+	require.Len(t, ConfigKeys(), 13)
+}
+
+func TestConfigSetAndGet(t *testing.T) {
+	t.Parallel()
+	st := newTestStorage(t)
+	ctx := testContext(t)
+	pub, _, err := minisign.GenerateKey(nil)
+	require.NoError(t, err)
+	pub2, _, err := minisign.GenerateKey(nil)
+	require.NoError(t, err)
+	pubFile, err := pub.MarshalText()
+	require.NoError(t, err)
+
+	set := func(k, v string) string {
+		t.Helper()
+		got, err := st.SetConfig(ctx, k, v)
+		require.NoError(t, err)
+		return got
+	}
+	set(ConfigEnv, "staging")
+	set(ConfigGitHubRepo, "ferry-cd/ferry")
+	set(ConfigWorkerTimeout, " 90m ")
+	set(ConfigReleaseTimezone, "Asia/Tokyo")
+	require.Equal(t, "* 9-16 * * 1-5\n0 20 * * *", set(ConfigReleaseTime, "* 9-16 * * 1-5\n\n 0 20 * * * \n"))
+	// A .pub file and a bare key line are both accepted and stored as lines.
+	require.Equal(t, pub.String()+"\n"+pub2.String(), set(ConfigSigningKeys, string(pubFile)+"\n"+pub2.String()))
+	require.Equal(t, "true", set(ConfigAllowUnsigned, "1"))
+
+	c, err := st.GetConfig(ctx)
+	require.NoError(t, err)
+	require.Equal(t, EnvStaging, c.Env)
+	require.Equal(t, "ferry-cd/ferry", c.GitHubRepo)
+	require.Equal(t, 90*time.Minute, c.WorkerTimeout)
+	require.Equal(t, "Asia/Tokyo", c.ReleaseTimezone.String())
+	require.Len(t, c.ReleaseSchedules, 2)
+	require.Len(t, c.SigningKeys, 2)
+	require.True(t, c.SigningKeys[0].Equal(pub))
+	require.True(t, c.AllowUnsigned)
+
+	require.NoError(t, st.UnsetConfig(ctx, ConfigWorkerTimeout))
+	d, err := st.GetWorkerTimeout(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 60*time.Minute, d)
+}
+
+func TestConfigValidation(t *testing.T) {
+	t.Parallel()
+	st := newTestStorage(t)
+	ctx := testContext(t)
+
+	cases := []struct {
+		key, value string
+		want       []string // fragments of the message
+	}{
+		{ConfigWorkerTimeout, "abc", []string{"worker-timeout", `"abc"`, "not a duration", "90m"}},
+		{ConfigWorkerTimeout, "-5m", []string{"worker-timeout", "greater than zero"}},
+		{ConfigCheckUpdateInterval, "0s", []string{"check-update-interval", "greater than zero"}},
+		{ConfigEnv, "production", []string{"env", `"production"`, "none, dev, staging, prod"}},
+		{ConfigGitHubRepo, "ferry", []string{"github-repo", "owner/name"}},
+		{ConfigGitHubRepo, "a/b/c", []string{"github-repo", "owner/name"}},
+		{ConfigGitHubAPIURL, "ftp://x", []string{"github-api-url", "http(s) URL"}},
+		{ConfigGitHubAPIURL, "", []string{"github-api-url", "must not be empty", "unset"}},
+		{ConfigNotifyURL, "not a url", []string{"notify-url", "http(s) URL"}},
+		{ConfigProxy, "http://", []string{"proxy", "http(s) URL"}},
+		{ConfigReleaseTime, "* * *", []string{"release-time", "not a cron line"}},
+		{ConfigReleaseTime, "@daily", []string{"release-time", "plain cron line"}},
+		{ConfigReleaseTime, "61 * * * *", []string{"release-time", "not a cron line"}},
+		{ConfigReleaseTimezone, "Mars/Olympus", []string{"release-timezone", "IANA"}},
+		{ConfigSigningKeys, "RWQnotakey", []string{"signing-keys", "minisign public key"}},
+		{ConfigAllowUnsigned, "maybe", []string{"allow-unsigned", "true or false"}},
+		{ConfigGitHubToken, "ghp_secret with space", []string{"github-token", "white space"}},
+		{"no-such-key", "x", []string{"no-such-key", "not a config key", "worker-timeout"}},
+	}
+	for _, c := range cases {
+		_, err := st.SetConfig(ctx, c.key, c.value)
+		require.Error(t, err, "%s=%q", c.key, c.value)
+		require.ErrorIs(t, err, ErrInvalid)
+		for _, w := range c.want {
+			require.Contains(t, err.Error(), w, "%s=%q", c.key, c.value)
+		}
+		require.NotContains(t, err.Error(), "ghp_secret", "a secret was echoed")
+	}
+
+	// Nothing was written by any refused set.
+	values, err := st.ConfigValues(ctx)
+	require.NoError(t, err)
+	require.Empty(t, values)
+}
+
+func TestConfigStoredGarbage(t *testing.T) {
+	t.Parallel()
+	st := newTestStorage(t)
+	ctx := testContext(t)
+
+	// A value written around `ferry config set` is refused when read, with
+	// a message that says how to fix it.
+	_, err := st.Client().Put(ctx, st.Prefix()+"config/worker-timeout", "soon")
+	require.NoError(t, err)
+	_, err = st.GetWorkerTimeout(ctx)
+	require.ErrorIs(t, err, ErrInvalid)
+	require.Contains(t, err.Error(), "ferry config set worker-timeout")
+	_, err = st.Snapshot(ctx)
+	require.ErrorIs(t, err, ErrInvalid)
+}
+
+func TestReleaseWindow(t *testing.T) {
+	t.Parallel()
+	c, err := ParseConfig(map[string]string{
+		ConfigReleaseTime:     "* 9-16 * * 1-5",
+		ConfigReleaseTimezone: "Asia/Tokyo",
+	})
+	require.NoError(t, err)
+	tokyo, err := time.LoadLocation("Asia/Tokyo")
+	require.NoError(t, err)
+
+	monday10 := time.Date(2026, 11, 23, 10, 30, 15, 0, tokyo)
+	require.True(t, c.InReleaseWindow(monday10))
+	require.True(t, c.InReleaseWindow(monday10.UTC()), "the zone is release-timezone, not the caller's")
+	require.Equal(t, monday10, c.NextReleaseWindow(monday10))
+
+	monday17 := time.Date(2026, 11, 23, 17, 0, 0, 0, tokyo)
+	require.False(t, c.InReleaseWindow(monday17))
+	require.True(t, c.NextReleaseWindow(monday17).Equal(time.Date(2026, 11, 24, 9, 0, 0, 0, tokyo)))
+
+	saturday := time.Date(2026, 11, 28, 10, 0, 0, 0, tokyo)
+	require.False(t, c.InReleaseWindow(saturday))
+	require.True(t, c.NextReleaseWindow(saturday).Equal(time.Date(2026, 11, 30, 9, 0, 0, 0, tokyo)))
+
+	always, err := ParseConfig(nil)
+	require.NoError(t, err)
+	require.True(t, always.InReleaseWindow(saturday))
+}
+
+func TestServers(t *testing.T) {
+	t.Parallel()
+	st := newTestStorage(t)
+	ctx := testContext(t)
+
+	created, err := st.JoinServer(ctx, "boot-0", &ServerInfo{Hostname: "h0", JoinedAt: time.Unix(100, 0).UTC()})
+	require.NoError(t, err)
+	require.True(t, created)
+	created, err = st.JoinServer(ctx, "boot-0", &ServerInfo{Hostname: "h0b", Labels: map[string]string{"rack": "1"}, JoinedAt: time.Unix(200, 0).UTC()})
+	require.NoError(t, err)
+	require.False(t, created)
+
+	servers, err := st.GetServers(ctx)
+	require.NoError(t, err)
+	require.Equal(t, []string{"boot-0"}, SortedIDs(servers))
+	require.Equal(t, "h0b", servers["boot-0"].Hostname)
+	require.Equal(t, "1", servers["boot-0"].Labels["rack"])
+	require.True(t, servers["boot-0"].JoinedAt.Equal(time.Unix(100, 0)), "re-join keeps joined_at")
+
+	_, err = st.JoinServer(ctx, "Boot/0", &ServerInfo{})
+	require.ErrorIs(t, err, ErrInvalid)
+
+	require.NoError(t, st.LeaveServer(ctx, "boot-0"))
+	require.ErrorIs(t, st.LeaveServer(ctx, "boot-0"), ErrNotFound)
+}
+
+func TestSnapshotThenWatchLosesNothing(t *testing.T) {
+	t.Parallel()
+	st := newTestStorage(t)
+	ctx := testContext(t)
+
+	require.NoError(t, st.PutStatus(ctx, "boot-0", &UpdateStatus{Version: "1", Cond: CondRunning}))
+	snap, err := st.Snapshot(ctx)
+	require.NoError(t, err)
+	require.Equal(t, CondRunning, snap.Statuses["boot-0"].Cond)
+	require.Nil(t, snap.Request)
+
+	// This write lands after the snapshot but before anyone watches. A
+	// watch that starts at the snapshot's revision+1 must still see it.
+	require.NoError(t, st.PutStatus(ctx, "boot-0", &UpdateStatus{Version: "1", Cond: CondCompleted}))
+
+	changes, err := st.WaitChanges(ctx, snap.Revision)
+	require.NoError(t, err)
+	require.Len(t, changes, 1)
+	require.Equal(t, "status/servers/boot-0", changes[0].Key)
+	require.Greater(t, changes[0].Revision, snap.Revision)
+
+	// A watch from the latest revision blocks until the next write.
+	snap2, err := st.Snapshot(ctx)
+	require.NoError(t, err)
+	require.Equal(t, CondCompleted, snap2.Statuses["boot-0"].Cond)
+	got := make(chan []Change, 1)
+	go func() {
+		c, err := st.WaitChanges(ctx, snap2.Revision)
+		if err == nil {
+			got <- c
+		}
+		close(got)
+	}()
+	_, err = st.JoinServer(ctx, "boot-1", &ServerInfo{Hostname: "h1"})
+	require.NoError(t, err)
+	select {
+	case c := <-got:
+		require.Len(t, c, 1)
+		require.Equal(t, "info/servers/boot-1", c[0].Key)
+	case <-ctx.Done():
+		t.Fatal("the watcher never saw the write")
+	}
+}
+
+func TestWatchCompacted(t *testing.T) {
+	t.Parallel()
+	st := newTestStorage(t)
+	ctx := testContext(t)
+
+	require.NoError(t, st.PutStatus(ctx, "boot-0", &UpdateStatus{Cond: CondRunning}))
+	snap, err := st.Snapshot(ctx)
+	require.NoError(t, err)
+	for i := 0; i < 3; i++ {
+		require.NoError(t, st.PutStatus(ctx, "boot-0", &UpdateStatus{Cond: CondRunning, Step: i}))
+	}
+	_, rev, err := currentRev(ctx, st)
+	require.NoError(t, err)
+	_, err = st.Client().Compact(ctx, rev)
+	require.NoError(t, err)
+
+	_, err = st.WaitChanges(ctx, snap.Revision)
+	require.ErrorIs(t, err, ErrCompacted)
+}
+
+func currentRev(ctx context.Context, st *Storage) (*clientv3.GetResponse, int64, error) {
+	resp, err := st.Client().Get(ctx, st.Prefix(), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return nil, 0, err
+	}
+	return resp, resp.Header.Revision, nil
+}
+
+func TestFencedPutRequest(t *testing.T) {
+	t.Parallel()
+	st := newTestStorage(t)
+	ctx := testContext(t)
+
+	sess, err := concurrency.NewSession(st.Client(), concurrency.WithTTL(5))
+	require.NoError(t, err)
+	defer sess.Close()
+	elec := concurrency.NewElection(sess, st.UpdaterElectionPrefix())
+	require.NoError(t, elec.Campaign(ctx, "updater-a"))
+
+	req := &UpdateRequest{Version: "2026.01.01-1", Servers: []string{"boot-0"}, Reason: ReasonUpdate, StartedAt: time.Now().UTC()}
+	leaderKey := elec.Key()
+	require.NoError(t, st.PutRequest(ctx, req, leaderKey))
+	got, _, err := st.GetRequest(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "2026.01.01-1", got.Version)
+	require.True(t, got.IsMember("boot-0"))
+
+	// The leader loses its key: its next write must be refused and must not
+	// change the request.
+	require.NoError(t, elec.Resign(ctx))
+	req.Version = "2026.01.02-1"
+	err = st.PutRequest(ctx, req, leaderKey)
+	require.ErrorIs(t, err, ErrNoLeader)
+	require.ErrorIs(t, st.PutReleaseInfo(ctx, &ReleaseInfo{Version: "x"}, leaderKey), ErrNoLeader)
+	require.ErrorIs(t, st.PutRequest(ctx, req, ""), ErrNoLeader)
+	got, _, err = st.GetRequest(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "2026.01.01-1", got.Version)
+	_, err = st.GetReleaseInfo(ctx)
+	require.ErrorIs(t, err, ErrNotFound)
+}
+
+func TestAliveExpiresWithLease(t *testing.T) {
+	t.Parallel()
+	st := newTestStorage(t)
+	ctx := testContext(t)
+
+	lease, err := st.Client().Grant(ctx, 1)
+	require.NoError(t, err)
+	require.NoError(t, st.PutAlive(ctx, "boot-0", &Alive{Version: "1", PID: 42, StartedAt: time.Now().UTC()}, lease.ID))
+	alive, err := st.GetAlive(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 42, alive["boot-0"].PID)
+
+	// Nobody keeps the lease alive, so etcd expires it and the key goes.
+	require.Eventually(t, func() bool {
+		alive, err := st.GetAlive(ctx)
+		return err == nil && len(alive) == 0
+	}, 15*time.Second, 100*time.Millisecond)
+}
+
+func TestRecover(t *testing.T) {
+	t.Parallel()
+	st := newTestStorage(t)
+	ctx := testContext(t)
+
+	sess, err := concurrency.NewSession(st.Client())
+	require.NoError(t, err)
+	defer sess.Close()
+	elec := concurrency.NewElection(sess, st.UpdaterElectionPrefix())
+	require.NoError(t, elec.Campaign(ctx, "u"))
+	require.NoError(t, st.PutRequest(ctx, &UpdateRequest{Version: "1", Servers: []string{"a"}, Stop: true}, elec.Key()))
+	require.NoError(t, st.PutStatus(ctx, "a", &UpdateStatus{Version: "1", Cond: CondAborted, Message: "boom"}))
+	require.NoError(t, st.PutContents(ctx, "boot", &ContentsStatus{Version: "1", Success: true}))
+	require.NoError(t, st.PutPin(ctx, &Pin{Version: "1"}))
+
+	_, rev, err := st.GetRequest(ctx)
+	require.NoError(t, err)
+	// The request changes after the operator looked: recover must refuse.
+	require.NoError(t, st.PutRequest(ctx, &UpdateRequest{Version: "1", Servers: []string{"a"}, Stop: true, StopReason: "again"}, elec.Key()))
+	require.ErrorIs(t, st.Recover(ctx, rev), ErrConflict)
+	_, err = st.GetContents(ctx, "boot")
+	require.NoError(t, err, "a refused recover deletes nothing")
+
+	_, rev, err = st.GetRequest(ctx)
+	require.NoError(t, err)
+	require.NoError(t, st.Recover(ctx, rev))
+	_, _, err = st.GetRequest(ctx)
+	require.ErrorIs(t, err, ErrNotFound)
+	statuses, err := st.GetStatuses(ctx)
+	require.NoError(t, err)
+	require.Empty(t, statuses)
+	_, err = st.GetContents(ctx, "boot")
+	require.ErrorIs(t, err, ErrNotFound)
+	_, err = st.GetPin(ctx)
+	require.NoError(t, err, "recover leaves the pin alone")
+}
+
+func TestMalformedValueIsInvalidNotNotFound(t *testing.T) {
+	t.Parallel()
+	st := newTestStorage(t)
+	ctx := testContext(t)
+
+	_, err := st.Client().Put(ctx, st.Prefix()+"status/current", "{not json")
+	require.NoError(t, err)
+	_, _, err = st.GetRequest(ctx)
+	require.ErrorIs(t, err, ErrInvalid)
+	require.False(t, errors.Is(err, ErrNotFound))
+	require.True(t, strings.Contains(err.Error(), "status/current"))
+}
+
+func TestNewRejectsRelativePrefix(t *testing.T) {
+	t.Parallel()
+	_, err := New(nil, "ferry")
+	require.ErrorIs(t, err, ErrInvalid)
+	st, err := New(nil, "/ferry")
+	require.NoError(t, err)
+	require.Equal(t, "/ferry/", st.Prefix())
+}

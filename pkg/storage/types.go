@@ -1,0 +1,107 @@
+package storage
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Cond is the condition a worker reports for the current request.
+type Cond string
+
+// Worker conditions.
+const (
+	CondRunning   Cond = "running"
+	CondAborted   Cond = "aborted"
+	CondCompleted Cond = "completed"
+)
+
+// Reasons for an update request.
+const (
+	ReasonUpdate      = "update"      // a new version
+	ReasonReconfigure = "reconfigure" // the same version, new membership
+)
+
+// UpdateRequest is status/current: the rollout the fleet must carry out.
+type UpdateRequest struct {
+	Version   string    `json:"version"`
+	Servers   []string  `json:"servers"`
+	Stop      bool      `json:"stop"`
+	StartedAt time.Time `json:"started_at"`
+	Reason    string    `json:"reason"`
+	// StopReason says why Stop was set: which server aborted, timed out or died.
+	StopReason string `json:"stop_reason,omitempty"`
+}
+
+// IsMember reports whether the server id takes part in the request.
+func (r *UpdateRequest) IsMember(id string) bool {
+	for _, s := range r.Servers {
+		if s == id {
+			return true
+		}
+	}
+	return false
+}
+
+// UpdateStatus is status/servers/<id>: one worker's progress on the request.
+type UpdateStatus struct {
+	Version string `json:"version"`
+	// Step is the 1-based index of the step the worker is on; 0 before the
+	// first step.
+	Step      int       `json:"step"`
+	StepName  string    `json:"step_name,omitempty"`
+	Cond      Cond      `json:"cond"`
+	Message   string    `json:"message,omitempty"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// ServerInfo is info/servers/<id>: a registered member of the fleet.
+type ServerInfo struct {
+	Hostname string            `json:"hostname"`
+	Labels   map[string]string `json:"labels,omitempty"`
+	JoinedAt time.Time         `json:"joined_at"`
+}
+
+// Alive is alive/<id>: a running worker, bound to its lease.
+type Alive struct {
+	Version   string    `json:"version"`
+	PID       int       `json:"pid"`
+	StartedAt time.Time `json:"started_at"`
+}
+
+// ReleaseInfo is info/release: the newest eligible release the updater saw.
+type ReleaseInfo struct {
+	Version     string    `json:"version"`
+	Tag         string    `json:"tag"`
+	Prerelease  bool      `json:"prerelease"`
+	PublishedAt time.Time `json:"published_at"`
+}
+
+// Pin is the version the fleet must hold.
+type Pin struct {
+	Version        string    `json:"version"`
+	AllowDowngrade bool      `json:"allow_downgrade"`
+	PinnedAt       time.Time `json:"pinned_at"`
+}
+
+// ContentsStatus is contents/<target>: the outcome of a once-per-fleet action.
+type ContentsStatus struct {
+	Version   string    `json:"version"`
+	Success   bool      `json:"success"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+func encode(v any) (string, error) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return "", fmt.Errorf("encode %T: %w", v, err)
+	}
+	return string(data), nil
+}
+
+func decode(key string, data []byte, v any) error {
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("%w: %s holds malformed JSON: %v", ErrInvalid, key, err)
+	}
+	return nil
+}

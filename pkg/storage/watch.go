@@ -1,0 +1,58 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Change is one key that changed after a snapshot.
+type Change struct {
+	// Key is relative to the prefix, e.g. "status/servers/boot-0".
+	Key      string
+	Revision int64
+	Deleted  bool
+}
+
+// WaitChanges blocks until at least one key under the prefix changes at a
+// revision after afterRev, and returns the changes of the first batch etcd
+// delivers. Pass a snapshot's Revision to see every change made after it,
+// including those made before this call. When etcd has compacted afterRev+1
+// it returns ErrCompacted, and the caller must take a new snapshot.
+func (s *Storage) WaitChanges(ctx context.Context, afterRev int64) ([]Change, error) {
+	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+
+	wch := s.cli.Watch(ctx, s.prefix, clientv3.WithPrefix(), clientv3.WithRev(afterRev+1))
+	for resp := range wch {
+		if resp.CompactRevision != 0 {
+			return nil, fmt.Errorf("resume at revision %d (compacted at %d): %w", afterRev+1, resp.CompactRevision, ErrCompacted)
+		}
+		if err := resp.Err(); err != nil {
+			if errors.Is(err, rpctypes.ErrCompacted) {
+				return nil, fmt.Errorf("resume at revision %d: %w", afterRev+1, ErrCompacted)
+			}
+			return nil, fmt.Errorf("watch %s: %w", s.prefix, err)
+		}
+		if len(resp.Events) == 0 {
+			continue
+		}
+		changes := make([]Change, len(resp.Events))
+		for i, ev := range resp.Events {
+			changes[i] = Change{
+				Key:      strings.TrimPrefix(string(ev.Kv.Key), s.prefix),
+				Revision: ev.Kv.ModRevision,
+				Deleted:  ev.Type == clientv3.EventTypeDelete,
+			}
+		}
+		return changes, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return nil, fmt.Errorf("watch %s: channel closed", s.prefix)
+}
