@@ -68,7 +68,7 @@ var fields = []field{
 	{name: "tls-key-file", help: "client key for etcd", ptr: func(c *Config) *string { return &c.TLSKeyFile }},
 	{name: "tls-ca-file", help: "CA bundle that signs the etcd servers' certificates", ptr: func(c *Config) *string { return &c.TLSCAFile }},
 	{name: "prefix", help: "etcd key prefix (default " + storage.DefaultPrefix + ")", ptr: func(c *Config) *string { return &c.Prefix }},
-	{name: "server-id", help: "this boot server's id, as given to `ferry join`", ptr: func(c *Config) *string { return &c.ServerID }},
+	{name: "server-id", help: "this boot server's id, as given to ferry join", ptr: func(c *Config) *string { return &c.ServerID }},
 	{name: "data-dir", help: "directory for downloads and state (default " + DefaultDataDir + ")", ptr: func(c *Config) *string { return &c.DataDir }},
 }
 

@@ -23,7 +23,6 @@ func (s *Storage) serverKey(id string) string       { return s.prefix + keyServe
 func (s *Storage) aliveKey(id string) string        { return s.prefix + keyAliveDir + id }
 func (s *Storage) statusKey(id string) string       { return s.prefix + keyServerStatus + id }
 func (s *Storage) contentsKey(target string) string { return s.prefix + keyContentsDir + target }
-func (s *Storage) historyKey(id string) string      { return s.prefix + keyHistoryDir + id }
 func (s *Storage) abs(rel string) string            { return s.prefix + rel }
 
 // UpdaterElectionPrefix is the key prefix of the updater leader election.

@@ -20,7 +20,11 @@ type Snapshot struct {
 	// Revision+1 to see every later change.
 	Revision int64
 
+	// Config is nil when a stored value does not validate; ConfigErr then
+	// says which. The rest of the snapshot is still read, so that safety
+	// decisions (stopping a failed rollout) never wait for a config fix.
 	Config       *Config
+	ConfigErr    error
 	ConfigValues map[string]string
 
 	Request    *UpdateRequest // nil when there is none
@@ -53,9 +57,7 @@ func (s *Storage) Snapshot(ctx context.Context) (*Snapshot, error) {
 
 	snap := &Snapshot{Revision: resp.Header.Revision}
 	snap.ConfigValues = s.configFromKVs(kvs(0))
-	if snap.Config, err = ParseConfig(snap.ConfigValues); err != nil {
-		return nil, err
-	}
+	snap.Config, snap.ConfigErr = ParseConfig(snap.ConfigValues)
 	if r := kvs(1); len(r) > 0 {
 		snap.Request = new(UpdateRequest)
 		if err := decode(string(r[0].Key), r[0].Value, snap.Request); err != nil {

@@ -290,23 +290,36 @@ func (s *Storage) GetAllowUnsigned(ctx context.Context) (bool, error) {
 // --- info/servers/ ---
 
 // JoinServer registers a server. A server that is already registered keeps
-// its joined_at and gets the new hostname and labels; created reports which
-// case happened.
+// its joined_at, and a hostname or labels left empty keep their old values.
+// A new server without hostname gets its id. created reports which case
+// happened; info is updated to what was stored.
 func (s *Storage) JoinServer(ctx context.Context, id string, info *ServerInfo) (created bool, err error) {
 	if err := ValidateServerID(id); err != nil {
 		return false, err
 	}
 	key := s.serverKey(id)
+	want := *info
 	for {
 		var old ServerInfo
 		rev, err := s.get(ctx, key, &old)
+		merged := want
 		switch {
 		case err == nil:
-			info.JoinedAt = old.JoinedAt
+			merged.JoinedAt = old.JoinedAt
+			if merged.Hostname == "" {
+				merged.Hostname = old.Hostname
+			}
+			if len(merged.Labels) == 0 {
+				merged.Labels = old.Labels
+			}
 		case isNotFound(err):
+			if merged.Hostname == "" {
+				merged.Hostname = id
+			}
 		default:
 			return false, err
 		}
+		*info = merged
 		data, err := encode(info)
 		if err != nil {
 			return false, err

@@ -189,8 +189,11 @@ func TestConfigStoredGarbage(t *testing.T) {
 	_, err = st.GetWorkerTimeout(ctx)
 	require.ErrorIs(t, err, ErrInvalid)
 	require.Contains(t, err.Error(), "ferry config set worker-timeout")
-	_, err = st.Snapshot(ctx)
-	require.ErrorIs(t, err, ErrInvalid)
+	snap, err := st.Snapshot(ctx)
+	require.NoError(t, err)
+	require.Nil(t, snap.Config)
+	require.ErrorIs(t, snap.ConfigErr, ErrInvalid)
+	require.ErrorContains(t, snap.ConfigErr, "worker-timeout")
 }
 
 func TestReleaseWindow(t *testing.T) {
@@ -239,6 +242,19 @@ func TestServers(t *testing.T) {
 	require.Equal(t, "h0b", servers["boot-0"].Hostname)
 	require.Equal(t, "1", servers["boot-0"].Labels["rack"])
 	require.True(t, servers["boot-0"].JoinedAt.Equal(time.Unix(100, 0)), "re-join keeps joined_at")
+
+	// A re-join that names nothing keeps hostname and labels.
+	_, err = st.JoinServer(ctx, "boot-0", &ServerInfo{})
+	require.NoError(t, err)
+	servers, err = st.GetServers(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "h0b", servers["boot-0"].Hostname)
+	require.Equal(t, "1", servers["boot-0"].Labels["rack"])
+	_, err = st.JoinServer(ctx, "boot-7", &ServerInfo{})
+	require.NoError(t, err)
+	servers, err = st.GetServers(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "boot-7", servers["boot-7"].Hostname)
 
 	_, err = st.JoinServer(ctx, "Boot/0", &ServerInfo{})
 	require.ErrorIs(t, err, ErrInvalid)

@@ -1,0 +1,382 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ferry-cd/ferry/internal/etcdtest"
+	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/stretchr/testify/require"
+	"go.etcd.io/etcd/client/v3/concurrency"
+)
+
+func TestMain(m *testing.M) { etcdtest.Main(m) }
+
+// fleet is one test's view of the CLI and of etcd under its own prefix.
+type fleet struct {
+	t      *testing.T
+	prefix string
+	st     *storage.Storage
+}
+
+func newFleet(t *testing.T) *fleet {
+	t.Helper()
+	prefix := etcdtest.Prefix(t)
+	st, err := storage.New(etcdtest.Client(t), prefix)
+	require.NoError(t, err)
+	return &fleet{t: t, prefix: prefix, st: st}
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+func (f *fleet) run(stdin string, args ...string) result {
+	f.t.Helper()
+	return runCLI(f.t, stdin, append([]string{"--endpoints", etcdtest.Endpoint(), "--prefix", f.prefix}, args...)...)
+}
+
+func runCLI(t *testing.T, stdin string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	// An empty config file, so that a file on this machine is never read.
+	emptyConfig := filepath.Join(t.TempDir(), "config.yml")
+	require.NoError(t, os.WriteFile(emptyConfig, nil, 0o644))
+	args = append([]string{"--config", emptyConfig}, args...)
+	noEnv := func(string) string { return "" }
+	code := Main(ctx, args, strings.NewReader(stdin), &out, &errOut, noEnv)
+	return result{code: code, stdout: out.String(), stderr: errOut.String()}
+}
+
+func (f *fleet) ctx() context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	f.t.Cleanup(cancel)
+	return ctx
+}
+
+func TestConfigCommands(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+
+	r := f.run("", "config", "set", "env", "staging")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	require.Equal(t, "env = staging\n", r.stdout)
+
+	r = f.run("", "config", "get", "env")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	require.Equal(t, "staging\n", r.stdout)
+
+	r = f.run("", "config", "get", "worker-timeout")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	require.Equal(t, "60m\n", r.stdout, "an unset key shows its default")
+
+	r = f.run("", "config", "set", "release-time", "* 9-16 * * 1-5", "0 20 * * 6")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	lines, err := f.st.GetReleaseTime(f.ctx())
+	require.NoError(t, err)
+	require.Equal(t, []string{"* 9-16 * * 1-5", "0 20 * * 6"}, lines)
+
+	r = f.run("", "config", "set", "worker-timeout", "90m", "100m")
+	require.Equal(t, ExitUsage, r.code)
+	require.Contains(t, r.stderr, "takes one value")
+
+	r = f.run("", "-o", "json", "config", "list")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	var entries []configEntry
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &entries))
+	require.Len(t, entries, len(storage.ConfigKeys()))
+	byKey := map[string]configEntry{}
+	for _, e := range entries {
+		byKey[e.Key] = e
+	}
+	require.True(t, byKey["env"].Set)
+	require.False(t, byKey["worker-timeout"].Set)
+	require.Equal(t, "60m", byKey["worker-timeout"].Value)
+
+	r = f.run("", "config", "unset", "env")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	env, err := f.st.GetEnv(f.ctx())
+	require.NoError(t, err)
+	require.Equal(t, storage.EnvNone, env)
+
+	r = f.run("", "config", "sett", "env")
+	require.Equal(t, ExitUsage, r.code)
+	require.Contains(t, r.stderr, `unknown command "sett"`)
+}
+
+func TestConfigSetRefusesBadValueAndWritesNothing(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+
+	r := f.run("", "config", "set", "worker-timeout", "abc")
+	require.Equal(t, ExitUsage, r.code)
+	require.Contains(t, r.stderr, "worker-timeout")
+	require.Contains(t, r.stderr, `"abc"`)
+	require.Contains(t, r.stderr, "e.g. 90m")
+
+	r = f.run("", "config", "set", "no-such-key", "1")
+	require.Equal(t, ExitUsage, r.code)
+	require.Contains(t, r.stderr, "not a config key")
+
+	r = f.run("", "config", "set", "notify-url", "")
+	require.Equal(t, ExitUsage, r.code)
+	require.Contains(t, r.stderr, "ferry config unset notify-url")
+
+	values, err := f.st.ConfigValues(f.ctx())
+	require.NoError(t, err)
+	require.Empty(t, values)
+}
+
+func TestSecretsAreNeverPrinted(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	const token = "ghp_0123456789abcdefSECRET"
+
+	// From standard input, so the token stays out of shell history.
+	r := f.run(token+"\n", "config", "set", "github-token", "-")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	r2 := f.run("", "config", "set", "webhook-secret", "hooksecretXYZZY")
+	require.Equal(t, ExitOK, r2.code, r2.stderr)
+	stored, err := f.st.GetGitHubToken(f.ctx())
+	require.NoError(t, err)
+	require.Equal(t, token, stored)
+
+	outputs := []result{r, r2,
+		f.run("", "config", "get", "github-token"),
+		f.run("", "-o", "json", "config", "get", "github-token"),
+		f.run("", "config", "list"),
+		f.run("", "-o", "json", "config", "list"),
+		f.run("", "config", "set", "github-token", "bad token "+token),
+	}
+	for _, o := range outputs {
+		require.NotContains(t, o.stdout+o.stderr, "SECRET")
+		require.NotContains(t, o.stdout+o.stderr, "XYZZY")
+	}
+	require.Contains(t, outputs[2].stdout, "********")
+	require.Equal(t, ExitUsage, outputs[6].code)
+}
+
+func TestJoinLeaveServers(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+
+	r := f.run("", "join", "boot-0", "--label", "rack=r1", "--hostname", "boot-0.example")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	require.Equal(t, "boot-0 joined\n", r.stdout)
+	r = f.run("", "join", "boot-0", "--label", "rack=r2")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	require.Equal(t, "boot-0 updated\n", r.stdout)
+	require.Equal(t, ExitOK, f.run("", "join", "boot-1").code)
+
+	r = f.run("", "join", "Boot_0")
+	require.Equal(t, ExitUsage, r.code)
+	r = f.run("", "join", "boot-2", "--label", "norack")
+	require.Equal(t, ExitUsage, r.code)
+	require.Contains(t, r.stderr, "key=value")
+	r = f.run("", "join")
+	require.Equal(t, ExitUsage, r.code)
+
+	// boot-1's worker is alive; boot-9's worker runs but never joined.
+	ctx := f.ctx()
+	lease, err := f.st.Client().Grant(ctx, 30)
+	require.NoError(t, err)
+	require.NoError(t, f.st.PutAlive(ctx, "boot-1", &storage.Alive{Version: "2026.01.01-1", PID: 7, StartedAt: time.Now()}, lease.ID))
+	require.NoError(t, f.st.PutAlive(ctx, "boot-9", &storage.Alive{Version: "2026.01.01-1", PID: 8, StartedAt: time.Now()}, lease.ID))
+
+	r = f.run("", "-o", "json", "servers")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	var views []serverView
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &views))
+	require.Len(t, views, 3)
+	require.Equal(t, "boot-0", views[0].ID)
+	require.True(t, views[0].Registered)
+	require.False(t, views[0].Alive)
+	require.Equal(t, "r2", views[0].Server.Labels["rack"])
+	require.True(t, views[1].Registered)
+	require.True(t, views[1].Alive)
+	require.Equal(t, "boot-9", views[2].ID)
+	require.False(t, views[2].Registered)
+	require.True(t, views[2].Alive)
+
+	r = f.run("", "servers")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	require.Regexp(t, `boot-0\s+boot-0.example\s+yes\s+no\s+-\s+rack=r2`, r.stdout)
+
+	r = f.run("", "leave", "boot-0")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	r = f.run("", "leave", "boot-0")
+	require.Equal(t, ExitNotFound, r.code)
+	require.Contains(t, r.stderr, "not registered")
+}
+
+// putRequest writes a request as an updater leader would.
+func (f *fleet) putRequest(req *storage.UpdateRequest) {
+	f.t.Helper()
+	ctx := f.ctx()
+	sess, err := concurrency.NewSession(f.st.Client())
+	require.NoError(f.t, err)
+	defer sess.Close()
+	elec := concurrency.NewElection(sess, f.st.UpdaterElectionPrefix())
+	require.NoError(f.t, elec.Campaign(ctx, "test"))
+	require.NoError(f.t, f.st.PutRequest(ctx, req, elec.Key()))
+	require.NoError(f.t, elec.Resign(ctx))
+}
+
+func TestStatus(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	ctx := f.ctx()
+
+	r := f.run("", "status")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	require.Contains(t, r.stdout, "Rollout:        none")
+
+	started := time.Now().Add(-5 * time.Minute).UTC()
+	f.putRequest(&storage.UpdateRequest{Version: "2026.01.02-1", Servers: []string{"boot-0", "boot-1", "boot-2"}, Reason: storage.ReasonUpdate, StartedAt: started})
+	require.NoError(t, f.st.PutStatus(ctx, "boot-0", &storage.UpdateStatus{Version: "2026.01.02-1", Step: 2, StepName: "images", Cond: storage.CondRunning, UpdatedAt: time.Now()}))
+	require.NoError(t, f.st.PutStatus(ctx, "boot-1", &storage.UpdateStatus{Version: "2026.01.02-1", Step: 1, StepName: "debs", Cond: storage.CondAborted, Message: "dpkg: error processing archive", UpdatedAt: time.Now()}))
+
+	r = f.run("", "status")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	require.Contains(t, r.stdout, "ABORTED to 2026.01.02-1, update")
+	require.Regexp(t, `boot-0\s+no\s+2026.01.02-1\s+2 images\s+running`, r.stdout)
+	require.Regexp(t, `boot-1\s+no\s+2026.01.02-1\s+1 debs\s+aborted\s+\S+ ago\s+dpkg: error processing archive`, r.stdout)
+	require.Regexp(t, `boot-2\s+no\s+-\s+-\s+waiting`, r.stdout)
+
+	r = f.run("", "-o", "json", "status")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	var v statusView
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &v))
+	require.Equal(t, stateAborted, v.State)
+	require.Len(t, v.Servers, 3)
+	require.Equal(t, "dpkg: error processing archive", v.Servers[1].Status.Message)
+}
+
+func TestRolloutState(t *testing.T) {
+	t.Parallel()
+	req := &storage.UpdateRequest{Version: "2", Servers: []string{"a", "b"}}
+	st := func(v string, c storage.Cond) *storage.UpdateStatus {
+		return &storage.UpdateStatus{Version: v, Cond: c}
+	}
+	cases := []struct {
+		name     string
+		req      *storage.UpdateRequest
+		statuses map[string]*storage.UpdateStatus
+		want     string
+	}{
+		{"no request", nil, nil, stateNone},
+		{"nobody reported", req, nil, stateRunning},
+		{"old version completed", req, map[string]*storage.UpdateStatus{"a": st("1", storage.CondCompleted), "b": st("2", storage.CondCompleted)}, stateRunning},
+		{"all completed", req, map[string]*storage.UpdateStatus{"a": st("2", storage.CondCompleted), "b": st("2", storage.CondCompleted)}, stateCompleted},
+		{"one aborted", req, map[string]*storage.UpdateStatus{"a": st("2", storage.CondAborted), "b": st("2", storage.CondRunning)}, stateAborted},
+		{"old abort ignored", req, map[string]*storage.UpdateStatus{"a": st("1", storage.CondAborted)}, stateRunning},
+		{"stopped", &storage.UpdateRequest{Version: "2", Servers: []string{"a"}, Stop: true}, nil, stateStopped},
+	}
+	for _, c := range cases {
+		got := rolloutState(&storage.Snapshot{Request: c.req, Statuses: c.statuses})
+		require.Equal(t, c.want, got, c.name)
+	}
+}
+
+func TestRecover(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	ctx := f.ctx()
+
+	r := f.run("", "recover")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	require.Contains(t, r.stdout, "nothing to recover")
+
+	req := &storage.UpdateRequest{Version: "2", Servers: []string{"boot-0"}, Reason: storage.ReasonUpdate}
+	f.putRequest(req)
+	require.NoError(t, f.st.PutStatus(ctx, "boot-0", &storage.UpdateStatus{Version: "2", Cond: storage.CondRunning}))
+	require.NoError(t, f.st.PutContents(ctx, "boot", &storage.ContentsStatus{Version: "2", Success: true}))
+
+	r = f.run("", "recover", "--yes")
+	require.Equal(t, ExitFailure, r.code)
+	require.Contains(t, r.stderr, "not stopped")
+
+	req.Stop, req.StopReason = true, "boot-0 aborted: boom"
+	f.putRequest(req)
+
+	r = f.run("n\n", "recover")
+	require.Equal(t, ExitFailure, r.code)
+	require.Contains(t, r.stdout, "stopped because: boot-0 aborted: boom")
+	require.Contains(t, r.stderr, "nothing was changed")
+	r = f.run("", "recover")
+	require.Equal(t, ExitFailure, r.code)
+	require.Contains(t, r.stderr, "--yes")
+	_, _, err := f.st.GetRequest(ctx)
+	require.NoError(t, err, "a declined recover changes nothing")
+
+	r = f.run("y\n", "recover")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	_, _, err = f.st.GetRequest(ctx)
+	require.ErrorIs(t, err, storage.ErrNotFound)
+	_, err = f.st.GetContents(ctx, "boot")
+	require.ErrorIs(t, err, storage.ErrNotFound)
+	statuses, err := f.st.GetStatuses(ctx)
+	require.NoError(t, err)
+	require.Empty(t, statuses)
+
+	// --force clears a running rollout.
+	f.putRequest(&storage.UpdateRequest{Version: "3", Servers: []string{"boot-0"}})
+	r = f.run("", "recover", "--yes", "--force")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	_, _, err = f.st.GetRequest(ctx)
+	require.ErrorIs(t, err, storage.ErrNotFound)
+}
+
+func TestUnreachableEtcdFailsWithinTimeout(t *testing.T) {
+	t.Parallel()
+	done := make(chan result, 1)
+	go func() {
+		// Port 1 on loopback: nothing listens there.
+		done <- runCLI(t, "", "--endpoints", "http://127.0.0.1:1", "--command-timeout", "300ms", "status")
+	}()
+	select {
+	case r := <-done:
+		require.Equal(t, ExitUnreachable, r.code)
+		require.Contains(t, r.stderr, "http://127.0.0.1:1 did not answer within 300ms")
+		require.Contains(t, r.stderr, "--endpoints")
+	case <-time.After(20 * time.Second):
+		t.Fatal("ferry status hung on an unreachable etcd")
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	t.Parallel()
+	cases := [][]string{
+		{"no-such-command"},
+		{"status", "--no-such-flag"},
+		{"--output", "yaml", "status"},
+		{"--command-timeout", "0s", "status"},
+		{"status", "extra-arg"},
+		{"--prefix", "relative", "status"},
+	}
+	for _, args := range cases {
+		r := runCLI(t, "", args...)
+		require.Equal(t, ExitUsage, r.code, "%v: %s", args, r.stderr)
+		require.NotEmpty(t, r.stderr)
+	}
+
+	missing := filepath.Join(t.TempDir(), "missing.yml")
+	ctx := context.Background()
+	var out, errOut bytes.Buffer
+	code := Main(ctx, []string{"--config", missing, "status"}, strings.NewReader(""), &out, &errOut, func(string) string { return "" })
+	require.Equal(t, ExitUsage, code)
+	require.Contains(t, errOut.String(), "does not exist")
+
+	r := runCLI(t, "", "version")
+	require.Equal(t, ExitOK, r.code)
+	require.Equal(t, "dev\n", r.stdout)
+}

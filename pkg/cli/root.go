@@ -1,0 +1,227 @@
+// Package cli implements `ferry`, the admin command line.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/ferry-cd/ferry/pkg/bootstrap"
+	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/ferry-cd/ferry/pkg/version"
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Exit codes. They are part of ferry's interface: scripts may test them.
+const (
+	ExitOK          = 0 // success
+	ExitFailure     = 1 // the command ran and failed
+	ExitUsage       = 2 // bad usage or a refused value; nothing was changed
+	ExitNotFound    = 3 // the named thing does not exist
+	ExitUnreachable = 4 // etcd did not answer within --command-timeout
+)
+
+const exitCodeHelp = `Exit codes:
+  0  success
+  1  the command failed
+  2  bad usage or a refused value; nothing was changed
+  3  not found (e.g. leave of a server that is not registered)
+  4  etcd unreachable within --command-timeout`
+
+// app holds what every command shares. It is built per run, never global.
+type app struct {
+	flags          bootstrap.Flags
+	commandTimeout time.Duration
+	output         string
+
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+	getenv func(string) string
+	now    func() time.Time
+
+	// argsParsed is set once cobra has accepted the command line; an error
+	// before that is a usage error.
+	argsParsed bool
+	cfg        *bootstrap.Config
+}
+
+// usageError marks an error as the caller's mistake (exit code 2).
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error {
+	return &usageError{fmt.Errorf(format, args...)}
+}
+
+// Main runs the ferry command line and returns the process exit code.
+func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
+	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv, now: time.Now}
+	root := a.newRootCommand()
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return ExitOK
+	}
+	code := a.exitCode(err)
+	msg := err.Error()
+	if code == ExitUnreachable {
+		msg = a.unreachableMessage(err)
+	}
+	fmt.Fprintln(stderr, "Error:", msg)
+	return code
+}
+
+func (a *app) exitCode(err error) int {
+	var ue *usageError
+	switch {
+	case !a.argsParsed, errors.As(err, &ue), errors.Is(err, storage.ErrInvalid):
+		return ExitUsage
+	case errors.Is(err, storage.ErrNotFound):
+		return ExitNotFound
+	case isUnreachable(err):
+		return ExitUnreachable
+	}
+	return ExitFailure
+}
+
+func isUnreachable(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded:
+		return true
+	}
+	return false
+}
+
+func (a *app) unreachableMessage(err error) string {
+	eps := bootstrap.DefaultEndpoint
+	if a.cfg != nil {
+		eps = strings.Join(a.cfg.Endpoints, ",")
+	}
+	return fmt.Sprintf("etcd at %s did not answer within %s (%v); check that etcd runs and that --endpoints or the config file name it", eps, a.commandTimeout, err)
+}
+
+func (a *app) newRootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "ferry",
+		Short: "Administer a ferry fleet of boot servers",
+		Long: `ferry is the admin command line of a ferry fleet. It configures the fleet,
+registers servers, shows rollouts and recovers a stopped one. Every command
+talks to the fleet's etcd, found through the bootstrap config file
+(` + bootstrap.DefaultPath + `), FERRY_* environment variables or flags.
+
+` + exitCodeHelp,
+		Version:       version.Version,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			a.argsParsed = true
+			if a.output != "table" && a.output != "json" {
+				return usagef("--output: %q is not a format; use table or json", a.output)
+			}
+			if a.commandTimeout <= 0 {
+				return usagef("--command-timeout: must be greater than zero, e.g. 10s")
+			}
+			cmd.SilenceUsage = true
+			return nil
+		},
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
+
+	pf := root.PersistentFlags()
+	a.flags.Register(pf)
+	pf.DurationVar(&a.commandTimeout, "command-timeout", 10*time.Second, "time limit of each etcd request")
+	pf.StringVarP(&a.output, "output", "o", "table", "output format: table or json")
+
+	root.AddCommand(
+		a.newConfigCommand(),
+		a.newJoinCommand(),
+		a.newLeaveCommand(),
+		a.newServersCommand(),
+		a.newStatusCommand(),
+		a.newRecoverCommand(),
+		a.newVersionCommand(),
+	)
+	return root
+}
+
+// connect loads the bootstrap config and opens etcd. The returned context
+// carries --command-timeout; close releases both.
+func (a *app) connect(ctx context.Context) (context.Context, *storage.Storage, func(), error) {
+	cfg, err := a.flags.Load(a.getenv)
+	if err != nil {
+		return nil, nil, nil, &usageError{err}
+	}
+	a.cfg = cfg
+	cli, err := cfg.NewEtcdClient()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	st, err := storage.New(cli, cfg.Prefix)
+	if err != nil {
+		cli.Close()
+		return nil, nil, nil, &usageError{err}
+	}
+	ctx, cancel := context.WithTimeout(ctx, a.commandTimeout)
+	return ctx, st, func() { cancel(); cli.Close() }, nil
+}
+
+// withStorage runs fn with a connected storage and the command's context.
+func (a *app) withStorage(cmd *cobra.Command, fn func(ctx context.Context, st *storage.Storage) error) error {
+	ctx, st, closeFn, err := a.connect(cmd.Context())
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	return fn(ctx, st)
+}
+
+// withSnapshot runs fn on a snapshot of the fleet's state.
+func (a *app) withSnapshot(cmd *cobra.Command, fn func(snap *storage.Snapshot) error) error {
+	var snap *storage.Snapshot
+	err := a.withStorage(cmd, func(ctx context.Context, st *storage.Storage) error {
+		var err error
+		snap, err = st.Snapshot(ctx)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return fn(snap)
+}
+
+func (a *app) newVersionCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version of this ferry binary",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if a.output == "json" {
+				return a.printJSON(map[string]string{"version": version.Version})
+			}
+			fmt.Fprintln(a.stdout, version.Version)
+			return nil
+		},
+	}
+}
+
+// groupRunE makes a command that only groups subcommands refuse an unknown
+// subcommand with a usage error, instead of printing help and exiting 0.
+func groupRunE(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usagef("unknown command %q for %q; see %s --help", args[0], cmd.CommandPath(), cmd.CommandPath())
+	}
+	return cmd.Help()
+}

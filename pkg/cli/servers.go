@@ -1,0 +1,149 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/spf13/cobra"
+)
+
+func (a *app) newJoinCommand() *cobra.Command {
+	var hostname string
+	var labels []string
+	cmd := &cobra.Command{
+		Use:   "join ID",
+		Short: "Register a boot server as a member of the fleet",
+		Long: `Register a boot server as a member of the fleet. The id must match the
+server-id in that server's bootstrap config. A server that joins during a
+rollout takes part from the next one. Joining a registered server again
+replaces the hostname and labels that are given and keeps the others.`,
+		Example: `  ferry join boot-0 --label rack=r1 --label zone=a`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id := args[0]
+			if err := storage.ValidateServerID(id); err != nil {
+				return err
+			}
+			var lm map[string]string
+			if len(labels) > 0 {
+				lm = make(map[string]string, len(labels))
+			}
+			for _, l := range labels {
+				k, v, ok := strings.Cut(l, "=")
+				if !ok || k == "" {
+					return usagef("--label %q: want key=value, e.g. rack=r1", l)
+				}
+				lm[k] = v
+			}
+			return a.withStorage(cmd, func(ctx context.Context, st *storage.Storage) error {
+				info := &storage.ServerInfo{Hostname: hostname, Labels: lm, JoinedAt: a.now().UTC()}
+				created, err := st.JoinServer(ctx, id, info)
+				if err != nil {
+					return err
+				}
+				verb := "joined"
+				if !created {
+					verb = "updated"
+				}
+				if a.output == "json" {
+					return a.printJSON(map[string]any{"id": id, "result": verb, "server": info})
+				}
+				fmt.Fprintf(a.stdout, "%s %s\n", id, verb)
+				return nil
+			})
+		},
+	}
+	cmd.Flags().StringVar(&hostname, "hostname", "", "host name of the server (default: the id, or the registered one)")
+	cmd.Flags().StringArrayVar(&labels, "label", nil, "a key=value label; repeat for more")
+	return cmd
+}
+
+func (a *app) newLeaveCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "leave ID",
+		Short: "Remove a boot server from the fleet",
+		Long: `Remove a boot server from the fleet. A rollout in progress still counts
+the server until it ends; to go on without a dead server, leave it and then
+run ferry recover.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.withStorage(cmd, func(ctx context.Context, st *storage.Storage) error {
+				if err := st.LeaveServer(ctx, args[0]); err != nil {
+					return err
+				}
+				if a.output == "json" {
+					return a.printJSON(map[string]string{"id": args[0], "result": "left"})
+				}
+				fmt.Fprintf(a.stdout, "%s left\n", args[0])
+				return nil
+			})
+		},
+	}
+}
+
+type serverView struct {
+	ID         string              `json:"id"`
+	Registered bool                `json:"registered"`
+	Alive      bool                `json:"alive"`
+	Server     *storage.ServerInfo `json:"server,omitempty"`
+	Worker     *storage.Alive      `json:"worker,omitempty"`
+}
+
+func (a *app) newServersCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "servers",
+		Short: "List registered servers and whether each one's worker is alive",
+		Long: `List registered servers and whether each one's worker is alive. A worker that
+runs on a server that has not joined is listed too, as not registered.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return a.withSnapshot(cmd, func(snap *storage.Snapshot) error {
+				ids := map[string]bool{}
+				for id := range snap.Servers {
+					ids[id] = true
+				}
+				for id := range snap.Alive {
+					ids[id] = true
+				}
+				views := make([]serverView, 0, len(ids))
+				for _, id := range storage.SortedIDs(ids) {
+					views = append(views, serverView{
+						ID: id, Registered: snap.Servers[id] != nil, Alive: snap.Alive[id] != nil,
+						Server: snap.Servers[id], Worker: snap.Alive[id],
+					})
+				}
+				if a.output == "json" {
+					return a.printJSON(views)
+				}
+				t := a.newTable("ID", "HOSTNAME", "REGISTERED", "ALIVE", "VERSION", "LABELS")
+				now := a.now()
+				for _, v := range views {
+					host, labels, reg := "-", "-", "no"
+					if v.Server != nil {
+						host, reg = v.Server.Hostname, "yes"
+						labels = formatLabels(v.Server.Labels)
+					}
+					alive, ver := "no", "-"
+					if v.Worker != nil {
+						alive, ver = "since "+age(now, v.Worker.StartedAt), v.Worker.Version
+					}
+					t.row(v.ID, host, reg, alive, ver, labels)
+				}
+				return t.flush()
+			})
+		},
+	}
+}
+
+func formatLabels(m map[string]string) string {
+	if len(m) == 0 {
+		return "-"
+	}
+	parts := make([]string, 0, len(m))
+	for _, k := range storage.SortedIDs(m) {
+		parts = append(parts, k+"="+m[k])
+	}
+	return strings.Join(parts, ",")
+}

@@ -1,0 +1,231 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/spf13/cobra"
+)
+
+// Overall states of a rollout, as `ferry status` shows them.
+const (
+	stateNone      = "none"
+	stateRunning   = "running"
+	stateAborted   = "aborted"
+	stateStopped   = "stopped"
+	stateCompleted = "completed"
+)
+
+type statusView struct {
+	State   string                 `json:"state"`
+	Request *storage.UpdateRequest `json:"request"`
+	Servers []serverStatusView     `json:"servers"`
+	Release *storage.ReleaseInfo   `json:"release"`
+	Pin     *storage.Pin           `json:"pin"`
+}
+
+type serverStatusView struct {
+	ID        string                `json:"id"`
+	InRequest bool                  `json:"in_request"`
+	Alive     bool                  `json:"alive"`
+	Status    *storage.UpdateStatus `json:"status"`
+}
+
+func buildStatusView(snap *storage.Snapshot) *statusView {
+	v := &statusView{State: stateNone, Request: snap.Request, Release: snap.Release, Pin: snap.Pin}
+	ids := map[string]bool{}
+	if snap.Request != nil {
+		for _, id := range snap.Request.Servers {
+			ids[id] = true
+		}
+	}
+	for id := range snap.Statuses {
+		ids[id] = true
+	}
+	for _, id := range storage.SortedIDs(ids) {
+		v.Servers = append(v.Servers, serverStatusView{
+			ID:        id,
+			InRequest: snap.Request != nil && snap.Request.IsMember(id),
+			Alive:     snap.Alive[id] != nil,
+			Status:    snap.Statuses[id],
+		})
+	}
+	v.State = rolloutState(snap)
+	return v
+}
+
+func rolloutState(snap *storage.Snapshot) string {
+	req := snap.Request
+	if req == nil {
+		return stateNone
+	}
+	if req.Stop {
+		return stateStopped
+	}
+	done := true
+	for _, id := range req.Servers {
+		st := snap.Statuses[id]
+		switch {
+		case st != nil && st.Version == req.Version && st.Cond == storage.CondAborted:
+			return stateAborted
+		case st == nil || st.Version != req.Version || st.Cond != storage.CondCompleted:
+			done = false
+		}
+	}
+	if done {
+		return stateCompleted
+	}
+	return stateRunning
+}
+
+func (a *app) newStatusCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show the current rollout and every server's progress",
+		Long: `Show the current rollout request and every server's progress in it: version,
+step, condition and the last message. It also shows the newest release the
+updater has seen and the pin, if any. The rollout's state is one of none,
+running, aborted (a server failed; the updater will stop the fleet),
+stopped (needs ferry recover) or completed.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return a.withSnapshot(cmd, func(snap *storage.Snapshot) error {
+				v := buildStatusView(snap)
+				if a.output == "json" {
+					return a.printJSON(v)
+				}
+				a.printStatus(v, snap.ConfigErr)
+				return nil
+			})
+		},
+	}
+}
+
+func (a *app) printStatus(v *statusView, configErr error) {
+	now := a.now()
+	w := a.stdout
+	if v.Release != nil {
+		kind := "release"
+		if v.Release.Prerelease {
+			kind = "pre-release"
+		}
+		fmt.Fprintf(w, "Latest release: %s (%s, %s)\n", v.Release.Version, v.Release.Tag, kind)
+	} else {
+		fmt.Fprintln(w, "Latest release: none seen yet")
+	}
+	if v.Pin != nil {
+		extra := ""
+		if v.Pin.AllowDowngrade {
+			extra = ", downgrade allowed"
+		}
+		fmt.Fprintf(w, "Pin:            %s (since %s%s)\n", v.Pin.Version, v.Pin.PinnedAt.Format(time.RFC3339), extra)
+	}
+	if configErr != nil {
+		fmt.Fprintf(w, "Config:         BROKEN: %v\n", configErr)
+	}
+	req := v.Request
+	if req == nil {
+		fmt.Fprintln(w, "Rollout:        none")
+		return
+	}
+	fmt.Fprintf(w, "Rollout:        %s to %s, %s, started %s (%s)\n",
+		strings.ToUpper(v.State), req.Version, req.Reason, req.StartedAt.Format(time.RFC3339), age(now, req.StartedAt))
+	if req.Stop {
+		fmt.Fprintf(w, "Stopped:        %s\n", orDash(req.StopReason))
+		fmt.Fprintln(w, "                look at the servers below, fix the cause, then run `ferry recover`")
+	}
+	fmt.Fprintln(w)
+	t := a.newTable("SERVER", "ALIVE", "VERSION", "STEP", "STATE", "UPDATED", "MESSAGE")
+	for _, s := range v.Servers {
+		alive := "no"
+		if s.Alive {
+			alive = "yes"
+		}
+		ver, step, state, updated, msg := "-", "-", "waiting", "-", "-"
+		if !s.InRequest {
+			state = "not in rollout"
+		}
+		if st := s.Status; st != nil {
+			ver, updated, msg = st.Version, age(now, st.UpdatedAt), orDash(st.Message)
+			step = orDash(st.StepName)
+			if st.Step > 0 {
+				step = fmt.Sprintf("%d %s", st.Step, st.StepName)
+			}
+			if st.Version == req.Version || !s.InRequest {
+				state = string(st.Cond)
+			}
+		}
+		t.row(s.ID, alive, ver, step, state, updated, msg)
+	}
+	t.flush()
+}
+
+func (a *app) newRecoverCommand() *cobra.Command {
+	var yes, force bool
+	cmd := &cobra.Command{
+		Use:   "recover",
+		Short: "Clear a stopped rollout so that the updater starts it again",
+		Long: `Clear a stopped rollout: the current request, every server's status and the
+records of once-per-fleet actions. The updater then starts the rollout
+again from the first step. Look at ` + "`ferry status`" + ` and fix the cause first.
+
+recover refuses a rollout that is still running unless --force is given.
+It asks for confirmation unless --yes is given.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var snap *storage.Snapshot
+			if err := a.withSnapshot(cmd, func(s *storage.Snapshot) error { snap = s; return nil }); err != nil {
+				return err
+			}
+			if snap.Request == nil && len(snap.Statuses) == 0 && len(snap.Contents) == 0 {
+				fmt.Fprintln(a.stdout, "nothing to recover: there is no rollout")
+				return nil
+			}
+			state := rolloutState(snap)
+			if state != stateStopped && state != stateAborted && !force {
+				return fmt.Errorf("the rollout is %s, not stopped; recover clears only a stopped rollout (use --force to clear it anyway)", state)
+			}
+			if !yes {
+				if err := a.confirmRecover(snap); err != nil {
+					return err
+				}
+			}
+			return a.withStorage(cmd, func(ctx context.Context, st *storage.Storage) error {
+				if err := st.Recover(ctx, snap.RequestRev); err != nil {
+					return err
+				}
+				fmt.Fprintln(a.stdout, "recovered: the updater will start the rollout again")
+				return nil
+			})
+		},
+	}
+	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
+	cmd.Flags().BoolVar(&force, "force", false, "clear the rollout even when it is not stopped")
+	return cmd
+}
+
+func (a *app) confirmRecover(snap *storage.Snapshot) error {
+	w := a.stdout
+	if r := snap.Request; r != nil {
+		fmt.Fprintf(w, "This clears the rollout to %s (%s) of %d servers", r.Version, r.Reason, len(r.Servers))
+		if r.StopReason != "" {
+			fmt.Fprintf(w, ", stopped because: %s", r.StopReason)
+		}
+		fmt.Fprintln(w, ".")
+	}
+	fmt.Fprintf(w, "It deletes %d server statuses and %d once-per-fleet records.\n", len(snap.Statuses), len(snap.Contents))
+	fmt.Fprint(w, "Clear it? [y/N] ")
+	line, err := bufio.NewReader(a.stdin).ReadString('\n')
+	answer := strings.ToLower(strings.TrimSpace(line))
+	if answer == "y" || answer == "yes" {
+		return nil
+	}
+	if err != nil && answer == "" {
+		return fmt.Errorf("no answer on standard input; pass --yes to recover without a prompt")
+	}
+	return fmt.Errorf("not confirmed; nothing was changed")
+}

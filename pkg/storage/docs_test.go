@@ -1,0 +1,26 @@
+package storage
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// The schema document is written by hand; this keeps it in step with the code.
+func TestSchemaDocMentionsEveryKey(t *testing.T) {
+	t.Parallel()
+	data, err := os.ReadFile("../../docs/etcd-schema.md")
+	require.NoError(t, err)
+	doc := string(data)
+	for _, k := range ConfigKeys() {
+		require.Contains(t, doc, "| `"+k.Name+"` |", "docs/etcd-schema.md lacks config key %s", k.Name)
+		if k.Default != "" {
+			require.Contains(t, doc, "`"+k.Default+"`", "docs/etcd-schema.md lacks the default of %s", k.Name)
+		}
+	}
+	for _, key := range []string{keyServersDir, keyReleaseInfo, keyAliveDir, keyPin, keyCurrent, keyServerStatus, keyContentsDir, keyHistoryDir, keyInstallDir, keyUpdaterLeader, keyWorkerLeader} {
+		require.True(t, strings.Contains(doc, "`"+key), "docs/etcd-schema.md lacks key %s", key)
+	}
+}
