@@ -1,0 +1,298 @@
+// Package release finds ferry releases on GitHub (or GitHub Enterprise, or
+// the test fake) and downloads and verifies their assets.
+package release
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/ferry-cd/ferry/pkg/version"
+	"github.com/google/go-github/v84/github"
+)
+
+var (
+	// ErrNoRelease means the listing worked and holds no release that the
+	// environment may take. It is an answer, not a failure.
+	ErrNoRelease = errors.New("no eligible release")
+	// ErrNotFound means GitHub answered 404 for the release or asset.
+	ErrNotFound = errors.New("not found on GitHub")
+)
+
+// DefaultAPIURL is GitHub's REST API.
+const DefaultAPIURL = "https://api.github.com/"
+
+// Options configure a Source.
+type Options struct {
+	// APIURL is the REST API base (github-api-url); default DefaultAPIURL.
+	APIURL string
+	// Repo is owner/name (github-repo).
+	Repo  string
+	Token string
+	// Proxy is the URL of an HTTP proxy (proxy); empty means none.
+	Proxy string
+	// Transport replaces the HTTP transport; Proxy is then ignored.
+	Transport http.RoundTripper
+	// ObserveStatus, if set, is told the HTTP status of every answer that
+	// came over the network (a 304 is reported as 304).
+	ObserveStatus func(code int)
+	// MaxPages bounds the pages (of 100) one listing reads; default 10.
+	MaxPages int
+}
+
+// Source reads releases of one repository.
+type Source struct {
+	gh          *github.Client
+	owner, name string
+	maxPages    int
+	httpClient  *http.Client
+}
+
+// NewSource checks the options and builds a Source. It makes no request.
+func NewSource(o Options) (*Source, error) {
+	owner, name, ok := strings.Cut(o.Repo, "/")
+	if !ok || owner == "" || name == "" || strings.Contains(name, "/") {
+		return nil, fmt.Errorf("github-repo %q: want owner/name; set it with `ferry config set github-repo OWNER/NAME`", o.Repo)
+	}
+	if o.APIURL == "" {
+		o.APIURL = DefaultAPIURL
+	}
+	base, err := url.Parse(o.APIURL)
+	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
+		return nil, fmt.Errorf("github-api-url %q is not an http(s) URL", o.APIURL)
+	}
+	if !strings.HasSuffix(base.Path, "/") {
+		base.Path += "/"
+	}
+
+	tr := o.Transport
+	if tr == nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.Proxy = nil
+		if o.Proxy != "" {
+			pu, err := url.Parse(o.Proxy)
+			if err != nil {
+				return nil, fmt.Errorf("proxy %q: %w", o.Proxy, err)
+			}
+			t.Proxy = http.ProxyURL(pu)
+		}
+		tr = t
+	}
+	hc := &http.Client{Transport: newETagTransport(tr, o.ObserveStatus)}
+	gh := github.NewClient(hc)
+	if o.Token != "" {
+		gh = gh.WithAuthToken(o.Token)
+	}
+	gh.BaseURL = base
+	gh.UploadURL = uploadURL(base)
+	gh.UserAgent = "ferry/" + version.Version
+
+	maxPages := o.MaxPages
+	if maxPages <= 0 {
+		maxPages = 10
+	}
+	return &Source{gh: gh, owner: owner, name: name, maxPages: maxPages, httpClient: hc}, nil
+}
+
+// uploadURL derives the upload API from the REST API base: GitHub's is a
+// separate host; GitHub Enterprise serves it under /api/uploads/.
+func uploadURL(base *url.URL) *url.URL {
+	u := *base
+	if u.Host == "api.github.com" {
+		u.Host, u.Path = "uploads.github.com", "/"
+		return &u
+	}
+	u.Path = strings.TrimSuffix(u.Path, "api/v3/") + "api/uploads/"
+	return &u
+}
+
+// Client returns the go-github client, for the release publishing commands.
+func (s *Source) Client() *github.Client { return s.gh }
+
+// Repo returns owner and name.
+func (s *Source) Repo() (owner, name string) { return s.owner, s.name }
+
+// Release is a ferry release on GitHub.
+type Release struct {
+	ID          int64
+	Tag         string
+	Prefix      string // PrefixTest or PrefixRelease
+	Version     Version
+	Commitish   string
+	Draft       bool
+	Prerelease  bool
+	CreatedAt   time.Time
+	PublishedAt time.Time
+	Assets      []Asset
+}
+
+// Asset is one file attached to a release.
+type Asset struct {
+	ID   int64
+	Name string
+	Size int64
+}
+
+// Asset returns the named asset, or false.
+func (r *Release) Asset(name string) (Asset, bool) {
+	for _, a := range r.Assets {
+		if a.Name == name {
+			return a, true
+		}
+	}
+	return Asset{}, false
+}
+
+func fromGitHub(gr *github.RepositoryRelease) (*Release, bool) {
+	prefix, v, ok := SplitTag(gr.GetTagName())
+	if !ok {
+		return nil, false
+	}
+	r := &Release{
+		ID: gr.GetID(), Tag: gr.GetTagName(), Prefix: prefix, Version: v,
+		Commitish: gr.GetTargetCommitish(), Draft: gr.GetDraft(), Prerelease: gr.GetPrerelease(),
+		CreatedAt: gr.GetCreatedAt().Time, PublishedAt: gr.GetPublishedAt().Time,
+	}
+	for _, a := range gr.Assets {
+		r.Assets = append(r.Assets, Asset{ID: a.GetID(), Name: a.GetName(), Size: int64(a.GetSize())})
+	}
+	return r, true
+}
+
+// List returns every ferry release of the repository (tags that are not
+// ferry release tags are left out), reading up to MaxPages pages.
+func (s *Source) List(ctx context.Context) ([]*Release, error) {
+	var out []*Release
+	opts := &github.ListOptions{PerPage: 100}
+	for page := 0; page < s.maxPages; page++ {
+		rels, resp, err := s.gh.Repositories.ListReleases(ctx, s.owner, s.name, opts)
+		if err != nil {
+			return nil, s.wrap("list releases", err)
+		}
+		for _, gr := range rels {
+			if r, ok := fromGitHub(gr); ok {
+				out = append(out, r)
+			}
+		}
+		if resp.NextPage == 0 {
+			break
+		}
+		opts.Page = resp.NextPage
+	}
+	return out, nil
+}
+
+// ByTag returns the release with the tag, or ErrNotFound.
+func (s *Source) ByTag(ctx context.Context, tag string) (*Release, error) {
+	gr, _, err := s.gh.Repositories.GetReleaseByTag(ctx, s.owner, s.name, tag)
+	if err != nil {
+		return nil, s.wrap("release "+tag, err)
+	}
+	r, ok := fromGitHub(gr)
+	if !ok {
+		return nil, fmt.Errorf("release %s: the tag is not test-VERSION or release-VERSION", tag)
+	}
+	return r, nil
+}
+
+// Latest returns the newest release that env may take, or ErrNoRelease.
+func (s *Source) Latest(ctx context.Context, env storage.Env) (*Release, error) {
+	if env == storage.EnvNone {
+		return nil, fmt.Errorf("env is none: %w", ErrNoRelease)
+	}
+	rels, err := s.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r := Select(rels, env)
+	if r == nil {
+		return nil, fmt.Errorf("%s/%s has no release for env %s: %w", s.owner, s.name, env, ErrNoRelease)
+	}
+	return r, nil
+}
+
+// Eligible reports whether env may take the release:
+//   - prod: a release- tag that is not a pre-release;
+//   - staging: any release- tag;
+//   - dev: any test- tag;
+//   - none: nothing.
+//
+// Drafts are never eligible.
+func Eligible(r *Release, env storage.Env) bool {
+	if r.Draft {
+		return false
+	}
+	switch env {
+	case storage.EnvProd:
+		return r.Prefix == PrefixRelease && !r.Prerelease
+	case storage.EnvStaging:
+		return r.Prefix == PrefixRelease
+	case storage.EnvDev:
+		return r.Prefix == PrefixTest
+	}
+	return false
+}
+
+// Select returns the newest release env may take, or nil.
+func Select(rels []*Release, env storage.Env) *Release {
+	var best *Release
+	for _, r := range rels {
+		if Eligible(r, env) && (best == nil || r.Version.Newer(best.Version)) {
+			best = r
+		}
+	}
+	return best
+}
+
+func (s *Source) wrap(what string, err error) error {
+	var er *github.ErrorResponse
+	if errors.As(err, &er) && er.Response != nil && er.Response.StatusCode == http.StatusNotFound {
+		return fmt.Errorf("%s in %s/%s: %w", what, s.owner, s.name, ErrNotFound)
+	}
+	return fmt.Errorf("%s in %s/%s: %w", what, s.owner, s.name, err)
+}
+
+// RetryAfter returns how long GitHub asked to wait before the next request:
+// until X-RateLimit-Reset for the primary limit, Retry-After for the
+// secondary one. ok is false for errors that are not rate limits.
+func RetryAfter(err error, now time.Time) (wait time.Duration, ok bool) {
+	var rl *github.RateLimitError
+	if errors.As(err, &rl) {
+		return max(rl.Rate.Reset.Time.Sub(now), time.Second), true
+	}
+	var ab *github.AbuseRateLimitError
+	if errors.As(err, &ab) {
+		if ab.RetryAfter != nil {
+			return max(*ab.RetryAfter, time.Second), true
+		}
+		return time.Minute, true
+	}
+	return 0, false
+}
+
+// Backoff returns the delay before retry number attempt (0-based): base
+// doubled each time, capped at limit, with up to 20% jitter so that many
+// clients do not retry in step.
+func Backoff(attempt int, base, limit time.Duration) time.Duration {
+	d := base
+	for i := 0; i < attempt && d < limit; i++ {
+		d *= 2
+	}
+	d = min(d, limit)
+	return d + time.Duration(rand.Int64N(int64(d)/5+1))
+}
+
+// RetryDelay combines Backoff with what GitHub asked for: the longer wins.
+func RetryDelay(err error, attempt int, base, limit time.Duration, now time.Time) time.Duration {
+	d := Backoff(attempt, base, limit)
+	if w, ok := RetryAfter(err, now); ok && w > d {
+		return w
+	}
+	return d
+}

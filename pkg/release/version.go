@@ -1,0 +1,91 @@
+package release
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/hashicorp/go-version"
+)
+
+// Tag prefixes. A tag is a prefix followed by a version.
+const (
+	PrefixTest    = "test-"    // built and gated by the nightly job
+	PrefixRelease = "release-" // published for staging, then production
+)
+
+var (
+	datePattern = regexp.MustCompile(`^\d{4}\.\d{2}\.\d{2}-[1-9]\d*$`)
+	looksDated  = regexp.MustCompile(`^\d{4}\.\d+\.\d+`)
+)
+
+// Version is a ferry release version: YYYY.MM.DD-N (the nightly job's
+// form) or a semantic version such as 1.4.2. Versions compare numerically:
+// 2026.01.02-10 is newer than 2026.01.02-9.
+type Version struct {
+	v *version.Version
+}
+
+// ParseVersion parses a version.
+func ParseVersion(s string) (Version, error) {
+	if looksDated.MatchString(s) && !datePattern.MatchString(s) {
+		return Version{}, fmt.Errorf("version %q: a dated version is YYYY.MM.DD-N with N >= 1, e.g. 2026.01.02-1", s)
+	}
+	v, err := version.NewSemver(s)
+	if err != nil {
+		return Version{}, fmt.Errorf("version %q: want YYYY.MM.DD-N (e.g. 2026.01.02-1) or a semantic version (e.g. 1.4.2)", s)
+	}
+	return Version{v: v}, nil
+}
+
+// MustParseVersion parses a version known to be valid.
+func MustParseVersion(s string) Version {
+	v, err := ParseVersion(s)
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+// String returns the version as written.
+func (v Version) String() string {
+	if v.v == nil {
+		return ""
+	}
+	return v.v.Original()
+}
+
+// IsZero reports whether v is the zero Version.
+func (v Version) IsZero() bool { return v.v == nil }
+
+// Compare returns -1, 0 or 1 as v is older than, equal to or newer than o.
+// The zero Version is older than every other.
+func (v Version) Compare(o Version) int {
+	switch {
+	case v.v == nil && o.v == nil:
+		return 0
+	case v.v == nil:
+		return -1
+	case o.v == nil:
+		return 1
+	}
+	return v.v.Compare(o.v)
+}
+
+// Newer reports whether v is newer than o.
+func (v Version) Newer(o Version) bool { return v.Compare(o) > 0 }
+
+// SplitTag splits a tag into its prefix (PrefixTest or PrefixRelease) and
+// version. ok is false for tags that are not ferry release tags.
+func SplitTag(tag string) (prefix string, v Version, ok bool) {
+	for _, p := range []string{PrefixTest, PrefixRelease} {
+		if rest, found := strings.CutPrefix(tag, p); found {
+			v, err := ParseVersion(rest)
+			if err != nil {
+				return "", Version{}, false
+			}
+			return p, v, true
+		}
+	}
+	return "", Version{}, false
+}

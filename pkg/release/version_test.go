@@ -1,0 +1,51 @@
+package release
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestParseVersion(t *testing.T) {
+	t.Parallel()
+	for _, good := range []string{"2026.01.02-1", "2026.12.31-15", "1.4.2", "v1.4.2", "0.1.0-rc.1"} {
+		_, err := ParseVersion(good)
+		require.NoError(t, err, good)
+	}
+	for _, bad := range []string{"", "abc", "2026.1.2-1", "2026.01.02", "2026.01.02-0", "2026.01.02-x", "1.2.3.4.5-"} {
+		_, err := ParseVersion(bad)
+		require.Error(t, err, bad)
+	}
+	_, err := ParseVersion("2026.01.02")
+	require.ErrorContains(t, err, "YYYY.MM.DD-N")
+}
+
+func TestVersionOrder(t *testing.T) {
+	t.Parallel()
+	ordered := []string{"2026.01.02-1", "2026.01.02-2", "2026.01.02-10", "2026.01.03-1", "2026.12.31-1", "2027.01.01-1"}
+	for i := 1; i < len(ordered); i++ {
+		a, b := MustParseVersion(ordered[i-1]), MustParseVersion(ordered[i])
+		require.True(t, b.Newer(a), "%s > %s", b, a)
+		require.False(t, a.Newer(b))
+		require.Equal(t, -1, a.Compare(b))
+	}
+	require.Equal(t, 0, MustParseVersion("2026.01.02-1").Compare(MustParseVersion("2026.01.02-1")))
+	require.True(t, MustParseVersion("1.10.0").Newer(MustParseVersion("1.9.9")))
+	require.True(t, MustParseVersion("1.0.0").Newer(Version{}), "every version is newer than none")
+	require.Equal(t, "2026.01.02-1", MustParseVersion("2026.01.02-1").String())
+}
+
+func TestSplitTag(t *testing.T) {
+	t.Parallel()
+	p, v, ok := SplitTag("release-2026.01.02-3")
+	require.True(t, ok)
+	require.Equal(t, PrefixRelease, p)
+	require.Equal(t, "2026.01.02-3", v.String())
+	p, _, ok = SplitTag("test-1.2.3")
+	require.True(t, ok)
+	require.Equal(t, PrefixTest, p)
+	for _, bad := range []string{"v1.2.3", "release-", "release-abc", "nightly-2026.01.02-1"} {
+		_, _, ok := SplitTag(bad)
+		require.False(t, ok, bad)
+	}
+}
