@@ -47,6 +47,16 @@ func MustParseVersion(s string) Version {
 	return v
 }
 
+// ParseVersionOrZero parses a version and returns the zero Version for a
+// string that is not one (such as "dev").
+func ParseVersionOrZero(s string) Version {
+	v, err := ParseVersion(s)
+	if err != nil {
+		return Version{}
+	}
+	return v
+}
+
 // String returns the version as written.
 func (v Version) String() string {
 	if v.v == nil {

@@ -31,6 +31,7 @@ const (
 	ConfigGitHubToken         = "github-token"
 	ConfigCheckUpdateInterval = "check-update-interval"
 	ConfigWorkerTimeout       = "worker-timeout"
+	ConfigDeadServerGrace     = "dead-server-grace"
 	ConfigReleaseTime         = "release-time"
 	ConfigReleaseTimezone     = "release-timezone"
 	ConfigProxy               = "proxy"
@@ -83,6 +84,11 @@ var configKeys = []ConfigKey{
 	{
 		Name: ConfigWorkerTimeout, Default: "60m",
 		Help:      "how long a rollout may run before the fleet is stopped",
+		normalize: normalizeDuration,
+	},
+	{
+		Name: ConfigDeadServerGrace, Default: "2m",
+		Help:      "how long a server of a rollout may have no live worker before the fleet is stopped; longer than a worker restart",
 		normalize: normalizeDuration,
 	},
 	{
@@ -322,6 +328,7 @@ type Config struct {
 	GitHubToken         string
 	CheckUpdateInterval time.Duration
 	WorkerTimeout       time.Duration
+	DeadServerGrace     time.Duration
 	ReleaseTime         []string
 	ReleaseSchedules    []cron.Schedule
 	ReleaseTimezone     *time.Location
@@ -370,6 +377,7 @@ func ParseConfig(values map[string]string) (*Config, error) {
 	// The values were normalized above, so these parses cannot fail.
 	c.CheckUpdateInterval, _ = time.ParseDuration(raw[ConfigCheckUpdateInterval])
 	c.WorkerTimeout, _ = time.ParseDuration(raw[ConfigWorkerTimeout])
+	c.DeadServerGrace, _ = time.ParseDuration(raw[ConfigDeadServerGrace])
 	c.ReleaseSchedules, _ = ParseReleaseTime(c.ReleaseTime)
 	c.ReleaseTimezone, _ = time.LoadLocation(raw[ConfigReleaseTimezone])
 	c.SigningKeys, _ = ParseSigningKeys(raw[ConfigSigningKeys])

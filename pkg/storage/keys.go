@@ -1,5 +1,7 @@
 package storage
 
+import "time"
+
 // Every key ferry stores in etcd is built here, relative to the prefix given
 // to New. No other package knows a key name.
 const (
@@ -14,6 +16,7 @@ const (
 	keyContentsDir   = "contents/"
 	keyHistoryDir    = "history/"
 	keyInstallDir    = "install/"
+	keyTrigger       = "trigger/check"
 	keyUpdaterLeader = "leader/updater/"
 	keyWorkerLeader  = "leader/worker/"
 )
@@ -23,7 +26,11 @@ func (s *Storage) serverKey(id string) string       { return s.prefix + keyServe
 func (s *Storage) aliveKey(id string) string        { return s.prefix + keyAliveDir + id }
 func (s *Storage) statusKey(id string) string       { return s.prefix + keyServerStatus + id }
 func (s *Storage) contentsKey(target string) string { return s.prefix + keyContentsDir + target }
-func (s *Storage) abs(rel string) string            { return s.prefix + rel }
+func (s *Storage) historyKey(startedAt time.Time) string {
+	// Fixed width in UTC, so that keys sort by time.
+	return s.prefix + keyHistoryDir + startedAt.UTC().Format("2006-01-02T15:04:05.000000000Z")
+}
+func (s *Storage) abs(rel string) string { return s.prefix + rel }
 
 // UpdaterElectionPrefix is the key prefix of the updater leader election.
 func (s *Storage) UpdaterElectionPrefix() string { return s.prefix + keyUpdaterLeader }

@@ -35,6 +35,9 @@ type Snapshot struct {
 	Pin        *Pin         // nil when not pinned
 	Release    *ReleaseInfo // nil before the updater has seen a release
 	Contents   map[string]*ContentsStatus
+	// TriggerRev is the mod revision of trigger/check, 0 when none: a
+	// larger value than last seen asks for a release check now.
+	TriggerRev int64
 }
 
 // Snapshot reads config, request, statuses, servers, liveness, pin, release
@@ -49,6 +52,7 @@ func (s *Storage) Snapshot(ctx context.Context) (*Snapshot, error) {
 		clientv3.OpGet(s.abs(keyPin)),
 		clientv3.OpGet(s.abs(keyReleaseInfo)),
 		clientv3.OpGet(s.abs(keyContentsDir), clientv3.WithPrefix()),
+		clientv3.OpGet(s.abs(keyTrigger)),
 	).Commit()
 	if err != nil {
 		return nil, fmt.Errorf("read snapshot: %w", err)
@@ -88,6 +92,9 @@ func (s *Storage) Snapshot(ctx context.Context) (*Snapshot, error) {
 	}
 	if snap.Contents, err = decodeMap[ContentsStatus](kvs(7), s.abs(keyContentsDir)); err != nil {
 		return nil, err
+	}
+	if r := kvs(8); len(r) > 0 {
+		snap.TriggerRev = r[0].ModRevision
 	}
 	return snap, nil
 }

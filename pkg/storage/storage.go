@@ -220,6 +220,15 @@ func (s *Storage) GetWorkerTimeout(ctx context.Context) (time.Duration, error) {
 	return c.WorkerTimeout, nil
 }
 
+// GetDeadServerGrace returns dead-server-grace (default 2m).
+func (s *Storage) GetDeadServerGrace(ctx context.Context) (time.Duration, error) {
+	c, err := s.typedConfig(ctx, ConfigDeadServerGrace)
+	if err != nil {
+		return 0, err
+	}
+	return c.DeadServerGrace, nil
+}
+
 // GetReleaseTime returns the release-time cron lines (default none: any time).
 func (s *Storage) GetReleaseTime(ctx context.Context) ([]string, error) {
 	c, err := s.typedConfig(ctx, ConfigReleaseTime)
@@ -397,6 +406,67 @@ func (s *Storage) PutRequest(ctx context.Context, req *UpdateRequest, leaderKey 
 	return s.fencedPut(ctx, leaderKey, s.abs(keyCurrent), req)
 }
 
+// StartRequest writes a new update request and deletes every worker status
+// of the previous one, in one transaction fenced on the caller's leader key.
+// Clearing the statuses matters for a rollout at the same version: an old
+// "completed" must not count for the new one.
+func (s *Storage) StartRequest(ctx context.Context, req *UpdateRequest, leaderKey string) error {
+	data, err := encode(req)
+	if err != nil {
+		return err
+	}
+	return s.fencedTxn(ctx, leaderKey, "start request",
+		clientv3.OpDelete(s.abs(keyServerStatus), clientv3.WithPrefix()),
+		clientv3.OpPut(s.abs(keyCurrent), data),
+	)
+}
+
+// FinishRequest writes the finished request (completed or stopped) and its
+// history record in one transaction fenced on the caller's leader key, so
+// that a rollout gets exactly one record even across a change of leader.
+func (s *Storage) FinishRequest(ctx context.Context, req *UpdateRequest, h *HistoryRecord, leaderKey string) error {
+	reqData, err := encode(req)
+	if err != nil {
+		return err
+	}
+	histData, err := encode(h)
+	if err != nil {
+		return err
+	}
+	return s.fencedTxn(ctx, leaderKey, "finish request",
+		clientv3.OpPut(s.abs(keyCurrent), reqData),
+		clientv3.OpPut(s.historyKey(h.StartedAt), histData),
+	)
+}
+
+// GetHistory returns up to limit history records, newest first (all when
+// limit <= 0).
+func (s *Storage) GetHistory(ctx context.Context, limit int64) ([]*HistoryRecord, error) {
+	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend)}
+	if limit > 0 {
+		opts = append(opts, clientv3.WithLimit(limit))
+	}
+	resp, err := s.cli.Get(ctx, s.abs(keyHistoryDir), opts...)
+	if err != nil {
+		return nil, fmt.Errorf("read history: %w", err)
+	}
+	out := make([]*HistoryRecord, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var h HistoryRecord
+		if err := decode(string(kv.Key), kv.Value, &h); err != nil {
+			return nil, err
+		}
+		out = append(out, &h)
+	}
+	return out, nil
+}
+
+// PutCheckTrigger asks the updater leader for an immediate release check.
+// Any updater may write it; the leader notices the change.
+func (s *Storage) PutCheckTrigger(ctx context.Context, t *CheckTrigger) error {
+	return s.put(ctx, s.abs(keyTrigger), t)
+}
+
 // PutReleaseInfo writes info/release, fenced on the caller's leader key.
 func (s *Storage) PutReleaseInfo(ctx context.Context, info *ReleaseInfo, leaderKey string) error {
 	return s.fencedPut(ctx, leaderKey, s.abs(keyReleaseInfo), info)
@@ -412,22 +482,28 @@ func (s *Storage) GetReleaseInfo(ctx context.Context) (*ReleaseInfo, error) {
 }
 
 func (s *Storage) fencedPut(ctx context.Context, leaderKey, key string, v any) error {
-	if leaderKey == "" {
-		return fmt.Errorf("write %s: no leader key: %w", key, ErrNoLeader)
-	}
 	data, err := encode(v)
 	if err != nil {
 		return err
 	}
+	return s.fencedTxn(ctx, leaderKey, "write "+key, clientv3.OpPut(key, data))
+}
+
+// fencedTxn applies ops only while leaderKey exists; otherwise it changes
+// nothing and returns ErrNoLeader.
+func (s *Storage) fencedTxn(ctx context.Context, leaderKey, what string, ops ...clientv3.Op) error {
+	if leaderKey == "" {
+		return fmt.Errorf("%s: no leader key: %w", what, ErrNoLeader)
+	}
 	resp, err := s.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(leaderKey), ">", 0)).
-		Then(clientv3.OpPut(key, data)).
+		Then(ops...).
 		Commit()
 	if err != nil {
-		return fmt.Errorf("write %s: %w", key, err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	if !resp.Succeeded {
-		return fmt.Errorf("write %s: %w", key, ErrNoLeader)
+		return fmt.Errorf("%s: %w", what, ErrNoLeader)
 	}
 	return nil
 }

@@ -87,7 +87,11 @@ func TestConfigDefaults(t *testing.T) {
 	require.False(t, unsigned)
 
 	// Every key has a getter above; a new key must get one and a line here.
-	require.Len(t, ConfigKeys(), 13)
+	grace, err := st.GetDeadServerGrace(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 2*time.Minute, grace)
+
+	require.Len(t, ConfigKeys(), 14)
 }
 
 func TestConfigSetAndGet(t *testing.T) {
@@ -445,4 +449,72 @@ func TestNewRejectsRelativePrefix(t *testing.T) {
 	st, err := New(nil, "/ferry")
 	require.NoError(t, err)
 	require.Equal(t, "/ferry/", st.Prefix())
+}
+
+func TestStartAndFinishRequest(t *testing.T) {
+	t.Parallel()
+	st := newTestStorage(t)
+	ctx := testContext(t)
+
+	sess, err := concurrency.NewSession(st.Client())
+	require.NoError(t, err)
+	defer sess.Close()
+	elec := concurrency.NewElection(sess, st.UpdaterElectionPrefix())
+	require.NoError(t, elec.Campaign(ctx, "u"))
+	key := elec.Key()
+
+	started := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
+	req := &UpdateRequest{Version: "1", Servers: []string{"a"}, Reason: ReasonUpdate, StartedAt: started}
+	require.NoError(t, st.StartRequest(ctx, req, key))
+	require.NoError(t, st.PutStatus(ctx, "a", &UpdateStatus{Version: "1", Cond: CondCompleted}))
+
+	req.FinishedAt = started.Add(time.Minute)
+	hist := &HistoryRecord{Version: "1", Servers: req.Servers, Result: ResultCompleted, StartedAt: started, FinishedAt: req.FinishedAt, Durations: map[string]float64{"a": 42}}
+	require.NoError(t, st.FinishRequest(ctx, req, hist, key))
+	got, _, err := st.GetRequest(ctx)
+	require.NoError(t, err)
+	require.True(t, got.Finished())
+
+	// A reconfigure at the same version clears the old statuses with it.
+	req2 := &UpdateRequest{Version: "1", Servers: []string{"a", "b"}, Reason: ReasonReconfigure, StartedAt: started.Add(time.Hour)}
+	require.NoError(t, st.StartRequest(ctx, req2, key))
+	statuses, err := st.GetStatuses(ctx)
+	require.NoError(t, err)
+	require.Empty(t, statuses)
+	got, _, err = st.GetRequest(ctx)
+	require.NoError(t, err)
+	require.False(t, got.Finished())
+
+	req2.FinishedAt = req2.StartedAt.Add(time.Minute)
+	require.NoError(t, st.FinishRequest(ctx, req2, &HistoryRecord{Version: "1", Result: ResultAborted, StartedAt: req2.StartedAt, FinishedAt: req2.FinishedAt}, key))
+	hs, err := st.GetHistory(ctx, 0)
+	require.NoError(t, err)
+	require.Len(t, hs, 2)
+	require.Equal(t, ResultAborted, hs[0].Result, "newest first")
+	require.Equal(t, 42.0, hs[1].Durations["a"])
+	require.Equal(t, time.Minute, hs[1].Duration())
+	hs, err = st.GetHistory(ctx, 1)
+	require.NoError(t, err)
+	require.Len(t, hs, 1)
+
+	// Fenced: after resigning, nothing is written.
+	require.NoError(t, elec.Resign(ctx))
+	require.ErrorIs(t, st.StartRequest(ctx, &UpdateRequest{Version: "2"}, key), ErrNoLeader)
+	require.ErrorIs(t, st.FinishRequest(ctx, req2, &HistoryRecord{StartedAt: time.Now()}, key), ErrNoLeader)
+	hs, err = st.GetHistory(ctx, 0)
+	require.NoError(t, err)
+	require.Len(t, hs, 2)
+}
+
+func TestTriggerInSnapshot(t *testing.T) {
+	t.Parallel()
+	st := newTestStorage(t)
+	ctx := testContext(t)
+	snap, err := st.Snapshot(ctx)
+	require.NoError(t, err)
+	require.Zero(t, snap.TriggerRev)
+	require.NoError(t, st.PutCheckTrigger(ctx, &CheckTrigger{At: time.Now(), Delivery: "abc"}))
+	snap2, err := st.Snapshot(ctx)
+	require.NoError(t, err)
+	require.Greater(t, snap2.TriggerRev, snap.Revision)
 }

@@ -31,7 +31,13 @@ type UpdateRequest struct {
 	Reason    string    `json:"reason"`
 	// StopReason says why Stop was set: which server aborted, timed out or died.
 	StopReason string `json:"stop_reason,omitempty"`
+	// FinishedAt is set when the rollout completed or was stopped, together
+	// with its history record. Zero while it runs.
+	FinishedAt time.Time `json:"finished_at,omitzero"`
 }
+
+// Finished reports whether the rollout completed or was stopped.
+func (r *UpdateRequest) Finished() bool { return !r.FinishedAt.IsZero() }
 
 // IsMember reports whether the server id takes part in the request.
 func (r *UpdateRequest) IsMember(id string) bool {
@@ -71,6 +77,9 @@ type Alive struct {
 
 // ReleaseInfo is info/release: the newest eligible release the updater saw.
 type ReleaseInfo struct {
+	// Env is the env the release was chosen for; after a change of env the
+	// record is stale until the next check.
+	Env         Env       `json:"env"`
 	Version     string    `json:"version"`
 	Tag         string    `json:"tag"`
 	Prerelease  bool      `json:"prerelease"`
@@ -89,6 +98,38 @@ type ContentsStatus struct {
 	Version   string    `json:"version"`
 	Success   bool      `json:"success"`
 	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// Results of a rollout, as history records them.
+const (
+	ResultCompleted = "completed"
+	ResultAborted   = "aborted"
+	ResultTimeout   = "timeout"
+	ResultDead      = "dead-server"
+)
+
+// HistoryRecord is history/<started_at>: the outcome of one rollout.
+type HistoryRecord struct {
+	Version    string    `json:"version"`
+	Reason     string    `json:"reason"`
+	Servers    []string  `json:"servers"`
+	Result     string    `json:"result"`
+	StopReason string    `json:"stop_reason,omitempty"`
+	StartedAt  time.Time `json:"started_at"`
+	FinishedAt time.Time `json:"finished_at"`
+	// Durations is each server's time from the start of the rollout to its
+	// last status, in seconds.
+	Durations map[string]float64 `json:"durations"`
+}
+
+// Duration is the rollout's wall time.
+func (h *HistoryRecord) Duration() time.Duration { return h.FinishedAt.Sub(h.StartedAt) }
+
+// CheckTrigger is trigger/check: a request for an immediate release check,
+// written by whichever updater received a GitHub webhook.
+type CheckTrigger struct {
+	At       time.Time `json:"at"`
+	Delivery string    `json:"delivery,omitempty"`
 }
 
 func encode(v any) (string, error) {

@@ -1,0 +1,243 @@
+package updater
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/ferry-cd/ferry/pkg/release"
+	"github.com/ferry-cd/ferry/pkg/storage"
+)
+
+// Kind is what the leader does next.
+type Kind int
+
+// Kinds of action.
+const (
+	// Wait: nothing to do until etcd changes or Until passes.
+	Wait Kind = iota
+	// NewRequest: write Request as the new rollout.
+	NewRequest
+	// Stop: stop the running rollout (Cause says why).
+	Stop
+	// Complete: every server completed; record success.
+	Complete
+)
+
+func (k Kind) String() string {
+	return [...]string{"wait", "new-request", "stop", "complete"}[k]
+}
+
+// Action is NextAction's decision.
+type Action struct {
+	Kind Kind
+	// Why explains the decision in a sentence, for logs.
+	Why string
+	// Until bounds a Wait; zero means "until something changes".
+	Until time.Time
+	// Request is the rollout to start, for NewRequest.
+	Request *storage.UpdateRequest
+	// Cause is why the rollout stops, for Stop.
+	Cause *StopCause
+}
+
+// StopCause describes why a rollout stops.
+type StopCause struct {
+	Result  string // storage.ResultAborted, ResultTimeout or ResultDead
+	Server  string // the server at fault; empty for a timeout
+	Message string
+}
+
+func (c *StopCause) String() string {
+	switch c.Result {
+	case storage.ResultAborted:
+		return fmt.Sprintf("%s aborted: %s", c.Server, c.Message)
+	case storage.ResultDead:
+		return fmt.Sprintf("%s has had no live worker for %s", c.Server, c.Message)
+	default:
+		return "the rollout timed out: " + c.Message
+	}
+}
+
+// Input is everything NextAction decides on.
+type Input struct {
+	Snap *storage.Snapshot
+	// Config is the configuration to act on: the snapshot's, or the last
+	// valid one when the stored config is broken.
+	Config *storage.Config
+	// ConfigOK is false when the stored config is broken: the running
+	// rollout is still watched over, but no new one starts.
+	ConfigOK bool
+	Now      time.Time
+	// MissingSince tells since when this leader has seen no alive/ key for
+	// each server of the running rollout.
+	MissingSince map[string]time.Time
+}
+
+// NextAction decides the updater leader's next move. It is a pure function
+// of its input; the leader carries out the action and calls it again.
+//
+// A running rollout is watched first: an aborted server, the worker timeout,
+// or a server with no live worker for longer than dead-server-grace stops it;
+// all servers completed finishes it. A stopped rollout waits for `ferry
+// recover`. Otherwise a new rollout starts when there is a target version
+// the fleet does not run yet (inside a release-time window), or when
+// membership changed since the last completed rollout (reconfigure).
+func NextAction(in Input) Action {
+	snap, cfg, now := in.Snap, in.Config, in.Now
+	req := snap.Request
+
+	if req != nil && !req.Finished() {
+		return watchRollout(in)
+	}
+	if req != nil && req.Stop {
+		return Action{Kind: Wait, Why: "the rollout to " + req.Version + " is stopped; waiting for `ferry recover`"}
+	}
+	if !in.ConfigOK {
+		return Action{Kind: Wait, Why: "the stored config is broken; no new rollout starts until it is fixed"}
+	}
+	if cfg.Env == storage.EnvNone {
+		return Action{Kind: Wait, Why: "env is none: the fleet is not updated"}
+	}
+	members := storage.SortedIDs(snap.Servers)
+	if len(members) == 0 {
+		return Action{Kind: Wait, Why: "no server has joined the fleet"}
+	}
+
+	target, why := targetVersion(in)
+	if !target.IsZero() {
+		update, reason := needsUpdate(snap, target)
+		if update {
+			if !cfg.InReleaseWindow(now) {
+				next := cfg.NextReleaseWindow(now)
+				return Action{Kind: Wait, Until: next, Why: fmt.Sprintf("%s waits for the next release-time window at %s", target, next.Format(time.RFC3339))}
+			}
+			return Action{Kind: NewRequest, Why: why, Request: &storage.UpdateRequest{
+				Version: target.String(), Servers: members, Reason: storage.ReasonUpdate, StartedAt: now.UTC(),
+			}}
+		}
+		why = reason
+	}
+	if req != nil && !slices.Equal(req.Servers, members) {
+		return Action{Kind: NewRequest, Why: fmt.Sprintf("membership changed since the rollout to %s", req.Version), Request: &storage.UpdateRequest{
+			Version: req.Version, Servers: members, Reason: storage.ReasonReconfigure, StartedAt: now.UTC(),
+		}}
+	}
+	return Action{Kind: Wait, Why: why}
+}
+
+// needsUpdate decides whether the fleet must roll out target. After a
+// completed rollout, only a newer target (or a pinned downgrade) does.
+// With no request at all (a new fleet, or after `ferry recover`), the target
+// is rolled out unless a live worker already runs something newer.
+func needsUpdate(snap *storage.Snapshot, target release.Version) (bool, string) {
+	if req := snap.Request; req != nil {
+		done := release.ParseVersionOrZero(req.Version)
+		switch {
+		case target.Newer(done):
+			return true, ""
+		case target.Compare(done) == 0:
+			return false, "the fleet is at " + done.String()
+		case downgradeAllowed(snap, target):
+			return true, ""
+		}
+		return false, fmt.Sprintf("the fleet runs %s; %s is older and no pin allows a downgrade", done, target)
+	}
+	if running := fleetVersion(snap); running.Newer(target) && !downgradeAllowed(snap, target) {
+		return false, fmt.Sprintf("a worker runs %s; %s is older and no pin allows a downgrade", running, target)
+	}
+	return true, ""
+}
+
+// watchRollout decides on a rollout in progress.
+func watchRollout(in Input) Action {
+	snap, cfg, now := in.Snap, in.Config, in.Now
+	req := snap.Request
+	for _, id := range req.Servers {
+		if st := snap.Statuses[id]; st != nil && st.Version == req.Version && st.Cond == storage.CondAborted {
+			return Action{Kind: Stop, Why: "a server aborted", Cause: &StopCause{Result: storage.ResultAborted, Server: id, Message: st.Message}}
+		}
+	}
+	deadline := req.StartedAt.Add(cfg.WorkerTimeout)
+	if !now.Before(deadline) {
+		return Action{Kind: Stop, Why: "worker-timeout passed", Cause: &StopCause{
+			Result: storage.ResultTimeout, Message: fmt.Sprintf("not completed within worker-timeout %s; still running: %v", cfg.WorkerTimeout, unfinished(snap)),
+		}}
+	}
+	wake := deadline
+	for _, id := range req.Servers {
+		if snap.Alive[id] != nil {
+			continue
+		}
+		since, ok := in.MissingSince[id]
+		if !ok {
+			since = now
+		}
+		if dead := since.Add(cfg.DeadServerGrace); !now.Before(dead) {
+			return Action{Kind: Stop, Why: "a server has no live worker", Cause: &StopCause{Result: storage.ResultDead, Server: id, Message: now.Sub(since).Truncate(time.Second).String()}}
+		} else if dead.Before(wake) {
+			wake = dead
+		}
+	}
+	if len(unfinished(snap)) == 0 {
+		return Action{Kind: Complete, Why: "every server completed " + req.Version}
+	}
+	return Action{Kind: Wait, Until: wake, Why: "the rollout to " + req.Version + " is running"}
+}
+
+// unfinished lists the servers of the request that have not completed it.
+func unfinished(snap *storage.Snapshot) []string {
+	var out []string
+	for _, id := range snap.Request.Servers {
+		st := snap.Statuses[id]
+		if st == nil || st.Version != snap.Request.Version || st.Cond != storage.CondCompleted {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// targetVersion is the version the fleet should run: the newest release
+// seen for the current env, held back by the pin; with a pin that allows a
+// downgrade, the pin itself.
+func targetVersion(in Input) (release.Version, string) {
+	snap := in.Snap
+	var latest release.Version
+	if r := snap.Release; r != nil && r.Env == in.Config.Env {
+		latest = release.ParseVersionOrZero(r.Version)
+	}
+	if p := snap.Pin; p != nil {
+		pin := release.ParseVersionOrZero(p.Version)
+		switch {
+		case pin.IsZero():
+			return release.Version{}, "the pin " + p.Version + " is not a version"
+		case p.AllowDowngrade:
+			return pin, "pinned to " + p.Version
+		case latest.IsZero():
+			return release.Version{}, "no release seen yet for env " + string(in.Config.Env)
+		case latest.Newer(pin):
+			return pin, "release " + latest.String() + " is held back by the pin " + p.Version
+		}
+	}
+	if latest.IsZero() {
+		return latest, "no release seen yet for env " + string(in.Config.Env)
+	}
+	return latest, "release " + latest.String() + " is the newest for env " + string(in.Config.Env)
+}
+
+// fleetVersion is the newest version any live worker of a member runs.
+func fleetVersion(snap *storage.Snapshot) release.Version {
+	var v release.Version
+	for id := range snap.Servers {
+		if a := snap.Alive[id]; a != nil {
+			if av := release.ParseVersionOrZero(a.Version); av.Newer(v) {
+				v = av
+			}
+		}
+	}
+	return v
+}
+
+func downgradeAllowed(snap *storage.Snapshot, target release.Version) bool {
+	return snap.Pin != nil && snap.Pin.AllowDowngrade && release.ParseVersionOrZero(snap.Pin.Version).Compare(target) == 0
+}

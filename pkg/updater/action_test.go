@@ -1,0 +1,204 @@
+package updater
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/stretchr/testify/require"
+)
+
+var t0 = time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC) // a Monday
+
+// world builds an Input piece by piece.
+type world struct {
+	in Input
+}
+
+func newWorld(env storage.Env, servers ...string) *world {
+	cfg, err := storage.ParseConfig(map[string]string{storage.ConfigEnv: string(env)})
+	if err != nil {
+		panic(err)
+	}
+	w := &world{in: Input{
+		Snap: &storage.Snapshot{
+			Statuses: map[string]*storage.UpdateStatus{},
+			Servers:  map[string]*storage.ServerInfo{},
+			Alive:    map[string]*storage.Alive{},
+			Contents: map[string]*storage.ContentsStatus{},
+		},
+		Config: cfg, ConfigOK: true, Now: t0, MissingSince: map[string]time.Time{},
+	}}
+	for _, s := range servers {
+		w.in.Snap.Servers[s] = &storage.ServerInfo{Hostname: s}
+		w.in.Snap.Alive[s] = &storage.Alive{Version: "2026.01.01-1"}
+	}
+	return w
+}
+
+func (w *world) release(v string) *world {
+	w.in.Snap.Release = &storage.ReleaseInfo{Env: w.in.Config.Env, Version: v, Tag: "release-" + v}
+	return w
+}
+
+func (w *world) request(v string, servers ...string) *world {
+	w.in.Snap.Request = &storage.UpdateRequest{Version: v, Servers: servers, StartedAt: t0.Add(-10 * time.Minute), Reason: storage.ReasonUpdate}
+	return w
+}
+
+func (w *world) finished() *world {
+	w.in.Snap.Request.FinishedAt = t0.Add(-time.Minute)
+	return w
+}
+
+func (w *world) stopped() *world {
+	w.in.Snap.Request.Stop = true
+	return w.finished()
+}
+
+func (w *world) status(id, v string, c storage.Cond, msg string) *world {
+	w.in.Snap.Statuses[id] = &storage.UpdateStatus{Version: v, Cond: c, Message: msg}
+	return w
+}
+
+func (w *world) pin(v string, downgrade bool) *world {
+	w.in.Snap.Pin = &storage.Pin{Version: v, AllowDowngrade: downgrade}
+	return w
+}
+
+func (w *world) alive(id, v string) *world {
+	w.in.Snap.Alive[id] = &storage.Alive{Version: v}
+	return w
+}
+
+func (w *world) dead(id string, since time.Duration) *world {
+	delete(w.in.Snap.Alive, id)
+	if since >= 0 {
+		w.in.MissingSince[id] = t0.Add(-since)
+	}
+	return w
+}
+
+func (w *world) config(kv ...string) *world {
+	values := map[string]string{storage.ConfigEnv: string(w.in.Config.Env)}
+	for i := 0; i < len(kv); i += 2 {
+		values[kv[i]] = kv[i+1]
+	}
+	cfg, err := storage.ParseConfig(values)
+	if err != nil {
+		panic(err)
+	}
+	w.in.Config = cfg
+	return w
+}
+
+func TestNextAction(t *testing.T) {
+	t.Parallel()
+	const v1, v2, v3 = "2026.01.01-1", "2026.01.02-1", "2026.01.03-1"
+	cases := []struct {
+		name string
+		w    *world
+		kind Kind
+		// check looks closer at the action.
+		check func(t *testing.T, a Action)
+	}{
+		{name: "env none never updates", w: newWorld(storage.EnvNone, "a").release(v2), kind: Wait},
+		{name: "no server joined", w: newWorld(storage.EnvProd).release(v2), kind: Wait},
+		{name: "no release seen", w: newWorld(storage.EnvProd, "a"), kind: Wait},
+		{name: "release for another env is stale", w: func() *world {
+			w := newWorld(storage.EnvProd, "a").release(v2)
+			w.in.Snap.Release.Env = storage.EnvStaging
+			return w
+		}(), kind: Wait},
+		{name: "first rollout", w: newWorld(storage.EnvProd, "b", "a").release(v2), kind: NewRequest, check: func(t *testing.T, a Action) {
+			require.Equal(t, v2, a.Request.Version)
+			require.Equal(t, []string{"a", "b"}, a.Request.Servers)
+			require.Equal(t, storage.ReasonUpdate, a.Request.Reason)
+			require.Equal(t, t0, a.Request.StartedAt)
+		}},
+		{name: "newer release after completion", w: newWorld(storage.EnvProd, "a").release(v3).request(v2, "a").finished(), kind: NewRequest, check: func(t *testing.T, a Action) {
+			require.Equal(t, v3, a.Request.Version)
+		}},
+		{name: "up to date", w: newWorld(storage.EnvProd, "a").release(v2).request(v2, "a").finished(), kind: Wait},
+		{name: "older release never taken", w: newWorld(storage.EnvProd, "a").release(v1).request(v2, "a").finished(), kind: Wait},
+		{name: "older release refused with no request when a worker runs newer", w: newWorld(storage.EnvProd, "a").release(v1).alive("a", v2), kind: Wait, check: func(t *testing.T, a Action) {
+			require.Contains(t, a.Why, "older")
+		}},
+		{name: "after recover the same version starts again", w: newWorld(storage.EnvProd, "a").release(v2).alive("a", v2), kind: NewRequest},
+		{name: "pin holds back", w: newWorld(storage.EnvProd, "a").release(v3).request(v1, "a").finished().pin(v2, false), kind: NewRequest, check: func(t *testing.T, a Action) {
+			require.Equal(t, v2, a.Request.Version)
+		}},
+		{name: "pin at current holds", w: newWorld(storage.EnvProd, "a").release(v3).request(v2, "a").finished().pin(v2, false), kind: Wait},
+		{name: "pin below current without downgrade holds", w: newWorld(storage.EnvProd, "a").release(v3).request(v2, "a").finished().pin(v1, false), kind: Wait},
+		{name: "pin with downgrade goes back", w: newWorld(storage.EnvProd, "a").release(v3).request(v2, "a").finished().pin(v1, true), kind: NewRequest, check: func(t *testing.T, a Action) {
+			require.Equal(t, v1, a.Request.Version)
+		}},
+		{name: "membership changed: reconfigure", w: newWorld(storage.EnvProd, "a", "b").release(v2).request(v2, "a").finished(), kind: NewRequest, check: func(t *testing.T, a Action) {
+			require.Equal(t, storage.ReasonReconfigure, a.Request.Reason)
+			require.Equal(t, v2, a.Request.Version)
+			require.Equal(t, []string{"a", "b"}, a.Request.Servers)
+		}},
+		{name: "new version wins over reconfigure", w: newWorld(storage.EnvProd, "a", "b").release(v3).request(v2, "a").finished(), kind: NewRequest, check: func(t *testing.T, a Action) {
+			require.Equal(t, storage.ReasonUpdate, a.Request.Reason)
+			require.Equal(t, v3, a.Request.Version)
+		}},
+		{name: "running: waits for workers", w: newWorld(storage.EnvProd, "a", "b").release(v2).request(v2, "a", "b").status("a", v2, storage.CondCompleted, ""), kind: Wait, check: func(t *testing.T, a Action) {
+			require.Equal(t, t0.Add(50*time.Minute), a.Until, "wakes at the worker timeout")
+		}},
+		{name: "running: a join waits for the next rollout", w: newWorld(storage.EnvProd, "a", "b", "c").release(v2).request(v2, "a", "b"), kind: Wait},
+		{name: "running: all completed", w: newWorld(storage.EnvProd, "a", "b").release(v2).request(v2, "a", "b").status("a", v2, storage.CondCompleted, "").status("b", v2, storage.CondCompleted, ""), kind: Complete},
+		{name: "running: completed at an old version does not count", w: newWorld(storage.EnvProd, "a").release(v2).request(v2, "a").status("a", v1, storage.CondCompleted, ""), kind: Wait},
+		{name: "running: abort stops", w: newWorld(storage.EnvProd, "a", "b").release(v2).request(v2, "a", "b").status("b", v2, storage.CondAborted, "dpkg failed"), kind: Stop, check: func(t *testing.T, a Action) {
+			require.Equal(t, storage.ResultAborted, a.Cause.Result)
+			require.Equal(t, "b", a.Cause.Server)
+			require.Equal(t, "b aborted: dpkg failed", a.Cause.String())
+		}},
+		{name: "running: abort by a non-member is ignored", w: newWorld(storage.EnvProd, "a").release(v2).request(v2, "a").status("z", v2, storage.CondAborted, "x"), kind: Wait},
+		{name: "running: timeout stops", w: newWorld(storage.EnvProd, "a").release(v2).request(v2, "a").config(storage.ConfigWorkerTimeout, "5m"), kind: Stop, check: func(t *testing.T, a Action) {
+			require.Equal(t, storage.ResultTimeout, a.Cause.Result)
+			require.Contains(t, a.Cause.Message, "[a]")
+		}},
+		{name: "running: dead past grace stops", w: newWorld(storage.EnvProd, "a", "b").release(v2).request(v2, "a", "b").dead("b", 3*time.Minute), kind: Stop, check: func(t *testing.T, a Action) {
+			require.Equal(t, storage.ResultDead, a.Cause.Result)
+			require.Equal(t, "b", a.Cause.Server)
+		}},
+		{name: "running: missing within grace waits until grace ends", w: newWorld(storage.EnvProd, "a", "b").release(v2).request(v2, "a", "b").dead("b", 30*time.Second), kind: Wait, check: func(t *testing.T, a Action) {
+			require.Equal(t, t0.Add(90*time.Second), a.Until)
+		}},
+		{name: "running: newly missing starts the grace now", w: newWorld(storage.EnvProd, "a").release(v2).request(v2, "a").dead("a", -1), kind: Wait, check: func(t *testing.T, a Action) {
+			require.Equal(t, t0.Add(2*time.Minute), a.Until)
+		}},
+		{name: "running: abort wins over completion of others", w: newWorld(storage.EnvProd, "a", "b").release(v2).request(v2, "a", "b").status("a", v2, storage.CondCompleted, "").status("b", v2, storage.CondAborted, "x"), kind: Stop},
+		{name: "stopped waits for recover", w: newWorld(storage.EnvProd, "a").release(v3).request(v2, "a").stopped(), kind: Wait, check: func(t *testing.T, a Action) {
+			require.Contains(t, a.Why, "ferry recover")
+			require.True(t, a.Until.IsZero())
+		}},
+		{name: "outside the release window", w: newWorld(storage.EnvProd, "a").release(v2).config(storage.ConfigReleaseTime, "* 12-13 * * *"), kind: Wait, check: func(t *testing.T, a Action) {
+			require.Equal(t, time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC), a.Until)
+		}},
+		{name: "inside the release window", w: newWorld(storage.EnvProd, "a").release(v2).config(storage.ConfigReleaseTime, "* 9-11 * * 1-5"), kind: NewRequest},
+		{name: "reconfigure ignores the release window", w: newWorld(storage.EnvProd, "a", "b").release(v2).request(v2, "a").finished().config(storage.ConfigReleaseTime, "* 12-13 * * *"), kind: NewRequest},
+		{name: "broken config: no new rollout", w: func() *world {
+			w := newWorld(storage.EnvProd, "a").release(v2)
+			w.in.ConfigOK = false
+			w.in.Snap.ConfigErr = errors.New("broken")
+			return w
+		}(), kind: Wait},
+		{name: "broken config: a running rollout still stops on abort", w: func() *world {
+			w := newWorld(storage.EnvProd, "a").release(v2).request(v2, "a").status("a", v2, storage.CondAborted, "x")
+			w.in.ConfigOK = false
+			return w
+		}(), kind: Stop},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			a := NextAction(c.w.in)
+			require.Equal(t, c.kind, a.Kind, "why: %s", a.Why)
+			require.NotEmpty(t, a.Why)
+			if c.check != nil {
+				c.check(t, a)
+			}
+		})
+	}
+}
