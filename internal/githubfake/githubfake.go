@@ -261,6 +261,13 @@ func (s *Server) RateLimitSecondary(n, status int, retryAfter time.Duration) {
 	s.faults = append(s.faults, fault{status: status, kind: "secondary", wait: retryAfter, remains: n})
 }
 
+// ClearFaults cancels every pending injected failure.
+func (s *Server) ClearFaults() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = nil
+}
+
 // CutDownload makes the next download of the named asset stop after
 // afterBytes bytes by dropping the connection, as a broken network would.
 // Several calls cut several later downloads in order.

@@ -218,8 +218,8 @@ func TestJoinLeaveServers(t *testing.T) {
 	require.Contains(t, r.stderr, "not registered")
 }
 
-// putRequest writes a request as an updater leader would.
-func (f *fleet) putRequest(req *storage.UpdateRequest) {
+// asLeader runs fn with the key of an updater leader, as the leader would.
+func (f *fleet) asLeader(fn func(key string) error) {
 	f.t.Helper()
 	ctx := f.ctx()
 	sess, err := concurrency.NewSession(f.st.Client())
@@ -227,8 +227,18 @@ func (f *fleet) putRequest(req *storage.UpdateRequest) {
 	defer sess.Close()
 	elec := concurrency.NewElection(sess, f.st.UpdaterElectionPrefix())
 	require.NoError(f.t, elec.Campaign(ctx, "test"))
-	require.NoError(f.t, f.st.PutRequest(ctx, req, elec.Key()))
+	require.NoError(f.t, fn(elec.Key()))
 	require.NoError(f.t, elec.Resign(ctx))
+}
+
+func (f *fleet) putRequest(req *storage.UpdateRequest) {
+	f.t.Helper()
+	f.asLeader(func(key string) error { return f.st.PutRequest(f.ctx(), req, key) })
+}
+
+func (f *fleet) finishRequest(req *storage.UpdateRequest, h *storage.HistoryRecord) {
+	f.t.Helper()
+	f.asLeader(func(key string) error { return f.st.FinishRequest(f.ctx(), req, h, key) })
 }
 
 func TestStatus(t *testing.T) {

@@ -152,6 +152,8 @@ talks to the fleet's etcd, found through the bootstrap config file
 		a.newServersCommand(),
 		a.newStatusCommand(),
 		a.newRecoverCommand(),
+		a.newHistoryCommand(),
+		a.newReleaseCommand(),
 		a.newVersionCommand(),
 	)
 	return root

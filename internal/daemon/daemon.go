@@ -1,0 +1,105 @@
+// Package daemon holds what the ferry daemons' mains share: flags for the
+// bootstrap config, a JSON slog logger, and the etcd connection.
+package daemon
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/cybozu-go/log"
+	"github.com/ferry-cd/ferry/pkg/bootstrap"
+	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/ferry-cd/ferry/pkg/version"
+	"github.com/spf13/pflag"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Flags are the flags every daemon has.
+type Flags struct {
+	FS        *pflag.FlagSet
+	bootstrap bootstrap.Flags
+	logLevel  string
+	version   bool
+}
+
+// NewFlags registers the common flags on a new flag set for the program.
+func NewFlags(program, summary string) *Flags {
+	fs := pflag.NewFlagSet(program, pflag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(os.Stderr, "%s: %s\n\nUsage: %s [flags]\n\nFlags:\n%s", program, summary, program, fs.FlagUsages())
+	}
+	f := &Flags{FS: fs}
+	f.bootstrap.Register(fs)
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.BoolVar(&f.version, "version", false, "print the version and exit")
+	return f
+}
+
+// Env is what a daemon has once its flags are parsed.
+type Env struct {
+	Config  *bootstrap.Config
+	Logger  *slog.Logger
+	Client  *clientv3.Client
+	Storage *storage.Storage
+}
+
+// Setup parses args, loads the bootstrap config (server-id required),
+// builds the JSON logger and connects to etcd. It exits the process for
+// --help and --version; other problems are returned.
+func (f *Flags) Setup(args []string) (*Env, error) {
+	if err := f.FS.Parse(args); err != nil {
+		if err == pflag.ErrHelp {
+			os.Exit(0)
+		}
+		return nil, err
+	}
+	if f.version {
+		fmt.Println(version.Version)
+		os.Exit(0)
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", f.logLevel)
+	}
+	// well logs through cybozu-go/log; keep it to warnings so that the JSON
+	// from slog stays the main stream.
+	log.DefaultLogger().SetThreshold(log.LvWarn)
+
+	cfg, err := f.bootstrap.Load(os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.RequireServerID(); err != nil {
+		return nil, err
+	}
+	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})).
+		With("server", cfg.ServerID, "program", f.FS.Name(), "ferry_version", version.Version)
+	cli, err := cfg.NewEtcdClient()
+	if err != nil {
+		return nil, err
+	}
+	st, err := storage.New(cli, cfg.Prefix)
+	if err != nil {
+		cli.Close()
+		return nil, err
+	}
+	logger.Info("starting", "endpoints", strings.Join(cfg.Endpoints, ","), "prefix", cfg.Prefix, "config", cfg.Path)
+	return &Env{Config: cfg, Logger: logger, Client: cli, Storage: st}, nil
+}
+
+// QuietAccessLog is an access logger for well.HTTPServer that drops
+// everything: scrapes and health checks would drown the daemon's own log.
+func QuietAccessLog() *log.Logger {
+	l := log.NewLogger()
+	l.SetOutput(io.Discard)
+	return l
+}
+
+// Fatal prints an error the way an operator reads it and exits 1.
+func Fatal(program string, err error) {
+	fmt.Fprintf(os.Stderr, "%s: %v\n", program, err)
+	os.Exit(1)
+}

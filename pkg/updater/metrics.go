@@ -1,0 +1,53 @@
+package updater
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics are the updater's Prometheus metrics, in a registry of their own
+// so that several updaters can run in one test process.
+type Metrics struct {
+	Registry        *prometheus.Registry
+	leader          prometheus.Gauge
+	checks          *prometheus.CounterVec
+	githubRequests  *prometheus.CounterVec
+	rollouts        *prometheus.CounterVec
+	rolloutDuration prometheus.Gauge
+	notifications   *prometheus.CounterVec
+}
+
+// NewMetrics creates the metrics and registers them, with the Go and process
+// collectors, in a new registry.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		leader: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ferry_updater_leader", Help: "1 while this updater is the leader.",
+		}),
+		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ferry_updater_release_checks_total", Help: "Release checks by result: found, none, error, rate_limited.",
+		}, []string{"result"}),
+		githubRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ferry_updater_github_requests_total", Help: "GitHub API answers by HTTP status; 304 answers cost no rate limit.",
+		}, []string{"code"}),
+		rollouts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ferry_updater_rollouts_total", Help: "Finished rollouts by result.",
+		}, []string{"result"}),
+		rolloutDuration: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ferry_updater_rollout_duration_seconds", Help: "Age of the running rollout; 0 when none runs.",
+		}),
+		notifications: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ferry_updater_notifications_total", Help: "Notifications by result: sent, failed, dropped.",
+		}, []string{"result"}),
+	}
+	m.Registry.MustRegister(m.leader, m.checks, m.githubRequests, m.rollouts, m.rolloutDuration, m.notifications,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *Metrics) observeGitHub(code int) {
+	m.githubRequests.WithLabelValues(strconv.Itoa(code)).Inc()
+}

@@ -1,0 +1,454 @@
+// Package updater runs ferry-updater: an etcd leader election among the
+// boot servers, whose leader finds new releases, starts rollouts, watches
+// them, stops the fleet when something breaks, notifies and keeps history.
+package updater
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/ferry-cd/ferry/pkg/release"
+	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+)
+
+// ReleaseSource finds the newest release an env may take. An answer of "no
+// release" is release.ErrNoRelease; any other error is a failure.
+type ReleaseSource interface {
+	Latest(ctx context.Context, env storage.Env) (*release.Release, error)
+}
+
+// Options configure an Updater.
+type Options struct {
+	Storage *storage.Storage
+	// ID identifies this updater in the election; the server id.
+	ID string
+	// SessionTTL is the lease of the election session: how long a dead
+	// leader keeps the lead. Default 10s.
+	SessionTTL time.Duration
+	Logger     *slog.Logger
+	Metrics    *Metrics
+	// Notifier sends notifications; default a WebhookNotifier.
+	Notifier Notifier
+	// NewSource builds the release source for the configured repository;
+	// default release.NewSource.
+	NewSource func(release.Options) (ReleaseSource, error)
+	// CheckTimeout bounds one release check. Default 1m.
+	CheckTimeout time.Duration
+	// RetryBase and RetryMax bound the backoff after a failed check.
+	// Defaults 5s and 10m; a rate limit's own wait is honoured when longer.
+	RetryBase, RetryMax time.Duration
+	// MaxWait bounds how long the leader sleeps without looking again.
+	// Default 1m.
+	MaxWait time.Duration
+}
+
+// Updater is one ferry-updater.
+type Updater struct {
+	opts    Options
+	st      *storage.Storage
+	log     *slog.Logger
+	metrics *Metrics
+	notify  *dispatcher
+	leading atomic.Bool
+}
+
+// New builds an Updater; Run starts it.
+func New(o Options) *Updater {
+	if o.SessionTTL <= 0 {
+		o.SessionTTL = 10 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Metrics == nil {
+		o.Metrics = NewMetrics()
+	}
+	if o.Notifier == nil {
+		o.Notifier = &WebhookNotifier{}
+	}
+	if o.NewSource == nil {
+		o.NewSource = func(ro release.Options) (ReleaseSource, error) { return release.NewSource(ro) }
+	}
+	if o.CheckTimeout <= 0 {
+		o.CheckTimeout = time.Minute
+	}
+	if o.RetryBase <= 0 {
+		o.RetryBase = 5 * time.Second
+	}
+	if o.RetryMax <= 0 {
+		o.RetryMax = 10 * time.Minute
+	}
+	if o.MaxWait <= 0 {
+		o.MaxWait = time.Minute
+	}
+	log := o.Logger.With("updater", o.ID)
+	return &Updater{
+		opts: o, st: o.Storage, log: log, metrics: o.Metrics,
+		notify: newDispatcher(o.Notifier, log, o.Metrics),
+	}
+}
+
+// IsLeader reports whether this updater leads now.
+func (u *Updater) IsLeader() bool { return u.leading.Load() }
+
+// Handler serves /metrics, /healthz and /webhook.
+func (u *Updater) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(u.metrics.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+		defer cancel()
+		if _, err := u.st.Client().Get(ctx, u.st.Prefix()+"healthz", clientv3.WithCountOnly()); err != nil {
+			http.Error(w, "etcd unreachable: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintf(w, "ok leader=%v\n", u.IsLeader())
+	})
+	mux.Handle("/webhook", WebhookHandler(u.st, u.log))
+	return mux
+}
+
+// Run takes part in the election until ctx ends. While it leads, it runs
+// the leader loop. It returns nil when ctx ends.
+func (u *Updater) Run(ctx context.Context) error {
+	go u.notify.run(ctx)
+	for attempt := 0; ; attempt++ {
+		err := u.campaignAndLead(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err == nil {
+			attempt = 0
+		}
+		wait := release.Backoff(attempt, 500*time.Millisecond, 30*time.Second)
+		u.log.Warn("not leading; campaigning again", "error", err, "in", wait)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (u *Updater) campaignAndLead(ctx context.Context) error {
+	ttl := int(u.opts.SessionTTL.Round(time.Second) / time.Second)
+	sess, err := concurrency.NewSession(u.st.Client(), concurrency.WithTTL(max(ttl, 1)), concurrency.WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("election session: %w", err)
+	}
+	defer func() {
+		// Revoke the lease even when ctx has ended, so that another
+		// updater leads at once instead of after the TTL.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		sess.Orphan()
+		u.st.Client().Revoke(rctx, sess.Lease())
+	}()
+
+	// The session may die while we wait in Campaign; stop waiting then.
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-sess.Done():
+			cancel()
+		case <-sctx.Done():
+		}
+	}()
+
+	elec := concurrency.NewElection(sess, u.st.UpdaterElectionPrefix())
+	if err := elec.Campaign(sctx, u.opts.ID); err != nil {
+		return fmt.Errorf("campaign: %w", err)
+	}
+	leaderKey := elec.Key()
+	u.leading.Store(true)
+	u.metrics.leader.Set(1)
+	u.log.Info("leading", "key", leaderKey)
+	defer func() {
+		u.leading.Store(false)
+		u.metrics.leader.Set(0)
+		u.metrics.rolloutDuration.Set(0)
+	}()
+
+	err = u.lead(sctx, leaderKey)
+	if errors.Is(err, storage.ErrNoLeader) {
+		u.log.Warn("lost the lead: a write was refused by the fence")
+	}
+	return err
+}
+
+// leaderState is what a leader remembers between loop turns. A new leader
+// starts afresh: grace periods restart, and it checks for a release at once.
+type leaderState struct {
+	lastGood     *storage.Config
+	configErr    string
+	missingSince map[string]time.Time
+	lastWhy      string
+
+	source      ReleaseSource
+	sourceKey   [32]byte
+	triggerRev  int64
+	lastCheckAt time.Time
+	failures    int
+	retryAfter  time.Duration
+}
+
+func (u *Updater) lead(ctx context.Context, leaderKey string) error {
+	defaults, _ := storage.ParseConfig(nil)
+	ls := &leaderState{lastGood: defaults, missingSince: map[string]time.Time{}}
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		snap, err := u.st.Snapshot(ctx)
+		if err != nil {
+			u.log.Warn("cannot read etcd", "error", err)
+			sleepCtx(ctx, time.Second)
+			continue
+		}
+		now := time.Now()
+		cfg, ok := u.config(ls, snap)
+
+		if err := u.maybeCheck(ctx, ls, snap, cfg, ok, now, leaderKey); err != nil {
+			return err
+		}
+		ls.trackMissing(snap, now)
+		act := NextAction(Input{Snap: snap, Config: cfg, ConfigOK: ok, Now: now, MissingSince: ls.missingSince})
+		if act.Why != ls.lastWhy {
+			u.log.Info(act.Why, "action", act.Kind.String(), "version", requestVersion(snap))
+			ls.lastWhy = act.Why
+		}
+		if act.Kind != Wait {
+			if err := u.execute(ctx, act, snap, cfg.NotifyURL, now, leaderKey); err != nil {
+				if errors.Is(err, storage.ErrNoLeader) || ctx.Err() != nil {
+					return err
+				}
+				u.log.Error("cannot carry out the action", "action", act.Kind.String(), "error", err)
+				sleepCtx(ctx, time.Second)
+			}
+			continue
+		}
+		if r := snap.Request; r != nil && !r.Finished() {
+			u.metrics.rolloutDuration.Set(now.Sub(r.StartedAt).Seconds())
+		} else {
+			u.metrics.rolloutDuration.Set(0)
+		}
+
+		wake := now.Add(u.opts.MaxWait)
+		if !act.Until.IsZero() && act.Until.Before(wake) {
+			wake = act.Until
+		}
+		if next := ls.nextCheck(cfg, now); !next.IsZero() && next.Before(wake) {
+			wake = next
+		}
+		u.waitChanges(ctx, snap.Revision, wake)
+	}
+}
+
+func requestVersion(snap *storage.Snapshot) string {
+	if snap.Request == nil {
+		return ""
+	}
+	return snap.Request.Version
+}
+
+// config returns the config to act on: the stored one, or the last valid
+// one (ok=false) while the stored one is broken.
+func (u *Updater) config(ls *leaderState, snap *storage.Snapshot) (*storage.Config, bool) {
+	if snap.ConfigErr != nil {
+		if msg := snap.ConfigErr.Error(); msg != ls.configErr {
+			u.log.Error("the stored config is broken; no new rollout starts until it is fixed", "error", msg)
+			ls.configErr = msg
+		}
+		return ls.lastGood, false
+	}
+	ls.configErr = ""
+	ls.lastGood = snap.Config
+	return snap.Config, true
+}
+
+func (ls *leaderState) trackMissing(snap *storage.Snapshot, now time.Time) {
+	req := snap.Request
+	if req == nil || req.Finished() {
+		clear(ls.missingSince)
+		return
+	}
+	for id := range ls.missingSince {
+		if !req.IsMember(id) || snap.Alive[id] != nil {
+			delete(ls.missingSince, id)
+		}
+	}
+	for _, id := range req.Servers {
+		if _, seen := ls.missingSince[id]; !seen && snap.Alive[id] == nil {
+			ls.missingSince[id] = now
+		}
+	}
+}
+
+func (u *Updater) waitChanges(ctx context.Context, rev int64, wake time.Time) {
+	wctx, cancel := context.WithDeadline(ctx, wake)
+	defer cancel()
+	_, err := u.st.WaitChanges(wctx, rev)
+	if err != nil && wctx.Err() == nil && !errors.Is(err, storage.ErrCompacted) {
+		u.log.Warn("watch failed", "error", err)
+		sleepCtx(ctx, time.Second)
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+// --- release checks ---
+
+// sourceKey identifies the settings a source was built from; a change
+// rebuilds the source and checks at once.
+func sourceKey(cfg *storage.Config) [32]byte {
+	return sha256.Sum256([]byte(fmt.Sprintf("%s\x00%s\x00%s\x00%s\x00%s", cfg.Env, cfg.GitHubRepo, cfg.GitHubAPIURL, cfg.GitHubToken, cfg.Proxy)))
+}
+
+// nextCheck is when the next scheduled check is due: check-update-interval
+// after the last one (or the retry delay after a failure), and not before
+// the next release-time window. Zero when no check is scheduled.
+func (ls *leaderState) nextCheck(cfg *storage.Config, now time.Time) time.Time {
+	if ls.source == nil || cfg.Env == storage.EnvNone {
+		return time.Time{}
+	}
+	if ls.lastCheckAt.IsZero() {
+		return now
+	}
+	next := ls.lastCheckAt.Add(cfg.CheckUpdateInterval)
+	if ls.failures > 0 {
+		next = ls.lastCheckAt.Add(ls.retryAfter)
+	}
+	if w := cfg.NextReleaseWindow(next); w.After(next) && ls.failures == 0 {
+		next = w
+	}
+	return next
+}
+
+func (u *Updater) maybeCheck(ctx context.Context, ls *leaderState, snap *storage.Snapshot, cfg *storage.Config, ok bool, now time.Time, leaderKey string) error {
+	if !ok || cfg.Env == storage.EnvNone || cfg.GitHubRepo == "" {
+		return nil
+	}
+	due := false
+	if key := sourceKey(cfg); ls.source == nil || key != ls.sourceKey {
+		src, err := u.opts.NewSource(release.Options{
+			APIURL: cfg.GitHubAPIURL, Repo: cfg.GitHubRepo, Token: cfg.GitHubToken, Proxy: cfg.Proxy,
+			ObserveStatus: u.metrics.observeGitHub,
+		})
+		if err != nil {
+			u.log.Error("cannot build the release source", "error", err)
+			return nil
+		}
+		ls.source, ls.sourceKey, ls.failures, ls.lastCheckAt = src, key, 0, time.Time{}
+		due = true
+	}
+	if snap.TriggerRev > ls.triggerRev {
+		ls.triggerRev = snap.TriggerRev
+		due = true
+	}
+	if next := ls.nextCheck(cfg, now); !next.After(now) {
+		due = true
+	}
+	if !due {
+		return nil
+	}
+	return u.check(ctx, ls, snap, cfg, now, leaderKey)
+}
+
+func (u *Updater) check(ctx context.Context, ls *leaderState, snap *storage.Snapshot, cfg *storage.Config, now time.Time, leaderKey string) error {
+	cctx, cancel := context.WithTimeout(ctx, u.opts.CheckTimeout)
+	rel, err := ls.source.Latest(cctx, cfg.Env)
+	cancel()
+	ls.lastCheckAt = now
+	switch {
+	case err == nil:
+		u.metrics.checks.WithLabelValues("found").Inc()
+		ls.failures = 0
+		info := &storage.ReleaseInfo{Env: cfg.Env, Version: rel.Version.String(), Tag: rel.Tag, Prerelease: rel.Prerelease, PublishedAt: rel.PublishedAt}
+		if old := snap.Release; old != nil && old.Env == info.Env && old.Version == info.Version && old.Tag == info.Tag && old.Prerelease == info.Prerelease {
+			return nil
+		}
+		if err := u.st.PutReleaseInfo(ctx, info, leaderKey); err != nil {
+			if errors.Is(err, storage.ErrNoLeader) {
+				return err
+			}
+			u.log.Error("cannot record the release", "version", info.Version, "error", err)
+			return nil
+		}
+		u.log.Info("release found", "version", info.Version, "tag", info.Tag, "env", cfg.Env, "prerelease", info.Prerelease)
+	case errors.Is(err, release.ErrNoRelease):
+		u.metrics.checks.WithLabelValues("none").Inc()
+		ls.failures = 0
+		u.log.Debug("no release for this env", "env", cfg.Env, "detail", err)
+	default:
+		result := "error"
+		if _, limited := release.RetryAfter(err, now); limited {
+			result = "rate_limited"
+		}
+		u.metrics.checks.WithLabelValues(result).Inc()
+		ls.retryAfter = release.RetryDelay(err, ls.failures, u.opts.RetryBase, u.opts.RetryMax, now)
+		ls.failures++
+		// A failed check says nothing about releases: info/release and any
+		// request stay as they are.
+		u.log.Warn("release check failed; will retry", "error", err, "result", result, "retry_in", ls.retryAfter, "failures", ls.failures)
+	}
+	return nil
+}
+
+// --- actions ---
+
+func (u *Updater) execute(ctx context.Context, act Action, snap *storage.Snapshot, notifyURL string, now time.Time, leaderKey string) error {
+	switch act.Kind {
+	case NewRequest:
+		req := act.Request
+		if err := u.st.StartRequest(ctx, req, leaderKey); err != nil {
+			return err
+		}
+		u.log.Info("rollout started", "version", req.Version, "reason", req.Reason, "servers", req.Servers)
+		u.notify.enqueue(notifyURL, Event{Kind: EventStart, Version: req.Version, Reason: req.Reason, Servers: req.Servers, StartedAt: req.StartedAt})
+	case Stop, Complete:
+		req := *snap.Request
+		req.FinishedAt = now.UTC()
+		hist := &storage.HistoryRecord{
+			Version: req.Version, Reason: req.Reason, Servers: req.Servers, Result: storage.ResultCompleted,
+			StartedAt: req.StartedAt, FinishedAt: req.FinishedAt, Durations: map[string]float64{},
+		}
+		for _, id := range req.Servers {
+			if st := snap.Statuses[id]; st != nil && st.Version == req.Version && !st.UpdatedAt.IsZero() {
+				hist.Durations[id] = st.UpdatedAt.Sub(req.StartedAt).Seconds()
+			}
+		}
+		ev := Event{Kind: EventSuccess, Version: req.Version, Reason: req.Reason, Servers: req.Servers, StartedAt: req.StartedAt, Duration: req.FinishedAt.Sub(req.StartedAt)}
+		if act.Kind == Stop {
+			req.Stop, req.StopReason = true, act.Cause.String()
+			hist.Result, hist.StopReason = act.Cause.Result, req.StopReason
+			ev.Server, ev.Message = act.Cause.Server, act.Cause.Message
+			ev.Kind = map[string]EventKind{storage.ResultAborted: EventAbort, storage.ResultTimeout: EventTimeout, storage.ResultDead: EventDeadServer}[act.Cause.Result]
+		}
+		if err := u.st.FinishRequest(ctx, &req, hist, leaderKey); err != nil {
+			return err
+		}
+		u.metrics.rollouts.WithLabelValues(hist.Result).Inc()
+		if act.Kind == Stop {
+			u.log.Error("rollout STOPPED", "version", req.Version, "reason", req.StopReason, "server", act.Cause.Server)
+		} else {
+			u.log.Info("rollout completed", "version", req.Version, "duration", hist.Duration())
+		}
+		u.notify.enqueue(notifyURL, ev)
+	}
+	return nil
+}

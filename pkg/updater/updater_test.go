@@ -1,0 +1,529 @@
+package updater
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ferry-cd/ferry/internal/etcdtest"
+	"github.com/ferry-cd/ferry/internal/githubfake"
+	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+func TestMain(m *testing.M) { etcdtest.Main(m) }
+
+const (
+	repo = "ferry-cd/ferry"
+	v1   = "2026.01.01-1"
+	v2   = "2026.01.02-1"
+	v3   = "2026.01.03-1"
+)
+
+// fleet is one test's etcd prefix, GitHub fake and notification receiver.
+type fleet struct {
+	t      *testing.T
+	prefix string
+	st     *storage.Storage
+	gh     *githubfake.Server
+	notes  *receiver
+}
+
+func newFleet(t *testing.T, config ...string) *fleet {
+	t.Helper()
+	prefix := etcdtest.Prefix(t)
+	st, err := storage.New(etcdtest.Client(t), prefix)
+	require.NoError(t, err)
+	gh := githubfake.New()
+	t.Cleanup(gh.Close)
+	f := &fleet{t: t, prefix: prefix, st: st, gh: gh, notes: newReceiver(t)}
+	f.set(storage.ConfigGitHubRepo, repo, storage.ConfigGitHubAPIURL, gh.APIURL(), storage.ConfigNotifyURL, f.notes.srv.URL)
+	f.set(config...)
+	return f
+}
+
+func (f *fleet) ctx() context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	f.t.Cleanup(cancel)
+	return ctx
+}
+
+func (f *fleet) set(kv ...string) {
+	f.t.Helper()
+	for i := 0; i < len(kv); i += 2 {
+		_, err := f.st.SetConfig(f.ctx(), kv[i], kv[i+1])
+		require.NoError(f.t, err)
+	}
+}
+
+// join registers servers whose workers are alive at v1, for as long as the
+// test runs.
+func (f *fleet) join(ids ...string) {
+	f.t.Helper()
+	ctx := f.ctx()
+	lease, err := f.st.Client().Grant(ctx, 60)
+	require.NoError(f.t, err)
+	for _, id := range ids {
+		_, err := f.st.JoinServer(ctx, id, &storage.ServerInfo{})
+		require.NoError(f.t, err)
+		require.NoError(f.t, f.st.PutAlive(ctx, id, &storage.Alive{Version: v1, PID: 1}, lease.ID))
+	}
+}
+
+func (f *fleet) addRelease(tag string, pre bool, day int) {
+	f.gh.AddRelease(repo, githubfake.ReleaseSpec{Tag: tag, Prerelease: pre, CreatedAt: time.Date(2026, 1, day, 0, 0, 0, 0, time.UTC)})
+}
+
+type running struct {
+	u      *Updater
+	cancel context.CancelFunc
+	done   chan struct{}
+	cli    *clientv3.Client
+}
+
+// start runs an updater with an etcd client of its own, as a separate
+// process would have.
+func (f *fleet) start(id string) *running {
+	f.t.Helper()
+	cli := etcdtest.Client(f.t)
+	st, err := storage.New(cli, f.prefix)
+	require.NoError(f.t, err)
+	u := New(Options{
+		Storage: st, ID: id, SessionTTL: 2 * time.Second,
+		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+		RetryBase: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond,
+	})
+	u.notify.backoff = 10 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{u: u, cancel: cancel, done: make(chan struct{}), cli: cli}
+	go func() {
+		defer close(r.done)
+		u.Run(ctx)
+	}()
+	f.t.Cleanup(r.stop)
+	return r
+}
+
+func (r *running) stop() {
+	r.cancel()
+	<-r.done
+}
+
+func (f *fleet) request() *storage.UpdateRequest {
+	req, _, err := f.st.GetRequest(f.ctx())
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil
+	}
+	require.NoError(f.t, err)
+	return req
+}
+
+// waitRequest waits until the request satisfies ok and returns it.
+func (f *fleet) waitRequest(ok func(*storage.UpdateRequest) bool) *storage.UpdateRequest {
+	f.t.Helper()
+	var got *storage.UpdateRequest
+	require.Eventually(f.t, func() bool {
+		got = f.request()
+		return got != nil && ok(got)
+	}, 20*time.Second, 20*time.Millisecond, "the request never matched")
+	return got
+}
+
+func version(v string) func(*storage.UpdateRequest) bool {
+	return func(r *storage.UpdateRequest) bool { return r.Version == v }
+}
+
+func (f *fleet) report(id, v string, c storage.Cond, msg string) {
+	f.t.Helper()
+	require.NoError(f.t, f.st.PutStatus(f.ctx(), id, &storage.UpdateStatus{Version: v, Cond: c, Message: msg, UpdatedAt: time.Now().UTC()}))
+}
+
+// receiver is a Slack-compatible webhook that records what it is sent.
+type receiver struct {
+	srv  *httptest.Server
+	mu   sync.Mutex
+	msgs []slackMessage
+	fail int // answer 500 to this many posts first
+}
+
+func newReceiver(t *testing.T) *receiver {
+	r := &receiver{}
+	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		var m slackMessage
+		if err := json.NewDecoder(req.Body).Decode(&m); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.fail > 0 {
+			r.fail--
+			http.Error(w, "down", http.StatusInternalServerError)
+			return
+		}
+		r.msgs = append(r.msgs, m)
+	}))
+	t.Cleanup(r.srv.Close)
+	return r
+}
+
+// wait waits for a message whose text contains every fragment.
+func (r *receiver) wait(t *testing.T, fragments ...string) slackMessage {
+	t.Helper()
+	var found slackMessage
+	require.Eventually(t, func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+	next:
+		for _, m := range r.msgs {
+			for _, f := range fragments {
+				if !strings.Contains(m.Text, f) {
+					continue next
+				}
+			}
+			found = m
+			return true
+		}
+		return false
+	}, 20*time.Second, 20*time.Millisecond, "no notification with %q", fragments)
+	return found
+}
+
+func TestEnvSelection(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name   string
+		config []string
+		pin    string
+		want   string
+	}{
+		{name: "staging takes the pre-release", config: []string{storage.ConfigEnv, "staging"}, want: v2},
+		{name: "prod takes the full release", config: []string{storage.ConfigEnv, "prod"}, want: v1},
+		{name: "dev follows test tags", config: []string{storage.ConfigEnv, "dev"}, want: v3},
+		{name: "a pin holds staging back", config: []string{storage.ConfigEnv, "staging"}, pin: v1, want: v1},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFleet(t, c.config...)
+			f.addRelease("release-"+v1, false, 1)
+			f.addRelease("release-"+v2, true, 2)
+			f.addRelease("test-"+v3, true, 3)
+			f.join("boot-0", "boot-1")
+			if c.pin != "" {
+				require.NoError(t, f.st.PutPin(f.ctx(), &storage.Pin{Version: c.pin}))
+			}
+			f.start("u0")
+			req := f.waitRequest(func(*storage.UpdateRequest) bool { return true })
+			require.Equal(t, c.want, req.Version)
+			require.Equal(t, []string{"boot-0", "boot-1"}, req.Servers)
+			require.Equal(t, storage.ReasonUpdate, req.Reason)
+			f.notes.wait(t, "started", c.want)
+		})
+	}
+}
+
+func TestConfigChangeTakesEffectWithoutRestart(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t, storage.ConfigEnv, "none", storage.ConfigCheckUpdateInterval, "1h")
+	f.addRelease("release-"+v1, false, 1)
+	f.join("boot-0")
+	u := f.start("u0")
+	require.Eventually(t, u.u.IsLeader, 10*time.Second, 10*time.Millisecond)
+	require.Nil(t, f.request(), "env none starts nothing")
+	require.Zero(t, f.gh.Counters().Counted, "env none asks GitHub nothing")
+
+	f.set(storage.ConfigEnv, "prod")
+	require.Equal(t, v1, f.waitRequest(version(v1)).Version)
+}
+
+func TestIdlePollsCostOneCountedRequest(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t, storage.ConfigEnv, "prod", storage.ConfigCheckUpdateInterval, "5ms")
+	f.addRelease("release-"+v1, false, 1)
+	f.start("u0")
+	require.Eventually(t, func() bool { return f.gh.Counters().NotModified >= 100 }, 20*time.Second, 10*time.Millisecond)
+	c := f.gh.Counters()
+	require.Equal(t, 1, c.Counted, "only the first poll may count against the rate limit; by status: %v", c.ByStatus)
+}
+
+func TestOutageNeverProducesOrClearsARequest(t *testing.T) {
+	t.Parallel()
+	for _, fault := range []string{"500", "403 primary rate limit", "429 secondary rate limit"} {
+		t.Run(fault, func(t *testing.T) {
+			t.Parallel()
+			f := newFleet(t, storage.ConfigEnv, "prod", storage.ConfigCheckUpdateInterval, "10ms")
+			f.addRelease("release-"+v1, false, 1)
+			f.join("boot-0")
+
+			// A completed rollout of v1 is on record.
+			f.start("u0")
+			f.waitRequest(version(v1))
+			f.report("boot-0", v1, storage.CondCompleted, "")
+			done := f.waitRequest(func(r *storage.UpdateRequest) bool { return r.Finished() })
+
+			// GitHub breaks, and a newer release appears behind the outage.
+			switch fault {
+			case "500":
+				f.gh.FailNext(1_000_000, http.StatusInternalServerError)
+			case "403 primary rate limit":
+				f.gh.RateLimitPrimary(1_000_000, http.StatusForbidden, time.Second)
+			default:
+				f.gh.RateLimitSecondary(1_000_000, http.StatusTooManyRequests, time.Second)
+			}
+			f.addRelease("release-"+v2, false, 2)
+			before := f.gh.Counters().Counted
+			require.Eventually(t, func() bool { return f.gh.Counters().Counted >= before+3 }, 20*time.Second, 10*time.Millisecond, "the updater does not retry")
+
+			req := f.request()
+			require.NotNil(t, req, "an outage must not clear the request")
+			require.Equal(t, done.StartedAt, req.StartedAt)
+			info, err := f.st.GetReleaseInfo(f.ctx())
+			require.NoError(t, err)
+			require.Equal(t, v1, info.Version, "an outage must not change info/release")
+
+			f.gh.ClearFaults()
+			require.Equal(t, v2, f.waitRequest(version(v2)).Version, "the updater recovers with GitHub")
+		})
+	}
+}
+
+// leaderLease returns the lease of the current updater leader's key.
+func (f *fleet) leaderLease() clientv3.LeaseID {
+	f.t.Helper()
+	resp, err := f.st.Client().Get(f.ctx(), f.st.UpdaterElectionPrefix(), clientv3.WithFirstCreate()...)
+	require.NoError(f.t, err)
+	require.Len(f.t, resp.Kvs, 1)
+	return clientv3.LeaseID(resp.Kvs[0].Lease)
+}
+
+func TestFailoverContinuesTheSameRollout(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t, storage.ConfigEnv, "prod", storage.ConfigCheckUpdateInterval, "50ms")
+	f.addRelease("release-"+v1, false, 1)
+	f.join("boot-0", "boot-1")
+
+	a, b := f.start("u-a"), f.start("u-b")
+	req := f.waitRequest(version(v1))
+	require.Eventually(t, func() bool { return a.u.IsLeader() != b.u.IsLeader() }, 10*time.Second, 10*time.Millisecond, "exactly one leads")
+	leader, follower := a, b
+	if b.u.IsLeader() {
+		leader, follower = b, a
+	}
+	f.report("boot-0", v1, storage.CondCompleted, "")
+
+	// Kill the leader's session, as a crash or partition would: its lease
+	// is revoked and its election key goes with it.
+	oldKey, err := f.st.Client().Get(f.ctx(), f.st.UpdaterElectionPrefix(), clientv3.WithFirstCreate()...)
+	require.NoError(t, err)
+	_, err = f.st.Client().Revoke(f.ctx(), f.leaderLease())
+	require.NoError(t, err)
+	require.Eventually(t, follower.u.IsLeader, 10*time.Second, 10*time.Millisecond, "the other updater takes over")
+
+	// The deposed leader's fenced write is refused.
+	err = f.st.PutRequest(f.ctx(), &storage.UpdateRequest{Version: "9.9.9"}, string(oldKey.Kvs[0].Key))
+	require.ErrorIs(t, err, storage.ErrNoLeader)
+
+	f.report("boot-1", v1, storage.CondCompleted, "")
+	final := f.waitRequest(func(r *storage.UpdateRequest) bool { return r.Finished() })
+	require.Equal(t, req.StartedAt, final.StartedAt, "no second request was written")
+	require.False(t, final.Stop)
+	hist, err := f.st.GetHistory(f.ctx(), 0)
+	require.NoError(t, err)
+	require.Len(t, hist, 1)
+	require.Equal(t, storage.ResultCompleted, hist[0].Result)
+	require.Contains(t, hist[0].Durations, "boot-1")
+	require.False(t, leader.u.IsLeader() && follower.u.IsLeader(), "never two leaders")
+}
+
+func TestRolloutOutcomes(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name   string
+		config []string
+		drive  func(f *fleet)
+		stop   bool
+		result string
+		note   []string
+	}{
+		{name: "all completed", drive: func(f *fleet) {
+			f.report("boot-0", v1, storage.CondCompleted, "")
+			f.report("boot-1", v1, storage.CondCompleted, "")
+		}, result: storage.ResultCompleted, note: []string{"completed", v1}},
+		{name: "abort", drive: func(f *fleet) {
+			f.report("boot-0", v1, storage.CondRunning, "")
+			f.report("boot-1", v1, storage.CondAborted, "dpkg: error processing package")
+		}, stop: true, result: storage.ResultAborted, note: []string{"STOPPED", "boot-1 aborted", "dpkg: error processing package"}},
+		{name: "timeout", config: []string{storage.ConfigWorkerTimeout, "1s"}, drive: func(f *fleet) {
+			f.report("boot-0", v1, storage.CondCompleted, "")
+		}, stop: true, result: storage.ResultTimeout, note: []string{"STOPPED", "timed out", "boot-1"}},
+		{name: "dead server", config: []string{storage.ConfigDeadServerGrace, "1s"}, drive: func(f *fleet) {
+			f.report("boot-0", v1, storage.CondCompleted, "")
+			_, err := f.st.Client().Delete(f.ctx(), f.prefix+"alive/boot-1")
+			require.NoError(f.t, err)
+		}, stop: true, result: storage.ResultDead, note: []string{"STOPPED", "boot-1 has had no live worker"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFleet(t, append([]string{storage.ConfigEnv, "prod"}, c.config...)...)
+			f.addRelease("release-"+v1, false, 1)
+			f.join("boot-0", "boot-1")
+			f.start("u0")
+			f.waitRequest(version(v1))
+			c.drive(f)
+
+			req := f.waitRequest(func(r *storage.UpdateRequest) bool { return r.Finished() })
+			require.Equal(t, c.stop, req.Stop)
+			f.notes.wait(t, c.note...)
+			hist, err := f.st.GetHistory(f.ctx(), 0)
+			require.NoError(t, err)
+			require.Len(t, hist, 1)
+			require.Equal(t, c.result, hist[0].Result)
+			require.Equal(t, req.StopReason, hist[0].StopReason)
+			if c.stop {
+				require.NotEmpty(t, req.StopReason)
+			}
+		})
+	}
+}
+
+// oneServer runs an updater for boot-0 in env prod with release v1 on
+// GitHub, and returns once the rollout to v1 has started.
+func oneServer(t *testing.T, config ...string) (*fleet, *running, *storage.UpdateRequest) {
+	t.Helper()
+	f := newFleet(t, append([]string{storage.ConfigEnv, "prod"}, config...)...)
+	f.addRelease("release-"+v1, false, 1)
+	f.join("boot-0")
+	u := f.start("u0")
+	return f, u, f.waitRequest(version(v1))
+}
+
+// completeV1 reports boot-0 done and waits for the rollout to finish.
+func (f *fleet) completeV1() {
+	f.t.Helper()
+	f.report("boot-0", v1, storage.CondCompleted, "")
+	f.waitRequest(func(r *storage.UpdateRequest) bool { return r.Finished() })
+}
+
+func TestStoppedRolloutRestartsAfterRecover(t *testing.T) {
+	t.Parallel()
+	f, _, first := oneServer(t)
+	f.report("boot-0", v1, storage.CondAborted, "boom")
+	stopped := f.waitRequest(func(r *storage.UpdateRequest) bool { return r.Stop })
+
+	_, rev, err := f.st.GetRequest(f.ctx())
+	require.NoError(t, err)
+	require.NoError(t, f.st.Recover(f.ctx(), rev))
+	again := f.waitRequest(func(r *storage.UpdateRequest) bool { return !r.StartedAt.Equal(first.StartedAt) })
+	require.Equal(t, v1, again.Version)
+	require.False(t, again.Stop)
+	require.True(t, stopped.Stop)
+}
+
+func TestNotificationFailureIsRetriedAndNeverBlocks(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t, storage.ConfigEnv, "prod")
+	f.notes.fail = 2
+	f.addRelease("release-"+v1, false, 1)
+	f.join("boot-0")
+	f.start("u0")
+	f.waitRequest(version(v1))
+	f.completeV1()
+	f.notes.wait(t, "started", v1)
+	f.notes.wait(t, "completed", v1)
+}
+
+func TestReconfigureOnJoin(t *testing.T) {
+	t.Parallel()
+	f, _, _ := oneServer(t)
+	f.completeV1()
+
+	f.join("boot-1")
+	req := f.waitRequest(func(r *storage.UpdateRequest) bool { return r.Reason == storage.ReasonReconfigure })
+	require.Equal(t, v1, req.Version)
+	require.Equal(t, []string{"boot-0", "boot-1"}, req.Servers)
+	require.False(t, req.Finished(), "old completed statuses must not finish the new rollout")
+}
+
+func TestWebhookTriggersACheck(t *testing.T) {
+	t.Parallel()
+	const secret = "hook-secret"
+	f, u, _ := oneServer(t, storage.ConfigCheckUpdateInterval, "1h", storage.ConfigWebhookSecret, secret)
+	f.completeV1()
+
+	srv := httptest.NewServer(u.u.Handler())
+	defer srv.Close()
+	f.addRelease("release-"+v2, false, 2)
+	payload := []byte(`{"action":"published","release":{"tag_name":"release-` + v2 + `"}}`)
+	post := func(sig string) int {
+		req, err := http.NewRequest(http.MethodPost, srv.URL+"/webhook", bytes.NewReader(payload))
+		require.NoError(t, err)
+		req.Header.Set("X-GitHub-Event", "release")
+		req.Header.Set("X-GitHub-Delivery", "d-1")
+		req.Header.Set("X-Hub-Signature-256", sig)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+
+	counted := f.gh.Counters().Counted
+	require.Equal(t, http.StatusUnauthorized, post(SignWebhook("wrong", payload)))
+	require.Equal(t, http.StatusUnauthorized, post("sha256=zz"))
+	require.Equal(t, http.StatusUnauthorized, post(""))
+	snap, err := f.st.Snapshot(f.ctx())
+	require.NoError(t, err)
+	require.Zero(t, snap.TriggerRev, "a bad signature triggers nothing")
+	require.Equal(t, counted, f.gh.Counters().Counted)
+
+	require.Equal(t, http.StatusOK, post(SignWebhook(secret, payload)))
+	require.Equal(t, v2, f.waitRequest(version(v2)).Version, "the webhook made the leader check at once, not in an hour")
+}
+
+func TestWebhookWithoutSecretIsRefused(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	h := WebhookHandler(f.st, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	body := []byte(`{"action":"published"}`)
+	req := httptest.NewRequest(http.MethodPost, "/webhook", bytes.NewReader(body))
+	req.Header.Set("X-GitHub-Event", "release")
+	req.Header.Set("X-Hub-Signature-256", SignWebhook("", body))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	require.Equal(t, http.StatusForbidden, rec.Code)
+}
+
+func TestMetrics(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t, storage.ConfigEnv, "prod", storage.ConfigCheckUpdateInterval, "10ms")
+	f.addRelease("release-"+v1, false, 1)
+	u := f.start("u0")
+	srv := httptest.NewServer(u.u.Handler())
+	defer srv.Close()
+	require.Eventually(t, func() bool { return f.gh.Counters().NotModified >= 2 }, 10*time.Second, 10*time.Millisecond)
+
+	resp, err := http.Get(srv.URL + "/metrics")
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	text := string(body)
+	require.Contains(t, text, "ferry_updater_leader 1")
+	require.Contains(t, text, `ferry_updater_github_requests_total{code="304"}`)
+	require.Contains(t, text, `ferry_updater_release_checks_total{result="found"}`)
+
+	resp, err = http.Get(srv.URL + "/healthz")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+}
