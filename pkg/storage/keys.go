@@ -17,6 +17,7 @@ const (
 	keyHistoryDir    = "history/"
 	keyInstallDir    = "install/"
 	keyTrigger       = "trigger/check"
+	keyRollingDir    = "rolling/"
 	keyUpdaterLeader = "leader/updater/"
 	keyWorkerLeader  = "leader/worker/"
 )

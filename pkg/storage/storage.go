@@ -619,3 +619,56 @@ func SortedIDs[T any](m map[string]T) []string {
 	sort.Strings(ids)
 	return ids
 }
+
+// --- rolling/ ---
+
+// rollingDir holds the slots of one rolling step of one rollout.
+func (s *Storage) rollingDir(startedAt time.Time, step string) string {
+	return s.prefix + keyRollingDir + startedAt.UTC().Format("20060102T150405.000000000Z") + "/" + step + "/"
+}
+
+// AcquireSlot blocks until the server holds one of n slots of a rolling
+// step, and returns a function that frees it. The slot is bound to lease,
+// so a worker that dies frees its slot with its lease.
+func (s *Storage) AcquireSlot(ctx context.Context, startedAt time.Time, step string, n int, id string, lease clientv3.LeaseID) (func(context.Context) error, error) {
+	dir := s.rollingDir(startedAt, step)
+	for {
+		rev := int64(0)
+		for i := 0; i < n; i++ {
+			key := fmt.Sprintf("%s%d", dir, i)
+			resp, err := s.cli.Txn(ctx).
+				If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+				Then(clientv3.OpPut(key, id, clientv3.WithLease(lease))).
+				Else(clientv3.OpGet(key)).
+				Commit()
+			if err != nil {
+				return nil, fmt.Errorf("acquire a slot of %s: %w", step, err)
+			}
+			if resp.Succeeded {
+				return func(ctx context.Context) error {
+					_, err := s.cli.Txn(ctx).
+						If(clientv3.Compare(clientv3.Value(key), "=", id)).
+						Then(clientv3.OpDelete(key)).
+						Commit()
+					return err
+				}, nil
+			}
+			if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 && string(kvs[0].Value) == id {
+				// A slot taken before a restart, with the same lease.
+				return func(ctx context.Context) error { _, err := s.cli.Delete(ctx, key); return err }, nil
+			}
+			rev = max(rev, resp.Header.Revision)
+		}
+		// Every slot is taken: wait for one to be freed.
+		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+		wch := s.cli.Watch(wctx, dir, clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithFilterPut())
+		select {
+		case <-ctx.Done():
+		case <-wch:
+		}
+		cancel()
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+	}
+}

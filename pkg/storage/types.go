@@ -16,6 +16,14 @@ const (
 	CondCompleted Cond = "completed"
 )
 
+// Phases within a step.
+const (
+	PhaseUpgrading = "upgrading"
+	PhaseWaiting   = "waiting"
+	PhaseRunning   = "running"
+	PhaseDone      = "done"
+)
+
 // Reasons for an update request.
 const (
 	ReasonUpdate      = "update"      // a new version
@@ -54,8 +62,12 @@ type UpdateStatus struct {
 	Version string `json:"version"`
 	// Step is the 1-based index of the step the worker is on; 0 before the
 	// first step.
-	Step      int       `json:"step"`
-	StepName  string    `json:"step_name,omitempty"`
+	Step     int    `json:"step"`
+	StepName string `json:"step_name,omitempty"`
+	// Phase is where the worker is within Step: upgrading (itself, before
+	// step 1), waiting (for the other servers or a rolling slot), running,
+	// or done.
+	Phase     string    `json:"phase,omitempty"`
 	Cond      Cond      `json:"cond"`
 	Message   string    `json:"message,omitempty"`
 	UpdatedAt time.Time `json:"updated_at"`

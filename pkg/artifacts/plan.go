@@ -1,0 +1,183 @@
+// Package artifacts holds a release's artifact set and its rollout plan.
+package artifacts
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Strategies of a step.
+const (
+	// Lockstep: every server runs the step at once.
+	Lockstep = "lockstep"
+	// Rolling: at most Parallel servers run the step at a time.
+	Rolling = "rolling"
+	// Leader: one server runs the step once for the fleet and records it in
+	// contents/<target>; the others wait for that record.
+	Leader = "leader"
+)
+
+// Plan is the ordered list of steps a worker runs for a rollout. Every
+// server finishes step k before any server starts step k+1, whatever the
+// strategy: the strategy only says how many servers run one step at once.
+type Plan struct {
+	Steps []Step `yaml:"steps" json:"steps"`
+}
+
+// Step is one step of a plan.
+type Step struct {
+	Name     string `yaml:"name" json:"name"`
+	Strategy string `yaml:"strategy" json:"strategy"`
+	// Parallel is the N of a rolling step (default 1).
+	Parallel int `yaml:"parallel,omitempty" json:"parallel,omitempty"`
+	// Target names the contents/ record of a leader step (default: Name).
+	Target  string   `yaml:"target,omitempty" json:"target,omitempty"`
+	Actions []Action `yaml:"actions" json:"actions"`
+}
+
+// ContentsTarget is the contents/ key of a leader step.
+func (s *Step) ContentsTarget() string {
+	if s.Target != "" {
+		return s.Target
+	}
+	return s.Name
+}
+
+// Action is one thing a step does. Exactly one field is set.
+type Action struct {
+	Run *RunAction `yaml:"run,omitempty" json:"run,omitempty"`
+}
+
+// Type names the action's kind.
+func (a *Action) Type() string {
+	switch {
+	case a.Run != nil:
+		return "run"
+	}
+	return ""
+}
+
+// RunAction runs a command. A non-zero exit fails the step.
+type RunAction struct {
+	Command string            `yaml:"command" json:"command"`
+	Args    []string          `yaml:"args,omitempty" json:"args,omitempty"`
+	Env     map[string]string `yaml:"env,omitempty" json:"env,omitempty"`
+	// Timeout bounds the command (a Go duration); empty means no bound.
+	Timeout string `yaml:"timeout,omitempty" json:"timeout,omitempty"`
+}
+
+// TimeoutDuration parses Timeout; 0 when unset.
+func (r *RunAction) TimeoutDuration() time.Duration {
+	d, _ := time.ParseDuration(r.Timeout)
+	return d
+}
+
+var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*$`)
+
+// Validate checks a plan and says what is wrong with the first bad step.
+func (p *Plan) Validate() error {
+	seen := map[string]bool{}
+	targets := map[string]bool{}
+	for i := range p.Steps {
+		s := &p.Steps[i]
+		where := fmt.Sprintf("step %d (%s)", i+1, s.Name)
+		if !namePattern.MatchString(s.Name) {
+			return fmt.Errorf("%s: name must be lower-case letters, digits, '.', '_' or '-'", where)
+		}
+		if seen[s.Name] {
+			return fmt.Errorf("%s: the name is used twice", where)
+		}
+		seen[s.Name] = true
+		switch s.Strategy {
+		case Lockstep, Leader:
+			if s.Parallel != 0 {
+				return fmt.Errorf("%s: parallel applies to rolling steps only", where)
+			}
+		case Rolling:
+			if s.Parallel < 0 {
+				return fmt.Errorf("%s: parallel must be 1 or more", where)
+			}
+		default:
+			return fmt.Errorf("%s: strategy %q is not lockstep, rolling or leader", where, s.Strategy)
+		}
+		if s.Strategy == Leader {
+			t := s.ContentsTarget()
+			if !namePattern.MatchString(t) {
+				return fmt.Errorf("%s: target %q must be lower-case letters, digits, '.', '_' or '-'", where, t)
+			}
+			if targets[t] {
+				return fmt.Errorf("%s: target %q is used by another leader step", where, t)
+			}
+			targets[t] = true
+		} else if s.Target != "" {
+			return fmt.Errorf("%s: target applies to leader steps only", where)
+		}
+		if len(s.Actions) == 0 {
+			return fmt.Errorf("%s: has no actions", where)
+		}
+		for j := range s.Actions {
+			if err := s.Actions[j].validate(); err != nil {
+				return fmt.Errorf("%s, action %d: %w", where, j+1, err)
+			}
+		}
+	}
+	return nil
+}
+
+func (a *Action) validate() error {
+	n := 0
+	if a.Run != nil {
+		n++
+		if a.Run.Command == "" {
+			return errors.New("run: command is empty")
+		}
+		if a.Run.Timeout != "" {
+			if d, err := time.ParseDuration(a.Run.Timeout); err != nil || d <= 0 {
+				return fmt.Errorf("run: timeout %q is not a positive duration (e.g. 10m)", a.Run.Timeout)
+			}
+		}
+	}
+	if n != 1 {
+		return errors.New("an action must name exactly one kind (known: run)")
+	}
+	return nil
+}
+
+// ParsePlan reads a plan strictly: unknown fields are errors.
+func ParsePlan(data []byte) (*Plan, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	var p Plan
+	if err := dec.Decode(&p); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("plan: %w", err)
+	}
+	for i := range p.Steps {
+		if p.Steps[i].Strategy == Rolling && p.Steps[i].Parallel == 0 {
+			p.Steps[i].Parallel = 1
+		}
+	}
+	if err := p.Validate(); err != nil {
+		return nil, fmt.Errorf("plan: %w", err)
+	}
+	return &p, nil
+}
+
+// LoadPlan reads a plan file.
+func LoadPlan(path string) (*Plan, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read plan: %w", err)
+	}
+	p, err := ParsePlan(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return p, nil
+}

@@ -1,0 +1,60 @@
+package artifacts
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestParsePlan(t *testing.T) {
+	t.Parallel()
+	p, err := ParsePlan([]byte(`
+steps:
+  - name: prepare
+    strategy: lockstep
+    actions:
+      - run: {command: /bin/true, env: {A: b}, timeout: 1m}
+  - name: restart
+    strategy: rolling
+    actions:
+      - run: {command: /bin/true}
+  - name: boot
+    strategy: leader
+    target: boot-contents
+    actions:
+      - run: {command: /bin/true}
+`))
+	require.NoError(t, err)
+	require.Len(t, p.Steps, 3)
+	require.Equal(t, 1, p.Steps[1].Parallel, "rolling defaults to one at a time")
+	require.Equal(t, "boot-contents", p.Steps[2].ContentsTarget())
+	require.Equal(t, "prepare", p.Steps[0].ContentsTarget())
+	require.Equal(t, "run", p.Steps[0].Actions[0].Type())
+
+	empty, err := ParsePlan(nil)
+	require.NoError(t, err)
+	require.Empty(t, empty.Steps)
+}
+
+func TestParsePlanRefuses(t *testing.T) {
+	t.Parallel()
+	cases := map[string]string{
+		"unknown field":    "steps:\n  - name: a\n    strategy: lockstep\n    colour: red\n    actions: [{run: {command: x}}]\n",
+		"unknown action":   "steps:\n  - name: a\n    strategy: lockstep\n    actions: [{reboot: {}}]\n",
+		"empty action":     "steps:\n  - name: a\n    strategy: lockstep\n    actions: [{}]\n",
+		"no actions":       "steps:\n  - name: a\n    strategy: lockstep\n",
+		"bad strategy":     "steps:\n  - name: a\n    strategy: sometimes\n    actions: [{run: {command: x}}]\n",
+		"duplicate name":   "steps:\n  - {name: a, strategy: lockstep, actions: [{run: {command: x}}]}\n  - {name: a, strategy: lockstep, actions: [{run: {command: x}}]}\n",
+		"bad name":         "steps:\n  - {name: A B, strategy: lockstep, actions: [{run: {command: x}}]}\n",
+		"empty command":    "steps:\n  - {name: a, strategy: lockstep, actions: [{run: {command: ''}}]}\n",
+		"bad timeout":      "steps:\n  - {name: a, strategy: lockstep, actions: [{run: {command: x, timeout: soon}}]}\n",
+		"parallel on lock": "steps:\n  - {name: a, strategy: lockstep, parallel: 2, actions: [{run: {command: x}}]}\n",
+		"target on lock":   "steps:\n  - {name: a, strategy: lockstep, target: t, actions: [{run: {command: x}}]}\n",
+		"shared target":    "steps:\n  - {name: a, strategy: leader, target: t, actions: [{run: {command: x}}]}\n  - {name: b, strategy: leader, target: t, actions: [{run: {command: x}}]}\n",
+	}
+	for name, text := range cases {
+		_, err := ParsePlan([]byte(text))
+		require.Error(t, err, name)
+		require.Contains(t, err.Error(), "plan", name)
+	}
+}

@@ -1,0 +1,399 @@
+package release
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"aead.dev/minisign"
+)
+
+var (
+	// ErrChecksum means a file does not match its expected SHA-256.
+	ErrChecksum = errors.New("checksum mismatch")
+	// ErrSignature means SHA256SUMS has no valid signature from a trusted key.
+	ErrSignature = errors.New("signature not valid")
+	// ErrUnsigned means no signing key is configured and unsigned releases
+	// are not allowed.
+	ErrUnsigned = errors.New("no signing keys configured")
+)
+
+// Asset names of a ferry release.
+const (
+	SumsAsset = "SHA256SUMS"
+	SigAsset  = "SHA256SUMS.minisig"
+)
+
+// DebAsset is the name of the ferry package of a version.
+func DebAsset(version string) string { return "ferry_" + version + "_amd64.deb" }
+
+// DownloadOptions tune a download.
+type DownloadOptions struct {
+	// Attempts bounds the tries that make no progress; default 8.
+	Attempts int
+	// RetryBase and RetryMax bound the backoff; defaults 1s and 30s.
+	RetryBase, RetryMax time.Duration
+	// Progress, if set, is told how many bytes each read delivered.
+	Progress func(n int64)
+}
+
+func (o *DownloadOptions) defaults() {
+	if o.Attempts <= 0 {
+		o.Attempts = 8
+	}
+	if o.RetryBase <= 0 {
+		o.RetryBase = time.Second
+	}
+	if o.RetryMax <= 0 {
+		o.RetryMax = 30 * time.Second
+	}
+}
+
+// Fetch downloads a small asset (SHA256SUMS, a signature) into memory,
+// refusing anything larger than limit bytes.
+func (s *Source) Fetch(ctx context.Context, a Asset, limit int64) ([]byte, error) {
+	if a.Size > limit {
+		return nil, fmt.Errorf("asset %s is %d bytes, more than the %d expected", a.Name, a.Size, limit)
+	}
+	var buf bytes.Buffer
+	d := &downloader{s: s, asset: a}
+	if err := d.run(ctx, &memSink{buf: &buf, limit: limit}, DownloadOptions{Attempts: 4, RetryBase: 500 * time.Millisecond, RetryMax: 5 * time.Second}); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// DownloadFile streams an asset to dir/<name>, checking its SHA-256 against
+// wantSHA256 (hex). It writes to a temporary file in dir, resumes with Range
+// requests after a broken connection, and renames the file into place only
+// once the checksum matched and the data is on disk. On any failure the
+// temporary file is removed. Memory use does not depend on the asset size.
+func (s *Source) DownloadFile(ctx context.Context, a Asset, dir, wantSHA256 string, o DownloadOptions) (string, error) {
+	o.defaults()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("download directory: %w", err)
+	}
+	tmp, err := os.CreateTemp(dir, ".download-"+a.Name+"-")
+	if err != nil {
+		return "", fmt.Errorf("download %s: %w", a.Name, err)
+	}
+	done := false
+	defer func() {
+		if !done {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+
+	sink := &fileSink{f: tmp, h: sha256.New()}
+	d := &downloader{s: s, asset: a}
+	if err := d.run(ctx, sink, o); err != nil {
+		return "", err
+	}
+	got := hex.EncodeToString(sink.h.Sum(nil))
+	if !strings.EqualFold(got, wantSHA256) {
+		return "", fmt.Errorf("%s: SHA-256 is %s, SHA256SUMS says %s: %w", a.Name, got, wantSHA256, ErrChecksum)
+	}
+	if err := tmp.Sync(); err != nil {
+		return "", fmt.Errorf("sync %s: %w", a.Name, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return "", fmt.Errorf("close %s: %w", a.Name, err)
+	}
+	final := filepath.Join(dir, a.Name)
+	if err := os.Rename(tmp.Name(), final); err != nil {
+		return "", fmt.Errorf("rename %s: %w", a.Name, err)
+	}
+	done = true
+	return final, nil
+}
+
+// sink receives the bytes of a download. reset restarts it at offset 0,
+// when a server ignored a Range request.
+type sink interface {
+	io.Writer
+	size() int64
+	reset() error
+}
+
+type memSink struct {
+	buf   *bytes.Buffer
+	limit int64
+}
+
+func (m *memSink) Write(p []byte) (int, error) {
+	if int64(m.buf.Len()+len(p)) > m.limit {
+		return 0, fmt.Errorf("more than the %d bytes expected", m.limit)
+	}
+	return m.buf.Write(p)
+}
+func (m *memSink) size() int64  { return int64(m.buf.Len()) }
+func (m *memSink) reset() error { m.buf.Reset(); return nil }
+
+// fileSink appends to a file and hashes as it goes, so that a resumed
+// download never reads the file back.
+type fileSink struct {
+	f       *os.File
+	h       hash.Hash
+	written int64
+}
+
+func (f *fileSink) Write(p []byte) (int, error) {
+	n, err := f.f.Write(p)
+	f.h.Write(p[:n])
+	f.written += int64(n)
+	return n, err
+}
+func (f *fileSink) size() int64 { return f.written }
+func (f *fileSink) reset() error {
+	f.h.Reset()
+	f.written = 0
+	if err := f.f.Truncate(0); err != nil {
+		return err
+	}
+	_, err := f.f.Seek(0, io.SeekStart)
+	return err
+}
+
+// downloader follows GitHub's asset flow: the API answers the asset URL
+// with a 302 to a short-lived download URL, which is then read with Range
+// requests. The download URL is reused across retries until it stops
+// working; only then is the API asked again.
+type downloader struct {
+	s        *Source
+	asset    Asset
+	location string
+}
+
+func (d *downloader) run(ctx context.Context, out sink, o DownloadOptions) error {
+	o.defaults()
+	var lastErr error
+	for attempt, total := 0, 0; attempt < o.Attempts && total < o.Attempts*8; total++ {
+		before := out.size()
+		err := d.once(ctx, out, o.Progress)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("download %s: %w", d.asset.Name, ctx.Err())
+		}
+		var perm *permanentError
+		if errors.As(err, &perm) {
+			return fmt.Errorf("download %s: %w", d.asset.Name, perm.err)
+		}
+		lastErr = err
+		if out.size() > before {
+			attempt = 0 // progress: a slow but working link is not given up on
+		} else {
+			attempt++
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("download %s: %w", d.asset.Name, ctx.Err())
+		case <-time.After(Backoff(attempt, o.RetryBase, o.RetryMax)):
+		}
+	}
+	return fmt.Errorf("download %s: giving up after %d attempts without progress: %w", d.asset.Name, o.Attempts, lastErr)
+}
+
+type permanentError struct{ err error }
+
+func (p *permanentError) Error() string { return p.err.Error() }
+
+// once makes one request from the current offset and copies what arrives.
+func (d *downloader) once(ctx context.Context, out sink, progress func(int64)) error {
+	if d.location == "" {
+		loc, err := d.resolve(ctx)
+		if err != nil {
+			return err
+		}
+		d.location = loc
+	}
+	offset := out.size()
+	if d.asset.Size > 0 && offset == d.asset.Size {
+		return nil
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.location, nil)
+	if err != nil {
+		return &permanentError{err}
+	}
+	req.Header.Set("Accept", "application/octet-stream")
+	if offset > 0 {
+		req.Header.Set("Range", "bytes="+strconv.FormatInt(offset, 10)+"-")
+	}
+	resp, err := d.s.httpClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+
+	switch {
+	case resp.StatusCode == http.StatusPartialContent && offset > 0:
+		if start := contentRangeStart(resp.Header.Get("Content-Range")); start != offset {
+			return &permanentError{fmt.Errorf("server resumed at byte %d, not %d", start, offset)}
+		}
+	case resp.StatusCode == http.StatusOK:
+		if offset > 0 {
+			// The server ignored Range: start over.
+			if err := out.reset(); err != nil {
+				return &permanentError{err}
+			}
+		}
+	case resp.StatusCode == http.StatusRequestedRangeNotSatisfiable && d.asset.Size == offset:
+		return nil
+	case resp.StatusCode == http.StatusForbidden, resp.StatusCode == http.StatusUnauthorized, resp.StatusCode == http.StatusNotFound, resp.StatusCode == http.StatusGone:
+		// The short-lived URL expired: ask the API for a new one.
+		d.location = ""
+		return fmt.Errorf("download URL answered %s", resp.Status)
+	default:
+		return fmt.Errorf("download answered %s", resp.Status)
+	}
+
+	r := io.Reader(resp.Body)
+	if progress != nil {
+		r = &progressReader{r: r, fn: progress}
+	}
+	if _, err := io.Copy(out, bufio.NewReaderSize(r, 256<<10)); err != nil {
+		return fmt.Errorf("read %s at byte %d: %w", d.asset.Name, out.size(), err)
+	}
+	if d.asset.Size > 0 && out.size() != d.asset.Size {
+		return fmt.Errorf("%s: got %d of %d bytes", d.asset.Name, out.size(), d.asset.Size)
+	}
+	return nil
+}
+
+// resolve asks the API for the asset's download URL.
+func (d *downloader) resolve(ctx context.Context) (string, error) {
+	u := fmt.Sprintf("repos/%s/%s/releases/assets/%d", d.s.owner, d.s.name, d.asset.ID)
+	req, err := d.s.gh.NewRequest(http.MethodGet, u, nil)
+	if err != nil {
+		return "", &permanentError{err}
+	}
+	req = req.WithContext(ctx)
+	req.Header.Set("Accept", "application/octet-stream")
+	client := *d.s.httpClient
+	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	resp, err := client.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusFound, http.StatusMovedPermanently, http.StatusTemporaryRedirect, http.StatusSeeOther:
+		loc, err := resp.Location()
+		if err != nil {
+			return "", fmt.Errorf("asset %s: redirect without a location", d.asset.Name)
+		}
+		return loc.String(), nil
+	case http.StatusOK:
+		// Served directly: read it through the same URL.
+		return req.URL.String(), nil
+	case http.StatusNotFound:
+		return "", &permanentError{fmt.Errorf("asset %s: %w", d.asset.Name, ErrNotFound)}
+	}
+	return "", fmt.Errorf("asset %s: the API answered %s", d.asset.Name, resp.Status)
+}
+
+func contentRangeStart(h string) int64 {
+	// "bytes 100-199/200"
+	rest, ok := strings.CutPrefix(h, "bytes ")
+	if !ok {
+		return -1
+	}
+	start, _, _ := strings.Cut(rest, "-")
+	n, err := strconv.ParseInt(start, 10, 64)
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+type progressReader struct {
+	r  io.Reader
+	fn func(int64)
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if n > 0 {
+		p.fn(int64(n))
+	}
+	return n, err
+}
+
+// ParseSums parses SHA256SUMS as sha256sum writes it: "<hex>  <name>", or
+// "<hex> *<name>" in binary mode.
+func ParseSums(data []byte) (map[string]string, error) {
+	sums := map[string]string{}
+	for i, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		sum, name, ok := strings.Cut(line, " ")
+		name = strings.TrimPrefix(strings.TrimLeft(name, " "), "*")
+		if b, err := hex.DecodeString(sum); !ok || err != nil || len(b) != sha256.Size || name == "" {
+			return nil, fmt.Errorf("SHA256SUMS line %d is not \"<sha256>  <file>\"", i+1)
+		}
+		sums[name] = strings.ToLower(sum)
+	}
+	return sums, nil
+}
+
+// VerifySums checks the minisign signature of SHA256SUMS against the trusted
+// keys; one valid signature is enough. With no keys it fails with
+// ErrUnsigned unless allowUnsigned.
+func VerifySums(sums, sig []byte, keys []minisign.PublicKey, allowUnsigned bool) error {
+	if len(keys) == 0 {
+		if allowUnsigned {
+			return nil
+		}
+		return fmt.Errorf("%w: set signing-keys (or, never in production, allow-unsigned true)", ErrUnsigned)
+	}
+	if len(sig) == 0 {
+		return fmt.Errorf("%s is missing: %w", SigAsset, ErrSignature)
+	}
+	for _, k := range keys {
+		if minisign.Verify(k, sums, sig) {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s does not verify with any of the %d signing keys: %w", SigAsset, len(keys), ErrSignature)
+}
+
+// SignSums signs SHA256SUMS with a minisign private key, with a trusted
+// comment naming the file, as `minisign -S` would.
+func SignSums(key minisign.PrivateKey, sums []byte) []byte {
+	return minisign.SignWithComments(key, sums, "timestamp:"+strconv.FormatInt(time.Now().Unix(), 10)+"\tfile:"+SumsAsset, "signature from ferry")
+}
+
+// MakeSums writes SHA256SUMS for files given by name and content reader.
+func MakeSums(files map[string]io.Reader) ([]byte, error) {
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var b bytes.Buffer
+	for _, n := range names {
+		h := sha256.New()
+		if _, err := io.Copy(h, files[n]); err != nil {
+			return nil, fmt.Errorf("hash %s: %w", n, err)
+		}
+		fmt.Fprintf(&b, "%x  %s\n", h.Sum(nil), n)
+	}
+	return b.Bytes(), nil
+}

@@ -1,0 +1,156 @@
+package release
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"aead.dev/minisign"
+	"github.com/ferry-cd/ferry/internal/githubfake"
+	"github.com/stretchr/testify/require"
+)
+
+func randomBytes(t *testing.T, n int) []byte {
+	b := make([]byte, n)
+	_, err := rand.Read(b)
+	require.NoError(t, err)
+	return b
+}
+
+func sumOf(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+func fastRetry() DownloadOptions {
+	return DownloadOptions{RetryBase: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond}
+}
+
+func TestDownloadResumesWithRange(t *testing.T) {
+	t.Parallel()
+	fake := githubfake.New()
+	defer fake.Close()
+	content := randomBytes(t, 3<<20)
+	fake.AddRelease(testRepo, githubfake.ReleaseSpec{Tag: "release-2026.01.02-1", Assets: map[string][]byte{"big.deb": content}})
+	// The first two connections break part way.
+	fake.CutDownload("big.deb", 1<<20)
+	fake.CutDownload("big.deb", 1<<20)
+
+	src := newSource(t, fake)
+	ctx := testCtx(t)
+	rel, err := src.ByTag(ctx, "release-2026.01.02-1")
+	require.NoError(t, err)
+	a, ok := rel.Asset("big.deb")
+	require.True(t, ok)
+	fake.ResetCounters()
+
+	dir := t.TempDir()
+	path, err := src.DownloadFile(ctx, a, dir, sumOf(content), fastRetry())
+	require.NoError(t, err)
+	got, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(content, got))
+
+	c := fake.Counters()
+	require.Equal(t, 3, c.Downloads["big.deb"])
+	require.Equal(t, 2, c.RangeRequests["big.deb"], "the retries resumed")
+	require.Equal(t, int64(len(content)), c.BytesServed["big.deb"], "no byte was sent twice")
+	require.Equal(t, 1, c.Counted, "one API call for the download URL, reused across retries")
+	entries, _ := os.ReadDir(dir)
+	require.Len(t, entries, 1, "no temporary file left")
+}
+
+func TestDownloadChecksumMismatchLeavesNothing(t *testing.T) {
+	t.Parallel()
+	fake := githubfake.New()
+	defer fake.Close()
+	content := randomBytes(t, 100_000)
+	fake.AddRelease(testRepo, githubfake.ReleaseSpec{Tag: "release-2026.01.02-1", Assets: map[string][]byte{"x.deb": content}})
+	src := newSource(t, fake)
+	ctx := testCtx(t)
+	rel, err := src.ByTag(ctx, "release-2026.01.02-1")
+	require.NoError(t, err)
+	a, _ := rel.Asset("x.deb")
+
+	dir := t.TempDir()
+	_, err = src.DownloadFile(ctx, a, dir, sumOf([]byte("something else")), fastRetry())
+	require.ErrorIs(t, err, ErrChecksum)
+	entries, _ := os.ReadDir(dir)
+	require.Empty(t, entries)
+	_, err = os.Stat(filepath.Join(dir, "x.deb"))
+	require.True(t, os.IsNotExist(err))
+}
+
+func TestDownloadGivesUpWithoutProgress(t *testing.T) {
+	t.Parallel()
+	fake := githubfake.New()
+	defer fake.Close()
+	fake.AddRelease(testRepo, githubfake.ReleaseSpec{Tag: "release-2026.01.02-1", Assets: map[string][]byte{"x.deb": []byte("data")}})
+	src := newSource(t, fake)
+	ctx := testCtx(t)
+	rel, err := src.ByTag(ctx, "release-2026.01.02-1")
+	require.NoError(t, err)
+	a, _ := rel.Asset("x.deb")
+	for i := 0; i < 10; i++ {
+		fake.CutDownload("x.deb", 0)
+	}
+	dir := t.TempDir()
+	o := fastRetry()
+	o.Attempts = 3
+	_, err = src.DownloadFile(ctx, a, dir, sumOf([]byte("data")), o)
+	require.ErrorContains(t, err, "giving up after 3 attempts")
+	entries, _ := os.ReadDir(dir)
+	require.Empty(t, entries)
+}
+
+func TestFetchRefusesLargeAssets(t *testing.T) {
+	t.Parallel()
+	fake := githubfake.New()
+	defer fake.Close()
+	fake.AddRelease(testRepo, githubfake.ReleaseSpec{Tag: "release-2026.01.02-1", Assets: map[string][]byte{SumsAsset: randomBytes(t, 2048)}})
+	src := newSource(t, fake)
+	rel, err := src.ByTag(testCtx(t), "release-2026.01.02-1")
+	require.NoError(t, err)
+	a, _ := rel.Asset(SumsAsset)
+	_, err = src.Fetch(testCtx(t), a, 1024)
+	require.ErrorContains(t, err, "more than")
+	data, err := src.Fetch(testCtx(t), a, 4096)
+	require.NoError(t, err)
+	require.Len(t, data, 2048)
+}
+
+func TestSumsAndSignatures(t *testing.T) {
+	t.Parallel()
+	deb := []byte("package bytes")
+	sums, err := MakeSums(map[string]io.Reader{DebAsset("2026.01.02-1"): bytes.NewReader(deb)})
+	require.NoError(t, err)
+	parsed, err := ParseSums(sums)
+	require.NoError(t, err)
+	require.Equal(t, sumOf(deb), parsed["ferry_2026.01.02-1_amd64.deb"])
+
+	binary, err := ParseSums([]byte(sumOf(deb) + " *a.deb\n"))
+	require.NoError(t, err)
+	require.Equal(t, sumOf(deb), binary["a.deb"])
+	_, err = ParseSums([]byte("nothex  a.deb\n"))
+	require.ErrorContains(t, err, "line 1")
+
+	pub, priv, err := minisign.GenerateKey(nil)
+	require.NoError(t, err)
+	otherPub, otherPriv, err := minisign.GenerateKey(nil)
+	require.NoError(t, err)
+	sig := SignSums(priv, sums)
+
+	require.NoError(t, VerifySums(sums, sig, []minisign.PublicKey{otherPub, pub}, false), "any trusted key will do (rotation)")
+	require.ErrorIs(t, VerifySums(sums, sig, []minisign.PublicKey{otherPub}, false), ErrSignature)
+	require.ErrorIs(t, VerifySums(sums, SignSums(otherPriv, sums), []minisign.PublicKey{pub}, false), ErrSignature)
+	require.ErrorIs(t, VerifySums(append([]byte("tampered"), sums...), sig, []minisign.PublicKey{pub}, false), ErrSignature)
+	require.ErrorIs(t, VerifySums(sums, nil, []minisign.PublicKey{pub}, false), ErrSignature)
+	require.ErrorIs(t, VerifySums(sums, nil, nil, false), ErrUnsigned)
+	require.NoError(t, VerifySums(sums, nil, nil, true))
+}
