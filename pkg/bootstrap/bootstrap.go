@@ -40,6 +40,9 @@ type Config struct {
 	Prefix      string   `yaml:"prefix"`
 	ServerID    string   `yaml:"server-id"`
 	DataDir     string   `yaml:"data-dir"`
+	// InstallCommand installs a .deb; the file is appended as the last
+	// argument. It is run as an argument list, never through a shell.
+	InstallCommand []string `yaml:"install-command"`
 
 	// Path is the file the configuration was read from, or "" when no file
 	// was read.
@@ -52,6 +55,10 @@ func Default() *Config {
 		Endpoints: []string{DefaultEndpoint},
 		Prefix:    storage.DefaultPrefix,
 		DataDir:   DefaultDataDir,
+		// systemd-run puts dpkg in a unit of its own, so that the package's
+		// prerm stopping ferry-worker cannot kill the dpkg run that the
+		// worker started.
+		InstallCommand: []string{"systemd-run", "--wait", "--quiet", "--collect", "dpkg", "-i"},
 	}
 }
 
@@ -59,17 +66,19 @@ func Default() *Config {
 type field struct {
 	name string // YAML key and flag name
 	help string
-	ptr  func(c *Config) *string // nil for endpoints
+	ptr  func(c *Config) *string
+	list func(c *Config) *[]string // for list settings, given comma-separated
 }
 
 var fields = []field{
-	{name: "endpoints", help: "etcd endpoints, comma-separated (default " + DefaultEndpoint + ")"},
+	{name: "endpoints", help: "etcd endpoints, comma-separated (default " + DefaultEndpoint + ")", list: func(c *Config) *[]string { return &c.Endpoints }},
 	{name: "tls-cert-file", help: "client certificate for etcd", ptr: func(c *Config) *string { return &c.TLSCertFile }},
 	{name: "tls-key-file", help: "client key for etcd", ptr: func(c *Config) *string { return &c.TLSKeyFile }},
 	{name: "tls-ca-file", help: "CA bundle that signs the etcd servers' certificates", ptr: func(c *Config) *string { return &c.TLSCAFile }},
 	{name: "prefix", help: "etcd key prefix (default " + storage.DefaultPrefix + ")", ptr: func(c *Config) *string { return &c.Prefix }},
 	{name: "server-id", help: "this boot server's id, as given to ferry join", ptr: func(c *Config) *string { return &c.ServerID }},
 	{name: "data-dir", help: "directory for downloads and state (default " + DefaultDataDir + ")", ptr: func(c *Config) *string { return &c.DataDir }},
+	{name: "install-command", help: "command that installs a .deb, comma-separated; the file is appended (default systemd-run,--wait,--quiet,--collect,dpkg,-i)", list: func(c *Config) *[]string { return &c.InstallCommand }},
 }
 
 // EnvName returns the environment variable of a setting: FERRY_SERVER_ID for
@@ -147,8 +156,8 @@ func Load(path string) (*Config, error) {
 }
 
 func (c *Config) set(fd field, v string) {
-	if fd.ptr == nil {
-		c.Endpoints = splitList(v)
+	if fd.list != nil {
+		*fd.list(c) = splitList(v)
 		return
 	}
 	*fd.ptr(c) = v
@@ -230,6 +239,9 @@ func (c *Config) validate() error {
 		if err := storage.ValidateServerID(c.ServerID); err != nil {
 			return fmt.Errorf("server-id: %w (in %s)", err, c.where())
 		}
+	}
+	if len(c.InstallCommand) == 0 {
+		return fmt.Errorf("install-command must not be empty (in %s)", c.where())
 	}
 	if c.DataDir == "" {
 		return fmt.Errorf("data-dir must not be empty (in %s)", c.where())

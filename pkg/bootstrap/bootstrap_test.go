@@ -48,6 +48,15 @@ func TestPrecedence(t *testing.T) {
 	cfg, err = load(t, []string{"--config", p, "--server-id", "flag-id"}, map[string]string{"FERRY_SERVER_ID": "env-id"})
 	require.NoError(t, err)
 	require.Equal(t, "flag-id", cfg.ServerID)
+	require.Equal(t, "systemd-run", cfg.InstallCommand[0], "the default install command")
+
+	cfg, err = load(t, []string{"--config", p, "--install-command", "dpkg,--root=/srv/r,-i"}, nil)
+	require.NoError(t, err)
+	require.Equal(t, []string{"dpkg", "--root=/srv/r", "-i"}, cfg.InstallCommand)
+	p2 := writeFile(t, "install-command: [dpkg, --root=/a b, -i]\n")
+	cfg, err = Load(p2)
+	require.NoError(t, err)
+	require.Equal(t, []string{"dpkg", "--root=/a b", "-i"}, cfg.InstallCommand, "a YAML list keeps spaces")
 
 	cfg, err = load(t, nil, map[string]string{"FERRY_CONFIG": p})
 	require.NoError(t, err)

@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/ferry-cd/ferry/internal/etcdtest"
+	"github.com/ferry-cd/ferry/internal/fleettest"
 	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/stretchr/testify/require"
-	"go.etcd.io/etcd/client/v3/concurrency"
 )
 
 func TestMain(m *testing.M) { etcdtest.Main(m) }
@@ -218,18 +218,7 @@ func TestJoinLeaveServers(t *testing.T) {
 	require.Contains(t, r.stderr, "not registered")
 }
 
-// asLeader runs fn with the key of an updater leader, as the leader would.
-func (f *fleet) asLeader(fn func(key string) error) {
-	f.t.Helper()
-	ctx := f.ctx()
-	sess, err := concurrency.NewSession(f.st.Client())
-	require.NoError(f.t, err)
-	defer sess.Close()
-	elec := concurrency.NewElection(sess, f.st.UpdaterElectionPrefix())
-	require.NoError(f.t, elec.Campaign(ctx, "test"))
-	require.NoError(f.t, fn(elec.Key()))
-	require.NoError(f.t, elec.Resign(ctx))
-}
+func (f *fleet) asLeader(fn func(key string) error) { fleettest.AsLeader(f.t, f.st, fn) }
 
 func (f *fleet) putRequest(req *storage.UpdateRequest) {
 	f.t.Helper()

@@ -44,6 +44,14 @@ func NormalizePrefix(prefix string) (string, error) {
 	return prefix, nil
 }
 
+// Ping checks that etcd answers, for health checks.
+func (s *Storage) Ping(ctx context.Context) error {
+	if _, err := s.cli.Get(ctx, s.prefix+"ping", clientv3.WithCountOnly()); err != nil {
+		return fmt.Errorf("etcd unreachable: %w", err)
+	}
+	return nil
+}
+
 // Client returns the etcd client, for elections and leases.
 func (s *Storage) Client() *clientv3.Client { return s.cli }
 

@@ -107,8 +107,8 @@ func (u *Updater) Handler() http.Handler {
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 		defer cancel()
-		if _, err := u.st.Client().Get(ctx, u.st.Prefix()+"healthz", clientv3.WithCountOnly()); err != nil {
-			http.Error(w, "etcd unreachable: "+err.Error(), http.StatusServiceUnavailable)
+		if err := u.st.Ping(ctx); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintf(w, "ok leader=%v\n", u.IsLeader())
@@ -170,6 +170,16 @@ func (u *Updater) campaignAndLead(ctx context.Context) error {
 		return fmt.Errorf("campaign: %w", err)
 	}
 	leaderKey := elec.Key()
+	// Step down the moment the election key goes (lease revoked or
+	// expired), without waiting for the session's keepalive to notice.
+	go func() {
+		for resp := range u.st.Client().Watch(sctx, leaderKey, clientv3.WithFilterPut(), clientv3.WithRev(elec.Rev()+1)) {
+			if resp.Err() != nil || len(resp.Events) > 0 {
+				cancel()
+				return
+			}
+		}
+	}()
 	u.leading.Store(true)
 	u.metrics.leader.Set(1)
 	u.log.Info("leading", "key", leaderKey)

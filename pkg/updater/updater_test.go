@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ferry-cd/ferry/internal/etcdtest"
+	"github.com/ferry-cd/ferry/internal/fleettest"
 	"github.com/ferry-cd/ferry/internal/githubfake"
 	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/stretchr/testify/require"
@@ -52,19 +53,9 @@ func newFleet(t *testing.T, config ...string) *fleet {
 	return f
 }
 
-func (f *fleet) ctx() context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	f.t.Cleanup(cancel)
-	return ctx
-}
+func (f *fleet) ctx() context.Context { return fleettest.Ctx(f.t) }
 
-func (f *fleet) set(kv ...string) {
-	f.t.Helper()
-	for i := 0; i < len(kv); i += 2 {
-		_, err := f.st.SetConfig(f.ctx(), kv[i], kv[i+1])
-		require.NoError(f.t, err)
-	}
-}
+func (f *fleet) set(kv ...string) { fleettest.SetConfig(f.t, f.st, kv...) }
 
 // join registers servers whose workers are alive at v1, for as long as the
 // test runs.

@@ -1,0 +1,103 @@
+// Package debtest builds real .deb packages with nfpm and gives each test
+// server a dpkg root of its own.
+package debtest
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+)
+
+// Package describes a test package.
+type Package struct {
+	Name    string
+	Version string
+	// Files maps an absolute install path to its content.
+	Files map[string]string
+	// Postinst, if set, is the body of a postinst script (sh).
+	Postinst string
+}
+
+// Build builds the package into dir and returns the .deb's path.
+func Build(t testing.TB, dir string, p Package) string {
+	t.Helper()
+	path, err := BuildErr(dir, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// BuildErr is Build for callers without a testing.TB.
+func BuildErr(dir string, p Package) (string, error) {
+	src, err := os.MkdirTemp(dir, ".nfpm-src-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(src)
+	var cfg strings.Builder
+	fmt.Fprintf(&cfg, "name: %s\narch: amd64\nversion: %s\nmaintainer: ferry tests <tests@ferry.invalid>\ndescription: test package\n", p.Name, p.Version)
+	if p.Postinst != "" {
+		script := filepath.Join(src, "postinst")
+		if err := os.WriteFile(script, []byte("#!/bin/sh\nset -e\n"+p.Postinst+"\n"), 0o755); err != nil {
+			return "", err
+		}
+		fmt.Fprintf(&cfg, "scripts:\n  postinstall: %s\n", script)
+	}
+	dsts := make([]string, 0, len(p.Files))
+	for d := range p.Files {
+		dsts = append(dsts, d)
+	}
+	sort.Strings(dsts)
+	if len(dsts) > 0 {
+		cfg.WriteString("contents:\n")
+	}
+	for i, d := range dsts {
+		f := filepath.Join(src, fmt.Sprintf("f%d", i))
+		if err := os.WriteFile(f, []byte(p.Files[d]), 0o644); err != nil {
+			return "", err
+		}
+		fmt.Fprintf(&cfg, "  - src: %s\n    dst: %s\n", f, d)
+	}
+	cfgPath := filepath.Join(src, "nfpm.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg.String()), 0o644); err != nil {
+		return "", err
+	}
+	out := filepath.Join(dir, fmt.Sprintf("%s_%s_amd64.deb", p.Name, p.Version))
+	cmd := exec.Command("go", "tool", "nfpm", "package", "-f", cfgPath, "-p", "deb", "-t", out)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("nfpm: %v: %s", err, b)
+	}
+	return out, nil
+}
+
+// Root is a directory that dpkg treats as a machine's root.
+type Root struct {
+	Dir string
+}
+
+// NewRoot makes an empty dpkg root under dir.
+func NewRoot(dir string) (*Root, error) {
+	for _, d := range []string{"var/lib/dpkg/updates", "var/lib/dpkg/info", "var/lib/dpkg/triggers"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "var/lib/dpkg/status"), nil, 0o644); err != nil {
+		return nil, err
+	}
+	return &Root{Dir: dir}, nil
+}
+
+// AdminDir is the root's dpkg database.
+func (r *Root) AdminDir() string { return filepath.Join(r.Dir, "var/lib/dpkg") }
+
+// InstallCommand is the argument list that installs a .deb into the root
+// (the file is appended), as ferry's install-command.
+func (r *Root) InstallCommand() []string {
+	return []string{"dpkg", "--root=" + r.Dir, "--admindir=" + r.AdminDir(), "--force-not-root", "--force-script-chrootless", "--log=" + filepath.Join(r.Dir, "dpkg.log"), "-i"}
+}

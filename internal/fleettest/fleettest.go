@@ -1,0 +1,42 @@
+// Package fleettest has helpers for tests that drive a fleet through etcd.
+package fleettest
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/stretchr/testify/require"
+	"go.etcd.io/etcd/client/v3/concurrency"
+)
+
+// Ctx returns a context that ends with the test, or after a minute.
+func Ctx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// AsLeader runs fn with the key of an updater leader, for tests that play
+// the updater by hand. It blocks while a real updater leads.
+func AsLeader(t testing.TB, st *storage.Storage, fn func(key string) error) {
+	t.Helper()
+	ctx := Ctx(t)
+	sess, err := concurrency.NewSession(st.Client())
+	require.NoError(t, err)
+	defer sess.Close()
+	elec := concurrency.NewElection(sess, st.UpdaterElectionPrefix())
+	require.NoError(t, elec.Campaign(ctx, "test"))
+	require.NoError(t, fn(elec.Key()))
+	require.NoError(t, elec.Resign(ctx))
+}
+
+// SetConfig sets config keys from key, value pairs.
+func SetConfig(t testing.TB, st *storage.Storage, kv ...string) {
+	t.Helper()
+	for i := 0; i < len(kv); i += 2 {
+		_, err := st.SetConfig(Ctx(t), kv[i], kv[i+1])
+		require.NoError(t, err, "%s=%s", kv[i], kv[i+1])
+	}
+}

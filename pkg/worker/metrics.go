@@ -1,0 +1,47 @@
+package worker
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics are the worker's Prometheus metrics, in a registry of their own.
+type Metrics struct {
+	Registry        *prometheus.Registry
+	step            prometheus.Gauge
+	stepSeconds     *prometheus.HistogramVec
+	downloadBytes   prometheus.Counter
+	downloadSeconds prometheus.Histogram
+	installs        *prometheus.CounterVec
+	actions         *prometheus.CounterVec
+}
+
+// NewMetrics creates the metrics in a new registry.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		step: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ferry_worker_step", Help: "1-based index of the step this worker is on; 0 when idle.",
+		}),
+		stepSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "ferry_worker_step_duration_seconds", Help: "Time to run a step on this server, barrier wait excluded.",
+			Buckets: prometheus.ExponentialBuckets(0.1, 3, 10),
+		}, []string{"step"}),
+		downloadBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ferry_worker_download_bytes_total", Help: "Bytes of release assets downloaded.",
+		}),
+		downloadSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "ferry_worker_download_duration_seconds", Help: "Time to download and verify a package.",
+			Buckets: prometheus.ExponentialBuckets(0.1, 3, 10),
+		}),
+		installs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ferry_worker_self_upgrades_total", Help: "Self-upgrades by result: ok, failed.",
+		}, []string{"result"}),
+		actions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ferry_worker_actions_total", Help: "Actions run, by type and result.",
+		}, []string{"type", "result"}),
+	}
+	m.Registry.MustRegister(m.step, m.stepSeconds, m.downloadBytes, m.downloadSeconds, m.installs, m.actions,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}

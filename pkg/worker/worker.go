@@ -1,0 +1,567 @@
+// Package worker runs ferry-worker, the daemon that changes a boot server.
+//
+// The worker is a state machine driven by etcd. On every change it reads a
+// snapshot and decides:
+//
+//	no request, or not a member of it  -> wait
+//	request stopped or finished        -> wait (for `ferry recover` or the next request)
+//	own status aborted or completed    -> wait
+//	own version differs from request   -> self-upgrade: download, verify,
+//	                                      install the .deb, exit ErrUpgraded
+//	                                      (systemd starts the new binary)
+//	otherwise                          -> run the plan's steps, resuming
+//	                                      after the last step etcd says is done
+//
+// Each step starts at a barrier: no server starts step k until every server
+// of the request has finished step k-1. Within a step the strategy decides
+// how many servers run at once: all (lockstep), at most N (rolling), or one
+// for the whole fleet (leader), recorded in contents/<target> so that it is
+// never run twice. Before each step, and while waiting, the worker checks
+// for stop: true and stops there; a running action is never interrupted by
+// a stop.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/ferry-cd/ferry/pkg/artifacts"
+	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/ferry-cd/ferry/pkg/version"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+)
+
+// ExitRestart is the exit status of a worker that installed a new version
+// of itself; systemd (Restart=always) then starts the new binary.
+const ExitRestart = 75
+
+// ErrUpgraded is returned by Run after a successful self-upgrade.
+var ErrUpgraded = errors.New("installed a new version of ferry; exit so that it starts")
+
+// errStopped means the request was stopped, finished or replaced while this
+// worker waited: it stops at this safe point.
+var errStopped = errors.New("the rollout was stopped")
+
+// Operator carries out the worker's side effects.
+type Operator interface {
+	// SelfUpgrade downloads, verifies and installs the ferry package of
+	// the version.
+	SelfUpgrade(ctx context.Context, cfg *storage.Config, version string) error
+	// RunAction runs one action of a step.
+	RunAction(ctx context.Context, rc RunContext, a *artifacts.Action) error
+}
+
+// RunContext tells an action where it runs.
+type RunContext struct {
+	Server   string
+	Version  string
+	Step     int
+	StepName string
+	Log      *slog.Logger
+}
+
+// Options configure a Worker.
+type Options struct {
+	Storage *storage.Storage
+	ID      string
+	// Version is this binary's version; default version.Version.
+	Version  string
+	Plan     *artifacts.Plan
+	Operator Operator
+	// DataDir keeps downloads and the self-upgrade record.
+	DataDir string
+	Logger  *slog.Logger
+	Metrics *Metrics
+	// LeaseTTL is the lease of alive/<id>; default 10s.
+	LeaseTTL time.Duration
+}
+
+// Worker is one ferry-worker.
+type Worker struct {
+	o       Options
+	st      *storage.Storage
+	log     *slog.Logger
+	metrics *Metrics
+	// lease is the alive lease; replaced if etcd loses it.
+	lease atomic.Int64
+}
+
+func (w *Worker) leaseID() clientv3.LeaseID { return clientv3.LeaseID(w.lease.Load()) }
+
+// New builds a Worker; Run starts it.
+func New(o Options) *Worker {
+	if o.Version == "" {
+		o.Version = version.Version
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Metrics == nil {
+		o.Metrics = NewMetrics()
+	}
+	if o.Plan == nil {
+		o.Plan = &artifacts.Plan{}
+	}
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = 10 * time.Second
+	}
+	return &Worker{o: o, st: o.Storage, log: o.Logger.With("server", o.ID), metrics: o.Metrics}
+}
+
+// Run registers the worker as alive and follows requests until ctx ends
+// (nil) or the worker upgraded itself (ErrUpgraded).
+func (w *Worker) Run(ctx context.Context) error {
+	lctx, stopLiveness := context.WithCancel(ctx)
+	defer stopLiveness()
+	if err := w.startLiveness(lctx); err != nil {
+		return err
+	}
+	defer func() {
+		// Revoke even when ctx has ended, so that the alive key goes now.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
+		defer cancel()
+		w.st.Client().Revoke(rctx, w.leaseID())
+	}()
+
+	for {
+		snap, err := w.st.Snapshot(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			w.log.Warn("cannot read etcd", "error", err)
+			sleep(ctx, time.Second)
+			continue
+		}
+		err = w.step(ctx, snap)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case errors.Is(err, ErrUpgraded):
+			return err
+		case err != nil && !errors.Is(err, errStopped):
+			w.log.Error("worker error", "error", err)
+			sleep(ctx, time.Second)
+		}
+		if err == nil || errors.Is(err, errStopped) {
+			w.wait(ctx, snap.Revision)
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+func (w *Worker) wait(ctx context.Context, rev int64) {
+	if _, err := w.st.WaitChanges(ctx, rev); err != nil && ctx.Err() == nil && !errors.Is(err, storage.ErrCompacted) {
+		w.log.Warn("watch failed", "error", err)
+		sleep(ctx, time.Second)
+	}
+}
+
+// step decides on one snapshot and acts. nil means "wait for a change".
+func (w *Worker) step(ctx context.Context, snap *storage.Snapshot) error {
+	req := snap.Request
+	if req == nil || !req.IsMember(w.o.ID) || req.Finished() {
+		return nil
+	}
+	own := snap.Statuses[w.o.ID]
+	if own != nil && own.Version == req.Version && own.Cond != storage.CondRunning {
+		return nil
+	}
+	log := w.log.With("version", req.Version)
+	if w.o.Version != req.Version {
+		if snap.Config == nil {
+			return fmt.Errorf("cannot self-upgrade: %w", snap.ConfigErr)
+		}
+		return w.selfUpgrade(ctx, snap.Config, req, log)
+	}
+	start := 1
+	if own != nil && own.Version == req.Version && own.Step > 0 {
+		start = own.Step
+		if own.Phase == storage.PhaseDone {
+			start++
+		}
+		log.Info("resuming the rollout", "step", start)
+	}
+	return w.runSteps(ctx, req, start, log)
+}
+
+func (w *Worker) report(ctx context.Context, req *storage.UpdateRequest, step int, name, phase string, cond storage.Cond, msg string) error {
+	st := &storage.UpdateStatus{Version: req.Version, Step: step, StepName: name, Phase: phase, Cond: cond, Message: msg, UpdatedAt: time.Now().UTC()}
+	if err := w.st.PutStatus(ctx, w.o.ID, st); err != nil {
+		return fmt.Errorf("report status: %w", err)
+	}
+	return nil
+}
+
+// --- self-upgrade ---
+
+// upgradeRecord remembers installs per version, so that an install that
+// does not change the running binary is not repeated for ever.
+func (w *Worker) upgradeRecord(v string) string {
+	return filepath.Join(w.o.DataDir, "self-upgrade-"+v)
+}
+
+func (w *Worker) selfUpgrade(ctx context.Context, cfg *storage.Config, req *storage.UpdateRequest, log *slog.Logger) error {
+	record := w.upgradeRecord(req.Version)
+	if data, err := os.ReadFile(record); err == nil {
+		if n, _ := strconv.Atoi(strings.TrimSpace(string(data))); n >= 2 {
+			msg := fmt.Sprintf("self-upgrade to %s was installed %d times but this worker still runs %s; check install-command and the package", req.Version, n, w.o.Version)
+			log.Error(msg)
+			return w.report(ctx, req, 0, "self-upgrade", storage.PhaseUpgrading, storage.CondAborted, msg)
+		}
+	}
+	log.Info("self-upgrade", "from", w.o.Version)
+	if err := w.report(ctx, req, 0, "self-upgrade", storage.PhaseUpgrading, storage.CondRunning, "upgrading from "+w.o.Version); err != nil {
+		return err
+	}
+	if err := w.o.Operator.SelfUpgrade(ctx, cfg, req.Version); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		w.metrics.installs.WithLabelValues("failed").Inc()
+		log.Error("self-upgrade failed", "error", err)
+		return w.report(ctx, req, 0, "self-upgrade", storage.PhaseUpgrading, storage.CondAborted, "self-upgrade to "+req.Version+" failed: "+err.Error())
+	}
+	w.metrics.installs.WithLabelValues("ok").Inc()
+	n := 1
+	if data, err := os.ReadFile(record); err == nil {
+		if m, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil {
+			n = m + 1
+		}
+	}
+	if err := os.MkdirAll(w.o.DataDir, 0o755); err == nil {
+		os.WriteFile(record, []byte(strconv.Itoa(n)), 0o644)
+	}
+	log.Info("self-upgrade installed; exiting so that the new version starts")
+	return ErrUpgraded
+}
+
+// --- steps ---
+
+func (w *Worker) runSteps(ctx context.Context, req *storage.UpdateRequest, start int, log *slog.Logger) error {
+	steps := w.o.Plan.Steps
+	for k := start; k <= len(steps); k++ {
+		s := &steps[k-1]
+		stepLog := log.With("step", s.Name)
+		// A safe point: nothing runs between the report and the barrier.
+		if err := w.report(ctx, req, k, s.Name, storage.PhaseWaiting, storage.CondRunning, ""); err != nil {
+			return err
+		}
+		if err := w.barrier(ctx, req, k); err != nil {
+			return w.stopped(ctx, req, k, s.Name, err, stepLog)
+		}
+		w.metrics.step.Set(float64(k))
+		began := time.Now()
+		err := w.runStep(ctx, req, k, s, stepLog)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if errors.Is(err, errStopped) {
+			return w.stopped(ctx, req, k, s.Name, err, stepLog)
+		}
+		if err != nil {
+			msg := fmt.Sprintf("step %d (%s) failed: %v", k, s.Name, err)
+			stepLog.Error("step failed", "error", err)
+			return w.report(ctx, req, k, s.Name, storage.PhaseRunning, storage.CondAborted, msg)
+		}
+		w.metrics.stepSeconds.WithLabelValues(s.Name).Observe(time.Since(began).Seconds())
+		stepLog.Info("step done", "seconds", time.Since(began).Seconds())
+		if err := w.report(ctx, req, k, s.Name, storage.PhaseDone, storage.CondRunning, ""); err != nil {
+			return err
+		}
+	}
+	w.metrics.step.Set(0)
+	log.Info("rollout completed on this server")
+	return w.report(ctx, req, len(steps), lastName(steps), storage.PhaseDone, storage.CondCompleted, "")
+}
+
+func lastName(steps []artifacts.Step) string {
+	if len(steps) == 0 {
+		return ""
+	}
+	return steps[len(steps)-1].Name
+}
+
+// stopped records that this worker stopped at a safe point before step k.
+func (w *Worker) stopped(ctx context.Context, req *storage.UpdateRequest, k int, name string, cause error, log *slog.Logger) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if !errors.Is(cause, errStopped) {
+		return cause
+	}
+	snap, err := w.st.Snapshot(ctx)
+	if err != nil {
+		return err
+	}
+	cur := snap.Request
+	if cur == nil || !cur.StartedAt.Equal(req.StartedAt) {
+		// Recovered or replaced: nothing to record for the old request.
+		return errStopped
+	}
+	if own := snap.Statuses[w.o.ID]; own != nil && own.Cond == storage.CondAborted {
+		return errStopped
+	}
+	reason := cur.StopReason
+	if reason == "" {
+		reason = "another server aborted"
+	}
+	log.Warn("stopped at a safe point", "reason", reason)
+	if err := w.report(ctx, req, k, name, storage.PhaseWaiting, storage.CondAborted, "stopped before this step: "+reason); err != nil {
+		return err
+	}
+	return errStopped
+}
+
+// current reports whether the request in snap is still req and not
+// stopped; an aborted member counts as stopped.
+func current(snap *storage.Snapshot, req *storage.UpdateRequest) bool {
+	cur := snap.Request
+	if cur == nil || !cur.StartedAt.Equal(req.StartedAt) || cur.Stop || cur.Finished() {
+		return false
+	}
+	for _, id := range cur.Servers {
+		if st := snap.Statuses[id]; st != nil && st.Version == cur.Version && st.Cond == storage.CondAborted {
+			return false
+		}
+	}
+	return true
+}
+
+// barrier waits until every server of the request has reached step k, that
+// is, finished step k-1.
+func (w *Worker) barrier(ctx context.Context, req *storage.UpdateRequest, k int) error {
+	for {
+		snap, err := w.st.Snapshot(ctx)
+		if err != nil {
+			return err
+		}
+		if !current(snap, req) {
+			return errStopped
+		}
+		ready := true
+		for _, id := range req.Servers {
+			st := snap.Statuses[id]
+			if st == nil || st.Version != req.Version || st.Step < k {
+				ready = false
+				break
+			}
+		}
+		if ready {
+			return nil
+		}
+		if _, err := w.st.WaitChanges(ctx, snap.Revision); err != nil && !errors.Is(err, storage.ErrCompacted) {
+			return err
+		}
+	}
+}
+
+// whileCurrent returns a context that ends when the request is stopped or
+// replaced, for waits that etcd does not wake (slots, elections).
+func (w *Worker) whileCurrent(ctx context.Context, req *storage.UpdateRequest) (context.Context, context.CancelFunc) {
+	wctx, cancel := context.WithCancelCause(ctx)
+	go func() {
+		for wctx.Err() == nil {
+			snap, err := w.st.Snapshot(wctx)
+			if err != nil {
+				sleep(wctx, time.Second)
+				continue
+			}
+			if !current(snap, req) {
+				cancel(errStopped)
+				return
+			}
+			w.st.WaitChanges(wctx, snap.Revision)
+		}
+	}()
+	return wctx, func() { cancel(nil) }
+}
+
+func (w *Worker) runStep(ctx context.Context, req *storage.UpdateRequest, k int, s *artifacts.Step, log *slog.Logger) error {
+	switch s.Strategy {
+	case artifacts.Rolling:
+		wctx, done := w.whileCurrent(ctx, req)
+		release, err := w.st.AcquireSlot(wctx, req.StartedAt, s.Name, max(s.Parallel, 1), w.o.ID, w.leaseID())
+		stoppedWaiting := errors.Is(context.Cause(wctx), errStopped)
+		done()
+		if err != nil {
+			if stoppedWaiting {
+				return errStopped
+			}
+			return err
+		}
+		defer release(context.WithoutCancel(ctx))
+		if err := w.report(ctx, req, k, s.Name, storage.PhaseRunning, storage.CondRunning, ""); err != nil {
+			return err
+		}
+		return w.runActions(ctx, req, k, s, log)
+	case artifacts.Leader:
+		return w.runLeaderStep(ctx, req, k, s, log)
+	}
+	if err := w.report(ctx, req, k, s.Name, storage.PhaseRunning, storage.CondRunning, ""); err != nil {
+		return err
+	}
+	return w.runActions(ctx, req, k, s, log)
+}
+
+func (w *Worker) runActions(ctx context.Context, req *storage.UpdateRequest, k int, s *artifacts.Step, log *slog.Logger) error {
+	rc := RunContext{Server: w.o.ID, Version: req.Version, Step: k, StepName: s.Name, Log: log}
+	for i := range s.Actions {
+		a := &s.Actions[i]
+		if err := w.o.Operator.RunAction(ctx, rc, a); err != nil {
+			return fmt.Errorf("%s action %d: %w", a.Type(), i+1, err)
+		}
+	}
+	return nil
+}
+
+// runLeaderStep lets every worker pass through an election in turn. The
+// first one runs the step and records contents/<target>; each later one
+// finds the record and goes on.
+func (w *Worker) runLeaderStep(ctx context.Context, req *storage.UpdateRequest, k int, s *artifacts.Step, log *slog.Logger) error {
+	target := s.ContentsTarget()
+	done := func() (bool, error) {
+		c, err := w.st.GetContents(ctx, target)
+		if errors.Is(err, storage.ErrNotFound) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		if c.Version != req.Version {
+			return false, nil
+		}
+		if !c.Success {
+			// The server that ran it failed and reported it; the updater
+			// stops the fleet.
+			return false, errStopped
+		}
+		return true, nil
+	}
+	if ok, err := done(); ok || err != nil {
+		if ok {
+			log.Info("once-per-fleet step already done", "target", target)
+		}
+		return err
+	}
+
+	sess, err := concurrency.NewSession(w.st.Client(), concurrency.WithLease(w.leaseID()))
+	if err != nil {
+		return fmt.Errorf("election session: %w", err)
+	}
+	defer sess.Orphan() // the lease is the worker's alive lease: keep it
+	elec := concurrency.NewElection(sess, w.st.WorkerElectionPrefix()+target+"/")
+	wctx, stopWatch := w.whileCurrent(ctx, req)
+	err = elec.Campaign(wctx, w.o.ID)
+	stoppedWaiting := errors.Is(context.Cause(wctx), errStopped)
+	stopWatch()
+	if err != nil {
+		if stoppedWaiting {
+			return errStopped
+		}
+		return fmt.Errorf("campaign for %s: %w", target, err)
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		elec.Resign(rctx)
+	}()
+
+	if ok, err := done(); ok || err != nil {
+		return err
+	}
+	log.Info("running the once-per-fleet step", "target", target)
+	if err := w.report(ctx, req, k, s.Name, storage.PhaseRunning, storage.CondRunning, "running for the fleet"); err != nil {
+		return err
+	}
+	runErr := w.runActions(ctx, req, k, s, log)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	rec := &storage.ContentsStatus{Version: req.Version, Success: runErr == nil, UpdatedAt: time.Now().UTC()}
+	if err := w.st.PutContents(ctx, target, rec); err != nil {
+		return errors.Join(runErr, fmt.Errorf("record contents/%s: %w", target, err))
+	}
+	return runErr
+}
+
+// --- liveness ---
+
+// startLiveness writes alive/<id> bound to a lease and keeps the lease
+// alive until ctx ends. A lease lost to an etcd outage is replaced.
+func (w *Worker) startLiveness(ctx context.Context) error {
+	ttl := int64(max(w.o.LeaseTTL/time.Second, 1))
+	alive := &storage.Alive{Version: w.o.Version, PID: os.Getpid(), StartedAt: time.Now().UTC()}
+	grant := func() (<-chan *clientv3.LeaseKeepAliveResponse, error) {
+		gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		lease, err := w.st.Client().Grant(gctx, ttl)
+		if err != nil {
+			return nil, fmt.Errorf("grant a lease: %w", err)
+		}
+		if err := w.st.PutAlive(gctx, w.o.ID, alive, lease.ID); err != nil {
+			return nil, err
+		}
+		ch, err := w.st.Client().KeepAlive(ctx, lease.ID)
+		if err != nil {
+			return nil, fmt.Errorf("keep the lease alive: %w", err)
+		}
+		w.lease.Store(int64(lease.ID))
+		return ch, nil
+	}
+	ch, err := grant()
+	if err != nil {
+		return err
+	}
+	go func() {
+		for ctx.Err() == nil {
+			for range ch {
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			w.log.Warn("lost the alive lease; registering again")
+			for ctx.Err() == nil {
+				if ch, err = grant(); err == nil {
+					break
+				}
+				w.log.Warn("cannot register as alive", "error", err)
+				sleep(ctx, time.Second)
+			}
+		}
+	}()
+	return nil
+}
+
+// Handler serves /metrics and /healthz.
+func (w *Worker) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(w.metrics.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(rw http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+		defer cancel()
+		if err := w.st.Ping(ctx); err != nil {
+			http.Error(rw, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(rw, "ok")
+	})
+	return mux
+}

@@ -1,0 +1,458 @@
+package worker
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ferry-cd/ferry/internal/etcdtest"
+	"github.com/ferry-cd/ferry/internal/fleettest"
+	"github.com/ferry-cd/ferry/pkg/artifacts"
+	"github.com/ferry-cd/ferry/pkg/deb"
+	"github.com/ferry-cd/ferry/pkg/release"
+	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/ferry-cd/ferry/pkg/updater"
+	"github.com/stretchr/testify/require"
+)
+
+func TestMain(m *testing.M) { etcdtest.Main(m) }
+
+const (
+	v1 = "2026.01.01-1"
+	v2 = "2026.01.02-1"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+type fleet struct {
+	t      *testing.T
+	prefix string
+	st     *storage.Storage
+	dir    string
+}
+
+func newFleet(t *testing.T) *fleet {
+	t.Helper()
+	prefix := etcdtest.Prefix(t)
+	st, err := storage.New(etcdtest.Client(t), prefix)
+	require.NoError(t, err)
+	return &fleet{t: t, prefix: prefix, st: st, dir: t.TempDir()}
+}
+
+func (f *fleet) ctx() context.Context { return fleettest.Ctx(f.t) }
+
+func (f *fleet) set(kv ...string) { fleettest.SetConfig(f.t, f.st, kv...) }
+
+type runningWorker struct {
+	w      *Worker
+	cancel context.CancelFunc
+	done   chan struct{} // closed when Run returned
+	err    error         // what Run returned
+}
+
+// start runs a worker with an etcd client of its own, as a process would.
+func (f *fleet) start(id, ver string, plan *artifacts.Plan, ops Operator) *runningWorker {
+	f.t.Helper()
+	st, err := storage.New(etcdtest.Client(f.t), f.prefix)
+	require.NoError(f.t, err)
+	w := New(Options{Storage: st, ID: id, Version: ver, Plan: plan, Operator: ops, DataDir: filepath.Join(f.dir, id), Logger: quiet, LeaseTTL: 2 * time.Second})
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &runningWorker{w: w, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		r.err = w.Run(ctx)
+	}()
+	f.t.Cleanup(func() { r.kill() })
+	return r
+}
+
+// kill ends the worker at once, wherever it is, as SIGKILL would: a
+// running action's process is killed and nothing more is reported.
+func (r *runningWorker) kill() {
+	r.cancel()
+	select {
+	case <-r.done:
+	case <-time.After(30 * time.Second):
+	}
+}
+
+func (f *fleet) leader(fn func(key string) error) { fleettest.AsLeader(f.t, f.st, fn) }
+
+func (f *fleet) request(v string, servers ...string) *storage.UpdateRequest {
+	f.t.Helper()
+	for _, s := range servers {
+		_, err := f.st.JoinServer(f.ctx(), s, &storage.ServerInfo{})
+		require.NoError(f.t, err)
+	}
+	req := &storage.UpdateRequest{Version: v, Servers: servers, Reason: storage.ReasonUpdate, StartedAt: time.Now().UTC()}
+	f.leader(func(key string) error { return f.st.StartRequest(f.ctx(), req, key) })
+	return req
+}
+
+func (f *fleet) stop(reason string) {
+	f.t.Helper()
+	req, _, err := f.st.GetRequest(f.ctx())
+	require.NoError(f.t, err)
+	req.Stop, req.StopReason = true, reason
+	f.leader(func(key string) error { return f.st.PutRequest(f.ctx(), req, key) })
+}
+
+// startUpdater runs the real updater, which stops the fleet on an abort.
+func (f *fleet) startUpdater() {
+	st, err := storage.New(etcdtest.Client(f.t), f.prefix)
+	require.NoError(f.t, err)
+	u := updater.New(updater.Options{Storage: st, ID: "u", Logger: quiet, SessionTTL: 2 * time.Second})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { u.Run(ctx); close(done) }()
+	f.t.Cleanup(func() { cancel(); <-done })
+}
+
+func (f *fleet) waitStatus(id string, ok func(*storage.UpdateStatus) bool) *storage.UpdateStatus {
+	f.t.Helper()
+	var got *storage.UpdateStatus
+	require.Eventually(f.t, func() bool {
+		statuses, err := f.st.GetStatuses(f.ctx())
+		if err != nil {
+			return false
+		}
+		got = statuses[id]
+		return got != nil && ok(got)
+	}, 30*time.Second, 20*time.Millisecond, "status of %s never matched", id)
+	return got
+}
+
+func cond(c storage.Cond) func(*storage.UpdateStatus) bool {
+	return func(s *storage.UpdateStatus) bool { return s.Cond == c }
+}
+
+// journal is a file that the plan's run actions append timestamped lines
+// to: "<server> <step> <event> <unix nanos>".
+type journal string
+
+type entry struct {
+	server string
+	step   int
+	event  string
+	at     int64
+}
+
+func (j journal) entries(t *testing.T) []entry {
+	t.Helper()
+	f, err := os.Open(string(j))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	require.NoError(t, err)
+	defer f.Close()
+	var out []entry
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		parts := strings.Fields(sc.Text())
+		require.Len(t, parts, 4, sc.Text())
+		step, _ := strconv.Atoi(parts[1])
+		at, _ := strconv.ParseInt(parts[3], 10, 64)
+		out = append(out, entry{parts[0], step, parts[2], at})
+	}
+	return out
+}
+
+// stepAction appends start and end lines around body.
+func stepAction(j journal, body string) artifacts.Action {
+	script := fmt.Sprintf(`echo "$FERRY_SERVER $FERRY_STEP start $(date +%%s%%N)" >> %[1]s
+%[2]s
+echo "$FERRY_SERVER $FERRY_STEP end $(date +%%s%%N)" >> %[1]s`, j, body)
+	return artifacts.Action{Run: &artifacts.RunAction{Command: "sh", Args: []string{"-c", script}}}
+}
+
+func lockstepPlan(j journal, bodies ...string) *artifacts.Plan {
+	p := &artifacts.Plan{}
+	for i, b := range bodies {
+		p.Steps = append(p.Steps, artifacts.Step{Name: fmt.Sprintf("step%d", i+1), Strategy: artifacts.Lockstep, Actions: []artifacts.Action{stepAction(j, b)}})
+	}
+	return p
+}
+
+func ops(f *fleet) *Ops {
+	return &Ops{DataDir: f.dir, Log: quiet, Metrics: NewMetrics()}
+}
+
+func TestLockstep(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	j := journal(filepath.Join(f.dir, "journal"))
+	// Servers take different times, so a missing barrier would show.
+	plan := lockstepPlan(j,
+		`case $FERRY_SERVER in boot-0) sleep 0.3;; esac`,
+		`case $FERRY_SERVER in boot-1) sleep 0.3;; esac`,
+		`case $FERRY_SERVER in boot-2) sleep 0.3;; esac`)
+	servers := []string{"boot-0", "boot-1", "boot-2"}
+	for _, s := range servers {
+		f.start(s, v1, plan, ops(f))
+	}
+	f.request(v1, servers...)
+	for _, s := range servers {
+		st := f.waitStatus(s, cond(storage.CondCompleted))
+		require.Equal(t, 3, st.Step)
+	}
+
+	entries := j.entries(t)
+	require.Len(t, entries, 3*3*2)
+	for k := 1; k < 3; k++ {
+		var lastEnd, firstStart int64 = 0, 1 << 62
+		for _, e := range entries {
+			if e.step == k && e.event == "end" {
+				lastEnd = max(lastEnd, e.at)
+			}
+			if e.step == k+1 && e.event == "start" {
+				firstStart = min(firstStart, e.at)
+			}
+		}
+		require.Less(t, lastEnd, firstStart, "a server started step %d before every server finished step %d", k+1, k)
+	}
+}
+
+func TestStepFailureStopsEveryServer(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	f.set(storage.ConfigEnv, "none")
+	j := journal(filepath.Join(f.dir, "journal"))
+	plan := lockstepPlan(j,
+		`true`,
+		`if [ "$FERRY_SERVER" = boot-1 ]; then echo "E: disk full on /var" >&2; exit 4; fi; sleep 0.2`,
+		`true`)
+	servers := []string{"boot-0", "boot-1", "boot-2"}
+	for _, s := range servers {
+		f.start(s, v1, plan, ops(f))
+	}
+	f.request(v1, servers...)
+	// The updater watches the request written above, as if it had made it.
+	f.startUpdater()
+
+	failed := f.waitStatus("boot-1", cond(storage.CondAborted))
+	require.Equal(t, 2, failed.Step)
+	require.Contains(t, failed.Message, "step 2 (step2) failed")
+	require.Contains(t, failed.Message, "E: disk full on /var", "the last output lines reach the status")
+
+	req := func() *storage.UpdateRequest {
+		r, _, err := f.st.GetRequest(f.ctx())
+		require.NoError(t, err)
+		return r
+	}
+	require.Eventually(t, func() bool { return req().Stop }, 20*time.Second, 20*time.Millisecond, "the updater stops the fleet")
+	require.Contains(t, req().StopReason, "boot-1 aborted")
+	for _, s := range []string{"boot-0", "boot-2"} {
+		st := f.waitStatus(s, cond(storage.CondAborted))
+		require.Contains(t, st.Message, "stopped before this step")
+		// At the barrier of step 2 or 3, depending on when the abort came.
+		require.GreaterOrEqual(t, st.Step, 2)
+	}
+	for _, e := range j.entries(t) {
+		require.Less(t, e.step, 3, "no server ran a later step: %+v", e)
+	}
+}
+
+func TestStopAtTheNextSafePoint(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	j := journal(filepath.Join(f.dir, "journal"))
+	gate := filepath.Join(f.dir, "gate")
+	plan := lockstepPlan(j,
+		fmt.Sprintf(`while [ ! -e %s ]; do sleep 0.02; done`, gate),
+		`true`)
+	servers := []string{"boot-0", "boot-1"}
+	for _, s := range servers {
+		f.start(s, v1, plan, ops(f))
+	}
+	f.request(v1, servers...)
+	for _, s := range servers {
+		f.waitStatus(s, func(st *storage.UpdateStatus) bool { return st.Step == 1 && st.Phase == storage.PhaseRunning })
+	}
+
+	// Stop while step 1 runs: it is not interrupted, and step 2 never runs.
+	f.stop("operator test")
+	require.NoError(t, os.WriteFile(gate, nil, 0o644))
+	for _, s := range servers {
+		st := f.waitStatus(s, cond(storage.CondAborted))
+		require.Equal(t, 2, st.Step)
+		require.Contains(t, st.Message, "operator test")
+	}
+	var ends int
+	for _, e := range j.entries(t) {
+		require.Equal(t, 1, e.step)
+		if e.event == "end" {
+			ends++
+		}
+	}
+	require.Equal(t, 2, ends, "the running step finished on both servers")
+}
+
+func TestKilledWorkerResumesAndLeaderStepRunsOnce(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	j := journal(filepath.Join(f.dir, "journal"))
+	counter := filepath.Join(f.dir, "leader-runs")
+	firstRun := filepath.Join(f.dir, "boot-1-first-run")
+	require.NoError(t, os.WriteFile(firstRun, nil, 0o644))
+	plan := &artifacts.Plan{Steps: []artifacts.Step{
+		{Name: "publish", Strategy: artifacts.Leader, Actions: []artifacts.Action{
+			{Run: &artifacts.RunAction{Command: "sh", Args: []string{"-c", "echo $FERRY_SERVER >> " + counter}}},
+		}},
+		// On its first run, boot-1 hangs in this step until it is killed.
+		{Name: "install", Strategy: artifacts.Lockstep, Actions: []artifacts.Action{stepAction(j,
+			fmt.Sprintf(`if [ "$FERRY_SERVER" = boot-1 ] && [ -e %s ]; then rm %[1]s; sleep 300; fi`, firstRun))}},
+		{Name: "finish", Strategy: artifacts.Rolling, Parallel: 1, Actions: []artifacts.Action{stepAction(j, "sleep 0.05")}},
+	}}
+	servers := []string{"boot-0", "boot-1", "boot-2"}
+	workers := map[string]*runningWorker{}
+	for _, s := range servers {
+		workers[s] = f.start(s, v1, plan, ops(f))
+	}
+	f.request(v1, servers...)
+	f.waitStatus("boot-1", func(st *storage.UpdateStatus) bool { return st.Step == 2 && st.Phase == storage.PhaseRunning })
+	require.Eventually(t, func() bool { _, err := os.Stat(firstRun); return err != nil }, 10*time.Second, 10*time.Millisecond)
+
+	workers["boot-1"].kill()
+	f.start("boot-1", v1, plan, ops(f))
+	for _, s := range servers {
+		f.waitStatus(s, cond(storage.CondCompleted))
+	}
+
+	runs, err := os.ReadFile(counter)
+	require.NoError(t, err)
+	require.Len(t, strings.Fields(string(runs)), 1, "the once-per-fleet step ran once: %q", runs)
+	c, err := f.st.GetContents(f.ctx(), "publish")
+	require.NoError(t, err)
+	require.True(t, c.Success)
+	require.Equal(t, v1, c.Version)
+
+	// Rolling with parallel 1: the "finish" steps never overlap.
+	var spans [][2]int64
+	starts := map[string]int64{}
+	for _, e := range j.entries(t) {
+		if e.step != 3 {
+			continue
+		}
+		if e.event == "start" {
+			starts[e.server] = e.at
+		} else {
+			spans = append(spans, [2]int64{starts[e.server], e.at})
+		}
+	}
+	require.Len(t, spans, 3)
+	sort.Slice(spans, func(a, b int) bool { return spans[a][0] < spans[b][0] })
+	for i := 1; i < len(spans); i++ {
+		require.LessOrEqual(t, spans[i-1][1], spans[i][0], "two servers ran a parallel-1 rolling step at once")
+	}
+}
+
+func TestNonMemberAndFinishedRequestsAreIgnored(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	j := journal(filepath.Join(f.dir, "journal"))
+	plan := lockstepPlan(j, `true`)
+	f.start("boot-9", v1, plan, ops(f))
+	f.start("boot-0", v1, plan, ops(f))
+	f.request(v1, "boot-0")
+	f.waitStatus("boot-0", cond(storage.CondCompleted))
+	statuses, err := f.st.GetStatuses(f.ctx())
+	require.NoError(t, err)
+	require.NotContains(t, statuses, "boot-9", "a server that is not in the request does nothing")
+	alive, err := f.st.GetAlive(f.ctx())
+	require.NoError(t, err)
+	require.Equal(t, v1, alive["boot-9"].Version)
+}
+
+// --- self-upgrade ---
+
+func TestSelfUpgrade(t *testing.T) {
+	t.Parallel()
+	e := newUpgradeEnv(t)
+	e.publish(v2, publishOptions{})
+	e.gh.fake.CutDownload(release.DebAsset(v2), int64(len(e.gh.debs[v2])/2))
+
+	e.request(v2, "boot-0")
+	w := e.start("boot-0", v1, &artifacts.Plan{}, e.ops)
+	select {
+	case <-w.done:
+		require.ErrorIs(t, w.err, ErrUpgraded)
+	case <-time.After(60 * time.Second):
+		t.Fatal("the worker did not exit after its self-upgrade")
+	}
+	v, err := deb.InstalledVersion(e.ctx(), e.admin, "ferry")
+	require.NoError(t, err)
+	require.Equal(t, v2, v)
+	marker, err := os.ReadFile(filepath.Join(e.root, "usr/share/ferry/marker"))
+	require.NoError(t, err)
+	require.Equal(t, v2, string(marker))
+	c := e.gh.fake.Counters()
+	require.Equal(t, 1, c.RangeRequests[release.DebAsset(v2)], "the broken download resumed with Range")
+	require.Equal(t, int64(len(e.gh.debs[v2])), c.BytesServed[release.DebAsset(v2)], "and did not start over")
+	requireNoDownloads(t, e.ops.DataDir)
+
+	// The new binary (same id, version v2) takes it from there.
+	e.start("boot-0", v2, &artifacts.Plan{}, e.ops)
+	e.waitStatus("boot-0", cond(storage.CondCompleted))
+}
+
+func TestSelfUpgradeRefusesBadReleases(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name   string
+		opts   publishOptions
+		config []string
+		want   string
+	}{
+		{name: "corrupted package", opts: publishOptions{corrupt: true}, want: "checksum mismatch"},
+		{name: "wrong signature", opts: publishOptions{wrongKey: true}, want: "signature not valid"},
+		{name: "no signature", opts: publishOptions{noSig: true}, want: "SHA256SUMS.minisig is missing"},
+		{name: "no SHA256SUMS", opts: publishOptions{noSums: true}, want: "has no SHA256SUMS"},
+		{name: "no signing keys", opts: publishOptions{}, config: []string{"unset-keys"}, want: "no signing keys configured"},
+		{name: "package of another version", opts: publishOptions{otherVersion: true}, want: "holds version"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			e := newUpgradeEnv(t)
+			if len(c.config) > 0 {
+				require.NoError(t, e.st.UnsetConfig(e.ctx(), storage.ConfigSigningKeys))
+			}
+			e.publish(v2, c.opts)
+			e.request(v2, "boot-0")
+			w := e.start("boot-0", v1, &artifacts.Plan{}, e.ops)
+			st := e.waitStatus("boot-0", cond(storage.CondAborted))
+			require.Contains(t, st.Message, "self-upgrade to "+v2+" failed")
+			require.Contains(t, st.Message, c.want)
+
+			v, err := deb.InstalledVersion(e.ctx(), e.admin, "ferry")
+			require.NoError(t, err)
+			require.Equal(t, v1, v, "nothing was installed")
+			requireNoDownloads(t, e.ops.DataDir)
+			select {
+			case <-w.done:
+				t.Fatalf("the worker exited: %v", w.err)
+			default:
+			}
+		})
+	}
+}
+
+func requireNoDownloads(t *testing.T, dataDir string) {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Join(dataDir, "downloads"))
+	if errors.Is(err, os.ErrNotExist) {
+		return
+	}
+	require.NoError(t, err)
+	require.Empty(t, entries, "downloaded or temporary files were left behind")
+}
