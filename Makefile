@@ -40,6 +40,10 @@ check: fmt-check vet ## fast edit loop: gofmt, vet, unit and integration tests
 test: lint build ## everything: lint, build, all tests (what CI runs)
 	$(GO) test -count=1 ./...
 
+.PHONY: bench
+bench: ## print performance figures (peak RSS, throughput vs curl, idle GitHub cost)
+	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./pkg/...
+
 .PHONY: demo
 demo: ## show a rollout on a virtual datacenter (comes with the dctest issue)
 	@echo "make demo arrives with dctest (the virtual datacenter); until then see README.md" >&2; exit 2

@@ -26,6 +26,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -71,11 +72,15 @@ type release struct {
 }
 
 type asset struct {
-	id        int64
-	name      string
-	label     string
-	ctype     string
-	content   []byte
+	id      int64
+	name    string
+	label   string
+	ctype   string
+	content []byte
+	// path, when set, serves the asset from a file instead of content, so
+	// that large assets need not sit in memory.
+	path      string
+	size      int64
 	createdAt time.Time
 }
 
@@ -146,6 +151,8 @@ type ReleaseSpec struct {
 	CreatedAt time.Time
 	// Assets by file name.
 	Assets map[string][]byte
+	// AssetFiles are assets served from files on disk, by name.
+	AssetFiles map[string]string
 }
 
 // AddRelease adds a release to owner/name and returns its id.
@@ -173,7 +180,14 @@ func (s *Server) AddRelease(repoName string, spec ReleaseSpec) int64 {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		rel.assets = append(rel.assets, &asset{id: s.newIDLocked(), name: n, ctype: "application/octet-stream", content: spec.Assets[n], createdAt: created.UTC()})
+		rel.assets = append(rel.assets, &asset{id: s.newIDLocked(), name: n, ctype: "application/octet-stream", content: spec.Assets[n], size: int64(len(spec.Assets[n])), createdAt: created.UTC()})
+	}
+	for n, p := range spec.AssetFiles {
+		fi, err := os.Stat(p)
+		if err != nil {
+			panic("githubfake: " + err.Error())
+		}
+		rel.assets = append(rel.assets, &asset{id: s.newIDLocked(), name: n, ctype: "application/octet-stream", path: p, size: fi.Size(), createdAt: created.UTC()})
 	}
 	r.releases = append(r.releases, rel)
 	return rel.id
@@ -189,11 +203,11 @@ func (s *Server) SetAsset(repoName, tag, name string, content []byte) {
 	}
 	for _, a := range rel.assets {
 		if a.name == name {
-			a.content = content
+			a.content, a.size, a.path = content, int64(len(content)), ""
 			return
 		}
 	}
-	rel.assets = append(rel.assets, &asset{id: s.newIDLocked(), name: name, ctype: "application/octet-stream", content: content, createdAt: s.now().UTC()})
+	rel.assets = append(rel.assets, &asset{id: s.newIDLocked(), name: name, ctype: "application/octet-stream", content: content, size: int64(len(content)), createdAt: s.now().UTC()})
 }
 
 // Asset returns the content of an asset, and whether it exists.
@@ -795,7 +809,7 @@ func (s *Server) upload(ar *apiRequest) {
 	if ctype == "" {
 		ctype = "application/octet-stream"
 	}
-	a := &asset{id: s.newIDLocked(), name: name, label: ar.r.URL.Query().Get("label"), ctype: ctype, content: data, createdAt: s.now().UTC()}
+	a := &asset{id: s.newIDLocked(), name: name, label: ar.r.URL.Query().Get("label"), ctype: ctype, content: data, size: int64(len(data)), createdAt: s.now().UTC()}
 	rel.assets = append(rel.assets, a)
 	writeJSON(ar.w, http.StatusCreated, s.assetJSON(ar.name, a))
 }
@@ -815,7 +829,7 @@ func (s *Server) download(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	name, content, created := found.name, found.content, found.createdAt
+	name, content, path, created := found.name, found.content, found.path, found.createdAt
 	s.counters.Downloads[name]++
 	if r.Header.Get("Range") != "" {
 		s.counters.RangeRequests[name]++
@@ -828,8 +842,17 @@ func (s *Server) download(w http.ResponseWriter, r *http.Request) {
 
 	cw := &countingWriter{ResponseWriter: w, s: s, name: name, cut: cut}
 	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("ETag", fmt.Sprintf(`"%x"`, sha256.Sum256(content)))
-	http.ServeContent(cw, r, name, created, bytes.NewReader(content))
+	var body io.ReadSeeker = bytes.NewReader(content)
+	if path != "" {
+		f, err := os.Open(path)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		defer f.Close()
+		body = f
+	}
+	http.ServeContent(cw, r, name, created, body)
 }
 
 // countingWriter counts asset bytes and drops the connection after cut
@@ -899,7 +922,7 @@ func (s *Server) assetJSON(repoName string, a *asset) *github.ReleaseAsset {
 		Label:              github.Ptr(a.label),
 		ContentType:        github.Ptr(a.ctype),
 		State:              github.Ptr("uploaded"),
-		Size:               github.Ptr(len(a.content)),
+		Size:               github.Ptr(int(a.size)),
 		DownloadCount:      github.Ptr(0),
 		CreatedAt:          &github.Timestamp{Time: a.createdAt},
 		UpdatedAt:          &github.Timestamp{Time: a.createdAt},

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sort"
@@ -18,6 +20,7 @@ import (
 	"github.com/ferry-cd/ferry/internal/etcdtest"
 	"github.com/ferry-cd/ferry/internal/fleettest"
 	"github.com/ferry-cd/ferry/pkg/artifacts"
+	"github.com/ferry-cd/ferry/pkg/cli"
 	"github.com/ferry-cd/ferry/pkg/deb"
 	"github.com/ferry-cd/ferry/pkg/release"
 	"github.com/ferry-cd/ferry/pkg/storage"
@@ -65,7 +68,11 @@ func (f *fleet) start(id, ver string, plan *artifacts.Plan, ops Operator) *runni
 	f.t.Helper()
 	st, err := storage.New(etcdtest.Client(f.t), f.prefix)
 	require.NoError(f.t, err)
-	w := New(Options{Storage: st, ID: id, Version: ver, Plan: plan, Operator: ops, DataDir: filepath.Join(f.dir, id), Logger: quiet, LeaseTTL: 2 * time.Second})
+	var metrics *Metrics
+	if o, ok := ops.(*Ops); ok {
+		metrics = o.Metrics
+	}
+	w := New(Options{Storage: st, ID: id, Version: ver, Plan: plan, Operator: ops, DataDir: filepath.Join(f.dir, id), Logger: quiet, LeaseTTL: 2 * time.Second, Metrics: metrics})
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &runningWorker{w: w, cancel: cancel, done: make(chan struct{})}
 	go func() {
@@ -260,6 +267,14 @@ func TestStepFailureStopsEveryServer(t *testing.T) {
 	for _, e := range j.entries(t) {
 		require.Less(t, e.step, 3, "no server ran a later step: %+v", e)
 	}
+
+	// The operator sees why in `ferry status`.
+	var out, errOut strings.Builder
+	code := cli.Main(f.ctx(), []string{"--config", os.DevNull, "--endpoints", etcdtest.Endpoint(), "--prefix", f.prefix, "status"},
+		strings.NewReader(""), &out, &errOut, func(string) string { return "" })
+	require.Equal(t, cli.ExitOK, code, errOut.String())
+	require.Contains(t, out.String(), "STOPPED")
+	require.Regexp(t, `boot-1\s+yes\s+`+v1+`\s+2 step2\s+aborted.*E: disk full on /var`, out.String())
 }
 
 func TestStopAtTheNextSafePoint(t *testing.T) {
@@ -401,8 +416,16 @@ func TestSelfUpgrade(t *testing.T) {
 	requireNoDownloads(t, e.ops.DataDir)
 
 	// The new binary (same id, version v2) takes it from there.
-	e.start("boot-0", v2, &artifacts.Plan{}, e.ops)
+	w2 := e.start("boot-0", v2, &artifacts.Plan{}, e.ops)
 	e.waitStatus("boot-0", cond(storage.CondCompleted))
+
+	rec := httptest.NewRecorder()
+	w2.w.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	require.Contains(t, rec.Body.String(), `ferry_worker_self_upgrades_total{result="ok"} 1`)
+	require.Regexp(t, `ferry_worker_download_bytes_total [1-9]`, rec.Body.String())
+	rec = httptest.NewRecorder()
+	w2.w.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/healthz", nil))
+	require.Equal(t, http.StatusOK, rec.Code)
 }
 
 func TestSelfUpgradeRefusesBadReleases(t *testing.T) {

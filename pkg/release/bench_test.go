@@ -1,0 +1,161 @@
+package release
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ferry-cd/ferry/internal/githubfake"
+	"github.com/ferry-cd/ferry/pkg/storage"
+)
+
+// The download benchmark runs each download in a child process (this test
+// binary again), so that the child's peak RSS is the downloader's alone.
+const childEnv = "FERRY_BENCH_DOWNLOAD"
+
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(childEnv); spec != "" {
+		os.Exit(downloadChild(spec))
+	}
+	os.Exit(m.Run())
+}
+
+// downloadChild downloads one asset: spec is "apiURL asset-name sha256 dir".
+func downloadChild(spec string) int {
+	var api, name, sum, dir string
+	if _, err := fmt.Sscan(spec, &api, &name, &sum, &dir); err != nil {
+		fmt.Fprintln(os.Stderr, "bad spec:", err)
+		return 2
+	}
+	ctx := context.Background()
+	src, err := NewSource(Options{APIURL: api, Repo: testRepo})
+	if err == nil {
+		var rel *Release
+		if rel, err = src.ByTag(ctx, "release-2026.01.02-1"); err == nil {
+			a, _ := rel.Asset(name)
+			_, err = src.DownloadFile(ctx, a, dir, sum, DownloadOptions{})
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+// writeRandomFile writes size pseudo-random bytes and returns their SHA-256.
+func writeRandomFile(path string, size int64) (string, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	r := rand.NewChaCha8([32]byte{1})
+	if _, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(r, size)); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// BenchmarkDownload reports, for a 16 MiB and a 256 MiB package, the peak
+// RSS of a process that downloads and verifies it (it must not grow with
+// the size) and its throughput next to curl's on the same loopback server.
+func BenchmarkDownload(b *testing.B) {
+	for _, mib := range []int64{16, 256} {
+		b.Run(fmt.Sprintf("%dMiB", mib), func(b *testing.B) {
+			dir := b.TempDir()
+			asset := filepath.Join(dir, "asset.deb")
+			sum, err := writeRandomFile(asset, mib<<20)
+			if err != nil {
+				b.Fatal(err)
+			}
+			fake := githubfake.New()
+			defer fake.Close()
+			fake.AddRelease(testRepo, githubfake.ReleaseSpec{Tag: "release-2026.01.02-1", AssetFiles: map[string]string{"asset.deb": asset}})
+
+			var peakKB int64
+			var ferrySecs, curlSecs float64
+			for i := 0; i < b.N; i++ {
+				out := filepath.Join(dir, "out"+strconv.Itoa(i))
+				cmd := exec.Command(os.Args[0])
+				cmd.Env = append(os.Environ(), childEnv+"="+fmt.Sprintf("%s asset.deb %s %s", fake.APIURL(), sum, out))
+				cmd.Stderr = os.Stderr
+				began := time.Now()
+				if err := cmd.Run(); err != nil {
+					b.Fatalf("download child: %v", err)
+				}
+				ferrySecs += time.Since(began).Seconds()
+				peakKB = max(peakKB, cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss)
+				os.RemoveAll(out)
+
+				if curl, err := exec.LookPath("curl"); err == nil {
+					began = time.Now()
+					c := exec.Command(curl, "-sSfL", "-o", filepath.Join(dir, "curl.out"), "-H", "Accept: application/octet-stream", assetURL(b, fake))
+					if err := c.Run(); err != nil {
+						b.Fatalf("curl: %v", err)
+					}
+					curlSecs += time.Since(began).Seconds()
+				}
+			}
+			n := float64(b.N)
+			b.ReportMetric(float64(peakKB)/1024, "peak-RSS-MiB")
+			b.ReportMetric(float64(mib)/(ferrySecs/n), "ferry-MiB/s")
+			if curlSecs > 0 {
+				b.ReportMetric(float64(mib)/(curlSecs/n), "curl-MiB/s")
+			}
+		})
+	}
+}
+
+// assetURL is the API URL of the benchmark asset, which curl follows to the
+// download URL as the worker does.
+func assetURL(b *testing.B, fake *githubfake.Server) string {
+	src, err := NewSource(Options{APIURL: fake.APIURL(), Repo: testRepo})
+	if err != nil {
+		b.Fatal(err)
+	}
+	rel, err := src.ByTag(context.Background(), "release-2026.01.02-1")
+	if err != nil {
+		b.Fatal(err)
+	}
+	a, _ := rel.Asset("asset.deb")
+	return fmt.Sprintf("%srepos/%s/releases/assets/%d", fake.APIURL(), testRepo, a.ID)
+}
+
+// BenchmarkIdlePolls reports the GitHub requests that count against the
+// rate limit while nothing changes: after the first, there are none.
+func BenchmarkIdlePolls(b *testing.B) {
+	fake := githubfake.New()
+	defer fake.Close()
+	fake.AddRelease(testRepo, githubfake.ReleaseSpec{Tag: "release-2026.01.01-1"})
+	src, err := NewSource(Options{APIURL: fake.APIURL(), Repo: testRepo})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := src.Latest(ctx, storage.EnvProd); err != nil {
+		b.Fatal(err)
+	}
+	fake.ResetCounters()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := src.Latest(ctx, storage.EnvProd); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	c := fake.Counters()
+	b.ReportMetric(float64(c.Counted)/float64(b.N), "counted-requests/poll")
+	b.ReportMetric(float64(c.NotModified)/float64(b.N), "304s/poll")
+}
