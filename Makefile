@@ -2,9 +2,15 @@
 
 SHELL := /bin/bash
 GO ?= go
-VERSION ?= $(shell cat VERSION 2>/dev/null || git describe --tags --always 2>/dev/null || echo dev)
-LDFLAGS := -X github.com/ferry-cd/ferry/pkg/version.Version=$(VERSION)
-BIN := bin
+# A release is built with VERSION=YYYY.MM.DD-N; a local build gets a
+# version that sorts below every release.
+VERSION ?= $(shell cat VERSION 2>/dev/null || echo "0.0.0+g$$(git rev-parse --short HEAD 2>/dev/null || echo dev)")
+LDFLAGS := -s -w -X github.com/ferry-cd/ferry/pkg/version.Version=$(VERSION)
+BIN ?= bin
+DIST ?= dist
+BUILD ?= build
+# Debian packages that the tests use; `make deps` installs the missing ones.
+DEB_TOOLS := dpkg lintian minisign curl
 CMDS := $(notdir $(wildcard cmd/*))
 
 .DEFAULT_GOAL := help
@@ -17,7 +23,28 @@ help: ## print this list
 .PHONY: build
 build: ## build every program into bin/, version-stamped
 	@mkdir -p $(BIN)
-	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
+	CGO_ENABLED=0 $(GO) build -trimpath -buildmode=pie -ldflags "$(LDFLAGS)" -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
+
+.PHONY: deps
+deps: ## install the Debian packages the tests need (as root), or say which
+	@missing=""; for t in $(DEB_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing:$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		else \
+			echo "missing:$$missing; run: sudo apt-get install -y$$missing" >&2; exit 1; \
+		fi; \
+	fi
+
+.PHONY: deb
+deb: build ## build dist/ferry_VERSION_amd64.deb and dist/SHA256SUMS (SIGNING_KEY=file also signs)
+	@mkdir -p $(DIST) $(BUILD)
+	cp pkg/artifacts/artifacts.yaml $(BUILD)/artifacts.yaml
+	debian/changelog.sh $(VERSION) | gzip -9n > $(BUILD)/changelog.Debian.gz
+	FERRY_VERSION=$(VERSION) FERRY_BIN=$(BIN) FERRY_BUILD=$(BUILD) $(GO) tool nfpm package -f debian/nfpm.yaml -p deb -t $(DIST)/ferry_$(VERSION)_amd64.deb
+	cd $(DIST) && sha256sum ferry_$(VERSION)_amd64.deb > SHA256SUMS
+	@if [ -n "$(SIGNING_KEY)" ]; then $(BIN)/ferry-ci sign --key "$(SIGNING_KEY)" $(DIST)/SHA256SUMS; fi
 
 .PHONY: fmt-check
 fmt-check:
@@ -37,7 +64,7 @@ check: fmt-check vet ## fast edit loop: gofmt, vet, unit and integration tests
 	$(GO) test -count=1 ./...
 
 .PHONY: test
-test: lint build ## everything: lint, build, all tests (what CI runs)
+test: deps lint build ## everything: lint, build, all tests (what CI runs)
 	$(GO) test -count=1 ./...
 
 .PHONY: bench
@@ -50,4 +77,4 @@ demo: ## show a rollout on a virtual datacenter (comes with the dctest issue)
 
 .PHONY: clean
 clean: ## remove build output
-	rm -rf $(BIN) dist
+	rm -rf $(BIN) $(DIST) $(BUILD)
