@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -52,16 +53,64 @@ func (s *Step) ContentsTarget() string {
 
 // Action is one thing a step does. Exactly one field is set.
 type Action struct {
-	Run *RunAction `yaml:"run,omitempty" json:"run,omitempty"`
+	Run          *RunAction          `yaml:"run,omitempty" json:"run,omitempty"`
+	Debs         *DebsAction         `yaml:"debs,omitempty" json:"debs,omitempty"`
+	Images       *ImagesAction       `yaml:"images,omitempty" json:"images,omitempty"`
+	RestartUnits *RestartUnitsAction `yaml:"restart-units,omitempty" json:"restart-units,omitempty"`
+	BootContents *BootContentsAction `yaml:"boot-contents,omitempty" json:"boot-contents,omitempty"`
 }
+
+// ActionTypes are the kinds of action a plan may use.
+var ActionTypes = []string{"run", "debs", "images", "restart-units", "boot-contents"}
 
 // Type names the action's kind.
 func (a *Action) Type() string {
 	switch {
 	case a.Run != nil:
 		return "run"
+	case a.Debs != nil:
+		return "debs"
+	case a.Images != nil:
+		return "images"
+	case a.RestartUnits != nil:
+		return "restart-units"
+	case a.BootContents != nil:
+		return "boot-contents"
 	}
 	return ""
+}
+
+func (a *Action) kinds() int {
+	n := 0
+	for _, set := range []bool{a.Run != nil, a.Debs != nil, a.Images != nil, a.RestartUnits != nil, a.BootContents != nil} {
+		if set {
+			n++
+		}
+	}
+	return n
+}
+
+// DebsAction installs the set's extra packages (all, or those named).
+type DebsAction struct {
+	Names []string `yaml:"names,omitempty" json:"names,omitempty"`
+}
+
+// ImagesAction pulls the set's images (all, or those named) by digest into
+// the container runtime, then restarts the units of the images that changed.
+type ImagesAction struct {
+	Names []string `yaml:"names,omitempty" json:"names,omitempty"`
+}
+
+// RestartUnitsAction restarts systemd units.
+type RestartUnitsAction struct {
+	Units []string `yaml:"units" json:"units"`
+}
+
+// BootContentsAction publishes the OS image and rendered ignitions to the
+// netboot content directory. It belongs in a leader step.
+type BootContentsAction struct {
+	// Keep is how many versions to keep (default 3).
+	Keep int `yaml:"keep,omitempty" json:"keep,omitempty"`
 }
 
 // RunAction runs a command. A non-zero exit fails the step.
@@ -132,9 +181,16 @@ func (p *Plan) Validate() error {
 }
 
 func (a *Action) validate() error {
-	n := 0
+	if a.kinds() != 1 {
+		return errors.New("an action must name exactly one kind (known: " + strings.Join(ActionTypes, ", ") + ")")
+	}
+	if a.RestartUnits != nil && len(a.RestartUnits.Units) == 0 {
+		return errors.New("restart-units: units is empty")
+	}
+	if a.BootContents != nil && a.BootContents.Keep < 0 {
+		return errors.New("boot-contents: keep must be 1 or more")
+	}
 	if a.Run != nil {
-		n++
 		if a.Run.Command == "" {
 			return errors.New("run: command is empty")
 		}
@@ -143,9 +199,6 @@ func (a *Action) validate() error {
 				return fmt.Errorf("run: timeout %q is not a positive duration (e.g. 10m)", a.Run.Timeout)
 			}
 		}
-	}
-	if n != 1 {
-		return errors.New("an action must name exactly one kind (known: run)")
 	}
 	return nil
 }
@@ -158,15 +211,19 @@ func ParsePlan(data []byte) (*Plan, error) {
 	if err := dec.Decode(&p); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("plan: %w", err)
 	}
+	p.defaults()
+	if err := p.Validate(); err != nil {
+		return nil, fmt.Errorf("plan: %w", err)
+	}
+	return &p, nil
+}
+
+func (p *Plan) defaults() {
 	for i := range p.Steps {
 		if p.Steps[i].Strategy == Rolling && p.Steps[i].Parallel == 0 {
 			p.Steps[i].Parallel = 1
 		}
 	}
-	if err := p.Validate(); err != nil {
-		return nil, fmt.Errorf("plan: %w", err)
-	}
-	return &p, nil
 }
 
 // LoadPlan reads a plan file.

@@ -1,0 +1,69 @@
+// Package registrytest runs an OCI registry on loopback and pushes test
+// images to it.
+package registrytest
+
+import (
+	"fmt"
+	"io"
+	"log"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/registry"
+)
+
+// Registry is a registry on loopback.
+type Registry struct {
+	srv *httptest.Server
+	// Host is host:port, the registry part of image names.
+	Host string
+}
+
+// New starts a registry; Close stops it.
+func New() *Registry {
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	return &Registry{srv: srv, Host: strings.TrimPrefix(srv.URL, "http://")}
+}
+
+// Close stops the registry.
+func (r *Registry) Close() { r.srv.Close() }
+
+// Push pushes a random image as repo:tag and returns its digest.
+func (r *Registry) Push(repo, tag string) (string, error) {
+	img, err := random.Image(512, 2)
+	if err != nil {
+		return "", err
+	}
+	return r.PushImage(repo, tag, img)
+}
+
+// PushImage pushes img as repo:tag and returns its digest.
+func (r *Registry) PushImage(repo, tag string, img v1.Image) (string, error) {
+	ref, err := name.NewTag(fmt.Sprintf("%s/%s:%s", r.Host, repo, tag))
+	if err != nil {
+		return "", err
+	}
+	if err := remote.Write(ref, img); err != nil {
+		return "", fmt.Errorf("push %s: %w", ref, err)
+	}
+	d, err := img.Digest()
+	if err != nil {
+		return "", err
+	}
+	return d.String(), nil
+}
+
+// MustPush is Push for tests.
+func (r *Registry) MustPush(t testing.TB, repo, tag string) string {
+	t.Helper()
+	d, err := r.Push(repo, tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
