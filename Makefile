@@ -10,7 +10,7 @@ BIN ?= bin
 DIST ?= dist
 BUILD ?= build
 # Debian packages that the tests use; `make deps` installs the missing ones.
-DEB_TOOLS := dpkg lintian minisign curl
+DEB_TOOLS := dpkg lintian minisign curl containerd
 CMDS := $(notdir $(wildcard cmd/*))
 
 .DEFAULT_GOAL := help

@@ -14,7 +14,9 @@ import (
 	"github.com/cybozu-go/well"
 	"github.com/ferry-cd/ferry/internal/daemon"
 	"github.com/ferry-cd/ferry/pkg/artifacts"
+	"github.com/ferry-cd/ferry/pkg/bootcontents"
 	"github.com/ferry-cd/ferry/pkg/deb"
+	"github.com/ferry-cd/ferry/pkg/images"
 	"github.com/ferry-cd/ferry/pkg/worker"
 )
 
@@ -23,31 +25,45 @@ const program = "ferry-worker"
 func main() {
 	flags := daemon.NewFlags(program, "upgrades this server and runs rollout steps in lockstep with the fleet")
 	listen := flags.FS.String("listen", ":9712", "address of /metrics and /healthz")
-	planFile := flags.FS.String("plan", "", "rollout plan file (default: the plan of this release's artifact set)")
+	setFile := flags.FS.String("artifacts", "", "artifact set file to roll out (default: the one built into this release)")
 	env, err := flags.Setup(os.Args[1:])
 	if err != nil {
 		daemon.Fatal(program, err)
 	}
 	defer env.Client.Close()
 
-	plan := &artifacts.Plan{}
-	if *planFile != "" {
-		if plan, err = artifacts.LoadPlan(*planFile); err != nil {
-			daemon.Fatal(program, err)
-		}
+	set, err := artifacts.Parse(artifacts.Embedded)
+	if *setFile != "" {
+		set, err = artifacts.Load(*setFile)
 	}
+	if err != nil {
+		daemon.Fatal(program, err)
+	}
+	cfg := env.Config
 	metrics := worker.NewMetrics()
 	log := env.Logger
+	var runtime images.Runtime = &images.Containerd{
+		Address: cfg.ContainerdAddress, Namespace: cfg.ContainerdNamespace, Snapshotter: cfg.ContainerdSnapshotter,
+		WorkDir: filepath.Join(cfg.DataDir, "downloads"), Log: log,
+	}
+	if cfg.ImageRuntime == "oci-dir" {
+		runtime = &images.OCIDir{Dir: cfg.OCIDir}
+	}
 	ops := &worker.Ops{
-		DataDir:   env.Config.DataDir,
-		Installer: &deb.Installer{Command: env.Config.InstallCommand, Log: log},
-		Log:       log,
-		Metrics:   metrics,
+		DataDir:        cfg.DataDir,
+		Installer:      &deb.Installer{Command: cfg.InstallCommand, Log: log},
+		Log:            log,
+		Metrics:        metrics,
+		Set:            set,
+		Storage:        env.Storage,
+		Images:         runtime,
+		Boot:           &bootcontents.Publisher{Dir: cfg.BootContentDir, IgnitionDir: cfg.IgnitionDir},
+		RestartCommand: cfg.RestartCommand,
 	}
 	if err := os.MkdirAll(filepath.Join(env.Config.DataDir, "downloads"), 0o755); err != nil {
 		daemon.Fatal(program, err)
 	}
-	w := worker.New(worker.Options{Storage: env.Storage, ID: env.Config.ServerID, Plan: plan, Operator: ops, DataDir: env.Config.DataDir, Logger: log, Metrics: metrics})
+	w := worker.New(worker.Options{Storage: env.Storage, ID: env.Config.ServerID, Plan: &set.Plan, Operator: ops, DataDir: env.Config.DataDir, Logger: log, Metrics: metrics})
 	well.Go(w.Run)
 	srv := &well.HTTPServer{Server: &http.Server{Addr: *listen, Handler: w.Handler(), ReadHeaderTimeout: 10 * time.Second}, AccessLog: daemon.QuietAccessLog()}
 	if err := srv.ListenAndServe(); err != nil {

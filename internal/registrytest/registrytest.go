@@ -6,29 +6,44 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/registry"
 )
 
 // Registry is a registry on loopback.
 type Registry struct {
 	srv *httptest.Server
+	// blobGets counts blob downloads, so tests can tell a pull happened.
+	blobGets atomic.Int64
 	// Host is host:port, the registry part of image names.
 	Host string
 }
 
 // New starts a registry; Close stops it.
 func New() *Registry {
-	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
-	return &Registry{srv: srv, Host: strings.TrimPrefix(srv.URL, "http://")}
+	r := &Registry{}
+	h := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.Method == http.MethodGet && strings.Contains(req.URL.Path, "/blobs/") {
+			r.blobGets.Add(1)
+		}
+		h.ServeHTTP(w, req)
+	}))
+	r.Host = strings.TrimPrefix(r.srv.URL, "http://")
+	return r
 }
+
+// BlobGets is how many blob downloads the registry served.
+func (r *Registry) BlobGets() int64 { return r.blobGets.Load() }
 
 // Close stops the registry.
 func (r *Registry) Close() { r.srv.Close() }

@@ -44,6 +44,16 @@ type Config struct {
 	// argument. It is run as an argument list, never through a shell.
 	InstallCommand []string `yaml:"install-command"`
 
+	// Where rollout actions put things.
+	ImageRuntime          string   `yaml:"image-runtime"`
+	ContainerdAddress     string   `yaml:"containerd-address"`
+	ContainerdNamespace   string   `yaml:"containerd-namespace"`
+	ContainerdSnapshotter string   `yaml:"containerd-snapshotter"`
+	OCIDir                string   `yaml:"oci-dir"`
+	BootContentDir        string   `yaml:"boot-content-dir"`
+	IgnitionDir           string   `yaml:"ignition-dir"`
+	RestartCommand        []string `yaml:"restart-command"`
+
 	// Path is the file the configuration was read from, or "" when no file
 	// was read.
 	Path string `yaml:"-"`
@@ -58,7 +68,14 @@ func Default() *Config {
 		// systemd-run puts dpkg in a unit of its own, so that the package's
 		// prerm stopping ferry-worker cannot kill the dpkg run that the
 		// worker started.
-		InstallCommand: []string{"systemd-run", "--wait", "--quiet", "--collect", "dpkg", "-i"},
+		InstallCommand:      []string{"systemd-run", "--wait", "--quiet", "--collect", "dpkg", "-i"},
+		ImageRuntime:        "containerd",
+		ContainerdAddress:   "/run/containerd/containerd.sock",
+		ContainerdNamespace: "ferry",
+		OCIDir:              DefaultDataDir + "/oci",
+		BootContentDir:      "/srv/ferry/boot",
+		IgnitionDir:         "/usr/share/ferry",
+		RestartCommand:      []string{"systemctl", "restart"},
 	}
 }
 
@@ -78,6 +95,14 @@ var fields = []field{
 	{name: "prefix", help: "etcd key prefix (default " + storage.DefaultPrefix + ")", ptr: func(c *Config) *string { return &c.Prefix }},
 	{name: "server-id", help: "this boot server's id, as given to ferry join", ptr: func(c *Config) *string { return &c.ServerID }},
 	{name: "data-dir", help: "directory for downloads and state (default " + DefaultDataDir + ")", ptr: func(c *Config) *string { return &c.DataDir }},
+	{name: "image-runtime", help: "where images go: containerd or oci-dir (default containerd)", ptr: func(c *Config) *string { return &c.ImageRuntime }},
+	{name: "containerd-address", help: "containerd socket (default /run/containerd/containerd.sock)", ptr: func(c *Config) *string { return &c.ContainerdAddress }},
+	{name: "containerd-namespace", help: "containerd namespace of ferry's images (default ferry)", ptr: func(c *Config) *string { return &c.ContainerdNamespace }},
+	{name: "containerd-snapshotter", help: "snapshotter that unpacks images (default: containerd's)", ptr: func(c *Config) *string { return &c.ContainerdSnapshotter }},
+	{name: "oci-dir", help: "OCI image layout directory, for image-runtime oci-dir", ptr: func(c *Config) *string { return &c.OCIDir }},
+	{name: "boot-content-dir", help: "netboot content directory (default /srv/ferry/boot)", ptr: func(c *Config) *string { return &c.BootContentDir }},
+	{name: "ignition-dir", help: "directory of the ignition templates (default /usr/share/ferry)", ptr: func(c *Config) *string { return &c.IgnitionDir }},
+	{name: "restart-command", help: "command that restarts units, comma-separated; the units are appended (default systemctl,restart)", list: func(c *Config) *[]string { return &c.RestartCommand }},
 	{name: "install-command", help: "command that installs a .deb, comma-separated; the file is appended (default systemd-run,--wait,--quiet,--collect,dpkg,-i)", list: func(c *Config) *[]string { return &c.InstallCommand }},
 }
 
@@ -239,6 +264,12 @@ func (c *Config) validate() error {
 		if err := storage.ValidateServerID(c.ServerID); err != nil {
 			return fmt.Errorf("server-id: %w (in %s)", err, c.where())
 		}
+	}
+	if c.ImageRuntime != "containerd" && c.ImageRuntime != "oci-dir" {
+		return fmt.Errorf("image-runtime %q: want containerd or oci-dir (in %s)", c.ImageRuntime, c.where())
+	}
+	if len(c.RestartCommand) == 0 {
+		return fmt.Errorf("restart-command must not be empty (in %s)", c.where())
 	}
 	if len(c.InstallCommand) == 0 {
 		return fmt.Errorf("install-command must not be empty (in %s)", c.where())

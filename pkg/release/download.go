@@ -69,7 +69,7 @@ func (s *Source) Fetch(ctx context.Context, a Asset, limit int64) ([]byte, error
 		return nil, fmt.Errorf("asset %s is %d bytes, more than the %d expected", a.Name, a.Size, limit)
 	}
 	var buf bytes.Buffer
-	d := &downloader{s: s, asset: a}
+	d := s.assetDownloader(a)
 	if err := d.run(ctx, &memSink{buf: &buf, limit: limit}, DownloadOptions{Attempts: 4, RetryBase: 500 * time.Millisecond, RetryMax: 5 * time.Second}); err != nil {
 		return nil, err
 	}
@@ -82,6 +82,24 @@ func (s *Source) Fetch(ctx context.Context, a Asset, limit int64) ([]byte, error
 // once the checksum matched and the data is on disk. On any failure the
 // temporary file is removed. Memory use does not depend on the asset size.
 func (s *Source) DownloadFile(ctx context.Context, a Asset, dir, wantSHA256 string, o DownloadOptions) (string, error) {
+	return downloadFile(ctx, s.assetDownloader(a), dir, wantSHA256, o)
+}
+
+// DownloadURL is DownloadFile for a plain HTTP(S) URL, saved as dir/name.
+func DownloadURL(ctx context.Context, client *http.Client, rawURL, dir, name, wantSHA256 string, o DownloadOptions) (string, error) {
+	d := &downloader{client: client, asset: Asset{Name: name}, location: rawURL, fixed: true,
+		resolve: func(context.Context) (string, error) { return rawURL, nil }}
+	return downloadFile(ctx, d, dir, wantSHA256, o)
+}
+
+func (s *Source) assetDownloader(a Asset) *downloader {
+	d := &downloader{client: s.httpClient, asset: a}
+	d.resolve = func(ctx context.Context) (string, error) { return s.resolveAsset(ctx, a) }
+	return d
+}
+
+func downloadFile(ctx context.Context, d *downloader, dir, wantSHA256 string, o DownloadOptions) (string, error) {
+	a := d.asset
 	o.defaults()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("download directory: %w", err)
@@ -99,7 +117,6 @@ func (s *Source) DownloadFile(ctx context.Context, a Asset, dir, wantSHA256 stri
 	}()
 
 	sink := &fileSink{f: tmp, h: sha256.New()}
-	d := &downloader{s: s, asset: a}
 	if err := d.run(ctx, sink, o); err != nil {
 		return "", err
 	}
@@ -173,9 +190,13 @@ func (f *fileSink) reset() error {
 // requests. The download URL is reused across retries until it stops
 // working; only then is the API asked again.
 type downloader struct {
-	s        *Source
+	client   *http.Client
 	asset    Asset
 	location string
+	// resolve finds the URL to read from.
+	resolve func(context.Context) (string, error)
+	// fixed is set for a plain URL: a 4xx answer will not change on retry.
+	fixed bool
 }
 
 func (d *downloader) run(ctx context.Context, out sink, o DownloadOptions) error {
@@ -234,7 +255,7 @@ func (d *downloader) once(ctx context.Context, out sink, progress func(int64)) e
 	if offset > 0 {
 		req.Header.Set("Range", "bytes="+strconv.FormatInt(offset, 10)+"-")
 	}
-	resp, err := d.s.httpClient.Do(req)
+	resp, err := d.client.Do(req)
 	if err != nil {
 		return err
 	}
@@ -254,6 +275,8 @@ func (d *downloader) once(ctx context.Context, out sink, progress func(int64)) e
 		}
 	case resp.StatusCode == http.StatusRequestedRangeNotSatisfiable && d.asset.Size == offset:
 		return nil
+	case d.fixed && resp.StatusCode >= 400 && resp.StatusCode < 500:
+		return &permanentError{fmt.Errorf("%s answered %s", d.location, resp.Status)}
 	case resp.StatusCode == http.StatusForbidden, resp.StatusCode == http.StatusUnauthorized, resp.StatusCode == http.StatusNotFound, resp.StatusCode == http.StatusGone:
 		// The short-lived URL expired: ask the API for a new one.
 		d.location = ""
@@ -275,16 +298,16 @@ func (d *downloader) once(ctx context.Context, out sink, progress func(int64)) e
 	return nil
 }
 
-// resolve asks the API for the asset's download URL.
-func (d *downloader) resolve(ctx context.Context) (string, error) {
-	u := fmt.Sprintf("repos/%s/%s/releases/assets/%d", d.s.owner, d.s.name, d.asset.ID)
-	req, err := d.s.gh.NewRequest(http.MethodGet, u, nil)
+// resolveAsset asks the API for an asset's download URL.
+func (s *Source) resolveAsset(ctx context.Context, a Asset) (string, error) {
+	u := fmt.Sprintf("repos/%s/%s/releases/assets/%d", s.owner, s.name, a.ID)
+	req, err := s.gh.NewRequest(http.MethodGet, u, nil)
 	if err != nil {
 		return "", &permanentError{err}
 	}
 	req = req.WithContext(ctx)
 	req.Header.Set("Accept", "application/octet-stream")
-	client := *d.s.httpClient
+	client := *s.httpClient
 	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	resp, err := client.Do(req)
 	if err != nil {
@@ -295,16 +318,16 @@ func (d *downloader) resolve(ctx context.Context) (string, error) {
 	case http.StatusFound, http.StatusMovedPermanently, http.StatusTemporaryRedirect, http.StatusSeeOther:
 		loc, err := resp.Location()
 		if err != nil {
-			return "", fmt.Errorf("asset %s: redirect without a location", d.asset.Name)
+			return "", fmt.Errorf("asset %s: redirect without a location", a.Name)
 		}
 		return loc.String(), nil
 	case http.StatusOK:
 		// Served directly: read it through the same URL.
 		return req.URL.String(), nil
 	case http.StatusNotFound:
-		return "", &permanentError{fmt.Errorf("asset %s: %w", d.asset.Name, ErrNotFound)}
+		return "", &permanentError{fmt.Errorf("asset %s: %w", a.Name, ErrNotFound)}
 	}
-	return "", fmt.Errorf("asset %s: the API answered %s", d.asset.Name, resp.Status)
+	return "", fmt.Errorf("asset %s: the API answered %s", a.Name, resp.Status)
 }
 
 func contentRangeStart(h string) int64 {

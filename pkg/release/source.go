@@ -149,11 +149,10 @@ func (r *Release) Asset(name string) (Asset, bool) {
 	return Asset{}, false
 }
 
+// fromGitHub converts a release; ok is false when its tag is not a ferry
+// release tag (Prefix and Version are then empty).
 func fromGitHub(gr *github.RepositoryRelease) (*Release, bool) {
 	prefix, v, ok := SplitTag(gr.GetTagName())
-	if !ok {
-		return nil, false
-	}
 	r := &Release{
 		ID: gr.GetID(), Tag: gr.GetTagName(), Prefix: prefix, Version: v,
 		Commitish: gr.GetTargetCommitish(), Draft: gr.GetDraft(), Prerelease: gr.GetPrerelease(),
@@ -162,7 +161,7 @@ func fromGitHub(gr *github.RepositoryRelease) (*Release, bool) {
 	for _, a := range gr.Assets {
 		r.Assets = append(r.Assets, Asset{ID: a.GetID(), Name: a.GetName(), Size: int64(a.GetSize())})
 	}
-	return r, true
+	return r, ok
 }
 
 // List returns every ferry release of the repository (tags that are not
@@ -188,16 +187,14 @@ func (s *Source) List(ctx context.Context) ([]*Release, error) {
 	return out, nil
 }
 
-// ByTag returns the release with the tag, or ErrNotFound.
+// ByTag returns the release with the tag, or ErrNotFound. Any tag works:
+// extra packages come from other projects' releases.
 func (s *Source) ByTag(ctx context.Context, tag string) (*Release, error) {
 	gr, _, err := s.gh.Repositories.GetReleaseByTag(ctx, s.owner, s.name, tag)
 	if err != nil {
 		return nil, s.wrap("release "+tag, err)
 	}
-	r, ok := fromGitHub(gr)
-	if !ok {
-		return nil, fmt.Errorf("release %s: the tag is not test-VERSION or release-VERSION", tag)
-	}
+	r, _ := fromGitHub(gr)
 	return r, nil
 }
 

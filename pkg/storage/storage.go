@@ -680,3 +680,23 @@ func (s *Storage) AcquireSlot(ctx context.Context, startedAt time.Time, step str
 		}
 	}
 }
+
+// --- install/ ---
+
+func (s *Storage) installKey(id, kind, name string) string {
+	return s.prefix + keyInstallDir + id + "/" + kind + "/" + name
+}
+
+// GetInstalled returns what a worker recorded as installed, or ErrNotFound.
+func (s *Storage) GetInstalled(ctx context.Context, id, kind, name string) (*Installed, error) {
+	var in Installed
+	if _, err := s.get(ctx, s.installKey(id, kind, name), &in); err != nil {
+		return nil, err
+	}
+	return &in, nil
+}
+
+// PutInstalled records what a worker installed.
+func (s *Storage) PutInstalled(ctx context.Context, id, kind, name string, in *Installed) error {
+	return s.put(ctx, s.installKey(id, kind, name), in)
+}

@@ -112,6 +112,13 @@ type ContentsStatus struct {
 	UpdatedAt time.Time `json:"updated_at"`
 }
 
+// Installed is install/<id>/<kind>/<name>: what a worker installed.
+type Installed struct {
+	Version     string    `json:"version"`
+	Digest      string    `json:"digest"`
+	InstalledAt time.Time `json:"installed_at"`
+}
+
 // Results of a rollout, as history records them.
 const (
 	ResultCompleted = "completed"

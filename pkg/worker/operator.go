@@ -5,14 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"time"
 
 	"github.com/ferry-cd/ferry/pkg/artifacts"
+	"github.com/ferry-cd/ferry/pkg/bootcontents"
 	"github.com/ferry-cd/ferry/pkg/command"
 	"github.com/ferry-cd/ferry/pkg/deb"
+	"github.com/ferry-cd/ferry/pkg/images"
 	"github.com/ferry-cd/ferry/pkg/release"
 	"github.com/ferry-cd/ferry/pkg/storage"
 )
@@ -27,6 +31,18 @@ type Ops struct {
 	Log       *slog.Logger
 	Metrics   *Metrics
 	Download  release.DownloadOptions
+
+	// Set is the release's artifact set, for the debs, images and
+	// boot-contents actions.
+	Set *artifacts.Set
+	// Storage keeps install records.
+	Storage *storage.Storage
+	// Images is the container runtime images go to.
+	Images images.Runtime
+	// Boot publishes boot contents.
+	Boot *bootcontents.Publisher
+	// RestartCommand restarts systemd units; the units are appended.
+	RestartCommand []string
 	// NewSource builds the release source; default release.NewSource.
 	NewSource func(release.Options) (*release.Source, error)
 }
@@ -122,12 +138,30 @@ func (o *Ops) SelfUpgrade(ctx context.Context, cfg *storage.Config, version stri
 	return o.Installer.Install(ctx, path)
 }
 
+// actionEnv tells a command where in the rollout it runs.
+func actionEnv(rc RunContext) map[string]string {
+	return map[string]string{
+		"FERRY_SERVER":    rc.Server,
+		"FERRY_VERSION":   rc.Version,
+		"FERRY_STEP":      strconv.Itoa(rc.Step),
+		"FERRY_STEP_NAME": rc.StepName,
+	}
+}
+
 // RunAction runs an action.
 func (o *Ops) RunAction(ctx context.Context, rc RunContext, a *artifacts.Action) error {
 	var err error
 	switch {
 	case a.Run != nil:
 		err = o.run(ctx, rc, a.Run)
+	case a.Debs != nil:
+		err = o.debs(ctx, rc, a.Debs)
+	case a.Images != nil:
+		err = o.images(ctx, rc, a.Images)
+	case a.RestartUnits != nil:
+		err = o.restart(ctx, rc, a.RestartUnits.Units)
+	case a.BootContents != nil:
+		err = o.bootContents(ctx, rc, a.BootContents)
 	default:
 		err = fmt.Errorf("unknown action %q", a.Type())
 	}
@@ -145,14 +179,136 @@ func (o *Ops) run(ctx context.Context, rc RunContext, r *artifacts.RunAction) er
 		ctx, cancel = context.WithTimeout(ctx, d)
 		defer cancel()
 	}
-	env := map[string]string{
-		"FERRY_SERVER":    rc.Server,
-		"FERRY_VERSION":   rc.Version,
-		"FERRY_STEP":      strconv.Itoa(rc.Step),
-		"FERRY_STEP_NAME": rc.StepName,
-	}
+	env := actionEnv(rc)
 	for k, v := range r.Env {
 		env[k] = v
 	}
 	return command.Run(ctx, command.Spec{Argv: append([]string{r.Command}, r.Args...), Env: env}, rc.Log)
+}
+
+// debs installs the set's extra packages, each from its GitHub release,
+// checked against the sha256 in the set. A package recorded as installed at
+// that version and digest is skipped.
+func (o *Ops) debs(ctx context.Context, rc RunContext, a *artifacts.DebsAction) error {
+	if o.Set == nil || rc.Config == nil {
+		return fmt.Errorf("debs: no artifact set or configuration")
+	}
+	for _, d := range o.Set.SelectDebs(a.Names) {
+		log := rc.Log.With("deb", d.Name, "deb_version", d.Version)
+		rec, err := o.Storage.GetInstalled(ctx, rc.Server, "debs", d.Name)
+		if err == nil && rec.Version == d.Version && rec.Digest == d.SHA256 {
+			log.Info("deb already installed")
+			continue
+		}
+		if err != nil && !errors.Is(err, storage.ErrNotFound) {
+			return err
+		}
+		if err := o.installDeb(ctx, rc.Config, d, log); err != nil {
+			return fmt.Errorf("deb %s %s: %w", d.Name, d.Version, err)
+		}
+		if err := o.Storage.PutInstalled(ctx, rc.Server, "debs", d.Name, &storage.Installed{Version: d.Version, Digest: d.SHA256, InstalledAt: time.Now().UTC()}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (o *Ops) installDeb(ctx context.Context, cfg *storage.Config, d *artifacts.Deb, log *slog.Logger) error {
+	newSource := o.NewSource
+	if newSource == nil {
+		newSource = release.NewSource
+	}
+	src, err := newSource(release.Options{APIURL: cfg.GitHubAPIURL, Repo: d.Repository, Token: cfg.GitHubToken, Proxy: cfg.Proxy})
+	if err != nil {
+		return err
+	}
+	rel, err := src.ByTag(ctx, d.Release)
+	if err != nil {
+		return err
+	}
+	asset, ok := rel.Asset(d.Asset)
+	if !ok {
+		return fmt.Errorf("release %s of %s has no asset %s", d.Release, d.Repository, d.Asset)
+	}
+	dl := o.Download
+	dl.Progress = func(n int64) { o.Metrics.downloadBytes.Add(float64(n)) }
+	path, err := src.DownloadFile(ctx, asset, filepath.Join(o.DataDir, "downloads"), d.SHA256, dl)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(path)
+	if v, err := deb.Field(ctx, path, "Version"); err != nil {
+		return err
+	} else if v != d.Version {
+		return fmt.Errorf("%s holds version %s, the artifact set says %s", d.Asset, v, d.Version)
+	}
+	log.Info("installing deb")
+	return o.Installer.Install(ctx, path)
+}
+
+// images pulls the set's images by digest into the runtime, then restarts
+// the units of the images that changed.
+func (o *Ops) images(ctx context.Context, rc RunContext, a *artifacts.ImagesAction) error {
+	if o.Set == nil || o.Images == nil {
+		return fmt.Errorf("images: no artifact set or container runtime")
+	}
+	proxy := ""
+	if rc.Config != nil {
+		proxy = rc.Config.Proxy
+	}
+	puller := &images.Puller{Proxy: proxy}
+	var units []string
+	for _, im := range o.Set.SelectImages(a.Names) {
+		log := rc.Log.With("image", im.Name, "ref", im.Ref(), "digest", im.Digest)
+		present, err := o.Images.Present(ctx, im)
+		if err != nil {
+			return fmt.Errorf("image %s: %w", im.Name, err)
+		}
+		if present {
+			log.Info("image already present")
+			continue
+		}
+		pulled, err := puller.Pull(ctx, im)
+		if err != nil {
+			return err
+		}
+		if err := o.Images.Import(ctx, im, pulled); err != nil {
+			return fmt.Errorf("import %s: %w", im.Name, err)
+		}
+		log.Info("image imported")
+		units = append(units, im.Units...)
+	}
+	if len(units) == 0 {
+		return nil
+	}
+	return o.restart(ctx, rc, units)
+}
+
+func (o *Ops) restart(ctx context.Context, rc RunContext, units []string) error {
+	if len(o.RestartCommand) == 0 {
+		return fmt.Errorf("restart-command is empty")
+	}
+	rc.Log.Info("restarting units", "units", units)
+	argv := append(append([]string(nil), o.RestartCommand...), units...)
+	return command.Run(ctx, command.Spec{Argv: argv, Env: actionEnv(rc)}, rc.Log)
+}
+
+func (o *Ops) bootContents(ctx context.Context, rc RunContext, a *artifacts.BootContentsAction) error {
+	if o.Set == nil || o.Boot == nil {
+		return fmt.Errorf("boot-contents: no artifact set or content directory")
+	}
+	p := *o.Boot
+	if a.Keep > 0 {
+		p.Keep = a.Keep
+	}
+	p.Log = rc.Log
+	if rc.Config != nil && rc.Config.Proxy != "" {
+		u, err := url.Parse(rc.Config.Proxy)
+		if err != nil {
+			return err
+		}
+		p.Client = &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(u)}}
+	}
+	_, err := p.Publish(ctx, o.Set)
+	return err
 }

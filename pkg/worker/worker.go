@@ -64,6 +64,8 @@ type Operator interface {
 
 // RunContext tells an action where it runs.
 type RunContext struct {
+	// Config is the fleet's configuration when the rollout step started.
+	Config   *storage.Config
 	Server   string
 	Version  string
 	Step     int
@@ -199,7 +201,7 @@ func (w *Worker) step(ctx context.Context, snap *storage.Snapshot) error {
 		}
 		log.Info("resuming the rollout", "step", start)
 	}
-	return w.runSteps(ctx, req, start, log)
+	return w.runSteps(ctx, snap.Config, req, start, log)
 }
 
 func (w *Worker) report(ctx context.Context, req *storage.UpdateRequest, step int, name, phase string, cond storage.Cond, msg string) error {
@@ -255,7 +257,7 @@ func (w *Worker) selfUpgrade(ctx context.Context, cfg *storage.Config, req *stor
 
 // --- steps ---
 
-func (w *Worker) runSteps(ctx context.Context, req *storage.UpdateRequest, start int, log *slog.Logger) error {
+func (w *Worker) runSteps(ctx context.Context, cfg *storage.Config, req *storage.UpdateRequest, start int, log *slog.Logger) error {
 	steps := w.o.Plan.Steps
 	for k := start; k <= len(steps); k++ {
 		s := &steps[k-1]
@@ -269,7 +271,7 @@ func (w *Worker) runSteps(ctx context.Context, req *storage.UpdateRequest, start
 		}
 		w.metrics.step.Set(float64(k))
 		began := time.Now()
-		err := w.runStep(ctx, req, k, s, stepLog)
+		err := w.runStep(ctx, cfg, req, k, s, stepLog)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -394,7 +396,8 @@ func (w *Worker) whileCurrent(ctx context.Context, req *storage.UpdateRequest) (
 	return wctx, func() { cancel(nil) }
 }
 
-func (w *Worker) runStep(ctx context.Context, req *storage.UpdateRequest, k int, s *artifacts.Step, log *slog.Logger) error {
+func (w *Worker) runStep(ctx context.Context, cfg *storage.Config, req *storage.UpdateRequest, k int, s *artifacts.Step, log *slog.Logger) error {
+	rc := RunContext{Config: cfg, Server: w.o.ID, Version: req.Version, Step: k, StepName: s.Name, Log: log}
 	switch s.Strategy {
 	case artifacts.Rolling:
 		wctx, done := w.whileCurrent(ctx, req)
@@ -411,18 +414,17 @@ func (w *Worker) runStep(ctx context.Context, req *storage.UpdateRequest, k int,
 		if err := w.report(ctx, req, k, s.Name, storage.PhaseRunning, storage.CondRunning, ""); err != nil {
 			return err
 		}
-		return w.runActions(ctx, req, k, s, log)
+		return w.runActions(ctx, rc, s)
 	case artifacts.Leader:
-		return w.runLeaderStep(ctx, req, k, s, log)
+		return w.runLeaderStep(ctx, rc, req, s, log)
 	}
 	if err := w.report(ctx, req, k, s.Name, storage.PhaseRunning, storage.CondRunning, ""); err != nil {
 		return err
 	}
-	return w.runActions(ctx, req, k, s, log)
+	return w.runActions(ctx, rc, s)
 }
 
-func (w *Worker) runActions(ctx context.Context, req *storage.UpdateRequest, k int, s *artifacts.Step, log *slog.Logger) error {
-	rc := RunContext{Server: w.o.ID, Version: req.Version, Step: k, StepName: s.Name, Log: log}
+func (w *Worker) runActions(ctx context.Context, rc RunContext, s *artifacts.Step) error {
 	for i := range s.Actions {
 		a := &s.Actions[i]
 		if err := w.o.Operator.RunAction(ctx, rc, a); err != nil {
@@ -435,7 +437,8 @@ func (w *Worker) runActions(ctx context.Context, req *storage.UpdateRequest, k i
 // runLeaderStep lets every worker pass through an election in turn. The
 // first one runs the step and records contents/<target>; each later one
 // finds the record and goes on.
-func (w *Worker) runLeaderStep(ctx context.Context, req *storage.UpdateRequest, k int, s *artifacts.Step, log *slog.Logger) error {
+func (w *Worker) runLeaderStep(ctx context.Context, rc RunContext, req *storage.UpdateRequest, s *artifacts.Step, log *slog.Logger) error {
+	k := rc.Step
 	target := s.ContentsTarget()
 	done := func() (bool, error) {
 		c, err := w.st.GetContents(ctx, target)
@@ -491,7 +494,7 @@ func (w *Worker) runLeaderStep(ctx context.Context, req *storage.UpdateRequest, 
 	if err := w.report(ctx, req, k, s.Name, storage.PhaseRunning, storage.CondRunning, "running for the fleet"); err != nil {
 		return err
 	}
-	runErr := w.runActions(ctx, req, k, s, log)
+	runErr := w.runActions(ctx, rc, s)
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}

@@ -126,6 +126,14 @@ func (f *fleet) startUpdater() {
 }
 
 func (f *fleet) waitStatus(id string, ok func(*storage.UpdateStatus) bool) *storage.UpdateStatus {
+	defer func() {
+		if f.t.Failed() {
+			st, _ := f.st.GetStatuses(f.ctx())
+			for k, v := range st {
+				f.t.Logf("status %s: %+v", k, v)
+			}
+		}
+	}()
 	f.t.Helper()
 	var got *storage.UpdateStatus
 	require.Eventually(f.t, func() bool {
