@@ -58,7 +58,7 @@ func TestPackage(t *testing.T) {
 		for _, path := range []string{
 			"./usr/bin/ferry", "./usr/sbin/ferry-updater", "./usr/sbin/ferry-worker", "./usr/bin/ferry-ci",
 			"./lib/systemd/system/ferry-updater.service", "./lib/systemd/system/ferry-worker.service",
-			"./etc/ferry/config.yml", "./usr/share/ferry/artifacts.yaml",
+			"./etc/ferry/config.yml", "./usr/share/ferry/artifacts.yaml", "./usr/share/ferry/ignitions/boot.yml",
 			"./usr/share/doc/ferry/README.md", "./usr/share/doc/ferry/operator-guide.md",
 			"./usr/share/doc/ferry/copyright", "./usr/share/doc/ferry/changelog.Debian.gz",
 		} {

@@ -309,3 +309,34 @@ func (s *Set) Summary() map[string]string {
 	out["plan"] = strings.Join(steps, " ")
 	return out
 }
+
+// Diff lists the components that differ between two sets, one line each:
+// "+ name: detail" (added), "- name: detail" (removed), "~ name: a -> b".
+func Diff(from, to *Set) []string {
+	a, b := from.Summary(), to.Summary()
+	keys := map[string]bool{}
+	for k := range a {
+		keys[k] = true
+	}
+	for k := range b {
+		keys[k] = true
+	}
+	names := make([]string, 0, len(keys))
+	for k := range keys {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	var out []string
+	for _, k := range names {
+		switch {
+		case a[k] == b[k]:
+		case a[k] == "":
+			out = append(out, "+ "+k+": "+b[k])
+		case b[k] == "":
+			out = append(out, "- "+k+": "+a[k])
+		default:
+			out = append(out, "~ "+k+": "+a[k]+" -> "+b[k])
+		}
+	}
+	return out
+}

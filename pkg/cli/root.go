@@ -154,6 +154,7 @@ talks to the fleet's etcd, found through the bootstrap config file
 		a.newRecoverCommand(),
 		a.newHistoryCommand(),
 		a.newReleaseCommand(),
+		a.newArtifactsCommand(),
 		a.newVersionCommand(),
 	)
 	return root

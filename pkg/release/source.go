@@ -167,6 +167,16 @@ func fromGitHub(gr *github.RepositoryRelease) (*Release, bool) {
 // List returns every ferry release of the repository (tags that are not
 // ferry release tags are left out), reading up to MaxPages pages.
 func (s *Source) List(ctx context.Context) ([]*Release, error) {
+	return s.list(ctx, true)
+}
+
+// ListAll returns every release, whatever its tag, for other projects'
+// repositories.
+func (s *Source) ListAll(ctx context.Context) ([]*Release, error) {
+	return s.list(ctx, false)
+}
+
+func (s *Source) list(ctx context.Context, ferryOnly bool) ([]*Release, error) {
 	var out []*Release
 	opts := &github.ListOptions{PerPage: 100}
 	for page := 0; page < s.maxPages; page++ {
@@ -175,7 +185,7 @@ func (s *Source) List(ctx context.Context) ([]*Release, error) {
 			return nil, s.wrap("list releases", err)
 		}
 		for _, gr := range rels {
-			if r, ok := fromGitHub(gr); ok {
+			if r, ok := fromGitHub(gr); ok || !ferryOnly {
 				out = append(out, r)
 			}
 		}
