@@ -64,8 +64,12 @@ check: fmt-check vet ## fast edit loop: gofmt, vet, unit and integration tests
 	$(GO) test -count=1 ./...
 
 .PHONY: test
-test: deps lint build ## everything: lint, build, all tests (what CI runs)
-	$(GO) test -count=1 ./...
+test: deps lint build ## everything: lint, build, all tests and dctest (what CI runs)
+	$(GO) test -count=1 -timeout 30m ./...
+
+.PHONY: dctest
+dctest: deps ## the datacenter test: every scenario on a virtual datacenter
+	$(GO) test -count=1 -v -timeout 30m ./dctest/ 2>&1 | grep -E '^(---|=== RUN|ok|FAIL|PASS)|scenario took|dctest:|Error'
 
 .PHONY: bench
 bench: ## print performance figures (peak RSS, throughput vs curl, idle GitHub cost)

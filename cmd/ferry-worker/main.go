@@ -25,6 +25,7 @@ const program = "ferry-worker"
 func main() {
 	flags := daemon.NewFlags(program, "upgrades this server and runs rollout steps in lockstep with the fleet")
 	listen := flags.FS.String("listen", ":9712", "address of /metrics and /healthz")
+	leaseTTL := flags.FS.Duration("lease-ttl", 10*time.Second, "lease of alive/<id>: how soon a dead worker is noticed")
 	setFile := flags.FS.String("artifacts", "", "artifact set file to roll out (default: the one built into this release)")
 	env, err := flags.Setup(os.Args[1:])
 	if err != nil {
@@ -63,7 +64,7 @@ func main() {
 	if err := os.MkdirAll(filepath.Join(env.Config.DataDir, "downloads"), 0o755); err != nil {
 		daemon.Fatal(program, err)
 	}
-	w := worker.New(worker.Options{Storage: env.Storage, ID: env.Config.ServerID, Plan: &set.Plan, Operator: ops, DataDir: env.Config.DataDir, Logger: log, Metrics: metrics})
+	w := worker.New(worker.Options{Storage: env.Storage, ID: env.Config.ServerID, Plan: &set.Plan, Operator: ops, DataDir: env.Config.DataDir, Logger: log, Metrics: metrics, LeaseTTL: *leaseTTL})
 	well.Go(w.Run)
 	srv := &well.HTTPServer{Server: &http.Server{Addr: *listen, Handler: w.Handler(), ReadHeaderTimeout: 10 * time.Second}, AccessLog: daemon.QuietAccessLog()}
 	if err := srv.ListenAndServe(); err != nil {

@@ -68,7 +68,7 @@ func Default() *Config {
 		// systemd-run puts dpkg in a unit of its own, so that the package's
 		// prerm stopping ferry-worker cannot kill the dpkg run that the
 		// worker started.
-		InstallCommand:      []string{"systemd-run", "--wait", "--quiet", "--collect", "dpkg", "-i"},
+		InstallCommand:      []string{"systemd-run", "--wait", "--quiet", "--collect", "dpkg", "--force-confdef", "--force-confold", "-i"},
 		ImageRuntime:        "containerd",
 		ContainerdAddress:   "/run/containerd/containerd.sock",
 		ContainerdNamespace: "ferry",
@@ -103,7 +103,7 @@ var fields = []field{
 	{name: "boot-content-dir", help: "netboot content directory (default /srv/ferry/boot)", ptr: func(c *Config) *string { return &c.BootContentDir }},
 	{name: "ignition-dir", help: "directory of the ignition templates (default /usr/share/ferry)", ptr: func(c *Config) *string { return &c.IgnitionDir }},
 	{name: "restart-command", help: "command that restarts units, comma-separated; the units are appended (default systemctl,restart)", list: func(c *Config) *[]string { return &c.RestartCommand }},
-	{name: "install-command", help: "command that installs a .deb, comma-separated; the file is appended (default systemd-run,--wait,--quiet,--collect,dpkg,-i)", list: func(c *Config) *[]string { return &c.InstallCommand }},
+	{name: "install-command", help: "command that installs a .deb, comma-separated; the file is appended (default systemd-run,--wait,--quiet,--collect,dpkg,--force-confdef,--force-confold,-i)", list: func(c *Config) *[]string { return &c.InstallCommand }},
 }
 
 // EnvName returns the environment variable of a setting: FERRY_SERVER_ID for

@@ -1,0 +1,361 @@
+// Package dctest is ferry's datacenter test: every scenario brings up a
+// virtual datacenter (dctest/harness) and drives it through the public
+// programs only: real .debs of two versions installed by real dpkg, a
+// 3-member etcd cluster of separate processes, the daemons run from the
+// servers' roots under a supervisor, a registry and containerd.
+package dctest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ferry-cd/ferry/dctest/harness"
+	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// Two consecutive versions: the fleet starts at N and upgrades to N1.
+const (
+	N  = "2026.01.01-1"
+	N1 = "2026.01.02-1"
+)
+
+var build *harness.Build
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "ferry-dctest-build-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	began := time.Now()
+	build, err = harness.BuildAll("..", dir, N, N1)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "dctest: build:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	fmt.Fprintf(os.Stderr, "dctest: built ferry %s and %s in %s\n", N, N1, time.Since(began).Round(time.Second))
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// dc is one scenario's datacenter.
+type dc struct {
+	*harness.Datacenter
+	t   *testing.T
+	ctx context.Context
+	st  *storage.Storage
+}
+
+func start(t *testing.T) *dc {
+	t.Helper()
+	began := time.Now()
+	t.Cleanup(func() { t.Logf("scenario took %s", time.Since(began).Round(100*time.Millisecond)) })
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	t.Cleanup(cancel)
+	d, err := harness.Start(harness.Options{Dir: t.TempDir(), Build: build})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		if t.Failed() {
+			for id, s := range d.Servers {
+				t.Logf("=== %s worker log (tail)\n%s", id, tail(s.Log("ferry-worker"), 30))
+				t.Logf("=== %s updater log (tail)\n%s", id, tail(s.Log("ferry-updater"), 15))
+			}
+		}
+		d.Close()
+	})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: d.Endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	require.NoError(t, err)
+	t.Cleanup(func() { cli.Close() })
+	st, err := storage.New(cli, d.Prefix)
+	require.NoError(t, err)
+	return &dc{Datacenter: d, t: t, ctx: ctx, st: st}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func (d *dc) ferry(args ...string) string {
+	d.t.Helper()
+	out, stderr, code := d.Ferry(d.ctx, args...)
+	require.Equal(d.t, 0, code, "ferry %v: %s", args, stderr)
+	return out
+}
+
+// bootstrap is scenario 1: N installed by hand with dpkg on every server,
+// the fleet configured and joined; it reaches N and runs the test plan.
+func (d *dc) bootstrap(env string, servers ...string) {
+	d.t.Helper()
+	require.NoError(d.t, d.Publish(N, harness.PublishOptions{CreatedAt: day(1)}))
+	// env none until every server has joined, so that the first rollout
+	// has them all.
+	require.NoError(d.t, d.Configure(d.ctx, "env", "none"))
+	for _, id := range servers {
+		_, err := d.AddServer(d.ctx, id, N)
+		require.NoError(d.t, err)
+		d.ferry("join", id)
+	}
+	d.ferry("config", "set", "env", env)
+	d.waitCompleted(N)
+	d.requireInstalled(N, servers...)
+}
+
+func day(n int) time.Time { return time.Date(2026, 1, n, 0, 0, 0, 0, time.UTC) }
+
+func (d *dc) waitState(version string, states ...string) *harness.Status {
+	d.t.Helper()
+	ctx, cancel := context.WithTimeout(d.ctx, 3*time.Minute)
+	defer cancel()
+	s, err := d.WaitState(ctx, version, states...)
+	require.NoError(d.t, err)
+	return s
+}
+
+func (d *dc) waitCompleted(version string) *harness.Status {
+	d.t.Helper()
+	s := d.waitState(version, "completed")
+	for _, srv := range s.Servers {
+		if srv.Status != nil && srv.Status.Version == version {
+			require.Equal(d.t, "completed", srv.Status.Cond, srv.ID)
+		}
+	}
+	return s
+}
+
+func (d *dc) requireInstalled(version string, servers ...string) {
+	d.t.Helper()
+	for _, id := range servers {
+		s, err := d.Server(id)
+		require.NoError(d.t, err)
+		v, err := s.InstalledVersion(d.ctx)
+		require.NoError(d.t, err)
+		require.Equal(d.t, version, v, "dpkg's database on %s", id)
+		tools, err := s.PackageVersion(d.ctx, "acme-tools")
+		require.NoError(d.t, err)
+		require.Equal(d.t, "1.0.0", tools, "the plan's extra package on %s", id)
+	}
+}
+
+// waitStep waits until a server reports that it runs the named step.
+func (d *dc) waitStep(id, step string) {
+	d.t.Helper()
+	require.Eventually(d.t, func() bool {
+		statuses, err := d.st.GetStatuses(d.ctx)
+		if err != nil {
+			return false
+		}
+		st := statuses[id]
+		return st != nil && st.StepName == step && st.Phase == storage.PhaseRunning
+	}, 3*time.Minute, 100*time.Millisecond, "%s never ran step %s", id, step)
+}
+
+func (d *dc) history() []storage.HistoryRecord {
+	d.t.Helper()
+	var h []storage.HistoryRecord
+	require.NoError(d.t, json.Unmarshal([]byte(d.ferry("-o", "json", "history")), &h))
+	return h
+}
+
+func (d *dc) leaderOfUpdaters() string {
+	d.t.Helper()
+	resp, err := d.st.Client().Get(d.ctx, d.st.UpdaterElectionPrefix(), clientv3.WithFirstCreate()...)
+	require.NoError(d.t, err)
+	require.Len(d.t, resp.Kvs, 1)
+	return string(resp.Kvs[0].Value)
+}
+
+var three = []string{"boot-0", "boot-1", "boot-2"}
+
+func TestBootstrapAndUpgrade(t *testing.T) {
+	d := start(t)
+	d.bootstrap("staging", three...)
+
+	// Scenario 2: N1 is published as a pre-release; staging takes it.
+	require.NoError(t, d.Publish(N1, harness.PublishOptions{Prerelease: true, CreatedAt: day(2)}))
+	d.waitCompleted(N1)
+	d.requireInstalled(N1, three...)
+	for _, id := range three {
+		s, _ := d.Server(id)
+		require.GreaterOrEqual(t, s.Worker.Starts(), 2, "%s's worker restarted into the new version", id)
+		marker, err := os.ReadFile(filepath.Join(s.Root.Dir, "var/lib/ferry/marker"))
+		if err == nil {
+			require.Equal(t, N1+"\n", string(marker))
+		}
+	}
+	status := d.ferry("status")
+	require.Contains(t, status, "COMPLETED to "+N1)
+	hist := d.history()
+	require.Len(t, hist, 2)
+	require.Equal(t, N1, hist[0].Version)
+	require.Equal(t, storage.ResultCompleted, hist[0].Result)
+	require.Equal(t, N, hist[1].Version)
+	require.True(t, d.Notes.Has("completed", N1))
+	require.Contains(t, d.ferry("history"), N1)
+}
+
+func TestWorkerKilledMidStep(t *testing.T) {
+	d := start(t)
+	d.bootstrap("staging", three...)
+	require.NoError(t, d.Publish(N1, harness.PublishOptions{Prerelease: true, CreatedAt: day(2)}))
+	d.waitStep("boot-1", "services")
+	s, _ := d.Server("boot-1")
+	before := s.Worker.Starts()
+	require.True(t, s.KillWorker(), "the worker was running")
+	d.waitCompleted(N1)
+	require.Greater(t, s.Worker.Starts(), before, "the supervisor restarted the killed worker")
+	d.requireInstalled(N1, three...)
+	require.Len(t, d.history(), 2)
+}
+
+func TestUpdaterLeaderKilled(t *testing.T) {
+	d := start(t)
+	d.bootstrap("staging", three...)
+	require.NoError(t, d.Publish(N1, harness.PublishOptions{Prerelease: true, CreatedAt: day(2)}))
+	d.waitStep("boot-0", "services")
+	leader := d.leaderOfUpdaters()
+	s, err := d.Server(leader)
+	require.NoError(t, err)
+	require.True(t, s.KillUpdater())
+	require.Eventually(t, func() bool { return d.leaderOfUpdaters() != "" }, time.Minute, 100*time.Millisecond)
+	d.waitCompleted(N1)
+	var n1 int
+	for _, h := range d.history() {
+		if h.Version == N1 {
+			n1++
+		}
+	}
+	require.Equal(t, 1, n1, "one history record for the rollout")
+}
+
+func TestEtcdMemberDown(t *testing.T) {
+	d := start(t)
+	d.bootstrap("staging", three...)
+	require.NoError(t, d.Publish(N1, harness.PublishOptions{Prerelease: true, CreatedAt: day(2)}))
+	// Kill a member as soon as the rollout starts: the self-upgrades, the
+	// restarts and every step run on the other two.
+	d.waitState(N1, "running")
+	d.Etcd[1].Kill()
+	d.waitCompleted(N1)
+	d.requireInstalled(N1, three...)
+	require.NoError(t, d.Etcd[1].Restart())
+}
+
+func TestDeadServerStopsTheFleetThenRecover(t *testing.T) {
+	d := start(t)
+	d.bootstrap("staging", three...)
+	require.NoError(t, d.Publish(N1, harness.PublishOptions{Prerelease: true, CreatedAt: day(2)}))
+	d.waitStep("boot-2", "services")
+	s, _ := d.Server("boot-2")
+	s.StopWorker()
+
+	st := d.waitState(N1, "stopped")
+	require.Contains(t, st.Request.StopReason, "boot-2 has had no live worker")
+	require.Eventually(t, func() bool { return d.Notes.Has("STOPPED", "boot-2") }, time.Minute, 100*time.Millisecond, "the dead-server notification")
+	out := d.ferry("status")
+	require.Contains(t, out, "STOPPED")
+	require.Contains(t, out, "ferry recover")
+
+	d.ferry("leave", "boot-2")
+	d.ferry("recover", "--yes")
+	done := d.waitCompleted(N1)
+	require.ElementsMatch(t, []string{"boot-0", "boot-1"}, done.Request.Servers)
+	d.requireInstalled(N1, "boot-0", "boot-1")
+}
+
+func TestJoinReconfigures(t *testing.T) {
+	d := start(t)
+	d.bootstrap("staging", "boot-0", "boot-1")
+	_, err := d.AddServer(d.ctx, "boot-3", N)
+	require.NoError(t, err)
+	d.ferry("join", "boot-3")
+	require.Eventually(t, func() bool {
+		s, err := d.Status(d.ctx)
+		return err == nil && s.Request != nil && s.Request.Reason == storage.ReasonReconfigure
+	}, time.Minute, 200*time.Millisecond)
+	s := d.waitCompleted(N)
+	require.ElementsMatch(t, []string{"boot-0", "boot-1", "boot-3"}, s.Request.Servers)
+	d.requireInstalled(N, "boot-0", "boot-1", "boot-3")
+}
+
+func TestTamperedReleasesAreNeverInstalled(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		opts harness.PublishOptions
+		want string
+	}{
+		{"corrupted package", harness.PublishOptions{Corrupt: true}, "checksum mismatch"},
+		{"bad signature", harness.PublishOptions{WrongKey: true}, "signature not valid"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d := start(t)
+			d.bootstrap("staging", three...)
+			c.opts.CreatedAt, c.opts.Prerelease = day(2), true
+			require.NoError(t, d.Publish(N1, c.opts))
+			st := d.waitState(N1, "stopped", "aborted")
+			var msgs []string
+			for _, s := range st.Servers {
+				if s.Status != nil {
+					msgs = append(msgs, s.Status.Message)
+				}
+			}
+			require.Contains(t, strings.Join(msgs, "\n"), c.want, "the abort says why")
+			d.requireInstalled(N, three...)
+			require.Contains(t, d.ferry("status"), c.want)
+		})
+	}
+}
+
+func TestReleasesTheFleetMustNotTake(t *testing.T) {
+	d := start(t)
+	d.bootstrap("prod", three...)
+	checks := func() int { return d.GitHub.Counters().Counted + d.GitHub.Counters().NotModified }
+	// waitChecks lets the leader check GitHub a few more times.
+	waitChecks := func() {
+		t.Helper()
+		n := checks()
+		require.Eventually(t, func() bool { return checks() >= n+3 }, time.Minute, 100*time.Millisecond)
+	}
+	stillAt := func(v string) {
+		t.Helper()
+		s, err := d.Status(d.ctx)
+		require.NoError(t, err)
+		require.Equal(t, v, s.Request.Version)
+		require.Equal(t, "completed", s.State)
+	}
+
+	// A release of an older version, published last, is ignored.
+	require.NoError(t, d.Publish(N, harness.PublishOptions{Tag: "release-2025.12.31-1", CreatedAt: day(3)}))
+	waitChecks()
+	stillAt(N)
+
+	// prod ignores a pre-release.
+	require.NoError(t, d.Publish(N1, harness.PublishOptions{Prerelease: true, CreatedAt: day(4)}))
+	waitChecks()
+	stillAt(N)
+
+	// staging would take it, but a pin holds the fleet at N.
+	require.NoError(t, d.st.PutPin(d.ctx, &storage.Pin{Version: N, PinnedAt: time.Now()}))
+	d.ferry("config", "set", "env", "staging")
+	waitChecks()
+	stillAt(N)
+
+	// Without the pin, it goes.
+	require.NoError(t, d.st.DeletePin(d.ctx))
+	d.waitCompleted(N1)
+	d.requireInstalled(N1, three...)
+}

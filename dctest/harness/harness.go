@@ -1,0 +1,537 @@
+// Package harness brings up ferry's virtual datacenter on one machine: a
+// multi-process etcd cluster, a GitHub-compatible release server holding
+// real, signed ferry packages, an OCI registry, a boot-content source, a
+// containerd, and boot servers whose ferry-worker and ferry-updater run from
+// the binaries dpkg installed in each server's own root, under a supervisor
+// that plays systemd. dctest's scenarios and `make demo` drive it.
+package harness
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"aead.dev/minisign"
+	"github.com/ferry-cd/ferry/internal/containerdtest"
+	"github.com/ferry-cd/ferry/internal/debtest"
+	"github.com/ferry-cd/ferry/internal/githubfake"
+	"github.com/ferry-cd/ferry/internal/registrytest"
+	"github.com/ferry-cd/ferry/pkg/artifacts"
+	"github.com/ferry-cd/ferry/pkg/release"
+	"gopkg.in/yaml.v3"
+)
+
+// Repo is the GitHub repository that publishes ferry in the datacenter.
+const Repo = "ferry-cd/ferry"
+
+// Build holds what the harness runs: ferry packages by version, and the
+// etcd member helper.
+type Build struct {
+	// Debs maps a version to its .deb built by `make deb`.
+	Debs map[string]string
+	// Ferry is an admin CLI binary.
+	Ferry string
+	// EtcdMember is the ferry-dctest-etcd binary.
+	EtcdMember string
+}
+
+// BuildAll builds the packages of the versions with `make deb` and the
+// helper binaries, under dir. repoRoot is the repository's top directory.
+func BuildAll(repoRoot, dir string, versions ...string) (*Build, error) {
+	b := &Build{Debs: map[string]string{}}
+	for _, v := range versions {
+		out := filepath.Join(dir, v)
+		cmd := exec.Command("make", "-C", repoRoot, "deb", "VERSION="+v, "DIST="+out, "BUILD="+filepath.Join(out, "build"), "BIN="+filepath.Join(out, "bin"))
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("make deb %s: %v\n%s", v, err, msg)
+		}
+		b.Debs[v] = filepath.Join(out, release.DebAsset(v))
+		b.Ferry = filepath.Join(out, "bin", "ferry")
+	}
+	b.EtcdMember = filepath.Join(dir, "ferry-dctest-etcd")
+	cmd := exec.Command("go", "build", "-o", b.EtcdMember, "./dctest/cmd/ferry-dctest-etcd")
+	cmd.Dir = repoRoot
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("build ferry-dctest-etcd: %v\n%s", err, msg)
+	}
+	return b, nil
+}
+
+// Options shape a datacenter.
+type Options struct {
+	Dir         string
+	Build       *Build
+	EtcdMembers int
+	// Timings of the virtual datacenter: short, so that scenarios are fast.
+	LeaseTTL   time.Duration
+	SessionTTL time.Duration
+}
+
+// Datacenter is a running virtual datacenter.
+type Datacenter struct {
+	opts      Options
+	Dir       string
+	Endpoints []string
+	Prefix    string
+	Etcd      []*EtcdMember
+	GitHub    *githubfake.Server
+	Registry  *registrytest.Registry
+	OSServer  *httptest.Server
+	Notes     *Receiver
+	// SetFile is the artifact set the workers roll out.
+	SetFile    string
+	containerd *containerdtest.Containerd
+	key        minisign.PrivateKey
+	Pub        minisign.PublicKey
+
+	mu      sync.Mutex
+	Servers map[string]*Server
+}
+
+// Start brings a datacenter up; Close tears it down.
+func Start(o Options) (dc *Datacenter, err error) {
+	if o.EtcdMembers == 0 {
+		o.EtcdMembers = 3
+	}
+	if o.LeaseTTL == 0 {
+		o.LeaseTTL = 3 * time.Second
+	}
+	if o.SessionTTL == 0 {
+		o.SessionTTL = 2 * time.Second
+	}
+	dc = &Datacenter{opts: o, Dir: o.Dir, Prefix: "/ferry/", Servers: map[string]*Server{}}
+	defer func() {
+		if err != nil {
+			dc.Close()
+		}
+	}()
+	if err := dc.startEtcd(); err != nil {
+		return nil, err
+	}
+	dc.GitHub = githubfake.New()
+	dc.Registry = registrytest.New()
+	dc.Notes = NewReceiver()
+	dc.OSServer = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(osContent(r.URL.Path)))
+	}))
+	if _, err := exec.LookPath("containerd"); err == nil {
+		if dc.containerd, err = containerdtest.Start(mustMkdir(filepath.Join(os.TempDir(), fmt.Sprintf("ferry-dc-ctd-%d", os.Getpid())))); err != nil {
+			return nil, err
+		}
+	}
+	if dc.Pub, dc.key, err = minisign.GenerateKey(nil); err != nil {
+		return nil, err
+	}
+	if err := dc.writeArtifactSet(); err != nil {
+		return nil, err
+	}
+	return dc, nil
+}
+
+func mustMkdir(dir string) string {
+	os.RemoveAll(dir)
+	os.MkdirAll(dir, 0o755)
+	return dir
+}
+
+func osContent(path string) string { return "os image " + path + "\n" }
+
+func sum(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+// writeArtifactSet writes the test set: an extra package from a GitHub
+// release, two images, boot contents published once for the fleet, and a
+// lockstep step that takes a few seconds, so that scenarios can break
+// things in the middle of it.
+func (dc *Datacenter) writeArtifactSet() error {
+	deb, err := debtest.BuildErr(dc.Dir, debtest.Package{Name: "acme-tools", Version: "1.0.0", Files: map[string]string{"/usr/share/acme-tools/version": "1.0.0"}})
+	if err != nil {
+		return err
+	}
+	data, err := os.ReadFile(deb)
+	if err != nil {
+		return err
+	}
+	dc.GitHub.AddRelease("acme/tools", githubfake.ReleaseSpec{Tag: "v1.0.0", Assets: map[string][]byte{"acme-tools_1.0.0_amd64.deb": data}})
+	set := &artifacts.Set{
+		Debs:      []artifacts.Deb{{Name: "acme-tools", Repository: "acme/tools", Release: "v1.0.0", Asset: "acme-tools_1.0.0_amd64.deb", Version: "1.0.0", SHA256: sum(data)}},
+		Ignitions: []artifacts.Ignition{{Source: "ignitions/boot.yml", Role: "boot"}},
+		OSImage: &artifacts.OSImage{Channel: "stable", Version: "3760.2.0",
+			Kernel: artifacts.File{URL: dc.OSServer.URL + "/kernel", SHA256: sum([]byte(osContent("/kernel")))},
+			Initrd: artifacts.File{URL: dc.OSServer.URL + "/initrd", SHA256: sum([]byte(osContent("/initrd")))}},
+	}
+	for _, name := range []string{"dns", "ntp"} {
+		d, err := dc.Registry.Push("dctest/"+name, "1.0")
+		if err != nil {
+			return err
+		}
+		set.Images = append(set.Images, artifacts.Image{Name: name, Repository: dc.Registry.Host + "/dctest/" + name, Tag: "1.0", Digest: d, Units: []string{name + ".service"}})
+	}
+	set.Plan.Steps = []artifacts.Step{
+		{Name: "packages", Strategy: artifacts.Rolling, Parallel: 1, Actions: []artifacts.Action{{Debs: &artifacts.DebsAction{}}}},
+		{Name: "images", Strategy: artifacts.Lockstep, Actions: []artifacts.Action{{Images: &artifacts.ImagesAction{}}}},
+		{Name: "boot", Strategy: artifacts.Leader, Actions: []artifacts.Action{{BootContents: &artifacts.BootContentsAction{}}}},
+		{Name: "services", Strategy: artifacts.Lockstep, Actions: []artifacts.Action{{Run: &artifacts.RunAction{
+			Command: "sh", Args: []string{"-c", `sleep 3; echo "$FERRY_VERSION" > "$FERRY_MARKER"`},
+			Env: map[string]string{"FERRY_MARKER": "marker"}}}}},
+	}
+	if err := set.Validate(); err != nil {
+		return err
+	}
+	out, err := set.Marshal()
+	if err != nil {
+		return err
+	}
+	dc.SetFile = filepath.Join(dc.Dir, "artifacts.yaml")
+	return os.WriteFile(dc.SetFile, out, 0o644)
+}
+
+// Close stops every process and server.
+func (dc *Datacenter) Close() {
+	dc.mu.Lock()
+	servers := make([]*Server, 0, len(dc.Servers))
+	for _, s := range dc.Servers {
+		servers = append(servers, s)
+	}
+	dc.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, s := range servers {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.Stop() }()
+	}
+	wg.Wait()
+	for _, m := range dc.Etcd {
+		m.Kill()
+	}
+	if dc.containerd != nil {
+		dc.containerd.Stop()
+	}
+	for _, c := range []interface{ Close() }{dc.GitHub, dc.Registry, dc.Notes} {
+		if c != nil && !isNil(c) {
+			c.Close()
+		}
+	}
+	if dc.OSServer != nil {
+		dc.OSServer.Close()
+	}
+}
+
+func isNil(c interface{ Close() }) bool {
+	switch v := c.(type) {
+	case *githubfake.Server:
+		return v == nil
+	case *registrytest.Registry:
+		return v == nil
+	case *Receiver:
+		return v == nil
+	}
+	return false
+}
+
+// --- etcd ---
+
+// EtcdMember is one etcd process.
+type EtcdMember struct {
+	Name, ClientURL, PeerURL, Dir string
+	bin, cluster                  string
+	cmd                           *exec.Cmd
+}
+
+func freePort() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+func (dc *Datacenter) startEtcd() error {
+	var peers []string
+	for i := 0; i < dc.opts.EtcdMembers; i++ {
+		c, err := freePort()
+		if err != nil {
+			return err
+		}
+		p, err := freePort()
+		if err != nil {
+			return err
+		}
+		m := &EtcdMember{Name: fmt.Sprintf("etcd%d", i), ClientURL: "http://" + c, PeerURL: "http://" + p, Dir: filepath.Join(dc.Dir, fmt.Sprintf("etcd%d", i)), bin: dc.opts.Build.EtcdMember}
+		dc.Etcd = append(dc.Etcd, m)
+		dc.Endpoints = append(dc.Endpoints, m.ClientURL)
+		peers = append(peers, m.Name+"="+m.PeerURL)
+	}
+	cluster := strings.Join(peers, ",")
+	errs := make(chan error, len(dc.Etcd))
+	for _, m := range dc.Etcd {
+		m.cluster = cluster
+		go func() { errs <- m.start("new") }()
+	}
+	for range dc.Etcd {
+		if err := <-errs; err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *EtcdMember) start(state string) error {
+	cmd := exec.Command(m.bin, "--name", m.Name, "--data-dir", m.Dir, "--client-url", m.ClientURL, "--peer-url", m.PeerURL,
+		"--initial-cluster", m.cluster, "--initial-cluster-state", state)
+	var out bytes.Buffer
+	cmd.Stdout = &lockedWriter{w: &out}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	m.cmd = cmd
+	deadline := time.Now().Add(90 * time.Second)
+	for time.Now().Before(deadline) {
+		if strings.Contains(cmd.Stdout.(*lockedWriter).String(), "ready") {
+			return nil
+		}
+		if cmd.ProcessState != nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("etcd member %s did not start: %s", m.Name, cmd.Stdout.(*lockedWriter).String())
+}
+
+// Kill kills the member with SIGKILL.
+func (m *EtcdMember) Kill() {
+	if m.cmd != nil && m.cmd.Process != nil {
+		m.cmd.Process.Kill()
+		m.cmd.Wait()
+		m.cmd = nil
+	}
+}
+
+// Restart starts a killed member again with its data.
+func (m *EtcdMember) Restart() error { return m.start("existing") }
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+func (l *lockedWriter) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.String()
+}
+
+// --- releases ---
+
+// PublishOptions spoil a release on purpose.
+type PublishOptions struct {
+	Tag        string // default release-<version>
+	Prerelease bool
+	Corrupt    bool // the .deb does not match SHA256SUMS
+	WrongKey   bool // SHA256SUMS is signed by a key the fleet does not trust
+	CreatedAt  time.Time
+}
+
+// Publish puts a ferry release on the GitHub fake: the package of version,
+// SHA256SUMS and SHA256SUMS.minisig.
+func (dc *Datacenter) Publish(version string, o PublishOptions) error {
+	path, ok := dc.opts.Build.Debs[version]
+	if !ok {
+		return fmt.Errorf("no package of %s was built", version)
+	}
+	deb, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	name := release.DebAsset(version)
+	sums, err := release.MakeSums(map[string]io.Reader{name: bytes.NewReader(deb)})
+	if err != nil {
+		return err
+	}
+	key := dc.key
+	if o.WrongKey {
+		if _, key, err = minisign.GenerateKey(nil); err != nil {
+			return err
+		}
+	}
+	if o.Corrupt {
+		deb = append([]byte(nil), deb...)
+		deb[len(deb)-100] ^= 0xff
+	}
+	if o.Tag == "" {
+		o.Tag = release.PrefixRelease + version
+	}
+	dc.GitHub.AddRelease(Repo, githubfake.ReleaseSpec{Tag: o.Tag, Prerelease: o.Prerelease, CreatedAt: o.CreatedAt, Assets: map[string][]byte{
+		name: deb, release.SumsAsset: sums, release.SigAsset: release.SignSums(key, sums),
+	}})
+	return nil
+}
+
+// --- the admin CLI ---
+
+// Ferry runs the admin CLI against the datacenter.
+func (dc *Datacenter) Ferry(ctx context.Context, args ...string) (stdout, stderr string, code int) {
+	all := append([]string{"--config", filepath.Join(dc.Dir, "admin.yml")}, args...)
+	cmd := exec.CommandContext(ctx, dc.opts.Build.Ferry, all...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	return out.String(), errOut.String(), exitStatus(err)
+}
+
+// Configure writes the admin config and sets the fleet's configuration.
+func (dc *Datacenter) Configure(ctx context.Context, kv ...string) error {
+	admin, _ := yaml.Marshal(map[string]any{"endpoints": dc.Endpoints, "prefix": dc.Prefix})
+	if err := os.WriteFile(filepath.Join(dc.Dir, "admin.yml"), admin, 0o644); err != nil {
+		return err
+	}
+	base := []string{
+		"github-repo", Repo, "github-api-url", dc.GitHub.APIURL(), "signing-keys", dc.Pub.String(),
+		"check-update-interval", "1s", "dead-server-grace", "5s", "worker-timeout", "10m",
+		"notify-url", dc.Notes.URL(),
+	}
+	kv = append(base, kv...)
+	for i := 0; i < len(kv); i += 2 {
+		if _, stderr, code := dc.Ferry(ctx, "config", "set", kv[i], kv[i+1]); code != 0 {
+			return fmt.Errorf("ferry config set %s: %s", kv[i], stderr)
+		}
+	}
+	return nil
+}
+
+// Status is `ferry -o json status`.
+type Status struct {
+	State   string `json:"state"`
+	Request *struct {
+		Version    string   `json:"version"`
+		Servers    []string `json:"servers"`
+		Stop       bool     `json:"stop"`
+		Reason     string   `json:"reason"`
+		StopReason string   `json:"stop_reason"`
+		StartedAt  string   `json:"started_at"`
+		FinishedAt string   `json:"finished_at"`
+	} `json:"request"`
+	Servers []struct {
+		ID     string `json:"id"`
+		Alive  bool   `json:"alive"`
+		Status *struct {
+			Version  string `json:"version"`
+			Step     int    `json:"step"`
+			StepName string `json:"step_name"`
+			Phase    string `json:"phase"`
+			Cond     string `json:"cond"`
+			Message  string `json:"message"`
+		} `json:"status"`
+	} `json:"servers"`
+}
+
+// Status reads the fleet's status through the CLI.
+func (dc *Datacenter) Status(ctx context.Context) (*Status, error) {
+	out, stderr, code := dc.Ferry(ctx, "-o", "json", "status")
+	if code != 0 {
+		return nil, fmt.Errorf("ferry status: %s", stderr)
+	}
+	var s Status
+	if err := json.Unmarshal([]byte(out), &s); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+// WaitState waits until the rollout to version reaches one of the states;
+// for completed and stopped, also until the updater recorded the outcome.
+func (dc *Datacenter) WaitState(ctx context.Context, version string, states ...string) (*Status, error) {
+	var last *Status
+	for {
+		s, err := dc.Status(ctx)
+		if err == nil {
+			last = s
+			if s.Request != nil && s.Request.Version == version {
+				for _, st := range states {
+					recorded := s.Request.FinishedAt != "" || (st != "completed" && st != "stopped")
+					if s.State == st && recorded {
+						return s, nil
+					}
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			b, _ := json.Marshal(last)
+			return nil, fmt.Errorf("rollout to %s never reached %v; last status: %s", version, states, b)
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+}
+
+// --- notifications ---
+
+// Receiver records Slack-compatible notifications.
+type Receiver struct {
+	srv  *httptest.Server
+	mu   sync.Mutex
+	Text []string
+}
+
+// NewReceiver starts a receiver.
+func NewReceiver() *Receiver {
+	r := &Receiver{}
+	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		var m struct {
+			Text string `json:"text"`
+		}
+		if json.NewDecoder(req.Body).Decode(&m) == nil {
+			r.mu.Lock()
+			r.Text = append(r.Text, m.Text)
+			r.mu.Unlock()
+		}
+	}))
+	return r
+}
+
+// URL is where notifications go.
+func (r *Receiver) URL() string { return r.srv.URL }
+
+// Close stops the receiver.
+func (r *Receiver) Close() { r.srv.Close() }
+
+// Has reports whether a notification contains every fragment.
+func (r *Receiver) Has(fragments ...string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+next:
+	for _, t := range r.Text {
+		for _, f := range fragments {
+			if !strings.Contains(t, f) {
+				continue next
+			}
+		}
+		return true
+	}
+	return false
+}
+
+var errNoServer = errors.New("no such server")
