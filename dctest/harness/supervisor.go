@@ -34,8 +34,8 @@ type daemon struct {
 	stopped bool
 	// restarting makes the next exit restart the daemon whatever its status.
 	restarting bool
-	starts  int
-	done    chan struct{}
+	starts     int
+	done       chan struct{}
 }
 
 func (d *daemon) start() {
