@@ -76,8 +76,8 @@ bench: ## print performance figures (peak RSS, throughput vs curl, idle GitHub c
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./pkg/...
 
 .PHONY: demo
-demo: ## show a rollout on a virtual datacenter (comes with the dctest issue)
-	@echo "make demo arrives with dctest (the virtual datacenter); until then see README.md" >&2; exit 2
+demo: deps ## a virtual datacenter of 3 boot servers doing a rollout, live
+	$(GO) run ./dctest/cmd/ferry-demo
 
 .PHONY: clean
 clean: ## remove build output

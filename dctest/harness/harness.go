@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"aead.dev/minisign"
@@ -95,6 +96,7 @@ type Datacenter struct {
 	// SetFile is the artifact set the workers roll out.
 	SetFile    string
 	containerd *containerdtest.Containerd
+	ctdDir     string
 	key        minisign.PrivateKey
 	Pub        minisign.PublicKey
 
@@ -129,7 +131,9 @@ func Start(o Options) (dc *Datacenter, err error) {
 		w.Write([]byte(osContent(r.URL.Path)))
 	}))
 	if _, err := exec.LookPath("containerd"); err == nil {
-		if dc.containerd, err = containerdtest.Start(mustMkdir(filepath.Join(os.TempDir(), fmt.Sprintf("ferry-dc-ctd-%d", os.Getpid())))); err != nil {
+		// A short path: containerd's socket must fit in 108 bytes.
+		dc.ctdDir = mustMkdir(filepath.Join(os.TempDir(), fmt.Sprintf("ferry-dc-ctd-%d-%d", os.Getpid(), time.Now().UnixNano()%1e6)))
+		if dc.containerd, err = containerdtest.Start(dc.ctdDir); err != nil {
 			return nil, err
 		}
 	}
@@ -222,6 +226,9 @@ func (dc *Datacenter) Close() {
 	if dc.containerd != nil {
 		dc.containerd.Stop()
 	}
+	if dc.ctdDir != "" {
+		os.RemoveAll(dc.ctdDir)
+	}
 	for _, c := range []interface{ Close() }{dc.GitHub, dc.Registry, dc.Notes} {
 		if c != nil && !isNil(c) {
 			c.Close()
@@ -295,6 +302,7 @@ func (dc *Datacenter) startEtcd() error {
 func (m *EtcdMember) start(state string) error {
 	cmd := exec.Command(m.bin, "--name", m.Name, "--data-dir", m.Dir, "--client-url", m.ClientURL, "--peer-url", m.PeerURL,
 		"--initial-cluster", m.cluster, "--initial-cluster-state", state)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	var out bytes.Buffer
 	cmd.Stdout = &lockedWriter{w: &out}
 	cmd.Stderr = cmd.Stdout
@@ -392,10 +400,15 @@ func (dc *Datacenter) Publish(version string, o PublishOptions) error {
 
 // --- the admin CLI ---
 
+// FerryCommand prepares the admin CLI against the datacenter.
+func (dc *Datacenter) FerryCommand(ctx context.Context, args ...string) *exec.Cmd {
+	all := append([]string{"--config", filepath.Join(dc.Dir, "admin.yml")}, args...)
+	return exec.CommandContext(ctx, dc.opts.Build.Ferry, all...)
+}
+
 // Ferry runs the admin CLI against the datacenter.
 func (dc *Datacenter) Ferry(ctx context.Context, args ...string) (stdout, stderr string, code int) {
-	all := append([]string{"--config", filepath.Join(dc.Dir, "admin.yml")}, args...)
-	cmd := exec.CommandContext(ctx, dc.opts.Build.Ferry, all...)
+	cmd := dc.FerryCommand(ctx, args...)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()

@@ -58,6 +58,9 @@ func (d *daemon) loop() {
 		}
 		cmd := exec.Command(d.bin, d.args...)
 		cmd.Env = append(os.Environ(), d.env...)
+		// A group of its own: a Ctrl-C at the terminal reaches only the
+		// harness, which then stops the daemons in order.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		cmd.Stdout, cmd.Stderr = logf, logf
 		fmt.Fprintf(logf, "--- supervisor: start %s (start %d)\n", d.name, d.starts+1)
 		err := cmd.Start()
@@ -133,16 +136,6 @@ func (d *daemon) stop() {
 		d.kill()
 		<-d.done
 	}
-}
-
-// pid returns the running process's pid, or 0.
-func (d *daemon) pid() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.cmd == nil || d.cmd.Process == nil {
-		return 0
-	}
-	return d.cmd.Process.Pid
 }
 
 // Starts is how many times the daemon was started.

@@ -379,3 +379,29 @@ func TestUsageErrors(t *testing.T) {
 	require.Equal(t, ExitOK, r.code)
 	require.Equal(t, "dev\n", r.stdout)
 }
+
+func TestStatusUntilFinished(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	req := &storage.UpdateRequest{Version: "2", Servers: []string{"a"}, Reason: storage.ReasonUpdate, StartedAt: time.Now().UTC()}
+	f.putRequest(req)
+
+	done := make(chan result, 1)
+	go func() { done <- f.run("", "status", "--until-finished") }()
+	require.NoError(t, f.st.PutStatus(f.ctx(), "a", &storage.UpdateStatus{Version: "2", Cond: storage.CondCompleted}))
+	req.FinishedAt = time.Now().UTC()
+	f.finishRequest(req, &storage.HistoryRecord{Version: "2", StartedAt: req.StartedAt, FinishedAt: req.FinishedAt})
+	select {
+	case r := <-done:
+		require.Equal(t, ExitOK, r.code, r.stderr)
+		require.Contains(t, r.stdout, "COMPLETED to 2")
+	case <-time.After(20 * time.Second):
+		t.Fatal("--until-finished did not return when the rollout finished")
+	}
+
+	req2 := &storage.UpdateRequest{Version: "3", Servers: []string{"a"}, StartedAt: time.Now().UTC(), Stop: true, StopReason: "a aborted: x", FinishedAt: time.Now().UTC()}
+	f.putRequest(req2)
+	r := f.run("", "status", "--until-finished")
+	require.Equal(t, ExitFailure, r.code)
+	require.Contains(t, r.stderr, "a aborted: x")
+}

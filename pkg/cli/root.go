@@ -160,25 +160,33 @@ talks to the fleet's etcd, found through the bootstrap config file
 	return root
 }
 
-// connect loads the bootstrap config and opens etcd. The returned context
-// carries --command-timeout; close releases both.
-func (a *app) connect(ctx context.Context) (context.Context, *storage.Storage, func(), error) {
+// open loads the bootstrap config and opens etcd; close releases it.
+func (a *app) open() (*storage.Storage, func(), error) {
 	cfg, err := a.flags.Load(a.getenv)
 	if err != nil {
-		return nil, nil, nil, &usageError{err}
+		return nil, nil, &usageError{err}
 	}
 	a.cfg = cfg
 	cli, err := cfg.NewEtcdClient()
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	st, err := storage.New(cli, cfg.Prefix)
 	if err != nil {
 		cli.Close()
-		return nil, nil, nil, &usageError{err}
+		return nil, nil, &usageError{err}
+	}
+	return st, func() { cli.Close() }, nil
+}
+
+// connect opens etcd; the returned context carries --command-timeout.
+func (a *app) connect(ctx context.Context) (context.Context, *storage.Storage, func(), error) {
+	st, closeStorage, err := a.open()
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, a.commandTimeout)
-	return ctx, st, func() { cancel(); cli.Close() }, nil
+	return ctx, st, func() { cancel(); closeStorage() }, nil
 }
 
 // withStorage runs fn with a connected storage and the command's context.

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"os"
 	"strings"
 	"time"
 
@@ -83,16 +85,23 @@ func rolloutState(snap *storage.Snapshot) string {
 }
 
 func (a *app) newStatusCommand() *cobra.Command {
-	return &cobra.Command{
+	var watch, untilFinished bool
+	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show the current rollout and every server's progress",
 		Long: `Show the current rollout request and every server's progress in it: version,
 step, condition and the last message. It also shows the newest release the
 updater has seen and the pin, if any. The rollout's state is one of none,
 running, aborted (a server failed; the updater will stop the fleet),
-stopped (needs ferry recover) or completed.`,
+stopped (needs ferry recover) or completed.
+
+With --watch the view is drawn again at every change, with each server's
+time in its current step.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if watch || untilFinished {
+				return a.watchStatus(cmd, untilFinished)
+			}
 			return a.withSnapshot(cmd, func(snap *storage.Snapshot) error {
 				v := buildStatusView(snap)
 				if a.output == "json" {
@@ -103,6 +112,64 @@ stopped (needs ferry recover) or completed.`,
 			})
 		},
 	}
+	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "show the status again at every change, until interrupted")
+	cmd.Flags().BoolVar(&untilFinished, "until-finished", false, "watch until the current rollout finishes; exit 0 when it completed, 1 when it stopped")
+	return cmd
+}
+
+// watchStatus redraws the status whenever etcd changes (and every second,
+// for the elapsed times). On a terminal it redraws in place.
+func (a *app) watchStatus(cmd *cobra.Command, untilFinished bool) error {
+	st, closeStorage, err := a.open()
+	if err != nil {
+		return err
+	}
+	defer closeStorage()
+	ctx := cmd.Context()
+	tty := isTerminal(a.stdout)
+	for {
+		rctx, cancel := context.WithTimeout(ctx, a.commandTimeout)
+		snap, err := st.Snapshot(rctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		v := buildStatusView(snap)
+		if a.output == "json" {
+			a.printJSON(v)
+		} else {
+			if tty {
+				fmt.Fprint(a.stdout, "\033[H\033[2J")
+			} else {
+				fmt.Fprintln(a.stdout, "---", a.now().Format(time.RFC3339))
+			}
+			a.printStatus(v, snap.ConfigErr)
+		}
+		if untilFinished && snap.Request != nil && snap.Request.Finished() {
+			if snap.Request.Stop {
+				return fmt.Errorf("the rollout to %s stopped: %s", snap.Request.Version, snap.Request.StopReason)
+			}
+			return nil
+		}
+		wctx, cancel := context.WithTimeout(ctx, time.Second)
+		st.WaitChanges(wctx, snap.Revision)
+		cancel()
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 func (a *app) printStatus(v *statusView, configErr error) {

@@ -1,0 +1,124 @@
+// Command ferry-demo is `make demo`: it brings up a virtual datacenter of
+// three boot servers, publishes a new ferry release, shows the rollout live
+// with `ferry status --watch`, prints a summary and tears everything down
+// (Ctrl-C tears down too).
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/ferry-cd/ferry/dctest/harness"
+)
+
+const (
+	from = "2026.01.01-1"
+	to   = "2026.01.02-1"
+)
+
+func main() { os.Exit(run()) }
+
+func say(format string, args ...any) {
+	fmt.Printf("\033[1mferry demo:\033[0m "+format+"\n", args...)
+}
+
+func run() int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	dir, err := os.MkdirTemp("", "ferry-demo-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+
+	say("building the ferry packages %s and %s (make deb)...", from, to)
+	build, err := harness.BuildAll(".", filepath.Join(dir, "build"), from, to)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if ctx.Err() != nil {
+		return 130
+	}
+	say("starting a virtual datacenter: etcd, a GitHub-compatible release server, a registry, containerd...")
+	dc, err := harness.Start(harness.Options{Dir: filepath.Join(dir, "dc"), Build: build, EtcdMembers: 1})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer func() {
+		say("tearing down...")
+		dc.Close()
+	}()
+	if err := demo(ctx, dc); err != nil {
+		if ctx.Err() != nil {
+			say("interrupted")
+			return 130
+		}
+		fmt.Fprintln(os.Stderr, "ferry demo:", err)
+		return 1
+	}
+	return 0
+}
+
+func demo(ctx context.Context, dc *harness.Datacenter) error {
+	servers := []string{"boot-0", "boot-1", "boot-2"}
+	if err := dc.Publish(from, harness.PublishOptions{CreatedAt: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}); err != nil {
+		return err
+	}
+	if err := dc.Configure(ctx, "env", "none"); err != nil {
+		return err
+	}
+	for _, id := range servers {
+		say("%s: dpkg -i ferry_%s_amd64.deb; ferry join %s", id, from, id)
+		if _, err := dc.AddServer(ctx, id, from); err != nil {
+			return err
+		}
+		if _, stderr, code := dc.Ferry(ctx, "join", id); code != 0 {
+			return fmt.Errorf("ferry join: %s", stderr)
+		}
+	}
+	say("ferry config set env staging: the fleet rolls out %s's artifact set...", from)
+	began := time.Now()
+	if _, stderr, code := dc.Ferry(ctx, "config", "set", "env", "staging"); code != 0 {
+		return fmt.Errorf("ferry config set: %s", stderr)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	if _, err := dc.WaitState(wctx, from, "completed"); err != nil {
+		return err
+	}
+	say("the fleet runs %s (%s). Publishing %s as a pre-release on the release server...", from, time.Since(began).Round(time.Second), to)
+	time.Sleep(2 * time.Second)
+	if err := dc.Publish(to, harness.PublishOptions{Prerelease: true, CreatedAt: time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC)}); err != nil {
+		return err
+	}
+	if _, err := dc.WaitState(wctx, to, "running", "completed"); err != nil {
+		return err
+	}
+
+	// The live view is the operator's own: ferry status --watch.
+	cmd := dc.FerryCommand(ctx, "status", "--watch", "--until-finished")
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("the rollout did not complete: %w", err)
+	}
+
+	fmt.Println()
+	say("summary")
+	out, _, _ := dc.Ferry(ctx, "history")
+	fmt.Print(out)
+	fmt.Println()
+	for _, id := range servers {
+		s, _ := dc.Server(id)
+		v, _ := s.InstalledVersion(ctx)
+		fmt.Printf("  %s: dpkg says ferry %s; worker started %d times (one restart is its self-upgrade)\n", id, v, s.Worker.Starts())
+	}
+	return nil
+}
