@@ -1,12 +1,16 @@
 package cli
 
 import (
+	"bytes"
 	"encoding/json"
+	"io"
 	"net/http"
 	"testing"
 	"time"
 
+	"aead.dev/minisign"
 	"github.com/ferry-cd/ferry/internal/githubfake"
+	"github.com/ferry-cd/ferry/pkg/release"
 	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/stretchr/testify/require"
 )
@@ -80,4 +84,97 @@ func TestHistory(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &hist))
 	require.Len(t, hist, 1)
 	require.Equal(t, ExitUsage, f.run("", "history", "--limit", "-1").code)
+}
+
+// signedRelease adds a test- release with the three assets; the package is
+// a few bytes, publish never installs it.
+func signedRelease(gh *githubfake.Server, tag, version, commit string, priv minisign.PrivateKey, drop string) {
+	deb := []byte("package " + version)
+	sums, _ := release.MakeSums(map[string]io.Reader{release.DebAsset(version): bytes.NewReader(deb)})
+	assets := map[string][]byte{release.DebAsset(version): deb, release.SumsAsset: sums, release.SigAsset: release.SignSums(priv, sums)}
+	delete(assets, drop)
+	gh.AddRelease("o/r", githubfake.ReleaseSpec{Tag: tag, Commitish: commit, Prerelease: true, Assets: assets})
+}
+
+func TestReleasePublish(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	gh := githubfake.New()
+	defer gh.Close()
+	pub, priv, err := minisign.GenerateKey(nil)
+	require.NoError(t, err)
+	_, otherPriv, err := minisign.GenerateKey(nil)
+	require.NoError(t, err)
+	const v, v2, v3 = "2026.01.02-1", "2026.01.03-1", "2026.01.04-1"
+	signedRelease(gh, "test-"+v, v, "abc123", priv, "")
+	signedRelease(gh, "test-"+v2, v2, "def456", priv, release.SigAsset)
+	signedRelease(gh, "test-"+v3, v3, "fed789", otherPriv, "")
+	for _, kv := range [][2]string{{"github-repo", "o/r"}, {"github-api-url", gh.APIURL()}, {"signing-keys", pub.String()}} {
+		require.Equal(t, ExitOK, f.run("", "config", "set", kv[0], kv[1]).code)
+	}
+	byTag := func(tag string) *githubfake.Release {
+		for _, r := range gh.Releases("o/r") {
+			if r.Tag == tag {
+				return &r
+			}
+		}
+		return nil
+	}
+
+	r := f.run("", "release", "publish", v, "--production")
+	require.Equal(t, ExitNotFound, r.code, "production before staging")
+	require.Contains(t, r.stderr, "--staging first")
+
+	r = f.run("", "release", "publish", v, "--staging")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	require.Contains(t, r.stdout, "created release-"+v)
+	rel := byTag("release-" + v)
+	require.NotNil(t, rel)
+	require.True(t, rel.Prerelease)
+	require.Equal(t, "abc123", rel.Commitish, "the same commit as the test release")
+	require.ElementsMatch(t, release.Assets(v), rel.Assets)
+	testDeb, _ := gh.Asset("o/r", "test-"+v, release.DebAsset(v))
+	relDeb, _ := gh.Asset("o/r", "release-"+v, release.DebAsset(v))
+	require.Equal(t, testDeb, relDeb)
+
+	r = f.run("", "release", "publish", v, "--staging")
+	require.Equal(t, ExitFailure, r.code)
+	require.Contains(t, r.stderr, "exists already")
+
+	r = f.run("", "release", "publish", v, "--production")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	require.False(t, byTag("release-"+v).Prerelease)
+
+	r = f.run("", "release", "publish", v2, "--staging")
+	require.Equal(t, ExitFailure, r.code)
+	require.Contains(t, r.stderr, "lacks the asset SHA256SUMS.minisig")
+	require.Nil(t, byTag("release-"+v2), "nothing was created")
+
+	r = f.run("", "release", "publish", v3, "--staging")
+	require.Equal(t, ExitFailure, r.code)
+	require.Contains(t, r.stderr, "signature not valid")
+	require.Nil(t, byTag("release-"+v3))
+
+	require.Equal(t, ExitUsage, f.run("", "release", "publish", v).code)
+	require.Equal(t, ExitUsage, f.run("", "release", "publish", v, "--staging", "--production").code)
+	require.Equal(t, ExitUsage, f.run("", "release", "publish", "tomorrow", "--staging").code)
+}
+
+func TestReleasePin(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	r := f.run("", "release", "pin", "2026.01.02-1", "--allow-downgrade")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	require.Contains(t, r.stdout, "downgrade allowed")
+	p, err := f.st.GetPin(f.ctx())
+	require.NoError(t, err)
+	require.Equal(t, "2026.01.02-1", p.Version)
+	require.True(t, p.AllowDowngrade)
+	require.Contains(t, f.run("", "status").stdout, "Pin:            2026.01.02-1")
+
+	require.Equal(t, ExitUsage, f.run("", "release", "pin", "latest").code)
+	require.Equal(t, ExitOK, f.run("", "release", "unpin").code)
+	_, err = f.st.GetPin(f.ctx())
+	require.ErrorIs(t, err, storage.ErrNotFound)
+	require.Equal(t, ExitNotFound, f.run("", "release", "unpin").code)
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ferry-cd/ferry/pkg/bootstrap"
+	"github.com/ferry-cd/ferry/pkg/release"
 	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/ferry-cd/ferry/pkg/version"
 	"github.com/spf13/cobra"
@@ -87,7 +88,7 @@ func (a *app) exitCode(err error) int {
 	switch {
 	case !a.argsParsed, errors.As(err, &ue), errors.Is(err, storage.ErrInvalid):
 		return ExitUsage
-	case errors.Is(err, storage.ErrNotFound):
+	case errors.Is(err, storage.ErrNotFound), errors.Is(err, release.ErrNotFound):
 		return ExitNotFound
 	case isUnreachable(err):
 		return ExitUnreachable
