@@ -22,11 +22,17 @@ import (
 	"go.uber.org/zap"
 )
 
-// Two consecutive versions: the fleet starts at N and upgrades to N1.
-const (
+// Two versions: the fleet starts at N and upgrades to N1. By default both
+// are built from this tree. The nightly job passes the package it built as
+// FERRY_DCTEST_TO_DEB (version FERRY_DCTEST_TO_VERSION) and, when a release
+// exists, the newest release as FERRY_DCTEST_FROM_DEB/_VERSION.
+var (
 	N  = "2026.01.01-1"
 	N1 = "2026.01.02-1"
 )
+
+// older is a version below any N.
+const older = "1999.12.31-1"
 
 var build *harness.Build
 
@@ -37,7 +43,25 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	began := time.Now()
-	build, err = harness.BuildAll("..", dir, N, N1)
+	toDeb, fromDeb := os.Getenv("FERRY_DCTEST_TO_DEB"), os.Getenv("FERRY_DCTEST_FROM_DEB")
+	var versions []string
+	switch {
+	case toDeb != "" && fromDeb != "":
+		N, N1 = os.Getenv("FERRY_DCTEST_FROM_VERSION"), os.Getenv("FERRY_DCTEST_TO_VERSION")
+	case toDeb != "":
+		// No release yet: start from this tree at a version below any.
+		N, N1 = "2000.01.01-1", os.Getenv("FERRY_DCTEST_TO_VERSION")
+		versions = []string{N}
+	default:
+		versions = []string{N, N1}
+	}
+	build, err = harness.BuildAll("..", dir, versions...)
+	if err == nil && toDeb != "" {
+		build.Debs[N1] = toDeb
+		if fromDeb != "" {
+			build.Debs[N] = fromDeb
+		}
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "dctest: build:", err)
 		os.RemoveAll(dir)
@@ -339,7 +363,7 @@ func TestReleasesTheFleetMustNotTake(t *testing.T) {
 	}
 
 	// A release of an older version, published last, is ignored.
-	require.NoError(t, d.Publish(N, harness.PublishOptions{Tag: "release-2025.12.31-1", CreatedAt: day(3)}))
+	require.NoError(t, d.Publish(N, harness.PublishOptions{Tag: "release-" + older, CreatedAt: day(3)}))
 	waitChecks()
 	stillAt(N)
 

@@ -50,10 +50,11 @@ type Build struct {
 	EtcdMember string
 }
 
-// BuildAll builds the packages of the versions with `make deb` and the
-// helper binaries, under dir. repoRoot is the repository's top directory.
+// BuildAll builds the packages of the versions with `make deb`, the admin
+// CLI and the etcd member helper, under dir. repoRoot is the repository's
+// top directory. Packages built elsewhere can be added to Debs.
 func BuildAll(repoRoot, dir string, versions ...string) (*Build, error) {
-	b := &Build{Debs: map[string]string{}}
+	b := &Build{Debs: map[string]string{}, Ferry: filepath.Join(dir, "ferry"), EtcdMember: filepath.Join(dir, "ferry-dctest-etcd")}
 	for _, v := range versions {
 		out := filepath.Join(dir, v)
 		cmd := exec.Command("make", "-C", repoRoot, "deb", "VERSION="+v, "DIST="+out, "BUILD="+filepath.Join(out, "build"), "BIN="+filepath.Join(out, "bin"))
@@ -61,13 +62,13 @@ func BuildAll(repoRoot, dir string, versions ...string) (*Build, error) {
 			return nil, fmt.Errorf("make deb %s: %v\n%s", v, err, msg)
 		}
 		b.Debs[v] = filepath.Join(out, release.DebAsset(v))
-		b.Ferry = filepath.Join(out, "bin", "ferry")
 	}
-	b.EtcdMember = filepath.Join(dir, "ferry-dctest-etcd")
-	cmd := exec.Command("go", "build", "-o", b.EtcdMember, "./dctest/cmd/ferry-dctest-etcd")
-	cmd.Dir = repoRoot
-	if msg, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("build ferry-dctest-etcd: %v\n%s", err, msg)
+	for bin, pkg := range map[string]string{b.Ferry: "./cmd/ferry", b.EtcdMember: "./dctest/cmd/ferry-dctest-etcd"} {
+		cmd := exec.Command("go", "build", "-o", bin, pkg)
+		cmd.Dir = repoRoot
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("build %s: %v\n%s", pkg, err, msg)
+		}
 	}
 	return b, nil
 }

@@ -40,7 +40,7 @@ func BuildErr(dir string, p Package) (string, error) {
 	}
 	defer os.RemoveAll(src)
 	var cfg strings.Builder
-	fmt.Fprintf(&cfg, "name: %s\narch: amd64\nversion: %s\nmaintainer: ferry tests <tests@ferry.invalid>\ndescription: test package\n", p.Name, p.Version)
+	fmt.Fprintf(&cfg, "name: %s\narch: amd64\nversion: %s\nversion_schema: none\nmaintainer: ferry tests <tests@ferry.invalid>\ndescription: test package\n", p.Name, p.Version)
 	if p.Postinst != "" {
 		script := filepath.Join(src, "postinst")
 		if err := os.WriteFile(script, []byte("#!/bin/sh\nset -e\n"+p.Postinst+"\n"), 0o755); err != nil {

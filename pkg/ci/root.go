@@ -38,7 +38,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, getenv f
 		},
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newKeygenCommand(stdout, getenv), newSignCommand(stdout, getenv), newVerifyCommand(stdout), newGenerateCommand(stdout, getenv))
+	root.AddCommand(newKeygenCommand(stdout, getenv), newSignCommand(stdout, getenv), newVerifyCommand(stdout), newGenerateCommand(stdout, getenv), newNightlyCommand(stdout, getenv))
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
