@@ -9,8 +9,8 @@ LDFLAGS := -s -w -X github.com/ferry-cd/ferry/pkg/version.Version=$(VERSION)
 BIN ?= bin
 DIST ?= dist
 BUILD ?= build
-# Debian packages that the tests use; `make deps` installs the missing ones.
-DEB_TOOLS := dpkg lintian minisign curl containerd
+# command:package pairs that the tests need; `make deps` installs the missing.
+DEB_TOOLS := dpkg-deb:dpkg lintian:lintian minisign:minisign curl:curl containerd:containerd ctr:containerd systemd-analyze:systemd git:git
 CMDS := $(notdir $(wildcard cmd/*))
 
 .DEFAULT_GOAL := help
@@ -27,7 +27,7 @@ build: ## build every program into bin/, version-stamped
 
 .PHONY: deps
 deps: ## install the Debian packages the tests need (as root), or say which
-	@missing=""; for t in $(DEB_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	@missing=""; for tp in $(DEB_TOOLS); do command -v $${tp%%:*} >/dev/null || case " $$missing " in *" $${tp#*:} "*) ;; *) missing="$$missing $${tp#*:}";; esac; done; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
 			echo "installing:$$missing"; \
