@@ -44,7 +44,10 @@ func TestConfigDefaults(t *testing.T) {
 
 	api, err := st.GetGitHubAPIURL(ctx)
 	require.NoError(t, err)
-	require.Equal(t, "https://api.github.com/", api)
+	apiKey, err := LookupConfigKey(ConfigGitHubAPIURL)
+	require.NoError(t, err)
+	require.Equal(t, apiKey.Default, api)
+	require.True(t, strings.HasPrefix(api, "https://"), "the default API is reached over TLS")
 
 	token, err := st.GetGitHubToken(ctx)
 	require.NoError(t, err)
