@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"time"
 
 	"github.com/ferry-cd/ferry/pkg/artifacts"
 	"github.com/ferry-cd/ferry/pkg/release"
@@ -108,22 +107,8 @@ against signing-keys exactly as a worker would, and its set is read from it.`,
 // releaseSet downloads and verifies a release's package and reads its set.
 func (a *app) releaseSet(cmd *cobra.Command, version string) (*artifacts.Set, error) {
 	var set *artifacts.Set
-	err := a.withStorage(cmd, func(ctx context.Context, st *storage.Storage) error {
-		cfg, err := st.GetConfig(ctx)
-		if err != nil {
-			return err
-		}
-		if cfg.GitHubRepo == "" {
-			return usagef("github-repo is not set; run `ferry config set github-repo OWNER/NAME`")
-		}
-		src, err := release.NewSource(release.Options{APIURL: cfg.GitHubAPIURL, Repo: cfg.GitHubRepo, Token: cfg.GitHubToken, Proxy: cfg.Proxy})
-		if err != nil {
-			return err
-		}
-		// The download may take longer than one etcd request is allowed.
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Minute)
-		defer cancel()
-		rel, err := src.FindVersion(dctx, cfg.Env, version)
+	err := a.withGitHub(cmd, func(ctx context.Context, cfg *storage.Config, src *release.Source) error {
+		rel, err := src.FindVersion(ctx, cfg.Env, version)
 		if err != nil {
 			return err
 		}
@@ -132,12 +117,12 @@ func (a *app) releaseSet(cmd *cobra.Command, version string) (*artifacts.Set, er
 			return err
 		}
 		defer os.RemoveAll(dir)
-		path, err := src.FetchPackage(dctx, rel, version, release.Trust{Keys: cfg.SigningKeys, AllowUnsigned: cfg.AllowUnsigned}, dir, release.DownloadOptions{})
+		path, err := src.FetchPackage(ctx, rel, version, release.Trust{Keys: cfg.SigningKeys, AllowUnsigned: cfg.AllowUnsigned}, dir, release.DownloadOptions{})
 		if err != nil {
 			return err
 		}
 		root := filepath.Join(dir, "root")
-		if out, err := exec.CommandContext(dctx, "dpkg-deb", "-x", path, root).CombinedOutput(); err != nil {
+		if out, err := exec.CommandContext(ctx, "dpkg-deb", "-x", path, root).CombinedOutput(); err != nil {
 			return fmt.Errorf("unpack %s: %v: %s", filepath.Base(path), err, out)
 		}
 		set, err = artifacts.Load(filepath.Join(root, artifacts.InstalledPath))
