@@ -18,6 +18,7 @@ const (
 	keyInstallDir    = "install/"
 	keyTrigger       = "trigger/check"
 	keyRollingDir    = "rolling/"
+	keyBarrierDir    = "barrier/"
 	keyUpdaterLeader = "leader/updater/"
 	keyWorkerLeader  = "leader/worker/"
 )

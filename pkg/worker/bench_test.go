@@ -26,7 +26,7 @@ func (instant) RunAction(context.Context, RunContext, *artifacts.Action) error {
 // BenchmarkCoordination reports the wall time of a 3-step lockstep rollout
 // on N workers whose steps do nothing: the coordination overhead.
 func BenchmarkCoordination(b *testing.B) {
-	for _, n := range []int{5, 100} {
+	for _, n := range []int{5, 100, 1000} {
 		b.Run(fmt.Sprintf("workers=%d", n), func(b *testing.B) {
 			prefix := fmt.Sprintf("/bench/%s/%d/", b.Name(), time.Now().UnixNano())
 			plan := &artifacts.Plan{}

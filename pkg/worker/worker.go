@@ -348,31 +348,17 @@ func current(snap *storage.Snapshot, req *storage.UpdateRequest) bool {
 }
 
 // barrier waits until every server of the request has reached step k, that
-// is, finished step k-1.
+// is, finished step k-1. A member that aborted makes the updater stop the
+// request, which ends the wait.
 func (w *Worker) barrier(ctx context.Context, req *storage.UpdateRequest, k int) error {
-	for {
-		snap, err := w.st.Snapshot(ctx)
-		if err != nil {
-			return err
-		}
-		if !current(snap, req) {
-			return errStopped
-		}
-		ready := true
-		for _, id := range req.Servers {
-			st := snap.Statuses[id]
-			if st == nil || st.Version != req.Version || st.Step < k {
-				ready = false
-				break
-			}
-		}
-		if ready {
-			return nil
-		}
-		if _, err := w.st.WaitChanges(ctx, snap.Revision); err != nil && !errors.Is(err, storage.ErrCompacted) {
-			return err
-		}
+	res, err := w.st.WaitBarrier(ctx, req.StartedAt, k, w.o.ID, len(req.Servers))
+	if err != nil {
+		return err
 	}
+	if res == storage.BarrierGone {
+		return errStopped
+	}
+	return nil
 }
 
 // whileCurrent returns a context that ends when the request is stopped or
