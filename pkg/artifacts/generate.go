@@ -10,12 +10,12 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/ferry-cd/ferry/pkg/deb"
 	"github.com/ferry-cd/ferry/pkg/release"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -176,26 +176,19 @@ func (src *Sources) latestDeb(ctx context.Context, d *Deb) error {
 	if err != nil {
 		return err
 	}
-	out, err := exec.CommandContext(ctx, "dpkg-deb", "-f", file, "Package", "Version").Output()
+	pkg, err := deb.Field(ctx, file, "Package")
 	if err != nil {
 		return fmt.Errorf("%s is not a Debian package: %w", asset.Name, err)
 	}
-	fields := parseControl(string(out))
-	if fields["Package"] != d.Name {
-		return fmt.Errorf("%s holds package %q, not %s", asset.Name, fields["Package"], d.Name)
+	if pkg != d.Name {
+		return fmt.Errorf("%s holds package %q, not %s", asset.Name, pkg, d.Name)
 	}
-	d.Release, d.Asset, d.Version, d.SHA256 = best.Tag, asset.Name, fields["Version"], sum
+	v, err := deb.Field(ctx, file, "Version")
+	if err != nil {
+		return err
+	}
+	d.Release, d.Asset, d.Version, d.SHA256 = best.Tag, asset.Name, v, sum
 	return nil
-}
-
-func parseControl(s string) map[string]string {
-	out := map[string]string{}
-	for _, line := range strings.Split(s, "\n") {
-		if k, v, ok := strings.Cut(line, ":"); ok {
-			out[strings.TrimSpace(k)] = strings.TrimSpace(v)
-		}
-	}
-	return out
 }
 
 func (src *Sources) transport() (http.RoundTripper, error) {

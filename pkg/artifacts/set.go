@@ -247,16 +247,6 @@ func (s *Set) Marshal() ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-// DebByName returns the named deb.
-func (s *Set) DebByName(name string) *Deb {
-	for i := range s.Debs {
-		if s.Debs[i].Name == name {
-			return &s.Debs[i]
-		}
-	}
-	return nil
-}
-
 // Select returns the components named, or all when names is empty.
 func selectNames[T any](all []T, names []string, name func(*T) string) []*T {
 	var out []*T

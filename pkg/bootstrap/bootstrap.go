@@ -168,18 +168,6 @@ func (f *Flags) Load(getenv func(string) string) (*Config, error) {
 	return cfg, nil
 }
 
-// Load reads a configuration from path alone, without env or flags.
-func Load(path string) (*Config, error) {
-	cfg := Default()
-	if err := cfg.readFile(path, true); err != nil {
-		return nil, err
-	}
-	if err := cfg.validate(); err != nil {
-		return nil, err
-	}
-	return cfg, nil
-}
-
 func (c *Config) set(fd field, v string) {
 	if fd.list != nil {
 		*fd.list(c) = splitList(v)

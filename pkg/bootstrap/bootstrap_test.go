@@ -54,7 +54,7 @@ func TestPrecedence(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []string{"dpkg", "--root=/srv/r", "-i"}, cfg.InstallCommand)
 	p2 := writeFile(t, "install-command: [dpkg, --root=/a b, -i]\n")
-	cfg, err = Load(p2)
+	cfg, err = loadFile(t, p2)
 	require.NoError(t, err)
 	require.Equal(t, []string{"dpkg", "--root=/a b", "-i"}, cfg.InstallCommand, "a YAML list keeps spaces")
 
@@ -82,26 +82,32 @@ func TestBadFiles(t *testing.T) {
 	_, err = load(t, nil, map[string]string{"FERRY_CONFIG": missing})
 	require.ErrorContains(t, err, "does not exist")
 
-	_, err = Load(writeFile(t, "endpoints: [\n"))
+	_, err = loadFile(t, writeFile(t, "endpoints: [\n"))
 	require.ErrorContains(t, err, "malformed")
 
-	_, err = Load(writeFile(t, "endpoint: http://x:2379\n"))
+	_, err = loadFile(t, writeFile(t, "endpoint: http://x:2379\n"))
 	require.ErrorContains(t, err, "field endpoint not found")
 	require.ErrorContains(t, err, "known keys: endpoints")
 
-	_, err = Load(writeFile(t, "endpoints: [10.0.0.1]\n"))
+	_, err = loadFile(t, writeFile(t, "endpoints: [10.0.0.1]\n"))
 	require.ErrorContains(t, err, `"10.0.0.1" is not an etcd URL`)
 
-	_, err = Load(writeFile(t, "prefix: ferry\n"))
+	_, err = loadFile(t, writeFile(t, "prefix: ferry\n"))
 	require.ErrorContains(t, err, "must start with /")
 
-	_, err = Load(writeFile(t, "server-id: Boot_0/x\n"))
+	_, err = loadFile(t, writeFile(t, "server-id: Boot_0/x\n"))
 	require.ErrorContains(t, err, "server-id")
 
-	_, err = Load(writeFile(t, "tls-cert-file: /x.pem\n"))
+	_, err = loadFile(t, writeFile(t, "tls-cert-file: /x.pem\n"))
 	require.ErrorContains(t, err, "set together")
 
-	cfg, err := Load(writeFile(t, ""))
+	cfg, err := loadFile(t, writeFile(t, ""))
 	require.NoError(t, err, "an empty file sets nothing")
 	require.Equal(t, []string{DefaultEndpoint}, cfg.Endpoints)
+}
+
+// loadFile reads only the file, as --config names it.
+func loadFile(t *testing.T, path string) (*Config, error) {
+	t.Helper()
+	return load(t, []string{"--config", path}, nil)
 }

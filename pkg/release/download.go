@@ -435,5 +435,3 @@ func MakeSums(files map[string]io.Reader) ([]byte, error) {
 	}
 	return b.Bytes(), nil
 }
-
-func removeFile(path string) { os.Remove(path) }

@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os/exec"
-	"strings"
+	"os"
 
 	"aead.dev/minisign"
+	"github.com/ferry-cd/ferry/pkg/deb"
 	"github.com/ferry-cd/ferry/pkg/storage"
 )
 
@@ -80,13 +80,13 @@ func (s *Source) FetchPackage(ctx context.Context, rel *Release, version string,
 	if err != nil {
 		return "", err
 	}
-	out, err := exec.CommandContext(ctx, "dpkg-deb", "-f", path, "Version").Output()
+	got, err := deb.Field(ctx, path, "Version")
 	if err != nil {
-		removeFile(path)
+		os.Remove(path)
 		return "", fmt.Errorf("%s is not a Debian package: %w", name, err)
 	}
-	if got := strings.TrimSpace(string(out)); got != version {
-		removeFile(path)
+	if got != version {
+		os.Remove(path)
 		return "", fmt.Errorf("%s holds version %s, not %s", name, got, version)
 	}
 	return path, nil

@@ -112,12 +112,6 @@ func uploadURL(base *url.URL) *url.URL {
 	return &u
 }
 
-// Client returns the go-github client, for the release publishing commands.
-func (s *Source) Client() *github.Client { return s.gh }
-
-// Repo returns owner and name.
-func (s *Source) Repo() (owner, name string) { return s.owner, s.name }
-
 // Release is a ferry release on GitHub.
 type Release struct {
 	ID          int64

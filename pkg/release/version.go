@@ -38,15 +38,6 @@ func ParseVersion(s string) (Version, error) {
 	return Version{v: v}, nil
 }
 
-// MustParseVersion parses a version known to be valid.
-func MustParseVersion(s string) Version {
-	v, err := ParseVersion(s)
-	if err != nil {
-		panic(err)
-	}
-	return v
-}
-
 // ParseVersionOrZero parses a version and returns the zero Version for a
 // string that is not one (such as "dev").
 func ParseVersionOrZero(s string) Version {

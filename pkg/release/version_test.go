@@ -49,3 +49,12 @@ func TestSplitTag(t *testing.T) {
 		require.False(t, ok, bad)
 	}
 }
+
+// MustParseVersion parses a version known to be valid.
+func MustParseVersion(s string) Version {
+	v, err := ParseVersion(s)
+	if err != nil {
+		panic(err)
+	}
+	return v
+}

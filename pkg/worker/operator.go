@@ -44,12 +44,13 @@ type Ops struct {
 	NewSource func(release.Options) (*release.Source, error)
 }
 
-func (o *Ops) source(cfg *storage.Config) (*release.Source, error) {
+// source reads releases of repo with the fleet's GitHub settings.
+func (o *Ops) source(cfg *storage.Config, repo string) (*release.Source, error) {
 	newSource := o.NewSource
 	if newSource == nil {
 		newSource = release.NewSource
 	}
-	return newSource(release.Options{APIURL: cfg.GitHubAPIURL, Repo: cfg.GitHubRepo, Token: cfg.GitHubToken, Proxy: cfg.Proxy})
+	return newSource(release.Options{APIURL: cfg.GitHubAPIURL, Repo: repo, Token: cfg.GitHubToken, Proxy: cfg.Proxy})
 }
 
 // SelfUpgrade downloads the ferry package of version with SHA256SUMS and its
@@ -58,7 +59,7 @@ func (o *Ops) source(cfg *storage.Config) (*release.Source, error) {
 // installed, and no downloaded file is left behind.
 func (o *Ops) SelfUpgrade(ctx context.Context, cfg *storage.Config, version string) error {
 	began := time.Now()
-	src, err := o.source(cfg)
+	src, err := o.source(cfg, cfg.GitHubRepo)
 	if err != nil {
 		return err
 	}
@@ -154,11 +155,7 @@ func (o *Ops) debs(ctx context.Context, rc RunContext, a *artifacts.DebsAction) 
 }
 
 func (o *Ops) installDeb(ctx context.Context, cfg *storage.Config, d *artifacts.Deb, log *slog.Logger) error {
-	newSource := o.NewSource
-	if newSource == nil {
-		newSource = release.NewSource
-	}
-	src, err := newSource(release.Options{APIURL: cfg.GitHubAPIURL, Repo: d.Repository, Token: cfg.GitHubToken, Proxy: cfg.Proxy})
+	src, err := o.source(cfg, d.Repository)
 	if err != nil {
 		return err
 	}
