@@ -396,7 +396,11 @@ func (u *Updater) check(ctx context.Context, ls *leaderState, snap *storage.Snap
 			if errors.Is(err, storage.ErrNoLeader) {
 				return err
 			}
-			u.log.Error("cannot record the release", "version", info.Version, "error", err)
+			// Not recorded, not done: retry soon rather than after a
+			// whole check-update-interval.
+			ls.retryAfter = release.RetryDelay(err, ls.failures, u.opts.RetryBase, u.opts.RetryMax, now)
+			ls.failures++
+			u.log.Error("cannot record the release; will check again", "version", info.Version, "error", err, "retry_in", ls.retryAfter)
 			return nil
 		}
 		u.log.Info("release found", "version", info.Version, "tag", info.Tag, "env", cfg.Env, "prerelease", info.Prerelease)

@@ -361,6 +361,26 @@ func (w *Worker) barrier(ctx context.Context, req *storage.UpdateRequest, k int)
 	return nil
 }
 
+// releaseSlot frees a rolling slot, retrying for a while: the slot is bound
+// to this worker's lease, which lives on, so a release lost to an etcd blip
+// would hold the slot, and stall the step, for the rest of the rollout.
+func (w *Worker) releaseSlot(ctx context.Context, step string, release func(context.Context) error) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	for attempt := 0; ; attempt++ {
+		err := release(rctx)
+		if err == nil {
+			return
+		}
+		if rctx.Err() != nil {
+			w.log.Error("cannot free a rolling slot; it is freed when this worker stops", "step", step, "error", err)
+			return
+		}
+		w.log.Warn("cannot free a rolling slot; retrying", "step", step, "error", err)
+		sleep(rctx, time.Duration(attempt+1)*500*time.Millisecond)
+	}
+}
+
 // whileCurrent returns a context that ends when the request is stopped or
 // replaced, for waits that etcd does not wake (slots, elections).
 func (w *Worker) whileCurrent(ctx context.Context, req *storage.UpdateRequest) (context.Context, context.CancelFunc) {
@@ -396,7 +416,7 @@ func (w *Worker) runStep(ctx context.Context, cfg *storage.Config, req *storage.
 			}
 			return err
 		}
-		defer release(context.WithoutCancel(ctx))
+		defer w.releaseSlot(ctx, s.Name, release)
 		if err := w.report(ctx, req, k, s.Name, storage.PhaseRunning, storage.CondRunning, ""); err != nil {
 			return err
 		}
