@@ -193,10 +193,13 @@ func (dc *Datacenter) writeArtifactSet() error {
 		{Name: "images", Strategy: artifacts.Lockstep, Actions: []artifacts.Action{{Images: &artifacts.ImagesAction{}}}},
 		{Name: "boot", Strategy: artifacts.Leader, Actions: []artifacts.Action{{BootContents: &artifacts.BootContentsAction{}}}},
 		{Name: "services", Strategy: artifacts.Lockstep, Actions: []artifacts.Action{{Run: &artifacts.RunAction{
-			Command: "sh", Args: []string{"-c", `sleep 3; echo "$FERRY_VERSION" > "$FERRY_MARKER"`},
-			Env: map[string]string{"FERRY_MARKER": "marker"}}}}},
+			Command: "sh", Args: []string{"-c", `sleep 3; echo "$FERRY_VERSION" > "$MARKERS/$FERRY_SERVER"`},
+			Env: map[string]string{"MARKERS": dc.markerDir()}}}}},
 	}
 	if err := set.Validate(); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dc.markerDir(), 0o755); err != nil {
 		return err
 	}
 	out, err := set.Marshal()
@@ -206,6 +209,8 @@ func (dc *Datacenter) writeArtifactSet() error {
 	dc.SetFile = filepath.Join(dc.Dir, "artifacts.yaml")
 	return os.WriteFile(dc.SetFile, out, 0o644)
 }
+
+func (dc *Datacenter) markerDir() string { return filepath.Join(dc.Dir, "markers") }
 
 // Close stops every process and server.
 func (dc *Datacenter) Close() {
@@ -230,26 +235,18 @@ func (dc *Datacenter) Close() {
 	if dc.ctdDir != "" {
 		os.RemoveAll(dc.ctdDir)
 	}
-	for _, c := range []interface{ Close() }{dc.GitHub, dc.Registry, dc.Notes} {
-		if c != nil && !isNil(c) {
-			c.Close()
-		}
+	if dc.GitHub != nil {
+		dc.GitHub.Close()
+	}
+	if dc.Registry != nil {
+		dc.Registry.Close()
+	}
+	if dc.Notes != nil {
+		dc.Notes.Close()
 	}
 	if dc.OSServer != nil {
 		dc.OSServer.Close()
 	}
-}
-
-func isNil(c interface{ Close() }) bool {
-	switch v := c.(type) {
-	case *githubfake.Server:
-		return v == nil
-	case *registrytest.Registry:
-		return v == nil
-	case *Receiver:
-		return v == nil
-	}
-	return false
 }
 
 // --- etcd ---

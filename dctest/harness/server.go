@@ -118,6 +118,13 @@ func (s *Server) PackageVersion(ctx context.Context, pkg string) (string, error)
 	return deb.InstalledVersion(ctx, s.Root.AdminDir(), pkg)
 }
 
+// Marker is the version the last rollout's services step ran at on this
+// server, or "" when it never ran.
+func (s *Server) Marker() string {
+	data, _ := os.ReadFile(filepath.Join(s.dc.markerDir(), s.ID))
+	return strings.TrimSpace(string(data))
+}
+
 // KillWorker kills ferry-worker with SIGKILL; the supervisor restarts it.
 func (s *Server) KillWorker() bool { return s.Worker.kill() }
 
