@@ -29,6 +29,17 @@ func testContext(t *testing.T) context.Context {
 	return ctx
 }
 
+// campaign makes the test the updater leader and returns its election.
+func campaign(t *testing.T, ctx context.Context, st *Storage) *concurrency.Election {
+	t.Helper()
+	sess, err := concurrency.NewSession(st.Client())
+	require.NoError(t, err)
+	t.Cleanup(func() { sess.Close() })
+	elec := concurrency.NewElection(sess, st.UpdaterElectionPrefix())
+	require.NoError(t, elec.Campaign(ctx, "test"))
+	return elec
+}
+
 func TestConfigDefaults(t *testing.T) {
 	t.Parallel()
 	st := newTestStorage(t)
@@ -347,11 +358,7 @@ func TestFencedPutRequest(t *testing.T) {
 	st := newTestStorage(t)
 	ctx := testContext(t)
 
-	sess, err := concurrency.NewSession(st.Client(), concurrency.WithTTL(5))
-	require.NoError(t, err)
-	defer sess.Close()
-	elec := concurrency.NewElection(sess, st.UpdaterElectionPrefix())
-	require.NoError(t, elec.Campaign(ctx, "updater-a"))
+	elec := campaign(t, ctx, st)
 
 	req := &UpdateRequest{Version: "2026.01.01-1", Servers: []string{"boot-0"}, Reason: ReasonUpdate, StartedAt: time.Now().UTC()}
 	leaderKey := elec.Key()
@@ -400,11 +407,7 @@ func TestRecover(t *testing.T) {
 	st := newTestStorage(t)
 	ctx := testContext(t)
 
-	sess, err := concurrency.NewSession(st.Client())
-	require.NoError(t, err)
-	defer sess.Close()
-	elec := concurrency.NewElection(sess, st.UpdaterElectionPrefix())
-	require.NoError(t, elec.Campaign(ctx, "u"))
+	elec := campaign(t, ctx, st)
 	require.NoError(t, st.PutRequest(ctx, &UpdateRequest{Version: "1", Servers: []string{"a"}, Stop: true}, elec.Key()))
 	require.NoError(t, st.PutStatus(ctx, "a", &UpdateStatus{Version: "1", Cond: CondAborted, Message: "boom"}))
 	require.NoError(t, st.PutContents(ctx, "boot", &ContentsStatus{Version: "1", Success: true}))
@@ -459,11 +462,7 @@ func TestStartAndFinishRequest(t *testing.T) {
 	st := newTestStorage(t)
 	ctx := testContext(t)
 
-	sess, err := concurrency.NewSession(st.Client())
-	require.NoError(t, err)
-	defer sess.Close()
-	elec := concurrency.NewElection(sess, st.UpdaterElectionPrefix())
-	require.NoError(t, elec.Campaign(ctx, "u"))
+	elec := campaign(t, ctx, st)
 	key := elec.Key()
 
 	started := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
@@ -526,11 +525,7 @@ func TestWaitBarrier(t *testing.T) {
 	t.Parallel()
 	st := newTestStorage(t)
 	ctx := testContext(t)
-	sess, err := concurrency.NewSession(st.Client())
-	require.NoError(t, err)
-	defer sess.Close()
-	elec := concurrency.NewElection(sess, st.UpdaterElectionPrefix())
-	require.NoError(t, elec.Campaign(ctx, "u"))
+	elec := campaign(t, ctx, st)
 	req := &UpdateRequest{Version: "1", Servers: []string{"a", "b"}, StartedAt: time.Now().UTC()}
 	require.NoError(t, st.StartRequest(ctx, req, elec.Key()))
 
