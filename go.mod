@@ -4,8 +4,10 @@ go 1.26.0
 
 require (
 	aead.dev/minisign v0.3.0
+	github.com/cenkalti/backoff/v5 v5.0.3
 	github.com/cybozu-go/log v1.7.0
 	github.com/cybozu-go/well v1.11.2
+	github.com/google/go-containerregistry v0.20.7
 	github.com/google/go-github/v84 v84.0.0
 	github.com/hashicorp/go-version v1.7.0
 	github.com/prometheus/client_golang v1.24.1
@@ -18,6 +20,7 @@ require (
 	go.etcd.io/etcd/client/v3 v3.6.5
 	go.etcd.io/etcd/server/v3 v3.6.5
 	go.uber.org/zap v1.28.0
+	golang.org/x/sys v0.48.0
 	google.golang.org/grpc v1.71.1
 	gopkg.in/yaml.v3 v3.0.1
 )
@@ -66,7 +69,6 @@ require (
 	github.com/golang/protobuf v1.5.4 // indirect
 	github.com/google/btree v1.1.3 // indirect
 	github.com/google/go-cmp v0.7.0 // indirect
-	github.com/google/go-containerregistry v0.20.7 // indirect
 	github.com/google/go-querystring v1.2.0 // indirect
 	github.com/google/rpmpack v0.7.0 // indirect
 	github.com/google/uuid v1.6.0 // indirect
@@ -144,7 +146,6 @@ require (
 	golang.org/x/mod v0.41.0 // indirect
 	golang.org/x/net v0.59.0 // indirect
 	golang.org/x/sync v0.23.0 // indirect
-	golang.org/x/sys v0.48.0 // indirect
 	golang.org/x/text v0.42.0 // indirect
 	golang.org/x/time v0.9.0 // indirect
 	golang.org/x/tools v0.51.0 // indirect

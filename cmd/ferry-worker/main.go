@@ -52,7 +52,7 @@ func main() {
 	}
 	ops := &worker.Ops{
 		DataDir:        cfg.DataDir,
-		Installer:      &deb.Installer{Command: cfg.InstallCommand, Log: log},
+		Installer:      &deb.Installer{Command: cfg.InstallCommand, Output: filepath.Join(cfg.DataDir, "dpkg-output.log"), Log: log},
 		Log:            log,
 		Metrics:        metrics,
 		Set:            set,

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ferry-cd/ferry/pkg/deb"
 	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/spf13/pflag"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
@@ -68,7 +69,7 @@ func Default() *Config {
 		// systemd-run puts dpkg in a unit of its own, so that the package's
 		// prerm stopping ferry-worker cannot kill the dpkg run that the
 		// worker started.
-		InstallCommand:      []string{"systemd-run", "--wait", "--quiet", "--collect", "dpkg", "--force-confdef", "--force-confold", "-i"},
+		InstallCommand:      []string{"systemd-run", "--wait", "--pipe", "--quiet", "--collect", "dpkg", "--force-confdef", "--force-confold", "-i"},
 		ImageRuntime:        "containerd",
 		ContainerdAddress:   "/run/containerd/containerd.sock",
 		ContainerdNamespace: "ferry",
@@ -103,7 +104,7 @@ var fields = []field{
 	{name: "boot-content-dir", help: "netboot content directory (default /srv/ferry/boot)", ptr: func(c *Config) *string { return &c.BootContentDir }},
 	{name: "ignition-dir", help: "directory of the ignition templates (default /usr/share/ferry)", ptr: func(c *Config) *string { return &c.IgnitionDir }},
 	{name: "restart-command", help: "command that restarts units, comma-separated; the units are appended (default systemctl,restart)", list: func(c *Config) *[]string { return &c.RestartCommand }},
-	{name: "install-command", help: "command that installs a .deb, comma-separated; the file is appended (default systemd-run,--wait,--quiet,--collect,dpkg,--force-confdef,--force-confold,-i)", list: func(c *Config) *[]string { return &c.InstallCommand }},
+	{name: "install-command", help: "command that installs a .deb, comma-separated; the file is appended (default systemd-run,--wait,--pipe,--quiet,--collect,dpkg,--force-confdef,--force-confold,-i); it must end with -i", list: func(c *Config) *[]string { return &c.InstallCommand }},
 }
 
 // EnvName returns the environment variable of a setting: FERRY_SERVER_ID for
@@ -259,8 +260,8 @@ func (c *Config) validate() error {
 	if len(c.RestartCommand) == 0 {
 		return fmt.Errorf("restart-command must not be empty (in %s)", c.where())
 	}
-	if len(c.InstallCommand) == 0 {
-		return fmt.Errorf("install-command must not be empty (in %s)", c.where())
+	if err := deb.CheckCommand(c.InstallCommand); err != nil {
+		return fmt.Errorf("%w (in %s)", err, c.where())
 	}
 	if c.DataDir == "" {
 		return fmt.Errorf("data-dir must not be empty (in %s)", c.where())

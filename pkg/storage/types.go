@@ -22,6 +22,9 @@ const (
 	PhaseWaiting   = "waiting"
 	PhaseRunning   = "running"
 	PhaseDone      = "done"
+	// PhaseRepairing: dpkg's database showed an unfinished install, which
+	// the worker is finishing before it goes on.
+	PhaseRepairing = "repairing"
 )
 
 // Reasons for an update request.

@@ -85,13 +85,17 @@ func TestPlanAgainstRealComponents(t *testing.T) {
 	restartLog := filepath.Join(f.dir, "restarts")
 	servers := []string{"boot-0", "boot-1"}
 	roots := map[string]*debtest.Root{}
+	// The servers run ferry v1, as dpkg installed it: the worker checks.
+	ferryDeb := debtest.Build(t, f.dir, debtest.Package{Name: "ferry", Version: v1})
 	for _, s := range servers {
 		root, err := debtest.NewRoot(filepath.Join(f.dir, "root-"+s))
 		require.NoError(t, err)
 		roots[s] = root
+		inst := &deb.Installer{Command: root.InstallCommand(), Log: quiet, Output: filepath.Join(f.dir, s+"-dpkg.out")}
+		require.NoError(t, inst.Install(f.ctx(), ferryDeb))
 		ops := &Ops{
 			DataDir: filepath.Join(f.dir, "data-"+s), Log: quiet, Metrics: NewMetrics(),
-			Installer: &deb.Installer{Command: root.InstallCommand(), Log: quiet},
+			Installer: inst,
 			Download:  release.DownloadOptions{RetryBase: 10 * time.Millisecond},
 			Set:       set, Storage: f.st,
 			Images: &images.Containerd{Address: ctd.Address, Namespace: s, WorkDir: f.dir, Log: quiet},

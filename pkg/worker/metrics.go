@@ -14,6 +14,7 @@ type Metrics struct {
 	downloadSeconds prometheus.Histogram
 	installs        *prometheus.CounterVec
 	actions         *prometheus.CounterVec
+	repairs         prometheus.Counter
 }
 
 // NewMetrics creates the metrics in a new registry.
@@ -40,8 +41,11 @@ func NewMetrics() *Metrics {
 		actions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ferry_worker_actions_total", Help: "Actions run, by type and result.",
 		}, []string{"type", "result"}),
+		repairs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ferry_worker_dpkg_repairs_total", Help: "Times dpkg's database showed an unfinished install that the worker had to repair.",
+		}),
 	}
-	m.Registry.MustRegister(m.step, m.stepSeconds, m.downloadBytes, m.downloadSeconds, m.installs, m.actions,
+	m.Registry.MustRegister(m.step, m.stepSeconds, m.downloadBytes, m.downloadSeconds, m.installs, m.actions, m.repairs,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -40,6 +40,8 @@ type Ops struct {
 	Boot *bootcontents.Publisher
 	// RestartCommand restarts systemd units; the units are appended.
 	RestartCommand []string
+	// Package is the name of ferry's own package; default "ferry".
+	Package string
 	// NewSource builds the release source; default release.NewSource.
 	NewSource func(release.Options) (*release.Source, error)
 }
@@ -77,6 +79,53 @@ func (o *Ops) SelfUpgrade(ctx context.Context, cfg *storage.Config, version stri
 	o.Metrics.downloadSeconds.Observe(time.Since(began).Seconds())
 	o.Log.Info("installing", "file", filepath.Base(path), "version", version)
 	return o.Installer.Install(ctx, path)
+}
+
+// Verify asks dpkg whether the ferry package is installed ok at version and
+// every package that the steps' debs actions install at its version. With
+// no Installer (tests of the state machine alone) there is nothing to ask.
+func (o *Ops) Verify(ctx context.Context, version string, steps []artifacts.Step) error {
+	if o.Installer == nil {
+		return nil
+	}
+	want := map[string]string{o.pkg(): version}
+	if o.Set != nil {
+		for _, s := range steps {
+			for _, a := range s.Actions {
+				if a.Debs == nil {
+					continue
+				}
+				for _, d := range o.Set.SelectDebs(a.Debs.Names) {
+					want[d.Name] = d.Version
+				}
+			}
+		}
+	}
+	for name, v := range want {
+		st, err := o.Installer.Query(ctx, name)
+		if err != nil {
+			return err
+		}
+		if err := st.Expect(v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Repair finishes interrupted dpkg runs.
+func (o *Ops) Repair(ctx context.Context) (string, error) {
+	if o.Installer == nil {
+		return "", nil
+	}
+	return o.Installer.Repair(ctx)
+}
+
+func (o *Ops) pkg() string {
+	if o.Package == "" {
+		return "ferry"
+	}
+	return o.Package
 }
 
 // actionEnv tells a command where in the rollout it runs.
@@ -137,12 +186,20 @@ func (o *Ops) debs(ctx context.Context, rc RunContext, a *artifacts.DebsAction) 
 	for _, d := range o.Set.SelectDebs(a.Names) {
 		log := rc.Log.With("deb", d.Name, "deb_version", d.Version)
 		rec, err := o.Storage.GetInstalled(ctx, rc.Server, "debs", d.Name)
-		if err == nil && rec.Version == d.Version && rec.Digest == d.SHA256 {
-			log.Info("deb already installed")
-			continue
-		}
 		if err != nil && !errors.Is(err, storage.ErrNotFound) {
 			return err
+		}
+		if err == nil && rec.Version == d.Version && rec.Digest == d.SHA256 {
+			// The record says so; dpkg's database must agree.
+			st, err := o.Installer.Query(ctx, d.Name)
+			if err != nil {
+				return err
+			}
+			if st.Expect(d.Version) == nil {
+				log.Info("deb already installed")
+				continue
+			}
+			log.Warn("recorded as installed, but dpkg disagrees; installing again", "dpkg", st.String())
 		}
 		if err := o.installDeb(ctx, rc.Config, d, log); err != nil {
 			return fmt.Errorf("deb %s %s: %w", d.Name, d.Version, err)

@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/ferry-cd/ferry/pkg/artifacts"
+	"github.com/ferry-cd/ferry/pkg/deb"
 	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/ferry-cd/ferry/pkg/version"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -60,6 +61,13 @@ type Operator interface {
 	SelfUpgrade(ctx context.Context, cfg *storage.Config, version string) error
 	// RunAction runs one action of a step.
 	RunAction(ctx context.Context, rc RunContext, a *artifacts.Action) error
+	// Verify asks dpkg whether the ferry package is installed ok at
+	// version, and every package that the steps install at theirs. A
+	// package in any other state is a *deb.NotInstalledError.
+	Verify(ctx context.Context, version string, steps []artifacts.Step) error
+	// Repair finishes interrupted dpkg runs, waiting for one that still
+	// runs, and returns what it found ("" when nothing was wrong).
+	Repair(ctx context.Context) (string, error)
 }
 
 // RunContext tells an action where it runs.
@@ -87,6 +95,8 @@ type Options struct {
 	Metrics *Metrics
 	// LeaseTTL is the lease of alive/<id>; default 10s.
 	LeaseTTL time.Duration
+	// Package is the name of ferry's own package; default "ferry".
+	Package string
 }
 
 // Worker is one ferry-worker.
@@ -117,6 +127,9 @@ func New(o Options) *Worker {
 	}
 	if o.LeaseTTL <= 0 {
 		o.LeaseTTL = 10 * time.Second
+	}
+	if o.Package == "" {
+		o.Package = "ferry"
 	}
 	return &Worker{o: o, st: o.Storage, log: o.Logger.With("server", o.ID), metrics: o.Metrics}
 }
@@ -201,7 +214,48 @@ func (w *Worker) step(ctx context.Context, snap *storage.Snapshot) error {
 		}
 		log.Info("resuming the rollout", "step", start)
 	}
+	// The binary says it is the requested version; dpkg's database says
+	// whether the install that brought it finished.
+	if err := w.ensureInstalled(ctx, req, start, w.o.Plan.Steps[:min(start-1, len(w.o.Plan.Steps))], log); err != nil {
+		var bad *deb.NotInstalledError
+		if errors.As(err, &bad) && bad.State.Package == w.o.Package {
+			if snap.Config == nil {
+				return fmt.Errorf("cannot reinstall: %w", snap.ConfigErr)
+			}
+			log.Warn("reinstalling this server's ferry package", "dpkg", bad.State.String())
+			return w.selfUpgrade(ctx, snap.Config, req, log)
+		}
+		return err
+	}
 	return w.runSteps(ctx, snap.Config, req, start, log)
+}
+
+// ensureInstalled checks with dpkg that the ferry package and the packages
+// of the done steps are installed ok, and repairs an interrupted install
+// first, reporting phase repairing meanwhile. It returns a
+// *deb.NotInstalledError for a package that a repair could not bring back.
+func (w *Worker) ensureInstalled(ctx context.Context, req *storage.UpdateRequest, k int, done []artifacts.Step, log *slog.Logger) error {
+	err := w.o.Operator.Verify(ctx, req.Version, done)
+	var bad *deb.NotInstalledError
+	if !errors.As(err, &bad) {
+		return err
+	}
+	w.metrics.repairs.Inc()
+	log.Warn("dpkg's database disagrees; repairing", "step", k, "dpkg", bad.State.String())
+	if err := w.report(ctx, req, k, stepName(w.o.Plan.Steps, k), storage.PhaseRepairing, storage.CondRunning, err.Error()+"; repairing"); err != nil {
+		return err
+	}
+	if _, err := w.o.Operator.Repair(ctx); err != nil {
+		return err
+	}
+	return w.o.Operator.Verify(ctx, req.Version, done)
+}
+
+func stepName(steps []artifacts.Step, k int) string {
+	if k < 1 || k > len(steps) {
+		return ""
+	}
+	return steps[k-1].Name
 }
 
 func (w *Worker) report(ctx context.Context, req *storage.UpdateRequest, step int, name, phase string, cond storage.Cond, msg string) error {
@@ -283,6 +337,20 @@ func (w *Worker) runSteps(ctx context.Context, cfg *storage.Config, req *storage
 			stepLog.Error("step failed", "error", err)
 			return w.report(ctx, req, k, s.Name, storage.PhaseRunning, storage.CondAborted, msg)
 		}
+		// Never report a step done over a package that dpkg has not
+		// finished installing.
+		if err := w.ensureInstalled(ctx, req, k, steps[:k], stepLog); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			var bad *deb.NotInstalledError
+			if !errors.As(err, &bad) {
+				return err
+			}
+			msg := fmt.Sprintf("step %d (%s): %v", k, s.Name, err)
+			stepLog.Error("a package is not installed after the step", "error", err)
+			return w.report(ctx, req, k, s.Name, storage.PhaseRunning, storage.CondAborted, msg)
+		}
 		w.metrics.stepSeconds.WithLabelValues(s.Name).Observe(time.Since(began).Seconds())
 		stepLog.Info("step done", "seconds", time.Since(began).Seconds())
 		if err := w.report(ctx, req, k, s.Name, storage.PhaseDone, storage.CondRunning, ""); err != nil {
@@ -290,6 +358,11 @@ func (w *Worker) runSteps(ctx context.Context, cfg *storage.Config, req *storage
 		}
 	}
 	w.metrics.step.Set(0)
+	if len(steps) == 0 {
+		if err := w.ensureInstalled(ctx, req, 0, nil, log); err != nil {
+			return err
+		}
+	}
 	log.Info("rollout completed on this server")
 	return w.report(ctx, req, len(steps), lastName(steps), storage.PhaseDone, storage.CondCompleted, "")
 }

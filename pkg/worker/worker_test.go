@@ -10,13 +10,16 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/ferry-cd/ferry/internal/debtest"
 	"github.com/ferry-cd/ferry/internal/etcdtest"
 	"github.com/ferry-cd/ferry/internal/fleettest"
 	"github.com/ferry-cd/ferry/pkg/artifacts"
@@ -486,4 +489,64 @@ func requireNoDownloads(t *testing.T, dataDir string) {
 	}
 	require.NoError(t, err)
 	require.Empty(t, entries, "downloaded or temporary files were left behind")
+}
+
+// --- dpkg's database is the truth ---
+
+// TestUnfinishedInstallIsRepairedFirst: the worker runs the requested
+// version, but the dpkg run that installed it was killed in the postinst.
+// The worker finishes it before it runs or reports anything done.
+func TestUnfinishedInstallIsRepairedFirst(t *testing.T) {
+	t.Parallel()
+	e := newUpgradeEnv(t)
+	gate := filepath.Join(e.dir, "gate")
+	p := ferryPackage(v2)
+	p.Postinst = fmt.Sprintf(`while [ ! -e %s ]; do sleep 0.05; done`, gate)
+	pkg := debtest.Build(t, e.dir, p)
+	inst := e.ops.Installer
+	killed := exec.Command(inst.Command[0], append(inst.Command[1:], pkg)...)
+	killed.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	require.NoError(t, killed.Start())
+	require.Eventually(t, func() bool {
+		s, err := inst.Query(e.ctx(), "ferry")
+		return err == nil && s.Condition() == "half-configured"
+	}, 30*time.Second, 20*time.Millisecond)
+	require.NoError(t, syscall.Kill(-killed.Process.Pid, syscall.SIGKILL))
+	killed.Wait()
+
+	j := journal(filepath.Join(e.dir, "journal"))
+	e.request(v2, "boot-0")
+	w := e.start("boot-0", v2, lockstepPlan(j, "true"), e.ops)
+	st := e.waitStatus("boot-0", func(s *storage.UpdateStatus) bool { return s.Phase == storage.PhaseRepairing })
+	require.Contains(t, st.Message, "dpkg has ferry half-configured "+v2)
+	require.Empty(t, j.entries(t), "no step ran over a half-configured package")
+
+	require.NoError(t, os.WriteFile(gate, nil, 0o644))
+	e.waitStatus("boot-0", cond(storage.CondCompleted))
+	s, err := inst.Query(e.ctx(), "ferry")
+	require.NoError(t, err)
+	require.NoError(t, s.Expect(v2))
+	require.Len(t, j.entries(t), 2, "the step ran once the package was installed")
+	rec := httptest.NewRecorder()
+	w.w.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	require.Contains(t, rec.Body.String(), "ferry_worker_dpkg_repairs_total 1")
+}
+
+// TestPackageDpkgDisagreesWithIsReinstalled: the binary says v2 but dpkg
+// has v1 installed; the worker installs the verified v2 package again.
+func TestPackageDpkgDisagreesWithIsReinstalled(t *testing.T) {
+	t.Parallel()
+	e := newUpgradeEnv(t)
+	e.publish(v2, publishOptions{})
+	e.request(v2, "boot-0")
+	w := e.start("boot-0", v2, &artifacts.Plan{}, e.ops)
+	select {
+	case <-w.done:
+		require.ErrorIs(t, w.err, ErrUpgraded)
+	case <-time.After(60 * time.Second):
+		t.Fatal("the worker did not reinstall its package")
+	}
+	v, err := deb.InstalledVersion(e.ctx(), e.admin, "ferry")
+	require.NoError(t, err)
+	require.Equal(t, v2, v)
 }
