@@ -227,7 +227,9 @@ func (f *fleet) putRequest(req *storage.UpdateRequest) {
 
 func (f *fleet) finishRequest(req *storage.UpdateRequest, h *storage.HistoryRecord) {
 	f.t.Helper()
-	f.asLeader(func(key string) error { return f.st.FinishRequest(f.ctx(), req, h, key) })
+	_, rev, err := f.st.GetRequest(f.ctx())
+	require.NoError(f.t, err)
+	f.asLeader(func(key string) error { return f.st.FinishRequest(f.ctx(), req, h, rev, key) })
 }
 
 func TestStatus(t *testing.T) {
@@ -304,7 +306,8 @@ func TestRecover(t *testing.T) {
 	require.Equal(t, ExitFailure, r.code)
 	require.Contains(t, r.stderr, "not stopped")
 
-	req.Stop, req.StopReason = true, "boot-0 aborted: boom"
+	// Stopped as the updater stops it: finished, and recorded by it.
+	req.Stop, req.StopReason, req.FinishedAt = true, "boot-0 aborted: boom", time.Now()
 	f.putRequest(req)
 
 	r = f.run("n\n", "recover")
@@ -327,12 +330,36 @@ func TestRecover(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, statuses)
 
-	// --force clears a running rollout.
-	f.putRequest(&storage.UpdateRequest{Version: "3", Servers: []string{"boot-0"}})
+	hist, err := f.st.GetHistory(ctx, 0)
+	require.NoError(t, err)
+	require.Empty(t, hist, "a stopped rollout is the updater's to record")
+
+	// A server aborted, and the updater has not stopped the rollout yet:
+	// recover records the attempt in the same transaction.
+	aborted := &storage.UpdateRequest{Version: "3", Servers: []string{"boot-0"}, Reason: storage.ReasonUpdate, StartedAt: time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)}
+	f.putRequest(aborted)
+	require.NoError(t, f.st.PutStatus(ctx, "boot-0", &storage.UpdateStatus{Version: "3", Cond: storage.CondAborted, Message: "dpkg failed", UpdatedAt: aborted.StartedAt.Add(time.Minute)}))
+	r = f.run("", "recover", "--yes")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	hist, err = f.st.GetHistory(ctx, 0)
+	require.NoError(t, err)
+	require.Len(t, hist, 1)
+	require.Equal(t, storage.ResultAborted, hist[0].Result)
+	require.True(t, hist[0].StartedAt.Equal(aborted.StartedAt))
+	require.Contains(t, hist[0].StopReason, "boot-0 aborted: dpkg failed")
+	require.Equal(t, 60.0, hist[0].Durations["boot-0"])
+
+	// --force clears a running rollout, and records it.
+	f.putRequest(&storage.UpdateRequest{Version: "4", Servers: []string{"boot-0"}, StartedAt: aborted.StartedAt.Add(time.Hour)})
 	r = f.run("", "recover", "--yes", "--force")
 	require.Equal(t, ExitOK, r.code, r.stderr)
 	_, _, err = f.st.GetRequest(ctx)
 	require.ErrorIs(t, err, storage.ErrNotFound)
+	hist, err = f.st.GetHistory(ctx, 0)
+	require.NoError(t, err)
+	require.Len(t, hist, 2)
+	require.Equal(t, storage.ResultCleared, hist[0].Result)
+	require.Equal(t, "4", hist[0].Version)
 }
 
 func TestUnreachableEtcdFailsWithinTimeout(t *testing.T) {

@@ -261,8 +261,9 @@ It asks for confirmation unless --yes is given.`,
 					return err
 				}
 			}
+			hist := unrecorded(snap, state, time.Now())
 			return a.withStorage(cmd, func(ctx context.Context, st *storage.Storage) error {
-				if err := st.Recover(ctx, snap.RequestRev); err != nil {
+				if err := st.Recover(ctx, snap.RequestRev, hist); err != nil {
 					return err
 				}
 				fmt.Fprintln(a.stdout, "recovered: the updater will start the rollout again")
@@ -273,6 +274,28 @@ It asks for confirmation unless --yes is given.`,
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
 	cmd.Flags().BoolVar(&force, "force", false, "clear the rollout even when it is not stopped")
 	return cmd
+}
+
+// unrecorded is the history record of a rollout that the updater has not
+// finished, and so not recorded: one that a server aborted before the
+// updater stopped it, or one cleared with --force. nil when there is none.
+func unrecorded(snap *storage.Snapshot, state string, now time.Time) *storage.HistoryRecord {
+	req := snap.Request
+	if req == nil || req.Finished() {
+		return nil
+	}
+	h := storage.NewHistoryRecord(req, snap.Statuses, storage.ResultCleared, now.UTC())
+	h.StopReason = "cleared by ferry recover while " + state
+	if state == stateAborted {
+		h.Result = storage.ResultAborted
+		for _, id := range req.Servers {
+			if st := snap.Statuses[id]; st != nil && st.Version == req.Version && st.Cond == storage.CondAborted {
+				h.StopReason = fmt.Sprintf("%s aborted: %s (cleared by ferry recover before the updater stopped the rollout)", id, st.Message)
+				break
+			}
+		}
+	}
+	return h
 }
 
 func (a *app) confirmRecover(snap *storage.Snapshot) error {

@@ -432,9 +432,15 @@ func (s *Storage) StartRequest(ctx context.Context, req *UpdateRequest, leaderKe
 }
 
 // FinishRequest writes the finished request (completed or stopped) and its
-// history record in one transaction fenced on the caller's leader key, so
-// that a rollout gets exactly one record even across a change of leader.
-func (s *Storage) FinishRequest(ctx context.Context, req *UpdateRequest, h *HistoryRecord, leaderKey string) error {
+// history record in one transaction, fenced on the caller's leader key and
+// on the request's mod revision requestRev, so that a rollout gets exactly
+// one record even across a change of leader, and a request cleared by
+// `ferry recover` meanwhile is not written back. ErrConflict means the
+// request changed since it was read.
+func (s *Storage) FinishRequest(ctx context.Context, req *UpdateRequest, h *HistoryRecord, requestRev int64, leaderKey string) error {
+	if leaderKey == "" {
+		return fmt.Errorf("finish request: no leader key: %w", ErrNoLeader)
+	}
 	reqData, err := encode(req)
 	if err != nil {
 		return err
@@ -443,10 +449,22 @@ func (s *Storage) FinishRequest(ctx context.Context, req *UpdateRequest, h *Hist
 	if err != nil {
 		return err
 	}
-	return s.fencedTxn(ctx, leaderKey, "finish request",
-		clientv3.OpPut(s.abs(keyCurrent), reqData),
-		clientv3.OpPut(s.historyKey(h.StartedAt), histData),
-	)
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(leaderKey), ">", 0)).
+		Then(clientv3.OpTxn(
+			[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.abs(keyCurrent)), "=", requestRev)},
+			[]clientv3.Op{clientv3.OpPut(s.abs(keyCurrent), reqData), clientv3.OpPut(s.historyKey(h.StartedAt), histData)},
+			nil)).
+		Commit()
+	switch {
+	case err != nil:
+		return fmt.Errorf("finish request: %w", err)
+	case !resp.Succeeded:
+		return fmt.Errorf("finish request: %w", ErrNoLeader)
+	case !resp.Responses[0].GetResponseTxn().Succeeded:
+		return fmt.Errorf("finish request: the request changed since it was read: %w", ErrConflict)
+	}
+	return nil
 }
 
 // GetHistory returns up to limit history records, newest first (all when
@@ -535,14 +553,25 @@ func (s *Storage) GetStatuses(ctx context.Context) (map[string]*UpdateStatus, er
 // Recover clears the current request, every worker status and every
 // contents/ record, so that the updater starts the rollout again. It acts
 // only when the request is still the one at requestRev (as returned by
-// GetRequest or a snapshot); otherwise it returns ErrConflict.
-func (s *Storage) Recover(ctx context.Context, requestRev int64) error {
+// GetRequest or a snapshot); otherwise it returns ErrConflict. h, when not
+// nil, is the record of an attempt that the updater has not finished and
+// so not recorded: it is written in the same transaction, so that no
+// attempt leaves history without a record.
+func (s *Storage) Recover(ctx context.Context, requestRev int64, h *HistoryRecord) error {
+	ops := []clientv3.Op{
+		clientv3.OpDelete(s.abs(keyStatusDir), clientv3.WithPrefix()),
+		clientv3.OpDelete(s.abs(keyContentsDir), clientv3.WithPrefix()),
+	}
+	if h != nil {
+		data, err := encode(h)
+		if err != nil {
+			return err
+		}
+		ops = append(ops, clientv3.OpPut(s.historyKey(h.StartedAt), data))
+	}
 	resp, err := s.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.ModRevision(s.abs(keyCurrent)), "=", requestRev)).
-		Then(
-			clientv3.OpDelete(s.abs(keyStatusDir), clientv3.WithPrefix()),
-			clientv3.OpDelete(s.abs(keyContentsDir), clientv3.WithPrefix()),
-		).
+		Then(ops...).
 		Commit()
 	if err != nil {
 		return fmt.Errorf("recover: %w", err)

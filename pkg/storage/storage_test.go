@@ -417,13 +417,13 @@ func TestRecover(t *testing.T) {
 	require.NoError(t, err)
 	// The request changes after the operator looked: recover must refuse.
 	require.NoError(t, st.PutRequest(ctx, &UpdateRequest{Version: "1", Servers: []string{"a"}, Stop: true, StopReason: "again"}, elec.Key()))
-	require.ErrorIs(t, st.Recover(ctx, rev), ErrConflict)
+	require.ErrorIs(t, st.Recover(ctx, rev, nil), ErrConflict)
 	_, err = st.GetContents(ctx, "boot")
 	require.NoError(t, err, "a refused recover deletes nothing")
 
 	_, rev, err = st.GetRequest(ctx)
 	require.NoError(t, err)
-	require.NoError(t, st.Recover(ctx, rev))
+	require.NoError(t, st.Recover(ctx, rev, nil))
 	_, _, err = st.GetRequest(ctx)
 	require.ErrorIs(t, err, ErrNotFound)
 	statuses, err := st.GetStatuses(ctx)
@@ -469,10 +469,13 @@ func TestStartAndFinishRequest(t *testing.T) {
 	req := &UpdateRequest{Version: "1", Servers: []string{"a"}, Reason: ReasonUpdate, StartedAt: started}
 	require.NoError(t, st.StartRequest(ctx, req, key))
 	require.NoError(t, st.PutStatus(ctx, "a", &UpdateStatus{Version: "1", Cond: CondCompleted}))
+	_, rev, err := st.GetRequest(ctx)
+	require.NoError(t, err)
 
 	req.FinishedAt = started.Add(time.Minute)
 	hist := &HistoryRecord{Version: "1", Servers: req.Servers, Result: ResultCompleted, StartedAt: started, FinishedAt: req.FinishedAt, Durations: map[string]float64{"a": 42}}
-	require.NoError(t, st.FinishRequest(ctx, req, hist, key))
+	require.ErrorIs(t, st.FinishRequest(ctx, req, hist, rev-1, key), ErrConflict, "a request read before it changed is not finished")
+	require.NoError(t, st.FinishRequest(ctx, req, hist, rev, key))
 	got, _, err := st.GetRequest(ctx)
 	require.NoError(t, err)
 	require.True(t, got.Finished())
@@ -487,8 +490,10 @@ func TestStartAndFinishRequest(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, got.Finished())
 
+	_, rev, err = st.GetRequest(ctx)
+	require.NoError(t, err)
 	req2.FinishedAt = req2.StartedAt.Add(time.Minute)
-	require.NoError(t, st.FinishRequest(ctx, req2, &HistoryRecord{Version: "1", Result: ResultAborted, StartedAt: req2.StartedAt, FinishedAt: req2.FinishedAt}, key))
+	require.NoError(t, st.FinishRequest(ctx, req2, &HistoryRecord{Version: "1", Result: ResultAborted, StartedAt: req2.StartedAt, FinishedAt: req2.FinishedAt}, rev, key))
 	hs, err := st.GetHistory(ctx, 0)
 	require.NoError(t, err)
 	require.Len(t, hs, 2)
@@ -502,7 +507,7 @@ func TestStartAndFinishRequest(t *testing.T) {
 	// Fenced: after resigning, nothing is written.
 	require.NoError(t, elec.Resign(ctx))
 	require.ErrorIs(t, st.StartRequest(ctx, &UpdateRequest{Version: "2"}, key), ErrNoLeader)
-	require.ErrorIs(t, st.FinishRequest(ctx, req2, &HistoryRecord{StartedAt: time.Now()}, key), ErrNoLeader)
+	require.ErrorIs(t, st.FinishRequest(ctx, req2, &HistoryRecord{StartedAt: time.Now()}, rev, key), ErrNoLeader)
 	hs, err = st.GetHistory(ctx, 0)
 	require.NoError(t, err)
 	require.Len(t, hs, 2)

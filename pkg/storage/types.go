@@ -128,6 +128,9 @@ const (
 	ResultAborted   = "aborted"
 	ResultTimeout   = "timeout"
 	ResultDead      = "dead-server"
+	// ResultCleared: `ferry recover --force` cleared a rollout that was
+	// still running.
+	ResultCleared = "cleared"
 )
 
 // HistoryRecord is history/<started_at>: the outcome of one rollout.
@@ -142,6 +145,21 @@ type HistoryRecord struct {
 	// Durations is each server's time from the start of the rollout to its
 	// last status, in seconds.
 	Durations map[string]float64 `json:"durations"`
+}
+
+// NewHistoryRecord is the record of req, finished at finishedAt with
+// result, from the servers' statuses.
+func NewHistoryRecord(req *UpdateRequest, statuses map[string]*UpdateStatus, result string, finishedAt time.Time) *HistoryRecord {
+	h := &HistoryRecord{
+		Version: req.Version, Reason: req.Reason, Servers: req.Servers, Result: result,
+		StartedAt: req.StartedAt, FinishedAt: finishedAt, Durations: map[string]float64{},
+	}
+	for _, id := range req.Servers {
+		if st := statuses[id]; st != nil && st.Version == req.Version && !st.UpdatedAt.IsZero() {
+			h.Durations[id] = st.UpdatedAt.Sub(req.StartedAt).Seconds()
+		}
+	}
+	return h
 }
 
 // Duration is the rollout's wall time.

@@ -437,15 +437,7 @@ func (u *Updater) execute(ctx context.Context, act Action, snap *storage.Snapsho
 	case Stop, Complete:
 		req := *snap.Request
 		req.FinishedAt = now.UTC()
-		hist := &storage.HistoryRecord{
-			Version: req.Version, Reason: req.Reason, Servers: req.Servers, Result: storage.ResultCompleted,
-			StartedAt: req.StartedAt, FinishedAt: req.FinishedAt, Durations: map[string]float64{},
-		}
-		for _, id := range req.Servers {
-			if st := snap.Statuses[id]; st != nil && st.Version == req.Version && !st.UpdatedAt.IsZero() {
-				hist.Durations[id] = st.UpdatedAt.Sub(req.StartedAt).Seconds()
-			}
-		}
+		hist := storage.NewHistoryRecord(&req, snap.Statuses, storage.ResultCompleted, req.FinishedAt)
 		ev := Event{Kind: EventSuccess, Version: req.Version, Reason: req.Reason, Servers: req.Servers, StartedAt: req.StartedAt, Duration: req.FinishedAt.Sub(req.StartedAt)}
 		if act.Kind == Stop {
 			req.Stop, req.StopReason = true, act.Cause.String()
@@ -453,7 +445,12 @@ func (u *Updater) execute(ctx context.Context, act Action, snap *storage.Snapsho
 			ev.Server, ev.Message = act.Cause.Server, act.Cause.Message
 			ev.Kind = map[string]EventKind{storage.ResultAborted: EventAbort, storage.ResultTimeout: EventTimeout, storage.ResultDead: EventDeadServer}[act.Cause.Result]
 		}
-		if err := u.st.FinishRequest(ctx, &req, hist, leaderKey); err != nil {
+		if err := u.st.FinishRequest(ctx, &req, hist, snap.RequestRev, leaderKey); err != nil {
+			if errors.Is(err, storage.ErrConflict) {
+				// Recovered or replaced since the snapshot: decide again.
+				u.log.Info("the rollout changed before it could be finished; deciding again", "version", req.Version)
+				return nil
+			}
 			return err
 		}
 		u.metrics.rollouts.WithLabelValues(hist.Result).Inc()

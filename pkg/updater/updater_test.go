@@ -415,7 +415,7 @@ func TestStoppedRolloutRestartsAfterRecover(t *testing.T) {
 
 	_, rev, err := f.st.GetRequest(f.ctx())
 	require.NoError(t, err)
-	require.NoError(t, f.st.Recover(f.ctx(), rev))
+	require.NoError(t, f.st.Recover(f.ctx(), rev, nil))
 	again := f.waitRequest(func(r *storage.UpdateRequest) bool { return !r.StartedAt.Equal(first.StartedAt) })
 	require.Equal(t, v1, again.Version)
 	require.False(t, again.Stop)
