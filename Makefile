@@ -71,6 +71,14 @@ test: deps lint build ## everything: lint, build, all tests and dctest (what CI 
 dctest: deps ## the datacenter test: every scenario on a virtual datacenter
 	$(GO) test -count=1 -v -timeout 30m ./dctest/ 2>&1 | grep -E '^(---|=== RUN|ok|FAIL|PASS)|scenario took|dctest:|Error'
 
+# Rounds of `make chaos`; SEED=n replays a run.
+ROUNDS ?= 50
+
+.PHONY: chaos
+chaos: deps ## many rollouts with random SIGKILLs (ROUNDS=50, SEED=n replays); prints a line per round and a table
+	set -o pipefail; FERRY_CHAOS_ROUNDS=$(ROUNDS) FERRY_CHAOS_SEED=$(SEED) $(GO) test -count=1 -v -run '^TestChaosRollouts$$' -timeout 0 ./dctest/ 2>&1 \
+		| grep -E 'chaos:|^(---|ok|FAIL)|scenario took|Error'
+
 .PHONY: bench
 bench: ## print figures: download RSS and throughput vs curl, idle GitHub cost, coordination overhead
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./pkg/...

@@ -82,9 +82,15 @@ type dc struct {
 
 func start(t *testing.T) *dc {
 	t.Helper()
+	return startFor(t, 4*time.Minute)
+}
+
+// startFor starts a datacenter for a scenario that may take up to limit.
+func startFor(t *testing.T, limit time.Duration) *dc {
+	t.Helper()
 	began := time.Now()
 	t.Cleanup(func() { t.Logf("scenario took %s", time.Since(began).Round(100*time.Millisecond)) })
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	t.Cleanup(cancel)
 	d, err := harness.Start(harness.Options{Dir: t.TempDir(), Build: build})
 	require.NoError(t, err)

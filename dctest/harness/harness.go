@@ -256,6 +256,8 @@ type EtcdMember struct {
 	Name, ClientURL, PeerURL, Dir string
 	bin, cluster                  string
 	cmd                           *exec.Cmd
+	// exited is closed when the process has exited.
+	exited chan struct{}
 }
 
 func freePort() (string, error) {
@@ -297,38 +299,60 @@ func (dc *Datacenter) startEtcd() error {
 	return nil
 }
 
+// start starts the member and returns once its client URL says it is
+// healthy: it serves, and the cluster has a leader and a quorum.
 func (m *EtcdMember) start(state string) error {
 	cmd := exec.Command(m.bin, "--name", m.Name, "--data-dir", m.Dir, "--client-url", m.ClientURL, "--peer-url", m.PeerURL,
 		"--initial-cluster", m.cluster, "--initial-cluster-state", state)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	var out bytes.Buffer
-	cmd.Stdout = &lockedWriter{w: &out}
-	cmd.Stderr = cmd.Stdout
+	out := &lockedWriter{w: &bytes.Buffer{}}
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		return err
 	}
 	m.cmd = cmd
-	deadline := time.Now().Add(90 * time.Second)
-	for time.Now().Before(deadline) {
-		if strings.Contains(cmd.Stdout.(*lockedWriter).String(), "ready") {
+	m.exited = make(chan struct{})
+	go func() { cmd.Wait(); close(m.exited) }()
+	client := &http.Client{Timeout: time.Second}
+	deadline := time.After(90 * time.Second)
+	for {
+		if m.healthy(client) {
 			return nil
 		}
-		if cmd.ProcessState != nil {
-			break
+		select {
+		case <-m.exited:
+			return fmt.Errorf("etcd member %s exited: %s", m.Name, out.String())
+		case <-deadline:
+			return fmt.Errorf("etcd member %s not healthy after 90s: %s", m.Name, out.String())
+		case <-time.After(50 * time.Millisecond):
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
-	return fmt.Errorf("etcd member %s did not start: %s", m.Name, cmd.Stdout.(*lockedWriter).String())
+}
+
+// healthy asks the member's /health endpoint.
+func (m *EtcdMember) healthy(client *http.Client) bool {
+	resp, err := client.Get(m.ClientURL + "/health")
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	var h struct {
+		Health string `json:"health"`
+	}
+	return resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(&h) == nil && h.Health == "true"
 }
 
 // Kill kills the member with SIGKILL.
 func (m *EtcdMember) Kill() {
 	if m.cmd != nil && m.cmd.Process != nil {
 		m.cmd.Process.Kill()
-		m.cmd.Wait()
+		<-m.exited
 		m.cmd = nil
 	}
 }
+
+// Running reports whether the member's process runs.
+func (m *EtcdMember) Running() bool { return m.cmd != nil }
 
 // Restart starts a killed member again with its data.
 func (m *EtcdMember) Restart() error { return m.start("existing") }
@@ -359,12 +383,18 @@ type PublishOptions struct {
 	Corrupt    bool // the .deb does not match SHA256SUMS
 	WrongKey   bool // SHA256SUMS is signed by a key the fleet does not trust
 	CreatedAt  time.Time
+	// Deb replaces the package built for the version, e.g. with one from
+	// GatedPackage.
+	Deb string
 }
 
 // Publish puts a ferry release on the GitHub fake: the package of version,
 // SHA256SUMS and SHA256SUMS.minisig.
 func (dc *Datacenter) Publish(version string, o PublishOptions) error {
 	path, ok := dc.opts.Build.Debs[version]
+	if o.Deb != "" {
+		path, ok = o.Deb, true
+	}
 	if !ok {
 		return fmt.Errorf("no package of %s was built", version)
 	}
@@ -394,6 +424,36 @@ func (dc *Datacenter) Publish(version string, o PublishOptions) error {
 		name: deb, release.SumsAsset: sums, release.SigAsset: release.SignSums(key, sums),
 	}})
 	return nil
+}
+
+// GatedPackage writes into dir a copy of the package deb whose postinst
+// first waits until the file gate exists, and returns its path. While it
+// waits, dpkg holds its lock and has the package half-configured: the
+// moment between unpack and configure, made as long as a scenario needs.
+func GatedPackage(deb, gate, dir string) (string, error) {
+	tree, err := os.MkdirTemp(dir, "gated-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tree)
+	if out, err := exec.Command("dpkg-deb", "-R", deb, tree).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("dpkg-deb -R: %v: %s", err, out)
+	}
+	script := filepath.Join(tree, "DEBIAN", "postinst")
+	body, err := os.ReadFile(script)
+	if err != nil {
+		return "", err
+	}
+	shebang, rest, _ := strings.Cut(string(body), "\n")
+	wait := fmt.Sprintf("while [ ! -e %q ]; do sleep 0.1; done\n", gate)
+	if err := os.WriteFile(script, []byte(shebang+"\n"+wait+rest), 0o755); err != nil {
+		return "", err
+	}
+	out := filepath.Join(dir, "gated-"+filepath.Base(deb))
+	if msg, err := exec.Command("dpkg-deb", "--root-owner-group", "-b", tree, out).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("dpkg-deb -b: %v: %s", err, msg)
+	}
+	return out, nil
 }
 
 // --- the admin CLI ---

@@ -113,6 +113,16 @@ func (s *Server) InstalledVersion(ctx context.Context) (string, error) {
 	return deb.InstalledVersion(ctx, s.Root.AdminDir(), "ferry")
 }
 
+// Dpkg is how the root's dpkg database has a package.
+func (s *Server) Dpkg(ctx context.Context, pkg string) (deb.State, error) {
+	return deb.Query(ctx, s.Root.AdminDir(), pkg)
+}
+
+// Audit is what `dpkg --audit` finds wrong in the root ("" when nothing).
+func (s *Server) Audit(ctx context.Context) (string, error) {
+	return (&deb.Installer{Command: s.installCommand()}).Audit(ctx)
+}
+
 // PackageVersion is the version of another package in the root.
 func (s *Server) PackageVersion(ctx context.Context, pkg string) (string, error) {
 	return deb.InstalledVersion(ctx, s.Root.AdminDir(), pkg)
