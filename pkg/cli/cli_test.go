@@ -245,13 +245,14 @@ func TestStatus(t *testing.T) {
 	f.putRequest(&storage.UpdateRequest{Version: "2026.01.02-1", Servers: []string{"boot-0", "boot-1", "boot-2"}, Reason: storage.ReasonUpdate, StartedAt: started})
 	require.NoError(t, f.st.PutStatus(ctx, "boot-0", &storage.UpdateStatus{Version: "2026.01.02-1", Step: 2, StepName: "images", Cond: storage.CondRunning, UpdatedAt: time.Now()}))
 	require.NoError(t, f.st.PutStatus(ctx, "boot-1", &storage.UpdateStatus{Version: "2026.01.02-1", Step: 1, StepName: "debs", Cond: storage.CondAborted, Message: "dpkg: error processing archive", UpdatedAt: time.Now()}))
+	require.NoError(t, f.st.PutStatus(ctx, "boot-2", &storage.UpdateStatus{Version: "2026.01.02-1", Step: 1, StepName: "debs", Phase: storage.PhaseRepairing, Cond: storage.CondRunning, Message: "dpkg has ferry half-configured 2026.01.02-1; repairing", UpdatedAt: time.Now()}))
 
 	r = f.run("", "status")
 	require.Equal(t, ExitOK, r.code, r.stderr)
 	require.Contains(t, r.stdout, "ABORTED to 2026.01.02-1, update")
 	require.Regexp(t, `boot-0\s+no\s+2026.01.02-1\s+2 images\s+running`, r.stdout)
 	require.Regexp(t, `boot-1\s+no\s+2026.01.02-1\s+1 debs\s+aborted\s+\S+ ago\s+dpkg: error processing archive`, r.stdout)
-	require.Regexp(t, `boot-2\s+no\s+-\s+-\s+waiting`, r.stdout)
+	require.Regexp(t, `boot-2\s+no\s+2026.01.02-1\s+1 debs\s+REPAIRING dpkg\s+\S+ ago\s+dpkg has ferry half-configured`, r.stdout)
 
 	r = f.run("", "-o", "json", "status")
 	require.Equal(t, ExitOK, r.code, r.stderr)
@@ -260,6 +261,12 @@ func TestStatus(t *testing.T) {
 	require.Equal(t, stateAborted, v.State)
 	require.Len(t, v.Servers, 3)
 	require.Equal(t, "dpkg: error processing archive", v.Servers[1].Status.Message)
+	require.Equal(t, storage.PhaseRepairing, v.Servers[2].Status.Phase)
+
+	require.NoError(t, f.st.PutStatus(ctx, "boot-2", &storage.UpdateStatus{Version: "2026.01.01-1", Cond: storage.CondCompleted}))
+	r = f.run("", "status")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	require.Regexp(t, `boot-2\s+no\s+2026.01.01-1\s+-\s+waiting`, r.stdout, "a status of an older rollout")
 }
 
 func TestRolloutState(t *testing.T) {

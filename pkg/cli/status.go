@@ -225,6 +225,10 @@ func (a *app) printStatus(v *statusView, configErr error) {
 			if st.Version == req.Version || !s.InRequest {
 				state = string(st.Cond)
 			}
+			if st.Cond == storage.CondRunning && st.Phase == storage.PhaseRepairing {
+				// dpkg's database shows an unfinished install.
+				state = "REPAIRING dpkg"
+			}
 		}
 		t.row(s.ID, alive, ver, step, state, updated, msg)
 	}
