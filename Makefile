@@ -77,7 +77,7 @@ ROUNDS ?= 50
 .PHONY: chaos
 chaos: deps ## many rollouts with random SIGKILLs (ROUNDS=50, SEED=n replays); prints a line per round and a table
 	set -o pipefail; FERRY_CHAOS_ROUNDS=$(ROUNDS) FERRY_CHAOS_SEED=$(SEED) $(GO) test -count=1 -v -run '^TestChaosRollouts$$' -timeout 0 ./dctest/ 2>&1 \
-		| grep -E 'chaos:|^(---|ok|FAIL)|scenario took|Error'
+		| grep --line-buffered -E 'chaos:|^(---|ok|FAIL)|scenario took|Error'
 
 .PHONY: bench
 bench: ## print figures: download RSS and throughput vs curl, idle GitHub cost, coordination overhead
