@@ -1,0 +1,170 @@
+package trust
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"aead.dev/minisign"
+	"github.com/stretchr/testify/require"
+)
+
+func writeKey(t *testing.T, dir, name string, pub minisign.PublicKey, mode os.FileMode) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	require.NoError(t, os.WriteFile(p, []byte("untrusted comment: minisign public key\n"+pub.String()+"\n"), mode))
+	require.NoError(t, os.Chmod(p, mode))
+	return p
+}
+
+func TestLoadKeys(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "trusted-keys")
+	require.NoError(t, os.Mkdir(dir, 0o755))
+	_, err := LoadKeys(dir)
+	require.ErrorIs(t, err, ErrNoKeys)
+	require.ErrorContains(t, err, "NAME.pub")
+
+	pub1, _, err := minisign.GenerateKey(nil)
+	require.NoError(t, err)
+	pub2, _, err := minisign.GenerateKey(nil)
+	require.NoError(t, err)
+	writeKey(t, dir, "a.pub", pub1, 0o644)
+	one := writeKey(t, dir, "b.pub", pub2, 0o644)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "README"), []byte("not a key"), 0o644))
+	keys, err := LoadKeys(dir)
+	require.NoError(t, err)
+	require.Equal(t, []minisign.PublicKey{pub1, pub2}, keys)
+	keys, err = LoadKeys(one)
+	require.NoError(t, err)
+	require.Equal(t, []minisign.PublicKey{pub2}, keys)
+
+	// A key file others can write is refused, and so is the directory.
+	require.NoError(t, os.Chmod(one, 0o664))
+	_, err = LoadKeys(dir)
+	require.ErrorContains(t, err, "writable by group or others")
+	require.NoError(t, os.Chmod(one, 0o644))
+	require.NoError(t, os.Chmod(dir, 0o777))
+	_, err = LoadKeys(dir)
+	require.ErrorContains(t, err, "chmod go-w")
+	require.NoError(t, os.Chmod(dir, 0o755))
+
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "bad.pub"), []byte("RWQnot-a-key\n"), 0o644))
+	_, err = LoadKeys(dir)
+	require.ErrorContains(t, err, "is not a minisign public key")
+	_, err = LoadKeys(filepath.Join(dir, "missing"))
+	require.Error(t, err)
+}
+
+func TestPrivateDir(t *testing.T) {
+	t.Parallel()
+	d := filepath.Join(t.TempDir(), "downloads")
+	require.NoError(t, EnsurePrivateDir(d))
+	fi, err := os.Stat(d)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o700), fi.Mode().Perm())
+	require.NoError(t, os.Chmod(d, 0o755))
+	require.ErrorContains(t, EnsurePrivateDir(d), "chmod 0700")
+}
+
+func manifest(now time.Time) *Manifest {
+	return &Manifest{Product: Product, Version: "2026.01.02-1", Channel: ChannelStaging,
+		Assets:  []Asset{{Name: "ferry_2026.01.02-1_amd64.deb", Size: 1000, SHA256: strings.Repeat("ab", 32)}},
+		Created: now.Add(-time.Hour), Expires: now.Add(24 * time.Hour)}
+}
+
+func TestManifest(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+	pub, priv, err := minisign.GenerateKey(nil)
+	require.NoError(t, err)
+	otherPub, otherPriv, err := minisign.GenerateKey(nil)
+	require.NoError(t, err)
+
+	data, sig, err := manifest(now).Sign(priv)
+	require.NoError(t, err)
+	m, err := ParseManifest(data, sig, []minisign.PublicKey{otherPub, pub})
+	require.NoError(t, err)
+	require.Equal(t, manifest(now).Assets, m.Assets)
+	a, ok := m.Asset("ferry_2026.01.02-1_amd64.deb")
+	require.True(t, ok)
+	require.Equal(t, int64(1000), a.Size)
+	require.NoError(t, m.Check(Product, "2026.01.02-1", []string{ChannelStaging, ChannelProduction}, now))
+
+	for _, c := range []struct {
+		name    string
+		version string
+		accept  []string
+		at      time.Time
+		want    string
+	}{
+		{"another version", "2026.01.03-1", []string{ChannelStaging}, now, "not the requested 2026.01.03-1"},
+		{"a channel the fleet does not take", "2026.01.02-1", []string{ChannelProduction}, now, "channel staging"},
+		{"expired", "2026.01.02-1", []string{ChannelStaging}, now.Add(25 * time.Hour), "expired at 2026-06-02T00:00:00Z"},
+		{"from the future", "2026.01.02-1", []string{ChannelStaging}, now.Add(-3 * time.Hour), "in the future"},
+	} {
+		err := m.Check(Product, c.version, c.accept, c.at)
+		require.ErrorIs(t, err, ErrManifest, c.name)
+		require.ErrorContains(t, err, c.want, c.name)
+	}
+
+	// Signed by a key this server does not trust, or changed after signing.
+	_, err = ParseManifest(data, sig, []minisign.PublicKey{otherPub})
+	require.ErrorIs(t, err, ErrManifest)
+	_, otherSig, err := manifest(now).Sign(otherPriv)
+	require.NoError(t, err)
+	_, err = ParseManifest(data, otherSig, []minisign.PublicKey{pub})
+	require.ErrorContains(t, err, "signature not valid")
+	changed := []byte(strings.Replace(string(data), `"staging"`, `"production"`, 1))
+	_, err = ParseManifest(changed, sig, []minisign.PublicKey{pub})
+	require.ErrorIs(t, err, ErrManifest)
+	_, err = ParseManifest(data, sig, nil)
+	require.ErrorIs(t, err, ErrNoKeys)
+
+	bad := manifest(now)
+	bad.Assets = append(bad.Assets, bad.Assets[0])
+	_, _, err = bad.Sign(priv)
+	require.ErrorContains(t, err, "listed twice")
+	bad = manifest(now)
+	bad.Channel = "nightly"
+	_, _, err = bad.Sign(priv)
+	require.ErrorContains(t, err, "not test, staging or production")
+}
+
+func compareStrings(a, b string) int { return strings.Compare(a, b) }
+
+func TestFloor(t *testing.T) {
+	t.Parallel()
+	path := FloorFile(t.TempDir())
+	f, err := LoadFloor(path)
+	require.NoError(t, err)
+	require.NoError(t, f.Allows("1", compareStrings), "an empty floor allows anything")
+
+	now := time.Now()
+	require.NoError(t, f.Observe(path, "3", now))
+	require.NoError(t, f.Observe(path, "4", now))
+	f, err = LoadFloor(path)
+	require.NoError(t, err)
+	require.Equal(t, Floor{Current: "4", Previous: "3", UpdatedAt: now.UTC().Round(0)}, Floor{Current: f.Current, Previous: f.Previous, UpdatedAt: f.UpdatedAt.Round(0)})
+	require.NoError(t, f.Allows("5", compareStrings))
+	require.NoError(t, f.Allows("4", compareStrings))
+	require.NoError(t, f.Allows("3", compareStrings), "one step back")
+	err = f.Allows("2", compareStrings)
+	require.ErrorIs(t, err, ErrBelowFloor)
+	require.ErrorContains(t, err, "2 is older than 4, which this server runs, and is not the version it ran before (3)")
+
+	// After the step back, the next step back is refused.
+	require.NoError(t, f.Observe(path, "3", now))
+	require.NoError(t, f.Allows("4", compareStrings))
+	require.True(t, errors.Is(f.Allows("2", compareStrings), ErrBelowFloor))
+	fi, err := os.Stat(path)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
+
+	require.NoError(t, os.WriteFile(path, []byte("{"), 0o600))
+	_, err = LoadFloor(path)
+	require.ErrorContains(t, err, "damaged")
+}
