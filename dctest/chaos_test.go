@@ -100,7 +100,7 @@ func TestChaosRollouts(t *testing.T) {
 // returns what it killed.
 func (d *dc) chaos(rng *rand.Rand, target string) []string {
 	d.t.Helper()
-	d.waitState(target, "running", "completed")
+	d.waitState(target, "running", "completed", "stopped")
 	n := 1 + rng.Intn(3)
 	var (
 		mu    sync.Mutex

@@ -23,14 +23,13 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -268,20 +267,36 @@ func (w *Worker) report(ctx context.Context, req *storage.UpdateRequest, step in
 
 // --- self-upgrade ---
 
-// upgradeRecord remembers installs per version, so that an install that
-// does not change the running binary is not repeated for ever.
-func (w *Worker) upgradeRecord(v string) string {
-	return filepath.Join(w.o.DataDir, "self-upgrade-"+v)
+// upgradeRecord counts the installs of one rollout attempt's version, so
+// that an install that does not change the running binary is not repeated
+// for ever. It is per attempt: the same version may well be installed again
+// by a later rollout (after a rollback, say).
+type upgradeRecord struct {
+	Version  string    `json:"version"`
+	Request  time.Time `json:"request"`
+	Installs int       `json:"installs"`
+}
+
+func (w *Worker) upgradeRecordPath() string { return filepath.Join(w.o.DataDir, "self-upgrade.json") }
+
+// installsFor returns how many times this attempt installed its version.
+func (w *Worker) installsFor(req *storage.UpdateRequest) int {
+	var rec upgradeRecord
+	data, err := os.ReadFile(w.upgradeRecordPath())
+	if err != nil || json.Unmarshal(data, &rec) != nil {
+		return 0
+	}
+	if rec.Version != req.Version || !rec.Request.Equal(req.StartedAt) {
+		return 0
+	}
+	return rec.Installs
 }
 
 func (w *Worker) selfUpgrade(ctx context.Context, cfg *storage.Config, req *storage.UpdateRequest, log *slog.Logger) error {
-	record := w.upgradeRecord(req.Version)
-	if data, err := os.ReadFile(record); err == nil {
-		if n, _ := strconv.Atoi(strings.TrimSpace(string(data))); n >= 2 {
-			msg := fmt.Sprintf("self-upgrade to %s was installed %d times but this worker still runs %s; check install-command and the package", req.Version, n, w.o.Version)
-			log.Error(msg)
-			return w.report(ctx, req, 0, "self-upgrade", storage.PhaseUpgrading, storage.CondAborted, msg)
-		}
+	if n := w.installsFor(req); n >= 2 {
+		msg := fmt.Sprintf("self-upgrade to %s was installed %d times in this rollout but this worker still runs %s, or dpkg still disagrees; check install-command and the package", req.Version, n, w.o.Version)
+		log.Error(msg)
+		return w.report(ctx, req, 0, "self-upgrade", storage.PhaseUpgrading, storage.CondAborted, msg)
 	}
 	log.Info("self-upgrade", "from", w.o.Version)
 	if err := w.report(ctx, req, 0, "self-upgrade", storage.PhaseUpgrading, storage.CondRunning, "upgrading from "+w.o.Version); err != nil {
@@ -296,14 +311,12 @@ func (w *Worker) selfUpgrade(ctx context.Context, cfg *storage.Config, req *stor
 		return w.report(ctx, req, 0, "self-upgrade", storage.PhaseUpgrading, storage.CondAborted, "self-upgrade to "+req.Version+" failed: "+err.Error())
 	}
 	w.metrics.installs.WithLabelValues("ok").Inc()
-	n := 1
-	if data, err := os.ReadFile(record); err == nil {
-		if m, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil {
-			n = m + 1
+	rec := upgradeRecord{Version: req.Version, Request: req.StartedAt, Installs: w.installsFor(req) + 1}
+	if data, err := json.Marshal(rec); err == nil {
+		os.MkdirAll(w.o.DataDir, 0o700)
+		if err := os.WriteFile(w.upgradeRecordPath(), data, 0o600); err != nil {
+			log.Warn("cannot record the self-upgrade", "error", err)
 		}
-	}
-	if err := os.MkdirAll(w.o.DataDir, 0o755); err == nil {
-		os.WriteFile(record, []byte(strconv.Itoa(n)), 0o644)
 	}
 	log.Info("self-upgrade installed; exiting so that the new version starts")
 	return ErrUpgraded

@@ -550,3 +550,32 @@ func TestPackageDpkgDisagreesWithIsReinstalled(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, v2, v)
 }
+
+// TestSelfUpgradeLoopGuardIsPerRollout: a worker whose installs do not
+// change its binary gives up after two in one rollout, but a later rollout
+// to the same version (after a rollback, say) installs it again.
+func TestSelfUpgradeLoopGuardIsPerRollout(t *testing.T) {
+	t.Parallel()
+	e := newUpgradeEnv(t)
+	e.publish(v2, publishOptions{})
+	upgraded := func() {
+		t.Helper()
+		w := e.start("boot-0", v1, &artifacts.Plan{}, e.ops)
+		select {
+		case <-w.done:
+			require.ErrorIs(t, w.err, ErrUpgraded)
+		case <-time.After(60 * time.Second):
+			t.Fatal("the worker did not install and exit")
+		}
+	}
+	e.request(v2, "boot-0")
+	upgraded()
+	upgraded()
+	gaveUp := e.start("boot-0", v1, &artifacts.Plan{}, e.ops)
+	st := e.waitStatus("boot-0", cond(storage.CondAborted))
+	require.Contains(t, st.Message, "installed 2 times in this rollout")
+	gaveUp.kill()
+
+	e.request(v2, "boot-0")
+	upgraded()
+}
