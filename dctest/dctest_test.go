@@ -130,18 +130,24 @@ func (d *dc) ferry(args ...string) string {
 // the fleet configured and joined; it reaches N and runs the test plan.
 func (d *dc) bootstrap(env string, servers ...string) {
 	d.t.Helper()
-	require.NoError(d.t, d.Publish(N, harness.PublishOptions{CreatedAt: day(1)}))
+	d.bootstrapAt(N, env, servers...)
+}
+
+// bootstrapAt is bootstrap with the servers installed at version.
+func (d *dc) bootstrapAt(version, env string, servers ...string) {
+	d.t.Helper()
+	require.NoError(d.t, d.Publish(version, harness.PublishOptions{CreatedAt: day(1)}))
 	// env none until every server has joined, so that the first rollout
 	// has them all.
 	require.NoError(d.t, d.Configure(d.ctx, "env", "none"))
 	for _, id := range servers {
-		_, err := d.AddServer(d.ctx, id, N)
+		_, err := d.AddServer(d.ctx, id, version)
 		require.NoError(d.t, err)
 		d.ferry("join", id)
 	}
 	d.ferry("config", "set", "env", env)
-	d.waitCompleted(N)
-	d.requireInstalled(N, servers...)
+	d.waitCompleted(version)
+	d.requireInstalled(version, servers...)
 }
 
 func day(n int) time.Time { return time.Date(2026, 1, n, 0, 0, 0, 0, time.UTC) }
@@ -197,7 +203,7 @@ func (d *dc) waitStep(id, step string) {
 func (d *dc) history() []storage.HistoryRecord {
 	d.t.Helper()
 	var h []storage.HistoryRecord
-	require.NoError(d.t, json.Unmarshal([]byte(d.ferry("-o", "json", "history")), &h))
+	require.NoError(d.t, json.Unmarshal([]byte(d.ferry("-o", "json", "history", "--limit", "0")), &h))
 	return h
 }
 

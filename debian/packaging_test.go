@@ -12,8 +12,8 @@ import (
 	"testing"
 
 	"github.com/ferry-cd/ferry/internal/debtest"
-	"github.com/ferry-cd/ferry/pkg/ci"
 	"github.com/ferry-cd/ferry/pkg/deb"
+	"github.com/ferry-cd/ferry/pkg/trust"
 	"github.com/stretchr/testify/require"
 )
 
@@ -133,7 +133,7 @@ func TestPackage(t *testing.T) {
 
 	t.Run("the signature verifies with minisign", func(t *testing.T) {
 		keys := filepath.Join(t.TempDir(), "release")
-		_, err := ci.WriteKeyPair(keys, "")
+		_, err := trust.WriteKeyPair(keys, "")
 		require.NoError(t, err)
 		sums := filepath.Join(filepath.Dir(deb2), "SHA256SUMS")
 		run(t, filepath.Join(filepath.Dir(deb2), "bin", "ferry-ci"), "sign", "--key", keys+".key", sums)

@@ -6,6 +6,9 @@ package main
 
 import (
 	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -15,12 +18,41 @@ import (
 	"github.com/ferry-cd/ferry/internal/daemon"
 	"github.com/ferry-cd/ferry/pkg/artifacts"
 	"github.com/ferry-cd/ferry/pkg/bootcontents"
+	"github.com/ferry-cd/ferry/pkg/bootstrap"
 	"github.com/ferry-cd/ferry/pkg/deb"
 	"github.com/ferry-cd/ferry/pkg/images"
+	"github.com/ferry-cd/ferry/pkg/trust"
 	"github.com/ferry-cd/ferry/pkg/worker"
 )
 
 const program = "ferry-worker"
+
+// checkTrust refuses to start on a trust root or data-dir that others can
+// write, and says loudly what is missing or switched off.
+func checkTrust(cfg *bootstrap.Config, log *slog.Logger) error {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return err
+	}
+	if err := trust.CheckPrivate(cfg.DataDir); err != nil {
+		return fmt.Errorf("data-dir: %w", err)
+	}
+	if err := trust.EnsurePrivateDir(filepath.Join(cfg.DataDir, "downloads")); err != nil {
+		return err
+	}
+	keys, err := trust.LoadKeys(cfg.TrustedKeys)
+	switch {
+	case err == nil:
+		log.Info("trusted release keys", "path", cfg.TrustedKeys, "keys", len(keys))
+	case errors.Is(err, trust.ErrNoKeys) || errors.Is(err, fs.ErrNotExist):
+		log.Warn("no trusted release key: nothing can be installed until one is put there", "path", cfg.TrustedKeys, "error", err)
+	default:
+		return err
+	}
+	if cfg.Unsigned() {
+		log.Warn("allow-unsigned is on: releases without a signed manifest are installed; this is a lab switch, never for production", "config", cfg.Path)
+	}
+	return nil
+}
 
 func main() {
 	flags := daemon.NewFlags(program, "upgrades this server and runs rollout steps in lockstep with the fleet")
@@ -60,8 +92,10 @@ func main() {
 		Images:         runtime,
 		Boot:           &bootcontents.Publisher{Dir: cfg.BootContentDir, IgnitionDir: cfg.IgnitionDir},
 		RestartCommand: cfg.RestartCommand,
+		TrustedKeys:    cfg.TrustedKeys,
+		AllowUnsigned:  cfg.Unsigned(),
 	}
-	if err := os.MkdirAll(filepath.Join(env.Config.DataDir, "downloads"), 0o755); err != nil {
+	if err := checkTrust(cfg, log); err != nil {
 		daemon.Fatal(program, err)
 	}
 	w := worker.New(worker.Options{Storage: env.Storage, ID: env.Config.ServerID, Plan: &set.Plan, Operator: ops, DataDir: env.Config.DataDir, Logger: log, Metrics: metrics, LeaseTTL: *leaseTTL})

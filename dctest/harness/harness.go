@@ -14,7 +14,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -141,11 +140,21 @@ func Start(o Options) (dc *Datacenter, err error) {
 	if dc.Pub, dc.key, err = minisign.GenerateKey(nil); err != nil {
 		return nil, err
 	}
+	text, err := dc.key.MarshalText()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(dc.KeyFile(), text, 0o600); err != nil {
+		return nil, err
+	}
 	if err := dc.writeArtifactSet(); err != nil {
 		return nil, err
 	}
 	return dc, nil
 }
+
+// KeyFile is the release key's private half, for ferry release publish.
+func (dc *Datacenter) KeyFile() string { return filepath.Join(dc.Dir, "release.key") }
 
 func mustMkdir(dir string) string {
 	os.RemoveAll(dir)
@@ -380,16 +389,25 @@ func (l *lockedWriter) String() string {
 type PublishOptions struct {
 	Tag        string // default release-<version>
 	Prerelease bool
-	Corrupt    bool // the .deb does not match SHA256SUMS
-	WrongKey   bool // SHA256SUMS is signed by a key the fleet does not trust
+	Corrupt    bool // the .deb does not match SHA256SUMS or the manifest
+	WrongKey   bool // everything is signed by a key the fleet does not trust
 	CreatedAt  time.Time
 	// Deb replaces the package built for the version, e.g. with one from
 	// GatedPackage.
 	Deb string
+	// Channel is the manifest's channel; default the one the tag and
+	// Prerelease say (test, staging or production).
+	Channel string
+	// SignedAt is when the manifest was made (default now), so that it can
+	// have expired.
+	SignedAt time.Time
+	// Bigger serves a package this much larger than the signed one while
+	// GitHub announces the signed size.
+	Bigger int
 }
 
 // Publish puts a ferry release on the GitHub fake: the package of version,
-// SHA256SUMS and SHA256SUMS.minisig.
+// SHA256SUMS and its signature, and the signed manifest of its channel.
 func (dc *Datacenter) Publish(version string, o PublishOptions) error {
 	path, ok := dc.opts.Build.Debs[version]
 	if o.Deb != "" {
@@ -398,32 +416,51 @@ func (dc *Datacenter) Publish(version string, o PublishOptions) error {
 	if !ok {
 		return fmt.Errorf("no package of %s was built", version)
 	}
-	deb, err := os.ReadFile(path)
-	if err != nil {
-		return err
+	if o.Tag == "" {
+		o.Tag = release.PrefixRelease + version
 	}
-	name := release.DebAsset(version)
-	sums, err := release.MakeSums(map[string]io.Reader{name: bytes.NewReader(deb)})
-	if err != nil {
-		return err
+	if o.Channel == "" {
+		o.Channel = release.ChannelOf(&release.Release{Tag: o.Tag, Prerelease: o.Prerelease})
+	}
+	if o.SignedAt.IsZero() {
+		o.SignedAt = time.Now()
 	}
 	key := dc.key
 	if o.WrongKey {
+		var err error
 		if _, key, err = minisign.GenerateKey(nil); err != nil {
 			return err
 		}
 	}
+	assets, err := release.SignedAssets(version, o.Channel, path, key, o.SignedAt, 0)
+	if err != nil {
+		return err
+	}
+	name := release.DebAsset(version)
+	signedSize := int64(len(assets[name]))
 	if o.Corrupt {
-		deb = append([]byte(nil), deb...)
+		deb := append([]byte(nil), assets[name]...)
 		deb[len(deb)-100] ^= 0xff
+		assets[name] = deb
 	}
-	if o.Tag == "" {
-		o.Tag = release.PrefixRelease + version
+	if o.Bigger > 0 {
+		assets[name] = append(append([]byte(nil), assets[name]...), make([]byte, o.Bigger)...)
 	}
-	dc.GitHub.AddRelease(Repo, githubfake.ReleaseSpec{Tag: o.Tag, Prerelease: o.Prerelease, CreatedAt: o.CreatedAt, Assets: map[string][]byte{
-		name: deb, release.SumsAsset: sums, release.SigAsset: release.SignSums(key, sums),
-	}})
+	dc.GitHub.AddRelease(Repo, githubfake.ReleaseSpec{Tag: o.Tag, Prerelease: o.Prerelease, CreatedAt: o.CreatedAt, Assets: assets})
+	if o.Bigger > 0 {
+		dc.GitHub.Misannounce(Repo, o.Tag, name, signedSize)
+	}
 	return nil
+}
+
+// writeKeys writes dir/trusted-keys, holding the datacenter's release key,
+// as an operator installs it on a server.
+func (dc *Datacenter) writeKeys(dir string) (string, error) {
+	keys := filepath.Join(dir, "trusted-keys")
+	if err := os.MkdirAll(keys, 0o755); err != nil {
+		return "", err
+	}
+	return keys, os.WriteFile(filepath.Join(keys, "release.pub"), []byte("untrusted comment: dctest release key\n"+dc.Pub.String()+"\n"), 0o644)
 }
 
 // GatedPackage writes into dir a copy of the package deb whose postinst
@@ -475,12 +512,16 @@ func (dc *Datacenter) Ferry(ctx context.Context, args ...string) (stdout, stderr
 
 // Configure writes the admin config and sets the fleet's configuration.
 func (dc *Datacenter) Configure(ctx context.Context, kv ...string) error {
-	admin, _ := yaml.Marshal(map[string]any{"endpoints": dc.Endpoints, "prefix": dc.Prefix})
+	keys, err := dc.writeKeys(dc.Dir)
+	if err != nil {
+		return err
+	}
+	admin, _ := yaml.Marshal(map[string]any{"endpoints": dc.Endpoints, "prefix": dc.Prefix, "trusted-keys": keys})
 	if err := os.WriteFile(filepath.Join(dc.Dir, "admin.yml"), admin, 0o644); err != nil {
 		return err
 	}
 	base := []string{
-		"github-repo", Repo, "github-api-url", dc.GitHub.APIURL(), "signing-keys", dc.Pub.String(),
+		"github-repo", Repo, "github-api-url", dc.GitHub.APIURL(),
 		"check-update-interval", "1s", "dead-server-grace", "5s", "worker-timeout", "10m",
 		"notify-url", dc.Notes.URL(),
 	}

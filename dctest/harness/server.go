@@ -82,7 +82,12 @@ func (s *Server) installCommand() []string {
 
 func (s *Server) writeConfig() error {
 	dc := s.dc
+	keys, err := dc.writeKeys(filepath.Join(s.Root.Dir, "etc/ferry"))
+	if err != nil {
+		return err
+	}
 	cfg := map[string]any{
+		"trusted-keys":     keys,
 		"endpoints":        dc.Endpoints,
 		"prefix":           dc.Prefix,
 		"server-id":        s.ID,

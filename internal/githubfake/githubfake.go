@@ -210,6 +210,38 @@ func (s *Server) SetAsset(repoName, tag, name string, content []byte) {
 	rel.assets = append(rel.assets, &asset{id: s.newIDLocked(), name: name, ctype: "application/octet-stream", content: content, size: int64(len(content)), createdAt: s.now().UTC()})
 }
 
+// DeleteRelease removes the release with tag.
+func (s *Server) DeleteRelease(repoName, tag string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.repoLocked(repoName)
+	for i, rel := range r.releases {
+		if rel.tag == tag {
+			r.releases = append(r.releases[:i], r.releases[i+1:]...)
+			return
+		}
+	}
+	panic("githubfake: no release " + tag)
+}
+
+// Misannounce makes the API announce an asset as size bytes while the
+// download still serves all of it, as a tampered release would.
+func (s *Server) Misannounce(repoName, tag, name string, size int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rel := s.repoLocked(repoName).byTag(tag)
+	if rel == nil {
+		panic("githubfake: no release " + tag)
+	}
+	for _, a := range rel.assets {
+		if a.name == name {
+			a.size = size
+			return
+		}
+	}
+	panic("githubfake: no asset " + name)
+}
+
 // Asset returns the content of an asset, and whether it exists.
 func (s *Server) Asset(repoName, tag, name string) ([]byte, bool) {
 	s.mu.Lock()

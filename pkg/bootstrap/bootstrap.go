@@ -11,11 +11,13 @@ import (
 	"io/fs"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/ferry-cd/ferry/pkg/deb"
 	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/ferry-cd/ferry/pkg/trust"
 	"github.com/spf13/pflag"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -44,6 +46,12 @@ type Config struct {
 	// InstallCommand installs a .deb; the file is appended as the last
 	// argument. It is run as an argument list, never through a shell.
 	InstallCommand []string `yaml:"install-command"`
+	// TrustedKeys is the directory of release public keys (*.pub), or one
+	// key file: the trust root, on this server's disk and never in etcd.
+	TrustedKeys string `yaml:"trusted-keys"`
+	// AllowUnsigned, a lab switch, installs releases without a signed
+	// manifest. Only this file, a flag or the environment can set it.
+	AllowUnsigned string `yaml:"allow-unsigned"`
 
 	// Where rollout actions put things.
 	ImageRuntime          string   `yaml:"image-runtime"`
@@ -77,7 +85,15 @@ func Default() *Config {
 		BootContentDir:      "/srv/ferry/boot",
 		IgnitionDir:         "/usr/share/ferry",
 		RestartCommand:      []string{"systemctl", "restart"},
+		TrustedKeys:         trust.DefaultKeysDir,
+		AllowUnsigned:       "false",
 	}
+}
+
+// Unsigned reports whether the lab switch allow-unsigned is on.
+func (c *Config) Unsigned() bool {
+	b, _ := strconv.ParseBool(c.AllowUnsigned)
+	return b
 }
 
 // field ties one setting to its YAML key, flag and environment variable.
@@ -104,6 +120,8 @@ var fields = []field{
 	{name: "boot-content-dir", help: "netboot content directory (default /srv/ferry/boot)", ptr: func(c *Config) *string { return &c.BootContentDir }},
 	{name: "ignition-dir", help: "directory of the ignition templates (default /usr/share/ferry)", ptr: func(c *Config) *string { return &c.IgnitionDir }},
 	{name: "restart-command", help: "command that restarts units, comma-separated; the units are appended (default systemctl,restart)", list: func(c *Config) *[]string { return &c.RestartCommand }},
+	{name: "trusted-keys", help: "directory of trusted release public keys (*.pub), or one key file (default " + trust.DefaultKeysDir + ")", ptr: func(c *Config) *string { return &c.TrustedKeys }},
+	{name: "allow-unsigned", help: "lab switch: install releases without a signed manifest; never in production (default false)", ptr: func(c *Config) *string { return &c.AllowUnsigned }},
 	{name: "install-command", help: "command that installs a .deb, comma-separated; the file is appended (default systemd-run,--wait,--pipe,--quiet,--collect,dpkg,--force-confdef,--force-confold,-i); it must end with -i", list: func(c *Config) *[]string { return &c.InstallCommand }},
 }
 
@@ -259,6 +277,12 @@ func (c *Config) validate() error {
 	}
 	if len(c.RestartCommand) == 0 {
 		return fmt.Errorf("restart-command must not be empty (in %s)", c.where())
+	}
+	if _, err := strconv.ParseBool(c.AllowUnsigned); err != nil {
+		return fmt.Errorf("allow-unsigned: %q is not true or false (in %s)", c.AllowUnsigned, c.where())
+	}
+	if c.TrustedKeys == "" {
+		return fmt.Errorf("trusted-keys must not be empty (in %s); the default is %s", c.where(), trust.DefaultKeysDir)
 	}
 	if err := deb.CheckCommand(c.InstallCommand); err != nil {
 		return fmt.Errorf("%w (in %s)", err, c.where())

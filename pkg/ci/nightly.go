@@ -17,6 +17,8 @@ import (
 	"aead.dev/minisign"
 	"github.com/ferry-cd/ferry/pkg/artifacts"
 	"github.com/ferry-cd/ferry/pkg/release"
+	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/ferry-cd/ferry/pkg/trust"
 )
 
 // Nightly is one run of the nightly job in a git working copy.
@@ -145,7 +147,7 @@ func (n *Nightly) Run(ctx context.Context) (string, error) {
 	if err := n.publish(ctx, version, dist); err != nil {
 		return "", fmt.Errorf("%s is pushed but its release is not complete; run the job again to finish it: %w", tag, err)
 	}
-	n.say("released %s: a pre-release with %s", tag, strings.Join(release.Assets(version), ", "))
+	n.say("released %s: a pre-release with %s", tag, strings.Join(nightlyAssets(version), ", "))
 	return version, nil
 }
 
@@ -221,7 +223,7 @@ func (n *Nightly) finish(ctx context.Context, version string) error {
 	if err := n.publish(ctx, version, dist); err != nil {
 		return err
 	}
-	n.say("released %s: a pre-release with %s", tag, strings.Join(release.Assets(version), ", "))
+	n.say("released %s: a pre-release with %s", tag, strings.Join(nightlyAssets(version), ", "))
 	return nil
 }
 
@@ -294,8 +296,30 @@ func (n *Nightly) buildAndSign(ctx context.Context, version, dist string) error 
 	if err := os.WriteFile(filepath.Join(dist, release.SumsAsset), sums, 0o644); err != nil {
 		return err
 	}
-	n.say("signing %s with key %X", release.SumsAsset, n.Key.ID())
-	return os.WriteFile(filepath.Join(dist, release.SigAsset), release.SignSums(n.Key, sums), 0o644)
+	n.say("signing %s and the test channel's manifest with key %X", release.SumsAsset, n.Key.ID())
+	if err := os.WriteFile(filepath.Join(dist, release.SigAsset), release.SignSums(n.Key, sums), 0o644); err != nil {
+		return err
+	}
+	m, err := release.NewManifest(version, trust.ChannelTest, debPath, time.Now(), 0)
+	if err != nil {
+		return err
+	}
+	files, err := release.ManifestFiles(m, n.Key)
+	if err != nil {
+		return err
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dist, name), data, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// nightlyAssets are the files a test- release carries.
+func nightlyAssets(version string) []string {
+	m := trust.ManifestAsset(trust.ChannelTest)
+	return append(release.Assets(version), m, m+".minisig")
 }
 
 // dctest runs the gate: upgrade from the newest existing release (when
@@ -308,7 +332,7 @@ func (n *Nightly) dctest(ctx context.Context, version, dist string) error {
 	}
 	if from != nil {
 		pub := n.Key.Public().(minisign.PublicKey)
-		path, err := n.GitHub.FetchPackage(ctx, from, from.Version.String(), release.Trust{Keys: []minisign.PublicKey{pub}}, filepath.Join(dist, "from"), release.DownloadOptions{})
+		path, _, err := n.GitHub.FetchPackage(ctx, from, from.Version.String(), release.Trust{Keys: []minisign.PublicKey{pub}, Channels: release.Channels(storage.EnvDev)}, filepath.Join(dist, "from"), release.DownloadOptions{})
 		if err != nil {
 			return fmt.Errorf("the starting release %s: %w", from.Tag, err)
 		}
@@ -360,7 +384,7 @@ func (n *Nightly) publish(ctx context.Context, version, dist string) error {
 			return err
 		}
 	}
-	for _, name := range release.Assets(version) {
+	for _, name := range nightlyAssets(version) {
 		f, err := os.Open(filepath.Join(dist, name))
 		if err != nil {
 			return err

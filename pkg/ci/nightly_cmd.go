@@ -10,6 +10,7 @@ import (
 
 	"github.com/ferry-cd/ferry/pkg/artifacts"
 	"github.com/ferry-cd/ferry/pkg/release"
+	"github.com/ferry-cd/ferry/pkg/trust"
 	"github.com/spf13/cobra"
 )
 
@@ -47,7 +48,7 @@ Run it from cron or a CI service; see docs/release-flow.md.`,
 				return usageError{errors.New("no signing key: give --signing-key FILE or set FERRY_SIGNING_KEY")}
 			}
 			if keyFile != "" {
-				key, err := LoadPrivateKey(keyFile, getenv(pwEnv))
+				key, err := trust.LoadPrivateKey(keyFile, getenv(pwEnv))
 				if err != nil {
 					return err
 				}

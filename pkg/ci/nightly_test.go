@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +16,7 @@ import (
 	"github.com/ferry-cd/ferry/internal/githubfake"
 	"github.com/ferry-cd/ferry/pkg/artifacts"
 	"github.com/ferry-cd/ferry/pkg/release"
+	"github.com/ferry-cd/ferry/pkg/trust"
 	"github.com/stretchr/testify/require"
 )
 
@@ -116,7 +116,7 @@ func (e *gitEnv) requireRelease(version string) {
 			names = r.Assets
 		}
 	}
-	require.ElementsMatch(e.t, release.Assets(version), names)
+	require.ElementsMatch(e.t, nightlyAssets(version), names)
 }
 
 func TestNightlyReleasesOncePerRunAndCountsUp(t *testing.T) {
@@ -133,12 +133,9 @@ func TestNightlyReleasesOncePerRunAndCountsUp(t *testing.T) {
 	e.pushToMain("NEWS", "news\n")
 	const from = "2026.11.20-1"
 	deb := debtest.Build(t, t.TempDir(), debtest.Package{Name: "ferry", Version: from})
-	data, err := os.ReadFile(deb)
+	assets, err := release.SignedAssets(from, trust.ChannelProduction, deb, e.key, time.Now(), 0)
 	require.NoError(t, err)
-	sums, err := release.MakeSums(map[string]io.Reader{release.DebAsset(from): bytes.NewReader(data)})
-	require.NoError(t, err)
-	e.gh.AddRelease("ferry-cd/ferry", githubfake.ReleaseSpec{Tag: "release-" + from, Assets: map[string][]byte{
-		release.DebAsset(from): data, release.SumsAsset: sums, release.SigAsset: release.SignSums(e.key, sums)}})
+	e.gh.AddRelease("ferry-cd/ferry", githubfake.ReleaseSpec{Tag: "release-" + from, Assets: assets})
 	n := e.nightly()
 	n.DctestCommand = []string{"sh", "-c", `test "$FERRY_DCTEST_FROM_VERSION" = ` + from + ` && test -f "$FERRY_DCTEST_FROM_DEB" && test "$FERRY_DCTEST_TO_VERSION" = ` + today + `-2`}
 	v, err = n.Run(context.Background())

@@ -10,7 +10,7 @@ import (
 	"os"
 
 	"github.com/ferry-cd/ferry/pkg/release"
-	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/ferry-cd/ferry/pkg/trust"
 	"github.com/ferry-cd/ferry/pkg/version"
 	"github.com/spf13/cobra"
 )
@@ -61,11 +61,11 @@ func newKeygenCommand(stdout io.Writer, getenv func(string) string) *cobra.Comma
 		Short: "Create a minisign key pair: PREFIX.key (secret) and PREFIX.pub",
 		Long: `Create a minisign key pair for signing releases: PREFIX.key (mode 0600)
 and PREFIX.pub. The key is encrypted with the password in the variable named
-by --password-env when it is set. Give the fleet the public key with
-  ferry config set signing-keys "$(cat PREFIX.pub)"`,
+by --password-env when it is set. Give every server the public key:
+  install -m 0644 PREFIX.pub /etc/ferry/trusted-keys/`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			pub, err := WriteKeyPair(args[0], getenv(passwordEnv))
+			pub, err := trust.WriteKeyPair(args[0], getenv(passwordEnv))
 			if err != nil {
 				return err
 			}
@@ -101,7 +101,7 @@ encrypted, from the variable named by --password-env. Neither is printed.`,
 			if _, err := release.ParseSums(sums); err != nil {
 				return fmt.Errorf("%s: %w", args[0], err)
 			}
-			key, err := LoadPrivateKey(keyFile, getenv(passwordEnv))
+			key, err := trust.LoadPrivateKey(keyFile, getenv(passwordEnv))
 			if err != nil {
 				return err
 			}
@@ -129,7 +129,7 @@ func newVerifyCommand(stdout io.Writer) *cobra.Command {
 			if err != nil {
 				return usageError{fmt.Errorf("--pub: %w", err)}
 			}
-			keys, err := storage.ParseSigningKeys(string(pubText))
+			keys, err := trust.ParseKeys(string(pubText))
 			if err != nil {
 				return usageError{err}
 			}

@@ -65,7 +65,7 @@ func (a *app) newArtifactsDiffCommand() *cobra.Command {
 		Long: `Show what changes between the installed artifact set (built into this
 binary, or --from FILE) and TO: an artifact set file, or a ferry version.
 For a version, its package is downloaded from github-repo and verified
-against signing-keys exactly as a worker would, and its set is read from it.`,
+against the trusted keys of this machine exactly as a worker would, and its set is read from it.`,
 		Example: `  ferry artifacts diff 2026.01.02-1
   ferry artifacts diff --from old.yaml new.yaml`,
 		Args: cobra.ExactArgs(1),
@@ -117,7 +117,11 @@ func (a *app) releaseSet(cmd *cobra.Command, version string) (*artifacts.Set, er
 			return err
 		}
 		defer os.RemoveAll(dir)
-		path, err := src.FetchPackage(ctx, rel, version, release.Trust{Keys: cfg.SigningKeys, AllowUnsigned: cfg.AllowUnsigned}, dir, release.DownloadOptions{})
+		tr, err := a.trust(cfg.Env)
+		if err != nil {
+			return err
+		}
+		path, _, err := src.FetchPackage(ctx, rel, version, tr, dir, release.DownloadOptions{})
 		if err != nil {
 			return err
 		}

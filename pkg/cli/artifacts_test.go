@@ -1,19 +1,19 @@
 package cli
 
 import (
-	"bytes"
 	"encoding/json"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"aead.dev/minisign"
 	"github.com/ferry-cd/ferry/internal/debtest"
 	"github.com/ferry-cd/ferry/internal/githubfake"
 	"github.com/ferry-cd/ferry/pkg/artifacts"
 	"github.com/ferry-cd/ferry/pkg/release"
+	"github.com/ferry-cd/ferry/pkg/trust"
 	"github.com/stretchr/testify/require"
 )
 
@@ -71,30 +71,25 @@ func TestArtifactsDiffAgainstARelease(t *testing.T) {
 
 	const v = "2026.01.02-1"
 	debPath := debtest.Build(t, dir, debtest.Package{Name: "ferry", Version: v, Files: map[string]string{artifacts.InstalledPath: string(b)}})
-	deb, err := os.ReadFile(debPath)
-	require.NoError(t, err)
-	sums, err := release.MakeSums(map[string]io.Reader{release.DebAsset(v): bytes.NewReader(deb)})
-	require.NoError(t, err)
 	pub, priv, err := minisign.GenerateKey(nil)
+	require.NoError(t, err)
+	assets, err := release.SignedAssets(v, trust.ChannelProduction, debPath, priv, time.Now(), 0)
 	require.NoError(t, err)
 	gh := githubfake.New()
 	defer gh.Close()
-	gh.AddRelease("o/r", githubfake.ReleaseSpec{Tag: "release-" + v, Assets: map[string][]byte{
-		release.DebAsset(v): deb, release.SumsAsset: sums, release.SigAsset: release.SignSums(priv, sums),
-	}})
-	for _, kv := range [][2]string{{"github-repo", "o/r"}, {"github-api-url", gh.APIURL()}, {"env", "staging"}, {"signing-keys", pub.String()}} {
+	gh.AddRelease("o/r", githubfake.ReleaseSpec{Tag: "release-" + v, Assets: assets})
+	for _, kv := range [][2]string{{"github-repo", "o/r"}, {"github-api-url", gh.APIURL()}, {"env", "staging"}} {
 		require.Equal(t, ExitOK, f.run("", "config", "set", kv[0], kv[1]).code)
 	}
 
-	r := f.run("", "artifacts", "diff", "--from", filepath.Join(dir, "a.yaml"), v)
+	r := f.run("", append([]string{"artifacts", "diff", "--from", filepath.Join(dir, "a.yaml"), v}, trustFiles(t, nil, pub)...)...)
 	require.Equal(t, ExitOK, r.code, r.stderr)
 	require.Contains(t, r.stdout, "-> registry.example/coredns:2.0.0")
 
 	// A release that does not verify is refused, as a worker would.
 	other, _, err := minisign.GenerateKey(nil)
 	require.NoError(t, err)
-	require.Equal(t, ExitOK, f.run("", "config", "set", "signing-keys", other.String()).code)
-	r = f.run("", "artifacts", "diff", "--from", filepath.Join(dir, "a.yaml"), v)
+	r = f.run("", append([]string{"artifacts", "diff", "--from", filepath.Join(dir, "a.yaml"), v}, trustFiles(t, nil, other)...)...)
 	require.Equal(t, ExitFailure, r.code)
 	require.Contains(t, r.stderr, "signature not valid")
 }

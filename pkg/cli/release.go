@@ -4,12 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
 	"time"
 
+	"aead.dev/minisign"
+	"github.com/ferry-cd/ferry/pkg/bootstrap"
 	"github.com/ferry-cd/ferry/pkg/release"
 	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/ferry-cd/ferry/pkg/trust"
 	"github.com/spf13/cobra"
 )
 
@@ -48,22 +52,47 @@ func (a *app) withGitHub(cmd *cobra.Command, fn func(ctx context.Context, cfg *s
 	return fn(ctx, cfg, src)
 }
 
+// trust is what this machine trusts, as a worker on it would: the release
+// keys of its bootstrap config's trusted-keys, and the channels of env (any
+// channel for env none).
+func (a *app) trust(env storage.Env) (release.Trust, error) {
+	keys, err := trust.LoadKeys(a.cfg.TrustedKeys)
+	if err != nil && !(a.cfg.Unsigned() && errors.Is(err, fs.ErrNotExist)) {
+		return release.Trust{}, usagef("%v (set trusted-keys in %s, or --trusted-keys)", err, bootstrap.DefaultPath)
+	}
+	if env == storage.EnvNone {
+		env = storage.EnvDev
+	}
+	return release.Trust{Keys: keys, Channels: release.Channels(env), AllowUnsigned: a.cfg.Unsigned()}, nil
+}
+
 func (a *app) newReleasePublishCommand() *cobra.Command {
 	var staging, production bool
+	var keyFile, passwordEnv string
+	var validFor time.Duration
 	cmd := &cobra.Command{
-		Use:   "publish VERSION (--staging | --production)",
+		Use:   "publish VERSION (--staging | --production) --key FILE",
 		Short: "Promote a release: test- to staging, or staging to production",
-		Long: `Promote a release, one deliberate step at a time.
+		Long: `Promote a release, one deliberate step at a time, signing the manifest of
+the new channel with the release key. A GitHub writer without the key cannot
+promote a build: servers take a release only with a manifest for their
+channel, signed by a key in their trusted-keys.
 
   --staging     creates release-VERSION from test-VERSION (same commit) as a
-                pre-release carrying the same three assets; env staging takes it.
-  --production  marks release-VERSION as a full release; env prod takes it.
+                pre-release with the same package, SHA256SUMS and signature,
+                and a new manifest-staging.json; env staging takes it.
+  --production  adds manifest-production.json to release-VERSION and marks
+                it a full release; env prod takes it.
 
-Both refuse a release whose .deb, SHA256SUMS or SHA256SUMS.minisig is
-missing, or whose signature does not verify against the fleet's
-signing-keys. Nothing is changed then.`,
-		Example: `  ferry release publish 2026.01.02-1 --staging
-  ferry release publish 2026.01.02-1 --production`,
+Both first check the release being promoted: its package, SHA256SUMS and
+SHA256SUMS.minisig must be there, and its manifest for the channel it is on
+must verify against this machine's trusted keys (bootstrap trusted-keys)
+and must not have expired. Nothing is changed otherwise.
+
+The key comes from --key or FERRY_SIGNING_KEY; an encrypted key's password
+from the variable named by --password-env. Neither is printed.`,
+		Example: `  ferry release publish 2026.01.02-1 --staging --key release.key
+  ferry release publish 2026.01.02-1 --production --key release.key --valid-for 8760h`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			version := args[0]
@@ -73,61 +102,125 @@ signing-keys. Nothing is changed then.`,
 			if staging == production {
 				return usagef("give exactly one of --staging and --production")
 			}
+			if keyFile == "" {
+				keyFile = a.getenv("FERRY_SIGNING_KEY")
+			}
+			if keyFile == "" {
+				return usagef("no release key: give --key FILE or set FERRY_SIGNING_KEY; promoting signs the new channel's manifest")
+			}
+			key, err := trust.LoadPrivateKey(keyFile, a.getenv(passwordEnv))
+			if err != nil {
+				return &usageError{err}
+			}
 			return a.withGitHub(cmd, func(ctx context.Context, cfg *storage.Config, src *release.Source) error {
-				trust := release.Trust{Keys: cfg.SigningKeys}
-				if len(trust.Keys) == 0 {
-					return usagef("signing-keys is not set: a release cannot be checked; run `ferry config set signing-keys ...`")
-				}
-				if production {
-					rel, err := src.ByTag(ctx, release.PrefixRelease+version)
-					if err != nil {
-						return fmt.Errorf("%w (publish it with --staging first)", err)
-					}
-					if err := src.VerifyRelease(ctx, rel, version, trust); err != nil {
-						return err
-					}
-					if !rel.Prerelease {
-						fmt.Fprintf(a.stdout, "%s is a full release already: env prod takes it\n", rel.Tag)
-						return nil
-					}
-					if err := src.SetPrerelease(ctx, rel, false); err != nil {
-						return err
-					}
-					fmt.Fprintf(a.stdout, "marked %s as a full release: env prod takes it\n", rel.Tag)
-					return nil
-				}
-				test, err := src.ByTag(ctx, release.PrefixTest+version)
+				tr, err := a.trust(storage.EnvDev)
 				if err != nil {
 					return err
 				}
-				if err := src.VerifyRelease(ctx, test, version, trust); err != nil {
-					return err
-				}
-				if _, err := src.ByTag(ctx, release.PrefixRelease+version); err == nil {
-					return fmt.Errorf("%s%s exists already", release.PrefixRelease, version)
-				} else if !errors.Is(err, release.ErrNotFound) {
-					return err
-				}
-				rel, err := src.CreateRelease(ctx, release.PrefixRelease+version, test.Commitish, true, "Promoted from "+test.Tag+" by ferry release publish.")
-				if err != nil {
-					return err
+				if len(tr.Keys) == 0 {
+					return usagef("no trusted keys in %s: a release cannot be checked", a.cfg.TrustedKeys)
 				}
 				dir, err := os.MkdirTemp("", "ferry-publish-")
 				if err != nil {
 					return err
 				}
 				defer os.RemoveAll(dir)
-				if err := src.CopyAssets(ctx, test, rel, version, dir); err != nil {
-					return fmt.Errorf("created %s but copying its assets failed; delete it and publish again: %w", rel.Tag, err)
+				if production {
+					return a.publishProduction(ctx, src, tr, key, version, dir, validFor)
 				}
-				fmt.Fprintf(a.stdout, "created %s (pre-release, commit %s) with %s: env staging takes it\n", rel.Tag, test.Commitish, strings.Join(release.Assets(version), ", "))
-				return nil
+				return a.publishStaging(ctx, src, tr, key, version, dir, validFor)
 			})
 		},
 	}
 	cmd.Flags().BoolVar(&staging, "staging", false, "create release-VERSION from test-VERSION as a pre-release")
 	cmd.Flags().BoolVar(&production, "production", false, "mark release-VERSION as a full release")
+	cmd.Flags().StringVar(&keyFile, "key", "", "minisign private key that signs the new manifest (default $FERRY_SIGNING_KEY)")
+	cmd.Flags().StringVar(&passwordEnv, "password-env", "FERRY_SIGNING_KEY_PASSWORD", "environment variable that holds the key's password")
+	cmd.Flags().DurationVar(&validFor, "valid-for", 0, "how long the new manifest is valid (default 90 days for staging, 365 for production)")
 	return cmd
+}
+
+// signManifest signs the manifest of version for channel over the package
+// at debPath and uploads it to rel, replacing an older one.
+func (a *app) signManifest(ctx context.Context, src *release.Source, rel *release.Release, key minisign.PrivateKey, version, channel, debPath string, validFor time.Duration) error {
+	m, err := release.NewManifest(version, channel, debPath, a.now(), validFor)
+	if err != nil {
+		return err
+	}
+	files, err := release.ManifestFiles(m, key)
+	if err != nil {
+		return err
+	}
+	for name, data := range files {
+		if old, ok := rel.Asset(name); ok {
+			if err := src.DeleteAsset(ctx, old); err != nil {
+				return err
+			}
+		}
+		if err := src.UploadAsset(ctx, rel, name, data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (a *app) publishProduction(ctx context.Context, src *release.Source, tr release.Trust, key minisign.PrivateKey, version, dir string, validFor time.Duration) error {
+	rel, err := src.ByTag(ctx, release.PrefixRelease+version)
+	if err != nil {
+		return fmt.Errorf("%w (publish it with --staging first)", err)
+	}
+	if err := src.VerifyRelease(ctx, rel, version, tr); err != nil {
+		return err
+	}
+	if !rel.Prerelease {
+		fmt.Fprintf(a.stdout, "%s is a full release already: env prod takes it\n", rel.Tag)
+		return nil
+	}
+	tr.Channels = []string{trust.ChannelStaging}
+	path, _, err := src.FetchPackage(ctx, rel, version, tr, dir, release.DownloadOptions{})
+	if err != nil {
+		return err
+	}
+	if err := a.signManifest(ctx, src, rel, key, version, trust.ChannelProduction, path, validFor); err != nil {
+		return err
+	}
+	if err := src.SetPrerelease(ctx, rel, false); err != nil {
+		return err
+	}
+	fmt.Fprintf(a.stdout, "signed the production manifest of %s with key %X and marked it a full release: env prod takes it\n", rel.Tag, key.ID())
+	return nil
+}
+
+func (a *app) publishStaging(ctx context.Context, src *release.Source, tr release.Trust, key minisign.PrivateKey, version, dir string, validFor time.Duration) error {
+	test, err := src.ByTag(ctx, release.PrefixTest+version)
+	if err != nil {
+		return err
+	}
+	if err := src.VerifyRelease(ctx, test, version, tr); err != nil {
+		return err
+	}
+	if _, err := src.ByTag(ctx, release.PrefixRelease+version); err == nil {
+		return fmt.Errorf("%s%s exists already", release.PrefixRelease, version)
+	} else if !errors.Is(err, release.ErrNotFound) {
+		return err
+	}
+	tr.Channels = []string{trust.ChannelTest}
+	path, _, err := src.FetchPackage(ctx, test, version, tr, dir, release.DownloadOptions{})
+	if err != nil {
+		return err
+	}
+	rel, err := src.CreateRelease(ctx, release.PrefixRelease+version, test.Commitish, true, "Promoted from "+test.Tag+" by ferry release publish.")
+	if err != nil {
+		return err
+	}
+	if err := src.CopyAssets(ctx, test, rel, version, path); err != nil {
+		return fmt.Errorf("created %s but copying its assets failed; delete it and publish again: %w", rel.Tag, err)
+	}
+	if err := a.signManifest(ctx, src, rel, key, version, trust.ChannelStaging, path, validFor); err != nil {
+		return fmt.Errorf("created %s but its manifest could not be added; delete it and publish again: %w", rel.Tag, err)
+	}
+	fmt.Fprintf(a.stdout, "created %s (pre-release, commit %s) with %s and a staging manifest signed with key %X: env staging takes it\n", rel.Tag, test.Commitish, strings.Join(release.Assets(version), ", "), key.ID())
+	return nil
 }
 
 func (a *app) newReleasePinCommand() *cobra.Command {
@@ -137,13 +230,24 @@ func (a *app) newReleasePinCommand() *cobra.Command {
 		Short: "Hold the fleet at a version: never newer, older only with --allow-downgrade",
 		Long: `Pin the fleet to VERSION. The updater never goes past it. A fleet that runs
 something newer stays there, unless --allow-downgrade is given: then the
-fleet goes to VERSION.`,
+fleet goes to VERSION. Servers go back only one step: to the version they ran
+before the current one, and never older. --allow-downgrade refuses any other
+VERSION, by the fleet's history.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if _, err := release.ParseVersion(args[0]); err != nil {
 				return &usageError{err}
 			}
 			return a.withStorage(cmd, func(ctx context.Context, st *storage.Storage) error {
+				if downgrade {
+					hist, err := st.GetHistory(ctx, 0)
+					if err != nil {
+						return err
+					}
+					if err := oneStepBack(hist, args[0]); err != nil {
+						return &usageError{err}
+					}
+				}
 				p := &storage.Pin{Version: args[0], AllowDowngrade: downgrade, PinnedAt: a.now().UTC()}
 				if err := st.PutPin(ctx, p); err != nil {
 					return err
@@ -159,6 +263,27 @@ fleet goes to VERSION.`,
 	}
 	cmd.Flags().BoolVar(&downgrade, "allow-downgrade", false, "let the fleet go back to VERSION if it runs something newer")
 	return cmd
+}
+
+// oneStepBack applies the servers' version floor to a pinned downgrade:
+// below the version the fleet last completed, only the version it ran
+// before that is allowed. hist is newest first.
+func oneStepBack(hist []*storage.HistoryRecord, target string) error {
+	var floor trust.Floor
+	for i := len(hist) - 1; i >= 0; i-- {
+		if h := hist[i]; h.Result == storage.ResultCompleted && h.Version != floor.Current {
+			floor.Previous, floor.Current = floor.Current, h.Version
+		}
+	}
+	if err := floor.Allows(target, compareVersions); err != nil {
+		return fmt.Errorf("refused: the fleet runs %s; servers go back only to the version they ran before, and would refuse %s: %w", floor.Current, target, err)
+	}
+	return nil
+}
+
+// compareVersions orders versions as the workers do for their floor.
+func compareVersions(a, b string) int {
+	return release.ParseVersionOrZero(a).Compare(release.ParseVersionOrZero(b))
 }
 
 func (a *app) newReleaseUnpinCommand() *cobra.Command {

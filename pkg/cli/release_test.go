@@ -1,17 +1,21 @@
 package cli
 
 import (
-	"bytes"
 	"encoding/json"
-	"io"
+	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"aead.dev/minisign"
+	"github.com/ferry-cd/ferry/internal/debtest"
 	"github.com/ferry-cd/ferry/internal/githubfake"
 	"github.com/ferry-cd/ferry/pkg/release"
 	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/ferry-cd/ferry/pkg/trust"
 	"github.com/stretchr/testify/require"
 )
 
@@ -86,14 +90,41 @@ func TestHistory(t *testing.T) {
 	require.Equal(t, ExitUsage, f.run("", "history", "--limit", "-1").code)
 }
 
-// signedRelease adds a test- release with the three assets; the package is
-// a few bytes, publish never installs it.
-func signedRelease(gh *githubfake.Server, tag, version, commit string, priv minisign.PrivateKey, drop string) {
-	deb := []byte("package " + version)
-	sums, _ := release.MakeSums(map[string]io.Reader{release.DebAsset(version): bytes.NewReader(deb)})
-	assets := map[string][]byte{release.DebAsset(version): deb, release.SumsAsset: sums, release.SigAsset: release.SignSums(priv, sums)}
+// signedRelease adds a release of tag with a real package, SHA256SUMS, its
+// signature and the manifest of its channel, all signed with priv, less the
+// asset drop.
+func signedRelease(t *testing.T, gh *githubfake.Server, tag, version, commit string, priv minisign.PrivateKey, drop string) {
+	t.Helper()
+	debPath := debtest.Build(t, t.TempDir(), debtest.Package{Name: "ferry", Version: version})
+	channel := trust.ChannelTest
+	if strings.HasPrefix(tag, release.PrefixRelease) {
+		channel = trust.ChannelStaging
+	}
+	assets, err := release.SignedAssets(version, channel, debPath, priv, time.Now(), 0)
+	require.NoError(t, err)
 	delete(assets, drop)
 	gh.AddRelease("o/r", githubfake.ReleaseSpec{Tag: tag, Commitish: commit, Prerelease: true, Assets: assets})
+}
+
+// trustFiles writes pubs as a trusted-keys directory and priv as a key
+// file, and returns the flags that point the CLI at them.
+func trustFiles(t *testing.T, priv *minisign.PrivateKey, pubs ...minisign.PublicKey) []string {
+	t.Helper()
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "trusted-keys")
+	require.NoError(t, os.Mkdir(keys, 0o755))
+	for i, p := range pubs {
+		require.NoError(t, os.WriteFile(filepath.Join(keys, fmt.Sprintf("k%d.pub", i)), []byte(p.String()+"\n"), 0o644))
+	}
+	flags := []string{"--trusted-keys", keys}
+	if priv != nil {
+		text, err := priv.MarshalText()
+		require.NoError(t, err)
+		keyFile := filepath.Join(dir, "release.key")
+		require.NoError(t, os.WriteFile(keyFile, text, 0o600))
+		flags = append(flags, "--key", keyFile)
+	}
+	return flags
 }
 
 func TestReleasePublish(t *testing.T) {
@@ -106,10 +137,10 @@ func TestReleasePublish(t *testing.T) {
 	_, otherPriv, err := minisign.GenerateKey(nil)
 	require.NoError(t, err)
 	const v, v2, v3 = "2026.01.02-1", "2026.01.03-1", "2026.01.04-1"
-	signedRelease(gh, "test-"+v, v, "abc123", priv, "")
-	signedRelease(gh, "test-"+v2, v2, "def456", priv, release.SigAsset)
-	signedRelease(gh, "test-"+v3, v3, "fed789", otherPriv, "")
-	for _, kv := range [][2]string{{"github-repo", "o/r"}, {"github-api-url", gh.APIURL()}, {"signing-keys", pub.String()}} {
+	signedRelease(t, gh, "test-"+v, v, "abc123", priv, "")
+	signedRelease(t, gh, "test-"+v2, v2, "def456", priv, release.SigAsset)
+	signedRelease(t, gh, "test-"+v3, v3, "fed789", otherPriv, "")
+	for _, kv := range [][2]string{{"github-repo", "o/r"}, {"github-api-url", gh.APIURL()}} {
 		require.Equal(t, ExitOK, f.run("", "config", "set", kv[0], kv[1]).code)
 	}
 	byTag := func(tag string) *githubfake.Release {
@@ -120,44 +151,80 @@ func TestReleasePublish(t *testing.T) {
 		}
 		return nil
 	}
+	withKey := trustFiles(t, &priv, pub)
+	publish := func(args ...string) result {
+		t.Helper()
+		return f.run("", append(append([]string{"release", "publish"}, args...), withKey...)...)
+	}
 
-	r := f.run("", "release", "publish", v, "--production")
+	r := publish(v, "--production")
 	require.Equal(t, ExitNotFound, r.code, "production before staging")
 	require.Contains(t, r.stderr, "--staging first")
 
-	r = f.run("", "release", "publish", v, "--staging")
+	// A repository writer without the release key cannot promote.
+	noKey := f.run("", append([]string{"release", "publish", v, "--staging"}, trustFiles(t, nil, pub)...)...)
+	require.Equal(t, ExitUsage, noKey.code)
+	require.Contains(t, noKey.stderr, "no release key")
+	otherKey := f.run("", append([]string{"release", "publish", v, "--staging"}, trustFiles(t, &otherPriv, pub)...)...)
+	require.Equal(t, ExitOK, otherKey.code, "publish signs with the key it is given...")
+	staging := byTag("release-" + v)
+	require.NotNil(t, staging)
+	// ...but a server that trusts only pub refuses that manifest.
+	src, err := release.NewSource(release.Options{APIURL: gh.APIURL(), Repo: "o/r"})
+	require.NoError(t, err)
+	rel, err := src.ByTag(f.ctx(), "release-"+v)
+	require.NoError(t, err)
+	_, err = src.Manifest(f.ctx(), rel, v, release.Trust{Keys: []minisign.PublicKey{pub}, Channels: release.Channels(storage.EnvStaging)})
+	require.ErrorContains(t, err, "signature not valid")
+	r = publish(v, "--production")
+	require.Equal(t, ExitFailure, r.code, "production checks the staging manifest")
+	require.Contains(t, r.stderr, "signature not valid")
+	require.True(t, byTag("release-"+v).Prerelease)
+	gh.DeleteRelease("o/r", "release-"+v)
+
+	r = publish(v, "--staging")
 	require.Equal(t, ExitOK, r.code, r.stderr)
 	require.Contains(t, r.stdout, "created release-"+v)
-	rel := byTag("release-" + v)
-	require.NotNil(t, rel)
-	require.True(t, rel.Prerelease)
-	require.Equal(t, "abc123", rel.Commitish, "the same commit as the test release")
-	require.ElementsMatch(t, release.Assets(v), rel.Assets)
+	staging = byTag("release-" + v)
+	require.NotNil(t, staging)
+	require.True(t, staging.Prerelease)
+	require.Equal(t, "abc123", staging.Commitish, "the same commit as the test release")
+	require.ElementsMatch(t, append(release.Assets(v), "manifest-staging.json", "manifest-staging.json.minisig"), staging.Assets)
 	testDeb, _ := gh.Asset("o/r", "test-"+v, release.DebAsset(v))
 	relDeb, _ := gh.Asset("o/r", "release-"+v, release.DebAsset(v))
 	require.Equal(t, testDeb, relDeb)
+	rel, err = src.ByTag(f.ctx(), "release-"+v)
+	require.NoError(t, err)
+	m, err := src.Manifest(f.ctx(), rel, v, release.Trust{Keys: []minisign.PublicKey{pub}, Channels: release.Channels(storage.EnvStaging)})
+	require.NoError(t, err)
+	require.Equal(t, trust.ChannelStaging, m.Channel)
 
-	r = f.run("", "release", "publish", v, "--staging")
+	r = publish(v, "--staging")
 	require.Equal(t, ExitFailure, r.code)
 	require.Contains(t, r.stderr, "exists already")
 
-	r = f.run("", "release", "publish", v, "--production")
+	r = publish(v, "--production")
 	require.Equal(t, ExitOK, r.code, r.stderr)
 	require.False(t, byTag("release-"+v).Prerelease)
+	rel, err = src.ByTag(f.ctx(), "release-"+v)
+	require.NoError(t, err)
+	m, err = src.Manifest(f.ctx(), rel, v, release.Trust{Keys: []minisign.PublicKey{pub}, Channels: release.Channels(storage.EnvProd)})
+	require.NoError(t, err)
+	require.Equal(t, trust.ChannelProduction, m.Channel)
 
-	r = f.run("", "release", "publish", v2, "--staging")
+	r = publish(v2, "--staging")
 	require.Equal(t, ExitFailure, r.code)
 	require.Contains(t, r.stderr, "lacks the asset SHA256SUMS.minisig")
 	require.Nil(t, byTag("release-"+v2), "nothing was created")
 
-	r = f.run("", "release", "publish", v3, "--staging")
+	r = publish(v3, "--staging")
 	require.Equal(t, ExitFailure, r.code)
 	require.Contains(t, r.stderr, "signature not valid")
 	require.Nil(t, byTag("release-"+v3))
 
-	require.Equal(t, ExitUsage, f.run("", "release", "publish", v).code)
-	require.Equal(t, ExitUsage, f.run("", "release", "publish", v, "--staging", "--production").code)
-	require.Equal(t, ExitUsage, f.run("", "release", "publish", "tomorrow", "--staging").code)
+	require.Equal(t, ExitUsage, publish(v).code)
+	require.Equal(t, ExitUsage, publish(v, "--staging", "--production").code)
+	require.Equal(t, ExitUsage, publish("tomorrow", "--staging").code)
 }
 
 func TestReleasePin(t *testing.T) {
@@ -173,6 +240,21 @@ func TestReleasePin(t *testing.T) {
 	require.Contains(t, f.run("", "status").stdout, "Pin:            2026.01.02-1")
 
 	require.Equal(t, ExitUsage, f.run("", "release", "pin", "latest").code)
+
+	// The fleet ran 01-1, then 02-1, and now runs 03-1: one step back is
+	// 02-1; 01-1 is refused, as every server would refuse it.
+	for i, v := range []string{"2026.01.01-1", "2026.01.02-1", "2026.01.03-1"} {
+		started := time.Date(2026, 1, 1+i, 0, 0, 0, 0, time.UTC)
+		req := &storage.UpdateRequest{Version: v, Servers: []string{"a"}, Reason: storage.ReasonUpdate, StartedAt: started, FinishedAt: started.Add(time.Minute)}
+		f.putRequest(&storage.UpdateRequest{Version: v, Servers: []string{"a"}, StartedAt: started})
+		f.finishRequest(req, storage.NewHistoryRecord(req, nil, storage.ResultCompleted, req.FinishedAt))
+	}
+	r = f.run("", "release", "pin", "2026.01.01-1", "--allow-downgrade")
+	require.Equal(t, ExitUsage, r.code)
+	require.Contains(t, r.stderr, "only one step back")
+	require.Contains(t, r.stderr, "not the version it ran before (2026.01.02-1)")
+	require.Equal(t, ExitOK, f.run("", "release", "pin", "2026.01.02-1", "--allow-downgrade").code)
+	require.Equal(t, ExitOK, f.run("", "release", "pin", "2026.01.01-1").code, "a pin that allows no downgrade holds the fleet where it is")
 	require.Equal(t, ExitOK, f.run("", "release", "unpin").code)
 	_, err = f.st.GetPin(f.ctx())
 	require.ErrorIs(t, err, storage.ErrNotFound)

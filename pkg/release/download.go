@@ -48,6 +48,10 @@ type DownloadOptions struct {
 	RetryBase, RetryMax time.Duration
 	// Progress, if set, is told how many bytes each read delivered.
 	Progress func(n int64)
+	// MaxSize, when > 0, is the most bytes the download may have (the
+	// size a signed manifest gives): reading stops, for good, at the first
+	// byte beyond it.
+	MaxSize int64
 }
 
 func (o *DownloadOptions) defaults() {
@@ -131,7 +135,7 @@ func downloadFile(ctx context.Context, d *downloader, dir, wantSHA256 string, o 
 		}
 	}()
 
-	sink := &fileSink{f: tmp, h: sha256.New()}
+	sink := &fileSink{f: tmp, h: sha256.New(), limit: o.MaxSize}
 	if err := d.run(ctx, sink, o); err != nil {
 		return "", "", err
 	}
@@ -151,6 +155,23 @@ func downloadFile(ctx context.Context, d *downloader, dir, wantSHA256 string, o 
 	}
 	done = true
 	return final, got, nil
+}
+
+// CheckFile hashes the file at path and compares it with wantSHA256 (hex).
+func CheckFile(path, wantSHA256 string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return fmt.Errorf("hash %s: %w", path, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); !strings.EqualFold(got, wantSHA256) {
+		return fmt.Errorf("%s changed after it was verified: SHA-256 is %s, expected %s: %w", filepath.Base(path), got, wantSHA256, ErrChecksum)
+	}
+	return nil
 }
 
 // sink receives the bytes of a download. reset restarts it at offset 0,
@@ -181,9 +202,17 @@ type fileSink struct {
 	f       *os.File
 	h       hash.Hash
 	written int64
+	// limit, when > 0, is the most bytes the file may have.
+	limit int64
 }
 
+// ErrTooLarge is a download that grew past the size it must have.
+var ErrTooLarge = errors.New("larger than its signed size")
+
 func (f *fileSink) Write(p []byte) (int, error) {
+	if f.limit > 0 && f.written+int64(len(p)) > f.limit {
+		return 0, &permanentError{fmt.Errorf("more than %d bytes: %w", f.limit, ErrTooLarge)}
+	}
 	n, err := f.f.Write(p)
 	f.h.Write(p[:n])
 	f.written += int64(n)
@@ -248,6 +277,7 @@ func (d *downloader) run(ctx context.Context, out sink, o DownloadOptions) error
 type permanentError struct{ err error }
 
 func (p *permanentError) Error() string { return p.err.Error() }
+func (p *permanentError) Unwrap() error { return p.err }
 
 // once makes one request from the current offset and copies what arrives.
 func (d *downloader) once(ctx context.Context, out sink, progress func(int64)) error {
@@ -305,6 +335,10 @@ func (d *downloader) once(ctx context.Context, out sink, progress func(int64)) e
 		r = &progressReader{r: r, fn: progress}
 	}
 	if _, err := io.Copy(out, bufio.NewReaderSize(r, 256<<10)); err != nil {
+		var perm *permanentError
+		if errors.As(err, &perm) {
+			return err
+		}
 		return fmt.Errorf("read %s at byte %d: %w", d.asset.Name, out.size(), err)
 	}
 	if d.asset.Size > 0 && out.size() != d.asset.Size {
@@ -399,7 +433,7 @@ func VerifySums(sums, sig []byte, keys []minisign.PublicKey, allowUnsigned bool)
 		if allowUnsigned {
 			return nil
 		}
-		return fmt.Errorf("%w: set signing-keys (or, never in production, allow-unsigned true)", ErrUnsigned)
+		return fmt.Errorf("%w: put the release public key in the server's trusted-keys directory (or, in a lab only, set allow-unsigned: true in its config.yml)", ErrUnsigned)
 	}
 	if len(sig) == 0 {
 		return fmt.Errorf("%s is missing: %w", SigAsset, ErrSignature)

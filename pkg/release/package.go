@@ -2,22 +2,63 @@ package release
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"time"
 
 	"aead.dev/minisign"
 	"github.com/ferry-cd/ferry/pkg/deb"
 	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/ferry-cd/ferry/pkg/trust"
 )
 
 // maxSumsSize bounds SHA256SUMS and its signature.
 const maxSumsSize = 1 << 20
 
-// Trust says which signatures a fleet accepts.
+// Trust says what a server accepts. Everything in it comes from the
+// server's own disk and its env, never from a release or from etcd.
 type Trust struct {
-	Keys          []minisign.PublicKey
+	Keys []minisign.PublicKey
+	// Channels are the manifest channels the fleet's env takes, preferred
+	// first (see Channels).
+	Channels []string
+	// AllowUnsigned, a lab switch, takes a release that has no signed
+	// manifest on SHA256SUMS alone, unsigned.
 	AllowUnsigned bool
+	// Now is the time manifests are checked at; zero means time.Now().
+	Now time.Time
+}
+
+// Channels returns the manifest channels an env takes, preferred first: prod
+// takes production only; staging takes staging and production; dev takes
+// any channel.
+func Channels(env storage.Env) []string {
+	switch env {
+	case storage.EnvProd:
+		return []string{trust.ChannelProduction}
+	case storage.EnvStaging:
+		return []string{trust.ChannelStaging, trust.ChannelProduction}
+	case storage.EnvDev:
+		return []string{trust.ChannelTest, trust.ChannelStaging, trust.ChannelProduction}
+	}
+	return nil
+}
+
+// ChannelOf is the channel a release is published on: test for a test- tag,
+// staging for a release- pre-release, production for a full release-.
+func ChannelOf(rel *Release) string {
+	prefix, _, _ := SplitTag(rel.Tag)
+	switch {
+	case prefix == PrefixTest:
+		return trust.ChannelTest
+	case rel.Prerelease:
+		return trust.ChannelStaging
+	}
+	return trust.ChannelProduction
 }
 
 // FindVersion looks a ferry version up under the tag its env uses first
@@ -41,53 +82,156 @@ func (s *Source) FindVersion(ctx context.Context, env storage.Env, version strin
 	return nil, fmt.Errorf("no release tagged %s%s or %s%s: %w", prefixes[0], version, prefixes[1], version, err)
 }
 
+// Manifest returns the signed manifest of version in rel for the first of
+// tr.Channels that rel carries a manifest for, verified against tr.Keys
+// and checked for product, version, channel and expiry. It returns
+// trust.ErrManifest when rel has none the fleet takes, or none is valid.
+func (s *Source) Manifest(ctx context.Context, rel *Release, version string, tr Trust) (*trust.Manifest, error) {
+	now := tr.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	for _, ch := range tr.Channels {
+		a, ok := rel.Asset(trust.ManifestAsset(ch))
+		if !ok {
+			continue
+		}
+		sigAsset, ok := rel.Asset(trust.ManifestAsset(ch) + ".minisig")
+		if !ok {
+			return nil, fmt.Errorf("release %s: %s has no signature: %w", rel.Tag, a.Name, trust.ErrManifest)
+		}
+		data, err := s.Fetch(ctx, a, trust.MaxManifestSize)
+		if err != nil {
+			return nil, err
+		}
+		sig, err := s.Fetch(ctx, sigAsset, trust.MaxManifestSize)
+		if err != nil {
+			return nil, err
+		}
+		m, err := trust.ParseManifest(data, sig, tr.Keys)
+		if err == nil {
+			err = m.Check(trust.Product, version, []string{ch}, now)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("release %s, %s: %w", rel.Tag, a.Name, err)
+		}
+		return m, nil
+	}
+	return nil, fmt.Errorf("release %s has no signed manifest for a channel this fleet takes (%v): %w", rel.Tag, tr.Channels, trust.ErrManifest)
+}
+
 // FetchPackage downloads the ferry package of a release into dir, after
-// checking SHA256SUMS's signature against trust, and checks the package
-// against SHA256SUMS and its control Version. A file that fails a check is
-// removed; only a package that passed every check is returned.
-func (s *Source) FetchPackage(ctx context.Context, rel *Release, version string, trust Trust, dir string, o DownloadOptions) (string, error) {
+// verifying the release's signed manifest (see Manifest), and checks the
+// package against the manifest's size and SHA-256 and its control Version.
+// It never reads more bytes than the manifest gives. A file that fails a
+// check is removed; only a package that passed every check is returned,
+// with its SHA-256.
+func (s *Source) FetchPackage(ctx context.Context, rel *Release, version string, tr Trust, dir string, o DownloadOptions) (string, string, error) {
 	name := DebAsset(version)
 	debAsset, ok := rel.Asset(name)
 	if !ok {
-		return "", fmt.Errorf("release %s has no asset %s", rel.Tag, name)
+		return "", "", fmt.Errorf("release %s has no asset %s", rel.Tag, name)
 	}
-	sumsAsset, ok := rel.Asset(SumsAsset)
-	if !ok {
-		return "", fmt.Errorf("release %s has no %s: refusing an unverifiable package", rel.Tag, SumsAsset)
-	}
-	sums, err := s.Fetch(ctx, sumsAsset, maxSumsSize)
-	if err != nil {
-		return "", err
-	}
-	var sig []byte
-	if sigAsset, ok := rel.Asset(SigAsset); ok {
-		if sig, err = s.Fetch(ctx, sigAsset, maxSumsSize); err != nil {
-			return "", err
+	var want trust.Asset
+	m, err := s.Manifest(ctx, rel, version, tr)
+	switch {
+	case err == nil:
+		if want, ok = m.Asset(name); !ok {
+			return "", "", fmt.Errorf("release %s: the signed manifest lists no %s: %w", rel.Tag, name, trust.ErrManifest)
 		}
+	case tr.AllowUnsigned && errors.Is(err, trust.ErrManifest):
+		// The lab switch: SHA256SUMS, unsigned, is all there is.
+		if want, err = s.unsignedEntry(ctx, rel, name); err != nil {
+			return "", "", err
+		}
+	default:
+		return "", "", err
 	}
-	if err := VerifySums(sums, sig, trust.Keys, trust.AllowUnsigned); err != nil {
-		return "", fmt.Errorf("release %s: %w", rel.Tag, err)
+	if want.Size > 0 && debAsset.Size != want.Size {
+		err := fmt.Errorf("release %s: GitHub announces %s as %d bytes, the signed manifest says %d", rel.Tag, name, debAsset.Size, want.Size)
+		if debAsset.Size > want.Size {
+			err = fmt.Errorf("%w: %w", err, ErrTooLarge)
+		}
+		return "", "", err
 	}
-	table, err := ParseSums(sums)
+	o.MaxSize = want.Size
+	path, err := s.DownloadFile(ctx, debAsset, dir, want.SHA256, o)
 	if err != nil {
-		return "", fmt.Errorf("release %s: %w", rel.Tag, err)
-	}
-	want, ok := table[name]
-	if !ok {
-		return "", fmt.Errorf("release %s: %s has no line for %s", rel.Tag, SumsAsset, name)
-	}
-	path, err := s.DownloadFile(ctx, debAsset, dir, want, o)
-	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	got, err := deb.Field(ctx, path, "Version")
 	if err != nil {
 		os.Remove(path)
-		return "", fmt.Errorf("%s is not a Debian package: %w", name, err)
+		return "", "", fmt.Errorf("%s is not a Debian package: %w", name, err)
 	}
 	if got != version {
 		os.Remove(path)
-		return "", fmt.Errorf("%s holds version %s, not %s", name, got, version)
+		return "", "", fmt.Errorf("%s holds version %s, not %s", name, got, version)
 	}
-	return path, nil
+	return path, want.SHA256, nil
+}
+
+// unsignedEntry is the SHA256SUMS line of name, for the allow-unsigned lab
+// switch.
+func (s *Source) unsignedEntry(ctx context.Context, rel *Release, name string) (trust.Asset, error) {
+	sumsAsset, ok := rel.Asset(SumsAsset)
+	if !ok {
+		return trust.Asset{}, fmt.Errorf("release %s has neither a signed manifest nor %s: refusing an unverifiable package", rel.Tag, SumsAsset)
+	}
+	sums, err := s.Fetch(ctx, sumsAsset, maxSumsSize)
+	if err != nil {
+		return trust.Asset{}, err
+	}
+	table, err := ParseSums(sums)
+	if err != nil {
+		return trust.Asset{}, fmt.Errorf("release %s: %w", rel.Tag, err)
+	}
+	sum, ok := table[name]
+	if !ok {
+		return trust.Asset{}, fmt.Errorf("release %s: %s has no line for %s", rel.Tag, SumsAsset, name)
+	}
+	return trust.Asset{Name: name, SHA256: sum}, nil
+}
+
+// Validity is how long a manifest of each channel is valid unless told
+// otherwise: a release must be installed, or published again, within it.
+var Validity = map[string]time.Duration{
+	trust.ChannelTest:       30 * 24 * time.Hour,
+	trust.ChannelStaging:    90 * 24 * time.Hour,
+	trust.ChannelProduction: 365 * 24 * time.Hour,
+}
+
+// NewManifest builds the manifest of version for channel over the package
+// file at debPath, valid from now for validity (Validity[channel] when 0).
+func NewManifest(version, channel, debPath string, now time.Time, validity time.Duration) (*trust.Manifest, error) {
+	if validity <= 0 {
+		validity = Validity[channel]
+	}
+	f, err := os.Open(debPath)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return nil, fmt.Errorf("hash %s: %w", debPath, err)
+	}
+	m := &trust.Manifest{
+		Product: trust.Product, Version: version, Channel: channel,
+		Assets:  []trust.Asset{{Name: DebAsset(version), Size: n, SHA256: hex.EncodeToString(h.Sum(nil))}},
+		Created: now.UTC().Truncate(time.Second), Expires: now.UTC().Truncate(time.Second).Add(validity),
+	}
+	return m, m.Validate()
+}
+
+// ManifestFiles signs m with key and returns the two release assets, by
+// name: the manifest of its channel and its signature.
+func ManifestFiles(m *trust.Manifest, key minisign.PrivateKey) (map[string][]byte, error) {
+	data, sig, err := m.Sign(key)
+	if err != nil {
+		return nil, err
+	}
+	name := trust.ManifestAsset(m.Channel)
+	return map[string][]byte{name: data, name + ".minisig": sig}, nil
 }

@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"time"
+
+	"aead.dev/minisign"
 
 	"github.com/google/go-github/v84/github"
 )
@@ -15,10 +19,11 @@ func Assets(version string) []string {
 	return []string{DebAsset(version), SumsAsset, SigAsset}
 }
 
-// VerifyRelease checks that a release has its three assets and that
-// SHA256SUMS carries a valid signature from trust and lists the package.
-// It downloads only the two small files.
-func (s *Source) VerifyRelease(ctx context.Context, rel *Release, version string, trust Trust) error {
+// VerifyRelease checks that a release has its three assets, that
+// SHA256SUMS carries a valid signature from tr.Keys and lists the package,
+// and that the release carries a valid signed manifest for the channel it
+// is on (ChannelOf). It downloads only the small files.
+func (s *Source) VerifyRelease(ctx context.Context, rel *Release, version string, tr Trust) error {
 	for _, name := range Assets(version) {
 		if _, ok := rel.Asset(name); !ok {
 			return fmt.Errorf("release %s lacks the asset %s", rel.Tag, name)
@@ -34,7 +39,7 @@ func (s *Source) VerifyRelease(ctx context.Context, rel *Release, version string
 	if err != nil {
 		return err
 	}
-	if err := VerifySums(sums, sig, trust.Keys, false); err != nil {
+	if err := VerifySums(sums, sig, tr.Keys, false); err != nil {
 		return fmt.Errorf("release %s: %w", rel.Tag, err)
 	}
 	table, err := ParseSums(sums)
@@ -44,7 +49,9 @@ func (s *Source) VerifyRelease(ctx context.Context, rel *Release, version string
 	if _, ok := table[DebAsset(version)]; !ok {
 		return fmt.Errorf("release %s: %s has no line for %s", rel.Tag, SumsAsset, DebAsset(version))
 	}
-	return nil
+	tr.Channels = []string{ChannelOf(rel)}
+	_, err = s.Manifest(ctx, rel, version, tr)
+	return err
 }
 
 // CreateRelease creates a release for tag at commitish.
@@ -105,30 +112,10 @@ func (s *Source) DeleteAsset(ctx context.Context, a Asset) error {
 	return nil
 }
 
-// CopyAssets copies the named assets of one release to another, through
-// dir, verified against the SHA256SUMS among them.
-func (s *Source) CopyAssets(ctx context.Context, from, to *Release, version, dir string) error {
-	sumsAsset, _ := from.Asset(SumsAsset)
-	sums, err := s.Fetch(ctx, sumsAsset, maxSumsSize)
-	if err != nil {
-		return err
-	}
-	table, err := ParseSums(sums)
-	if err != nil {
-		return err
-	}
-	debAsset, _ := from.Asset(DebAsset(version))
-	path, err := s.DownloadFile(ctx, debAsset, dir, table[DebAsset(version)], DownloadOptions{})
-	if err != nil {
-		return err
-	}
-	defer os.Remove(path)
-	sigAsset, _ := from.Asset(SigAsset)
-	sig, err := s.Fetch(ctx, sigAsset, maxSumsSize)
-	if err != nil {
-		return err
-	}
-	f, err := os.Open(filepath.Clean(path))
+// CopyAssets uploads to a release the package at debPath (downloaded from
+// from and verified), with from's SHA256SUMS and its signature.
+func (s *Source) CopyAssets(ctx context.Context, from, to *Release, version, debPath string) error {
+	f, err := os.Open(filepath.Clean(debPath))
 	if err != nil {
 		return err
 	}
@@ -136,10 +123,43 @@ func (s *Source) CopyAssets(ctx context.Context, from, to *Release, version, dir
 	if err := s.UploadFile(ctx, to, DebAsset(version), f); err != nil {
 		return err
 	}
-	for name, data := range map[string][]byte{SumsAsset: sums, SigAsset: bytes.Clone(sig)} {
-		if err := s.UploadAsset(ctx, to, name, data); err != nil {
+	for _, name := range []string{SumsAsset, SigAsset} {
+		a, ok := from.Asset(name)
+		if !ok {
+			return fmt.Errorf("release %s has no %s", from.Tag, name)
+		}
+		data, err := s.Fetch(ctx, a, maxSumsSize)
+		if err != nil {
+			return err
+		}
+		if err := s.UploadAsset(ctx, to, name, bytes.Clone(data)); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// SignedAssets returns, by name, the assets of a release of version on
+// channel: the package at debPath, SHA256SUMS and its signature, and the
+// channel's manifest and its signature, all signed with key. It reads the
+// package into memory: for tests and small tools.
+func SignedAssets(version, channel, debPath string, key minisign.PrivateKey, now time.Time, validity time.Duration) (map[string][]byte, error) {
+	deb, err := os.ReadFile(debPath)
+	if err != nil {
+		return nil, err
+	}
+	sums, err := MakeSums(map[string]io.Reader{DebAsset(version): bytes.NewReader(deb)})
+	if err != nil {
+		return nil, err
+	}
+	m, err := NewManifest(version, channel, debPath, now, validity)
+	if err != nil {
+		return nil, err
+	}
+	assets, err := ManifestFiles(m, key)
+	if err != nil {
+		return nil, err
+	}
+	assets[DebAsset(version)], assets[SumsAsset], assets[SigAsset] = deb, sums, SignSums(key, sums)
+	return assets, nil
 }

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"aead.dev/minisign"
 	"github.com/robfig/cron/v3"
 )
 
@@ -37,9 +36,15 @@ const (
 	ConfigProxy               = "proxy"
 	ConfigNotifyURL           = "notify-url"
 	ConfigWebhookSecret       = "webhook-secret"
-	ConfigSigningKeys         = "signing-keys"
-	ConfigAllowUnsigned       = "allow-unsigned"
 )
+
+// retiredKeys are former config/ keys that decide what a server trusts.
+// They left etcd, whose every writer could otherwise make the fleet install
+// their package, for files on each server.
+var retiredKeys = map[string]string{
+	"signing-keys":   "put the release public keys on every server as /etc/ferry/trusted-keys/NAME.pub (bootstrap setting trusted-keys); see docs/security.md",
+	"allow-unsigned": "it is a lab switch in each server's /etc/ferry/config.yml now (allow-unsigned: true), never for production; see docs/security.md",
+}
 
 // ConfigKey describes one config/ key: its default, how it is shown, and how
 // a value is checked.
@@ -53,6 +58,8 @@ type ConfigKey struct {
 	Help  string
 	// normalize checks a value and returns the form that is stored.
 	normalize func(key, value string) (string, error)
+	// display, if set, is how a value that is not wholly secret is shown.
+	display func(string) string
 }
 
 var configKeys = []ConfigKey{
@@ -103,28 +110,19 @@ var configKeys = []ConfigKey{
 	},
 	{
 		Name:      ConfigProxy,
-		Help:      "HTTP proxy for GitHub and registry traffic. Empty: none",
+		Help:      "HTTP proxy for GitHub and registry traffic; its password is never shown. Empty: none",
 		normalize: normalizeHTTPURL,
+		display:   redactURL,
 	},
 	{
-		Name:      ConfigNotifyURL,
-		Help:      "URL that receives Slack-compatible JSON notifications. Empty: none",
+		Name: ConfigNotifyURL, Secret: true,
+		Help:      "URL that receives Slack-compatible JSON notifications (a secret: shown masked). Empty: none",
 		normalize: normalizeHTTPURL,
 	},
 	{
 		Name: ConfigWebhookSecret, Secret: true,
 		Help:      "secret of the GitHub release webhook (X-Hub-Signature-256). Empty: webhook refused",
 		normalize: normalizeSecret,
-	},
-	{
-		Name: ConfigSigningKeys, Multi: true,
-		Help:      "minisign public keys, one a line; SHA256SUMS.minisig must verify against one of them",
-		normalize: normalizeSigningKeys,
-	},
-	{
-		Name: ConfigAllowUnsigned, Default: "false",
-		Help:      "install releases without a signature when no signing-keys are set (never do this in production)",
-		normalize: normalizeBool,
 	},
 }
 
@@ -141,6 +139,9 @@ func LookupConfigKey(name string) (ConfigKey, error) {
 		if k.Name == name {
 			return k, nil
 		}
+	}
+	if hint, ok := retiredKeys[name]; ok {
+		return ConfigKey{}, &ValidationError{Key: name, Reason: "no longer lives in etcd: whoever can write etcd must not decide what servers trust", Hint: hint}
 	}
 	return ConfigKey{}, &ValidationError{
 		Key:    name,
@@ -175,7 +176,19 @@ func (k ConfigKey) Display(value string) string {
 	if k.Secret && value != "" {
 		return "********"
 	}
+	if k.display != nil {
+		return k.display(value)
+	}
 	return value
+}
+
+// redactURL hides the password of a URL's user info.
+func redactURL(v string) string {
+	u, err := url.Parse(v)
+	if err != nil || u.User == nil {
+		return v
+	}
+	return u.Redacted()
 }
 
 func (k ConfigKey) invalid(value, reason, hint string) error {
@@ -234,14 +247,6 @@ func normalizeDuration(key, v string) (string, error) {
 	return v, nil
 }
 
-func normalizeBool(key, v string) (string, error) {
-	b, err := strconv.ParseBool(v)
-	if err != nil {
-		return "", invalid(key, v, "is not a boolean", "true or false")
-	}
-	return strconv.FormatBool(b), nil
-}
-
 func normalizeTimezone(key, v string) (string, error) {
 	if _, err := time.LoadLocation(v); err != nil {
 		return "", invalid(key, v, "is not a time zone", "an IANA name, e.g. Asia/Tokyo or UTC")
@@ -287,39 +292,6 @@ func normalizeReleaseTime(_, v string) (string, error) {
 	return strings.Join(lines, "\n"), nil
 }
 
-// ParseSigningKeys parses signing-keys: minisign public keys one a line, in
-// the base64 form that minisign prints. "untrusted comment:" and "#" lines, as
-// found in a .pub file, are skipped.
-func ParseSigningKeys(v string) ([]minisign.PublicKey, error) {
-	var keys []minisign.PublicKey
-	for _, line := range splitLines(v) {
-		if strings.HasPrefix(line, "untrusted comment:") || strings.HasPrefix(line, "#") {
-			continue
-		}
-		var k minisign.PublicKey
-		if err := k.UnmarshalText([]byte(line)); err != nil {
-			return nil, invalid(ConfigSigningKeys, line, "is not a minisign public key", "the base64 line of a minisign .pub file, e.g. RWQ...")
-		}
-		keys = append(keys, k)
-	}
-	return keys, nil
-}
-
-func normalizeSigningKeys(_, v string) (string, error) {
-	keys, err := ParseSigningKeys(v)
-	if err != nil {
-		return "", err
-	}
-	if len(keys) == 0 {
-		return "", invalid(ConfigSigningKeys, v, "holds no public key", "the base64 line of a minisign .pub file")
-	}
-	lines := make([]string, len(keys))
-	for i, k := range keys {
-		lines[i] = k.String()
-	}
-	return strings.Join(lines, "\n"), nil
-}
-
 // Config is the typed view of every config/ key, defaults applied.
 type Config struct {
 	Env                 Env
@@ -335,8 +307,6 @@ type Config struct {
 	Proxy               string
 	NotifyURL           string
 	WebhookSecret       string
-	SigningKeys         []minisign.PublicKey
-	AllowUnsigned       bool
 }
 
 // ParseConfig builds a Config from raw config/ values (key name to value).
@@ -380,8 +350,6 @@ func ParseConfig(values map[string]string) (*Config, error) {
 	c.DeadServerGrace, _ = time.ParseDuration(raw[ConfigDeadServerGrace])
 	c.ReleaseSchedules, _ = ParseReleaseTime(c.ReleaseTime)
 	c.ReleaseTimezone, _ = time.LoadLocation(raw[ConfigReleaseTimezone])
-	c.SigningKeys, _ = ParseSigningKeys(raw[ConfigSigningKeys])
-	c.AllowUnsigned, _ = strconv.ParseBool(raw[ConfigAllowUnsigned])
 	return c, nil
 }
 

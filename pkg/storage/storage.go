@@ -282,28 +282,6 @@ func (s *Storage) GetWebhookSecret(ctx context.Context) (string, error) {
 	return c.WebhookSecret, nil
 }
 
-// GetSigningKeys returns the parsed signing-keys (default none).
-func (s *Storage) GetSigningKeys(ctx context.Context) ([]string, error) {
-	c, err := s.typedConfig(ctx, ConfigSigningKeys)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]string, len(c.SigningKeys))
-	for i, k := range c.SigningKeys {
-		out[i] = k.String()
-	}
-	return out, nil
-}
-
-// GetAllowUnsigned returns allow-unsigned (default false).
-func (s *Storage) GetAllowUnsigned(ctx context.Context) (bool, error) {
-	c, err := s.typedConfig(ctx, ConfigAllowUnsigned)
-	if err != nil {
-		return false, err
-	}
-	return c.AllowUnsigned, nil
-}
-
 // --- info/servers/ ---
 
 // JoinServer registers a server. A server that is already registered keeps

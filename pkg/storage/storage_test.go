@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"aead.dev/minisign"
 	"github.com/ferry-cd/ferry/internal/etcdtest"
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -92,33 +91,18 @@ func TestConfigDefaults(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, secret)
 
-	keys, err := st.GetSigningKeys(ctx)
-	require.NoError(t, err)
-	require.Empty(t, keys)
-
-	unsigned, err := st.GetAllowUnsigned(ctx)
-	require.NoError(t, err)
-	require.False(t, unsigned)
-
 	// Every key has a getter above; a new key must get one and a line here.
 	grace, err := st.GetDeadServerGrace(ctx)
 	require.NoError(t, err)
 	require.Equal(t, 2*time.Minute, grace)
 
-	require.Len(t, ConfigKeys(), 14)
+	require.Len(t, ConfigKeys(), 12)
 }
 
 func TestConfigSetAndGet(t *testing.T) {
 	t.Parallel()
 	st := newTestStorage(t)
 	ctx := testContext(t)
-	pub, _, err := minisign.GenerateKey(nil)
-	require.NoError(t, err)
-	pub2, _, err := minisign.GenerateKey(nil)
-	require.NoError(t, err)
-	pubFile, err := pub.MarshalText()
-	require.NoError(t, err)
-
 	set := func(k, v string) string {
 		t.Helper()
 		got, err := st.SetConfig(ctx, k, v)
@@ -130,9 +114,8 @@ func TestConfigSetAndGet(t *testing.T) {
 	set(ConfigWorkerTimeout, " 90m ")
 	set(ConfigReleaseTimezone, "Asia/Tokyo")
 	require.Equal(t, "* 9-16 * * 1-5\n0 20 * * *", set(ConfigReleaseTime, "* 9-16 * * 1-5\n\n 0 20 * * * \n"))
-	// A .pub file and a bare key line are both accepted and stored as lines.
-	require.Equal(t, pub.String()+"\n"+pub2.String(), set(ConfigSigningKeys, string(pubFile)+"\n"+pub2.String()))
-	require.Equal(t, "true", set(ConfigAllowUnsigned, "1"))
+	set(ConfigProxy, "http://user:s3cret@proxy.example:3128")
+	set(ConfigNotifyURL, "https://hooks.slack.example/services/T0/B0/secret")
 
 	c, err := st.GetConfig(ctx)
 	require.NoError(t, err)
@@ -141,9 +124,15 @@ func TestConfigSetAndGet(t *testing.T) {
 	require.Equal(t, 90*time.Minute, c.WorkerTimeout)
 	require.Equal(t, "Asia/Tokyo", c.ReleaseTimezone.String())
 	require.Len(t, c.ReleaseSchedules, 2)
-	require.Len(t, c.SigningKeys, 2)
-	require.True(t, c.SigningKeys[0].Equal(pub))
-	require.True(t, c.AllowUnsigned)
+	require.Equal(t, "http://user:s3cret@proxy.example:3128", c.Proxy)
+
+	// Secrets are never shown: not the notify URL, not the proxy's password.
+	proxyKey, err := LookupConfigKey(ConfigProxy)
+	require.NoError(t, err)
+	require.Equal(t, "http://user:xxxxx@proxy.example:3128", proxyKey.Display(c.Proxy))
+	notifyKey, err := LookupConfigKey(ConfigNotifyURL)
+	require.NoError(t, err)
+	require.Equal(t, "********", notifyKey.Display(c.NotifyURL))
 
 	require.NoError(t, st.UnsetConfig(ctx, ConfigWorkerTimeout))
 	d, err := st.GetWorkerTimeout(ctx)
@@ -174,8 +163,8 @@ func TestConfigValidation(t *testing.T) {
 		{ConfigReleaseTime, "@daily", []string{"release-time", "plain cron line"}},
 		{ConfigReleaseTime, "61 * * * *", []string{"release-time", "not a cron line"}},
 		{ConfigReleaseTimezone, "Mars/Olympus", []string{"release-timezone", "IANA"}},
-		{ConfigSigningKeys, "RWQnotakey", []string{"signing-keys", "minisign public key"}},
-		{ConfigAllowUnsigned, "maybe", []string{"allow-unsigned", "true or false"}},
+		{"signing-keys", "RWQ", []string{"signing-keys", "no longer lives in etcd", "/etc/ferry/trusted-keys/NAME.pub"}},
+		{"allow-unsigned", "true", []string{"allow-unsigned", "no longer lives in etcd", "config.yml"}},
 		{ConfigGitHubToken, "ghp_secret with space", []string{"github-token", "white space"}},
 		{"no-such-key", "x", []string{"no-such-key", "not a config key", "worker-timeout"}},
 	}

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 
 	"aead.dev/minisign"
 )
@@ -110,11 +111,25 @@ func CheckPrivateDir(path string) error {
 	return nil
 }
 
-// EnsurePrivateDir creates dir with mode 0700 if it is missing, and checks
-// it.
+// EnsurePrivateDir makes path a directory that only this process's user
+// can use: it creates it with mode 0700, or takes an existing one back to
+// 0700 when this user owns it. A directory owned by another user is
+// refused.
 func EnsurePrivateDir(path string) error {
 	if err := os.MkdirAll(path, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return err
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() {
+		return fmt.Errorf("%s belongs to uid %d, not to this process (uid %d): another user could swap a verified file before dpkg reads it", path, st.Uid, os.Getuid())
+	}
+	if fi.Mode().Perm() != 0o700 {
+		if err := os.Chmod(path, 0o700); err != nil {
+			return err
+		}
 	}
 	return CheckPrivateDir(path)
 }

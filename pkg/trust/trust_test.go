@@ -66,8 +66,21 @@ func TestPrivateDir(t *testing.T) {
 	fi, err := os.Stat(d)
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o700), fi.Mode().Perm())
-	require.NoError(t, os.Chmod(d, 0o755))
-	require.ErrorContains(t, EnsurePrivateDir(d), "chmod 0700")
+	// A directory of this user's, left open by an older version, is closed.
+	require.NoError(t, os.Chmod(d, 0o777))
+	require.NoError(t, EnsurePrivateDir(d))
+	fi, err = os.Stat(d)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o700), fi.Mode().Perm())
+	open := filepath.Join(t.TempDir(), "open")
+	require.NoError(t, os.Mkdir(open, 0o755))
+	require.NoError(t, os.Chmod(open, 0o755))
+	require.ErrorContains(t, CheckPrivateDir(open), "chmod 0700")
+	// One of another user's is refused.
+	if os.Getuid() == 0 {
+		require.NoError(t, os.Chown(d, 65534, 65534))
+		require.ErrorContains(t, EnsurePrivateDir(d), "belongs to uid 65534")
+	}
 }
 
 func manifest(now time.Time) *Manifest {

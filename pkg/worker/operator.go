@@ -19,6 +19,7 @@ import (
 	"github.com/ferry-cd/ferry/pkg/images"
 	"github.com/ferry-cd/ferry/pkg/release"
 	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/ferry-cd/ferry/pkg/trust"
 )
 
 // Ops is the Operator of a real boot server.
@@ -42,6 +43,10 @@ type Ops struct {
 	RestartCommand []string
 	// Package is the name of ferry's own package; default "ferry".
 	Package string
+	// TrustedKeys is the directory (or file) of the release public keys.
+	TrustedKeys string
+	// AllowUnsigned is the lab switch of the bootstrap config.
+	AllowUnsigned bool
 	// NewSource builds the release source; default release.NewSource.
 	NewSource func(release.Options) (*release.Source, error)
 }
@@ -55,12 +60,18 @@ func (o *Ops) source(cfg *storage.Config, repo string) (*release.Source, error) 
 	return newSource(release.Options{APIURL: cfg.GitHubAPIURL, Repo: repo, Token: cfg.GitHubToken, Proxy: cfg.Proxy})
 }
 
-// SelfUpgrade downloads the ferry package of version with SHA256SUMS and its
-// signature, checks the signature against signing-keys and the package
-// against SHA256SUMS, and installs it. A file that fails a check is never
-// installed, and no downloaded file is left behind.
+// SelfUpgrade downloads the ferry package of version after verifying the
+// release's signed manifest against this server's trusted keys (for a
+// channel the fleet's env takes, unexpired), checks the package against the
+// manifest's size and SHA-256, hashes it once more right before dpkg reads
+// it, and installs it. A file that fails a check is never installed, and no
+// downloaded file is left behind.
 func (o *Ops) SelfUpgrade(ctx context.Context, cfg *storage.Config, version string) error {
 	began := time.Now()
+	keys, err := trust.LoadKeys(o.TrustedKeys)
+	if err != nil && !o.AllowUnsigned {
+		return err
+	}
 	src, err := o.source(cfg, cfg.GitHubRepo)
 	if err != nil {
 		return err
@@ -69,14 +80,23 @@ func (o *Ops) SelfUpgrade(ctx context.Context, cfg *storage.Config, version stri
 	if err != nil {
 		return err
 	}
+	downloads := filepath.Join(o.DataDir, "downloads")
+	if err := trust.EnsurePrivateDir(downloads); err != nil {
+		return err
+	}
 	dl := o.Download
 	dl.Progress = func(n int64) { o.Metrics.downloadBytes.Add(float64(n)) }
-	path, err := src.FetchPackage(ctx, rel, version, release.Trust{Keys: cfg.SigningKeys, AllowUnsigned: cfg.AllowUnsigned}, filepath.Join(o.DataDir, "downloads"), dl)
+	tr := release.Trust{Keys: keys, Channels: release.Channels(cfg.Env), AllowUnsigned: o.AllowUnsigned}
+	path, sum, err := src.FetchPackage(ctx, rel, version, tr, downloads, dl)
 	if err != nil {
 		return err
 	}
 	defer os.Remove(path)
 	o.Metrics.downloadSeconds.Observe(time.Since(began).Seconds())
+	// The file waited on disk since it was checked: check it again.
+	if err := release.CheckFile(path, sum); err != nil {
+		return err
+	}
 	o.Log.Info("installing", "file", filepath.Base(path), "version", version)
 	return o.Installer.Install(ctx, path)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/ferry-cd/ferry/pkg/deb"
 	"github.com/ferry-cd/ferry/pkg/release"
 	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/ferry-cd/ferry/pkg/trust"
 	"github.com/stretchr/testify/require"
 )
 
@@ -37,7 +38,13 @@ type ghEnv struct {
 }
 
 type publishOptions struct {
-	corrupt, wrongKey, noSig, noSums, otherVersion bool
+	corrupt, wrongKey, noManifest, expired, otherVersion bool
+	// channel is the manifest's channel; default production.
+	channel string
+	// bigger serves a package this much larger than the signed one; with
+	// misannounce, GitHub still announces the signed size.
+	bigger      int
+	misannounce bool
 }
 
 func ferryPackage(v string) debtest.Package {
@@ -58,14 +65,17 @@ func newUpgradeEnv(t *testing.T) *upgradeEnv {
 	require.NoError(t, err)
 	inst := &deb.Installer{Command: root.InstallCommand(), Log: quiet}
 	require.NoError(t, inst.Install(f.ctx(), debtest.Build(t, f.dir, ferryPackage(v1))))
+	keys := filepath.Join(f.dir, "trusted-keys")
+	require.NoError(t, os.Mkdir(keys, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(keys, "release.pub"), []byte(pub.String()+"\n"), 0o644))
 
-	f.set(storage.ConfigEnv, "prod", storage.ConfigGitHubRepo, repo, storage.ConfigGitHubAPIURL, fake.APIURL(), storage.ConfigSigningKeys, pub.String())
+	f.set(storage.ConfigEnv, "prod", storage.ConfigGitHubRepo, repo, storage.ConfigGitHubAPIURL, fake.APIURL())
 	return &upgradeEnv{
 		fleet: f,
 		gh:    &ghEnv{fake: fake, debs: map[string][]byte{}, priv: priv, otherPriv: otherPriv},
 		root:  root.Dir, admin: root.AdminDir(),
 		ops: &Ops{
-			DataDir: filepath.Join(f.dir, "data"), Installer: inst, Log: quiet, Metrics: NewMetrics(),
+			DataDir: filepath.Join(f.dir, "data"), Installer: inst, Log: quiet, Metrics: NewMetrics(), TrustedKeys: keys,
 			Download: release.DownloadOptions{RetryBase: 10 * time.Millisecond, RetryMax: 100 * time.Millisecond},
 		},
 	}
@@ -85,21 +95,40 @@ func (e *upgradeEnv) publish(v string, o publishOptions) {
 	name := release.DebAsset(v)
 	sums, err := release.MakeSums(map[string]io.Reader{name: bytes.NewReader(content)})
 	require.NoError(e.t, err)
+	channel := o.channel
+	if channel == "" {
+		channel = trust.ChannelProduction
+	}
+	now := time.Now()
+	if o.expired {
+		now = now.Add(-2 * release.Validity[channel])
+	}
+	signed := filepath.Join(e.t.TempDir(), name)
+	require.NoError(e.t, os.WriteFile(signed, content, 0o644))
+	m, err := release.NewManifest(v, channel, signed, now, 0)
+	require.NoError(e.t, err)
 	key := e.gh.priv
 	if o.wrongKey {
 		key = e.gh.otherPriv
 	}
+	manifest, err := release.ManifestFiles(m, key)
+	require.NoError(e.t, err)
 	if o.corrupt {
 		content = append([]byte(nil), content...)
 		content[len(content)/2] ^= 0xff
 	}
-	assets := map[string][]byte{name: content, release.SumsAsset: sums, release.SigAsset: release.SignSums(key, sums)}
-	if o.noSig {
-		delete(assets, release.SigAsset)
+	if o.bigger > 0 {
+		content = append(append([]byte(nil), content...), make([]byte, o.bigger)...)
 	}
-	if o.noSums {
-		delete(assets, release.SumsAsset)
+	assets := map[string][]byte{name: content, release.SumsAsset: sums, release.SigAsset: release.SignSums(key, sums)}
+	if !o.noManifest {
+		for n, data := range manifest {
+			assets[n] = data
+		}
 	}
 	e.gh.debs[v] = content
 	e.gh.fake.AddRelease(repo, githubfake.ReleaseSpec{Tag: "release-" + v, Assets: assets})
+	if o.misannounce {
+		e.gh.fake.Misannounce(repo, "release-"+v, name, m.Assets[0].Size)
+	}
 }

@@ -30,12 +30,15 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/ferry-cd/ferry/pkg/artifacts"
 	"github.com/ferry-cd/ferry/pkg/deb"
+	"github.com/ferry-cd/ferry/pkg/release"
 	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/ferry-cd/ferry/pkg/trust"
 	"github.com/ferry-cd/ferry/pkg/version"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -106,6 +109,8 @@ type Worker struct {
 	metrics *Metrics
 	// lease is the alive lease; replaced if etcd loses it.
 	lease atomic.Int64
+	// floor is this server's version floor, read at start.
+	floor *trust.Floor
 }
 
 func (w *Worker) leaseID() clientv3.LeaseID { return clientv3.LeaseID(w.lease.Load()) }
@@ -136,6 +141,9 @@ func New(o Options) *Worker {
 // Run registers the worker as alive and follows requests until ctx ends
 // (nil) or the worker upgraded itself (ErrUpgraded).
 func (w *Worker) Run(ctx context.Context) error {
+	if err := w.observeFloor(); err != nil {
+		return err
+	}
 	lctx, stopLiveness := context.WithCancel(ctx)
 	defer stopLiveness()
 	if err := w.startLiveness(lctx); err != nil {
@@ -203,6 +211,12 @@ func (w *Worker) step(ctx context.Context, snap *storage.Snapshot) error {
 		if snap.Config == nil {
 			return fmt.Errorf("cannot self-upgrade: %w", snap.ConfigErr)
 		}
+		// Whoever writes etcd may ask for any version; this server goes
+		// back at most one step.
+		if err := w.floor.Allows(req.Version, compareVersions); err != nil {
+			log.Error("refusing the requested version", "error", err)
+			return w.report(ctx, req, 0, "self-upgrade", storage.PhaseUpgrading, storage.CondAborted, "refused "+req.Version+": "+err.Error())
+		}
 		return w.selfUpgrade(ctx, snap.Config, req, log)
 	}
 	start := 1
@@ -266,6 +280,44 @@ func (w *Worker) report(ctx context.Context, req *storage.UpdateRequest, step in
 }
 
 // --- self-upgrade ---
+
+// observeFloor reads the version floor and records the version this binary
+// is.
+func (w *Worker) observeFloor() error {
+	if err := os.MkdirAll(w.o.DataDir, 0o700); err != nil {
+		return err
+	}
+	path := trust.FloorFile(w.o.DataDir)
+	f, err := trust.LoadFloor(path)
+	if err != nil {
+		return err
+	}
+	before := *f
+	if err := f.Observe(path, w.o.Version, time.Now()); err != nil {
+		return err
+	}
+	if before.Current != f.Current {
+		w.log.Info("version floor", "runs", f.Current, "ran_before", f.Previous)
+	}
+	w.floor = f
+	return nil
+}
+
+// compareVersions orders versions for the floor; a version that does not
+// parse counts as the lowest, so that it is refused.
+func compareVersions(a, b string) int {
+	va, errA := release.ParseVersion(a)
+	vb, errB := release.ParseVersion(b)
+	switch {
+	case errA != nil && errB != nil:
+		return strings.Compare(a, b)
+	case errA != nil:
+		return -1
+	case errB != nil:
+		return 1
+	}
+	return va.Compare(vb)
+}
 
 // upgradeRecord counts the installs of one rollout attempt's version, so
 // that an install that does not change the running binary is not repeated
