@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -61,6 +63,7 @@ func TestPackage(t *testing.T) {
 			"./etc/ferry/config.yml", "./usr/share/ferry/artifacts.yaml", "./usr/share/ferry/ignitions/boot.yml",
 			"./usr/share/doc/ferry/README.md", "./usr/share/doc/ferry/operator-guide.md",
 			"./usr/share/doc/ferry/copyright", "./usr/share/doc/ferry/changelog.Debian.gz",
+			"./usr/lib/sysusers.d/ferry.conf", "./etc/ferry/trusted-keys/",
 		} {
 			require.Contains(t, contents, path+"\n", "the package lacks %s", path)
 		}
@@ -129,6 +132,17 @@ func TestPackage(t *testing.T) {
 			"/lib/systemd/system/ferry-worker.service", "/lib/systemd/system/ferry-updater.service").CombinedOutput()
 		require.NoError(t, err, "%s", out)
 		require.Empty(t, strings.TrimSpace(string(out)), "systemd-analyze complained")
+
+		// How exposed each daemon is, as systemd rates it (0 safe .. 10).
+		for unit, most := range map[string]float64{"ferry-updater.service": 3.0, "ferry-worker.service": 6.5} {
+			out, _ := exec.Command("systemd-analyze", "security", "--offline=yes", "--root="+root.Dir, "--no-pager", "/lib/systemd/system/"+unit).CombinedOutput()
+			m := regexp.MustCompile(`Overall exposure level for ` + regexp.QuoteMeta(unit) + `: (\d+\.\d+)`).FindStringSubmatch(string(out))
+			require.NotNil(t, m, "systemd-analyze security %s: %s", unit, out)
+			level, err := strconv.ParseFloat(m[1], 64)
+			require.NoError(t, err)
+			require.LessOrEqual(t, level, most, "%s is too exposed:\n%s", unit, out)
+			t.Logf("%s: exposure %.1f (at most %.1f)", unit, level, most)
+		}
 	})
 
 	t.Run("the signature verifies with minisign", func(t *testing.T) {
