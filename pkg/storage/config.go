@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"regexp"
@@ -168,7 +169,15 @@ func (k ConfigKey) Normalize(value string) (string, error) {
 		}
 		return "", nil
 	}
-	return k.normalize(k.Name, value)
+	v, err := k.normalize(k.Name, value)
+	var ve *ValidationError
+	if k.Secret && errors.As(err, &ve) {
+		// A secret is never echoed, whichever check refused it.
+		masked := *ve
+		masked.Value = ""
+		return "", &masked
+	}
+	return v, err
 }
 
 // Display returns the value as it may be shown to an operator.

@@ -1,0 +1,64 @@
+package trust
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"aead.dev/minisign"
+)
+
+// FuzzManifest feeds arbitrary bytes to the manifest decoder, signed and
+// unsigned: it must never panic, and whatever it accepts must validate and
+// survive its own checks.
+func FuzzManifest(f *testing.F) {
+	now := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+	_, priv, err := minisign.GenerateKey(nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	good, _, err := manifest(now).Sign(priv)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(good)
+	f.Add([]byte(`{}`))
+	f.Add([]byte(`{"product":"ferry","version":"1","channel":"test","assets":[{"name":"a","size":-1,"sha256":"x"}]}`))
+	f.Add([]byte(strings.Replace(string(good), `"staging"`, `"nightly"`, 1)))
+	f.Add([]byte(`{"product":"ferry","extra":1}`))
+	f.Add([]byte("\x00\xff{"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := DecodeUnverified(data)
+		if err != nil {
+			return
+		}
+		if err := m.Validate(); err != nil {
+			t.Fatalf("accepted an invalid manifest: %v", err)
+		}
+		_ = m.Check(Product, m.Version, []string{m.Channel}, m.Created)
+		if _, _, err := m.Sign(priv); err != nil {
+			t.Fatalf("an accepted manifest cannot be signed again: %v", err)
+		}
+	})
+}
+
+// FuzzParseKeys: arbitrary key files never panic the parser.
+func FuzzParseKeys(f *testing.F) {
+	pub, _, err := minisign.GenerateKey(nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add("untrusted comment: minisign public key\n" + pub.String() + "\n")
+	f.Add("# comment\n\nRWQ\n")
+	f.Add("RW" + strings.Repeat("A", 54))
+	f.Fuzz(func(t *testing.T, text string) {
+		keys, err := ParseKeys(text)
+		if err == nil {
+			for _, k := range keys {
+				if k.String() == "" {
+					t.Fatal("an accepted key has no text form")
+				}
+			}
+		}
+	})
+}
