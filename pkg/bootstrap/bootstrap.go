@@ -5,14 +5,18 @@ package bootstrap
 
 import (
 	"bytes"
+	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
 	"net/url"
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/ferry-cd/ferry/pkg/deb"
@@ -40,6 +44,11 @@ type Config struct {
 	TLSCertFile string   `yaml:"tls-cert-file"`
 	TLSKeyFile  string   `yaml:"tls-key-file"`
 	TLSCAFile   string   `yaml:"tls-ca-file"`
+	// Username and PasswordFile log in to an etcd with auth enabled; the
+	// password is read from the file (mode 0600 or 0640), never given
+	// inline.
+	Username     string `yaml:"username"`
+	PasswordFile string `yaml:"password-file"`
 	Prefix      string   `yaml:"prefix"`
 	ServerID    string   `yaml:"server-id"`
 	DataDir     string   `yaml:"data-dir"`
@@ -109,6 +118,8 @@ var fields = []field{
 	{name: "tls-cert-file", help: "client certificate for etcd", ptr: func(c *Config) *string { return &c.TLSCertFile }},
 	{name: "tls-key-file", help: "client key for etcd", ptr: func(c *Config) *string { return &c.TLSKeyFile }},
 	{name: "tls-ca-file", help: "CA bundle that signs the etcd servers' certificates", ptr: func(c *Config) *string { return &c.TLSCAFile }},
+	{name: "username", help: "etcd user, for an etcd with authentication enabled", ptr: func(c *Config) *string { return &c.Username }},
+	{name: "password-file", help: "file holding the etcd user's password (not readable by others; e.g. systemd's $CREDENTIALS_DIRECTORY/etcd-password)", ptr: func(c *Config) *string { return &c.PasswordFile }},
 	{name: "prefix", help: "etcd key prefix (default " + storage.DefaultPrefix + ")", ptr: func(c *Config) *string { return &c.Prefix }},
 	{name: "server-id", help: "this boot server's id, as given to ferry join", ptr: func(c *Config) *string { return &c.ServerID }},
 	{name: "data-dir", help: "directory for downloads and state (default " + DefaultDataDir + ")", ptr: func(c *Config) *string { return &c.DataDir }},
@@ -256,6 +267,9 @@ func (c *Config) validate() error {
 		return fmt.Errorf("%w (in %s)", err, c.where())
 	}
 	c.Prefix = p
+	if (c.Username == "") != (c.PasswordFile == "") {
+		return fmt.Errorf("username and password-file must be set together (in %s)", c.where())
+	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		return fmt.Errorf("tls-cert-file and tls-key-file must be set together (in %s)", c.where())
 	}
@@ -312,6 +326,13 @@ func (c *Config) NewEtcdClient() (*clientv3.Client, error) {
 		DialKeepAliveTimeout: 5 * time.Second,
 		Logger:               zap.NewNop(),
 	}
+	if c.Username != "" {
+		pw, err := readSecretFile(c.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("etcd password: %w", err)
+		}
+		ec.Username, ec.Password = c.Username, pw
+	}
 	if c.TLSCertFile != "" || c.TLSCAFile != "" {
 		tlsCfg, err := transport.TLSInfo{
 			CertFile:      c.TLSCertFile,
@@ -328,4 +349,75 @@ func (c *Config) NewEtcdClient() (*clientv3.Client, error) {
 		return nil, fmt.Errorf("etcd client for %s: %w", strings.Join(c.Endpoints, ","), err)
 	}
 	return cli, nil
+}
+
+// readSecretFile reads a secret from a file that others cannot read.
+func readSecretFile(path string) (string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", err
+	}
+	if fi.Mode().Perm()&0o007 != 0 {
+		return "", fmt.Errorf("%s is readable or writable by others (mode %s); run chmod o-rwx %s", path, fi.Mode().Perm(), path)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimRight(string(data), "\r\n"), nil
+}
+
+// Probe asks each etcd endpoint for /health over the configured TLS, and
+// returns what stands in the way in words an operator can act on (nil when
+// an endpoint answered). It is for error messages: a gRPC call that cannot
+// connect only says that its deadline passed.
+func (c *Config) Probe(ctx context.Context) error {
+	client := &http.Client{Timeout: 2 * time.Second}
+	if c.TLSCertFile != "" || c.TLSCAFile != "" {
+		tlsCfg, err := transport.TLSInfo{CertFile: c.TLSCertFile, KeyFile: c.TLSKeyFile, TrustedCAFile: c.TLSCAFile}.ClientConfig()
+		if err != nil {
+			return fmt.Errorf("etcd TLS: %w", err)
+		}
+		client.Transport = &http.Transport{TLSClientConfig: tlsCfg}
+	}
+	var causes []string
+	for _, ep := range c.Endpoints {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(ep, "/")+"/health", nil)
+		if err != nil {
+			causes = append(causes, ep+": "+err.Error())
+			continue
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			causes = append(causes, ep+": "+explainDialError(err, c))
+			continue
+		}
+		resp.Body.Close()
+		return nil
+	}
+	return errors.New(strings.Join(causes, "; "))
+}
+
+// explainDialError names the cause of a failed connection to etcd.
+func explainDialError(err error, c *Config) string {
+	msg := err.Error()
+	var unknownAuthority x509.UnknownAuthorityError
+	var hostname x509.HostnameError
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused: nothing listens there; check that etcd runs and the endpoint's port"
+	case errors.As(err, &unknownAuthority):
+		return "x509: the server's certificate is signed by an unknown authority; set tls-ca-file to the CA that signed it"
+	case errors.As(err, &hostname):
+		return "x509: " + hostname.Error() + "; use an endpoint name the certificate holds"
+	case strings.Contains(msg, "certificate required") || (strings.Contains(msg, "bad certificate") && c.TLSCertFile == ""):
+		return "etcd requires a client certificate: set tls-cert-file and tls-key-file"
+	case strings.Contains(msg, "bad certificate") || strings.Contains(msg, "unknown certificate authority"):
+		return "etcd rejected the client certificate (" + c.TLSCertFile + "): it is not signed by a CA etcd trusts, or has expired"
+	case strings.Contains(msg, "server gave HTTP response to HTTPS client"):
+		return "etcd speaks plain http there: use an http:// endpoint"
+	case strings.Contains(msg, "malformed HTTP response"):
+		return "etcd speaks TLS there: use an https:// endpoint (and tls-ca-file)"
+	}
+	return msg
 }

@@ -1,9 +1,16 @@
 package bootstrap
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
+
+	"github.com/ferry-cd/ferry/internal/etcdtest"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/spf13/pflag"
 	"github.com/stretchr/testify/require"
@@ -110,4 +117,59 @@ func TestBadFiles(t *testing.T) {
 func loadFile(t *testing.T, path string) (*Config, error) {
 	t.Helper()
 	return load(t, []string{"--config", path}, nil)
+}
+
+// TestEtcdPasswordAuth logs in to an etcd that has authentication enabled,
+// with the password read from a file, and names the cause when it fails.
+func TestEtcdPasswordAuth(t *testing.T) {
+	t.Parallel()
+	srv, err := etcdtest.Start(t.TempDir())
+	require.NoError(t, err)
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	admin, err := clientv3.New(clientv3.Config{Endpoints: []string{srv.Endpoint}, Logger: zap.NewNop()})
+	require.NoError(t, err)
+	defer admin.Close()
+	for _, step := range []func() error{
+		func() error { _, err := admin.UserAdd(ctx, "root", "rootpw"); return err },
+		func() error { _, err := admin.UserGrantRole(ctx, "root", "root"); return err },
+		func() error { _, err := admin.UserAdd(ctx, "ferry", "s3cret"); return err },
+		func() error { _, err := admin.RoleAdd(ctx, "ferry"); return err },
+		func() error {
+			_, err := admin.RoleGrantPermission(ctx, "ferry", "/ferry/", clientv3.GetPrefixRangeEnd("/ferry/"), clientv3.PermissionType(clientv3.PermReadWrite))
+			return err
+		},
+		func() error { _, err := admin.UserGrantRole(ctx, "ferry", "ferry"); return err },
+		func() error { _, err := admin.AuthEnable(ctx); return err },
+	} {
+		require.NoError(t, step())
+	}
+
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "etcd-password")
+	require.NoError(t, os.WriteFile(pw, []byte("s3cret\n"), 0o600))
+	cfg := Default()
+	cfg.Endpoints, cfg.Username, cfg.PasswordFile = []string{srv.Endpoint}, "ferry", pw
+	cli, err := cfg.NewEtcdClient()
+	require.NoError(t, err)
+	_, err = cli.Put(ctx, "/ferry/x", "1")
+	require.NoError(t, err, "the user logs in with the password from the file")
+	cli.Close()
+
+	require.NoError(t, os.WriteFile(pw, []byte("wrong\n"), 0o600))
+	cli, err = cfg.NewEtcdClient()
+	if err == nil {
+		_, err = cli.Put(ctx, "/ferry/x", "1")
+		cli.Close()
+	}
+	require.ErrorIs(t, err, rpctypes.ErrAuthFailed)
+
+	require.NoError(t, os.Chmod(pw, 0o644))
+	_, err = cfg.NewEtcdClient()
+	require.ErrorContains(t, err, "readable or writable by others")
+
+	require.NoError(t, cfg.Probe(ctx), "the probe reaches the endpoint")
+	cfg.Endpoints = []string{"http://127.0.0.1:1"}
+	require.ErrorContains(t, cfg.Probe(ctx), "connection refused")
 }

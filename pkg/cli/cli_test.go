@@ -380,7 +380,7 @@ func TestUnreachableEtcdFailsWithinTimeout(t *testing.T) {
 	case r := <-done:
 		require.Equal(t, ExitUnreachable, r.code)
 		require.Contains(t, r.stderr, "http://127.0.0.1:1 did not answer within 300ms")
-		require.Contains(t, r.stderr, "--endpoints")
+		require.Contains(t, r.stderr, "connection refused: nothing listens there")
 	case <-time.After(20 * time.Second):
 		t.Fatal("ferry status hung on an unreachable etcd")
 	}

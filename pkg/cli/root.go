@@ -14,6 +14,7 @@ import (
 	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/ferry-cd/ferry/pkg/version"
 	"github.com/spf13/cobra"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -76,8 +77,11 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	}
 	code := a.exitCode(err)
 	msg := err.Error()
-	if code == ExitUnreachable {
+	switch {
+	case code == ExitUnreachable:
 		msg = a.unreachableMessage(err)
+	case errors.Is(err, rpctypes.ErrAuthFailed):
+		msg += " (check username and password-file)"
 	}
 	fmt.Fprintln(stderr, "Error:", msg)
 	return code
@@ -112,7 +116,15 @@ func (a *app) unreachableMessage(err error) string {
 	if a.cfg != nil {
 		eps = strings.Join(a.cfg.Endpoints, ",")
 	}
-	return fmt.Sprintf("etcd at %s did not answer within %s (%v); check that etcd runs and that --endpoints or the config file name it", eps, a.commandTimeout, err)
+	cause := fmt.Sprintf("%v; check that etcd runs and that --endpoints or the config file name it", err)
+	if a.cfg != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		if perr := a.cfg.Probe(ctx); perr != nil {
+			cause = perr.Error()
+		}
+	}
+	return fmt.Sprintf("etcd at %s did not answer within %s: %s", eps, a.commandTimeout, cause)
 }
 
 func (a *app) newRootCommand() *cobra.Command {
