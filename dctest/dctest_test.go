@@ -88,11 +88,18 @@ func start(t *testing.T) *dc {
 // startFor starts a datacenter for a scenario that may take up to limit.
 func startFor(t *testing.T, limit time.Duration) *dc {
 	t.Helper()
+	return startWith(t, limit, harness.Options{})
+}
+
+// startWith starts a datacenter shaped by o (Dir and Build are filled in).
+func startWith(t *testing.T, limit time.Duration, o harness.Options) *dc {
+	t.Helper()
 	began := time.Now()
 	t.Cleanup(func() { t.Logf("scenario took %s", time.Since(began).Round(100*time.Millisecond)) })
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	t.Cleanup(cancel)
-	d, err := harness.Start(harness.Options{Dir: t.TempDir(), Build: build})
+	o.Dir, o.Build = t.TempDir(), build
+	d, err := harness.Start(o)
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -103,7 +110,12 @@ func startFor(t *testing.T, limit time.Duration) *dc {
 		}
 		d.Close()
 	})
-	cli, err := clientv3.New(clientv3.Config{Endpoints: d.Endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	ec := clientv3.Config{Endpoints: d.Endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()}
+	if d.TLS != nil {
+		ec.TLS, err = d.TLS.ClientConfig()
+		require.NoError(t, err)
+	}
+	cli, err := clientv3.New(ec)
 	require.NoError(t, err)
 	t.Cleanup(func() { cli.Close() })
 	st, err := storage.New(cli, d.Prefix)

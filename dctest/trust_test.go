@@ -1,7 +1,11 @@
 package dctest
 
 import (
+	"bytes"
 	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +17,7 @@ import (
 	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/ferry-cd/ferry/pkg/trust"
 	"github.com/stretchr/testify/require"
+	"gopkg.in/yaml.v3"
 )
 
 // refused waits until the rollout to version stops, checks that the stop
@@ -129,4 +134,38 @@ func TestExpiredManifestRefused(t *testing.T) {
 	d.bootstrap("staging", three...)
 	require.NoError(t, d.Publish(N1, harness.PublishOptions{Prerelease: true, CreatedAt: day(2), SignedAt: time.Now().Add(-100 * 24 * time.Hour)}))
 	d.refused(N1, N, "expired at")
+}
+
+// TestEtcdClientCertRequired: etcd serves https and requires client
+// certificates. The fleet, configured with one, rolls out as usual; an
+// admin without one, or without the CA, is told exactly that.
+func TestEtcdClientCertRequired(t *testing.T) {
+	d := startWith(t, 4*time.Minute, harness.Options{ClientCerts: true})
+	d.bootstrap("staging", three...)
+	require.NoError(t, d.Publish(N1, harness.PublishOptions{Prerelease: true, CreatedAt: day(2)}))
+	d.waitCompleted(N1)
+	d.requireInstalled(N1, three...)
+
+	for _, c := range []struct {
+		name string
+		cfg  map[string]any
+		want string
+	}{
+		{"no client certificate", map[string]any{"endpoints": d.Endpoints, "tls-ca-file": d.TLS.CA}, "etcd requires a client certificate"},
+		{"no CA", map[string]any{"endpoints": d.Endpoints, "tls-cert-file": d.TLS.ClientCert, "tls-key-file": d.TLS.ClientKey}, "signed by an unknown authority"},
+		{"plain http", map[string]any{"endpoints": []string{strings.Replace(d.Endpoints[0], "https://", "http://", 1)}}, "etcd speaks TLS there"},
+	} {
+		path := filepath.Join(d.Dir, strings.ReplaceAll(c.name, " ", "-")+".yml")
+		data, err := yaml.Marshal(c.cfg)
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(path, data, 0o644))
+		var stderr bytes.Buffer
+		cmd := exec.CommandContext(d.ctx, build.Ferry, "--config", path, "--command-timeout", "2s", "status")
+		cmd.Stderr = &stderr
+		err = cmd.Run()
+		var ee *exec.ExitError
+		require.ErrorAs(t, err, &ee, c.name)
+		require.Equal(t, 4, ee.ExitCode(), "%s: %s", c.name, stderr.String())
+		require.Contains(t, stderr.String(), c.want, c.name)
+	}
 }

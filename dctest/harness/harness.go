@@ -80,6 +80,9 @@ type Options struct {
 	// Timings of the virtual datacenter: short, so that scenarios are fast.
 	LeaseTTL   time.Duration
 	SessionTTL time.Duration
+	// ClientCerts makes etcd serve https and require client certificates;
+	// the daemons and the admin CLI get one.
+	ClientCerts bool
 }
 
 // Datacenter is a running virtual datacenter.
@@ -93,6 +96,8 @@ type Datacenter struct {
 	Registry  *registrytest.Registry
 	OSServer  *httptest.Server
 	Notes     *Receiver
+	// TLS is set when etcd requires client certificates.
+	TLS *TLSFiles
 	// SetFile is the artifact set the workers roll out.
 	SetFile    string
 	containerd *containerdtest.Containerd
@@ -121,6 +126,11 @@ func Start(o Options) (dc *Datacenter, err error) {
 			dc.Close()
 		}
 	}()
+	if o.ClientCerts {
+		if dc.TLS, err = newTLSFiles(filepath.Join(o.Dir, "tls")); err != nil {
+			return nil, err
+		}
+	}
 	if err := dc.startEtcd(); err != nil {
 		return nil, err
 	}
@@ -264,6 +274,7 @@ func (dc *Datacenter) Close() {
 type EtcdMember struct {
 	Name, ClientURL, PeerURL, Dir string
 	bin, cluster                  string
+	tls                           *TLSFiles
 	cmd                           *exec.Cmd
 	// exited is closed when the process has exited.
 	exited chan struct{}
@@ -289,7 +300,11 @@ func (dc *Datacenter) startEtcd() error {
 		if err != nil {
 			return err
 		}
-		m := &EtcdMember{Name: fmt.Sprintf("etcd%d", i), ClientURL: "http://" + c, PeerURL: "http://" + p, Dir: filepath.Join(dc.Dir, fmt.Sprintf("etcd%d", i)), bin: dc.opts.Build.EtcdMember}
+		scheme := "http://"
+		if dc.TLS != nil {
+			scheme = "https://"
+		}
+		m := &EtcdMember{Name: fmt.Sprintf("etcd%d", i), ClientURL: scheme + c, PeerURL: "http://" + p, Dir: filepath.Join(dc.Dir, fmt.Sprintf("etcd%d", i)), bin: dc.opts.Build.EtcdMember, tls: dc.TLS}
 		dc.Etcd = append(dc.Etcd, m)
 		dc.Endpoints = append(dc.Endpoints, m.ClientURL)
 		peers = append(peers, m.Name+"="+m.PeerURL)
@@ -311,8 +326,18 @@ func (dc *Datacenter) startEtcd() error {
 // start starts the member and returns once its client URL says it is
 // healthy: it serves, and the cluster has a leader and a quorum.
 func (m *EtcdMember) start(state string) error {
-	cmd := exec.Command(m.bin, "--name", m.Name, "--data-dir", m.Dir, "--client-url", m.ClientURL, "--peer-url", m.PeerURL,
-		"--initial-cluster", m.cluster, "--initial-cluster-state", state)
+	args := []string{"--name", m.Name, "--data-dir", m.Dir, "--client-url", m.ClientURL, "--peer-url", m.PeerURL,
+		"--initial-cluster", m.cluster, "--initial-cluster-state", state}
+	client := &http.Client{Timeout: time.Second}
+	if m.tls != nil {
+		args = append(args, "--cert-file", m.tls.ServerCert, "--key-file", m.tls.ServerKey, "--trusted-ca-file", m.tls.CA)
+		tlsCfg, err := m.tls.ClientConfig()
+		if err != nil {
+			return err
+		}
+		client.Transport = &http.Transport{TLSClientConfig: tlsCfg}
+	}
+	cmd := exec.Command(m.bin, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	out := &lockedWriter{w: &bytes.Buffer{}}
 	cmd.Stdout, cmd.Stderr = out, out
@@ -322,7 +347,6 @@ func (m *EtcdMember) start(state string) error {
 	m.cmd = cmd
 	m.exited = make(chan struct{})
 	go func() { cmd.Wait(); close(m.exited) }()
-	client := &http.Client{Timeout: time.Second}
 	deadline := time.After(90 * time.Second)
 	for {
 		if m.healthy(client) {
@@ -516,7 +540,7 @@ func (dc *Datacenter) Configure(ctx context.Context, kv ...string) error {
 	if err != nil {
 		return err
 	}
-	admin, _ := yaml.Marshal(map[string]any{"endpoints": dc.Endpoints, "prefix": dc.Prefix, "trusted-keys": keys})
+	admin, _ := yaml.Marshal(dc.etcdConfig(map[string]any{"trusted-keys": keys}))
 	if err := os.WriteFile(filepath.Join(dc.Dir, "admin.yml"), admin, 0o644); err != nil {
 		return err
 	}
@@ -532,6 +556,15 @@ func (dc *Datacenter) Configure(ctx context.Context, kv ...string) error {
 		}
 	}
 	return nil
+}
+
+// etcdConfig adds to a bootstrap config how to reach etcd.
+func (dc *Datacenter) etcdConfig(cfg map[string]any) map[string]any {
+	cfg["endpoints"], cfg["prefix"] = dc.Endpoints, dc.Prefix
+	if dc.TLS != nil {
+		cfg["tls-ca-file"], cfg["tls-cert-file"], cfg["tls-key-file"] = dc.TLS.CA, dc.TLS.ClientCert, dc.TLS.ClientKey
+	}
+	return cfg
 }
 
 // Status is `ferry -o json status`.

@@ -86,10 +86,8 @@ func (s *Server) writeConfig() error {
 	if err != nil {
 		return err
 	}
-	cfg := map[string]any{
+	cfg := dc.etcdConfig(map[string]any{
 		"trusted-keys":     keys,
-		"endpoints":        dc.Endpoints,
-		"prefix":           dc.Prefix,
 		"server-id":        s.ID,
 		"data-dir":         filepath.Join(s.Root.Dir, "var/lib/ferry"),
 		"install-command":  s.installCommand(),
@@ -97,7 +95,7 @@ func (s *Server) writeConfig() error {
 		"boot-content-dir": filepath.Join(dc.Dir, "boot"),
 		// Stands in for systemctl restart: records what it was asked.
 		"restart-command": []string{"sh", "-c", `echo "$*" >> ` + filepath.Join(s.Root.Dir, "restarts.log"), "restart"},
-	}
+	})
 	if dc.containerd != nil {
 		cfg["image-runtime"] = "containerd"
 		cfg["containerd-address"] = dc.containerd.Address

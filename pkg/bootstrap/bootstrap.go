@@ -389,7 +389,7 @@ func (c *Config) Probe(ctx context.Context) error {
 		}
 		resp, err := client.Do(req)
 		if err != nil {
-			causes = append(causes, ep+": "+explainDialError(err, c))
+			causes = append(causes, ep+": "+explainDialError(err, c, strings.HasPrefix(ep, "http://")))
 			continue
 		}
 		resp.Body.Close()
@@ -399,7 +399,7 @@ func (c *Config) Probe(ctx context.Context) error {
 }
 
 // explainDialError names the cause of a failed connection to etcd.
-func explainDialError(err error, c *Config) string {
+func explainDialError(err error, c *Config, plain bool) string {
 	msg := err.Error()
 	var unknownAuthority x509.UnknownAuthorityError
 	var hostname x509.HostnameError
@@ -416,8 +416,8 @@ func explainDialError(err error, c *Config) string {
 		return "etcd rejected the client certificate (" + c.TLSCertFile + "): it is not signed by a CA etcd trusts, or has expired"
 	case strings.Contains(msg, "server gave HTTP response to HTTPS client"):
 		return "etcd speaks plain http there: use an http:// endpoint"
-	case strings.Contains(msg, "malformed HTTP response"):
-		return "etcd speaks TLS there: use an https:// endpoint (and tls-ca-file)"
+	case plain && (strings.Contains(msg, "malformed HTTP response") || errors.Is(err, io.EOF)):
+		return "etcd speaks TLS there (it closed a plain http connection): use an https:// endpoint and tls-ca-file"
 	}
 	return msg
 }

@@ -37,6 +37,7 @@ const (
 	ConfigProxy               = "proxy"
 	ConfigNotifyURL           = "notify-url"
 	ConfigWebhookSecret       = "webhook-secret"
+	ConfigReleaseMaxAge       = "release-max-age"
 )
 
 // retiredKeys are former config/ keys that decide what a server trusts.
@@ -124,6 +125,11 @@ var configKeys = []ConfigKey{
 		Name: ConfigWebhookSecret, Secret: true,
 		Help:      "secret of the GitHub release webhook (X-Hub-Signature-256). Empty: webhook refused",
 		normalize: normalizeSecret,
+	},
+	{
+		Name:      ConfigReleaseMaxAge,
+		Help:      "alert (metric and notification) when the newest release of the env is older than this: a frozen mirror, or a broken nightly. Empty: no alert",
+		normalize: normalizeDuration,
 	},
 }
 
@@ -316,6 +322,8 @@ type Config struct {
 	Proxy               string
 	NotifyURL           string
 	WebhookSecret       string
+	// ReleaseMaxAge is 0 when unset.
+	ReleaseMaxAge time.Duration
 }
 
 // ParseConfig builds a Config from raw config/ values (key name to value).
@@ -359,6 +367,9 @@ func ParseConfig(values map[string]string) (*Config, error) {
 	c.DeadServerGrace, _ = time.ParseDuration(raw[ConfigDeadServerGrace])
 	c.ReleaseSchedules, _ = ParseReleaseTime(c.ReleaseTime)
 	c.ReleaseTimezone, _ = time.LoadLocation(raw[ConfigReleaseTimezone])
+	if raw[ConfigReleaseMaxAge] != "" {
+		c.ReleaseMaxAge, _ = time.ParseDuration(raw[ConfigReleaseMaxAge])
+	}
 	return c, nil
 }
 

@@ -96,7 +96,11 @@ func TestConfigDefaults(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 2*time.Minute, grace)
 
-	require.Len(t, ConfigKeys(), 12)
+	maxAge, err := st.GetConfig(ctx)
+	require.NoError(t, err)
+	require.Zero(t, maxAge.ReleaseMaxAge, "release-max-age is off by default")
+
+	require.Len(t, ConfigKeys(), 13)
 }
 
 func TestConfigSetAndGet(t *testing.T) {

@@ -17,6 +17,8 @@ type Metrics struct {
 	rollouts        *prometheus.CounterVec
 	rolloutDuration prometheus.Gauge
 	notifications   *prometheus.CounterVec
+	releaseTime     prometheus.Gauge
+	releaseStale    prometheus.Gauge
 }
 
 // NewMetrics creates the metrics and registers them, with the Go and process
@@ -42,8 +44,14 @@ func NewMetrics() *Metrics {
 		notifications: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ferry_updater_notifications_total", Help: "Notifications by result: sent, failed, dropped.",
 		}, []string{"result"}),
+		releaseTime: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ferry_updater_newest_release_timestamp_seconds", Help: "When the newest release of the env was published (Unix time), as the leader last saw it.",
+		}),
+		releaseStale: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ferry_updater_newest_release_stale", Help: "1 when the newest release of the env is older than release-max-age.",
+		}),
 	}
-	m.Registry.MustRegister(m.leader, m.checks, m.githubRequests, m.rollouts, m.rolloutDuration, m.notifications,
+	m.Registry.MustRegister(m.leader, m.checks, m.githubRequests, m.rollouts, m.rolloutDuration, m.notifications, m.releaseTime, m.releaseStale,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -23,6 +23,8 @@ const (
 	EventAbort      EventKind = "abort"
 	EventTimeout    EventKind = "timeout"
 	EventDeadServer EventKind = "dead-server"
+	// EventStale: the newest release is older than release-max-age.
+	EventStale EventKind = "stale-release"
 )
 
 // Event is one notification.
@@ -50,6 +52,8 @@ func (e Event) Text() string {
 		return fmt.Sprintf("ferry: rollout to %s STOPPED: timed out: %s", e.Version, e.Message)
 	case EventDeadServer:
 		return fmt.Sprintf("ferry: rollout to %s STOPPED: %s has had no live worker for %s", e.Version, e.Server, e.Message)
+	case EventStale:
+		return fmt.Sprintf("ferry: the newest release, %s, is older than release-max-age: %s", e.Version, e.Message)
 	}
 	return "ferry: " + string(e.Kind)
 }
@@ -89,6 +93,8 @@ func slackPayload(e Event) slackMessage {
 		color = "#439FE0"
 	case EventAbort, EventTimeout, EventDeadServer:
 		color = "danger"
+	case EventStale:
+		color = "warning"
 	}
 	fields := []slackField{
 		{Title: "version", Value: e.Version, Short: true},

@@ -210,6 +210,8 @@ type leaderState struct {
 	lastCheckAt time.Time
 	failures    int
 	retryAfter  time.Duration
+	// staleNotified is the release last reported as stale.
+	staleNotified string
 }
 
 func (u *Updater) lead(ctx context.Context, leaderKey string) error {
@@ -388,6 +390,7 @@ func (u *Updater) check(ctx context.Context, ls *leaderState, snap *storage.Snap
 	case err == nil:
 		u.metrics.checks.WithLabelValues("found").Inc()
 		ls.failures = 0
+		u.checkFreshness(ls, rel.Version.String(), rel.PublishedAt, cfg, now)
 		info := &storage.ReleaseInfo{Env: cfg.Env, Version: rel.Version.String(), Tag: rel.Tag, Prerelease: rel.Prerelease, PublishedAt: rel.PublishedAt}
 		if old := snap.Release; old != nil && old.Env == info.Env && old.Version == info.Version && old.Tag == info.Tag && old.Prerelease == info.Prerelease {
 			return nil
@@ -421,6 +424,26 @@ func (u *Updater) check(ctx context.Context, ls *leaderState, snap *storage.Snap
 		u.log.Warn("release check failed; will retry", "error", err, "result", result, "retry_in", ls.retryAfter, "failures", ls.failures)
 	}
 	return nil
+}
+
+// checkFreshness sets the newest release's metrics and notifies once per
+// release when it is older than release-max-age: a mirror that stopped
+// updating, or a nightly that stopped publishing.
+func (u *Updater) checkFreshness(ls *leaderState, version string, published time.Time, cfg *storage.Config, now time.Time) {
+	u.metrics.releaseTime.Set(float64(published.Unix()))
+	age := now.Sub(published)
+	if cfg.ReleaseMaxAge <= 0 || published.IsZero() || age <= cfg.ReleaseMaxAge {
+		u.metrics.releaseStale.Set(0)
+		return
+	}
+	u.metrics.releaseStale.Set(1)
+	if ls.staleNotified == version {
+		return
+	}
+	ls.staleNotified = version
+	msg := fmt.Sprintf("published %s ago (%s), release-max-age is %s", age.Truncate(time.Hour), published.UTC().Format(time.RFC3339), cfg.ReleaseMaxAge)
+	u.log.Warn("the newest release is stale", "version", version, "published_at", published, "age_seconds", age.Seconds(), "release_max_age_seconds", cfg.ReleaseMaxAge.Seconds())
+	u.notify.enqueue(cfg.NotifyURL, Event{Kind: EventStale, Version: version, Message: msg})
 }
 
 // --- actions ---

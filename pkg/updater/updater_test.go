@@ -518,3 +518,75 @@ func TestMetrics(t *testing.T) {
 	resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 }
+
+// TestStaleReleaseAlerts: the newest release was published long ago (a
+// frozen mirror, or a nightly that stopped); with release-max-age set, the
+// metric says so and one notification goes out, not one per check.
+func TestStaleReleaseAlerts(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t, storage.ConfigEnv, "prod", storage.ConfigCheckUpdateInterval, "10ms", storage.ConfigReleaseMaxAge, "720h")
+	f.addRelease("release-"+v1, false, 1)
+	u := f.start("u0")
+	srv := httptest.NewServer(u.u.Handler())
+	defer srv.Close()
+	msg := f.notes.wait(t, "the newest release, "+v1+", is older than release-max-age")
+	require.Contains(t, msg.Attachments[0].Text, "release-max-age is 720h")
+	require.Eventually(t, func() bool { return f.gh.Counters().NotModified >= 3 }, 10*time.Second, 10*time.Millisecond)
+
+	resp, err := http.Get(srv.URL + "/metrics")
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Contains(t, string(body), "ferry_updater_newest_release_stale 1")
+	require.Regexp(t, `ferry_updater_newest_release_timestamp_seconds 1\.767\d*e\+09`, string(body))
+	f.notes.mu.Lock()
+	stale := 0
+	for _, m := range f.notes.msgs {
+		if strings.Contains(m.Text, "release-max-age") {
+			stale++
+		}
+	}
+	f.notes.mu.Unlock()
+	require.Equal(t, 1, stale, "one notification per stale release")
+}
+
+// TestWebhookGuards: a repeated delivery is not acted on twice, and a
+// client that keeps sending bad signatures is refused for a while.
+func TestWebhookGuards(t *testing.T) {
+	t.Parallel()
+	const secret = "hook-secret"
+	f := newFleet(t, storage.ConfigWebhookSecret, secret)
+	h := WebhookHandler(f.st, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	body := []byte(`{"action":"published"}`)
+	post := func(remote, delivery, sig string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodPost, "/webhook", bytes.NewReader(body))
+		req.RemoteAddr = remote
+		req.Header.Set("X-GitHub-Event", "release")
+		req.Header.Set("X-GitHub-Delivery", delivery)
+		req.Header.Set("X-Hub-Signature-256", sig)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec
+	}
+	rec := post("10.0.0.1:1234", "d-1", SignWebhook(secret, body))
+	require.Equal(t, http.StatusOK, rec.Code)
+	require.Contains(t, rec.Body.String(), "check triggered")
+	snap, err := f.st.Snapshot(f.ctx())
+	require.NoError(t, err)
+	first := snap.TriggerRev
+	require.NotZero(t, first)
+	rec = post("10.0.0.1:1234", "d-1", SignWebhook(secret, body))
+	require.Equal(t, http.StatusOK, rec.Code)
+	require.Contains(t, rec.Body.String(), "repeated delivery")
+	snap, err = f.st.Snapshot(f.ctx())
+	require.NoError(t, err)
+	require.Equal(t, first, snap.TriggerRev, "the repeat wrote nothing")
+
+	for range BadSignatureLimit {
+		require.Equal(t, http.StatusUnauthorized, post("10.0.0.2:99", "x", "sha256=00").Code)
+	}
+	rec = post("10.0.0.2:99", "d-2", SignWebhook(secret, body))
+	require.Equal(t, http.StatusTooManyRequests, rec.Code, "even a good signature waits out the minute")
+	require.NotEmpty(t, rec.Header().Get("Retry-After"))
+	require.Equal(t, http.StatusOK, post("10.0.0.3:99", "d-3", SignWebhook(secret, body)).Code, "other clients are not affected")
+}

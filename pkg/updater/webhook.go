@@ -8,8 +8,11 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ferry-cd/ferry/pkg/storage"
@@ -28,10 +31,22 @@ var releaseActions = map[string]bool{
 // valid X-Hub-Signature-256 writes trigger/check, so that the leader,
 // whichever updater it is, checks for a release at once. Every updater
 // serves it, so a load balancer may send deliveries to any of them.
+//
+// A delivery id (X-GitHub-Delivery) seen in the last DeliveryWindow is
+// answered but not acted on again, and a client that sent more than
+// BadSignatureLimit bad signatures within a minute is refused with 429
+// until the minute is over.
 func WebhookHandler(st *storage.Storage, log *slog.Logger) http.Handler {
+	g := &webhookGuard{seen: map[string]time.Time{}, bad: map[string]*badWindow{}, now: time.Now}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
 			http.Error(w, "POST only", http.StatusMethodNotAllowed)
+			return
+		}
+		remote := remoteHost(r)
+		if wait, limited := g.limited(remote); limited {
+			w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
+			http.Error(w, "too many bad signatures; try later", http.StatusTooManyRequests)
 			return
 		}
 		body, err := io.ReadAll(io.LimitReader(r.Body, maxWebhookBody+1))
@@ -53,8 +68,14 @@ func WebhookHandler(st *storage.Storage, log *slog.Logger) http.Handler {
 			return
 		}
 		if !validSignature(secret, body, r.Header.Get("X-Hub-Signature-256")) {
+			g.badSignature(remote)
 			log.Warn("webhook refused: bad signature", "delivery", r.Header.Get("X-GitHub-Delivery"), "remote", r.RemoteAddr)
 			http.Error(w, "bad signature", http.StatusUnauthorized)
+			return
+		}
+		if delivery := r.Header.Get("X-GitHub-Delivery"); delivery != "" && g.repeated(delivery) {
+			log.Info("webhook: repeated delivery ignored", "delivery", delivery)
+			w.Write([]byte("repeated delivery: ignored\n"))
 			return
 		}
 
@@ -112,4 +133,88 @@ func SignWebhook(secret string, body []byte) string {
 	mac := hmac.New(sha256.New, []byte(secret))
 	mac.Write(body)
 	return "sha256=" + hex.EncodeToString(mac.Sum(nil))
+}
+
+// Webhook guard limits.
+const (
+	DeliveryWindow    = 10 * time.Minute
+	BadSignatureLimit = 10
+	maxTracked        = 4096
+)
+
+// webhookGuard remembers recent deliveries and counts bad signatures per
+// client, in this process.
+type webhookGuard struct {
+	mu   sync.Mutex
+	seen map[string]time.Time
+	bad  map[string]*badWindow
+	now  func() time.Time
+}
+
+type badWindow struct {
+	start time.Time
+	count int
+}
+
+// repeated records a delivery and reports whether it was seen within
+// DeliveryWindow.
+func (g *webhookGuard) repeated(delivery string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := g.now()
+	if at, ok := g.seen[delivery]; ok && now.Sub(at) < DeliveryWindow {
+		return true
+	}
+	if len(g.seen) >= maxTracked {
+		for id, at := range g.seen {
+			if now.Sub(at) >= DeliveryWindow {
+				delete(g.seen, id)
+			}
+		}
+		if len(g.seen) >= maxTracked {
+			g.seen = map[string]time.Time{}
+		}
+	}
+	g.seen[delivery] = now
+	return false
+}
+
+func (g *webhookGuard) badSignature(remote string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := g.now()
+	w := g.bad[remote]
+	if w == nil || now.Sub(w.start) >= time.Minute {
+		if len(g.bad) >= maxTracked {
+			g.bad = map[string]*badWindow{}
+		}
+		w = &badWindow{start: now}
+		g.bad[remote] = w
+	}
+	w.count++
+}
+
+// limited reports whether remote is refused for now, and for how long.
+func (g *webhookGuard) limited(remote string) (time.Duration, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	w := g.bad[remote]
+	if w == nil || w.count < BadSignatureLimit {
+		return 0, false
+	}
+	left := time.Minute - g.now().Sub(w.start)
+	if left <= 0 {
+		delete(g.bad, remote)
+		return 0, false
+	}
+	return left, true
+}
+
+// remoteHost is the client's address without its port.
+func remoteHost(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }

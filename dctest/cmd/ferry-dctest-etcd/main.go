@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 )
 
@@ -23,6 +24,9 @@ func main() {
 	peer := flag.String("peer-url", "", "peer URL")
 	cluster := flag.String("initial-cluster", "", "name=peer-url,...")
 	state := flag.String("initial-cluster-state", "new", "new or existing")
+	certFile := flag.String("cert-file", "", "server certificate of the client URL (https)")
+	keyFile := flag.String("key-file", "", "its key")
+	caFile := flag.String("trusted-ca-file", "", "CA that client certificates must be signed by; clients must present one")
 	flag.Parse()
 
 	cu, err := url.Parse(*client)
@@ -42,6 +46,9 @@ func main() {
 	cfg.ClusterState = *state
 	cfg.InitialClusterToken = "ferry-dctest"
 	cfg.LogOutputs = []string{filepath.Join(*dir, "etcd.log")}
+	if *certFile != "" {
+		cfg.ClientTLSInfo = transport.TLSInfo{CertFile: *certFile, KeyFile: *keyFile, TrustedCAFile: *caFile, ClientCertAuth: *caFile != ""}
+	}
 	// A virtual datacenter on one machine needs no crash safety.
 	cfg.UnsafeNoFsync = true
 	if err := os.MkdirAll(*dir, 0o755); err != nil {
