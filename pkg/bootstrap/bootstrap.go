@@ -49,9 +49,9 @@ type Config struct {
 	// inline.
 	Username     string `yaml:"username"`
 	PasswordFile string `yaml:"password-file"`
-	Prefix      string   `yaml:"prefix"`
-	ServerID    string   `yaml:"server-id"`
-	DataDir     string   `yaml:"data-dir"`
+	Prefix       string `yaml:"prefix"`
+	ServerID     string `yaml:"server-id"`
+	DataDir      string `yaml:"data-dir"`
 	// InstallCommand installs a .deb; the file is appended as the last
 	// argument. It is run as an argument list, never through a shell.
 	InstallCommand []string `yaml:"install-command"`
