@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sort"
 	"strings"
 
 	"github.com/cybozu-go/log"
@@ -86,7 +87,13 @@ func (f *Flags) Setup(args []string) (*Env, error) {
 		cli.Close()
 		return nil, err
 	}
-	logger.Info("starting", "endpoints", strings.Join(cfg.Endpoints, ","), "prefix", cfg.Prefix, "config", cfg.Path)
+	st.UseLocalSecrets(cfg.LocalSecrets)
+	var local []string
+	for name := range cfg.LocalSecrets() {
+		local = append(local, name)
+	}
+	sort.Strings(local)
+	logger.Info("starting", "endpoints", strings.Join(cfg.Endpoints, ","), "prefix", cfg.Prefix, "config", cfg.Path, "local_secrets", strings.Join(local, ","))
 	return &Env{Config: cfg, Logger: logger, Client: cli, Storage: st}, nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -49,9 +50,14 @@ type Config struct {
 	// inline.
 	Username     string `yaml:"username"`
 	PasswordFile string `yaml:"password-file"`
-	Prefix       string `yaml:"prefix"`
-	ServerID     string `yaml:"server-id"`
-	DataDir      string `yaml:"data-dir"`
+	// CredentialsDir holds secrets of the fleet config that this server
+	// keeps off etcd, one file each, named after the key (github-token,
+	// webhook-secret, notify-url, proxy); default systemd's
+	// $CREDENTIALS_DIRECTORY.
+	CredentialsDir string `yaml:"credentials-dir"`
+	Prefix         string `yaml:"prefix"`
+	ServerID       string `yaml:"server-id"`
+	DataDir        string `yaml:"data-dir"`
 	// InstallCommand installs a .deb; the file is appended as the last
 	// argument. It is run as an argument list, never through a shell.
 	InstallCommand []string `yaml:"install-command"`
@@ -120,6 +126,7 @@ var fields = []field{
 	{name: "tls-ca-file", help: "CA bundle that signs the etcd servers' certificates", ptr: func(c *Config) *string { return &c.TLSCAFile }},
 	{name: "username", help: "etcd user, for an etcd with authentication enabled", ptr: func(c *Config) *string { return &c.Username }},
 	{name: "password-file", help: "file holding the etcd user's password (not readable by others; e.g. systemd's $CREDENTIALS_DIRECTORY/etcd-password)", ptr: func(c *Config) *string { return &c.PasswordFile }},
+	{name: "credentials-dir", help: "directory of local secrets (files github-token, webhook-secret, notify-url, proxy) that take the place of etcd's (default $CREDENTIALS_DIRECTORY, as systemd's LoadCredential= sets it)", ptr: func(c *Config) *string { return &c.CredentialsDir }},
 	{name: "prefix", help: "etcd key prefix (default " + storage.DefaultPrefix + ")", ptr: func(c *Config) *string { return &c.Prefix }},
 	{name: "server-id", help: "this boot server's id, as given to ferry join", ptr: func(c *Config) *string { return &c.ServerID }},
 	{name: "data-dir", help: "directory for downloads and state (default " + DefaultDataDir + ")", ptr: func(c *Config) *string { return &c.DataDir }},
@@ -192,10 +199,33 @@ func (f *Flags) Load(getenv func(string) string) (*Config, error) {
 			}
 		}
 	}
+	if cfg.CredentialsDir == "" {
+		cfg.CredentialsDir = getenv("CREDENTIALS_DIRECTORY")
+	}
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// SecretNames are the fleet config keys a server may keep in its
+// credentials-dir instead of etcd.
+var SecretNames = []string{"github-token", "webhook-secret", "notify-url", "proxy"}
+
+// LocalSecrets reads the secrets in CredentialsDir, by key; files that are
+// absent are left out. Each call reads the files again, so that a rotated
+// secret takes effect without a restart.
+func (c *Config) LocalSecrets() map[string]string {
+	out := map[string]string{}
+	if c.CredentialsDir == "" {
+		return out
+	}
+	for _, name := range SecretNames {
+		if v, err := readSecretFile(filepath.Join(c.CredentialsDir, name)); err == nil && v != "" {
+			out[name] = v
+		}
+	}
+	return out
 }
 
 func (c *Config) set(fd field, v string) {

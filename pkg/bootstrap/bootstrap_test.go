@@ -173,3 +173,15 @@ func TestEtcdPasswordAuth(t *testing.T) {
 	cfg.Endpoints = []string{"http://127.0.0.1:1"}
 	require.ErrorContains(t, cfg.Probe(ctx), "connection refused")
 }
+
+func TestLocalSecretsFromCredentialsDir(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "github-token"), []byte("ghp_local\n"), 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "notify-url"), []byte("https://hooks.example/x"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "unrelated"), []byte("x"), 0o600))
+	cfg, err := load(t, nil, map[string]string{"CREDENTIALS_DIRECTORY": dir})
+	require.NoError(t, err)
+	require.Equal(t, dir, cfg.CredentialsDir, "systemd's credentials directory is the default")
+	require.Equal(t, map[string]string{"github-token": "ghp_local"}, cfg.LocalSecrets(), "a file others can read is not taken")
+}

@@ -263,6 +263,14 @@ func TestStatus(t *testing.T) {
 	require.Equal(t, "dpkg: error processing archive", v.Servers[1].Status.Message)
 	require.Equal(t, storage.PhaseRepairing, v.Servers[2].Status.Phase)
 
+	// Strings from etcd reach the terminal without their control characters.
+	require.NoError(t, f.st.PutStatus(ctx, "boot-0", &storage.UpdateStatus{Version: "2026.01.02-1", Step: 2, StepName: "images", Cond: storage.CondRunning, Message: "evil \x1b[2J\x1b]0;owned\x07", UpdatedAt: time.Now()}))
+	r = f.run("", "status")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	require.NotContains(t, r.stdout, "\x1b")
+	require.NotContains(t, r.stdout, "\x07")
+	require.Contains(t, r.stdout, "evil ?[2J?]0;owned?")
+
 	require.NoError(t, f.st.PutStatus(ctx, "boot-2", &storage.UpdateStatus{Version: "2026.01.01-1", Cond: storage.CondCompleted}))
 	r = f.run("", "status")
 	require.Equal(t, ExitOK, r.code, r.stderr)

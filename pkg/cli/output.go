@@ -26,7 +26,7 @@ func (a *app) newTable(header ...string) *table {
 func (t *table) row(cols ...string) {
 	for i, c := range cols {
 		// A tab or newline inside a cell would break the columns.
-		cols[i] = strings.NewReplacer("\t", " ", "\n", "; ").Replace(c)
+		cols[i] = clean(strings.NewReplacer("\t", " ", "\n", "; ").Replace(c))
 	}
 	fmt.Fprintln(t.w, strings.Join(cols, "\t"))
 }
@@ -50,4 +50,19 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// clean replaces control characters in a string from etcd or GitHub before
+// it reaches a terminal, where an escape sequence could rewrite what the
+// operator sees.
+func clean(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '\n' || r == '\t' {
+			return r
+		}
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			return '?'
+		}
+		return r
+	}, s)
 }

@@ -180,7 +180,7 @@ func (a *app) printStatus(v *statusView, configErr error) {
 		if v.Release.Prerelease {
 			kind = "pre-release"
 		}
-		fmt.Fprintf(w, "Latest release: %s (%s, %s)\n", v.Release.Version, v.Release.Tag, kind)
+		fmt.Fprintf(w, "Latest release: %s (%s, %s)\n", clean(v.Release.Version), clean(v.Release.Tag), kind)
 	} else {
 		fmt.Fprintln(w, "Latest release: none seen yet")
 	}
@@ -202,7 +202,7 @@ func (a *app) printStatus(v *statusView, configErr error) {
 	fmt.Fprintf(w, "Rollout:        %s to %s, %s, started %s (%s)\n",
 		strings.ToUpper(v.State), req.Version, req.Reason, req.StartedAt.Format(time.RFC3339), age(now, req.StartedAt))
 	if req.Stop {
-		fmt.Fprintf(w, "Stopped:        %s\n", orDash(req.StopReason))
+		fmt.Fprintf(w, "Stopped:        %s\n", clean(orDash(req.StopReason)))
 		fmt.Fprintln(w, "                look at the servers below, fix the cause, then run `ferry recover`")
 	}
 	fmt.Fprintln(w)

@@ -197,6 +197,25 @@ func (k ConfigKey) Display(value string) string {
 	return value
 }
 
+// RedactURL shows of a secret URL (a Slack webhook, say) only its scheme and
+// host.
+func RedactURL(v string) string {
+	u, err := url.Parse(v)
+	if err != nil || u.Host == "" {
+		return "********"
+	}
+	return u.Scheme + "://" + u.Host + "/********"
+}
+
+// RedactURLIn replaces a secret URL in text (an error that quotes it) with
+// RedactURL's form.
+func RedactURLIn(text, secret string) string {
+	if secret == "" {
+		return text
+	}
+	return strings.ReplaceAll(text, secret, RedactURL(secret))
+}
+
 // redactURL hides the password of a URL's user info.
 func redactURL(v string) string {
 	u, err := url.Parse(v)

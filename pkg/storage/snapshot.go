@@ -61,7 +61,7 @@ func (s *Storage) Snapshot(ctx context.Context) (*Snapshot, error) {
 
 	snap := &Snapshot{Revision: resp.Header.Revision}
 	snap.ConfigValues = s.configFromKVs(kvs(0))
-	snap.Config, snap.ConfigErr = ParseConfig(snap.ConfigValues)
+	snap.Config, snap.ConfigErr = s.parseConfig(snap.ConfigValues)
 	if r := kvs(1); len(r) > 0 {
 		snap.Request = new(UpdateRequest)
 		if err := decode(string(r[0].Key), r[0].Value, snap.Request); err != nil {

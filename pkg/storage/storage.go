@@ -21,6 +21,31 @@ const DefaultPrefix = "/ferry/"
 type Storage struct {
 	cli    *clientv3.Client
 	prefix string
+	// local, when set, gives secret config values from this server's
+	// disk; they take the place of etcd's.
+	local func() map[string]string
+}
+
+// UseLocalSecrets makes the typed config take github-token,
+// webhook-secret, notify-url and proxy from local (e.g. files that systemd's
+// LoadCredential= provides) wherever local has them, instead of etcd.
+func (s *Storage) UseLocalSecrets(local func() map[string]string) { s.local = local }
+
+// parseConfig is ParseConfig over etcd's values and the local secrets.
+func (s *Storage) parseConfig(values map[string]string) (*Config, error) {
+	if s.local != nil {
+		merged := make(map[string]string, len(values))
+		for k, v := range values {
+			merged[k] = v
+		}
+		for k, v := range s.local() {
+			if key, err := LookupConfigKey(k); err == nil && (key.Secret || k == ConfigProxy) {
+				merged[k] = v
+			}
+		}
+		values = merged
+	}
+	return ParseConfig(values)
 }
 
 // New returns a Storage for keys under prefix. The prefix must start with
@@ -159,7 +184,7 @@ func (s *Storage) GetConfig(ctx context.Context) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	return ParseConfig(values)
+	return s.parseConfig(values)
 }
 
 func (s *Storage) typedConfig(ctx context.Context, name string) (*Config, error) {
@@ -171,7 +196,7 @@ func (s *Storage) typedConfig(ctx context.Context, name string) (*Config, error)
 	if set {
 		values[name] = v
 	}
-	return ParseConfig(values)
+	return s.parseConfig(values)
 }
 
 // GetEnv returns env (default none).

@@ -577,3 +577,32 @@ func TestWaitBarrier(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, BarrierGone, r, "a barrier of a replaced request does not wait")
 }
+
+// TestLocalSecretsTakeThePlaceOfEtcd: a server that keeps its secrets on
+// disk (systemd LoadCredential=) uses them, whatever etcd says; other keys
+// cannot be overridden that way.
+func TestLocalSecretsTakeThePlaceOfEtcd(t *testing.T) {
+	t.Parallel()
+	st := newTestStorage(t)
+	ctx := testContext(t)
+	_, err := st.SetConfig(ctx, ConfigGitHubToken, "from-etcd")
+	require.NoError(t, err)
+	_, err = st.SetConfig(ctx, ConfigEnv, "prod")
+	require.NoError(t, err)
+	local := map[string]string{ConfigGitHubToken: "from-disk", ConfigNotifyURL: "https://hooks.example/T/B/x", ConfigEnv: "dev"}
+	st.UseLocalSecrets(func() map[string]string { return local })
+
+	c, err := st.GetConfig(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "from-disk", c.GitHubToken)
+	require.Equal(t, "https://hooks.example/T/B/x", c.NotifyURL)
+	require.Equal(t, EnvProd, c.Env, "only secrets come from disk")
+	snap, err := st.Snapshot(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "from-disk", snap.Config.GitHubToken)
+
+	local[ConfigGitHubToken] = "rotated"
+	c, err = st.GetConfig(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "rotated", c.GitHubToken, "a rotated file takes effect at once")
+}

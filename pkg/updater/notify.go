@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/ferry-cd/ferry/pkg/storage"
+
 	"github.com/ferry-cd/ferry/pkg/release"
 )
 
@@ -118,7 +120,7 @@ func (n *WebhookNotifier) Notify(ctx context.Context, url string, e Event) error
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
-		return fmt.Errorf("notify-url: %w", err)
+		return fmt.Errorf("notify-url: %s", storage.RedactURLIn(err.Error(), url))
 	}
 	req.Header.Set("Content-Type", "application/json")
 	client := n.Client
@@ -127,12 +129,13 @@ func (n *WebhookNotifier) Notify(ctx context.Context, url string, e Event) error
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return fmt.Errorf("post notification: %w", err)
+		// The error holds the URL, and a Slack URL is a secret.
+		return fmt.Errorf("post notification: %s", storage.RedactURLIn(err.Error(), url))
 	}
 	defer resp.Body.Close()
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("post notification: %s answered %s", url, resp.Status)
+		return fmt.Errorf("post notification: %s answered %s", storage.RedactURL(url), resp.Status)
 	}
 	return nil
 }

@@ -590,3 +590,21 @@ func TestWebhookGuards(t *testing.T) {
 	require.NotEmpty(t, rec.Header().Get("Retry-After"))
 	require.Equal(t, http.StatusOK, post("10.0.0.3:99", "d-3", SignWebhook(secret, body)).Code, "other clients are not affected")
 }
+
+// TestNotificationErrorsNeverShowTheURL: a Slack URL is a secret, and the
+// HTTP client's errors quote the URL they failed on.
+func TestNotificationErrorsNeverShowTheURL(t *testing.T) {
+	t.Parallel()
+	n := &WebhookNotifier{Client: &http.Client{Timeout: 2 * time.Second}}
+	const secret = "http://127.0.0.1:1/services/T000/B000/s3cr3t"
+	err := n.Notify(context.Background(), secret, Event{Kind: EventStart, Version: v1})
+	require.Error(t, err)
+	require.NotContains(t, err.Error(), "s3cr3t")
+	require.Contains(t, err.Error(), "http://127.0.0.1:1/********")
+
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "no", http.StatusForbidden) }))
+	defer srv.Close()
+	err = n.Notify(context.Background(), srv.URL+"/services/s3cr3t", Event{Kind: EventStart, Version: v1})
+	require.ErrorContains(t, err, "403")
+	require.NotContains(t, err.Error(), "s3cr3t")
+}
