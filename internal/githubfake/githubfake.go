@@ -197,15 +197,10 @@ func (s *Server) AddRelease(repoName string, spec ReleaseSpec) int64 {
 func (s *Server) SetAsset(repoName, tag, name string, content []byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	rel := s.repoLocked(repoName).byTag(tag)
-	if rel == nil {
-		panic("githubfake: no release " + tag)
-	}
-	for _, a := range rel.assets {
-		if a.name == name {
-			a.content, a.size, a.path = content, int64(len(content)), ""
-			return
-		}
+	rel := s.mustRelease(repoName, tag)
+	if a := rel.asset(name); a != nil {
+		a.content, a.size, a.path = content, int64(len(content)), ""
+		return
 	}
 	rel.assets = append(rel.assets, &asset{id: s.newIDLocked(), name: name, ctype: "application/octet-stream", content: content, size: int64(len(content)), createdAt: s.now().UTC()})
 }
@@ -229,17 +224,30 @@ func (s *Server) DeleteRelease(repoName, tag string) {
 func (s *Server) Misannounce(repoName, tag, name string, size int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	a := s.mustRelease(repoName, tag).asset(name)
+	if a == nil {
+		panic("githubfake: no asset " + name)
+	}
+	a.size = size
+}
+
+// mustRelease is the release with tag; a test that names one that does
+// not exist is wrong.
+func (s *Server) mustRelease(repoName, tag string) *release {
 	rel := s.repoLocked(repoName).byTag(tag)
 	if rel == nil {
 		panic("githubfake: no release " + tag)
 	}
-	for _, a := range rel.assets {
+	return rel
+}
+
+func (r *release) asset(name string) *asset {
+	for _, a := range r.assets {
 		if a.name == name {
-			a.size = size
-			return
+			return a
 		}
 	}
-	panic("githubfake: no asset " + name)
+	return nil
 }
 
 // Asset returns the content of an asset, and whether it exists.
