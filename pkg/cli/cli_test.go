@@ -271,6 +271,11 @@ func TestStatus(t *testing.T) {
 	require.NotContains(t, r.stdout, "\x07")
 	require.Contains(t, r.stdout, "evil ?[2J?]0;owned?")
 
+	require.NoError(t, f.st.PutStatus(ctx, "boot-0", &storage.UpdateStatus{Version: "2026.01.02-1", Step: 2, StepName: "images", Phase: storage.PhaseRetrying, Cond: storage.CondRunning, Message: "retrying: step 2 (images): download answered 502 Bad Gateway", UpdatedAt: time.Now()}))
+	r = f.run("", "status")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	require.Regexp(t, `boot-0\s+no\s+2026.01.02-1\s+2 images\s+RETRYING\s+\S+ ago\s+retrying: step 2`, r.stdout)
+
 	require.NoError(t, f.st.PutStatus(ctx, "boot-2", &storage.UpdateStatus{Version: "2026.01.01-1", Cond: storage.CondCompleted}))
 	r = f.run("", "status")
 	require.Equal(t, ExitOK, r.code, r.stderr)

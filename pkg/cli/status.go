@@ -225,9 +225,14 @@ func (a *app) printStatus(v *statusView, configErr error) {
 			if st.Version == req.Version || !s.InRequest {
 				state = string(st.Cond)
 			}
-			if st.Cond == storage.CondRunning && st.Phase == storage.PhaseRepairing {
-				// dpkg's database shows an unfinished install.
-				state = "REPAIRING dpkg"
+			if st.Cond == storage.CondRunning {
+				switch st.Phase {
+				case storage.PhaseRepairing:
+					// dpkg's database shows an unfinished install.
+					state = "REPAIRING dpkg"
+				case storage.PhaseRetrying:
+					state = "RETRYING"
+				}
 			}
 		}
 		t.row(s.ID, alive, ver, step, state, updated, msg)

@@ -274,6 +274,17 @@ func (d *downloader) run(ctx context.Context, out sink, o DownloadOptions) error
 	return fmt.Errorf("download %s: giving up after %d attempts without progress: %w", d.asset.Name, o.Attempts, lastErr)
 }
 
+// StatusError is an HTTP answer a download could not use.
+type StatusError struct {
+	Code   int
+	Status string
+}
+
+func (e *StatusError) Error() string { return e.Status }
+
+// HTTPStatus is the answer's status code.
+func (e *StatusError) HTTPStatus() int { return e.Code }
+
 type permanentError struct{ err error }
 
 func (p *permanentError) Error() string { return p.err.Error() }
@@ -325,9 +336,9 @@ func (d *downloader) once(ctx context.Context, out sink, progress func(int64)) e
 	case resp.StatusCode == http.StatusForbidden, resp.StatusCode == http.StatusUnauthorized, resp.StatusCode == http.StatusNotFound, resp.StatusCode == http.StatusGone:
 		// The short-lived URL expired: ask the API for a new one.
 		d.location = ""
-		return fmt.Errorf("download URL answered %s", resp.Status)
+		return &StatusError{Code: resp.StatusCode, Status: "download URL answered " + resp.Status}
 	default:
-		return fmt.Errorf("download answered %s", resp.Status)
+		return &StatusError{Code: resp.StatusCode, Status: "download answered " + resp.Status}
 	}
 
 	r := io.Reader(resp.Body)

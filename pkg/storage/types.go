@@ -25,6 +25,9 @@ const (
 	// PhaseRepairing: dpkg's database showed an unfinished install, which
 	// the worker is finishing before it goes on.
 	PhaseRepairing = "repairing"
+	// PhaseRetrying: the step (or the self-upgrade) met a transient error
+	// (the network, GitHub, etcd) and the worker tries again with backoff.
+	PhaseRetrying = "retrying"
 )
 
 // Reasons for an update request.

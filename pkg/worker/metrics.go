@@ -15,6 +15,8 @@ type Metrics struct {
 	installs        *prometheus.CounterVec
 	actions         *prometheus.CounterVec
 	repairs         prometheus.Counter
+	transientErrors prometheus.Counter
+	retrying        prometheus.Gauge
 }
 
 // NewMetrics creates the metrics in a new registry.
@@ -41,11 +43,17 @@ func NewMetrics() *Metrics {
 		actions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ferry_worker_actions_total", Help: "Actions run, by type and result.",
 		}, []string{"type", "result"}),
+		transientErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ferry_worker_transient_errors_total", Help: "Transient errors (network, GitHub 5xx/429/rate limit, etcd) that a step or self-upgrade met and retried.",
+		}),
+		retrying: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ferry_worker_retrying", Help: "1 while this worker retries a step after a transient error.",
+		}),
 		repairs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ferry_worker_dpkg_repairs_total", Help: "Times dpkg's database showed an unfinished install that the worker had to repair.",
 		}),
 	}
-	m.Registry.MustRegister(m.step, m.stepSeconds, m.downloadBytes, m.downloadSeconds, m.installs, m.actions, m.repairs,
+	m.Registry.MustRegister(m.step, m.stepSeconds, m.downloadBytes, m.downloadSeconds, m.installs, m.actions, m.repairs, m.transientErrors, m.retrying,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

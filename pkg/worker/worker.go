@@ -34,9 +34,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/ferry-cd/ferry/pkg/artifacts"
 	"github.com/ferry-cd/ferry/pkg/deb"
 	"github.com/ferry-cd/ferry/pkg/release"
+	"github.com/ferry-cd/ferry/pkg/retry"
 	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/ferry-cd/ferry/pkg/trust"
 	"github.com/ferry-cd/ferry/pkg/version"
@@ -55,6 +57,24 @@ var ErrUpgraded = errors.New("installed a new version of ferry; exit so that it 
 // errStopped means the request was stopped, finished or replaced while this
 // worker waited: it stops at this safe point.
 var errStopped = errors.New("the rollout was stopped")
+
+// errRetry wraps a transient error: the worker reported phase retrying and
+// tries again after a backoff. It never aborts the server.
+type errRetry struct{ err error }
+
+func (e *errRetry) Error() string { return e.err.Error() }
+func (e *errRetry) Unwrap() error { return e.err }
+
+// retryLater reports that step k meets a transient error and will be tried
+// again; the fleet goes on waiting, and worker-timeout still bounds it.
+func (w *Worker) retryLater(ctx context.Context, req *storage.UpdateRequest, k int, name string, cause error, log *slog.Logger) error {
+	w.metrics.transientErrors.Inc()
+	log.Warn("transient error; retrying", "error", cause)
+	if err := w.report(ctx, req, k, name, storage.PhaseRetrying, storage.CondRunning, "retrying: "+cause.Error()); err != nil {
+		return err
+	}
+	return &errRetry{cause}
+}
 
 // Operator carries out the worker's side effects.
 type Operator interface {
@@ -156,6 +176,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		w.st.Client().Revoke(rctx, w.leaseID())
 	}()
 
+	backoff := newBackoff()
 	for {
 		snap, err := w.st.Snapshot(ctx)
 		if err != nil {
@@ -167,19 +188,34 @@ func (w *Worker) Run(ctx context.Context) error {
 			continue
 		}
 		err = w.step(ctx, snap)
+		var again *errRetry
 		switch {
 		case ctx.Err() != nil:
 			return nil
 		case errors.Is(err, ErrUpgraded):
 			return err
+		case errors.As(err, &again):
+			w.metrics.retrying.Set(1)
+			sleep(ctx, backoff.NextBackOff())
+			continue
 		case err != nil && !errors.Is(err, errStopped):
 			w.log.Error("worker error", "error", err)
 			sleep(ctx, time.Second)
 		}
+		w.metrics.retrying.Set(0)
+		backoff.Reset()
 		if err == nil || errors.Is(err, errStopped) {
 			w.wait(ctx, snap.Revision)
 		}
 	}
+}
+
+// newBackoff is the wait between tries of a step that met transient
+// errors: from 1s, doubling, with jitter, up to 30s, for as long as it takes.
+func newBackoff() *backoff.ExponentialBackOff {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval = time.Second, 30*time.Second
+	return b
 }
 
 func sleep(ctx context.Context, d time.Duration) {
@@ -359,6 +395,9 @@ func (w *Worker) selfUpgrade(ctx context.Context, cfg *storage.Config, req *stor
 			return ctx.Err()
 		}
 		w.metrics.installs.WithLabelValues("failed").Inc()
+		if retry.Transient(err) {
+			return w.retryLater(ctx, req, 0, "self-upgrade", fmt.Errorf("self-upgrade to %s: %w", req.Version, err), log)
+		}
 		log.Error("self-upgrade failed", "error", err)
 		return w.report(ctx, req, 0, "self-upgrade", storage.PhaseUpgrading, storage.CondAborted, "self-upgrade to "+req.Version+" failed: "+err.Error())
 	}
@@ -396,6 +435,9 @@ func (w *Worker) runSteps(ctx context.Context, cfg *storage.Config, req *storage
 		}
 		if errors.Is(err, errStopped) {
 			return w.stopped(ctx, req, k, s.Name, err, stepLog)
+		}
+		if err != nil && retry.Transient(err) {
+			return w.retryLater(ctx, req, k, s.Name, fmt.Errorf("step %d (%s): %w", k, s.Name, err), stepLog)
 		}
 		if err != nil {
 			msg := fmt.Sprintf("step %d (%s) failed: %v", k, s.Name, err)
@@ -641,6 +683,11 @@ func (w *Worker) runLeaderStep(ctx context.Context, rc RunContext, req *storage.
 	runErr := w.runActions(ctx, rc, s)
 	if ctx.Err() != nil {
 		return ctx.Err()
+	}
+	if retry.Transient(runErr) {
+		// Not a failure of the step: the next holder of the election
+		// (this worker, again, after a backoff) runs it.
+		return runErr
 	}
 	rec := &storage.ContentsStatus{Version: req.Version, Success: runErr == nil, UpdatedAt: time.Now().UTC()}
 	if err := w.st.PutContents(ctx, target, rec); err != nil {

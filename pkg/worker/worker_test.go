@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -589,4 +590,72 @@ func TestSelfUpgradeLoopGuardIsPerRollout(t *testing.T) {
 
 	e.request(v2, "boot-0")
 	upgraded()
+}
+
+// --- transient errors ---
+
+// flaky fails the actions of one server with a GitHub-like 502 a few times.
+type flaky struct {
+	Operator
+	server string
+	fails  atomic.Int32
+}
+
+func (f *flaky) RunAction(ctx context.Context, rc RunContext, a *artifacts.Action) error {
+	if rc.Server == f.server && f.fails.Add(-1) >= 0 {
+		return &release.StatusError{Code: http.StatusBadGateway, Status: "download answered 502 Bad Gateway"}
+	}
+	return f.Operator.RunAction(ctx, rc, a)
+}
+
+// TestTransientStepErrorsAreRetried: a step that meets 502s on one server
+// is retried there, shown as retrying, and the rollout completes with no
+// stop.
+func TestTransientStepErrorsAreRetried(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	j := journal(filepath.Join(f.dir, "journal"))
+	plan := lockstepPlan(j, "true", "true")
+	bad := &flaky{Operator: ops(f), server: "boot-1"}
+	bad.fails.Store(2)
+	f.request(v1, "boot-0", "boot-1")
+	f.startUpdater()
+	f.start("boot-0", v1, plan, ops(f))
+	w := f.start("boot-1", v1, plan, bad)
+	st := f.waitStatus("boot-1", func(s *storage.UpdateStatus) bool { return s.Phase == storage.PhaseRetrying })
+	require.Contains(t, st.Message, "retrying: step 1 (step1)")
+	require.Contains(t, st.Message, "502")
+	for _, id := range []string{"boot-0", "boot-1"} {
+		f.waitStatus(id, cond(storage.CondCompleted))
+	}
+	req, _, err := f.st.GetRequest(f.ctx())
+	require.NoError(t, err)
+	require.False(t, req.Stop, "a transient error never stops the fleet")
+	rec := httptest.NewRecorder()
+	w.w.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	require.Contains(t, rec.Body.String(), "ferry_worker_transient_errors_total 2")
+	require.Contains(t, rec.Body.String(), "ferry_worker_retrying 0")
+}
+
+// TestTransientSelfUpgradeErrorsAreRetried: GitHub answers 502 to the
+// worker's release lookups for a while; the self-upgrade goes through.
+func TestTransientSelfUpgradeErrorsAreRetried(t *testing.T) {
+	t.Parallel()
+	e := newUpgradeEnv(t)
+	e.publish(v2, publishOptions{})
+	e.gh.fake.FailNext(3, http.StatusBadGateway)
+	e.request(v2, "boot-0")
+	w := e.start("boot-0", v1, &artifacts.Plan{}, e.ops)
+	select {
+	case <-w.done:
+		require.ErrorIs(t, w.err, ErrUpgraded)
+	case <-time.After(60 * time.Second):
+		t.Fatal("the worker did not upgrade itself")
+	}
+	st, err := e.st.GetStatuses(e.ctx())
+	require.NoError(t, err)
+	require.NotEqual(t, storage.CondAborted, st["boot-0"].Cond)
+	v, err := deb.InstalledVersion(e.ctx(), e.admin, "ferry")
+	require.NoError(t, err)
+	require.Equal(t, v2, v)
 }
