@@ -76,7 +76,7 @@ func (f *Flags) Setup(args []string) (*Env, error) {
 	if err := cfg.RequireServerID(); err != nil {
 		return nil, err
 	}
-	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})).
+	logger := NewLogger(os.Stderr, level).
 		With("server", cfg.ServerID, "program", f.FS.Name(), "ferry_version", version.Version)
 	cli, err := cfg.NewEtcdClient()
 	if err != nil {
@@ -95,6 +95,20 @@ func (f *Flags) Setup(args []string) (*Env, error) {
 	sort.Strings(local)
 	logger.Info("starting", "endpoints", strings.Join(cfg.Endpoints, ","), "prefix", cfg.Prefix, "config", cfg.Path, "local_secrets", strings.Join(local, ","))
 	return &Env{Config: cfg, Logger: logger, Client: cli, Storage: st}, nil
+}
+
+// NewLogger is the daemons' JSON logger. A duration is written in seconds,
+// its key ending in _seconds, never as a count of nanoseconds.
+func NewLogger(w io.Writer, level slog.Level) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level, ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+		if a.Value.Kind() != slog.KindDuration {
+			return a
+		}
+		if !strings.HasSuffix(a.Key, "_seconds") {
+			a.Key += "_seconds"
+		}
+		return slog.Float64(a.Key, a.Value.Duration().Seconds())
+	}}))
 }
 
 // QuietAccessLog is an access logger for well.HTTPServer that drops

@@ -155,7 +155,8 @@ func New(o Options) *Worker {
 	if o.Package == "" {
 		o.Package = "ferry"
 	}
-	return &Worker{o: o, st: o.Storage, log: o.Logger.With("server", o.ID), metrics: o.Metrics}
+	// The daemon's logger names the server already; one key per line.
+	return &Worker{o: o, st: o.Storage, log: o.Logger, metrics: o.Metrics}
 }
 
 // Run registers the worker as alive and follows requests until ctx ends
