@@ -268,7 +268,7 @@ func (d *downloader) run(ctx context.Context, out sink, o DownloadOptions) error
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("download %s: %w", d.asset.Name, ctx.Err())
-		case <-time.After(Backoff(attempt, o.RetryBase, o.RetryMax)):
+		case <-time.After(RetryDelay(err, attempt, o.RetryBase, o.RetryMax, time.Now())):
 		}
 	}
 	return fmt.Errorf("download %s: giving up after %d attempts without progress: %w", d.asset.Name, o.Attempts, lastErr)
@@ -278,7 +278,11 @@ func (d *downloader) run(ctx context.Context, out sink, o DownloadOptions) error
 type StatusError struct {
 	Code   int
 	Status string
+	Header http.Header
 }
+
+// HTTPHeader is the answer's headers (Retry-After, say).
+func (e *StatusError) HTTPHeader() http.Header { return e.Header }
 
 func (e *StatusError) Error() string { return e.Status }
 
@@ -336,9 +340,9 @@ func (d *downloader) once(ctx context.Context, out sink, progress func(int64)) e
 	case resp.StatusCode == http.StatusForbidden, resp.StatusCode == http.StatusUnauthorized, resp.StatusCode == http.StatusNotFound, resp.StatusCode == http.StatusGone:
 		// The short-lived URL expired: ask the API for a new one.
 		d.location = ""
-		return &StatusError{Code: resp.StatusCode, Status: "download URL answered " + resp.Status}
+		return &StatusError{Code: resp.StatusCode, Status: "download URL answered " + resp.Status, Header: resp.Header}
 	default:
-		return &StatusError{Code: resp.StatusCode, Status: "download answered " + resp.Status}
+		return &StatusError{Code: resp.StatusCode, Status: "download answered " + resp.Status, Header: resp.Header}
 	}
 
 	r := io.Reader(resp.Body)

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ferry-cd/ferry/pkg/retry"
 	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/ferry-cd/ferry/pkg/version"
 	"github.com/google/go-github/v84/github"
@@ -259,22 +260,10 @@ func (s *Source) wrap(what string, err error) error {
 	return fmt.Errorf("%s in %s/%s: %w", what, s.owner, s.name, err)
 }
 
-// RetryAfter returns how long GitHub asked to wait before the next request:
-// until X-RateLimit-Reset for the primary limit, Retry-After for the
-// secondary one. ok is false for errors that are not rate limits.
+// RetryAfter returns how long GitHub (or a proxy in front of it) asked to
+// wait before the next request; see retry.After.
 func RetryAfter(err error, now time.Time) (wait time.Duration, ok bool) {
-	var rl *github.RateLimitError
-	if errors.As(err, &rl) {
-		return max(rl.Rate.Reset.Time.Sub(now), time.Second), true
-	}
-	var ab *github.AbuseRateLimitError
-	if errors.As(err, &ab) {
-		if ab.RetryAfter != nil {
-			return max(*ab.RetryAfter, time.Second), true
-		}
-		return time.Minute, true
-	}
-	return 0, false
+	return retry.After(err, now)
 }
 
 // Backoff returns the delay before retry number attempt (0-based): base

@@ -11,7 +11,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/google/go-github/v84/github"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -23,6 +25,55 @@ import (
 type StatusError interface {
 	error
 	HTTPStatus() int
+}
+
+// HeaderError is implemented by errors that carry the answer's headers.
+type HeaderError interface {
+	error
+	HTTPHeader() http.Header
+}
+
+// After returns how long the server asked to wait, from any answer: its
+// Retry-After (seconds or an HTTP date), or X-RateLimit-Reset when
+// X-RateLimit-Remaining is 0, as GitHub, its Enterprise edition and the
+// proxies in front of them send. ok is false when err says nothing.
+func After(err error, now time.Time) (time.Duration, bool) {
+	var (
+		rl     *github.RateLimitError
+		abuse  *github.AbuseRateLimitError
+		ghResp *github.ErrorResponse
+		he     HeaderError
+	)
+	switch {
+	case errors.As(err, &rl):
+		return max(rl.Rate.Reset.Time.Sub(now), time.Second), true
+	case errors.As(err, &abuse) && abuse.RetryAfter != nil:
+		return max(*abuse.RetryAfter, time.Second), true
+	case errors.As(err, &ghResp) && ghResp.Response != nil:
+		return fromHeader(ghResp.Response.Header, now)
+	case errors.As(err, &he):
+		return fromHeader(he.HTTPHeader(), now)
+	case errors.As(err, &abuse):
+		return time.Minute, true
+	}
+	return 0, false
+}
+
+func fromHeader(h http.Header, now time.Time) (time.Duration, bool) {
+	if v := h.Get("Retry-After"); v != "" {
+		if s, err := strconv.Atoi(v); err == nil && s >= 0 {
+			return max(time.Duration(s)*time.Second, time.Second), true
+		}
+		if at, err := http.ParseTime(v); err == nil {
+			return max(at.Sub(now), time.Second), true
+		}
+	}
+	if h.Get("X-RateLimit-Remaining") == "0" {
+		if reset, err := strconv.ParseInt(h.Get("X-RateLimit-Reset"), 10, 64); err == nil {
+			return max(time.Unix(reset, 0).Sub(now), time.Second), true
+		}
+	}
+	return 0, false
 }
 
 // TransientStatus reports whether an HTTP status is worth a retry: 5xx,

@@ -1,4 +1,4 @@
-package retry
+package retry_test
 
 import (
 	"context"
@@ -8,9 +8,11 @@ import (
 	"net/http"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/ferry-cd/ferry/pkg/deb"
 	"github.com/ferry-cd/ferry/pkg/release"
+	"github.com/ferry-cd/ferry/pkg/retry"
 	"github.com/ferry-cd/ferry/pkg/trust"
 	"github.com/google/go-github/v84/github"
 	"github.com/stretchr/testify/require"
@@ -56,6 +58,36 @@ func TestTransient(t *testing.T) {
 		{"plain", errors.New("holds version 1, not 2"), false},
 		{"nil", nil, false},
 	} {
-		require.Equal(t, c.want, Transient(c.err), c.name)
+		require.Equal(t, c.want, retry.Transient(c.err), c.name)
+	}
+}
+
+func TestAfter(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+	resp := func(code int, h ...string) *http.Response {
+		r := &http.Response{StatusCode: code, Header: http.Header{}}
+		for i := 0; i < len(h); i += 2 {
+			r.Header.Set(h[i], h[i+1])
+		}
+		return r
+	}
+	for _, c := range []struct {
+		name string
+		err  error
+		want time.Duration
+		ok   bool
+	}{
+		{"429 with Retry-After, no documentation_url", &github.ErrorResponse{Response: resp(429, "Retry-After", "20")}, 20 * time.Second, true},
+		{"503 with an HTTP-date Retry-After", &github.ErrorResponse{Response: resp(503, "Retry-After", now.Add(90*time.Second).Format(http.TimeFormat))}, 90 * time.Second, true},
+		{"403 with the limit used up", &github.ErrorResponse{Response: resp(403, "X-RateLimit-Remaining", "0", "X-RateLimit-Reset", fmt.Sprint(now.Add(5*time.Minute).Unix()))}, 5 * time.Minute, true},
+		{"primary rate limit", &github.RateLimitError{Rate: github.Rate{Reset: github.Timestamp{Time: now.Add(time.Minute)}}}, time.Minute, true},
+		{"download 429", fmt.Errorf("x: %w", &release.StatusError{Code: 429, Header: http.Header{"Retry-After": {"7"}}}), 7 * time.Second, true},
+		{"502 without a hint", &github.ErrorResponse{Response: resp(502)}, 0, false},
+		{"not HTTP", errors.New("boom"), 0, false},
+	} {
+		got, ok := retry.After(c.err, now)
+		require.Equal(t, c.ok, ok, c.name)
+		require.Equal(t, c.want, got, c.name)
 	}
 }

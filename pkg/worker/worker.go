@@ -197,7 +197,11 @@ func (w *Worker) Run(ctx context.Context) error {
 			return err
 		case errors.As(err, &again):
 			w.metrics.retrying.Set(1)
-			sleep(ctx, backoff.NextBackOff())
+			wait := backoff.NextBackOff()
+			if asked, ok := retry.After(again.err, time.Now()); ok && asked > wait {
+				wait = asked
+			}
+			sleep(ctx, wait)
 			continue
 		case err != nil && !errors.Is(err, errStopped):
 			w.log.Error("worker error", "error", err)
