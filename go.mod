@@ -23,6 +23,7 @@ require (
 	golang.org/x/sys v0.49.0
 	google.golang.org/grpc v1.83.2
 	gopkg.in/yaml.v3 v3.0.1
+	pault.ag/go/debian v0.19.0
 )
 
 require (

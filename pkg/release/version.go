@@ -5,7 +5,7 @@ import (
 	"regexp"
 	"strings"
 
-	"github.com/hashicorp/go-version"
+	"pault.ag/go/debian/version"
 )
 
 // Tag prefixes. A tag is a prefix followed by a version.
@@ -20,10 +20,13 @@ var (
 )
 
 // Version is a ferry release version: YYYY.MM.DD-N (the nightly job's
-// form) or a semantic version such as 1.4.2. Versions compare numerically:
-// 2026.01.02-10 is newer than 2026.01.02-9.
+// form) or any Debian package version, such as 1.4.2, 1.4.2-1 or
+// 1.4.2~rc1. Versions are ordered exactly as dpkg orders them, because
+// what ferry installs are Debian packages: 2026.01.02-10 is newer than
+// 2026.01.02-9, and 1.4.2~rc1 is older than 1.4.2.
 type Version struct {
-	v *version.Version
+	v   *version.Version
+	raw string
 }
 
 // ParseVersion parses a version.
@@ -31,11 +34,11 @@ func ParseVersion(s string) (Version, error) {
 	if looksDated.MatchString(s) && !datePattern.MatchString(s) {
 		return Version{}, fmt.Errorf("version %q: a dated version is YYYY.MM.DD-N with N >= 1, e.g. 2026.01.02-1", s)
 	}
-	v, err := version.NewSemver(s)
-	if err != nil {
-		return Version{}, fmt.Errorf("version %q: want YYYY.MM.DD-N (e.g. 2026.01.02-1) or a semantic version (e.g. 1.4.2)", s)
+	v, err := version.Parse(s)
+	if err != nil || s == "" || s[0] < '0' || s[0] > '9' || strings.ContainsAny(s, " \t/") {
+		return Version{}, fmt.Errorf("version %q: want YYYY.MM.DD-N (e.g. 2026.01.02-1) or a Debian package version (e.g. 1.4.2-1)", s)
 	}
-	return Version{v: v}, nil
+	return Version{v: &v, raw: s}, nil
 }
 
 // ParseVersionOrZero parses a version and returns the zero Version for a
@@ -50,10 +53,7 @@ func ParseVersionOrZero(s string) Version {
 
 // String returns the version as written.
 func (v Version) String() string {
-	if v.v == nil {
-		return ""
-	}
-	return v.v.Original()
+	return v.raw
 }
 
 // IsZero reports whether v is the zero Version.
@@ -70,7 +70,7 @@ func (v Version) Compare(o Version) int {
 	case o.v == nil:
 		return 1
 	}
-	return v.v.Compare(o.v)
+	return max(-1, min(1, version.Compare(*v.v, *o.v)))
 }
 
 // Newer reports whether v is newer than o.

@@ -1,6 +1,7 @@
 package release
 
 import (
+	"os/exec"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -8,11 +9,11 @@ import (
 
 func TestParseVersion(t *testing.T) {
 	t.Parallel()
-	for _, good := range []string{"2026.01.02-1", "2026.12.31-15", "1.4.2", "v1.4.2", "0.1.0-rc.1"} {
+	for _, good := range []string{"2026.01.02-1", "2026.12.31-15", "1.4.2", "0.1.0-rc.1", "1.4.2~rc1", "1:1.4.2-1", "1.4.2+b1"} {
 		_, err := ParseVersion(good)
 		require.NoError(t, err, good)
 	}
-	for _, bad := range []string{"", "abc", "2026.1.2-1", "2026.01.02", "2026.01.02-0", "2026.01.02-x", "1.2.3.4.5-"} {
+	for _, bad := range []string{"", "abc", "v1.4.2", "dev", "2026.1.2-1", "2026.01.02", "2026.01.02-0", "2026.01.02-x", "1.2 3"} {
 		_, err := ParseVersion(bad)
 		require.Error(t, err, bad)
 	}
@@ -33,6 +34,24 @@ func TestVersionOrder(t *testing.T) {
 	require.True(t, MustParseVersion("1.10.0").Newer(MustParseVersion("1.9.9")))
 	require.True(t, MustParseVersion("1.0.0").Newer(Version{}), "every version is newer than none")
 	require.Equal(t, "2026.01.02-1", MustParseVersion("2026.01.02-1").String())
+}
+
+// TestVersionOrderIsDpkgs compares every pair as dpkg itself does.
+func TestVersionOrderIsDpkgs(t *testing.T) {
+	t.Parallel()
+	versions := []string{"1.4.2~rc1", "1.4.2", "1.4.2-1", "1.4.2+b1", "1.4.2-1~bpo1", "1.4.10", "1:0.1", "2026.01.02-1", "2026.01.02-10", "2026.01.02-9", "1.0a", "1.0"}
+	for _, a := range versions {
+		for _, b := range versions {
+			var want int
+			switch {
+			case exec.Command("dpkg", "--compare-versions", a, "lt", b).Run() == nil:
+				want = -1
+			case exec.Command("dpkg", "--compare-versions", a, "gt", b).Run() == nil:
+				want = 1
+			}
+			require.Equal(t, want, MustParseVersion(a).Compare(MustParseVersion(b)), "%s vs %s", a, b)
+		}
+	}
 }
 
 func TestSplitTag(t *testing.T) {
