@@ -20,7 +20,11 @@ func TestGitHubFlakyDuringRollout(t *testing.T) {
 	d := start(t)
 	d.bootstrap("staging", three...)
 	before := d.GitHub.Counters().ByStatus
+	require.NoError(t, d.Publish(N1, harness.PublishOptions{Prerelease: true, CreatedAt: day(2)}))
+	d.waitState(N1, "running")
 
+	// Bursts, each a few requests long, a second and a half apart, from
+	// the start of the rollout to its end.
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -37,11 +41,10 @@ func TestGitHubFlakyDuringRollout(t *testing.T) {
 			select {
 			case <-stop:
 				return
-			case <-time.After(700 * time.Millisecond):
+			case <-time.After(1500 * time.Millisecond):
 			}
 		}
 	}()
-	require.NoError(t, d.Publish(N1, harness.PublishOptions{Prerelease: true, CreatedAt: day(2)}))
 	d.waitCompleted(N1)
 	close(stop)
 	wg.Wait()

@@ -60,7 +60,7 @@ func TestPackage(t *testing.T) {
 		for _, path := range []string{
 			"./usr/bin/ferry", "./usr/sbin/ferry-updater", "./usr/sbin/ferry-worker", "./usr/bin/ferry-ci",
 			"./lib/systemd/system/ferry-updater.service", "./lib/systemd/system/ferry-worker.service",
-			"./etc/ferry/config.yml", "./usr/share/ferry/artifacts.yaml", "./usr/share/ferry/ignitions/boot.yml",
+			"./etc/ferry/config.yml.example", "./usr/share/ferry/artifacts.yaml", "./usr/share/ferry/ignitions/boot.yml",
 			"./usr/share/doc/ferry/README.md", "./usr/share/doc/ferry/operator-guide.md",
 			"./usr/share/doc/ferry/copyright", "./usr/share/doc/ferry/changelog.Debian.gz",
 			"./usr/lib/sysusers.d/ferry.conf", "./etc/ferry/trusted-keys/",
@@ -68,8 +68,9 @@ func TestPackage(t *testing.T) {
 			require.Contains(t, contents, path+"\n", "the package lacks %s", path)
 		}
 		require.Regexp(t, `-rwxr-xr-x root/root\s+\d+ .* \./usr/sbin/ferry-worker`, contents)
+		require.NotContains(t, contents, "./etc/ferry/config.yml\n", "an unconfigured server must start nothing")
 		conffiles := run(t, "dpkg-deb", "--info", deb2, "conffiles")
-		require.Equal(t, "/etc/ferry/config.yml\n", conffiles)
+		require.Equal(t, "/etc/ferry/config.yml.example\n", conffiles)
 	})
 
 	t.Run("install upgrade remove with dpkg", func(t *testing.T) {
@@ -87,7 +88,7 @@ func TestPackage(t *testing.T) {
 			require.NoError(t, err)
 			return v
 		}
-		conf := filepath.Join(root.Dir, "etc/ferry/config.yml")
+		conf := filepath.Join(root.Dir, "etc/ferry/config.yml.example")
 
 		// The maintainer scripts run without systemd (DPKG_ROOT is set by
 		// dpkg for a foreign root): they must succeed and touch nothing.
@@ -96,6 +97,14 @@ func TestPackage(t *testing.T) {
 		out, err := exec.Command(filepath.Join(root.Dir, "usr/sbin/ferry-worker"), "--version").Output()
 		require.NoError(t, err)
 		require.Equal(t, v1+"\n", string(out), "the installed binary reports the package version")
+
+		// No config.yml: the daemons refuse to start, with EX_CONFIG (78),
+		// which the units do not restart.
+		out, err = exec.Command(filepath.Join(root.Dir, "usr/sbin/ferry-worker"), "--config", filepath.Join(root.Dir, "etc/ferry/config.yml")).CombinedOutput()
+		var ee *exec.ExitError
+		require.ErrorAs(t, err, &ee)
+		require.Equal(t, 78, ee.ExitCode(), "%s", out)
+		require.Contains(t, string(out), "does not exist")
 
 		// An operator's edit of the conffile survives the upgrade.
 		require.NoError(t, os.WriteFile(conf, []byte("server-id: boot-7\n"), 0o644))

@@ -96,7 +96,7 @@ func main() {
 		AllowUnsigned:  cfg.Unsigned(),
 	}
 	if err := checkTrust(cfg, log); err != nil {
-		daemon.Fatal(program, err)
+		daemon.Fatal(program, &daemon.ConfigError{Err: err})
 	}
 	w := worker.New(worker.Options{Storage: env.Storage, ID: env.Config.ServerID, Plan: &set.Plan, Operator: ops, DataDir: env.Config.DataDir, Logger: log, Metrics: metrics, LeaseTTL: *leaseTTL})
 	well.Go(w.Run)

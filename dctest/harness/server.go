@@ -27,6 +27,20 @@ type Server struct {
 // config, and ferry-worker and ferry-updater started from that root under a
 // supervisor. It does not join the fleet: use `ferry join`.
 func (dc *Datacenter) AddServer(ctx context.Context, id, version string) (*Server, error) {
+	s, err := dc.InstallServer(ctx, id, version)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.writeConfig(); err != nil {
+		return nil, err
+	}
+	s.Start()
+	return s, nil
+}
+
+// InstallServer makes a root and installs the ferry package of version in
+// it with dpkg, and nothing more: no config, no daemons.
+func (dc *Datacenter) InstallServer(ctx context.Context, id, version string) (*Server, error) {
 	pkg, ok := dc.opts.Build.Debs[version]
 	if !ok {
 		return nil, fmt.Errorf("no package of %s was built", version)
@@ -40,9 +54,13 @@ func (dc *Datacenter) AddServer(ctx context.Context, id, version string) (*Serve
 	if out, err := exec.CommandContext(ctx, install[0], append(install[1:], pkg)...).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("install %s on %s: %v\n%s", version, id, err, out)
 	}
-	if err := s.writeConfig(); err != nil {
-		return nil, err
-	}
+	return s, nil
+}
+
+// Start starts ferry-worker and ferry-updater from the server's root under
+// the supervisor, with the server's config file.
+func (s *Server) Start() {
+	dc, root := s.dc, s.Root
 	env := []string{"CANCELLATION_DELAY_SECONDS=0", "FERRY_CONFIG=" + s.configPath()}
 	logs := filepath.Join(root.Dir, "var/log")
 	os.MkdirAll(logs, 0o755)
@@ -66,12 +84,17 @@ func (dc *Datacenter) AddServer(ctx context.Context, id, version string) (*Serve
 	s.Updater.start()
 	s.Worker.start()
 	dc.mu.Lock()
-	dc.Servers[id] = s
+	dc.Servers[s.ID] = s
 	dc.mu.Unlock()
-	return s, nil
 }
 
+// ConfigPath is the server's bootstrap config file.
+func (s *Server) ConfigPath() string { return s.configPath() }
+
 func (s *Server) configPath() string { return filepath.Join(s.Root.Dir, "etc/ferry/config.yml") }
+
+// WriteConfig writes the server's bootstrap config, as its operator does.
+func (s *Server) WriteConfig() error { return s.writeConfig() }
 
 // installCommand installs into this server's root; confold keeps the
 // harness's config over the package's example on upgrades.

@@ -3,6 +3,7 @@
 package daemon
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -55,7 +56,7 @@ func (f *Flags) Setup(args []string) (*Env, error) {
 		if err == pflag.ErrHelp {
 			os.Exit(0)
 		}
-		return nil, err
+		return nil, &ConfigError{err}
 	}
 	if f.version {
 		fmt.Println(version.Version)
@@ -63,7 +64,7 @@ func (f *Flags) Setup(args []string) (*Env, error) {
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", f.logLevel)
+		return nil, &ConfigError{fmt.Errorf("--log-level %q: want debug, info, warn or error", f.logLevel)}
 	}
 	// well logs through cybozu-go/log; keep it to warnings so that the JSON
 	// from slog stays the main stream.
@@ -71,16 +72,19 @@ func (f *Flags) Setup(args []string) (*Env, error) {
 
 	cfg, err := f.bootstrap.Load(os.Getenv)
 	if err != nil {
-		return nil, err
+		return nil, &ConfigError{err}
+	}
+	if cfg.Path == "" {
+		return nil, &ConfigError{fmt.Errorf("no config file: write %s (start from %s.example); until it exists, this server takes no part in the fleet", bootstrap.DefaultPath, bootstrap.DefaultPath)}
 	}
 	if err := cfg.RequireServerID(); err != nil {
-		return nil, err
+		return nil, &ConfigError{err}
 	}
 	logger := NewLogger(os.Stderr, level).
 		With("server", cfg.ServerID, "program", f.FS.Name(), "ferry_version", version.Version)
 	cli, err := cfg.NewEtcdClient()
 	if err != nil {
-		return nil, err
+		return nil, &ConfigError{err}
 	}
 	st, err := storage.New(cli, cfg.Prefix)
 	if err != nil {
@@ -119,8 +123,26 @@ func QuietAccessLog() *log.Logger {
 	return l
 }
 
-// Fatal prints an error the way an operator reads it and exits 1.
+// ExitConfig is the exit status of a configuration error (EX_CONFIG). The
+// units' RestartPreventExitStatus=78 keeps systemd from restarting a daemon
+// that would only fail again.
+const ExitConfig = 78
+
+// ConfigError is a problem only an operator can fix by changing the
+// configuration: a restart would fail the same way.
+type ConfigError struct{ Err error }
+
+func (e *ConfigError) Error() string { return e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// Fatal prints an error the way an operator reads it and exits: 78 for a
+// configuration error, 1 otherwise.
 func Fatal(program string, err error) {
+	var ce *ConfigError
+	if errors.As(err, &ce) {
+		fmt.Fprintf(os.Stderr, "%s: configuration error: %v\n", program, err)
+		os.Exit(ExitConfig)
+	}
 	fmt.Fprintf(os.Stderr, "%s: %v\n", program, err)
 	os.Exit(1)
 }

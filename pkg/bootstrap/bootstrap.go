@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -41,7 +42,7 @@ const (
 
 // Config is the bootstrap configuration.
 type Config struct {
-	Endpoints   []string `yaml:"endpoints"`
+	Endpoints   List     `yaml:"endpoints"`
 	TLSCertFile string   `yaml:"tls-cert-file"`
 	TLSKeyFile  string   `yaml:"tls-key-file"`
 	TLSCAFile   string   `yaml:"tls-ca-file"`
@@ -60,7 +61,7 @@ type Config struct {
 	DataDir        string `yaml:"data-dir"`
 	// InstallCommand installs a .deb; the file is appended as the last
 	// argument. It is run as an argument list, never through a shell.
-	InstallCommand []string `yaml:"install-command"`
+	InstallCommand List `yaml:"install-command"`
 	// TrustedKeys is the directory of release public keys (*.pub), or one
 	// key file: the trust root, on this server's disk and never in etcd.
 	TrustedKeys string `yaml:"trusted-keys"`
@@ -76,11 +77,29 @@ type Config struct {
 	OCIDir                string   `yaml:"oci-dir"`
 	BootContentDir        string   `yaml:"boot-content-dir"`
 	IgnitionDir           string   `yaml:"ignition-dir"`
-	RestartCommand        []string `yaml:"restart-command"`
+	RestartCommand        List     `yaml:"restart-command"`
 
 	// Path is the file the configuration was read from, or "" when no file
 	// was read.
 	Path string `yaml:"-"`
+}
+
+// List is a list setting; the file may give a single value as a plain
+// string (endpoints: http://127.0.0.1:2379).
+type List []string
+
+// UnmarshalYAML takes a sequence of strings or one string.
+func (l *List) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		*l = List{n.Value}
+		return nil
+	}
+	var s []string
+	if err := n.Decode(&s); err != nil {
+		return fmt.Errorf("line %d: want a string or a list of strings", n.Line)
+	}
+	*l = s
+	return nil
 }
 
 // Default returns the configuration used when nothing is set.
@@ -116,11 +135,11 @@ type field struct {
 	name string // YAML key and flag name
 	help string
 	ptr  func(c *Config) *string
-	list func(c *Config) *[]string // for list settings, given comma-separated
+	list func(c *Config) *List // for list settings, given comma-separated
 }
 
 var fields = []field{
-	{name: "endpoints", help: "etcd endpoints, comma-separated (default " + DefaultEndpoint + ")", list: func(c *Config) *[]string { return &c.Endpoints }},
+	{name: "endpoints", help: "etcd endpoints, comma-separated (default " + DefaultEndpoint + ")", list: func(c *Config) *List { return &c.Endpoints }},
 	{name: "tls-cert-file", help: "client certificate for etcd", ptr: func(c *Config) *string { return &c.TLSCertFile }},
 	{name: "tls-key-file", help: "client key for etcd", ptr: func(c *Config) *string { return &c.TLSKeyFile }},
 	{name: "tls-ca-file", help: "CA bundle that signs the etcd servers' certificates", ptr: func(c *Config) *string { return &c.TLSCAFile }},
@@ -137,10 +156,10 @@ var fields = []field{
 	{name: "oci-dir", help: "OCI image layout directory, for image-runtime oci-dir", ptr: func(c *Config) *string { return &c.OCIDir }},
 	{name: "boot-content-dir", help: "netboot content directory (default /srv/ferry/boot)", ptr: func(c *Config) *string { return &c.BootContentDir }},
 	{name: "ignition-dir", help: "directory of the ignition templates (default /usr/share/ferry)", ptr: func(c *Config) *string { return &c.IgnitionDir }},
-	{name: "restart-command", help: "command that restarts units, comma-separated; the units are appended (default systemctl,restart)", list: func(c *Config) *[]string { return &c.RestartCommand }},
+	{name: "restart-command", help: "command that restarts units, comma-separated; the units are appended (default systemctl,restart)", list: func(c *Config) *List { return &c.RestartCommand }},
 	{name: "trusted-keys", help: "directory of trusted release public keys (*.pub), or one key file (default " + trust.DefaultKeysDir + ")", ptr: func(c *Config) *string { return &c.TrustedKeys }},
 	{name: "allow-unsigned", help: "lab switch: install releases without a signed manifest; never in production (default false)", ptr: func(c *Config) *string { return &c.AllowUnsigned }},
-	{name: "install-command", help: "command that installs a .deb, comma-separated; the file is appended (default systemd-run,--wait,--pipe,--quiet,--collect,dpkg,--force-confdef,--force-confold,-i); it must end with -i", list: func(c *Config) *[]string { return &c.InstallCommand }},
+	{name: "install-command", help: "command that installs a .deb, comma-separated; the file is appended (default systemd-run,--wait,--pipe,--quiet,--collect,dpkg,--force-confdef,--force-confold,-i); it must end with -i", list: func(c *Config) *List { return &c.InstallCommand }},
 }
 
 // EnvName returns the environment variable of a setting: FERRY_SERVER_ID for
@@ -202,6 +221,9 @@ func (f *Flags) Load(getenv func(string) string) (*Config, error) {
 	if cfg.CredentialsDir == "" {
 		cfg.CredentialsDir = getenv("CREDENTIALS_DIRECTORY")
 	}
+	if cfg.ServerID == "" {
+		cfg.ServerID = shortHostname()
+	}
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
@@ -261,10 +283,32 @@ func (c *Config) readFile(path string, explicit bool) error {
 	dec.KnownFields(true)
 	// An empty file decodes to io.EOF; it simply sets nothing.
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("config file %s is malformed: %v (known keys: %s)", path, err, knownKeys())
+		return fmt.Errorf("config file %s: %s (known keys: %s)", path, yamlProblem(err), knownKeys())
 	}
 	c.Path = path
 	return nil
+}
+
+var (
+	unknownField = regexp.MustCompile(`field (\S+) not found in type \S+`)
+	wrongKind    = regexp.MustCompile(`cannot unmarshal !!(\w+) (?:\x60[^\x60]*\x60 )?into (\S+)`)
+)
+
+// yamlProblem words a YAML decoding error with the file's key names, never
+// Go's type names.
+func yamlProblem(err error) string {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	msg = strings.TrimPrefix(msg, "unmarshal errors:\n  ")
+	msg = strings.ReplaceAll(msg, "\n  ", "; ")
+	msg = unknownField.ReplaceAllString(msg, "unknown key \"$1\"")
+	return wrongKind.ReplaceAllStringFunc(msg, func(m string) string {
+		parts := wrongKind.FindStringSubmatch(m)
+		want := map[string]string{"string": "a string", "bool": "true or false", "bootstrap.List": "a string or a list of strings", "[]string": "a list of strings"}[parts[2]]
+		if want == "" {
+			want = "another kind of value"
+		}
+		return fmt.Sprintf("a %s where %s belongs", map[string]string{"map": "mapping", "seq": "list", "str": "string"}[parts[1]], want)
+	})
 }
 
 func knownKeys() string {
@@ -337,11 +381,25 @@ func (c *Config) validate() error {
 	return nil
 }
 
+// shortHostname is the host name up to its first dot, when it makes a
+// valid server id, else "".
+func shortHostname() string {
+	h, err := os.Hostname()
+	if err != nil {
+		return ""
+	}
+	h, _, _ = strings.Cut(h, ".")
+	if storage.ValidateServerID(h) != nil {
+		return ""
+	}
+	return h
+}
+
 // RequireServerID returns an error when no server id is set. The daemons
 // need one; the admin CLI does not.
 func (c *Config) RequireServerID() error {
 	if c.ServerID == "" {
-		return fmt.Errorf("server-id is not set: set it in %s, with --server-id or with %s", DefaultPath, EnvName("server-id"))
+		return fmt.Errorf("server-id is not set and the host name is not a valid id: set server-id in %s, with --server-id or with %s", DefaultPath, EnvName("server-id"))
 	}
 	return nil
 }

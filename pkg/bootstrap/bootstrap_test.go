@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -41,7 +42,7 @@ func TestPrecedence(t *testing.T) {
 
 	cfg, err := load(t, []string{"--config", p}, nil)
 	require.NoError(t, err)
-	require.Equal(t, []string{"http://10.0.0.1:2379", "http://10.0.0.2:2379"}, cfg.Endpoints)
+	require.Equal(t, List{"http://10.0.0.1:2379", "http://10.0.0.2:2379"}, cfg.Endpoints)
 	require.Equal(t, "file-id", cfg.ServerID)
 	require.Equal(t, "/site/", cfg.Prefix)
 	require.Equal(t, "/srv/ferry", cfg.DataDir)
@@ -50,7 +51,7 @@ func TestPrecedence(t *testing.T) {
 	cfg, err = load(t, []string{"--config", p}, map[string]string{"FERRY_SERVER_ID": "env-id", "FERRY_ENDPOINTS": "http://e1:2379, http://e2:2379"})
 	require.NoError(t, err)
 	require.Equal(t, "env-id", cfg.ServerID)
-	require.Equal(t, []string{"http://e1:2379", "http://e2:2379"}, cfg.Endpoints)
+	require.Equal(t, List{"http://e1:2379", "http://e2:2379"}, cfg.Endpoints)
 
 	cfg, err = load(t, []string{"--config", p, "--server-id", "flag-id"}, map[string]string{"FERRY_SERVER_ID": "env-id"})
 	require.NoError(t, err)
@@ -59,11 +60,14 @@ func TestPrecedence(t *testing.T) {
 
 	cfg, err = load(t, []string{"--config", p, "--install-command", "dpkg,--root=/srv/r,-i"}, nil)
 	require.NoError(t, err)
-	require.Equal(t, []string{"dpkg", "--root=/srv/r", "-i"}, cfg.InstallCommand)
+	require.Equal(t, List{"dpkg", "--root=/srv/r", "-i"}, cfg.InstallCommand)
 	p2 := writeFile(t, "install-command: [dpkg, --root=/a b, -i]\n")
 	cfg, err = loadFile(t, p2)
 	require.NoError(t, err)
-	require.Equal(t, []string{"dpkg", "--root=/a b", "-i"}, cfg.InstallCommand, "a YAML list keeps spaces")
+	require.Equal(t, List{"dpkg", "--root=/a b", "-i"}, cfg.InstallCommand, "a YAML list keeps spaces")
+	cfg, err = loadFile(t, writeFile(t, "endpoints: http://10.0.0.9:2379\n"))
+	require.NoError(t, err)
+	require.Equal(t, List{"http://10.0.0.9:2379"}, cfg.Endpoints, "one endpoint may be a plain string")
 
 	cfg, err = load(t, nil, map[string]string{"FERRY_CONFIG": p})
 	require.NoError(t, err)
@@ -73,11 +77,15 @@ func TestPrecedence(t *testing.T) {
 func TestDefaultsWithoutFile(t *testing.T) {
 	cfg, err := load(t, nil, nil)
 	require.NoError(t, err)
-	require.Equal(t, []string{DefaultEndpoint}, cfg.Endpoints)
+	require.Equal(t, List{DefaultEndpoint}, cfg.Endpoints)
 	require.Equal(t, "/ferry/", cfg.Prefix)
 	require.Equal(t, DefaultDataDir, cfg.DataDir)
 	require.Empty(t, cfg.Path)
-	require.ErrorContains(t, cfg.RequireServerID(), "server-id is not set")
+	host, err := os.Hostname()
+	require.NoError(t, err)
+	short, _, _ := strings.Cut(host, ".")
+	require.Equal(t, short, cfg.ServerID, "server-id defaults to the short host name")
+	require.NoError(t, cfg.RequireServerID())
 }
 
 func TestBadFiles(t *testing.T) {
@@ -90,11 +98,18 @@ func TestBadFiles(t *testing.T) {
 	require.ErrorContains(t, err, "does not exist")
 
 	_, err = loadFile(t, writeFile(t, "endpoints: [\n"))
-	require.ErrorContains(t, err, "malformed")
+	require.ErrorContains(t, err, "line 1")
 
-	_, err = loadFile(t, writeFile(t, "endpoint: http://x:2379\n"))
-	require.ErrorContains(t, err, "field endpoint not found")
+	_, err = loadFile(t, writeFile(t, "prefx: /ferry/\n"))
+	require.ErrorContains(t, err, `line 1: unknown key "prefx"`)
 	require.ErrorContains(t, err, "known keys: endpoints")
+	require.NotContains(t, err.Error(), "bootstrap.Config", "no Go type names")
+
+	_, err = loadFile(t, writeFile(t, "prefix: [a, b]\n"))
+	require.ErrorContains(t, err, "line 1: a list where a string belongs")
+	_, err = loadFile(t, writeFile(t, "endpoints: {a: 1}\n"))
+	require.ErrorContains(t, err, "line 1: want a string or a list of strings")
+	require.NotContains(t, err.Error(), "[]string")
 
 	_, err = loadFile(t, writeFile(t, "endpoints: [10.0.0.1]\n"))
 	require.ErrorContains(t, err, `"10.0.0.1" is not an etcd URL`)
@@ -110,7 +125,7 @@ func TestBadFiles(t *testing.T) {
 
 	cfg, err := loadFile(t, writeFile(t, ""))
 	require.NoError(t, err, "an empty file sets nothing")
-	require.Equal(t, []string{DefaultEndpoint}, cfg.Endpoints)
+	require.Equal(t, List{DefaultEndpoint}, cfg.Endpoints)
 }
 
 // loadFile reads only the file, as --config names it.
