@@ -2,7 +2,6 @@ package dctest
 
 import (
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,34 +19,20 @@ func TestGitHubFlakyDuringRollout(t *testing.T) {
 	d := start(t)
 	d.bootstrap("staging", three...)
 	before := d.GitHub.Counters().ByStatus
+	burst := func() {
+		d.GitHub.FailNext(3, http.StatusBadGateway)
+		d.GitHub.RateLimitSecondary(2, http.StatusTooManyRequests, 2*time.Second)
+		d.GitHub.RateLimitPrimary(2, http.StatusForbidden, 2*time.Second)
+		d.GitHub.FailNext(2, http.StatusServiceUnavailable)
+	}
 	require.NoError(t, d.Publish(N1, harness.PublishOptions{Prerelease: true, CreatedAt: day(2)}))
+	// The next API requests fail: the workers' release lookups of the
+	// self-upgrade, then, again, the plan's package downloads.
 	d.waitState(N1, "running")
-
-	// Bursts, each a few requests long, a second and a half apart, from
-	// the start of the rollout to its end.
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		bursts := []func(){
-			func() { d.GitHub.FailNext(3, http.StatusBadGateway) },
-			func() { d.GitHub.RateLimitSecondary(2, http.StatusTooManyRequests, 2*time.Second) },
-			func() { d.GitHub.RateLimitPrimary(2, http.StatusForbidden, 2*time.Second) },
-			func() { d.GitHub.FailNext(2, http.StatusServiceUnavailable) },
-		}
-		for i := 0; ; i++ {
-			bursts[i%len(bursts)]()
-			select {
-			case <-stop:
-				return
-			case <-time.After(1500 * time.Millisecond):
-			}
-		}
-	}()
+	burst()
+	d.waitStep("boot-0", "packages")
+	burst()
 	d.waitCompleted(N1)
-	close(stop)
-	wg.Wait()
 	d.GitHub.ClearFaults()
 
 	d.requireInstalled(N1, three...)
