@@ -2,6 +2,7 @@ package dctest
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,11 +26,12 @@ func TestGitHubFlakyDuringRollout(t *testing.T) {
 		d.GitHub.RateLimitPrimary(2, http.StatusForbidden, 2*time.Second)
 		d.GitHub.FailNext(2, http.StatusServiceUnavailable)
 	}
-	require.NoError(t, d.Publish(N1, harness.PublishOptions{Prerelease: true, CreatedAt: day(2)}))
-	// The next API requests fail: the workers' release lookups of the
-	// self-upgrade, then, again, the plan's package downloads.
-	d.waitState(N1, "running")
+	// The workers' release and asset lookups fail, from the self-upgrade
+	// on, then again during the plan's package downloads; the updater's
+	// release list is spared, so that the rollout starts at once.
+	d.GitHub.ScopeFaults("/releases/")
 	burst()
+	require.NoError(t, d.Publish(N1, harness.PublishOptions{Prerelease: true, CreatedAt: day(2)}))
 	d.waitStep("boot-0", "packages")
 	burst()
 	d.waitCompleted(N1)
@@ -43,4 +45,11 @@ func TestGitHubFlakyDuringRollout(t *testing.T) {
 	for _, code := range []int{http.StatusBadGateway, http.StatusTooManyRequests, http.StatusForbidden} {
 		require.Greater(t, after[code], before[code], "GitHub answered %d during the rollout", code)
 	}
+	retried := 0
+	for _, id := range three {
+		s, err := d.Server(id)
+		require.NoError(t, err)
+		retried += strings.Count(s.Log("ferry-worker"), "transient error; retrying")
+	}
+	require.Positive(t, retried, "the workers met the errors and retried")
 }

@@ -52,6 +52,8 @@ type Server struct {
 	cuts     map[string][]int64 // asset name: byte counts at which to cut the next downloads
 	counters Counters
 	now      func() time.Time
+	// faultScope limits injected failures to paths that contain it.
+	faultScope string
 }
 
 type repo struct {
@@ -315,6 +317,15 @@ func (s *Server) RateLimitSecondary(n, status int, retryAfter time.Duration) {
 	s.faults = append(s.faults, fault{status: status, kind: "secondary", wait: retryAfter, remains: n})
 }
 
+// ScopeFaults makes injected failures hit only API requests whose path
+// contains part, e.g. "/releases/" for the release and asset lookups of the
+// workers but not the updater's release list. "" hits every request.
+func (s *Server) ScopeFaults(part string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faultScope = part
+}
+
 // ClearFaults cancels every pending injected failure.
 func (s *Server) ClearFaults() {
 	s.mu.Lock()
@@ -465,7 +476,7 @@ func (s *Server) api(h func(*apiRequest)) http.HandlerFunc {
 				return
 			}
 		}
-		if s.injectFault(rec) {
+		if strings.Contains(r.URL.Path, s.faultScope) && s.injectFault(rec) {
 			return
 		}
 		name := r.PathValue("owner") + "/" + r.PathValue("repo")
