@@ -42,10 +42,10 @@ const (
 
 // Config is the bootstrap configuration.
 type Config struct {
-	Endpoints   List     `yaml:"endpoints"`
-	TLSCertFile string   `yaml:"tls-cert-file"`
-	TLSKeyFile  string   `yaml:"tls-key-file"`
-	TLSCAFile   string   `yaml:"tls-ca-file"`
+	Endpoints   List   `yaml:"endpoints"`
+	TLSCertFile string `yaml:"tls-cert-file"`
+	TLSKeyFile  string `yaml:"tls-key-file"`
+	TLSCAFile   string `yaml:"tls-ca-file"`
 	// Username and PasswordFile log in to an etcd with auth enabled; the
 	// password is read from the file (mode 0600 or 0640), never given
 	// inline.
@@ -70,14 +70,14 @@ type Config struct {
 	AllowUnsigned string `yaml:"allow-unsigned"`
 
 	// Where rollout actions put things.
-	ImageRuntime          string   `yaml:"image-runtime"`
-	ContainerdAddress     string   `yaml:"containerd-address"`
-	ContainerdNamespace   string   `yaml:"containerd-namespace"`
-	ContainerdSnapshotter string   `yaml:"containerd-snapshotter"`
-	OCIDir                string   `yaml:"oci-dir"`
-	BootContentDir        string   `yaml:"boot-content-dir"`
-	IgnitionDir           string   `yaml:"ignition-dir"`
-	RestartCommand        List     `yaml:"restart-command"`
+	ImageRuntime          string `yaml:"image-runtime"`
+	ContainerdAddress     string `yaml:"containerd-address"`
+	ContainerdNamespace   string `yaml:"containerd-namespace"`
+	ContainerdSnapshotter string `yaml:"containerd-snapshotter"`
+	OCIDir                string `yaml:"oci-dir"`
+	BootContentDir        string `yaml:"boot-content-dir"`
+	IgnitionDir           string `yaml:"ignition-dir"`
+	RestartCommand        List   `yaml:"restart-command"`
 
 	// Path is the file the configuration was read from, or "" when no file
 	// was read.
