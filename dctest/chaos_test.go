@@ -141,8 +141,12 @@ func (d *dc) chaos(rng *rand.Rand, target string) []string {
 				}
 			case 2:
 				time.Sleep(delay)
-				if s, err := d.Server(d.leaderOfUpdaters()); err == nil && s.KillUpdater() {
-					record("updater leader", nil)
+				// Between a kill and the next election no updater leads:
+				// then there is nobody to kill.
+				if id, _ := d.updaterLeader(); id != "" {
+					if s, err := d.Server(id); err == nil && s.KillUpdater() {
+						record("updater leader", nil)
+					}
 				}
 			case 3:
 				time.Sleep(delay)

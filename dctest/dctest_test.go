@@ -221,10 +221,20 @@ func (d *dc) history() []storage.HistoryRecord {
 
 func (d *dc) leaderOfUpdaters() string {
 	d.t.Helper()
-	resp, err := d.st.Client().Get(d.ctx, d.st.UpdaterElectionPrefix(), clientv3.WithFirstCreate()...)
+	id, err := d.updaterLeader()
 	require.NoError(d.t, err)
-	require.Len(d.t, resp.Kvs, 1)
-	return string(resp.Kvs[0].Value)
+	require.NotEmpty(d.t, id, "no updater leads")
+	return id
+}
+
+// updaterLeader is the id of the updater that leads, or "" while none
+// does (an election in progress); safe to call from any goroutine.
+func (d *dc) updaterLeader() (string, error) {
+	resp, err := d.st.Client().Get(d.ctx, d.st.UpdaterElectionPrefix(), clientv3.WithFirstCreate()...)
+	if err != nil || len(resp.Kvs) == 0 {
+		return "", err
+	}
+	return string(resp.Kvs[0].Value), nil
 }
 
 var three = []string{"boot-0", "boot-1", "boot-2"}
