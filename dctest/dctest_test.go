@@ -285,7 +285,10 @@ func TestUpdaterLeaderKilled(t *testing.T) {
 	s, err := d.Server(leader)
 	require.NoError(t, err)
 	require.True(t, s.KillUpdater())
-	require.Eventually(t, func() bool { return d.leaderOfUpdaters() != "" }, time.Minute, 100*time.Millisecond)
+	require.Eventually(t, func() bool {
+		id, _ := d.updaterLeader()
+		return id != "" && id != leader
+	}, time.Minute, 100*time.Millisecond, "another updater leads")
 	d.waitCompleted(N1)
 	var n1 int
 	for _, h := range d.history() {
