@@ -11,6 +11,7 @@ import (
 	"aead.dev/minisign"
 	"github.com/ferry-cd/ferry/internal/debtest"
 	"github.com/ferry-cd/ferry/internal/githubfake"
+	"github.com/ferry-cd/ferry/pkg/artifacts"
 	"github.com/ferry-cd/ferry/pkg/deb"
 	"github.com/ferry-cd/ferry/pkg/release"
 	"github.com/ferry-cd/ferry/pkg/storage"
@@ -79,6 +80,20 @@ func newUpgradeEnv(t *testing.T) *upgradeEnv {
 			Download: release.DownloadOptions{RetryBase: 10 * time.Millisecond, RetryMax: 100 * time.Millisecond},
 		},
 	}
+}
+
+// installsAndExits runs a worker of version ver with an empty plan and
+// waits until it installed a package and exited for the new binary.
+func (e *upgradeEnv) installsAndExits(id, ver string) *runningWorker {
+	e.t.Helper()
+	w := e.start(id, ver, &artifacts.Plan{}, e.ops)
+	select {
+	case <-w.done:
+		require.ErrorIs(e.t, w.err, ErrUpgraded)
+	case <-time.After(60 * time.Second):
+		e.t.Fatal("the worker did not install its package and exit")
+	}
+	return w
 }
 
 // publish puts release-<v> on the fake with the assets a release has,

@@ -410,13 +410,7 @@ func TestSelfUpgrade(t *testing.T) {
 	e.gh.fake.CutDownload(release.DebAsset(v2), int64(len(e.gh.debs[v2])/2))
 
 	e.request(v2, "boot-0")
-	w := e.start("boot-0", v1, &artifacts.Plan{}, e.ops)
-	select {
-	case <-w.done:
-		require.ErrorIs(t, w.err, ErrUpgraded)
-	case <-time.After(60 * time.Second):
-		t.Fatal("the worker did not exit after its self-upgrade")
-	}
+	e.installsAndExits("boot-0", v1)
 	v, err := deb.InstalledVersion(e.ctx(), e.admin, "ferry")
 	require.NoError(t, err)
 	require.Equal(t, v2, v)
@@ -551,13 +545,7 @@ func TestPackageDpkgDisagreesWithIsReinstalled(t *testing.T) {
 	e := newUpgradeEnv(t)
 	e.publish(v2, publishOptions{})
 	e.request(v2, "boot-0")
-	w := e.start("boot-0", v2, &artifacts.Plan{}, e.ops)
-	select {
-	case <-w.done:
-		require.ErrorIs(t, w.err, ErrUpgraded)
-	case <-time.After(60 * time.Second):
-		t.Fatal("the worker did not reinstall its package")
-	}
+	e.installsAndExits("boot-0", v2)
 	v, err := deb.InstalledVersion(e.ctx(), e.admin, "ferry")
 	require.NoError(t, err)
 	require.Equal(t, v2, v)
@@ -570,16 +558,7 @@ func TestSelfUpgradeLoopGuardIsPerRollout(t *testing.T) {
 	t.Parallel()
 	e := newUpgradeEnv(t)
 	e.publish(v2, publishOptions{})
-	upgraded := func() {
-		t.Helper()
-		w := e.start("boot-0", v1, &artifacts.Plan{}, e.ops)
-		select {
-		case <-w.done:
-			require.ErrorIs(t, w.err, ErrUpgraded)
-		case <-time.After(60 * time.Second):
-			t.Fatal("the worker did not install and exit")
-		}
-	}
+	upgraded := func() { e.installsAndExits("boot-0", v1) }
 	e.request(v2, "boot-0")
 	upgraded()
 	upgraded()
@@ -645,13 +624,7 @@ func TestTransientSelfUpgradeErrorsAreRetried(t *testing.T) {
 	e.publish(v2, publishOptions{})
 	e.gh.fake.FailNext(3, http.StatusBadGateway)
 	e.request(v2, "boot-0")
-	w := e.start("boot-0", v1, &artifacts.Plan{}, e.ops)
-	select {
-	case <-w.done:
-		require.ErrorIs(t, w.err, ErrUpgraded)
-	case <-time.After(60 * time.Second):
-		t.Fatal("the worker did not upgrade itself")
-	}
+	e.installsAndExits("boot-0", v1)
 	st, err := e.st.GetStatuses(e.ctx())
 	require.NoError(t, err)
 	require.NotEqual(t, storage.CondAborted, st["boot-0"].Cond)
