@@ -275,15 +275,10 @@ func oneStepBack(hist []*storage.HistoryRecord, target string) error {
 			floor.Previous, floor.Current = floor.Current, h.Version
 		}
 	}
-	if err := floor.Allows(target, compareVersions); err != nil {
+	if err := floor.Allows(target, release.CompareStrings); err != nil {
 		return fmt.Errorf("refused: the fleet runs %s; servers go back only to the version they ran before, and would refuse %s: %w", floor.Current, target, err)
 	}
 	return nil
-}
-
-// compareVersions orders versions as the workers do for their floor.
-func compareVersions(a, b string) int {
-	return release.ParseVersionOrZero(a).Compare(release.ParseVersionOrZero(b))
 }
 
 func (a *app) newReleaseUnpinCommand() *cobra.Command {

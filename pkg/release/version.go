@@ -73,6 +73,13 @@ func (v Version) Compare(o Version) int {
 	return max(-1, min(1, version.Compare(*v.v, *o.v)))
 }
 
+// CompareStrings orders two version strings as dpkg does; a string that is
+// not a version counts as older than every version, so that a floor
+// refuses it.
+func CompareStrings(a, b string) int {
+	return ParseVersionOrZero(a).Compare(ParseVersionOrZero(b))
+}
+
 // Newer reports whether v is newer than o.
 func (v Version) Newer(o Version) bool { return v.Compare(o) > 0 }
 

@@ -59,6 +59,11 @@ func After(err error, now time.Time) (time.Duration, bool) {
 	return 0, false
 }
 
+// rateLimited reports whether an answer's headers say it is a rate limit.
+func rateLimited(h http.Header) bool {
+	return h.Get("Retry-After") != "" || h.Get("X-RateLimit-Remaining") == "0"
+}
+
 func fromHeader(h http.Header, now time.Time) (time.Duration, bool) {
 	if v := h.Get("Retry-After"); v != "" {
 		if s, err := strconv.Atoi(v); err == nil && s >= 0 {
@@ -77,9 +82,10 @@ func fromHeader(h http.Header, now time.Time) (time.Duration, bool) {
 }
 
 // TransientStatus reports whether an HTTP status is worth a retry: 5xx,
-// 429, and 403, which GitHub answers for a rate limit.
+// 429 and 408. A 403 is one only when it is a rate limit (see Transient):
+// a 403 for a missing permission must fail loudly, not loop.
 func TransientStatus(code int) bool {
-	return code >= 500 || code == http.StatusTooManyRequests || code == http.StatusForbidden || code == http.StatusRequestTimeout
+	return code >= 500 || code == http.StatusTooManyRequests || code == http.StatusRequestTimeout
 }
 
 // Transient reports whether err is worth retrying. A context that the
@@ -99,9 +105,10 @@ func Transient(err error) bool {
 	case errors.As(err, &rl), errors.As(err, &abuse):
 		return true
 	case errors.As(err, &ghResp) && ghResp.Response != nil:
-		return TransientStatus(ghResp.Response.StatusCode)
+		return TransientStatus(ghResp.Response.StatusCode) || rateLimited(ghResp.Response.Header)
 	case errors.As(err, &se):
-		return TransientStatus(se.HTTPStatus())
+		var he HeaderError
+		return TransientStatus(se.HTTPStatus()) || (errors.As(err, &he) && rateLimited(he.HTTPHeader()))
 	case errors.Is(err, context.DeadlineExceeded),
 		errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF),
 		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET),

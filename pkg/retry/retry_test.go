@@ -37,6 +37,8 @@ func TestTransient(t *testing.T) {
 		{"GitHub 403 rate limit", wrap(&github.RateLimitError{}), true},
 		{"GitHub secondary limit", wrap(&github.AbuseRateLimitError{}), true},
 		{"GitHub 404", wrap(gh(404)), false},
+		{"GitHub 403 without a rate limit (no permission)", wrap(gh(403)), false},
+		{"GitHub 403 with the limit used up", wrap(&github.ErrorResponse{Response: &http.Response{StatusCode: 403, Header: http.Header{"X-Ratelimit-Remaining": {"0"}}}}), true},
 		{"GitHub 422", wrap(gh(422)), false},
 		{"download 503", wrap(&release.StatusError{Code: 503, Status: "download answered 503"}), true},
 		{"download 410", wrap(&release.StatusError{Code: 410, Status: "gone"}), false},

@@ -43,7 +43,7 @@ func LoadFloor(path string) (*Floor, error) {
 }
 
 // Observe records that the server now runs version, and writes the floor
-// when that changed it. compare orders versions as dpkg does.
+// when that changed it.
 func (f *Floor) Observe(path, version string, now time.Time) error {
 	if f.Current == version {
 		return nil

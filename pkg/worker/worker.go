@@ -30,7 +30,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -254,7 +253,7 @@ func (w *Worker) step(ctx context.Context, snap *storage.Snapshot) error {
 		}
 		// Whoever writes etcd may ask for any version; this server goes
 		// back at most one step.
-		if err := w.floor.Allows(req.Version, compareVersions); err != nil {
+		if err := w.floor.Allows(req.Version, release.CompareStrings); err != nil {
 			log.Error("refusing the requested version", "error", err)
 			return w.report(ctx, req, 0, "self-upgrade", storage.PhaseUpgrading, storage.CondAborted, "refused "+req.Version+": "+err.Error())
 		}
@@ -342,22 +341,6 @@ func (w *Worker) observeFloor() error {
 	}
 	w.floor = f
 	return nil
-}
-
-// compareVersions orders versions for the floor; a version that does not
-// parse counts as the lowest, so that it is refused.
-func compareVersions(a, b string) int {
-	va, errA := release.ParseVersion(a)
-	vb, errB := release.ParseVersion(b)
-	switch {
-	case errA != nil && errB != nil:
-		return strings.Compare(a, b)
-	case errA != nil:
-		return -1
-	case errB != nil:
-		return 1
-	}
-	return va.Compare(vb)
 }
 
 // upgradeRecord counts the installs of one rollout attempt's version, so
