@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -130,11 +131,14 @@ func Client(t testing.TB) *clientv3.Client {
 	return cli
 }
 
-// Prefix returns a key prefix that belongs to this test alone. Its keys are
+// prefixes numbers the prefixes handed out, so that two in one test differ.
+var prefixes atomic.Int64
+
+// Prefix returns a key prefix that belongs to this call alone. Its keys are
 // deleted when the test ends.
 func Prefix(t testing.TB) string {
 	t.Helper()
-	p := "/t/" + strings.ReplaceAll(t.Name(), "/", "_") + "/"
+	p := fmt.Sprintf("/t/%s/%d/", strings.ReplaceAll(t.Name(), "/", "_"), prefixes.Add(1))
 	cli := Client(t)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -100,8 +100,11 @@ type Counters struct {
 	Counted int
 	// NotModified is the number of 304 answers.
 	NotModified int
-	// ByStatus counts API answers by HTTP status.
+	// ByStatus counts API and web-download answers by HTTP status.
 	ByStatus map[int]int
+	// Web counts requests for web download URLs (browser_download_url),
+	// which are not API requests and cost no rate limit.
+	Web int
 	// Downloads counts download requests by asset name, and RangeRequests
 	// those that carried a Range header.
 	Downloads     map[string]int
@@ -438,6 +441,7 @@ func (s *Server) handler() http.Handler {
 	mux.HandleFunc("/api/v3/repos/{owner}/{repo}/releases/{rest...}", s.api(s.releasesSub))
 	mux.HandleFunc("POST /api/uploads/repos/{owner}/{repo}/releases/{id}/assets", s.api(s.upload))
 	mux.HandleFunc("GET /download/{id}/{name}", s.download)
+	mux.HandleFunc("GET /{owner}/{repo}/releases/download/{tag}/{name}", s.webDownload)
 	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusNotFound, "Not Found")
 	})
@@ -633,7 +637,7 @@ func (s *Server) releasesSub(ar *apiRequest) {
 		}
 		out := make([]*github.ReleaseAsset, 0, len(rel.assets))
 		for _, a := range rel.assets {
-			out = append(out, s.assetJSON(ar.name, a))
+			out = append(out, s.assetJSON(ar.name, rel, a))
 		}
 		writeCacheable(ar, out)
 	default:
@@ -821,7 +825,7 @@ func (s *Server) assetEndpoint(ar *apiRequest, idStr string) {
 			ar.w.WriteHeader(http.StatusFound)
 			return
 		}
-		writeCacheable(ar, s.assetJSON(ar.name, a))
+		writeCacheable(ar, s.assetJSON(ar.name, rel, a))
 	case http.MethodDelete:
 		for i, x := range rel.assets {
 			if x == a {
@@ -862,7 +866,38 @@ func (s *Server) upload(ar *apiRequest) {
 	}
 	a := &asset{id: s.newIDLocked(), name: name, label: ar.r.URL.Query().Get("label"), ctype: ctype, content: data, size: int64(len(data)), createdAt: s.now().UTC()}
 	rel.assets = append(rel.assets, a)
-	writeJSON(ar.w, http.StatusCreated, s.assetJSON(ar.name, a))
+	writeJSON(ar.w, http.StatusCreated, s.assetJSON(ar.name, rel, a))
+}
+
+// webDownload serves a browser_download_url as GitHub does: a redirect to
+// the asset's short-lived storage URL, with no API rate limit. A release
+// of a repository that needs a token (a private one) is not found there,
+// and neither is a draft's.
+func (s *Server) webDownload(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rec := &statusRecorder{ResponseWriter: w}
+	defer func() { s.counters.ByStatus[rec.status]++ }()
+	s.counters.Web++
+	if strings.Contains(r.URL.Path, s.faultScope) && s.injectFault(rec) {
+		return
+	}
+	rp := s.repos[r.PathValue("owner")+"/"+r.PathValue("repo")]
+	var rel *release
+	if rp != nil && s.token == "" {
+		rel = rp.byTag(r.PathValue("tag"))
+	}
+	if rel == nil || rel.draft {
+		http.NotFound(rec, r)
+		return
+	}
+	a := rel.asset(r.PathValue("name"))
+	if a == nil {
+		http.NotFound(rec, r)
+		return
+	}
+	loc := fmt.Sprintf("%s/download/%d/%s?expires=%d", s.srv.URL, a.id, url.PathEscape(a.name), s.now().Add(5*time.Minute).Unix())
+	http.Redirect(rec, r, loc, http.StatusFound)
 }
 
 func (s *Server) download(w http.ResponseWriter, r *http.Request) {
@@ -961,12 +996,12 @@ func (s *Server) releaseJSON(repoName string, rel *release) *github.RepositoryRe
 		out.PublishedAt = &github.Timestamp{Time: rel.publishAt}
 	}
 	for _, a := range rel.assets {
-		out.Assets = append(out.Assets, s.assetJSON(repoName, a))
+		out.Assets = append(out.Assets, s.assetJSON(repoName, rel, a))
 	}
 	return out
 }
 
-func (s *Server) assetJSON(repoName string, a *asset) *github.ReleaseAsset {
+func (s *Server) assetJSON(repoName string, rel *release, a *asset) *github.ReleaseAsset {
 	return &github.ReleaseAsset{
 		ID:                 github.Ptr(a.id),
 		Name:               github.Ptr(a.name),
@@ -978,6 +1013,6 @@ func (s *Server) assetJSON(repoName string, a *asset) *github.ReleaseAsset {
 		CreatedAt:          &github.Timestamp{Time: a.createdAt},
 		UpdatedAt:          &github.Timestamp{Time: a.createdAt},
 		URL:                github.Ptr(fmt.Sprintf("%s/api/v3/repos/%s/releases/assets/%d", s.srv.URL, repoName, a.id)),
-		BrowserDownloadURL: github.Ptr(fmt.Sprintf("%s/download/%d/%s", s.srv.URL, a.id, url.PathEscape(a.name))),
+		BrowserDownloadURL: github.Ptr(fmt.Sprintf("%s/%s/releases/download/%s/%s", s.srv.URL, repoName, url.PathEscape(rel.tag), url.PathEscape(a.name))),
 	}
 }

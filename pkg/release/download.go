@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"aead.dev/minisign"
+	"github.com/ferry-cd/ferry/pkg/retry"
 )
 
 var (
@@ -72,6 +73,12 @@ func (s *Source) Fetch(ctx context.Context, a Asset, limit int64) ([]byte, error
 	if a.Size > limit {
 		return nil, fmt.Errorf("asset %s is %d bytes, more than the %d expected", a.Name, a.Size, limit)
 	}
+	if a.Data != nil {
+		if int64(len(a.Data)) > limit {
+			return nil, fmt.Errorf("asset %s is %d bytes, more than the %d expected", a.Name, len(a.Data), limit)
+		}
+		return a.Data, nil
+	}
 	var buf bytes.Buffer
 	d := s.assetDownloader(a)
 	if err := d.run(ctx, &memSink{buf: &buf, limit: limit}, DownloadOptions{Attempts: 4, RetryBase: 500 * time.Millisecond, RetryMax: 5 * time.Second}); err != nil {
@@ -110,8 +117,15 @@ func DownloadURL(ctx context.Context, client *http.Client, rawURL, dir, name, wa
 	return path, err
 }
 
+// assetDownloader reads an asset from its web download URL when the source
+// has no token (no API request), and through the API otherwise.
 func (s *Source) assetDownloader(a Asset) *downloader {
 	d := &downloader{client: s.httpClient, asset: a}
+	if a.URL != "" && (!s.token || a.ID == 0) {
+		d.fixed = true
+		d.resolve = func(context.Context) (string, error) { return a.URL, nil }
+		return d
+	}
 	d.resolve = func(ctx context.Context) (string, error) { return s.resolveAsset(ctx, a) }
 	return d
 }
@@ -335,8 +349,12 @@ func (d *downloader) once(ctx context.Context, out sink, progress func(int64)) e
 		}
 	case resp.StatusCode == http.StatusRequestedRangeNotSatisfiable && d.asset.Size == offset:
 		return nil
-	case d.fixed && resp.StatusCode >= 400 && resp.StatusCode < 500:
-		return &permanentError{fmt.Errorf("%s answered %s", d.location, resp.Status)}
+	case d.fixed && resp.StatusCode >= 400 && resp.StatusCode < 500 && !retry.Transient(&StatusError{Code: resp.StatusCode, Header: resp.Header}):
+		err := fmt.Errorf("%s answered %s", d.location, resp.Status)
+		if resp.StatusCode == http.StatusNotFound {
+			err = fmt.Errorf("%w: %w", err, ErrNotFound)
+		}
+		return &permanentError{err}
 	case resp.StatusCode == http.StatusForbidden, resp.StatusCode == http.StatusUnauthorized, resp.StatusCode == http.StatusNotFound, resp.StatusCode == http.StatusGone:
 		// The short-lived URL expired: ask the API for a new one.
 		d.location = ""
@@ -371,7 +389,9 @@ func (s *Source) resolveAsset(ctx context.Context, a Asset) (string, error) {
 	}
 	req = req.WithContext(ctx)
 	req.Header.Set("Accept", "application/octet-stream")
-	client := *s.httpClient
+	// The API client carries the token; the storage host it redirects to
+	// must not get it.
+	client := s.gh.Client()
 	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	resp, err := client.Do(req)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -32,38 +33,56 @@ func fastRetry() DownloadOptions {
 	return DownloadOptions{RetryBase: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond}
 }
 
+// TestDownloadResumesWithRange: broken connections resume where they
+// broke. Without a token the asset is read from its web download URL, which
+// costs no API request; with one (a private repository), through the API
+// once, whose short-lived download URL is reused across the retries.
 func TestDownloadResumesWithRange(t *testing.T) {
 	t.Parallel()
-	fake := githubfake.New()
-	defer fake.Close()
-	content := randomBytes(t, 3<<20)
-	fake.AddRelease(testRepo, githubfake.ReleaseSpec{Tag: "release-2026.01.02-1", Assets: map[string][]byte{"big.deb": content}})
-	// The first two connections break part way.
-	fake.CutDownload("big.deb", 1<<20)
-	fake.CutDownload("big.deb", 1<<20)
+	for _, token := range []string{"", "s3cret"} {
+		t.Run("token="+strconv.FormatBool(token != ""), func(t *testing.T) {
+			t.Parallel()
+			fake := githubfake.New()
+			defer fake.Close()
+			content := randomBytes(t, 3<<20)
+			fake.AddRelease(testRepo, githubfake.ReleaseSpec{Tag: "release-2026.01.02-1", Assets: map[string][]byte{"big.deb": content}})
+			// The first two connections break part way.
+			fake.CutDownload("big.deb", 1<<20)
+			fake.CutDownload("big.deb", 1<<20)
+			if token != "" {
+				fake.RequireToken(token)
+			}
+			src, err := NewSource(Options{APIURL: fake.APIURL(), Repo: testRepo, Token: token})
+			require.NoError(t, err)
+			ctx := testCtx(t)
+			rel, err := src.ByTag(ctx, "release-2026.01.02-1")
+			require.NoError(t, err)
+			a, ok := rel.Asset("big.deb")
+			require.True(t, ok)
+			fake.ResetCounters()
 
-	src := newSource(t, fake)
-	ctx := testCtx(t)
-	rel, err := src.ByTag(ctx, "release-2026.01.02-1")
-	require.NoError(t, err)
-	a, ok := rel.Asset("big.deb")
-	require.True(t, ok)
-	fake.ResetCounters()
+			dir := t.TempDir()
+			path, err := src.DownloadFile(ctx, a, dir, sumOf(content), fastRetry())
+			require.NoError(t, err)
+			got, err := os.ReadFile(path)
+			require.NoError(t, err)
+			require.True(t, bytes.Equal(content, got))
 
-	dir := t.TempDir()
-	path, err := src.DownloadFile(ctx, a, dir, sumOf(content), fastRetry())
-	require.NoError(t, err)
-	got, err := os.ReadFile(path)
-	require.NoError(t, err)
-	require.True(t, bytes.Equal(content, got))
-
-	c := fake.Counters()
-	require.Equal(t, 3, c.Downloads["big.deb"])
-	require.Equal(t, 2, c.RangeRequests["big.deb"], "the retries resumed")
-	require.Equal(t, int64(len(content)), c.BytesServed["big.deb"], "no byte was sent twice")
-	require.Equal(t, 1, c.Counted, "one API call for the download URL, reused across retries")
-	entries, _ := os.ReadDir(dir)
-	require.Len(t, entries, 1, "no temporary file left")
+			c := fake.Counters()
+			require.Equal(t, 3, c.Downloads["big.deb"])
+			require.Equal(t, 2, c.RangeRequests["big.deb"], "the retries resumed")
+			require.Equal(t, int64(len(content)), c.BytesServed["big.deb"], "no byte was sent twice")
+			if token == "" {
+				require.Equal(t, 0, c.Counted, "no API request: the web download URL")
+				require.Equal(t, 3, c.Web, "each connection starts at the web download URL")
+			} else {
+				require.Equal(t, 1, c.Counted, "one API call for the download URL, reused across retries")
+				require.Equal(t, 0, c.Web, "a private repository's web URL does not take the token")
+			}
+			entries, _ := os.ReadDir(dir)
+			require.Len(t, entries, 1, "no temporary file left")
+		})
+	}
 }
 
 func TestDownloadChecksumMismatchLeavesNothing(t *testing.T) {

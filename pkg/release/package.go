@@ -235,3 +235,59 @@ func ManifestFiles(m *trust.Manifest, key minisign.PrivateKey) (map[string][]byt
 	name := trust.ManifestAsset(m.Channel)
 	return map[string][]byte{name: data, name + ".minisig": sig}, nil
 }
+
+// maxInline bounds a file that Resolve carries in the request: etcd values
+// should stay small. A larger one is downloaded by each worker.
+const maxInline = 64 << 10
+
+// smallFile reports whether an asset is one of the small files a worker
+// verifies a package with: a channel's manifest or its signature,
+// SHA256SUMS or its signature.
+func smallFile(name string, channels []string) bool {
+	if name == SumsAsset || name == SigAsset {
+		return true
+	}
+	for _, ch := range channels {
+		if m := trust.ManifestAsset(ch); name == m || name == m+".minisig" {
+			return true
+		}
+	}
+	return false
+}
+
+// Resolve finds the release of version (see FindVersion) once for the
+// whole fleet, with the content of its small files for the channels given
+// (see Channels), so that a worker fetches nothing but the package itself,
+// and that from its web download URL. Nothing is verified here: every
+// worker verifies what it is given against its own keys.
+func (s *Source) Resolve(ctx context.Context, env storage.Env, version string) (*storage.ReleaseRef, error) {
+	rel, err := s.FindVersion(ctx, env, version)
+	if err != nil {
+		return nil, err
+	}
+	channels := Channels(env)
+	ref := &storage.ReleaseRef{Repo: s.Repo(), Tag: rel.Tag}
+	for _, a := range rel.Assets {
+		ar := storage.AssetRef{Name: a.Name, ID: a.ID, Size: a.Size, URL: a.URL}
+		switch {
+		case smallFile(a.Name, channels) && a.Size <= maxInline:
+			if ar.Data, err = s.Fetch(ctx, a, max(trust.MaxManifestSize, maxSumsSize)); err != nil {
+				return nil, err
+			}
+		case a.Name != DebAsset(version):
+			continue
+		}
+		ref.Assets = append(ref.Assets, ar)
+	}
+	return ref, nil
+}
+
+// FromRef is the release a storage.ReleaseRef describes, for FetchPackage.
+func FromRef(ref *storage.ReleaseRef) *Release {
+	prefix, v, _ := SplitTag(ref.Tag)
+	rel := &Release{Tag: ref.Tag, Prefix: prefix, Version: v}
+	for _, a := range ref.Assets {
+		rel.Assets = append(rel.Assets, Asset{ID: a.ID, Name: a.Name, Size: a.Size, URL: a.URL, Data: a.Data})
+	}
+	return rel
+}

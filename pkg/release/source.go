@@ -53,6 +53,12 @@ type Source struct {
 	owner, name string
 	maxPages    int
 	httpClient  *http.Client
+	// web is the base of web download URLs (https://github.com/), or nil
+	// when it cannot be told from the API URL.
+	web *url.URL
+	// token is set: assets are read through the API, which takes it (a
+	// web URL of a private repository does not).
+	token bool
 }
 
 // NewSource checks the options and builds a Source. It makes no request.
@@ -98,7 +104,46 @@ func NewSource(o Options) (*Source, error) {
 	if maxPages <= 0 {
 		maxPages = 10
 	}
-	return &Source{gh: gh, owner: owner, name: name, maxPages: maxPages, httpClient: hc}, nil
+	return &Source{gh: gh, owner: owner, name: name, maxPages: maxPages, httpClient: hc, web: webBase(base), token: o.Token != ""}, nil
+}
+
+// webBase derives the web server from the REST API base: api.github.com
+// serves github.com; GitHub Enterprise (and the fake) serve the API under
+// /api/v3/ of the web host. Nil when the API URL fits neither.
+func webBase(api *url.URL) *url.URL {
+	u := *api
+	switch {
+	case u.Host == "api.github.com":
+		u.Host, u.Path = "github.com", "/"
+	case strings.HasSuffix(u.Path, "/api/v3/"):
+		u.Path = strings.TrimSuffix(u.Path, "api/v3/")
+	default:
+		return nil
+	}
+	return &u
+}
+
+// Repo is the repository, owner/name.
+func (s *Source) Repo() string { return s.owner + "/" + s.name }
+
+// WebAsset is the asset name of the release tag as a web download, for a
+// caller that knows the names from elsewhere (an artifact set): no API
+// request is made. With a token, or when the web server is not known, it
+// looks the release up through the API instead.
+func (s *Source) WebAsset(ctx context.Context, tag, name string) (Asset, error) {
+	if s.token || s.web == nil {
+		rel, err := s.ByTag(ctx, tag)
+		if err != nil {
+			return Asset{}, err
+		}
+		a, ok := rel.Asset(name)
+		if !ok {
+			return Asset{}, fmt.Errorf("release %s of %s has no asset %s: %w", tag, s.Repo(), name, ErrNotFound)
+		}
+		return a, nil
+	}
+	u := s.web.JoinPath(s.owner, s.name, "releases", "download", tag, name)
+	return Asset{Name: name, URL: u.String()}, nil
 }
 
 // uploadURL derives the upload API from the REST API base: GitHub's is a
@@ -132,6 +177,12 @@ type Asset struct {
 	ID   int64
 	Name string
 	Size int64
+	// URL is the web download URL (GitHub's browser_download_url). A source
+	// without a token reads the asset there, which costs no API request.
+	URL string
+	// Data, when set, is the asset's content, carried in from a
+	// storage.ReleaseRef: it is not downloaded at all.
+	Data []byte
 }
 
 // Asset returns the named asset, or false.
@@ -154,7 +205,7 @@ func fromGitHub(gr *github.RepositoryRelease) (*Release, bool) {
 		CreatedAt: gr.GetCreatedAt().Time, PublishedAt: gr.GetPublishedAt().Time,
 	}
 	for _, a := range gr.Assets {
-		r.Assets = append(r.Assets, Asset{ID: a.GetID(), Name: a.GetName(), Size: int64(a.GetSize())})
+		r.Assets = append(r.Assets, Asset{ID: a.GetID(), Name: a.GetName(), Size: int64(a.GetSize()), URL: a.GetBrowserDownloadURL()})
 	}
 	return r, ok
 }

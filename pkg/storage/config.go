@@ -32,6 +32,7 @@ const (
 	ConfigCheckUpdateInterval = "check-update-interval"
 	ConfigWorkerTimeout       = "worker-timeout"
 	ConfigDeadServerGrace     = "dead-server-grace"
+	ConfigWorkerRetryBudget   = "worker-retry-budget"
 	ConfigReleaseTime         = "release-time"
 	ConfigReleaseTimezone     = "release-timezone"
 	ConfigProxy               = "proxy"
@@ -98,6 +99,11 @@ var configKeys = []ConfigKey{
 	{
 		Name: ConfigDeadServerGrace, Default: "2m",
 		Help:      "how long a server of a rollout may have no live worker before the fleet is stopped; longer than a worker restart",
+		normalize: normalizeDuration,
+	},
+	{
+		Name: ConfigWorkerRetryBudget, Default: "15m",
+		Help:      "how long a worker retries transient errors (network, GitHub, etcd) quietly; past it, it keeps retrying but shows RETRYING loudly in status, logs and metrics. The fleet stops only at worker-timeout",
 		normalize: normalizeDuration,
 	},
 	{
@@ -335,6 +341,7 @@ type Config struct {
 	CheckUpdateInterval time.Duration
 	WorkerTimeout       time.Duration
 	DeadServerGrace     time.Duration
+	WorkerRetryBudget   time.Duration
 	ReleaseTime         []string
 	ReleaseSchedules    []cron.Schedule
 	ReleaseTimezone     *time.Location
@@ -384,6 +391,7 @@ func ParseConfig(values map[string]string) (*Config, error) {
 	c.CheckUpdateInterval, _ = time.ParseDuration(raw[ConfigCheckUpdateInterval])
 	c.WorkerTimeout, _ = time.ParseDuration(raw[ConfigWorkerTimeout])
 	c.DeadServerGrace, _ = time.ParseDuration(raw[ConfigDeadServerGrace])
+	c.WorkerRetryBudget, _ = time.ParseDuration(raw[ConfigWorkerRetryBudget])
 	c.ReleaseSchedules, _ = ParseReleaseTime(c.ReleaseTime)
 	c.ReleaseTimezone, _ = time.LoadLocation(raw[ConfigReleaseTimezone])
 	if raw[ConfigReleaseMaxAge] != "" {

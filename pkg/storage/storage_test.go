@@ -99,8 +99,9 @@ func TestConfigDefaults(t *testing.T) {
 	maxAge, err := st.GetConfig(ctx)
 	require.NoError(t, err)
 	require.Zero(t, maxAge.ReleaseMaxAge, "release-max-age is off by default")
+	require.Equal(t, 15*time.Minute, maxAge.WorkerRetryBudget)
 
-	require.Len(t, ConfigKeys(), 13)
+	require.Len(t, ConfigKeys(), 14)
 }
 
 func TestConfigSetAndGet(t *testing.T) {

@@ -48,6 +48,36 @@ type UpdateRequest struct {
 	// FinishedAt is set when the rollout completed or was stopped, together
 	// with its history record. Zero while it runs.
 	FinishedAt time.Time `json:"finished_at,omitzero"`
+	// Release is the GitHub release of Version as the updater resolved it
+	// when it wrote the request, so that workers download it without an
+	// API call each. Nil from an updater that predates it; workers then
+	// look the release up themselves.
+	Release *ReleaseRef `json:"release,omitempty"`
+}
+
+// ReleaseRef is a release resolved once, for the whole fleet: where its
+// assets are, how large GitHub says they are, and the content of its small
+// signed files. None of it is trusted: a worker checks the package against
+// a manifest signed by a key on its own disk, exactly as if it had asked
+// GitHub itself.
+type ReleaseRef struct {
+	Repo   string     `json:"repo"`
+	Tag    string     `json:"tag"`
+	Assets []AssetRef `json:"assets"`
+}
+
+// AssetRef is one asset of a ReleaseRef.
+type AssetRef struct {
+	Name string `json:"name"`
+	// ID is the asset's API id, for a worker that must use the API (one
+	// with a github-token, for a private repository).
+	ID   int64 `json:"id"`
+	Size int64 `json:"size"`
+	// URL is the asset's web download URL, which costs no API request.
+	URL string `json:"url,omitempty"`
+	// Data is the content of a small file (a manifest, its signature,
+	// SHA256SUMS), so that no worker downloads it.
+	Data []byte `json:"data,omitempty"`
 }
 
 // Finished reports whether the rollout completed or was stopped.

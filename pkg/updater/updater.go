@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ferry-cd/ferry/pkg/release"
+	"github.com/ferry-cd/ferry/pkg/retry"
 	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -24,6 +25,9 @@ import (
 // release" is release.ErrNoRelease; any other error is a failure.
 type ReleaseSource interface {
 	Latest(ctx context.Context, env storage.Env) (*release.Release, error)
+	// Resolve finds the release of a version once for the fleet (see
+	// release.Source.Resolve), for the rollout request.
+	Resolve(ctx context.Context, env storage.Env, version string) (*storage.ReleaseRef, error)
 }
 
 // Options configure an Updater.
@@ -212,6 +216,10 @@ type leaderState struct {
 	retryAfter  time.Duration
 	// staleNotified is the release last reported as stale.
 	staleNotified string
+	// resolveAt is when a release that could not be resolved for a new
+	// rollout is tried again; resolveFailures counts the tries.
+	resolveAt       time.Time
+	resolveFailures int
 }
 
 func (u *Updater) lead(ctx context.Context, leaderKey string) error {
@@ -235,6 +243,9 @@ func (u *Updater) lead(ctx context.Context, leaderKey string) error {
 		}
 		ls.trackMissing(snap, now)
 		act := NextAction(Input{Snap: snap, Config: cfg, ConfigOK: ok, Now: now, MissingSince: ls.missingSince})
+		if act.Kind == NewRequest {
+			act = u.resolve(ctx, ls, act, cfg, now)
+		}
 		if act.Why != ls.lastWhy {
 			u.log.Info(act.Why, "action", act.Kind.String(), "version", requestVersion(snap))
 			ls.lastWhy = act.Why
@@ -447,6 +458,41 @@ func (u *Updater) checkFreshness(ls *leaderState, version string, published time
 }
 
 // --- actions ---
+
+// resolve looks the release of a new rollout up once, for every worker (see
+// release.Source.Resolve). A transient error postpones the rollout, with
+// backoff; a permanent one (no such release) starts it without: each
+// worker then looks the release up itself and fails loudly.
+func (u *Updater) resolve(ctx context.Context, ls *leaderState, act Action, cfg *storage.Config, now time.Time) Action {
+	req := act.Request
+	if ls.source == nil {
+		return act
+	}
+	wait := Action{Kind: Wait, Until: ls.resolveAt, Why: fmt.Sprintf("the rollout to %s waits to look its release up again after a transient error", req.Version)}
+	if now.Before(ls.resolveAt) {
+		return wait
+	}
+	rctx, cancel := context.WithTimeout(ctx, u.opts.CheckTimeout)
+	ref, err := ls.source.Resolve(rctx, cfg.Env, req.Version)
+	cancel()
+	switch {
+	case err == nil:
+		req.Release, ls.resolveFailures = ref, 0
+	case ctx.Err() != nil:
+		return Action{Kind: Wait, Why: "stopping"}
+	case retry.Transient(err):
+		delay := release.RetryDelay(err, ls.resolveFailures, u.opts.RetryBase, u.opts.RetryMax, now)
+		ls.resolveFailures++
+		ls.resolveAt = now.Add(delay)
+		u.log.Warn("cannot look the release up for the rollout; will try again", "version", req.Version, "error", err, "retry_in_seconds", delay.Seconds())
+		wait.Until = ls.resolveAt
+		return wait
+	default:
+		ls.resolveFailures = 0
+		u.log.Warn("cannot look the release up; the rollout starts without it, and each worker looks it up itself", "version", req.Version, "error", err)
+	}
+	return act
+}
 
 func (u *Updater) execute(ctx context.Context, act Action, snap *storage.Snapshot, notifyURL string, now time.Time, leaderKey string) error {
 	switch act.Kind {

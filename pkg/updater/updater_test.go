@@ -7,8 +7,10 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -17,7 +19,9 @@ import (
 	"github.com/ferry-cd/ferry/internal/etcdtest"
 	"github.com/ferry-cd/ferry/internal/fleettest"
 	"github.com/ferry-cd/ferry/internal/githubfake"
+	"github.com/ferry-cd/ferry/pkg/release"
 	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/ferry-cd/ferry/pkg/trust"
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -219,9 +223,55 @@ func TestEnvSelection(t *testing.T) {
 			require.Equal(t, c.want, req.Version)
 			require.Equal(t, []string{"boot-0", "boot-1"}, req.Servers)
 			require.Equal(t, storage.ReasonUpdate, req.Reason)
+			require.NotNil(t, req.Release, "the updater resolved the release for the workers")
+			require.Equal(t, map[string]string{v1: "release-" + v1, v2: "release-" + v2, v3: "test-" + v3}[c.want], req.Release.Tag)
 			f.notes.wait(t, "started", c.want)
 		})
 	}
+}
+
+// TestRequestCarriesTheResolvedRelease: the request holds what a worker
+// needs to fetch the release without an API request: the package's web URL
+// and size, and the content of the small signed files; nothing else. A
+// transient GitHub error while resolving postpones the rollout; a release
+// that cannot be found starts it without, for the workers to look up.
+func TestRequestCarriesTheResolvedRelease(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t, storage.ConfigEnv, "prod")
+	deb := release.DebAsset(v1)
+	manifest := trust.ManifestAsset(trust.ChannelProduction)
+	f.gh.AddRelease(repo, githubfake.ReleaseSpec{Tag: "release-" + v1, CreatedAt: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), Assets: map[string][]byte{
+		deb: bytes.Repeat([]byte("x"), 1000), manifest: []byte("{manifest}"), manifest + ".minisig": []byte("sig"),
+		release.SumsAsset: []byte("sums"), trust.ManifestAsset(trust.ChannelTest): []byte("{other channel}"), "notes.txt": []byte("unrelated"),
+	}})
+	f.join("boot-0")
+	f.gh.ScopeFaults("/releases/tags/")
+	f.gh.FailNext(3, http.StatusBadGateway)
+	f.start("u0")
+	req := f.waitRequest(version(v1))
+	require.Equal(t, 3, f.gh.Counters().ByStatus[http.StatusBadGateway], "the lookups that failed were retried")
+
+	ref := req.Release
+	require.NotNil(t, ref)
+	require.Equal(t, repo, ref.Repo)
+	byName := map[string]storage.AssetRef{}
+	for _, a := range ref.Assets {
+		byName[a.Name] = a
+	}
+	require.ElementsMatch(t, []string{deb, manifest, manifest + ".minisig", release.SumsAsset}, slices.Collect(maps.Keys(byName)))
+	require.Equal(t, int64(1000), byName[deb].Size)
+	require.Nil(t, byName[deb].Data, "the package itself is not in etcd")
+	require.Contains(t, byName[deb].URL, "/"+repo+"/releases/download/release-"+v1+"/"+deb)
+	require.Equal(t, []byte("{manifest}"), byName[manifest].Data)
+	require.Equal(t, []byte("sums"), byName[release.SumsAsset].Data)
+
+	// A pin to a version with no release: the workers will say so.
+	f.report("boot-0", v1, storage.CondCompleted, "")
+	f.waitRequest(func(r *storage.UpdateRequest) bool { return r.Finished() })
+	const missing = "2025.12.31-1"
+	require.NoError(t, f.st.PutPin(f.ctx(), &storage.Pin{Version: missing, AllowDowngrade: true}))
+	req = f.waitRequest(version(missing))
+	require.Nil(t, req.Release)
 }
 
 func TestConfigChangeTakesEffectWithoutRestart(t *testing.T) {

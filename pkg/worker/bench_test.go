@@ -18,7 +18,9 @@ import (
 // wall time is coordination alone.
 type instant struct{}
 
-func (instant) SelfUpgrade(context.Context, *storage.Config, string) error { return nil }
+func (instant) SelfUpgrade(context.Context, *storage.Config, *storage.UpdateRequest) error {
+	return nil
+}
 func (instant) RunAction(context.Context, RunContext, *artifacts.Action) error {
 	return nil
 }

@@ -17,6 +17,8 @@ type Metrics struct {
 	repairs         prometheus.Counter
 	transientErrors prometheus.Counter
 	retrying        prometheus.Gauge
+	retryingSince   prometheus.Gauge
+	overBudget      prometheus.Gauge
 }
 
 // NewMetrics creates the metrics in a new registry.
@@ -49,11 +51,17 @@ func NewMetrics() *Metrics {
 		retrying: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "ferry_worker_retrying", Help: "1 while this worker retries a step after a transient error.",
 		}),
+		retryingSince: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ferry_worker_retrying_since_timestamp_seconds", Help: "Unix time of the first transient error of the current run of retries; 0 when not retrying.",
+		}),
+		overBudget: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ferry_worker_retry_budget_exceeded", Help: "1 while this worker has retried transient errors for longer than worker-retry-budget.",
+		}),
 		repairs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ferry_worker_dpkg_repairs_total", Help: "Times dpkg's database showed an unfinished install that the worker had to repair.",
 		}),
 	}
-	m.Registry.MustRegister(m.step, m.stepSeconds, m.downloadBytes, m.downloadSeconds, m.installs, m.actions, m.repairs, m.transientErrors, m.retrying,
+	m.Registry.MustRegister(m.step, m.stepSeconds, m.downloadBytes, m.downloadSeconds, m.installs, m.actions, m.repairs, m.transientErrors, m.retrying, m.retryingSince, m.overBudget,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -66,8 +66,12 @@ func (o *Ops) source(cfg *storage.Config, repo string) (*release.Source, error) 
 // manifest's size and SHA-256, hashes it once more right before dpkg reads
 // it, and installs it. A file that fails a check is never installed, and no
 // downloaded file is left behind.
-func (o *Ops) SelfUpgrade(ctx context.Context, cfg *storage.Config, version string) error {
+//
+// The release is the one the updater resolved into the request, when it
+// did: the worker then makes no GitHub API request at all.
+func (o *Ops) SelfUpgrade(ctx context.Context, cfg *storage.Config, req *storage.UpdateRequest) error {
 	began := time.Now()
+	version := req.Version
 	keys, err := trust.LoadKeys(o.TrustedKeys)
 	if err != nil && !o.AllowUnsigned {
 		return err
@@ -76,7 +80,7 @@ func (o *Ops) SelfUpgrade(ctx context.Context, cfg *storage.Config, version stri
 	if err != nil {
 		return err
 	}
-	rel, err := src.FindVersion(ctx, cfg.Env, version)
+	rel, err := o.findRelease(ctx, src, cfg, req)
 	if err != nil {
 		return err
 	}
@@ -99,6 +103,18 @@ func (o *Ops) SelfUpgrade(ctx context.Context, cfg *storage.Config, version stri
 	}
 	o.Log.Info("installing", "file", filepath.Base(path), "version", version)
 	return o.Installer.Install(ctx, path)
+}
+
+// findRelease is the request's resolved release when it is one of this
+// version in the configured repository, or else what the API says.
+func (o *Ops) findRelease(ctx context.Context, src *release.Source, cfg *storage.Config, req *storage.UpdateRequest) (*release.Release, error) {
+	if ref := req.Release; ref != nil {
+		if _, v, ok := release.SplitTag(ref.Tag); ok && ref.Repo == src.Repo() && v.String() == req.Version {
+			return release.FromRef(ref), nil
+		}
+		o.Log.Warn("the request's release does not match it; asking GitHub", "tag", ref.Tag, "repo", ref.Repo, "version", req.Version)
+	}
+	return src.FindVersion(ctx, cfg.Env, req.Version)
 }
 
 // Verify asks dpkg whether the ferry package is installed ok at version and
@@ -236,13 +252,9 @@ func (o *Ops) installDeb(ctx context.Context, cfg *storage.Config, d *artifacts.
 	if err != nil {
 		return err
 	}
-	rel, err := src.ByTag(ctx, d.Release)
+	asset, err := src.WebAsset(ctx, d.Release, d.Asset)
 	if err != nil {
 		return err
-	}
-	asset, ok := rel.Asset(d.Asset)
-	if !ok {
-		return fmt.Errorf("release %s of %s has no asset %s", d.Release, d.Repository, d.Asset)
 	}
 	dl := o.Download
 	dl.Progress = func(n int64) { o.Metrics.downloadBytes.Add(float64(n)) }

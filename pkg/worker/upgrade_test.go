@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -52,7 +53,7 @@ func ferryPackage(v string) debtest.Package {
 	return debtest.Package{Name: "ferry", Version: v, Files: map[string]string{"/usr/share/ferry/marker": v}}
 }
 
-func newUpgradeEnv(t *testing.T) *upgradeEnv {
+func newUpgradeEnv(t testing.TB) *upgradeEnv {
 	t.Helper()
 	f := newFleet(t)
 	fake := githubfake.New()
@@ -145,5 +146,101 @@ func (e *upgradeEnv) publish(v string, o publishOptions) {
 	e.gh.fake.AddRelease(repo, githubfake.ReleaseSpec{Tag: "release-" + v, Assets: assets})
 	if o.misannounce {
 		e.gh.fake.Misannounce(repo, "release-"+v, name, m.Assets[0].Size)
+	}
+}
+
+// requestResolved starts a rollout to v whose request carries the release
+// as the updater resolves it.
+func (e *upgradeEnv) requestResolved(v string, servers ...string) *storage.UpdateRequest {
+	e.t.Helper()
+	src, err := release.NewSource(release.Options{APIURL: e.gh.fake.APIURL(), Repo: repo})
+	require.NoError(e.t, err)
+	ref, err := src.Resolve(e.ctx(), storage.EnvProd, v)
+	require.NoError(e.t, err)
+	return e.requestWith(v, ref, servers...)
+}
+
+// requestWith starts a rollout to v whose request carries ref.
+func (e *upgradeEnv) requestWith(v string, ref *storage.ReleaseRef, servers ...string) *storage.UpdateRequest {
+	e.t.Helper()
+	for _, s := range servers {
+		_, err := e.st.JoinServer(e.ctx(), s, &storage.ServerInfo{})
+		require.NoError(e.t, err)
+	}
+	req := &storage.UpdateRequest{Version: v, Servers: servers, Reason: storage.ReasonUpdate, StartedAt: time.Now().UTC(), Release: ref}
+	e.leader(func(key string) error { return e.st.StartRequest(e.ctx(), req, key) })
+	return req
+}
+
+// TestSelfUpgradeFromResolvedRequest: with the release in the request, the
+// worker makes no GitHub API request: it reads the manifest from the
+// request and the package from its web download URL.
+func TestSelfUpgradeFromResolvedRequest(t *testing.T) {
+	t.Parallel()
+	e := newUpgradeEnv(t)
+	e.publish(v2, publishOptions{})
+	e.requestResolved(v2, "boot-0")
+	e.gh.fake.ResetCounters()
+	e.installsAndExits("boot-0", v1)
+
+	v, err := deb.InstalledVersion(e.ctx(), e.admin, "ferry")
+	require.NoError(t, err)
+	require.Equal(t, v2, v)
+	c := e.gh.fake.Counters()
+	require.Zero(t, c.Counted, "no API request")
+	require.Equal(t, 1, c.Web, "one web download: the package")
+	require.Equal(t, 1, c.Downloads[release.DebAsset(v2)])
+}
+
+// TestSelfUpgradeRefusesTamperedRequest: whoever writes etcd can change the
+// resolved release in the request, but not make the worker install what the
+// release keys did not sign.
+func TestSelfUpgradeRefusesTamperedRequest(t *testing.T) {
+	t.Parallel()
+	cases := map[string]func(e *upgradeEnv, ref *storage.ReleaseRef){
+		"manifest edited": func(e *upgradeEnv, ref *storage.ReleaseRef) {
+			edited := false
+			for i, a := range ref.Assets {
+				if a.Name == trust.ManifestAsset(trust.ChannelProduction) {
+					ref.Assets[i].Data = bytes.Replace(a.Data, []byte(`"sha256": "`), []byte(`"sha256": "00`), 1)
+					edited = !bytes.Equal(a.Data, ref.Assets[i].Data)
+				}
+			}
+			require.True(e.t, edited, "the manifest is in the request")
+		},
+		"package URL pointed at another file": func(e *upgradeEnv, ref *storage.ReleaseRef) {
+			evil := debtest.Build(e.t, e.t.TempDir(), ferryPackage(v2))
+			content, err := os.ReadFile(evil)
+			require.NoError(e.t, err)
+			e.gh.fake.AddRelease(repo, githubfake.ReleaseSpec{Tag: "evil", Assets: map[string][]byte{"evil.deb": append(content, 0)}})
+			pointed := false
+			for i, a := range ref.Assets {
+				if a.Name == release.DebAsset(v2) {
+					ref.Assets[i].URL = strings.Replace(a.URL, "/release-"+v2+"/"+a.Name, "/evil/evil.deb", 1)
+					pointed = ref.Assets[i].URL != a.URL
+				}
+			}
+			require.True(e.t, pointed, "the package URL is in the request")
+		},
+	}
+	for name, tamper := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			e := newUpgradeEnv(t)
+			e.publish(v2, publishOptions{})
+			src, err := release.NewSource(release.Options{APIURL: e.gh.fake.APIURL(), Repo: repo})
+			require.NoError(t, err)
+			ref, err := src.Resolve(e.ctx(), storage.EnvProd, v2)
+			require.NoError(t, err)
+			tamper(e, ref)
+			e.requestWith(v2, ref, "boot-0")
+			e.start("boot-0", v1, &artifacts.Plan{}, e.ops)
+			st := e.waitStatus("boot-0", cond(storage.CondAborted))
+			require.Contains(t, st.Message, "self-upgrade to "+v2+" failed")
+			v, err := deb.InstalledVersion(e.ctx(), e.admin, "ferry")
+			require.NoError(t, err)
+			require.Equal(t, v1, v, "nothing was installed")
+			requireNoDownloads(t, e.ops.DataDir)
+		})
 	}
 }

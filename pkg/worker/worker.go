@@ -66,20 +66,44 @@ func (e *errRetry) Unwrap() error { return e.err }
 
 // retryLater reports that step k meets a transient error and will be tried
 // again; the fleet goes on waiting, and worker-timeout still bounds it.
-func (w *Worker) retryLater(ctx context.Context, req *storage.UpdateRequest, k int, name string, cause error, log *slog.Logger) error {
+// Past worker-retry-budget the worker still retries, but says so loudly:
+// in its status message, at error level, and in
+// ferry_worker_retry_budget_exceeded.
+func (w *Worker) retryLater(ctx context.Context, cfg *storage.Config, req *storage.UpdateRequest, k int, name string, cause error, log *slog.Logger) error {
 	w.metrics.transientErrors.Inc()
-	log.Warn("transient error; retrying", "error", cause)
-	if err := w.report(ctx, req, k, name, storage.PhaseRetrying, storage.CondRunning, "retrying: "+cause.Error()); err != nil {
+	now := time.Now()
+	if w.retryingSince.IsZero() {
+		w.retryingSince = now
+		w.metrics.retryingSince.Set(float64(now.Unix()))
+	}
+	msg := "retrying: " + cause.Error()
+	if spent := now.Sub(w.retryingSince); cfg.WorkerRetryBudget > 0 && spent > cfg.WorkerRetryBudget {
+		w.metrics.overBudget.Set(1)
+		msg = fmt.Sprintf("retrying for %s, past worker-retry-budget %s: %v", spent.Truncate(time.Second), cfg.WorkerRetryBudget, cause)
+		log.Error("transient errors for longer than worker-retry-budget; still retrying", "error", cause,
+			"retrying_seconds", spent.Seconds(), "budget_seconds", cfg.WorkerRetryBudget.Seconds())
+	} else {
+		log.Warn("transient error; retrying", "error", cause)
+	}
+	if err := w.report(ctx, req, k, name, storage.PhaseRetrying, storage.CondRunning, msg); err != nil {
 		return err
 	}
 	return &errRetry{cause}
+}
+
+// retried ends a run of transient errors.
+func (w *Worker) retried() {
+	w.retryingSince = time.Time{}
+	w.metrics.retrying.Set(0)
+	w.metrics.retryingSince.Set(0)
+	w.metrics.overBudget.Set(0)
 }
 
 // Operator carries out the worker's side effects.
 type Operator interface {
 	// SelfUpgrade downloads, verifies and installs the ferry package of
 	// the version.
-	SelfUpgrade(ctx context.Context, cfg *storage.Config, version string) error
+	SelfUpgrade(ctx context.Context, cfg *storage.Config, req *storage.UpdateRequest) error
 	// RunAction runs one action of a step.
 	RunAction(ctx context.Context, rc RunContext, a *artifacts.Action) error
 	// Verify asks dpkg whether the ferry package is installed ok at
@@ -130,6 +154,9 @@ type Worker struct {
 	lease atomic.Int64
 	// floor is this server's version floor, read at start.
 	floor *trust.Floor
+	// retryingSince is when the current run of transient errors began;
+	// zero when the last try did not meet one. Run's goroutine alone uses it.
+	retryingSince time.Time
 }
 
 func (w *Worker) leaseID() clientv3.LeaseID { return clientv3.LeaseID(w.lease.Load()) }
@@ -206,7 +233,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			w.log.Error("worker error", "error", err)
 			sleep(ctx, time.Second)
 		}
-		w.metrics.retrying.Set(0)
+		w.retried()
 		backoff.Reset()
 		if err == nil || errors.Is(err, errStopped) {
 			w.wait(ctx, snap.Revision)
@@ -378,13 +405,13 @@ func (w *Worker) selfUpgrade(ctx context.Context, cfg *storage.Config, req *stor
 	if err := w.report(ctx, req, 0, "self-upgrade", storage.PhaseUpgrading, storage.CondRunning, "upgrading from "+w.o.Version); err != nil {
 		return err
 	}
-	if err := w.o.Operator.SelfUpgrade(ctx, cfg, req.Version); err != nil {
+	if err := w.o.Operator.SelfUpgrade(ctx, cfg, req); err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		w.metrics.installs.WithLabelValues("failed").Inc()
 		if retry.Transient(err) {
-			return w.retryLater(ctx, req, 0, "self-upgrade", fmt.Errorf("self-upgrade to %s: %w", req.Version, err), log)
+			return w.retryLater(ctx, cfg, req, 0, "self-upgrade", fmt.Errorf("self-upgrade to %s: %w", req.Version, err), log)
 		}
 		log.Error("self-upgrade failed", "error", err)
 		return w.report(ctx, req, 0, "self-upgrade", storage.PhaseUpgrading, storage.CondAborted, "self-upgrade to "+req.Version+" failed: "+err.Error())
@@ -425,7 +452,7 @@ func (w *Worker) runSteps(ctx context.Context, cfg *storage.Config, req *storage
 			return w.stopped(ctx, req, k, s.Name, err, stepLog)
 		}
 		if err != nil && retry.Transient(err) {
-			return w.retryLater(ctx, req, k, s.Name, fmt.Errorf("step %d (%s): %w", k, s.Name, err), stepLog)
+			return w.retryLater(ctx, cfg, req, k, s.Name, fmt.Errorf("step %d (%s): %w", k, s.Name, err), stepLog)
 		}
 		if err != nil {
 			msg := fmt.Sprintf("step %d (%s) failed: %v", k, s.Name, err)

@@ -43,13 +43,13 @@ const (
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 type fleet struct {
-	t      *testing.T
+	t      testing.TB
 	prefix string
 	st     *storage.Storage
 	dir    string
 }
 
-func newFleet(t *testing.T) *fleet {
+func newFleet(t testing.TB) *fleet {
 	t.Helper()
 	prefix := etcdtest.Prefix(t)
 	st, err := storage.New(etcdtest.Client(t), prefix)
@@ -453,34 +453,46 @@ func TestSelfUpgradeRefusesBadReleases(t *testing.T) {
 		{name: "larger package, announced", opts: publishOptions{bigger: 1 << 20}, want: "the signed manifest says"},
 		{name: "larger package, misannounced", opts: publishOptions{bigger: 8 << 20, misannounce: true}, want: "larger than its signed size"},
 	}
+	// Each case is refused both when the worker looks the release up
+	// itself and when the request carries it, as the updater resolved it.
 	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			t.Parallel()
-			e := newUpgradeEnv(t)
-			if c.noKeys {
-				e.ops.TrustedKeys = t.TempDir()
+		for _, resolved := range []bool{false, true} {
+			name := c.name
+			if resolved {
+				name += ", resolved by the updater"
 			}
-			e.publish(v2, c.opts)
-			e.request(v2, "boot-0")
-			w := e.start("boot-0", v1, &artifacts.Plan{}, e.ops)
-			st := e.waitStatus("boot-0", cond(storage.CondAborted))
-			require.Contains(t, st.Message, "self-upgrade to "+v2+" failed")
-			require.Contains(t, st.Message, c.want)
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				e := newUpgradeEnv(t)
+				if c.noKeys {
+					e.ops.TrustedKeys = t.TempDir()
+				}
+				e.publish(v2, c.opts)
+				if resolved {
+					e.requestResolved(v2, "boot-0")
+				} else {
+					e.request(v2, "boot-0")
+				}
+				w := e.start("boot-0", v1, &artifacts.Plan{}, e.ops)
+				st := e.waitStatus("boot-0", cond(storage.CondAborted))
+				require.Contains(t, st.Message, "self-upgrade to "+v2+" failed")
+				require.Contains(t, st.Message, c.want)
 
-			v, err := deb.InstalledVersion(e.ctx(), e.admin, "ferry")
-			require.NoError(t, err)
-			require.Equal(t, v1, v, "nothing was installed")
-			requireNoDownloads(t, e.ops.DataDir)
-			if c.opts.misannounce {
-				served := e.gh.fake.Counters().BytesServed[release.DebAsset(v2)]
-				require.Less(t, served, int64(len(e.gh.debs[v2])-4<<20), "the download read far past the signed size")
-			}
-			select {
-			case <-w.done:
-				t.Fatalf("the worker exited: %v", w.err)
-			default:
-			}
-		})
+				v, err := deb.InstalledVersion(e.ctx(), e.admin, "ferry")
+				require.NoError(t, err)
+				require.Equal(t, v1, v, "nothing was installed")
+				requireNoDownloads(t, e.ops.DataDir)
+				if c.opts.misannounce {
+					served := e.gh.fake.Counters().BytesServed[release.DebAsset(v2)]
+					require.Less(t, served, int64(len(e.gh.debs[v2])-4<<20), "the download read far past the signed size")
+				}
+				select {
+				case <-w.done:
+					t.Fatalf("the worker exited: %v", w.err)
+				default:
+				}
+			})
+		}
 	}
 }
 
@@ -614,6 +626,44 @@ func TestTransientStepErrorsAreRetried(t *testing.T) {
 	w.w.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 	require.Contains(t, rec.Body.String(), "ferry_worker_transient_errors_total 2")
 	require.Contains(t, rec.Body.String(), "ferry_worker_retrying 0")
+}
+
+// TestRetryBudget: a worker that keeps meeting transient errors past
+// worker-retry-budget keeps retrying, never aborts, and says so in its
+// status and metrics; when the errors end, the rollout completes and the
+// alarm clears.
+func TestRetryBudget(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	f.set(storage.ConfigWorkerRetryBudget, "1ms")
+	j := journal(filepath.Join(f.dir, "journal"))
+	plan := lockstepPlan(j, "true")
+	bad := &flaky{Operator: ops(f), server: "boot-0"}
+	bad.fails.Store(1_000_000)
+	f.request(v1, "boot-0")
+	f.startUpdater()
+	w := f.start("boot-0", v1, plan, bad)
+	st := f.waitStatus("boot-0", func(s *storage.UpdateStatus) bool {
+		return strings.Contains(s.Message, "past worker-retry-budget 1ms")
+	})
+	require.Equal(t, storage.PhaseRetrying, st.Phase)
+	require.Equal(t, storage.CondRunning, st.Cond, "a blip is never a stop")
+	require.Contains(t, st.Message, "502")
+	metrics := func() string {
+		rec := httptest.NewRecorder()
+		w.w.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+		return rec.Body.String()
+	}
+	require.Contains(t, metrics(), "ferry_worker_retry_budget_exceeded 1")
+	require.Regexp(t, `ferry_worker_retrying_since_timestamp_seconds [1-9]`, metrics())
+
+	bad.fails.Store(0)
+	f.waitStatus("boot-0", cond(storage.CondCompleted))
+	require.Contains(t, metrics(), "ferry_worker_retry_budget_exceeded 0")
+	require.Contains(t, metrics(), "ferry_worker_retrying_since_timestamp_seconds 0")
+	req, _, err := f.st.GetRequest(f.ctx())
+	require.NoError(t, err)
+	require.False(t, req.Stop)
 }
 
 // TestTransientSelfUpgradeErrorsAreRetried: GitHub answers 502 to the
