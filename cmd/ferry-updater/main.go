@@ -25,7 +25,8 @@ func main() {
 	}
 	defer env.Client.Close()
 
-	u := updater.New(updater.Options{Storage: env.Storage, ID: env.Config.ServerID, SessionTTL: *ttl, Logger: env.Logger})
+	u := updater.New(updater.Options{Storage: env.Storage, ID: env.Config.ServerID, SessionTTL: *ttl, Logger: env.Logger, Etcd: env.Etcd})
+	well.Go(env.Etcd.Run)
 	well.Go(u.Run)
 	srv := &well.HTTPServer{Server: &http.Server{Addr: *listen, Handler: u.Handler(), ReadHeaderTimeout: 10 * time.Second}, AccessLog: daemon.QuietAccessLog()}
 	if err := srv.ListenAndServe(); err != nil {

@@ -98,7 +98,8 @@ func main() {
 	if err := checkTrust(cfg, log); err != nil {
 		daemon.Fatal(program, &daemon.ConfigError{Err: err})
 	}
-	w := worker.New(worker.Options{Storage: env.Storage, ID: env.Config.ServerID, Plan: &set.Plan, Operator: ops, DataDir: env.Config.DataDir, Logger: log, Metrics: metrics, LeaseTTL: *leaseTTL})
+	w := worker.New(worker.Options{Storage: env.Storage, ID: env.Config.ServerID, Plan: &set.Plan, Operator: ops, DataDir: env.Config.DataDir, Logger: log, Metrics: metrics, LeaseTTL: *leaseTTL, Etcd: env.Etcd})
+	well.Go(env.Etcd.Run)
 	well.Go(w.Run)
 	srv := &well.HTTPServer{Server: &http.Server{Addr: *listen, Handler: w.Handler(), ReadHeaderTimeout: 10 * time.Second}, AccessLog: daemon.QuietAccessLog()}
 	if err := srv.ListenAndServe(); err != nil {

@@ -46,6 +46,8 @@ type Env struct {
 	Logger  *slog.Logger
 	Client  *clientv3.Client
 	Storage *storage.Storage
+	// Etcd watches whether etcd answers; the main runs it.
+	Etcd *storage.Monitor
 }
 
 // Setup parses args, loads the bootstrap config (server-id required),
@@ -98,7 +100,8 @@ func (f *Flags) Setup(args []string) (*Env, error) {
 	}
 	sort.Strings(local)
 	logger.Info("starting", "endpoints", strings.Join(cfg.Endpoints, ","), "prefix", cfg.Prefix, "config", cfg.Path, "local_secrets", strings.Join(local, ","))
-	return &Env{Config: cfg, Logger: logger, Client: cli, Storage: st}, nil
+	mon := &storage.Monitor{Storage: st, Log: logger, Explain: cfg.Probe}
+	return &Env{Config: cfg, Logger: logger, Client: cli, Storage: st, Etcd: mon}, nil
 }
 
 // NewLogger is the daemons' JSON logger. A duration is written in seconds,

@@ -406,10 +406,11 @@ func (c *Config) RequireServerID() error {
 
 // NewEtcdClient connects to etcd as configured. The connection is made
 // lazily; a request that cannot reach etcd fails when its context ends.
+// Authentication, when configured, is tried for at most DialTimeout.
 func (c *Config) NewEtcdClient() (*clientv3.Client, error) {
 	ec := clientv3.Config{
 		Endpoints:            c.Endpoints,
-		DialTimeout:          5 * time.Second,
+		DialTimeout:          DialTimeout,
 		DialKeepAliveTime:    10 * time.Second,
 		DialKeepAliveTimeout: 5 * time.Second,
 		Logger:               zap.NewNop(),
@@ -438,6 +439,9 @@ func (c *Config) NewEtcdClient() (*clientv3.Client, error) {
 	}
 	return cli, nil
 }
+
+// DialTimeout bounds connecting (and authenticating) to etcd.
+const DialTimeout = 2 * time.Second
 
 // readSecretFile reads a secret from a file that others cannot read.
 func readSecretFile(path string) (string, error) {

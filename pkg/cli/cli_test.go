@@ -399,6 +399,25 @@ func TestUnreachableEtcdFailsWithinTimeout(t *testing.T) {
 	}
 }
 
+// TestRefusedEtcdFailsWithItsCause: a refused connection ends a command
+// with its cause soon after it starts, long before a generous
+// --command-timeout.
+func TestRefusedEtcdFailsWithItsCause(t *testing.T) {
+	t.Parallel()
+	done := make(chan result, 1)
+	go func() {
+		done <- runCLI(t, "", "--endpoints", "http://127.0.0.1:1", "--command-timeout", "10m", "config", "set", "env", "dev")
+	}()
+	select {
+	case r := <-done:
+		require.Equal(t, ExitUnreachable, r.code)
+		require.Contains(t, r.stderr, "etcd at [http://127.0.0.1:1] cannot be reached")
+		require.Contains(t, r.stderr, "connection refused: nothing listens there")
+	case <-time.After(time.Minute):
+		t.Fatal("ferry config set waited for --command-timeout on a refused connection")
+	}
+}
+
 func TestUsageErrors(t *testing.T) {
 	t.Parallel()
 	cases := [][]string{

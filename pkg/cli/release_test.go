@@ -58,8 +58,14 @@ func TestReleaseList(t *testing.T) {
 	require.Equal(t, ExitOK, r.code, r.stderr)
 	require.Regexp(t, `\*\s+release-2026.01.01-1\s+release\s+staging,prod\s+2026-01-01 00:00\s+2\s+pinned`, r.stdout)
 
+	// A blip is retried, and shown; an outage fails within the timeout.
 	gh.FailNext(1, http.StatusBadGateway)
 	r = f.run("", "release", "list")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	require.Contains(t, r.stderr, "502 Bad Gateway")
+	require.Contains(t, r.stderr, "retrying in")
+	gh.FailNext(1_000_000, http.StatusBadGateway)
+	r = f.run("", "--command-timeout", "1s", "release", "list")
 	require.Equal(t, ExitFailure, r.code)
 	require.Contains(t, r.stderr, "cannot list releases")
 	require.Contains(t, r.stderr, "502")

@@ -25,7 +25,7 @@ const (
 	ExitFailure     = 1 // the command ran and failed
 	ExitUsage       = 2 // bad usage or a refused value; nothing was changed
 	ExitNotFound    = 3 // the named thing does not exist
-	ExitUnreachable = 4 // etcd did not answer within --command-timeout
+	ExitUnreachable = 4 // no etcd endpoint answers, or etcd did not within --command-timeout
 )
 
 const exitCodeHelp = `Exit codes:
@@ -33,7 +33,8 @@ const exitCodeHelp = `Exit codes:
   1  the command failed
   2  bad usage or a refused value; nothing was changed
   3  not found (e.g. leave of a server that is not registered)
-  4  etcd unreachable within --command-timeout`
+  4  etcd unreachable: no endpoint answers (found within about 2s), or etcd
+     did not answer within --command-timeout`
 
 // app holds what every command shares. It is built per run, never global.
 type app struct {
@@ -101,7 +102,8 @@ func (a *app) exitCode(err error) int {
 }
 
 func isUnreachable(err error) bool {
-	if errors.Is(err, context.DeadlineExceeded) {
+	var ue *unreachableError
+	if errors.As(err, &ue) || errors.Is(err, context.DeadlineExceeded) {
 		return true
 	}
 	switch status.Code(err) {
@@ -112,6 +114,10 @@ func isUnreachable(err error) bool {
 }
 
 func (a *app) unreachableMessage(err error) string {
+	var ue *unreachableError
+	if errors.As(err, &ue) {
+		return ue.Error()
+	}
 	eps := bootstrap.DefaultEndpoint
 	if a.cfg != nil {
 		eps = strings.Join(a.cfg.Endpoints, ",")
@@ -202,14 +208,11 @@ func (a *app) connect(ctx context.Context) (context.Context, *storage.Storage, f
 	return ctx, st, func() { cancel(); closeStorage() }, nil
 }
 
-// withStorage runs fn with a connected storage and the command's context.
+// withStorage runs fn with a connected storage and the command's context;
+// fn must be idempotent, as it is tried again after a transient etcd error
+// (see storageCall).
 func (a *app) withStorage(cmd *cobra.Command, fn func(ctx context.Context, st *storage.Storage) error) error {
-	ctx, st, closeFn, err := a.connect(cmd.Context())
-	if err != nil {
-		return err
-	}
-	defer closeFn()
-	return fn(ctx, st)
+	return a.storageCall(cmd, true, fn)
 }
 
 // withSnapshot runs fn on a snapshot of the fleet's state.

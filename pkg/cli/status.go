@@ -271,7 +271,10 @@ It asks for confirmation unless --yes is given.`,
 				}
 			}
 			hist := unrecorded(snap, state, time.Now())
-			return a.withStorage(cmd, func(ctx context.Context, st *storage.Storage) error {
+			// Not retried: Recover is fenced on the request's revision, and
+			// a retry after an attempt that did apply would say the rollout
+			// changed.
+			return a.storageCall(cmd, false, func(ctx context.Context, st *storage.Storage) error {
 				if err := st.Recover(ctx, snap.RequestRev, hist); err != nil {
 					return err
 				}

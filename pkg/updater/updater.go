@@ -53,6 +53,8 @@ type Options struct {
 	// MaxWait bounds how long the leader sleeps without looking again.
 	// Default 1m.
 	MaxWait time.Duration
+	// Etcd, if set, names the cause when /healthz finds etcd unreachable.
+	Etcd *storage.Monitor
 }
 
 // Updater is one ferry-updater.
@@ -112,6 +114,9 @@ func (u *Updater) Handler() http.Handler {
 		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 		defer cancel()
 		if err := u.st.Ping(ctx); err != nil {
+			if known := u.opts.Etcd.Err(); known != nil {
+				err = known
+			}
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
@@ -145,7 +150,12 @@ func (u *Updater) Run(ctx context.Context) error {
 
 func (u *Updater) campaignAndLead(ctx context.Context) error {
 	ttl := int(u.opts.SessionTTL.Round(time.Second) / time.Second)
+	// A session needs etcd to grant a lease; say so while it does not.
+	waiting := time.AfterFunc(5*time.Second, func() {
+		u.log.Warn("waiting for an election session: etcd does not grant the lease yet")
+	})
 	sess, err := concurrency.NewSession(u.st.Client(), concurrency.WithTTL(max(ttl, 1)), concurrency.WithContext(ctx))
+	waiting.Stop()
 	if err != nil {
 		return fmt.Errorf("election session: %w", err)
 	}
@@ -159,18 +169,22 @@ func (u *Updater) campaignAndLead(ctx context.Context) error {
 	}()
 
 	// The session may die while we wait in Campaign; stop waiting then.
-	sctx, cancel := context.WithCancel(ctx)
+	sctx, cancelCause := context.WithCancelCause(ctx)
+	cancel := func() { cancelCause(nil) }
 	defer cancel()
 	go func() {
 		select {
 		case <-sess.Done():
-			cancel()
+			cancelCause(fmt.Errorf("the election session ended: etcd did not renew its lease within session-ttl %s", u.opts.SessionTTL))
 		case <-sctx.Done():
 		}
 	}()
 
 	elec := concurrency.NewElection(sess, u.st.UpdaterElectionPrefix())
 	if err := elec.Campaign(sctx, u.opts.ID); err != nil {
+		if cause := context.Cause(sctx); ctx.Err() == nil && cause != nil {
+			err = cause
+		}
 		return fmt.Errorf("campaign: %w", err)
 	}
 	leaderKey := elec.Key()
@@ -178,8 +192,12 @@ func (u *Updater) campaignAndLead(ctx context.Context) error {
 	// expired), without waiting for the session's keepalive to notice.
 	go func() {
 		for resp := range u.st.Client().Watch(sctx, leaderKey, clientv3.WithFilterPut(), clientv3.WithRev(elec.Rev()+1)) {
-			if resp.Err() != nil || len(resp.Events) > 0 {
-				cancel()
+			if err := resp.Err(); err != nil {
+				cancelCause(fmt.Errorf("watching the election key: %w", err))
+				return
+			}
+			if len(resp.Events) > 0 {
+				cancelCause(errors.New("the election key was deleted: the lease expired or was revoked"))
 				return
 			}
 		}
@@ -196,6 +214,9 @@ func (u *Updater) campaignAndLead(ctx context.Context) error {
 	err = u.lead(sctx, leaderKey)
 	if errors.Is(err, storage.ErrNoLeader) {
 		u.log.Warn("lost the lead: a write was refused by the fence")
+	}
+	if cause := context.Cause(sctx); ctx.Err() == nil && cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
 	}
 	return err
 }
@@ -481,7 +502,9 @@ func (u *Updater) resolve(ctx context.Context, ls *leaderState, act Action, cfg 
 	case ctx.Err() != nil:
 		return Action{Kind: Wait, Why: "stopping"}
 	case retry.Transient(err):
-		delay := release.RetryDelay(err, ls.resolveFailures, u.opts.RetryBase, u.opts.RetryMax, now)
+		// A rollout waits on this: back off as a worker does, from 1s to
+		// 1m, unless GitHub asks for longer.
+		delay := release.RetryDelay(err, ls.resolveFailures, min(u.opts.RetryBase, time.Second), min(u.opts.RetryMax, time.Minute), now)
 		ls.resolveFailures++
 		ls.resolveAt = now.Add(delay)
 		u.log.Warn("cannot look the release up for the rollout; will try again", "version", req.Version, "error", err, "retry_in_seconds", delay.Seconds())

@@ -140,6 +140,8 @@ type Options struct {
 	Metrics *Metrics
 	// LeaseTTL is the lease of alive/<id>; default 10s.
 	LeaseTTL time.Duration
+	// Etcd, if set, names the cause when /healthz finds etcd unreachable.
+	Etcd *storage.Monitor
 	// Package is the name of ferry's own package; default "ferry".
 	Package string
 }
@@ -767,6 +769,9 @@ func (w *Worker) Handler() http.Handler {
 		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 		defer cancel()
 		if err := w.st.Ping(ctx); err != nil {
+			if known := w.o.Etcd.Err(); known != nil {
+				err = known
+			}
 			http.Error(rw, err.Error(), http.StatusServiceUnavailable)
 			return
 		}

@@ -1,0 +1,95 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"github.com/ferry-cd/ferry/pkg/retry"
+	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/spf13/cobra"
+)
+
+// probeAfter is how long a command waits for etcd before it asks each
+// endpoint whether it is there at all (bootstrap.Config.Probe): a refused
+// connection or a certificate etcd rejects then fails the command at once,
+// with its cause, instead of at --command-timeout.
+const probeAfter = 2 * time.Second
+
+// unreachableError is etcd found unreachable by a probe, with the cause.
+type unreachableError struct {
+	endpoints string
+	cause     error
+}
+
+func (e *unreachableError) Error() string {
+	return fmt.Sprintf("etcd at %s cannot be reached: %v", e.endpoints, e.cause)
+}
+
+func (e *unreachableError) Unwrap() error { return e.cause }
+
+// storageCall runs fn with a connected storage, bounded by
+// --command-timeout. An idempotent fn that meets a transient etcd error (a
+// leader change, a member that went away, a request that timed out inside
+// etcd) is run again with backoff while the timeout allows, and each retry
+// is shown on stderr. Meanwhile, etcd's endpoints are probed every
+// probeAfter: when none answers, the command ends at once with the cause.
+func (a *app) storageCall(cmd *cobra.Command, idempotent bool, fn func(ctx context.Context, st *storage.Storage) error) error {
+	ctx, st, closeFn, err := a.connect(cmd.Context())
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go a.probeWhileWaiting(ctx, cancel)
+
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval = 200*time.Millisecond, 2*time.Second
+	for {
+		err := fn(ctx, st)
+		var unreachable *unreachableError
+		if errors.As(context.Cause(ctx), &unreachable) {
+			return unreachable
+		}
+		if err == nil || !idempotent || ctx.Err() != nil || !retry.Transient(err) {
+			return err
+		}
+		wait := b.NextBackOff()
+		if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < wait {
+			return err
+		}
+		fmt.Fprintf(a.stderr, "ferry: %v; retrying in %.1fs\n", err, wait.Seconds())
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+	}
+}
+
+// probeWhileWaiting probes etcd's endpoints every probeAfter until ctx
+// ends, and cancels ctx with an unreachableError when none answers.
+func (a *app) probeWhileWaiting(ctx context.Context, cancel context.CancelCauseFunc) {
+	if a.cfg == nil {
+		return
+	}
+	t := time.NewTicker(probeAfter)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, pcancel := context.WithTimeout(ctx, probeAfter)
+		err := a.cfg.Probe(pctx)
+		pcancel()
+		if err != nil && ctx.Err() == nil {
+			cancel(&unreachableError{endpoints: fmt.Sprint(a.cfg.Endpoints), cause: err})
+			return
+		}
+	}
+}
