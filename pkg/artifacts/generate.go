@@ -187,6 +187,13 @@ func (src *Sources) latestDeb(ctx context.Context, d *Deb) error {
 	if err != nil {
 		return err
 	}
+	// The upstream tag is newer; the package in it must be too, in dpkg's
+	// order, or the fleet would be asked to downgrade it.
+	if nv, err := release.ParseVersion(v); err == nil {
+		if ov, err := release.ParseVersion(d.Version); err == nil && nv.Compare(ov) < 0 {
+			return fmt.Errorf("release %s holds %s %s, older than the set's %s in dpkg's order: ignore %s in the ignore file, or fix the release", best.Tag, d.Name, v, d.Version, best.Tag)
+		}
+	}
 	d.Release, d.Asset, d.Version, d.SHA256 = best.Tag, asset.Name, v, sum
 	return nil
 }

@@ -129,6 +129,37 @@ func TestGenerateArtifacts(t *testing.T) {
 	require.Equal(t, string(before), string(after))
 }
 
+// TestGenerateArtifactsRefusesAnOlderPackage: a newer upstream tag whose
+// package is older in dpkg's order (1.5.0~rc1 sorts before 1.5.0) is not
+// taken: the fleet would be asked to downgrade it.
+func TestGenerateArtifactsRefusesAnOlderPackage(t *testing.T) {
+	t.Parallel()
+	u := newUpstream(t)
+	deb := debtest.Build(t, t.TempDir(), debtest.Package{Name: "acme-tools", Version: "1.5.0~rc1"})
+	data, err := os.ReadFile(deb)
+	require.NoError(t, err)
+	u.gh.AddRelease("acme/tools", githubfake.ReleaseSpec{Tag: "v1.6.0", CreatedAt: time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC),
+		Assets: map[string][]byte{"acme-tools_1.5.0~rc1_amd64.deb": data}})
+	file := u.writeSet(t)
+	code, _, errOut := u.generate(file)
+	require.Equal(t, ExitOK, code, errOut)
+	set, err := artifacts.Load(file)
+	require.NoError(t, err)
+	require.Equal(t, "v1.6.0", set.Debs[0].Release, "the first run takes it: the set held 1.2.0")
+
+	// With 1.5.0 in the set, the same release is refused.
+	set.Debs[0].Release, set.Debs[0].Asset, set.Debs[0].Version = "v1.5.0", "acme-tools_1.5.0_amd64.deb", "1.5.0"
+	out, err := set.Marshal()
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(file, out, 0o644))
+	code, _, errOut = u.generate(file)
+	require.NotEqual(t, ExitOK, code)
+	require.Contains(t, errOut, "holds acme-tools 1.5.0~rc1, older than the set's 1.5.0 in dpkg's order")
+	after, err := os.ReadFile(file)
+	require.NoError(t, err)
+	require.Equal(t, string(out), string(after), "nothing changed")
+}
+
 func TestGenerateArtifactsIgnoreFile(t *testing.T) {
 	t.Parallel()
 	u := newUpstream(t)
