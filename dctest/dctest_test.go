@@ -203,12 +203,12 @@ func (d *dc) requireInstalled(version string, servers ...string) {
 func (d *dc) waitStep(id, step string) {
 	d.t.Helper()
 	require.Eventually(d.t, func() bool {
-		statuses, err := d.st.GetStatuses(d.ctx)
+		snap, err := d.st.Snapshot(d.ctx)
 		if err != nil {
 			return false
 		}
-		st := statuses[id]
-		return st != nil && st.StepName == step && st.Phase == storage.PhaseRunning
+		st := snap.Statuses[id]
+		return st != nil && st.StepName == step && snap.Phase(id) == storage.PhaseRunning
 	}, 3*time.Minute, 100*time.Millisecond, "%s never ran step %s", id, step)
 }
 

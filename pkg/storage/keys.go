@@ -12,6 +12,7 @@ const (
 	keyPin           = "pin"
 	keyStatusDir     = "status/"
 	keyCurrent       = "status/current"
+	keyPassed        = "status/passed"
 	keyServerStatus  = "status/servers/"
 	keyContentsDir   = "contents/"
 	keyHistoryDir    = "history/"

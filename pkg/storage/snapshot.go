@@ -35,6 +35,9 @@ type Snapshot struct {
 	Pin        *Pin         // nil when not pinned
 	Release    *ReleaseInfo // nil before the updater has seen a release
 	Contents   map[string]*ContentsStatus
+	// Passed is the highest barrier of the request that every server has
+	// reached; nil before the first.
+	Passed *Passed
 	// TriggerRev is the mod revision of trigger/check, 0 when none: a
 	// larger value than last seen asks for a release check now.
 	TriggerRev int64
@@ -53,6 +56,7 @@ func (s *Storage) Snapshot(ctx context.Context) (*Snapshot, error) {
 		clientv3.OpGet(s.abs(keyReleaseInfo)),
 		clientv3.OpGet(s.abs(keyContentsDir), clientv3.WithPrefix()),
 		clientv3.OpGet(s.abs(keyTrigger)),
+		clientv3.OpGet(s.abs(keyPassed)),
 	).Commit()
 	if err != nil {
 		return nil, fmt.Errorf("read snapshot: %w", err)
@@ -96,5 +100,29 @@ func (s *Storage) Snapshot(ctx context.Context) (*Snapshot, error) {
 	if r := kvs(8); len(r) > 0 {
 		snap.TriggerRev = r[0].ModRevision
 	}
+	if r := kvs(9); len(r) > 0 {
+		p := new(Passed)
+		if err := decode(string(r[0].Key), r[0].Value, p); err != nil {
+			return nil, err
+		}
+		if snap.Request != nil && p.Rollout.Equal(snap.Request.StartedAt) {
+			snap.Passed = p
+		}
+	}
 	return snap, nil
+}
+
+// Phase is a server's phase in the request as an operator means it: a
+// server whose status waits at a barrier that has passed is running that
+// step, since a lockstep step writes no report of its own when it starts.
+// "" when the server has not reported on the request.
+func (s *Snapshot) Phase(id string) string {
+	st := s.Statuses[id]
+	if !st.For(s.Request) {
+		return ""
+	}
+	if st.Phase == PhaseWaiting && st.Cond == CondRunning && s.Passed != nil && s.Passed.Step >= st.Step {
+		return PhaseRunning
+	}
+	return st.Phase
 }

@@ -430,6 +430,7 @@ func (s *Storage) StartRequest(ctx context.Context, req *UpdateRequest, leaderKe
 		clientv3.OpDelete(s.abs(keyServerStatus), clientv3.WithPrefix()),
 		clientv3.OpDelete(s.abs(keyBarrierDir), clientv3.WithPrefix()),
 		clientv3.OpDelete(s.abs(keyRollingDir), clientv3.WithPrefix()),
+		clientv3.OpDelete(s.abs(keyPassed)),
 		clientv3.OpPut(s.abs(keyCurrent), data),
 	)
 }
@@ -733,88 +734,4 @@ func (s *Storage) GetInstalled(ctx context.Context, id, kind, name string) (*Ins
 // PutInstalled records what a worker installed.
 func (s *Storage) PutInstalled(ctx context.Context, id, kind, name string, in *Installed) error {
 	return s.put(ctx, s.installKey(id, kind, name), in)
-}
-
-// --- barrier/ ---
-
-func (s *Storage) barrierDir(startedAt time.Time, step int) string {
-	return fmt.Sprintf("%s%s%s/%d/", s.prefix, keyBarrierDir, startedAt.UTC().Format("20060102T150405.000000000Z"), step)
-}
-
-// BarrierResult is what WaitBarrier saw.
-type BarrierResult int
-
-// Barrier outcomes.
-const (
-	BarrierPassed BarrierResult = iota // every server arrived
-	BarrierGone                        // the request was stopped, finished or replaced
-)
-
-// WaitBarrier records that id reached step k of the rollout that started
-// at startedAt, then waits until count servers have, or until the request
-// is stopped or replaced. It reads only the request and a count of arrivals,
-// and wakes only when those change, so that a waiting fleet costs etcd little.
-func (s *Storage) WaitBarrier(ctx context.Context, startedAt time.Time, step int, id string, count int) (BarrierResult, error) {
-	dir := s.barrierDir(startedAt, step)
-	if _, err := s.cli.Put(ctx, dir+id, ""); err != nil {
-		return 0, fmt.Errorf("barrier: %w", err)
-	}
-	current := s.abs(keyCurrent)
-	for {
-		resp, err := s.cli.Txn(ctx).Then(
-			clientv3.OpGet(current),
-			clientv3.OpGet(dir, clientv3.WithPrefix(), clientv3.WithCountOnly()),
-		).Commit()
-		if err != nil {
-			return 0, fmt.Errorf("barrier: %w", err)
-		}
-		kvs := resp.Responses[0].GetResponseRange().Kvs
-		if len(kvs) == 0 {
-			return BarrierGone, nil
-		}
-		var req UpdateRequest
-		if err := decode(current, kvs[0].Value, &req); err != nil {
-			return 0, err
-		}
-		if !req.StartedAt.Equal(startedAt) || req.Stop || req.Finished() {
-			return BarrierGone, nil
-		}
-		if resp.Responses[1].GetResponseRange().Count >= int64(count) {
-			return BarrierPassed, nil
-		}
-		if err := s.waitKeys(ctx, resp.Header.Revision, current, dir); err != nil {
-			return 0, err
-		}
-	}
-}
-
-// waitKeys returns when key or anything under dir changes after rev.
-func (s *Storage) waitKeys(ctx context.Context, rev int64, key, dir string) error {
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	a := s.cli.Watch(wctx, key, clientv3.WithRev(rev+1))
-	b := s.cli.Watch(wctx, dir, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
-	for {
-		var resp clientv3.WatchResponse
-		var ok bool
-		select {
-		case resp, ok = <-a:
-		case resp, ok = <-b:
-		}
-		if !ok {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			return fmt.Errorf("barrier watch closed")
-		}
-		if resp.CompactRevision != 0 {
-			return nil // compacted: read again
-		}
-		if err := resp.Err(); err != nil {
-			return fmt.Errorf("barrier watch: %w", err)
-		}
-		if len(resp.Events) > 0 {
-			return nil
-		}
-	}
 }

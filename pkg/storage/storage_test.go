@@ -520,65 +520,6 @@ func TestTriggerInSnapshot(t *testing.T) {
 	require.Greater(t, snap2.TriggerRev, snap.Revision)
 }
 
-func TestWaitBarrier(t *testing.T) {
-	t.Parallel()
-	st := newTestStorage(t)
-	ctx := testContext(t)
-	elec := campaign(t, ctx, st)
-	req := &UpdateRequest{Version: "1", Servers: []string{"a", "b"}, StartedAt: time.Now().UTC()}
-	require.NoError(t, st.StartRequest(ctx, req, elec.Key()))
-
-	// a waits until b arrives.
-	got := make(chan BarrierResult, 1)
-	go func() {
-		r, err := st.WaitBarrier(ctx, req.StartedAt, 1, "a", 2)
-		if err == nil {
-			got <- r
-		}
-	}()
-	select {
-	case <-got:
-		t.Fatal("passed the barrier alone")
-	case <-time.After(100 * time.Millisecond):
-	}
-	r, err := st.WaitBarrier(ctx, req.StartedAt, 1, "b", 2)
-	require.NoError(t, err)
-	require.Equal(t, BarrierPassed, r)
-	select {
-	case r := <-got:
-		require.Equal(t, BarrierPassed, r)
-	case <-ctx.Done():
-		t.Fatal("a never passed")
-	}
-
-	// A stop ends the wait of step 2.
-	go func() {
-		r, err := st.WaitBarrier(ctx, req.StartedAt, 2, "a", 2)
-		if err == nil {
-			got <- r
-		}
-	}()
-	req.Stop = true
-	require.NoError(t, st.PutRequest(ctx, req, elec.Key()))
-	select {
-	case r := <-got:
-		require.Equal(t, BarrierGone, r)
-	case <-ctx.Done():
-		t.Fatal("the stop did not end the wait")
-	}
-
-	// A new request clears the arrivals of the old one.
-	old := req.StartedAt
-	req2 := &UpdateRequest{Version: "1", Servers: []string{"a", "b"}, StartedAt: old.Add(time.Second)}
-	require.NoError(t, st.StartRequest(ctx, req2, elec.Key()))
-	resp, err := st.Client().Get(ctx, st.Prefix()+"barrier/", clientv3.WithPrefix(), clientv3.WithCountOnly())
-	require.NoError(t, err)
-	require.Zero(t, resp.Count)
-	r, err = st.WaitBarrier(ctx, old, 1, "a", 2)
-	require.NoError(t, err)
-	require.Equal(t, BarrierGone, r, "a barrier of a replaced request does not wait")
-}
-
 // TestLocalSecretsTakeThePlaceOfEtcd: a server that keeps its secrets on
 // disk (systemd LoadCredential=) uses them, whatever etcd says; other keys
 // cannot be overridden that way.

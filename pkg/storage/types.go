@@ -107,6 +107,33 @@ type UpdateStatus struct {
 	Cond      Cond      `json:"cond"`
 	Message   string    `json:"message,omitempty"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// Rollout is the StartedAt of the request the status is about, so that
+	// a late write about an earlier rollout never counts for this one.
+	Rollout time.Time `json:"rollout,omitzero"`
+}
+
+// For reports whether the status is about req (a status that predates
+// Rollout is taken as the current request's, as the version matches).
+func (st *UpdateStatus) For(req *UpdateRequest) bool {
+	return st != nil && req != nil && st.Version == req.Version && (st.Rollout.IsZero() || st.Rollout.Equal(req.StartedAt))
+}
+
+// Reached is the barrier the server has reached in req: it has finished
+// every step before it. A server that has not reported on req has reached
+// none (0).
+func (st *UpdateStatus) Reached(req *UpdateRequest) int {
+	if !st.For(req) {
+		return 0
+	}
+	return st.Step
+}
+
+// Passed is status/passed: the highest barrier of the current rollout that
+// every server of it has reached, so that all may start that step. The
+// updater leader writes it; workers watch it.
+type Passed struct {
+	Rollout time.Time `json:"rollout"`
+	Step    int       `json:"step"`
 }
 
 // ServerInfo is info/servers/<id>: a registered member of the fleet.

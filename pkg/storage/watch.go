@@ -56,3 +56,30 @@ func (s *Storage) WaitChanges(ctx context.Context, afterRev int64) ([]Change, er
 	}
 	return nil, fmt.Errorf("watch %s: channel closed", s.prefix)
 }
+
+// WaitRequest blocks until status/current changes at a revision after
+// afterRev. An idle worker waits here rather than on the whole prefix, so
+// that the statuses of a large fleet do not wake it, and it re-reads
+// nothing until its request changes.
+func (s *Storage) WaitRequest(ctx context.Context, afterRev int64) error {
+	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	for resp := range s.cli.Watch(ctx, s.abs(keyCurrent), clientv3.WithRev(afterRev+1)) {
+		if resp.CompactRevision != 0 {
+			return fmt.Errorf("resume at revision %d (compacted at %d): %w", afterRev+1, resp.CompactRevision, ErrCompacted)
+		}
+		if err := resp.Err(); err != nil {
+			if errors.Is(err, rpctypes.ErrCompacted) {
+				return fmt.Errorf("resume at revision %d: %w", afterRev+1, ErrCompacted)
+			}
+			return fmt.Errorf("watch the request: %w", err)
+		}
+		if len(resp.Events) > 0 {
+			return nil
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return fmt.Errorf("watch the request: channel closed")
+}

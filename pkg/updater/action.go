@@ -154,7 +154,7 @@ func watchRollout(in Input) Action {
 	snap, cfg, now := in.Snap, in.Config, in.Now
 	req := snap.Request
 	for _, id := range req.Servers {
-		if st := snap.Statuses[id]; st != nil && st.Version == req.Version && st.Cond == storage.CondAborted {
+		if st := snap.Statuses[id]; st.For(req) && st.Cond == storage.CondAborted {
 			return Action{Kind: Stop, Why: "a server aborted", Cause: &StopCause{Result: storage.ResultAborted, Server: id, Message: st.Message}}
 		}
 	}
@@ -190,7 +190,7 @@ func unfinished(snap *storage.Snapshot) []string {
 	var out []string
 	for _, id := range snap.Request.Servers {
 		st := snap.Statuses[id]
-		if st == nil || st.Version != snap.Request.Version || st.Cond != storage.CondCompleted {
+		if !st.For(snap.Request) || st.Cond != storage.CondCompleted {
 			out = append(out, id)
 		}
 	}

@@ -241,11 +241,45 @@ type leaderState struct {
 	// rollout is tried again; resolveFailures counts the tries.
 	resolveAt       time.Time
 	resolveFailures int
+	// coordFor is the rollout whose barriers this leader coordinates, and
+	// stopCoord ends that.
+	coordFor  time.Time
+	stopCoord context.CancelFunc
+}
+
+// coordinate keeps a barrier coordinator (storage.Coordinate) running for
+// the running request, and none otherwise.
+func (u *Updater) coordinate(ctx context.Context, ls *leaderState, snap *storage.Snapshot, leaderKey string) {
+	req := snap.Request
+	running := req != nil && !req.Finished() && !req.Stop
+	if running && ls.stopCoord != nil && ls.coordFor.Equal(req.StartedAt) {
+		return
+	}
+	if ls.stopCoord != nil {
+		ls.stopCoord()
+		ls.stopCoord, ls.coordFor = nil, time.Time{}
+	}
+	if !running {
+		return
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	ls.stopCoord, ls.coordFor = cancel, req.StartedAt
+	r := *req
+	go func() {
+		if err := u.st.Coordinate(cctx, &r, leaderKey); err != nil && cctx.Err() == nil {
+			u.log.Warn("the barrier coordinator stopped", "version", r.Version, "error", err)
+		}
+	}()
 }
 
 func (u *Updater) lead(ctx context.Context, leaderKey string) error {
 	defaults, _ := storage.ParseConfig(nil)
 	ls := &leaderState{lastGood: defaults, missingSince: map[string]time.Time{}}
+	defer func() {
+		if ls.stopCoord != nil {
+			ls.stopCoord()
+		}
+	}()
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -258,6 +292,7 @@ func (u *Updater) lead(ctx context.Context, leaderKey string) error {
 		}
 		now := time.Now()
 		cfg, ok := u.config(ls, snap)
+		u.coordinate(ctx, ls, snap, leaderKey)
 
 		if err := u.maybeCheck(ctx, ls, snap, cfg, ok, now, leaderKey); err != nil {
 			return err

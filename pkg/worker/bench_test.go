@@ -63,7 +63,10 @@ func BenchmarkCoordination(b *testing.B) {
 				req := &storage.UpdateRequest{Version: "1.0.0", Servers: ids, Reason: storage.ReasonUpdate, StartedAt: time.Now().UTC()}
 				began := time.Now()
 				fleettest.AsLeader(b, admin, func(key string) error { return admin.StartRequest(ctx, req, key) })
+				cctx, stop := context.WithCancel(ctx)
+				go admin.Coordinate(cctx, req, "")
 				waitAllCompleted(b, admin, len(ids))
+				stop()
 				total += time.Since(began)
 			}
 			b.ReportMetric(total.Seconds()/float64(b.N), "s/rollout")

@@ -169,6 +169,7 @@ func (e *upgradeEnv) requestWith(v string, ref *storage.ReleaseRef, servers ...s
 	}
 	req := &storage.UpdateRequest{Version: v, Servers: servers, Reason: storage.ReasonUpdate, StartedAt: time.Now().UTC(), Release: ref}
 	e.leader(func(key string) error { return e.st.StartRequest(e.ctx(), req, key) })
+	e.coordinate(req)
 	return req
 }
 

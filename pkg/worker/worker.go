@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -258,8 +259,10 @@ func sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
+// wait returns when the request changes after rev: nothing else tells an
+// idle worker to act.
 func (w *Worker) wait(ctx context.Context, rev int64) {
-	if _, err := w.st.WaitChanges(ctx, rev); err != nil && ctx.Err() == nil && !errors.Is(err, storage.ErrCompacted) {
+	if err := w.st.WaitRequest(ctx, rev); err != nil && ctx.Err() == nil && !errors.Is(err, storage.ErrCompacted) {
 		w.log.Warn("watch failed", "error", err)
 		sleep(ctx, time.Second)
 	}
@@ -272,7 +275,10 @@ func (w *Worker) step(ctx context.Context, snap *storage.Snapshot) error {
 		return nil
 	}
 	own := snap.Statuses[w.o.ID]
-	if own != nil && own.Version == req.Version && own.Cond != storage.CondRunning {
+	if !own.For(req) {
+		own = nil
+	}
+	if own != nil && own.Cond != storage.CondRunning {
 		return nil
 	}
 	log := w.log.With("version", req.Version)
@@ -289,7 +295,7 @@ func (w *Worker) step(ctx context.Context, snap *storage.Snapshot) error {
 		return w.selfUpgrade(ctx, snap.Config, req, log)
 	}
 	start := 1
-	if own != nil && own.Version == req.Version && own.Step > 0 {
+	if own != nil && own.Step > 0 {
 		start = own.Step
 		if own.Phase == storage.PhaseDone {
 			start++
@@ -341,7 +347,7 @@ func stepName(steps []artifacts.Step, k int) string {
 }
 
 func (w *Worker) report(ctx context.Context, req *storage.UpdateRequest, step int, name, phase string, cond storage.Cond, msg string) error {
-	st := &storage.UpdateStatus{Version: req.Version, Step: step, StepName: name, Phase: phase, Cond: cond, Message: msg, UpdatedAt: time.Now().UTC()}
+	st := &storage.UpdateStatus{Version: req.Version, Rollout: req.StartedAt, Step: step, StepName: name, Phase: phase, Cond: cond, Message: msg, UpdatedAt: time.Now().UTC()}
 	if err := w.st.PutStatus(ctx, w.o.ID, st); err != nil {
 		return fmt.Errorf("report status: %w", err)
 	}
@@ -432,8 +438,20 @@ func (w *Worker) selfUpgrade(ctx context.Context, cfg *storage.Config, req *stor
 
 // --- steps ---
 
+// runSteps runs the plan from step start. Each step costs one status write
+// at its barrier: "waiting at step k", which also says "done with step
+// k-1"; the updater leader writes status/passed when every server has
+// written it, and one watch, open for the whole rollout, brings that here.
 func (w *Worker) runSteps(ctx context.Context, cfg *storage.Config, req *storage.UpdateRequest, start int, log *slog.Logger) error {
 	steps := w.o.Plan.Steps
+	var rw *storage.RolloutWatch
+	if start <= len(steps) {
+		var err error
+		if rw, err = w.st.WatchRollout(ctx, req.StartedAt); err != nil {
+			return err
+		}
+		defer rw.Close()
+	}
 	for k := start; k <= len(steps); k++ {
 		s := &steps[k-1]
 		stepLog := log.With("step", s.Name)
@@ -441,7 +459,7 @@ func (w *Worker) runSteps(ctx context.Context, cfg *storage.Config, req *storage
 		if err := w.report(ctx, req, k, s.Name, storage.PhaseWaiting, storage.CondRunning, ""); err != nil {
 			return err
 		}
-		if err := w.barrier(ctx, req, k); err != nil {
+		if err := w.barrier(ctx, rw, k); err != nil {
 			return w.stopped(ctx, req, k, s.Name, err, stepLog)
 		}
 		w.metrics.step.Set(float64(k))
@@ -477,9 +495,7 @@ func (w *Worker) runSteps(ctx context.Context, cfg *storage.Config, req *storage
 		}
 		w.metrics.stepSeconds.WithLabelValues(s.Name).Observe(time.Since(began).Seconds())
 		stepLog.Info("step done", "seconds", time.Since(began).Seconds())
-		if err := w.report(ctx, req, k, s.Name, storage.PhaseDone, storage.CondRunning, ""); err != nil {
-			return err
-		}
+		// The next step's "waiting" report says this one is done.
 	}
 	w.metrics.step.Set(0)
 	if len(steps) == 0 {
@@ -537,7 +553,7 @@ func current(snap *storage.Snapshot, req *storage.UpdateRequest) bool {
 		return false
 	}
 	for _, id := range cur.Servers {
-		if st := snap.Statuses[id]; st != nil && st.Version == cur.Version && st.Cond == storage.CondAborted {
+		if st := snap.Statuses[id]; st.For(cur) && st.Cond == storage.CondAborted {
 			return false
 		}
 	}
@@ -547,8 +563,8 @@ func current(snap *storage.Snapshot, req *storage.UpdateRequest) bool {
 // barrier waits until every server of the request has reached step k, that
 // is, finished step k-1. A member that aborted makes the updater stop the
 // request, which ends the wait.
-func (w *Worker) barrier(ctx context.Context, req *storage.UpdateRequest, k int) error {
-	res, err := w.st.WaitBarrier(ctx, req.StartedAt, k, w.o.ID, len(req.Servers))
+func (w *Worker) barrier(ctx context.Context, rw *storage.RolloutWatch, k int) error {
+	res, err := rw.Wait(ctx, k)
 	if err != nil {
 		return err
 	}
@@ -584,16 +600,17 @@ func (w *Worker) whileCurrent(ctx context.Context, req *storage.UpdateRequest) (
 	wctx, cancel := context.WithCancelCause(ctx)
 	go func() {
 		for wctx.Err() == nil {
-			snap, err := w.st.Snapshot(wctx)
+			rw, err := w.st.WatchRollout(wctx, req.StartedAt)
 			if err != nil {
 				sleep(wctx, time.Second)
 				continue
 			}
-			if !current(snap, req) {
+			res, err := rw.Wait(wctx, math.MaxInt)
+			rw.Close()
+			if err == nil && res == storage.BarrierGone {
 				cancel(errStopped)
 				return
 			}
-			w.st.WaitChanges(wctx, snap.Revision)
 		}
 	}()
 	return wctx, func() { cancel(nil) }
@@ -621,9 +638,8 @@ func (w *Worker) runStep(ctx context.Context, cfg *storage.Config, req *storage.
 	case artifacts.Leader:
 		return w.runLeaderStep(ctx, rc, req, s, log)
 	}
-	if err := w.report(ctx, req, k, s.Name, storage.PhaseRunning, storage.CondRunning, ""); err != nil {
-		return err
-	}
+	// A lockstep step runs on every server once the barrier passed: its
+	// "waiting" report and status/passed say so without another write.
 	return w.runActions(ctx, rc, s)
 }
 

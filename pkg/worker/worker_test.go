@@ -108,7 +108,17 @@ func (f *fleet) request(v string, servers ...string) *storage.UpdateRequest {
 	}
 	req := &storage.UpdateRequest{Version: v, Servers: servers, Reason: storage.ReasonUpdate, StartedAt: time.Now().UTC()}
 	f.leader(func(key string) error { return f.st.StartRequest(f.ctx(), req, key) })
+	f.coordinate(req)
 	return req
+}
+
+// coordinate plays the updater leader's barrier coordinator for req, until
+// the test ends; a real updater's, when one runs, writes the same.
+func (f *fleet) coordinate(req *storage.UpdateRequest) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); f.st.Coordinate(ctx, req, "") }()
+	f.t.Cleanup(func() { cancel(); <-done })
 }
 
 func (f *fleet) stop(reason string) {
@@ -128,6 +138,16 @@ func (f *fleet) startUpdater() {
 	done := make(chan struct{})
 	go func() { u.Run(ctx); close(done) }()
 	f.t.Cleanup(func() { cancel(); <-done })
+}
+
+// waitRunning waits until the server runs step k, as `ferry status` would
+// say it (see storage.Snapshot.Phase).
+func (f *fleet) waitRunning(id string, k int) {
+	f.t.Helper()
+	require.Eventually(f.t, func() bool {
+		snap, err := f.st.Snapshot(f.ctx())
+		return err == nil && snap.Statuses[id] != nil && snap.Statuses[id].Step == k && snap.Phase(id) == storage.PhaseRunning
+	}, 30*time.Second, 10*time.Millisecond, "%s never ran step %d", id, k)
 }
 
 func (f *fleet) waitStatus(id string, ok func(*storage.UpdateStatus) bool) *storage.UpdateStatus {
@@ -304,7 +324,7 @@ func TestStopAtTheNextSafePoint(t *testing.T) {
 	}
 	f.request(v1, servers...)
 	for _, s := range servers {
-		f.waitStatus(s, func(st *storage.UpdateStatus) bool { return st.Step == 1 && st.Phase == storage.PhaseRunning })
+		f.waitRunning(s, 1)
 	}
 
 	// Stop while step 1 runs: it is not interrupted, and step 2 never runs.
@@ -347,7 +367,7 @@ func TestKilledWorkerResumesAndLeaderStepRunsOnce(t *testing.T) {
 		workers[s] = f.start(s, v1, plan, ops(f))
 	}
 	f.request(v1, servers...)
-	f.waitStatus("boot-1", func(st *storage.UpdateStatus) bool { return st.Step == 2 && st.Phase == storage.PhaseRunning })
+	f.waitRunning("boot-1", 2)
 	require.Eventually(t, func() bool { _, err := os.Stat(firstRun); return err != nil }, 10*time.Second, 10*time.Millisecond)
 
 	workers["boot-1"].kill()

@@ -1,0 +1,332 @@
+package storage
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// The lockstep barrier costs one write per server per step. A worker's
+// status report "waiting at step k" is its arrival (it also says "done with
+// step k-1"); the updater leader follows every status with one watch, and
+// when every member of the rollout has reached k it writes status/passed;
+// each worker follows status/current and status/passed with one watch that
+// stays open for the whole rollout. Nothing is re-read on a wake-up, and
+// each server sees one event per step, so the work grows linearly with the
+// fleet.
+
+// BarrierResult is what a wait at a barrier saw.
+type BarrierResult int
+
+// Barrier outcomes.
+const (
+	BarrierPassed BarrierResult = iota // every server arrived
+	BarrierGone                        // the request was stopped, finished or replaced
+)
+
+// RolloutWatch follows one rollout's request and its passed barrier.
+type RolloutWatch struct {
+	s         *Storage
+	startedAt time.Time
+	cancel    context.CancelFunc
+	wch       clientv3.WatchChan
+	// rev is the revision the state below was read at; events at or
+	// below it are already counted.
+	rev    int64
+	passed int
+	gone   bool
+}
+
+// WatchRollout starts following the rollout that started at startedAt.
+// Close it when done.
+func (s *Storage) WatchRollout(ctx context.Context, startedAt time.Time) (*RolloutWatch, error) {
+	rw := &RolloutWatch{s: s, startedAt: startedAt}
+	if err := rw.open(ctx); err != nil {
+		return nil, err
+	}
+	return rw, nil
+}
+
+// open starts the watch, then reads both keys. The watch starts at the
+// current revision, so etcd serves it from its synced set at once; events
+// that the read already reflects are skipped by revision.
+func (rw *RolloutWatch) open(ctx context.Context) error {
+	if rw.cancel != nil {
+		rw.cancel()
+	}
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(context.WithoutCancel(ctx)))
+	rw.cancel = cancel
+	s := rw.s
+	rw.wch = s.cli.Watch(wctx, s.abs(keyCurrent), clientv3.WithRange(s.abs(keyPassed)+"\x00"), clientv3.WithCreatedNotify())
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case resp, ok := <-rw.wch:
+		if !ok {
+			return fmt.Errorf("watch the rollout: closed")
+		}
+		if err := resp.Err(); err != nil {
+			return fmt.Errorf("watch the rollout: %w", err)
+		}
+	}
+	resp, err := s.cli.Txn(ctx).Then(clientv3.OpGet(s.abs(keyCurrent)), clientv3.OpGet(s.abs(keyPassed))).Commit()
+	if err != nil {
+		return fmt.Errorf("read the rollout: %w", err)
+	}
+	rw.rev = resp.Header.Revision
+	cur := resp.Responses[0].GetResponseRange().Kvs
+	if len(cur) == 0 {
+		rw.gone = true
+	}
+	for i := range resp.Responses {
+		for _, kv := range resp.Responses[i].GetResponseRange().Kvs {
+			if err := rw.apply(kv, false); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (rw *RolloutWatch) apply(kv *mvccpb.KeyValue, deleted bool) error {
+	switch string(kv.Key) {
+	case rw.s.abs(keyCurrent):
+		if deleted {
+			rw.gone = true
+			return nil
+		}
+		var req UpdateRequest
+		if err := decode(string(kv.Key), kv.Value, &req); err != nil {
+			return err
+		}
+		if !req.StartedAt.Equal(rw.startedAt) || req.Stop || req.Finished() {
+			rw.gone = true
+		}
+	case rw.s.abs(keyPassed):
+		if deleted {
+			return nil
+		}
+		var p Passed
+		if err := decode(string(kv.Key), kv.Value, &p); err != nil {
+			return err
+		}
+		if p.Rollout.Equal(rw.startedAt) {
+			rw.passed = max(rw.passed, p.Step)
+		}
+	}
+	return nil
+}
+
+// Wait returns when every server of the rollout has reached barrier k
+// (BarrierPassed), or when the request is stopped, finished or replaced
+// (BarrierGone). A watch that etcd ends (a leader change, a compaction) is
+// opened again, from the state read anew.
+func (rw *RolloutWatch) Wait(ctx context.Context, k int) (BarrierResult, error) {
+	for {
+		if rw.gone {
+			return BarrierGone, nil
+		}
+		if rw.passed >= k {
+			return BarrierPassed, nil
+		}
+		var (
+			resp clientv3.WatchResponse
+			ok   bool
+		)
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case resp, ok = <-rw.wch:
+		}
+		if !ok || resp.Err() != nil || resp.Canceled {
+			if err := rw.reopen(ctx); err != nil {
+				return 0, err
+			}
+			continue
+		}
+		for _, ev := range resp.Events {
+			if ev.Kv.ModRevision <= rw.rev {
+				continue
+			}
+			if err := rw.apply(ev.Kv, ev.Type == clientv3.EventTypeDelete); err != nil {
+				return 0, err
+			}
+		}
+	}
+}
+
+// reopen opens the watch again after etcd ended it, backing off while etcd
+// does not answer.
+func (rw *RolloutWatch) reopen(ctx context.Context) error {
+	wait := 100 * time.Millisecond
+	for {
+		err := rw.open(ctx)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
+}
+
+// Close ends the watch.
+func (rw *RolloutWatch) Close() {
+	if rw.cancel != nil {
+		rw.cancel()
+	}
+}
+
+// Coordinate writes status/passed for the running request req whenever
+// every member has reached a further barrier (see UpdateStatus.Reached),
+// until ctx ends or the write is refused by the fence on leaderKey
+// (ErrNoLeader). It reads the statuses once and then follows them, and
+// status/passed, with one watch. The write is a compare-and-swap on
+// status/passed, so passed never goes back, whoever else writes it. An
+// empty leaderKey writes without a fence, for tests that play the updater.
+func (s *Storage) Coordinate(ctx context.Context, req *UpdateRequest, leaderKey string) error {
+	members := make(map[string]bool, len(req.Servers))
+	for _, id := range req.Servers {
+		members[id] = true
+	}
+	reached := make(map[string]int, len(req.Servers))
+	passed, passedRev := 0, int64(0)
+	apply := func(kv *mvccpb.KeyValue, deleted bool) error {
+		key := string(kv.Key)
+		if key == s.abs(keyPassed) {
+			passedRev = kv.ModRevision
+			if deleted {
+				passedRev = 0
+				return nil
+			}
+			var p Passed
+			if err := decode(key, kv.Value, &p); err != nil {
+				return err
+			}
+			if p.Rollout.Equal(req.StartedAt) {
+				passed = max(passed, p.Step)
+			}
+			return nil
+		}
+		id := key[len(s.abs(keyServerStatus)):]
+		if !members[id] {
+			return nil
+		}
+		if deleted {
+			delete(reached, id)
+			return nil
+		}
+		var st UpdateStatus
+		if err := decode(key, kv.Value, &st); err != nil {
+			return err
+		}
+		reached[id] = st.Reached(req)
+		return nil
+	}
+
+	for {
+		err := s.coordinate(ctx, req, leaderKey, members, reached, &passed, &passedRev, apply)
+		if err == nil || ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err == ErrNoLeader {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// coordinate is one watch's worth of Coordinate; it returns an error when
+// the watch ends.
+func (s *Storage) coordinate(ctx context.Context, req *UpdateRequest, leaderKey string, members map[string]bool, reached map[string]int,
+	passed *int, passedRev *int64, apply func(*mvccpb.KeyValue, bool) error) error {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	// status/passed sorts just before status/servers/.
+	from, to := s.abs(keyPassed), clientv3.GetPrefixRangeEnd(s.abs(keyServerStatus))
+	wch := s.cli.Watch(wctx, from, clientv3.WithRange(to), clientv3.WithCreatedNotify())
+	if resp, ok := <-wch; !ok || resp.Err() != nil {
+		return fmt.Errorf("coordinate: watch: %v", resp.Err())
+	}
+	resp, err := s.cli.Get(ctx, from, clientv3.WithRange(to))
+	if err != nil {
+		return fmt.Errorf("coordinate: %w", err)
+	}
+	clear(reached)
+	for _, kv := range resp.Kvs {
+		if err := apply(kv, false); err != nil {
+			return err
+		}
+	}
+	rev := resp.Header.Revision
+	for {
+		if err := s.advance(ctx, req, leaderKey, members, reached, passed, passedRev); err != nil {
+			return err
+		}
+		var wr clientv3.WatchResponse
+		var ok bool
+		select {
+		case <-ctx.Done():
+			return nil
+		case wr, ok = <-wch:
+		}
+		if !ok || wr.Err() != nil || wr.Canceled {
+			return fmt.Errorf("coordinate: the watch ended: %v", wr.Err())
+		}
+		for _, ev := range wr.Events {
+			if ev.Kv.ModRevision <= rev {
+				continue
+			}
+			if err := apply(ev.Kv, ev.Type == clientv3.EventTypeDelete); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// advance writes status/passed when every member has reached further than
+// it says.
+func (s *Storage) advance(ctx context.Context, req *UpdateRequest, leaderKey string, members map[string]bool, reached map[string]int, passed *int, passedRev *int64) error {
+	low := -1
+	for id := range members {
+		if r := reached[id]; low < 0 || r < low {
+			low = r
+		}
+	}
+	if low <= *passed {
+		return nil
+	}
+	data, err := encode(&Passed{Rollout: req.StartedAt, Step: low})
+	if err != nil {
+		return err
+	}
+	conds := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.abs(keyPassed)), "=", *passedRev)}
+	if leaderKey != "" {
+		conds = append(conds, clientv3.Compare(clientv3.CreateRevision(leaderKey), ">", 0))
+	}
+	resp, err := s.cli.Txn(ctx).If(conds...).Then(clientv3.OpPut(s.abs(keyPassed), data)).Commit()
+	if err != nil {
+		return fmt.Errorf("coordinate: write passed: %w", err)
+	}
+	if !resp.Succeeded {
+		if leaderKey != "" {
+			if g, err := s.cli.Get(ctx, leaderKey, clientv3.WithCountOnly()); err == nil && g.Count == 0 {
+				return ErrNoLeader
+			}
+		}
+		// Someone else wrote passed: its event is on the way.
+		return nil
+	}
+	*passed, *passedRev = low, resp.Header.Revision
+	return nil
+}

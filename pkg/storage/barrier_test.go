@@ -1,0 +1,249 @@
+package storage
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// arrive reports that id reached barrier k of req.
+func arrive(t testing.TB, ctx context.Context, st *Storage, req *UpdateRequest, id string, k int) {
+	t.Helper()
+	require.NoError(t, st.PutStatus(ctx, id, &UpdateStatus{Version: req.Version, Rollout: req.StartedAt, Step: k, Phase: PhaseWaiting, Cond: CondRunning, UpdatedAt: time.Now()}))
+}
+
+func TestBarrier(t *testing.T) {
+	t.Parallel()
+	st := newTestStorage(t)
+	ctx := testContext(t)
+	elec := campaign(t, ctx, st)
+	req := &UpdateRequest{Version: "1", Servers: []string{"a", "b"}, StartedAt: time.Now().UTC()}
+	require.NoError(t, st.StartRequest(ctx, req, elec.Key()))
+	cctx, stopCoordinator := context.WithCancel(ctx)
+	coordinated := make(chan error, 1)
+	go func() { coordinated <- st.Coordinate(cctx, req, elec.Key()) }()
+
+	rw, err := st.WatchRollout(ctx, req.StartedAt)
+	require.NoError(t, err)
+	defer rw.Close()
+	arrive(t, ctx, st, req, "a", 1)
+	got := make(chan BarrierResult, 1)
+	go func() {
+		r, err := rw.Wait(ctx, 1)
+		if err == nil {
+			got <- r
+		}
+	}()
+	// a waits until b arrives: b's status is read, and the coordinator
+	// has seen a's arrival, before anything passes.
+	snap, err := st.Snapshot(ctx)
+	require.NoError(t, err)
+	require.Nil(t, snap.Passed, "passed alone")
+	select {
+	case <-got:
+		t.Fatal("passed the barrier alone")
+	default:
+	}
+	arrive(t, ctx, st, req, "b", 1)
+	select {
+	case r := <-got:
+		require.Equal(t, BarrierPassed, r)
+	case <-ctx.Done():
+		t.Fatal("a never passed")
+	}
+	snap, err = st.Snapshot(ctx)
+	require.NoError(t, err)
+	require.Equal(t, &Passed{Rollout: req.StartedAt, Step: 1}, snap.Passed)
+
+	// A late status about another rollout does not count.
+	require.NoError(t, st.PutStatus(ctx, "a", &UpdateStatus{Version: "1", Rollout: req.StartedAt.Add(-time.Hour), Step: 5, Phase: PhaseWaiting}))
+	arrive(t, ctx, st, req, "b", 2)
+
+	// A stop ends the wait of step 2.
+	go func() {
+		r, err := rw.Wait(ctx, 2)
+		if err == nil {
+			got <- r
+		}
+	}()
+	req.Stop = true
+	require.NoError(t, st.PutRequest(ctx, req, elec.Key()))
+	select {
+	case r := <-got:
+		require.Equal(t, BarrierGone, r)
+	case <-ctx.Done():
+		t.Fatal("the stop did not end the wait")
+	}
+	snap, err = st.Snapshot(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, snap.Passed.Step, "a's late status did not pass step 2")
+
+	// Fenced: a coordinator that lost the lead writes nothing, and says so.
+	oldKey := elec.Key()
+	require.NoError(t, elec.Resign(ctx))
+	req2 := &UpdateRequest{Version: "1", Servers: []string{"a"}, StartedAt: time.Now().UTC()}
+	elec2 := campaign(t, ctx, st)
+	require.NoError(t, st.StartRequest(ctx, req2, elec2.Key()))
+	stopCoordinator()
+	<-coordinated
+	arrive(t, ctx, st, req2, "a", 1)
+	require.ErrorIs(t, st.Coordinate(ctx, req2, oldKey), ErrNoLeader, "after a's arrival it must try to write")
+}
+
+// TestBarrierRandomized interleaves arrivals, worker deaths and restarts
+// (a restarted worker opens a new watch and arrives again), restarts of the
+// coordinator (a change of updater leader) and a stop followed by a resume,
+// at random, and checks the barrier's promise: nobody passes barrier k
+// before every member has reached it, and once all have, all pass.
+// FERRY_BARRIER_SEED replays a run.
+func TestBarrierRandomized(t *testing.T) {
+	t.Parallel()
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("FERRY_BARRIER_SEED"); s != "" {
+		var err error
+		seed, err = strconv.ParseUint(s, 10, 64)
+		require.NoError(t, err)
+	}
+	t.Logf("seed %d (FERRY_BARRIER_SEED replays it)", seed)
+	rng := rand.New(rand.NewPCG(seed, seed))
+	st := newTestStorage(t)
+	ctx := testContext(t)
+	elec := campaign(t, ctx, st)
+
+	const members, steps = 6, 8
+	ids := make([]string, members)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("s%d", i)
+	}
+	var (
+		mu      sync.Mutex
+		reached = map[string]int{} // what each member reported
+	)
+	type plan struct {
+		delays []time.Duration // before each arrival
+		dieAt  int             // the barrier before which it dies (0: never)
+	}
+	runRollout := func(req *UpdateRequest, from map[string]int, stopAt int) map[string]int {
+		// The coordinator restarts now and then, as a change of leader would.
+		cctx, cancel := context.WithCancel(ctx)
+		var cwg sync.WaitGroup
+		cwg.Add(1)
+		go func() {
+			defer cwg.Done()
+			for cctx.Err() == nil {
+				rctx, rcancel := context.WithTimeout(cctx, time.Duration(50+rng.IntN(300))*time.Millisecond)
+				st.Coordinate(rctx, req, elec.Key())
+				rcancel()
+			}
+		}()
+		plans := map[string]plan{}
+		for _, id := range ids {
+			p := plan{}
+			for range steps + 1 {
+				p.delays = append(p.delays, time.Duration(rng.IntN(20))*time.Millisecond)
+			}
+			if rng.IntN(3) == 0 {
+				p.dieAt = 1 + rng.IntN(steps)
+			}
+			plans[id] = p
+		}
+		var wg sync.WaitGroup
+		out := make(map[string]int, members)
+		var outMu sync.Mutex
+		errs := make(chan error, members)
+		for _, id := range ids {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				p := plans[id]
+				k := max(from[id], 1)
+				rw, err := st.WatchRollout(ctx, req.StartedAt)
+				if err != nil {
+					errs <- err
+					return
+				}
+				defer func() { rw.Close() }()
+				for ; k <= steps; k++ {
+					time.Sleep(p.delays[k])
+					mu.Lock()
+					reached[id] = max(reached[id], k)
+					mu.Unlock()
+					if k == p.dieAt {
+						// Dies after arriving, restarts a while later with a
+						// new watch, and arrives again.
+						arrive(t, ctx, st, req, id, k)
+						rw.Close()
+						time.Sleep(time.Duration(rng.IntN(100)) * time.Millisecond)
+						if rw, err = st.WatchRollout(ctx, req.StartedAt); err != nil {
+							errs <- err
+							return
+						}
+					}
+					arrive(t, ctx, st, req, id, k)
+					res, err := rw.Wait(ctx, k)
+					if err != nil {
+						errs <- err
+						return
+					}
+					if res == BarrierGone {
+						outMu.Lock()
+						out[id] = k
+						outMu.Unlock()
+						return
+					}
+					mu.Lock()
+					for _, other := range ids {
+						if reached[other] < k {
+							errs <- fmt.Errorf("%s passed barrier %d while %s had reached %d", id, k, other, reached[other])
+						}
+					}
+					mu.Unlock()
+					if k == stopAt && id == ids[0] {
+						stopped := *req
+						stopped.Stop = true
+						if err := st.PutRequest(ctx, &stopped, elec.Key()); err != nil {
+							errs <- err
+						}
+					}
+				}
+				outMu.Lock()
+				out[id] = steps + 1
+				outMu.Unlock()
+			}()
+		}
+		wg.Wait()
+		cancel()
+		cwg.Wait()
+		close(errs)
+		for err := range errs {
+			require.NoError(t, err)
+		}
+		return out
+	}
+
+	req := &UpdateRequest{Version: "1", Servers: ids, StartedAt: time.Now().UTC()}
+	require.NoError(t, st.StartRequest(ctx, req, elec.Key()))
+	stopAt := 1 + rng.IntN(steps-1)
+	where := runRollout(req, nil, stopAt)
+	for id, k := range where {
+		require.LessOrEqual(t, k, stopAt+1, "%s went on past the stop", id)
+	}
+
+	// Resume: a new request; every member starts where it stopped.
+	mu.Lock()
+	clear(reached)
+	mu.Unlock()
+	req2 := &UpdateRequest{Version: "1", Servers: ids, StartedAt: time.Now().UTC()}
+	require.NoError(t, st.StartRequest(ctx, req2, elec.Key()))
+	done := runRollout(req2, where, -1)
+	for _, id := range ids {
+		require.Equal(t, steps+1, done[id], "%s finished", id)
+	}
+}
