@@ -95,6 +95,12 @@ chaos: deps ## many rollouts with random SIGKILLs (ROUNDS=50, SEED=n replays); p
 bench: ## print figures: download RSS and throughput vs curl, idle GitHub cost, coordination overhead
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./pkg/...
 
+.PHONY: bench-coordination
+bench-coordination: ## barrier cost on a 3-member etcd cluster (fsync on) for 5, 100, 1000 servers, against one put per server
+	@mkdir -p $(BUILD)
+	$(GO) build -o $(BUILD)/ferry-dctest-etcd ./dctest/cmd/ferry-dctest-etcd
+	$(GO) run ./dctest/cmd/ferry-bench-coordination --etcd $(BUILD)/ferry-dctest-etcd $(if $(SERVERS),--servers $(SERVERS))
+
 .PHONY: demo
 demo: deps ## a virtual datacenter of 3 boot servers doing a rollout, live
 	$(GO) run ./dctest/cmd/ferry-demo

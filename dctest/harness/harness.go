@@ -275,6 +275,7 @@ type EtcdMember struct {
 	Name, ClientURL, PeerURL, Dir string
 	bin, cluster                  string
 	tls                           *TLSFiles
+	fsync                         bool
 	cmd                           *exec.Cmd
 	// exited is closed when the process has exited.
 	exited chan struct{}
@@ -290,37 +291,70 @@ func freePort() (string, error) {
 }
 
 func (dc *Datacenter) startEtcd() error {
-	var peers []string
-	for i := 0; i < dc.opts.EtcdMembers; i++ {
+	members, err := StartEtcdCluster(EtcdOptions{Dir: dc.Dir, Bin: dc.opts.Build.EtcdMember, Members: dc.opts.EtcdMembers, TLS: dc.TLS})
+	if err != nil {
+		return err
+	}
+	dc.Etcd = members
+	for _, m := range members {
+		dc.Endpoints = append(dc.Endpoints, m.ClientURL)
+	}
+	return nil
+}
+
+// EtcdOptions shape an etcd cluster of ferry-dctest-etcd processes.
+type EtcdOptions struct {
+	Dir     string // a data directory per member is made under it
+	Bin     string // the ferry-dctest-etcd binary
+	Members int
+	TLS     *TLSFiles // nil: plain http
+	// Fsync makes the members sync to disk as production members do.
+	Fsync bool
+}
+
+// StartEtcdCluster starts an etcd cluster on loopback and returns once
+// every member is healthy. Kill the members when done.
+func StartEtcdCluster(o EtcdOptions) ([]*EtcdMember, error) {
+	var (
+		members []*EtcdMember
+		peers   []string
+	)
+	for i := 0; i < o.Members; i++ {
 		c, err := freePort()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		p, err := freePort()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		scheme := "http://"
-		if dc.TLS != nil {
+		if o.TLS != nil {
 			scheme = "https://"
 		}
-		m := &EtcdMember{Name: fmt.Sprintf("etcd%d", i), ClientURL: scheme + c, PeerURL: "http://" + p, Dir: filepath.Join(dc.Dir, fmt.Sprintf("etcd%d", i)), bin: dc.opts.Build.EtcdMember, tls: dc.TLS}
-		dc.Etcd = append(dc.Etcd, m)
-		dc.Endpoints = append(dc.Endpoints, m.ClientURL)
+		m := &EtcdMember{Name: fmt.Sprintf("etcd%d", i), ClientURL: scheme + c, PeerURL: "http://" + p, Dir: filepath.Join(o.Dir, fmt.Sprintf("etcd%d", i)), bin: o.Bin, tls: o.TLS, fsync: o.Fsync}
+		members = append(members, m)
 		peers = append(peers, m.Name+"="+m.PeerURL)
 	}
 	cluster := strings.Join(peers, ",")
-	errs := make(chan error, len(dc.Etcd))
-	for _, m := range dc.Etcd {
+	errs := make(chan error, len(members))
+	for _, m := range members {
 		m.cluster = cluster
 		go func() { errs <- m.start("new") }()
 	}
-	for range dc.Etcd {
-		if err := <-errs; err != nil {
-			return err
+	var failed error
+	for range members {
+		if err := <-errs; err != nil && failed == nil {
+			failed = err
 		}
 	}
-	return nil
+	if failed != nil {
+		for _, m := range members {
+			m.Kill()
+		}
+		return nil, failed
+	}
+	return members, nil
 }
 
 // start starts the member and returns once its client URL says it is
@@ -328,6 +362,9 @@ func (dc *Datacenter) startEtcd() error {
 func (m *EtcdMember) start(state string) error {
 	args := []string{"--name", m.Name, "--data-dir", m.Dir, "--client-url", m.ClientURL, "--peer-url", m.PeerURL,
 		"--initial-cluster", m.cluster, "--initial-cluster-state", state}
+	if m.fsync {
+		args = append(args, "--fsync")
+	}
 	client := &http.Client{Timeout: time.Second}
 	if m.tls != nil {
 		args = append(args, "--cert-file", m.tls.ServerCert, "--key-file", m.tls.ServerKey, "--trusted-ca-file", m.tls.CA)

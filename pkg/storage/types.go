@@ -120,10 +120,14 @@ func (st *UpdateStatus) For(req *UpdateRequest) bool {
 
 // Reached is the barrier the server has reached in req: it has finished
 // every step before it. A server that has not reported on req has reached
-// none (0).
+// none (0); one that completed the plan's S steps has reached S+1, so that
+// status/passed at S+1 says the fleet completed.
 func (st *UpdateStatus) Reached(req *UpdateRequest) int {
 	if !st.For(req) {
 		return 0
+	}
+	if st.Cond == CondCompleted {
+		return st.Step + 1
 	}
 	return st.Step
 }
