@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -16,7 +17,15 @@ import (
 // each worker follows status/current and status/passed with one watch that
 // stays open for the whole rollout. Nothing is re-read on a wake-up, and
 // each server sees one event per step, so the work grows linearly with the
-// fleet.
+// fleet. A fleet of at most LocalBarrier servers skips the coordinator:
+// each worker's one watch also takes in the statuses, and it counts.
+
+// LocalBarrier is the largest fleet whose workers count the arrivals
+// themselves, each following every status: a few events per step buy a
+// round trip, the coordinator's write of status/passed. Larger fleets
+// leave the counting to the coordinator, so that the events per step grow
+// linearly with the fleet.
+const LocalBarrier = 16
 
 // BarrierResult is what a wait at a barrier saw.
 type BarrierResult int
@@ -30,20 +39,36 @@ const (
 // RolloutWatch follows one rollout's request and its passed barrier.
 type RolloutWatch struct {
 	s         *Storage
+	req       *UpdateRequest
 	startedAt time.Time
-	cancel    context.CancelFunc
-	wch       clientv3.WatchChan
+	// reached is each member's barrier, for a fleet of at most
+	// LocalBarrier servers that counts its arrivals itself; nil otherwise.
+	reached map[string]int
+	cancel  context.CancelFunc
+	wch     clientv3.WatchChan
 	// rev is the revision the state below was read at; events at or
 	// below it are already counted.
 	rev    int64
 	passed int
 	gone   bool
+	// events counts the events applied; last is the revision of the last.
+	events int
+	last   int64
 }
 
-// WatchRollout starts following the rollout that started at startedAt.
-// Close it when done.
-func (s *Storage) WatchRollout(ctx context.Context, startedAt time.Time) (*RolloutWatch, error) {
-	rw := &RolloutWatch{s: s, startedAt: startedAt}
+// Events is how many watch events the watch has applied, for benchmarks.
+func (rw *RolloutWatch) Events() int { return rw.events }
+
+// Revision is the revision of the last event applied: after Wait passed,
+// the write that made it pass.
+func (rw *RolloutWatch) Revision() int64 { return rw.last }
+
+// WatchRollout starts following the rollout of req. Close it when done.
+func (s *Storage) WatchRollout(ctx context.Context, req *UpdateRequest) (*RolloutWatch, error) {
+	rw := &RolloutWatch{s: s, req: req, startedAt: req.StartedAt}
+	if len(req.Servers) <= LocalBarrier {
+		rw.reached = map[string]int{}
+	}
 	if err := rw.open(ctx); err != nil {
 		return nil, err
 	}
@@ -60,7 +85,13 @@ func (rw *RolloutWatch) open(ctx context.Context) error {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(context.WithoutCancel(ctx)))
 	rw.cancel = cancel
 	s := rw.s
-	rw.wch = s.cli.Watch(wctx, s.abs(keyCurrent), clientv3.WithRange(s.abs(keyPassed)+"\x00"), clientv3.WithCreatedNotify())
+	// status/current and status/passed are next to each other, and
+	// status/servers/ follows them.
+	end := s.abs(keyPassed) + "\x00"
+	if rw.reached != nil {
+		end = clientv3.GetPrefixRangeEnd(s.abs(keyServerStatus))
+	}
+	rw.wch = s.cli.Watch(wctx, s.abs(keyCurrent), clientv3.WithRange(end), clientv3.WithCreatedNotify())
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
@@ -72,7 +103,12 @@ func (rw *RolloutWatch) open(ctx context.Context) error {
 			return fmt.Errorf("watch the rollout: %w", err)
 		}
 	}
-	resp, err := s.cli.Txn(ctx).Then(clientv3.OpGet(s.abs(keyCurrent)), clientv3.OpGet(s.abs(keyPassed))).Commit()
+	ops := []clientv3.Op{clientv3.OpGet(s.abs(keyCurrent)), clientv3.OpGet(s.abs(keyPassed))}
+	if rw.reached != nil {
+		clear(rw.reached)
+		ops = append(ops, clientv3.OpGet(s.abs(keyServerStatus), clientv3.WithPrefix()))
+	}
+	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
 	if err != nil {
 		return fmt.Errorf("read the rollout: %w", err)
 	}
@@ -116,8 +152,34 @@ func (rw *RolloutWatch) apply(kv *mvccpb.KeyValue, deleted bool) error {
 		if p.Rollout.Equal(rw.startedAt) {
 			rw.passed = max(rw.passed, p.Step)
 		}
+	default:
+		if rw.reached == nil {
+			return nil
+		}
+		id := strings.TrimPrefix(string(kv.Key), rw.s.abs(keyServerStatus))
+		if deleted {
+			delete(rw.reached, id)
+			return nil
+		}
+		var st UpdateStatus
+		if err := decode(string(kv.Key), kv.Value, &st); err != nil {
+			return err
+		}
+		rw.reached[id] = st.Reached(rw.req)
+		rw.passed = max(rw.passed, lowest(rw.req.Servers, rw.reached))
 	}
 	return nil
+}
+
+// lowest is the barrier every member has reached.
+func lowest(members []string, reached map[string]int) int {
+	low := -1
+	for _, id := range members {
+		if r := reached[id]; low < 0 || r < low {
+			low = r
+		}
+	}
+	return max(low, 0)
 }
 
 // Wait returns when every server of the rollout has reached barrier k
@@ -151,6 +213,8 @@ func (rw *RolloutWatch) Wait(ctx context.Context, k int) (BarrierResult, error) 
 			if ev.Kv.ModRevision <= rw.rev {
 				continue
 			}
+			rw.events++
+			rw.last = ev.Kv.ModRevision
 			if err := rw.apply(ev.Kv, ev.Type == clientv3.EventTypeDelete); err != nil {
 				return 0, err
 			}
@@ -191,6 +255,11 @@ func (rw *RolloutWatch) Close() {
 // status/passed, so passed never goes back, whoever else writes it. An
 // empty leaderKey writes without a fence, for tests that play the updater.
 func (s *Storage) Coordinate(ctx context.Context, req *UpdateRequest, leaderKey string) error {
+	if len(req.Servers) <= LocalBarrier {
+		// Its workers count their arrivals themselves.
+		<-ctx.Done()
+		return ctx.Err()
+	}
 	members := make(map[string]bool, len(req.Servers))
 	for _, id := range req.Servers {
 		members[id] = true
@@ -297,12 +366,7 @@ func (s *Storage) coordinate(ctx context.Context, req *UpdateRequest, leaderKey 
 // advance writes status/passed when every member has reached further than
 // it says.
 func (s *Storage) advance(ctx context.Context, req *UpdateRequest, leaderKey string, members map[string]bool, reached map[string]int, passed *int, passedRev *int64) error {
-	low := -1
-	for id := range members {
-		if r := reached[id]; low < 0 || r < low {
-			low = r
-		}
-	}
+	low := lowest(req.Servers, reached)
 	if low <= *passed {
 		return nil
 	}

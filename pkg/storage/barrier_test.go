@@ -19,18 +19,40 @@ func arrive(t testing.TB, ctx context.Context, st *Storage, req *UpdateRequest, 
 	require.NoError(t, st.PutStatus(ctx, id, &UpdateStatus{Version: req.Version, Rollout: req.StartedAt, Step: k, Phase: PhaseWaiting, Cond: CondRunning, UpdatedAt: time.Now()}))
 }
 
+// TestBarrier: a small fleet counts its arrivals itself; a larger one is
+// counted by the coordinator, which writes status/passed, fenced on the
+// leader key.
 func TestBarrier(t *testing.T) {
 	t.Parallel()
+	for _, n := range []int{2, LocalBarrier + 1} {
+		t.Run(fmt.Sprintf("servers=%d", n), func(t *testing.T) {
+			t.Parallel()
+			testBarrier(t, n)
+		})
+	}
+}
+
+func testBarrier(t *testing.T, n int) {
+	coordinated := n > LocalBarrier
 	st := newTestStorage(t)
 	ctx := testContext(t)
 	elec := campaign(t, ctx, st)
-	req := &UpdateRequest{Version: "1", Servers: []string{"a", "b"}, StartedAt: time.Now().UTC()}
+	servers := []string{"a", "b"}
+	for i := 2; i < n; i++ {
+		servers = append(servers, fmt.Sprintf("f%d", i))
+	}
+	req := &UpdateRequest{Version: "1", Servers: servers, StartedAt: time.Now().UTC()}
 	require.NoError(t, st.StartRequest(ctx, req, elec.Key()))
 	cctx, stopCoordinator := context.WithCancel(ctx)
-	coordinated := make(chan error, 1)
-	go func() { coordinated <- st.Coordinate(cctx, req, elec.Key()) }()
+	defer stopCoordinator()
+	coordinatorDone := make(chan error, 1)
+	go func() { coordinatorDone <- st.Coordinate(cctx, req, elec.Key()) }()
+	// Every other server is at step 2 already.
+	for _, id := range servers[2:] {
+		arrive(t, ctx, st, req, id, 2)
+	}
 
-	rw, err := st.WatchRollout(ctx, req.StartedAt)
+	rw, err := st.WatchRollout(ctx, req)
 	require.NoError(t, err)
 	defer rw.Close()
 	arrive(t, ctx, st, req, "a", 1)
@@ -41,14 +63,12 @@ func TestBarrier(t *testing.T) {
 			got <- r
 		}
 	}()
-	// a waits until b arrives: b's status is read, and the coordinator
-	// has seen a's arrival, before anything passes.
 	snap, err := st.Snapshot(ctx)
 	require.NoError(t, err)
-	require.Nil(t, snap.Passed, "passed alone")
+	require.Nil(t, snap.Passed, "passed without b")
 	select {
 	case <-got:
-		t.Fatal("passed the barrier alone")
+		t.Fatal("passed the barrier without b")
 	default:
 	}
 	arrive(t, ctx, st, req, "b", 1)
@@ -60,7 +80,7 @@ func TestBarrier(t *testing.T) {
 	}
 	snap, err = st.Snapshot(ctx)
 	require.NoError(t, err)
-	require.Equal(t, &Passed{Rollout: req.StartedAt, Step: 1}, snap.Passed)
+	require.Equal(t, &Passed{Rollout: req.StartedAt, Step: 1}, snap.Passed, "written by the coordinator, or counted by the snapshot")
 
 	// A late status about another rollout does not count.
 	require.NoError(t, st.PutStatus(ctx, "a", &UpdateStatus{Version: "1", Rollout: req.StartedAt.Add(-time.Hour), Step: 5, Phase: PhaseWaiting}))
@@ -81,6 +101,9 @@ func TestBarrier(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("the stop did not end the wait")
 	}
+	if !coordinated {
+		return
+	}
 	snap, err = st.Snapshot(ctx)
 	require.NoError(t, err)
 	require.Equal(t, 1, snap.Passed.Step, "a's late status did not pass step 2")
@@ -88,13 +111,15 @@ func TestBarrier(t *testing.T) {
 	// Fenced: a coordinator that lost the lead writes nothing, and says so.
 	oldKey := elec.Key()
 	require.NoError(t, elec.Resign(ctx))
-	req2 := &UpdateRequest{Version: "1", Servers: []string{"a"}, StartedAt: time.Now().UTC()}
+	req2 := &UpdateRequest{Version: "1", Servers: servers, StartedAt: time.Now().UTC()}
 	elec2 := campaign(t, ctx, st)
 	require.NoError(t, st.StartRequest(ctx, req2, elec2.Key()))
 	stopCoordinator()
-	<-coordinated
-	arrive(t, ctx, st, req2, "a", 1)
-	require.ErrorIs(t, st.Coordinate(ctx, req2, oldKey), ErrNoLeader, "after a's arrival it must try to write")
+	<-coordinatorDone
+	for _, id := range servers {
+		arrive(t, ctx, st, req2, id, 1)
+	}
+	require.ErrorIs(t, st.Coordinate(ctx, req2, oldKey), ErrNoLeader, "after the arrivals it must try to write")
 }
 
 // TestBarrierRandomized interleaves arrivals, worker deaths and restarts
@@ -105,6 +130,15 @@ func TestBarrier(t *testing.T) {
 // FERRY_BARRIER_SEED replays a run.
 func TestBarrierRandomized(t *testing.T) {
 	t.Parallel()
+	for _, members := range []int{6, LocalBarrier + 4} {
+		t.Run(fmt.Sprintf("servers=%d", members), func(t *testing.T) {
+			t.Parallel()
+			testBarrierRandomized(t, members)
+		})
+	}
+}
+
+func testBarrierRandomized(t *testing.T, members int) {
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("FERRY_BARRIER_SEED"); s != "" {
 		var err error
@@ -117,7 +151,7 @@ func TestBarrierRandomized(t *testing.T) {
 	ctx := testContext(t)
 	elec := campaign(t, ctx, st)
 
-	const members, steps = 6, 8
+	const steps = 8
 	ids := make([]string, members)
 	for i := range ids {
 		ids[i] = fmt.Sprintf("s%d", i)
@@ -157,14 +191,14 @@ func TestBarrierRandomized(t *testing.T) {
 		var wg sync.WaitGroup
 		out := make(map[string]int, members)
 		var outMu sync.Mutex
-		errs := make(chan error, members)
+		errs := make(chan error, members*members*(steps+2))
 		for _, id := range ids {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				p := plans[id]
 				k := max(from[id], 1)
-				rw, err := st.WatchRollout(ctx, req.StartedAt)
+				rw, err := st.WatchRollout(ctx, req)
 				if err != nil {
 					errs <- err
 					return
@@ -181,7 +215,7 @@ func TestBarrierRandomized(t *testing.T) {
 						arrive(t, ctx, st, req, id, k)
 						rw.Close()
 						time.Sleep(time.Duration(rng.IntN(100)) * time.Millisecond)
-						if rw, err = st.WatchRollout(ctx, req.StartedAt); err != nil {
+						if rw, err = st.WatchRollout(ctx, req); err != nil {
 							errs <- err
 							return
 						}

@@ -36,7 +36,8 @@ type Snapshot struct {
 	Release    *ReleaseInfo // nil before the updater has seen a release
 	Contents   map[string]*ContentsStatus
 	// Passed is the highest barrier of the request that every server has
-	// reached; nil before the first.
+	// reached, as status/passed says or the statuses show; nil before the
+	// first.
 	Passed *Passed
 	// TriggerRev is the mod revision of trigger/check, 0 when none: a
 	// larger value than last seen asks for a release check now.
@@ -109,6 +110,17 @@ func (s *Storage) Snapshot(ctx context.Context) (*Snapshot, error) {
 			snap.Passed = p
 		}
 	}
+	// A small fleet counts its arrivals itself (LocalBarrier): so does
+	// the snapshot.
+	if req := snap.Request; req != nil {
+		reached := make(map[string]int, len(req.Servers))
+		for _, id := range req.Servers {
+			reached[id] = snap.Statuses[id].Reached(req)
+		}
+		if low := lowest(req.Servers, reached); low > 0 && (snap.Passed == nil || low > snap.Passed.Step) {
+			snap.Passed = &Passed{Rollout: req.StartedAt, Step: low}
+		}
+	}
 	return snap, nil
 }
 
@@ -125,4 +137,49 @@ func (s *Snapshot) Phase(id string) string {
 		return PhaseRunning
 	}
 	return st.Phase
+}
+
+// WorkerSnapshot reads what one worker decides on, and nothing else: the
+// config, the request, its own status and status/passed, in one
+// transaction. Its cost does not grow with the fleet, so that a fleet that
+// wakes on a new request does not read every server's keys N times over.
+// Servers, Alive and Contents are left empty.
+func (s *Storage) WorkerSnapshot(ctx context.Context, id string) (*Snapshot, error) {
+	resp, err := s.cli.Txn(ctx).Then(
+		clientv3.OpGet(s.abs(keyConfigDir), clientv3.WithPrefix()),
+		clientv3.OpGet(s.abs(keyCurrent)),
+		clientv3.OpGet(s.statusKey(id)),
+		clientv3.OpGet(s.abs(keyPassed)),
+	).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("read snapshot: %w", err)
+	}
+	kvs := func(i int) []*mvccKV { return resp.Responses[i].GetResponseRange().Kvs }
+	snap := &Snapshot{Revision: resp.Header.Revision, Statuses: map[string]*UpdateStatus{}}
+	snap.ConfigValues = s.configFromKVs(kvs(0))
+	snap.Config, snap.ConfigErr = s.parseConfig(snap.ConfigValues)
+	if r := kvs(1); len(r) > 0 {
+		snap.Request = new(UpdateRequest)
+		if err := decode(string(r[0].Key), r[0].Value, snap.Request); err != nil {
+			return nil, err
+		}
+		snap.RequestRev = r[0].ModRevision
+	}
+	if r := kvs(2); len(r) > 0 {
+		st := new(UpdateStatus)
+		if err := decode(string(r[0].Key), r[0].Value, st); err != nil {
+			return nil, err
+		}
+		snap.Statuses[id] = st
+	}
+	if r := kvs(3); len(r) > 0 {
+		p := new(Passed)
+		if err := decode(string(r[0].Key), r[0].Value, p); err != nil {
+			return nil, err
+		}
+		if snap.Request != nil && p.Rollout.Equal(snap.Request.StartedAt) {
+			snap.Passed = p
+		}
+	}
+	return snap, nil
 }

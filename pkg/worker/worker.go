@@ -208,7 +208,7 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	backoff := newBackoff()
 	for {
-		snap, err := w.st.Snapshot(ctx)
+		snap, err := w.st.WorkerSnapshot(ctx, w.o.ID)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -447,7 +447,7 @@ func (w *Worker) runSteps(ctx context.Context, cfg *storage.Config, req *storage
 	var rw *storage.RolloutWatch
 	if start <= len(steps) {
 		var err error
-		if rw, err = w.st.WatchRollout(ctx, req.StartedAt); err != nil {
+		if rw, err = w.st.WatchRollout(ctx, req); err != nil {
 			return err
 		}
 		defer rw.Close()
@@ -522,7 +522,7 @@ func (w *Worker) stopped(ctx context.Context, req *storage.UpdateRequest, k int,
 	if !errors.Is(cause, errStopped) {
 		return cause
 	}
-	snap, err := w.st.Snapshot(ctx)
+	snap, err := w.st.WorkerSnapshot(ctx, w.o.ID)
 	if err != nil {
 		return err
 	}
@@ -543,21 +543,6 @@ func (w *Worker) stopped(ctx context.Context, req *storage.UpdateRequest, k int,
 		return err
 	}
 	return errStopped
-}
-
-// current reports whether the request in snap is still req and not
-// stopped; an aborted member counts as stopped.
-func current(snap *storage.Snapshot, req *storage.UpdateRequest) bool {
-	cur := snap.Request
-	if cur == nil || !cur.StartedAt.Equal(req.StartedAt) || cur.Stop || cur.Finished() {
-		return false
-	}
-	for _, id := range cur.Servers {
-		if st := snap.Statuses[id]; st.For(cur) && st.Cond == storage.CondAborted {
-			return false
-		}
-	}
-	return true
 }
 
 // barrier waits until every server of the request has reached step k, that
@@ -600,7 +585,7 @@ func (w *Worker) whileCurrent(ctx context.Context, req *storage.UpdateRequest) (
 	wctx, cancel := context.WithCancelCause(ctx)
 	go func() {
 		for wctx.Err() == nil {
-			rw, err := w.st.WatchRollout(wctx, req.StartedAt)
+			rw, err := w.st.WatchRollout(wctx, req)
 			if err != nil {
 				sleep(wctx, time.Second)
 				continue

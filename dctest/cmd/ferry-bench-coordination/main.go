@@ -14,7 +14,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -218,48 +217,37 @@ func runFerry(endpoints []string, members []*harness.EtcdMember, n, steps int) (
 		time.Sleep(50 * time.Millisecond)
 	}
 
-	// status/passed at steps+1 says every server completed.
-	passedAt := make([]time.Time, steps+2)
-	passedRev := make([]int64, steps+2)
+	// A spectator follows the rollout as a worker does, with the same
+	// watch: it sees each barrier pass, and barrier steps+1 is the fleet's
+	// completion. Its own events are not counted.
 	before, err := scrape(members)
 	if err != nil {
 		return nil, err
 	}
-	watched := make(chan error, 1)
-	wctx, stopWatch := context.WithCancel(ctx)
-	defer stopWatch()
-	wch := admin.Client().Watch(wctx, prefix+"status/passed", clientv3.WithCreatedNotify())
-	<-wch
-	go func() {
-		for resp := range wch {
-			for _, ev := range resp.Events {
-				var p storage.Passed
-				if err := json.Unmarshal(ev.Kv.Value, &p); err == nil && p.Step < len(passedAt) {
-					passedAt[p.Step] = time.Now()
-					passedRev[p.Step] = ev.Kv.ModRevision
-					if p.Step == steps+1 {
-						watched <- nil
-						return
-					}
-				}
-			}
-		}
-		watched <- fmt.Errorf("the watch of status/passed ended")
-	}()
-
 	req := &storage.UpdateRequest{Version: "1.0.0", Servers: ids, Reason: storage.ReasonUpdate, StartedAt: time.Now().UTC()}
 	began := time.Now()
 	if err := admin.StartRequest(ctx, req, elec.Key()); err != nil {
 		return nil, err
 	}
 	go admin.Coordinate(ctx, req, elec.Key())
-	select {
-	case err := <-watched:
+	rw, err := admin.WatchRollout(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	defer rw.Close()
+	passedAt := make([]time.Time, steps+2)
+	passedRev := make([]int64, steps+2)
+	wctx, stop := context.WithTimeout(ctx, 10*time.Minute)
+	defer stop()
+	for k := 1; k <= steps+1; k++ {
+		res, err := rw.Wait(wctx, k)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%d servers, barrier %d: %w", n, k, err)
 		}
-	case <-time.After(10 * time.Minute):
-		return nil, fmt.Errorf("%d servers did not complete in 10 minutes", n)
+		if res != storage.BarrierPassed {
+			return nil, fmt.Errorf("%d servers: the rollout ended at barrier %d", n, k)
+		}
+		passedAt[k], passedRev[k] = time.Now(), rw.Revision()
 	}
 	done := time.Now()
 	after, err := scrape(members)
