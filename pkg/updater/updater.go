@@ -221,6 +221,9 @@ func (u *Updater) campaignAndLead(ctx context.Context) error {
 	return err
 }
 
+// readEvery bounds how often the leader reads a snapshot of the fleet.
+const readEvery = 100 * time.Millisecond
+
 // leaderState is what a leader remembers between loop turns. A new leader
 // starts afresh: grace periods restart, and it checks for a release at once.
 type leaderState struct {
@@ -280,10 +283,16 @@ func (u *Updater) lead(ctx context.Context, leaderKey string) error {
 			ls.stopCoord()
 		}
 	}()
+	var lastRead time.Time
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		// A large fleet's statuses change many times a second during a
+		// rollout; reading the whole fleet at most every readEvery keeps
+		// the leader's cost from growing with the square of the fleet.
+		sleepCtx(ctx, time.Until(lastRead.Add(readEvery)))
+		lastRead = time.Now()
 		snap, err := u.st.Snapshot(ctx)
 		if err != nil {
 			u.log.Warn("cannot read etcd", "error", err)

@@ -72,9 +72,9 @@ func main() {
 	for _, m := range members {
 		endpoints = append(endpoints, m.ClientURL)
 	}
-	fmt.Printf("3-member etcd cluster on loopback, fsync on; %d lockstep steps that do nothing; %d workers per etcd client\n\n", *steps, perClient)
-	fmt.Println("| servers | ferry ms/step | rollout/steps | limit ms/step | ratio | writes/server/step | puts/server/step, whole rollout | txns/server/step | watch events/step | events/server/step |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Printf("3-member etcd cluster on loopback, fsync on; %d lockstep steps that do nothing; %d workers per etcd client; alive lease %s, keepalives counted over %s idle\n\n", *steps, perClient, leaseTTL, keepaliveWindow)
+	fmt.Println("| servers | ferry ms/step | rollout/steps | limit ms/step | ratio | writes/server/step | puts/server/step, whole rollout | txns/server/step | watch events/step | events/server/step | lease keepalives/s |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, n := range ns {
 		limit, err := runLimit(endpoints, n, *steps)
 		if err != nil {
@@ -84,8 +84,8 @@ func main() {
 		if err != nil {
 			fail(err)
 		}
-		fmt.Printf("| %d | %.1f | %.1f | %.1f | %.2f | %.2f | %.2f | %.2f | %.0f | %.2f |\n", n, ms(r.perStep), ms(r.rollout), ms(limit), float64(r.perStep)/float64(limit),
-			r.writes/float64(n**steps), r.puts/float64(n**steps), r.txns/float64(n**steps), r.events/float64(*steps), r.events/float64(n**steps))
+		fmt.Printf("| %d | %.1f | %.1f | %.1f | %.2f | %.2f | %.2f | %.2f | %.0f | %.2f | %.0f |\n", n, ms(r.perStep), ms(r.rollout), ms(limit), float64(r.perStep)/float64(limit),
+			r.writes/float64(n**steps), r.puts/float64(n**steps), r.txns/float64(n**steps), r.events/float64(*steps), r.events/float64(n**steps), r.renewals)
 	}
 }
 
@@ -147,9 +147,16 @@ func runLimit(endpoints []string, n, steps int) (time.Duration, error) {
 }
 
 type result struct {
-	perStep, rollout           time.Duration
-	writes, puts, txns, events float64
+	perStep, rollout                     time.Duration
+	writes, puts, txns, events, renewals float64
 }
+
+// keepaliveWindow is how long the lease keepalives of idle workers are
+// counted; leaseTTL is the workers' alive lease, ferry-worker's default.
+const (
+	keepaliveWindow = 10 * time.Second
+	leaseTTL        = 10 * time.Second
+)
 
 // noop is an Operator whose actions take no time.
 type noop struct{}
@@ -201,7 +208,7 @@ func runFerry(endpoints []string, members []*harness.EtcdMember, n, steps int) (
 		if err != nil {
 			return nil, err
 		}
-		w := worker.New(worker.Options{Storage: st, ID: ids[i], Version: "1.0.0", Plan: plan, Operator: noop{}, DataDir: fmt.Sprintf("%s/%s", dataDir, ids[i]), Logger: quiet, LeaseTTL: 30 * time.Second})
+		w := worker.New(worker.Options{Storage: st, ID: ids[i], Version: "1.0.0", Plan: plan, Operator: noop{}, DataDir: fmt.Sprintf("%s/%s", dataDir, ids[i]), Logger: quiet, LeaseTTL: leaseTTL})
 		wg.Add(1)
 		go func() { defer wg.Done(); w.Run(ctx) }()
 	}
@@ -254,19 +261,27 @@ func runFerry(endpoints []string, members []*harness.EtcdMember, n, steps int) (
 	if err != nil {
 		return nil, err
 	}
+	// The keepalives of N idle workers, one lease each, over a while.
+	time.Sleep(keepaliveWindow)
+	later, err := scrape(members)
+	if err != nil {
+		return nil, err
+	}
+	renewals := (later.renewed - after.renewed) / keepaliveWindow.Seconds()
 	return &result{
 		perStep: passedAt[steps+1].Sub(passedAt[1]) / time.Duration(steps),
 		rollout: done.Sub(began) / time.Duration(steps),
 		// Every write is a revision of its own: from the first barrier's
 		// passing to the completion, the writes of the steady state.
-		writes: float64(passedRev[steps+1] - passedRev[1]),
-		puts:   after.puts - before.puts,
-		txns:   after.txns - before.txns,
-		events: after.events - before.events,
+		writes:   float64(passedRev[steps+1] - passedRev[1]),
+		puts:     after.puts - before.puts,
+		txns:     after.txns - before.txns,
+		events:   after.events - before.events - float64(rw.Events()),
+		renewals: renewals,
 	}, nil
 }
 
-type counts struct{ puts, txns, events float64 }
+type counts struct{ puts, txns, events, renewed float64 }
 
 // scrape reads the counters of every member: puts and transactions are
 // applied by every member, so the largest count is the cluster's; watch
@@ -297,6 +312,9 @@ func scrape(members []*harness.EtcdMember) (counts, error) {
 				c.txns = max(c.txns, v)
 			case "etcd_debugging_mvcc_events_total":
 				c.events += v
+			case "etcd_debugging_lease_renewed_total":
+				// Counted by the raft leader alone.
+				c.renewed += v
 			}
 		}
 		resp.Body.Close()
