@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"maps"
@@ -272,6 +273,39 @@ func TestRequestCarriesTheResolvedRelease(t *testing.T) {
 	require.NoError(t, f.st.PutPin(f.ctx(), &storage.Pin{Version: missing, AllowDowngrade: true}))
 	req = f.waitRequest(version(missing))
 	require.Nil(t, req.Release)
+}
+
+// TestLeaderCoordinatesTheBarrier: for a fleet too large to count its own
+// arrivals, the leader writes status/passed once every server has reached
+// a barrier, and not before.
+func TestLeaderCoordinatesTheBarrier(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t, storage.ConfigEnv, "prod")
+	f.addRelease("release-"+v1, false, 1)
+	var ids []string
+	for i := 0; i <= storage.LocalBarrier; i++ {
+		ids = append(ids, fmt.Sprintf("boot-%02d", i))
+	}
+	f.join(ids...)
+	f.start("u0")
+	req := f.waitRequest(version(v1))
+	passed := func() string {
+		resp, err := f.st.Client().Get(f.ctx(), f.prefix+"status/passed")
+		require.NoError(t, err)
+		if len(resp.Kvs) == 0 {
+			return ""
+		}
+		return string(resp.Kvs[0].Value)
+	}
+	arrive := func(id string, k int) {
+		require.NoError(t, f.st.PutStatus(f.ctx(), id, &storage.UpdateStatus{Version: v1, Rollout: req.StartedAt, Step: k, Phase: storage.PhaseWaiting, Cond: storage.CondRunning}))
+	}
+	for _, id := range ids[1:] {
+		arrive(id, 1)
+	}
+	require.Empty(t, passed(), "passed without %s", ids[0])
+	arrive(ids[0], 1)
+	require.Eventually(t, func() bool { return strings.Contains(passed(), `"step":1`) }, 10*time.Second, 10*time.Millisecond, "the leader wrote status/passed")
 }
 
 func TestConfigChangeTakesEffectWithoutRestart(t *testing.T) {
