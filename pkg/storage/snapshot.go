@@ -65,14 +65,8 @@ func (s *Storage) Snapshot(ctx context.Context) (*Snapshot, error) {
 	kvs := func(i int) []*mvccKV { return resp.Responses[i].GetResponseRange().Kvs }
 
 	snap := &Snapshot{Revision: resp.Header.Revision}
-	snap.ConfigValues = s.configFromKVs(kvs(0))
-	snap.Config, snap.ConfigErr = s.parseConfig(snap.ConfigValues)
-	if r := kvs(1); len(r) > 0 {
-		snap.Request = new(UpdateRequest)
-		if err := decode(string(r[0].Key), r[0].Value, snap.Request); err != nil {
-			return nil, err
-		}
-		snap.RequestRev = r[0].ModRevision
+	if err := s.readHead(snap, kvs(0), kvs(1)); err != nil {
+		return nil, err
 	}
 	if snap.Statuses, err = decodeMap[UpdateStatus](kvs(2), s.abs(keyServerStatus)); err != nil {
 		return nil, err
@@ -101,14 +95,8 @@ func (s *Storage) Snapshot(ctx context.Context) (*Snapshot, error) {
 	if r := kvs(8); len(r) > 0 {
 		snap.TriggerRev = r[0].ModRevision
 	}
-	if r := kvs(9); len(r) > 0 {
-		p := new(Passed)
-		if err := decode(string(r[0].Key), r[0].Value, p); err != nil {
-			return nil, err
-		}
-		if snap.Request != nil && p.Rollout.Equal(snap.Request.StartedAt) {
-			snap.Passed = p
-		}
+	if err := snap.readPassed(kvs(9)); err != nil {
+		return nil, err
 	}
 	// A small fleet counts its arrivals itself (LocalBarrier): so does
 	// the snapshot.
@@ -156,14 +144,8 @@ func (s *Storage) WorkerSnapshot(ctx context.Context, id string) (*Snapshot, err
 	}
 	kvs := func(i int) []*mvccKV { return resp.Responses[i].GetResponseRange().Kvs }
 	snap := &Snapshot{Revision: resp.Header.Revision, Statuses: map[string]*UpdateStatus{}}
-	snap.ConfigValues = s.configFromKVs(kvs(0))
-	snap.Config, snap.ConfigErr = s.parseConfig(snap.ConfigValues)
-	if r := kvs(1); len(r) > 0 {
-		snap.Request = new(UpdateRequest)
-		if err := decode(string(r[0].Key), r[0].Value, snap.Request); err != nil {
-			return nil, err
-		}
-		snap.RequestRev = r[0].ModRevision
+	if err := s.readHead(snap, kvs(0), kvs(1)); err != nil {
+		return nil, err
 	}
 	if r := kvs(2); len(r) > 0 {
 		st := new(UpdateStatus)
@@ -172,14 +154,37 @@ func (s *Storage) WorkerSnapshot(ctx context.Context, id string) (*Snapshot, err
 		}
 		snap.Statuses[id] = st
 	}
-	if r := kvs(3); len(r) > 0 {
-		p := new(Passed)
-		if err := decode(string(r[0].Key), r[0].Value, p); err != nil {
-			return nil, err
-		}
-		if snap.Request != nil && p.Rollout.Equal(snap.Request.StartedAt) {
-			snap.Passed = p
-		}
+	if err := snap.readPassed(kvs(3)); err != nil {
+		return nil, err
 	}
 	return snap, nil
+}
+
+// readHead decodes the config and the request, which every snapshot reads.
+func (s *Storage) readHead(snap *Snapshot, config, current []*mvccKV) error {
+	snap.ConfigValues = s.configFromKVs(config)
+	snap.Config, snap.ConfigErr = s.parseConfig(snap.ConfigValues)
+	if len(current) > 0 {
+		snap.Request = new(UpdateRequest)
+		if err := decode(string(current[0].Key), current[0].Value, snap.Request); err != nil {
+			return err
+		}
+		snap.RequestRev = current[0].ModRevision
+	}
+	return nil
+}
+
+// readPassed decodes status/passed when it is about the snapshot's request.
+func (snap *Snapshot) readPassed(kvs []*mvccKV) error {
+	if len(kvs) == 0 {
+		return nil
+	}
+	p := new(Passed)
+	if err := decode(string(kvs[0].Key), kvs[0].Value, p); err != nil {
+		return err
+	}
+	if snap.Request != nil && p.Rollout.Equal(snap.Request.StartedAt) {
+		snap.Passed = p
+	}
+	return nil
 }
