@@ -42,6 +42,11 @@ deb: build ## build dist/ferry_VERSION_amd64.deb and dist/SHA256SUMS (SIGNING_KE
 	@mkdir -p $(DIST) $(BUILD)
 	cp pkg/artifacts/artifacts.yaml $(BUILD)/artifacts.yaml
 	debian/changelog.sh $(VERSION) | gzip -9n > $(BUILD)/changelog.Debian.gz
+	rm -rf $(BUILD)/docs
+	$(BIN)/ferry gen-docs $(BUILD)/docs
+	$(BIN)/ferry-ci gen-docs $(BUILD)/docs
+	$(BIN)/ferry-updater --gen-man $(BUILD)/docs/man8
+	$(BIN)/ferry-worker --gen-man $(BUILD)/docs/man8
 	FERRY_VERSION=$(VERSION) FERRY_BIN=$(BIN) FERRY_BUILD=$(BUILD) $(GO) tool nfpm package -f debian/nfpm.yaml -p deb -t $(DIST)/ferry_$(VERSION)_amd64.deb
 	cd $(DIST) && sha256sum ferry_$(VERSION)_amd64.deb > SHA256SUMS
 	@if [ -n "$(SIGNING_KEY)" ]; then $(BIN)/ferry-ci sign --key "$(SIGNING_KEY)" $(DIST)/SHA256SUMS; fi

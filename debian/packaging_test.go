@@ -64,6 +64,10 @@ func TestPackage(t *testing.T) {
 			"./usr/share/doc/ferry/README.md", "./usr/share/doc/ferry/operator-guide.md",
 			"./usr/share/doc/ferry/copyright", "./usr/share/doc/ferry/changelog.Debian.gz",
 			"./usr/lib/sysusers.d/ferry.conf", "./etc/ferry/trusted-keys/",
+			"./usr/share/man/man1/ferry.1.gz", "./usr/share/man/man1/ferry-status.1.gz", "./usr/share/man/man1/ferry-ci.1.gz",
+			"./usr/share/man/man8/ferry-updater.8.gz", "./usr/share/man/man8/ferry-worker.8.gz",
+			"./usr/share/bash-completion/completions/ferry", "./usr/share/zsh/vendor-completions/_ferry",
+			"./usr/share/fish/vendor_completions.d/ferry.fish",
 		} {
 			require.Contains(t, contents, path+"\n", "the package lacks %s", path)
 		}
@@ -129,6 +133,7 @@ func TestPackage(t *testing.T) {
 		out, _ := exec.Command("lintian", "--tag-display-limit", "0", deb2).CombinedOutput()
 		for _, line := range strings.Split(string(out), "\n") {
 			require.False(t, strings.HasPrefix(line, "E:"), "lintian: %s\n%s", line, out)
+			require.NotContains(t, line, "no-manual-page", "every program has a man page")
 		}
 	})
 

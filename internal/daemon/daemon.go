@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/cybozu-go/log"
+	"github.com/ferry-cd/ferry/internal/manpage"
 	"github.com/ferry-cd/ferry/pkg/bootstrap"
 	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/ferry-cd/ferry/pkg/version"
@@ -25,6 +26,10 @@ type Flags struct {
 	bootstrap bootstrap.Flags
 	logLevel  string
 	version   bool
+	// genMan is a hidden flag for the package build: write the man page
+	// into the directory and exit.
+	genMan  string
+	summary string
 }
 
 // NewFlags registers the common flags on a new flag set for the program.
@@ -33,10 +38,12 @@ func NewFlags(program, summary string) *Flags {
 	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "%s: %s\n\nUsage: %s [flags]\n\nFlags:\n%s", program, summary, program, fs.FlagUsages())
 	}
-	f := &Flags{FS: fs}
+	f := &Flags{FS: fs, summary: summary}
 	f.bootstrap.Register(fs)
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&f.version, "version", false, "print the version and exit")
+	fs.StringVar(&f.genMan, "gen-man", "", "write the man page into this directory and exit (for the package build)")
+	fs.MarkHidden("gen-man")
 	return f
 }
 
@@ -62,6 +69,15 @@ func (f *Flags) Setup(args []string) (*Env, error) {
 	}
 	if f.version {
 		fmt.Println(version.Version)
+		os.Exit(0)
+	}
+	if f.genMan != "" {
+		long := f.summary + ".\n\nIt reads its bootstrap config from " + bootstrap.DefaultPath + " (start from " + bootstrap.DefaultPath +
+			".example), FERRY_* environment variables and the flags below; it takes no part in the fleet until that file exists. " +
+			"Exit status 78 (EX_CONFIG) means a configuration error that a restart would not fix. See /usr/share/doc/ferry/operator-guide.md."
+		if err := manpage.WriteTree(manpage.Daemon(f.FS.Name(), f.summary, long, f.FS), "8", f.genMan); err != nil {
+			return nil, err
+		}
 		os.Exit(0)
 	}
 	var level slog.Level

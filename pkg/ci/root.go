@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/ferry-cd/ferry/internal/manpage"
 	"github.com/ferry-cd/ferry/pkg/release"
 	"github.com/ferry-cd/ferry/pkg/trust"
 	"github.com/ferry-cd/ferry/pkg/version"
@@ -38,7 +39,17 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, getenv f
 		},
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newKeygenCommand(stdout, getenv), newSignCommand(stdout, getenv), newVerifyCommand(stdout), newGenerateCommand(stdout, getenv), newNightlyCommand(stdout, getenv))
+	root.AddCommand(newKeygenCommand(stdout, getenv), newSignCommand(stdout, getenv), newVerifyCommand(stdout), newGenerateCommand(stdout, getenv), newNightlyCommand(stdout, getenv),
+		&cobra.Command{
+			Use:    "gen-docs DIR",
+			Short:  "Write the man pages into DIR/man1, for the package build",
+			Hidden: true,
+			Args:   cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				return manpage.WriteTree(cmd.Root(), "1", args[0]+"/man1")
+			},
+		})
+	root.CompletionOptions.DisableDefaultCmd = true
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)

@@ -53,8 +53,9 @@ func newConfigEntry(k storage.ConfigKey, value string, set bool) configEntry {
 
 func (a *app) newConfigSetCommand() *cobra.Command {
 	return &cobra.Command{
-		Use:   "set KEY VALUE [VALUE...]",
-		Short: "Check and store a config value",
+		ValidArgsFunction: completeFirst(configKeyNames),
+		Use:               "set KEY VALUE [VALUE...]",
+		Short:             "Check and store a config value",
 		Long: `Check and store a config value. Keys that hold several lines
 (release-time, signing-keys) take one argument a line. A VALUE of "-" reads
 the value from standard input, which keeps secrets out of shell history:
@@ -102,9 +103,10 @@ the value from standard input, which keeps secrets out of shell history:
 // keyCommand builds a command that takes one config KEY and acts on it.
 func (a *app) keyCommand(use, short string, fn func(ctx context.Context, st *storage.Storage, k storage.ConfigKey) error) *cobra.Command {
 	return &cobra.Command{
-		Use:   use + " KEY",
-		Short: short,
-		Args:  cobra.ExactArgs(1),
+		Use:               use + " KEY",
+		Short:             short,
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeFirst(configKeyNames),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			k, err := storage.LookupConfigKey(args[0])
 			if err != nil {

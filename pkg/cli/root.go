@@ -175,7 +175,31 @@ talks to the fleet's etcd, found through the bootstrap config file
 		a.newReleaseCommand(),
 		a.newArtifactsCommand(),
 		a.newVersionCommand(),
+		a.newGenDocsCommand(),
 	)
+	completions := map[string]completer{
+		"ferry leave":       completeFirst(a.serverIDs),
+		"ferry release pin": completeFirst(a.releaseVersions),
+		"ferry artifacts diff": func(cmd *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+			if len(args) > 0 {
+				return nil, cobra.ShellCompDirectiveNoFileComp
+			}
+			// A version, or an artifact set file.
+			return a.releaseVersions(cmd), cobra.ShellCompDirectiveDefault
+		},
+	}
+	var walk func(*cobra.Command)
+	walk = func(c *cobra.Command) {
+		if fn, ok := completions[c.CommandPath()]; ok {
+			c.ValidArgsFunction = fn
+		} else if c.ValidArgsFunction == nil {
+			c.ValidArgsFunction = cobra.NoFileCompletions
+		}
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(root)
 	return root
 }
 
