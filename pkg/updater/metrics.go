@@ -3,6 +3,8 @@ package updater
 import (
 	"strconv"
 
+	"github.com/ferry-cd/ferry/pkg/storage"
+	build "github.com/ferry-cd/ferry/pkg/version"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -19,6 +21,7 @@ type Metrics struct {
 	notifications   *prometheus.CounterVec
 	releaseTime     prometheus.Gauge
 	releaseStale    prometheus.Gauge
+	rolloutStart    prometheus.Gauge
 }
 
 // NewMetrics creates the metrics and registers them, with the Go and process
@@ -47,12 +50,26 @@ func NewMetrics() *Metrics {
 		releaseTime: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "ferry_updater_newest_release_timestamp_seconds", Help: "When the newest release of the env was published (Unix time), as the leader last saw it.",
 		}),
+		rolloutStart: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ferry_updater_rollout_start_timestamp_seconds", Help: "When the running rollout started (Unix time); 0 when none runs.",
+		}),
 		releaseStale: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "ferry_updater_newest_release_stale", Help: "1 when the newest release of the env is older than release-max-age.",
 		}),
 	}
-	m.Registry.MustRegister(m.leader, m.checks, m.githubRequests, m.rollouts, m.rolloutDuration, m.notifications, m.releaseTime, m.releaseStale,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.Registry.MustRegister(m.leader, m.checks, m.githubRequests, m.rollouts, m.rolloutDuration, m.rolloutStart, m.notifications, m.releaseTime, m.releaseStale,
+		build.BuildInfo("ferry-updater"), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Every counter exists from the start, at 0, so that rate() and
+	// alerts see its first increase.
+	for _, r := range []string{"found", "none", "error", "rate_limited"} {
+		m.checks.WithLabelValues(r)
+	}
+	for _, r := range []string{storage.ResultCompleted, storage.ResultAborted, storage.ResultTimeout, storage.ResultDead, storage.ResultCleared} {
+		m.rollouts.WithLabelValues(r)
+	}
+	for _, r := range []string{"sent", "failed", "dropped"} {
+		m.notifications.WithLabelValues(r)
+	}
 	return m
 }
 

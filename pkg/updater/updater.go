@@ -327,8 +327,10 @@ func (u *Updater) lead(ctx context.Context, leaderKey string) error {
 		}
 		if r := snap.Request; r != nil && !r.Finished() {
 			u.metrics.rolloutDuration.Set(now.Sub(r.StartedAt).Seconds())
+			u.metrics.rolloutStart.Set(float64(r.StartedAt.Unix()))
 		} else {
 			u.metrics.rolloutDuration.Set(0)
+			u.metrics.rolloutStart.Set(0)
 		}
 
 		wake := now.Add(u.opts.MaxWait)

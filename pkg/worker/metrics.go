@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"github.com/ferry-cd/ferry/pkg/version"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -62,6 +63,14 @@ func NewMetrics() *Metrics {
 		}),
 	}
 	m.Registry.MustRegister(m.step, m.stepSeconds, m.downloadBytes, m.downloadSeconds, m.installs, m.actions, m.repairs, m.transientErrors, m.retrying, m.retryingSince, m.overBudget,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		version.BuildInfo("ferry-worker"), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Every counter exists from the start, at 0, so that rate() and
+	// alerts see its first increase.
+	for _, r := range []string{"ok", "failed"} {
+		m.installs.WithLabelValues(r)
+		for _, t := range []string{"run", "debs", "images", "restart-units", "boot-contents"} {
+			m.actions.WithLabelValues(t, r)
+		}
+	}
 	return m
 }

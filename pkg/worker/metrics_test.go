@@ -1,0 +1,22 @@
+package worker
+
+import (
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/require"
+)
+
+// TestMetricsPassPrometheusLint: the worker's metrics follow Prometheus's
+// naming and help rules (the linter promtool check metrics runs), and
+// every counter exists at 0 from the start.
+func TestMetricsPassPrometheusLint(t *testing.T) {
+	t.Parallel()
+	m := NewMetrics()
+	problems, err := testutil.GatherAndLint(m.Registry)
+	require.NoError(t, err)
+	require.Empty(t, problems)
+	n, err := testutil.GatherAndCount(m.Registry, "ferry_worker_self_upgrades_total", "ferry_worker_actions_total", "ferry_build_info")
+	require.NoError(t, err)
+	require.Equal(t, 2+5*2+1, n, "every result of every counter, at 0, and the build info")
+}
