@@ -188,3 +188,47 @@ func (snap *Snapshot) readPassed(kvs []*mvccKV) error {
 	}
 	return nil
 }
+
+// Server states, as the fleet gauge and the status page name them.
+const (
+	StateIdle      = "idle"      // not in the rollout, or not reported on it yet
+	StateNotAlive  = "not-alive" // no live worker (alive/<id> is gone)
+	StateUpgrading = "upgrading"
+	StateWaiting   = "waiting"
+	StateRunning   = "running"
+	StateRetrying  = "retrying"
+	StateRepairing = "repairing"
+	StateCompleted = "completed"
+	StateAborted   = "aborted"
+)
+
+// ServerStates are every state State returns.
+var ServerStates = []string{StateIdle, StateNotAlive, StateUpgrading, StateWaiting, StateRunning, StateRetrying, StateRepairing, StateCompleted, StateAborted}
+
+// State is one server's state in the request, in a word.
+func (s *Snapshot) State(id string) string {
+	if s.Alive[id] == nil {
+		return StateNotAlive
+	}
+	st := s.Statuses[id]
+	if s.Request == nil || !s.Request.IsMember(id) || !st.For(s.Request) {
+		return StateIdle
+	}
+	switch st.Cond {
+	case CondCompleted:
+		return StateCompleted
+	case CondAborted:
+		return StateAborted
+	}
+	switch s.Phase(id) {
+	case PhaseUpgrading:
+		return StateUpgrading
+	case PhaseWaiting:
+		return StateWaiting
+	case PhaseRetrying:
+		return StateRetrying
+	case PhaseRepairing:
+		return StateRepairing
+	}
+	return StateRunning
+}

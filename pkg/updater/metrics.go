@@ -22,6 +22,9 @@ type Metrics struct {
 	releaseTime     prometheus.Gauge
 	releaseStale    prometheus.Gauge
 	rolloutStart    prometheus.Gauge
+	lastCheck       prometheus.Gauge
+	lastCheckOK     prometheus.Gauge
+	servers         *prometheus.GaugeVec
 }
 
 // NewMetrics creates the metrics and registers them, with the Go and process
@@ -53,11 +56,20 @@ func NewMetrics() *Metrics {
 		rolloutStart: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "ferry_updater_rollout_start_timestamp_seconds", Help: "When the running rollout started (Unix time); 0 when none runs.",
 		}),
+		lastCheck: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ferry_updater_last_check_timestamp_seconds", Help: "When this leader last checked GitHub for a release (Unix time); 0 before its first check.",
+		}),
+		lastCheckOK: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ferry_updater_last_check_success", Help: "1 when this leader's last release check got an answer (a release or none), 0 when it failed.",
+		}),
+		servers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ferry_updater_servers", Help: "Registered servers by state (idle, not-alive, upgrading, waiting, running, retrying, repairing, completed, aborted), as the leader sees them; 0 on an updater that does not lead.",
+		}, []string{"state"}),
 		releaseStale: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "ferry_updater_newest_release_stale", Help: "1 when the newest release of the env is older than release-max-age.",
 		}),
 	}
-	m.Registry.MustRegister(m.leader, m.checks, m.githubRequests, m.rollouts, m.rolloutDuration, m.rolloutStart, m.notifications, m.releaseTime, m.releaseStale,
+	m.Registry.MustRegister(m.leader, m.checks, m.githubRequests, m.rollouts, m.rolloutDuration, m.rolloutStart, m.lastCheck, m.lastCheckOK, m.servers, m.notifications, m.releaseTime, m.releaseStale,
 		build.BuildInfo("ferry-updater"), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Every counter exists from the start, at 0, so that rate() and
 	// alerts see its first increase.
@@ -70,9 +82,24 @@ func NewMetrics() *Metrics {
 	for _, r := range []string{"sent", "failed", "dropped"} {
 		m.notifications.WithLabelValues(r)
 	}
+	m.observeFleet(nil)
 	return m
 }
 
 func (m *Metrics) observeGitHub(code int) {
 	m.githubRequests.WithLabelValues(strconv.Itoa(code)).Inc()
+}
+
+// observeFleet sets the fleet gauge from a snapshot; nil (not leading)
+// sets every state to 0.
+func (m *Metrics) observeFleet(snap *storage.Snapshot) {
+	counts := map[string]int{}
+	if snap != nil {
+		for id := range snap.Servers {
+			counts[snap.State(id)]++
+		}
+	}
+	for _, state := range storage.ServerStates {
+		m.servers.WithLabelValues(state).Set(float64(counts[state]))
+	}
 }

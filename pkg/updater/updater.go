@@ -209,6 +209,8 @@ func (u *Updater) campaignAndLead(ctx context.Context) error {
 		u.leading.Store(false)
 		u.metrics.leader.Set(0)
 		u.metrics.rolloutDuration.Set(0)
+		u.metrics.rolloutStart.Set(0)
+		u.metrics.observeFleet(nil)
 	}()
 
 	err = u.lead(sctx, leaderKey)
@@ -302,6 +304,7 @@ func (u *Updater) lead(ctx context.Context, leaderKey string) error {
 		now := time.Now()
 		cfg, ok := u.config(ls, snap)
 		u.coordinate(ctx, ls, snap, leaderKey)
+		u.metrics.observeFleet(snap)
 
 		if err := u.maybeCheck(ctx, ls, snap, cfg, ok, now, leaderKey); err != nil {
 			return err
@@ -464,6 +467,12 @@ func (u *Updater) check(ctx context.Context, ls *leaderState, snap *storage.Snap
 	rel, err := ls.source.Latest(cctx, cfg.Env)
 	cancel()
 	ls.lastCheckAt = now
+	u.metrics.lastCheck.Set(float64(now.Unix()))
+	if err == nil || errors.Is(err, release.ErrNoRelease) {
+		u.metrics.lastCheckOK.Set(1)
+	} else {
+		u.metrics.lastCheckOK.Set(0)
+	}
 	switch {
 	case err == nil:
 		u.metrics.checks.WithLabelValues("found").Inc()

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/ferry-cd/ferry/pkg/version"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -20,6 +21,18 @@ type Metrics struct {
 	retrying        prometheus.Gauge
 	retryingSince   prometheus.Gauge
 	overBudget      prometheus.Gauge
+	state           *prometheus.GaugeVec
+}
+
+// setState makes state the worker's one state in ferry_worker_state.
+func (m *Metrics) setState(state string) {
+	for _, s := range storage.ServerStates {
+		v := 0.0
+		if s == state {
+			v = 1
+		}
+		m.state.WithLabelValues(s).Set(v)
+	}
 }
 
 // NewMetrics creates the metrics in a new registry.
@@ -58,12 +71,16 @@ func NewMetrics() *Metrics {
 		overBudget: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "ferry_worker_retry_budget_exceeded", Help: "1 while this worker has retried transient errors for longer than worker-retry-budget.",
 		}),
+		state: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ferry_worker_state", Help: "1 for this worker's state (idle, upgrading, waiting, running, retrying, repairing, completed, aborted), 0 for the others.",
+		}, []string{"state"}),
 		repairs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ferry_worker_dpkg_repairs_total", Help: "Times dpkg's database showed an unfinished install that the worker had to repair.",
 		}),
 	}
-	m.Registry.MustRegister(m.step, m.stepSeconds, m.downloadBytes, m.downloadSeconds, m.installs, m.actions, m.repairs, m.transientErrors, m.retrying, m.retryingSince, m.overBudget,
+	m.Registry.MustRegister(m.step, m.stepSeconds, m.downloadBytes, m.downloadSeconds, m.installs, m.actions, m.repairs, m.transientErrors, m.retrying, m.retryingSince, m.overBudget, m.state,
 		version.BuildInfo("ferry-worker"), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.setState(storage.StateIdle)
 	// Every counter exists from the start, at 0, so that rate() and
 	// alerts see its first increase.
 	for _, r := range []string{"ok", "failed"} {

@@ -19,4 +19,5 @@ func TestMetricsPassPrometheusLint(t *testing.T) {
 	n, err := testutil.GatherAndCount(m.Registry, "ferry_worker_self_upgrades_total", "ferry_worker_actions_total", "ferry_build_info")
 	require.NoError(t, err)
 	require.Equal(t, 2+5*2+1, n, "every result of every counter, at 0, and the build info")
+	require.Equal(t, 1.0, testutil.ToFloat64(m.state.WithLabelValues("idle")), "a new worker is idle")
 }

@@ -351,7 +351,23 @@ func (w *Worker) report(ctx context.Context, req *storage.UpdateRequest, step in
 	if err := w.st.PutStatus(ctx, w.o.ID, st); err != nil {
 		return fmt.Errorf("report status: %w", err)
 	}
+	w.metrics.setState(stateOf(phase, cond))
 	return nil
+}
+
+// stateOf is the state a report puts the worker in.
+func stateOf(phase string, cond storage.Cond) string {
+	switch {
+	case cond == storage.CondCompleted:
+		return storage.StateCompleted
+	case cond == storage.CondAborted:
+		return storage.StateAborted
+	}
+	switch phase {
+	case storage.PhaseUpgrading, storage.PhaseWaiting, storage.PhaseRetrying, storage.PhaseRepairing:
+		return phase
+	}
+	return storage.StateRunning
 }
 
 // --- self-upgrade ---
@@ -462,6 +478,7 @@ func (w *Worker) runSteps(ctx context.Context, cfg *storage.Config, req *storage
 		if err := w.barrier(ctx, rw, k); err != nil {
 			return w.stopped(ctx, req, k, s.Name, err, stepLog)
 		}
+		w.metrics.setState(storage.StateRunning)
 		w.metrics.step.Set(float64(k))
 		began := time.Now()
 		err := w.runStep(ctx, cfg, req, k, s, stepLog)
