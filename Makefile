@@ -10,7 +10,7 @@ BIN ?= bin
 DIST ?= dist
 BUILD ?= build
 # command:package pairs that the tests need; `make deps` installs the missing.
-DEB_TOOLS := dpkg-deb:dpkg lintian:lintian minisign:minisign curl:curl containerd:containerd ctr:containerd systemd-analyze:systemd git:git
+DEB_TOOLS := dpkg-deb:dpkg lintian:lintian minisign:minisign curl:curl containerd:containerd ctr:containerd systemd-analyze:systemd git:git promtool:prometheus
 CMDS := $(notdir $(wildcard cmd/*))
 
 .DEFAULT_GOAL := help

@@ -68,6 +68,7 @@ func TestPackage(t *testing.T) {
 			"./usr/share/man/man8/ferry-updater.8.gz", "./usr/share/man/man8/ferry-worker.8.gz",
 			"./usr/share/bash-completion/completions/ferry", "./usr/share/zsh/vendor-completions/_ferry",
 			"./usr/share/fish/vendor_completions.d/ferry.fish",
+			"./usr/share/ferry/grafana/ferry.json", "./usr/share/ferry/prometheus/ferry-alerts.yml",
 		} {
 			require.Contains(t, contents, path+"\n", "the package lacks %s", path)
 		}

@@ -82,6 +82,9 @@ func NewMetrics() *Metrics {
 	for _, r := range []string{"sent", "failed", "dropped"} {
 		m.notifications.WithLabelValues(r)
 	}
+	for _, code := range []string{"200", "304"} {
+		m.githubRequests.WithLabelValues(code)
+	}
 	m.observeFleet(nil)
 	return m
 }
