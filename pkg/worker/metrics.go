@@ -1,6 +1,8 @@
 package worker
 
 import (
+	"sync/atomic"
+
 	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/ferry-cd/ferry/pkg/version"
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,6 +24,15 @@ type Metrics struct {
 	retryingSince   prometheus.Gauge
 	overBudget      prometheus.Gauge
 	state           *prometheus.GaugeVec
+	// downloaded is downloadBytes as a number, for the record a
+	// self-upgrade leaves to the next process.
+	downloaded atomic.Int64
+}
+
+// addDownload counts n downloaded bytes.
+func (m *Metrics) addDownload(n int64) {
+	m.downloaded.Add(n)
+	m.downloadBytes.Add(float64(n))
 }
 
 // setState makes state the worker's one state in ferry_worker_state.

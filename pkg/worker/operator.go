@@ -89,7 +89,7 @@ func (o *Ops) SelfUpgrade(ctx context.Context, cfg *storage.Config, req *storage
 		return err
 	}
 	dl := o.Download
-	dl.Progress = func(n int64) { o.Metrics.downloadBytes.Add(float64(n)) }
+	dl.Progress = o.Metrics.addDownload
 	tr := release.Trust{Keys: keys, Channels: release.Channels(cfg.Env), AllowUnsigned: o.AllowUnsigned}
 	path, sum, err := src.FetchPackage(ctx, rel, version, tr, downloads, dl)
 	if err != nil {
@@ -257,7 +257,7 @@ func (o *Ops) installDeb(ctx context.Context, cfg *storage.Config, d *artifacts.
 		return err
 	}
 	dl := o.Download
-	dl.Progress = func(n int64) { o.Metrics.downloadBytes.Add(float64(n)) }
+	dl.Progress = o.Metrics.addDownload
 	path, err := src.DownloadFile(ctx, asset, filepath.Join(o.DataDir, "downloads"), d.SHA256, dl)
 	if err != nil {
 		return err

@@ -194,6 +194,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := w.observeFloor(); err != nil {
 		return err
 	}
+	w.countUpgrade()
 	lctx, stopLiveness := context.WithCancel(ctx)
 	defer stopLiveness()
 	if err := w.startLiveness(lctx); err != nil {
@@ -402,6 +403,29 @@ type upgradeRecord struct {
 	Version  string    `json:"version"`
 	Request  time.Time `json:"request"`
 	Installs int       `json:"installs"`
+	// Bytes were downloaded by the process that installed it; Counted is
+	// set once the next process (the new version) has added the install
+	// and the bytes to its metrics, which start from zero.
+	Bytes   int64 `json:"bytes,omitempty"`
+	Counted bool  `json:"counted,omitempty"`
+}
+
+// countUpgrade adds the self-upgrade that installed this binary to its
+// metrics, once: the counters of the process that did it ended with it.
+func (w *Worker) countUpgrade() {
+	var rec upgradeRecord
+	data, err := os.ReadFile(w.upgradeRecordPath())
+	if err != nil || json.Unmarshal(data, &rec) != nil || rec.Version != w.o.Version || rec.Counted {
+		return
+	}
+	w.metrics.installs.WithLabelValues("ok").Inc()
+	w.metrics.addDownload(rec.Bytes)
+	rec.Counted = true
+	if data, err := json.Marshal(rec); err == nil {
+		if err := os.WriteFile(w.upgradeRecordPath(), data, 0o600); err != nil {
+			w.log.Warn("cannot record the self-upgrade", "error", err)
+		}
+	}
 }
 
 func (w *Worker) upgradeRecordPath() string { return filepath.Join(w.o.DataDir, "self-upgrade.json") }
@@ -441,7 +465,7 @@ func (w *Worker) selfUpgrade(ctx context.Context, cfg *storage.Config, req *stor
 		return w.report(ctx, req, 0, "self-upgrade", storage.PhaseUpgrading, storage.CondAborted, "self-upgrade to "+req.Version+" failed: "+err.Error())
 	}
 	w.metrics.installs.WithLabelValues("ok").Inc()
-	rec := upgradeRecord{Version: req.Version, Request: req.StartedAt, Installs: w.installsFor(req) + 1}
+	rec := upgradeRecord{Version: req.Version, Request: req.StartedAt, Installs: w.installsFor(req) + 1, Bytes: w.metrics.downloaded.Load()}
 	if data, err := json.Marshal(rec); err == nil {
 		os.MkdirAll(w.o.DataDir, 0o700)
 		if err := os.WriteFile(w.upgradeRecordPath(), data, 0o600); err != nil {
