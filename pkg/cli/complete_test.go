@@ -40,3 +40,34 @@ func TestCompletion(t *testing.T) {
 	require.Equal(t, []string{"2026.01.03-1"}, complete("release", "pin", ""))
 	require.Empty(t, complete("status", ""))
 }
+
+// TestStatusShowsLeaderAndLastCheck: `ferry status` names the updater that
+// leads and how its last release check went, and a server that waits at a
+// barrier shows as waiting, not running.
+func TestStatusShowsLeaderAndLastCheck(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	r := f.run("", "status")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	require.Contains(t, r.stdout, "Leader:         -")
+	require.Contains(t, r.stdout, "Last check:     none yet")
+
+	req := &storage.UpdateRequest{Version: "2026.01.02-1", Servers: []string{"boot-0", "boot-1"}, Reason: storage.ReasonUpdate, StartedAt: time.Now().UTC()}
+	fleettest.AsLeader(t, f.st, func(key string) error {
+		if err := f.st.StartRequest(f.ctx(), req, key); err != nil {
+			return err
+		}
+		if err := f.st.PutCheckInfo(f.ctx(), &storage.CheckInfo{At: time.Now(), Result: "error", Error: "dial tcp: lookup api.github.com: no such host", Leader: "test"}, key); err != nil {
+			return err
+		}
+		require.NoError(t, f.st.PutStatus(f.ctx(), "boot-0", &storage.UpdateStatus{Version: req.Version, Rollout: req.StartedAt, Step: 2, StepName: "images", Phase: storage.PhaseWaiting, Cond: storage.CondRunning, UpdatedAt: time.Now()}))
+		require.NoError(t, f.st.PutStatus(f.ctx(), "boot-1", &storage.UpdateStatus{Version: req.Version, Rollout: req.StartedAt, Step: 1, StepName: "debs", Phase: storage.PhaseWaiting, Cond: storage.CondRunning, UpdatedAt: time.Now()}))
+		r = f.run("", "status")
+		return nil
+	})
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	require.Contains(t, r.stdout, "Leader:         test")
+	require.Regexp(t, `Last check:     \S+ \(\S+ ago, by test\): error: dial tcp: lookup api.github.com: no such host`, r.stdout)
+	require.Regexp(t, `boot-0\s+no\s+2026.01.02-1\s+2 images\s+waiting`, r.stdout, "boot-1 has not finished step 1")
+	require.Regexp(t, `boot-1\s+no\s+2026.01.02-1\s+1 debs\s+running`, r.stdout, "barrier 1 passed: every server reached it")
+}

@@ -28,6 +28,9 @@ type statusView struct {
 	Servers []serverStatusView     `json:"servers"`
 	Release *storage.ReleaseInfo   `json:"release"`
 	Pin     *storage.Pin           `json:"pin"`
+	// Leader is the updater that leads; Check its last release check.
+	Leader string             `json:"leader"`
+	Check  *storage.CheckInfo `json:"last_check"`
 }
 
 type serverStatusView struct {
@@ -35,10 +38,16 @@ type serverStatusView struct {
 	InRequest bool                  `json:"in_request"`
 	Alive     bool                  `json:"alive"`
 	Status    *storage.UpdateStatus `json:"status"`
+	// State is the server's state in a word (storage.Snapshot.State);
+	// Phase its phase in the step, a passed barrier counted as running;
+	// Installed the version its live worker runs.
+	State     string `json:"state"`
+	Phase     string `json:"phase,omitempty"`
+	Installed string `json:"installed,omitempty"`
 }
 
 func buildStatusView(snap *storage.Snapshot) *statusView {
-	v := &statusView{State: stateNone, Request: snap.Request, Release: snap.Release, Pin: snap.Pin}
+	v := &statusView{State: stateNone, Request: snap.Request, Release: snap.Release, Pin: snap.Pin, Leader: snap.Leader, Check: snap.Check}
 	ids := map[string]bool{}
 	if snap.Request != nil {
 		for _, id := range snap.Request.Servers {
@@ -49,12 +58,18 @@ func buildStatusView(snap *storage.Snapshot) *statusView {
 		ids[id] = true
 	}
 	for _, id := range storage.SortedIDs(ids) {
-		v.Servers = append(v.Servers, serverStatusView{
+		sv := serverStatusView{
 			ID:        id,
 			InRequest: snap.Request != nil && snap.Request.IsMember(id),
 			Alive:     snap.Alive[id] != nil,
 			Status:    snap.Statuses[id],
-		})
+			State:     snap.State(id),
+			Phase:     snap.Phase(id),
+		}
+		if a := snap.Alive[id]; a != nil {
+			sv.Installed = a.Version
+		}
+		v.Servers = append(v.Servers, sv)
 	}
 	v.State = rolloutState(snap)
 	return v
@@ -194,6 +209,19 @@ func (a *app) printStatus(v *statusView, configErr error) {
 	if configErr != nil {
 		fmt.Fprintf(w, "Config:         BROKEN: %v\n", configErr)
 	}
+	fmt.Fprintf(w, "Leader:         %s\n", orDash(clean(v.Leader)))
+	if c := v.Check; c != nil {
+		outcome := c.Result
+		switch {
+		case c.Version != "":
+			outcome += " " + clean(c.Version)
+		case c.Error != "":
+			outcome += ": " + clean(c.Error)
+		}
+		fmt.Fprintf(w, "Last check:     %s (%s, by %s): %s\n", c.At.Format(time.RFC3339), age(now, c.At), clean(c.Leader), outcome)
+	} else {
+		fmt.Fprintln(w, "Last check:     none yet")
+	}
 	req := v.Request
 	if req == nil {
 		fmt.Fprintln(w, "Rollout:        none")
@@ -225,13 +253,16 @@ func (a *app) printStatus(v *statusView, configErr error) {
 			if st.Version == req.Version || !s.InRequest {
 				state = string(st.Cond)
 			}
-			if st.Cond == storage.CondRunning {
-				switch st.Phase {
+			if st.Cond == storage.CondRunning && st.Version == req.Version {
+				switch s.Phase {
 				case storage.PhaseRepairing:
 					// dpkg's database shows an unfinished install.
 					state = "REPAIRING dpkg"
 				case storage.PhaseRetrying:
 					state = "RETRYING"
+				case storage.PhaseWaiting, storage.PhaseUpgrading:
+					// At a barrier, or upgrading itself: not running a step.
+					state = s.Phase
 				}
 			}
 		}

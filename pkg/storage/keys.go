@@ -8,6 +8,7 @@ const (
 	keyConfigDir     = "config/"
 	keyServersDir    = "info/servers/"
 	keyReleaseInfo   = "info/release"
+	keyCheck         = "info/check"
 	keyAliveDir      = "alive/"
 	keyPin           = "pin"
 	keyStatusDir     = "status/"

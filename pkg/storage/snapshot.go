@@ -39,6 +39,10 @@ type Snapshot struct {
 	// reached, as status/passed says or the statuses show; nil before the
 	// first.
 	Passed *Passed
+	// Check is the leader's last release check; nil before the first.
+	Check *CheckInfo
+	// Leader is the id of the updater that leads, "" while none does.
+	Leader string
 	// TriggerRev is the mod revision of trigger/check, 0 when none: a
 	// larger value than last seen asks for a release check now.
 	TriggerRev int64
@@ -58,6 +62,8 @@ func (s *Storage) Snapshot(ctx context.Context) (*Snapshot, error) {
 		clientv3.OpGet(s.abs(keyContentsDir), clientv3.WithPrefix()),
 		clientv3.OpGet(s.abs(keyTrigger)),
 		clientv3.OpGet(s.abs(keyPassed)),
+		clientv3.OpGet(s.abs(keyCheck)),
+		clientv3.OpGet(s.UpdaterElectionPrefix(), clientv3.WithFirstCreate()...),
 	).Commit()
 	if err != nil {
 		return nil, fmt.Errorf("read snapshot: %w", err)
@@ -65,6 +71,15 @@ func (s *Storage) Snapshot(ctx context.Context) (*Snapshot, error) {
 	kvs := func(i int) []*mvccKV { return resp.Responses[i].GetResponseRange().Kvs }
 
 	snap := &Snapshot{Revision: resp.Header.Revision}
+	if r := kvs(10); len(r) > 0 {
+		snap.Check = new(CheckInfo)
+		if err := decode(string(r[0].Key), r[0].Value, snap.Check); err != nil {
+			return nil, err
+		}
+	}
+	if r := kvs(11); len(r) > 0 {
+		snap.Leader = string(r[0].Value)
+	}
 	if err := s.readHead(snap, kvs(0), kvs(1)); err != nil {
 		return nil, err
 	}

@@ -504,6 +504,12 @@ func (s *Storage) PutReleaseInfo(ctx context.Context, info *ReleaseInfo, leaderK
 	return s.fencedPut(ctx, leaderKey, s.abs(keyReleaseInfo), info)
 }
 
+// PutCheckInfo records the leader's last release check, fenced on its
+// leader key.
+func (s *Storage) PutCheckInfo(ctx context.Context, c *CheckInfo, leaderKey string) error {
+	return s.fencedPut(ctx, leaderKey, s.abs(keyCheck), c)
+}
+
 // GetReleaseInfo returns info/release, or ErrNotFound.
 func (s *Storage) GetReleaseInfo(ctx context.Context) (*ReleaseInfo, error) {
 	var info ReleaseInfo

@@ -165,6 +165,18 @@ type ReleaseInfo struct {
 	PublishedAt time.Time `json:"published_at"`
 }
 
+// CheckInfo is info/check: the updater leader's last release check.
+type CheckInfo struct {
+	At time.Time `json:"at"`
+	// Result is found, none, error or rate_limited.
+	Result string `json:"result"`
+	// Version is the release found; Error why the check failed.
+	Version string `json:"version,omitempty"`
+	Error   string `json:"error,omitempty"`
+	// Leader is the updater that checked.
+	Leader string `json:"leader"`
+}
+
 // Pin is the version the fleet must hold.
 type Pin struct {
 	Version        string    `json:"version"`

@@ -473,6 +473,7 @@ func (u *Updater) check(ctx context.Context, ls *leaderState, snap *storage.Snap
 	} else {
 		u.metrics.lastCheckOK.Set(0)
 	}
+	defer func() { u.recordCheck(ctx, snap, rel, err, now, leaderKey) }()
 	switch {
 	case err == nil:
 		u.metrics.checks.WithLabelValues("found").Inc()
@@ -511,6 +512,30 @@ func (u *Updater) check(ctx context.Context, ls *leaderState, snap *storage.Snap
 		u.log.Warn("release check failed; will retry", "error", err, "result", result, "retry_in", ls.retryAfter, "failures", ls.failures)
 	}
 	return nil
+}
+
+// recordCheck writes info/check, so that `ferry status` can say how the
+// leader's last check went: when the outcome changed, and otherwise at most
+// once a minute, so that a frequent check does not write etcd each time.
+func (u *Updater) recordCheck(ctx context.Context, snap *storage.Snapshot, rel *release.Release, err error, now time.Time, leaderKey string) {
+	c := &storage.CheckInfo{At: now.UTC(), Result: "found", Leader: u.opts.ID}
+	switch {
+	case err == nil:
+		c.Version = rel.Version.String()
+	case errors.Is(err, release.ErrNoRelease):
+		c.Result = "none"
+	default:
+		c.Result, c.Error = "error", err.Error()
+		if _, limited := release.RetryAfter(err, now); limited {
+			c.Result = "rate_limited"
+		}
+	}
+	if old := snap.Check; old != nil && old.Result == c.Result && old.Version == c.Version && old.Error == c.Error && old.Leader == c.Leader && now.Sub(old.At) < time.Minute {
+		return
+	}
+	if err := u.st.PutCheckInfo(ctx, c, leaderKey); err != nil && ctx.Err() == nil {
+		u.log.Warn("cannot record the release check", "error", err)
+	}
 }
 
 // checkFreshness sets the newest release's metrics and notifies once per

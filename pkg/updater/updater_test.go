@@ -609,6 +609,12 @@ func TestMetrics(t *testing.T) {
 	require.Regexp(t, `ferry_updater_rollout_start_timestamp_seconds [1-9]`, text)
 	require.Contains(t, text, `ferry_updater_servers{state="idle"} 1`, "boot-1 has not reported on the rollout")
 	require.Contains(t, text, `ferry_build_info{program="ferry-updater"`)
+	snap, err := f.st.Snapshot(f.ctx())
+	require.NoError(t, err)
+	require.Equal(t, "u0", snap.Leader)
+	require.NotNil(t, snap.Check, "the leader records its last check for `ferry status`")
+	require.Equal(t, "found", snap.Check.Result)
+	require.Equal(t, v1, snap.Check.Version)
 
 	resp, err := http.Get(srv.URL + "/healthz")
 	require.NoError(t, err)
