@@ -1,7 +1,11 @@
 package cli
 
 import (
+	"context"
+	"io"
+	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -70,4 +74,51 @@ func TestStatusShowsLeaderAndLastCheck(t *testing.T) {
 	require.Regexp(t, `Last check:     \S+ \(\S+ ago, by test\): error: dial tcp: lookup api.github.com: no such host`, r.stdout)
 	require.Regexp(t, `boot-0\s+no\s+2026.01.02-1\s+2 images\s+waiting`, r.stdout, "boot-1 has not finished step 1")
 	require.Regexp(t, `boot-1\s+no\s+2026.01.02-1\s+1 debs\s+running`, r.stdout, "barrier 1 passed: every server reached it")
+}
+
+// signalWriter closes seen the first time what it is written contains want.
+type signalWriter struct {
+	mu   sync.Mutex
+	buf  strings.Builder
+	want string
+	seen chan struct{}
+	once sync.Once
+}
+
+func (w *signalWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if strings.Contains(w.buf.String(), w.want) {
+		w.once.Do(func() { close(w.seen) })
+	}
+	return len(p), nil
+}
+
+// TestStatusWatchRidesOutAnEtcdStall: `ferry status --watch` says etcd is
+// unreachable and keeps watching, instead of exiting, until interrupted.
+func TestStatusWatchRidesOutAnEtcdStall(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stderr := &signalWriter{want: "still watching", seen: make(chan struct{})}
+	code := make(chan int, 1)
+	go func() {
+		code <- Main(ctx, []string{"--config", os.DevNull, "--endpoints", "http://127.0.0.1:1", "--command-timeout", "200ms", "status", "--watch"},
+			strings.NewReader(""), io.Discard, stderr, func(string) string { return "" })
+	}()
+	select {
+	case <-stderr.seen:
+	case c := <-code:
+		t.Fatalf("the watch ended with %d instead of riding the stall out", c)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the watch said nothing about etcd")
+	}
+	select {
+	case c := <-code:
+		t.Fatalf("the watch ended with %d while etcd was away", c)
+	default:
+	}
+	cancel()
+	require.Equal(t, ExitOK, <-code, "an interrupted watch ends cleanly")
 }

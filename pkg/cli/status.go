@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ferry-cd/ferry/pkg/retry"
 	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/spf13/cobra"
 )
@@ -150,7 +151,17 @@ func (a *app) watchStatus(cmd *cobra.Command, untilFinished bool) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return err
+			if !retry.Transient(err) {
+				return err
+			}
+			// An etcd stall or leader change: say so, and keep watching.
+			fmt.Fprintf(a.stderr, "ferry: etcd unreachable: %v; still watching\n", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(time.Second):
+			}
+			continue
 		}
 		v := buildStatusView(snap)
 		if a.output == "json" {
