@@ -53,21 +53,34 @@ type Build struct {
 // CLI and the etcd member helper, under dir. repoRoot is the repository's
 // top directory. Packages built elsewhere can be added to Debs.
 func BuildAll(repoRoot, dir string, versions ...string) (*Build, error) {
+	return BuildAllWith(repoRoot, dir, nil, versions...)
+}
+
+// BuildAllWith is BuildAll that tells progress, when set, what it built
+// and how long that took, as it goes: a cold build takes minutes.
+func BuildAllWith(repoRoot, dir string, progress func(what string, took time.Duration), versions ...string) (*Build, error) {
+	if progress == nil {
+		progress = func(string, time.Duration) {}
+	}
 	b := &Build{Debs: map[string]string{}, Ferry: filepath.Join(dir, "ferry"), EtcdMember: filepath.Join(dir, "ferry-dctest-etcd")}
 	for _, v := range versions {
+		began := time.Now()
 		out := filepath.Join(dir, v)
 		cmd := exec.Command("make", "-C", repoRoot, "deb", "VERSION="+v, "DIST="+out, "BUILD="+filepath.Join(out, "build"), "BIN="+filepath.Join(out, "bin"))
 		if msg, err := cmd.CombinedOutput(); err != nil {
 			return nil, fmt.Errorf("make deb %s: %v\n%s", v, err, msg)
 		}
 		b.Debs[v] = filepath.Join(out, release.DebAsset(v))
+		progress(release.DebAsset(v), time.Since(began))
 	}
-	for bin, pkg := range map[string]string{b.Ferry: "./cmd/ferry", b.EtcdMember: "./dctest/cmd/ferry-dctest-etcd"} {
-		cmd := exec.Command("go", "build", "-o", bin, pkg)
+	for _, bp := range []struct{ bin, pkg string }{{b.Ferry, "./cmd/ferry"}, {b.EtcdMember, "./dctest/cmd/ferry-dctest-etcd"}} {
+		began := time.Now()
+		cmd := exec.Command("go", "build", "-o", bp.bin, bp.pkg)
 		cmd.Dir = repoRoot
 		if msg, err := cmd.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("build %s: %v\n%s", pkg, err, msg)
+			return nil, fmt.Errorf("build %s: %v\n%s", bp.pkg, err, msg)
 		}
+		progress(filepath.Base(bp.bin), time.Since(began))
 	}
 	return b, nil
 }

@@ -37,8 +37,10 @@ func run() int {
 	}
 	defer os.RemoveAll(dir)
 
-	say("building the ferry packages %s and %s (make deb)...", from, to)
-	build, err := harness.BuildAll(".", filepath.Join(dir, "build"), from, to)
+	say("building the ferry packages %s and %s (make deb; a cold build cache takes a few minutes)...", from, to)
+	build, err := harness.BuildAllWith(".", filepath.Join(dir, "build"), func(what string, took time.Duration) {
+		say("  built %s in %s", what, took.Round(100*time.Millisecond))
+	}, from, to)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
