@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -304,7 +305,7 @@ func (s *Storage) Coordinate(ctx context.Context, req *UpdateRequest, leaderKey 
 		if err == nil || ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if err == ErrNoLeader {
+		if errors.Is(err, ErrNoLeader) {
 			return err
 		}
 		select {
