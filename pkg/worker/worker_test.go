@@ -547,9 +547,11 @@ func TestUnfinishedInstallIsRepairedFirst(t *testing.T) {
 	killed := exec.Command(inst.Command[0], append(inst.Command[1:], pkg)...)
 	killed.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	require.NoError(t, killed.Start())
+	// The new version's postinst: an upgrade passes through the old
+	// version's states first, and a kill there leaves something else.
 	require.Eventually(t, func() bool {
 		s, err := inst.Query(e.ctx(), "ferry")
-		return err == nil && s.Condition() == "half-configured"
+		return err == nil && s.Condition() == "half-configured" && s.Version == v2
 	}, 30*time.Second, 20*time.Millisecond)
 	// dpkg alone dies, at once: killing its postinst too could let dpkg
 	// see the script fail first and unwind the upgrade.
