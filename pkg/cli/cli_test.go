@@ -411,7 +411,7 @@ func TestRefusedEtcdFailsWithItsCause(t *testing.T) {
 	select {
 	case r := <-done:
 		require.Equal(t, ExitUnreachable, r.code)
-		require.Contains(t, r.stderr, "etcd at [http://127.0.0.1:1] cannot be reached")
+		require.Contains(t, r.stderr, "etcd at http://127.0.0.1:1 cannot be reached", "endpoints written as in every other message")
 		require.Contains(t, r.stderr, "connection refused: nothing listens there")
 	case <-time.After(time.Minute):
 		t.Fatal("ferry config set waited for --command-timeout on a refused connection")

@@ -122,3 +122,18 @@ func TestStatusWatchRidesOutAnEtcdStall(t *testing.T) {
 	cancel()
 	require.Equal(t, ExitOK, <-code, "an interrupted watch ends cleanly")
 }
+
+// TestStatusIgnoresAnEarlierRolloutsReport: a late "completed" from an
+// earlier rollout at the same version (a reconfigure) does not make this
+// one look completed.
+func TestStatusIgnoresAnEarlierRolloutsReport(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	req := &storage.UpdateRequest{Version: "2026.01.02-1", Servers: []string{"boot-0"}, Reason: storage.ReasonReconfigure, StartedAt: time.Now().UTC()}
+	fleettest.AsLeader(t, f.st, func(key string) error { return f.st.StartRequest(f.ctx(), req, key) })
+	require.NoError(t, f.st.PutStatus(f.ctx(), "boot-0", &storage.UpdateStatus{Version: req.Version, Rollout: req.StartedAt.Add(-time.Hour), Step: 4, Cond: storage.CondCompleted, UpdatedAt: time.Now()}))
+	r := f.run("", "status")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	require.Contains(t, r.stdout, "RUNNING to 2026.01.02-1, reconfigure")
+	require.NotContains(t, r.stdout, "COMPLETED")
+}

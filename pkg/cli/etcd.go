@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -88,7 +89,7 @@ func (a *app) probeWhileWaiting(ctx context.Context, cancel context.CancelCauseF
 		err := a.cfg.Probe(pctx)
 		pcancel()
 		if err != nil && ctx.Err() == nil {
-			cancel(&unreachableError{endpoints: fmt.Sprint(a.cfg.Endpoints), cause: err})
+			cancel(&unreachableError{endpoints: strings.Join(a.cfg.Endpoints, ","), cause: err})
 			return
 		}
 	}

@@ -88,9 +88,9 @@ func rolloutState(snap *storage.Snapshot) string {
 	for _, id := range req.Servers {
 		st := snap.Statuses[id]
 		switch {
-		case st != nil && st.Version == req.Version && st.Cond == storage.CondAborted:
+		case st.For(req) && st.Cond == storage.CondAborted:
 			return stateAborted
-		case st == nil || st.Version != req.Version || st.Cond != storage.CondCompleted:
+		case !st.For(req) || st.Cond != storage.CondCompleted:
 			done = false
 		}
 	}
@@ -261,10 +261,10 @@ func (a *app) printStatus(v *statusView, configErr error) {
 			if st.Step > 0 {
 				step = fmt.Sprintf("%d %s", st.Step, st.StepName)
 			}
-			if st.Version == req.Version || !s.InRequest {
+			if st.For(req) || !s.InRequest {
 				state = string(st.Cond)
 			}
-			if st.Cond == storage.CondRunning && st.Version == req.Version {
+			if st.Cond == storage.CondRunning && st.For(req) {
 				switch s.Phase {
 				case storage.PhaseRepairing:
 					// dpkg's database shows an unfinished install.
@@ -343,7 +343,7 @@ func unrecorded(snap *storage.Snapshot, state string, now time.Time) *storage.Hi
 	if state == stateAborted {
 		h.Result = storage.ResultAborted
 		for _, id := range req.Servers {
-			if st := snap.Statuses[id]; st != nil && st.Version == req.Version && st.Cond == storage.CondAborted {
+			if st := snap.Statuses[id]; st.For(req) && st.Cond == storage.CondAborted {
 				h.StopReason = fmt.Sprintf("%s aborted: %s (cleared by ferry recover before the updater stopped the rollout)", id, st.Message)
 				break
 			}

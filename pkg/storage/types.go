@@ -231,7 +231,7 @@ func NewHistoryRecord(req *UpdateRequest, statuses map[string]*UpdateStatus, res
 		StartedAt: req.StartedAt, FinishedAt: finishedAt, Durations: map[string]float64{},
 	}
 	for _, id := range req.Servers {
-		if st := statuses[id]; st != nil && st.Version == req.Version && !st.UpdatedAt.IsZero() {
+		if st := statuses[id]; st.For(req) && !st.UpdatedAt.IsZero() {
 			h.Durations[id] = st.UpdatedAt.Sub(req.StartedAt).Seconds()
 		}
 	}
