@@ -10,7 +10,7 @@ BIN ?= bin
 DIST ?= dist
 BUILD ?= build
 # command:package pairs that the tests need; `make deps` installs the missing.
-DEB_TOOLS := dpkg-deb:dpkg lintian:lintian minisign:minisign curl:curl containerd:containerd ctr:containerd systemd-analyze:systemd git:git promtool:prometheus
+DEB_TOOLS := dpkg-deb:dpkg lintian:lintian minisign:minisign curl:curl containerd:containerd ctr:containerd systemd-analyze:systemd git:git promtool:prometheus chromium:chromium
 CMDS := $(notdir $(wildcard cmd/*))
 
 .DEFAULT_GOAL := help
@@ -106,9 +106,17 @@ bench-coordination: ## barrier cost on a 3-member etcd cluster (fsync on) for 5,
 	$(GO) build -o $(BUILD)/ferry-dctest-etcd ./dctest/cmd/ferry-dctest-etcd
 	$(GO) run ./dctest/cmd/ferry-bench-coordination --etcd $(BUILD)/ferry-dctest-etcd $(if $(SERVERS),--servers $(SERVERS))
 
+# Where the demo's status page listens (a busy port falls back to a free one).
+DEMO_LISTEN ?= 127.0.0.1:9711
+
 .PHONY: demo
-demo: deps ## a virtual datacenter of 3 boot servers doing a rollout, live
-	$(GO) run ./dctest/cmd/ferry-demo
+demo: deps ## a virtual datacenter of 3 boot servers doing a rollout, live in the terminal and on a status page
+	$(GO) run ./dctest/cmd/ferry-demo --status-listen $(DEMO_LISTEN)
+
+.PHONY: screenshot
+screenshot: deps ## take docs/images/status-page.png with the browser test (headless chromium)
+	@mkdir -p docs/images
+	FERRY_STATUS_SCREENSHOT=$(CURDIR)/docs/images/status-page.png $(GO) test -count=1 -run '^TestStatusPageInBrowser$$' -timeout 10m ./dctest/
 
 .PHONY: clean
 clean: ## remove build output

@@ -101,10 +101,12 @@ func main() {
 	w := worker.New(worker.Options{Storage: env.Storage, ID: env.Config.ServerID, Plan: &set.Plan, Operator: ops, DataDir: env.Config.DataDir, Logger: log, Metrics: metrics, LeaseTTL: *leaseTTL, Etcd: env.Etcd})
 	well.Go(env.Etcd.Run)
 	well.Go(w.Run)
-	srv := &well.HTTPServer{Server: &http.Server{Addr: *listen, Handler: w.Handler(), ReadHeaderTimeout: 10 * time.Second}, AccessLog: daemon.QuietAccessLog()}
-	if err := srv.ListenAndServe(); err != nil {
+	l, err := daemon.Listen(log, *listen, "/metrics and /healthz")
+	if err != nil {
 		daemon.Fatal(program, err)
 	}
+	srv := &well.HTTPServer{Server: &http.Server{Handler: w.Handler(), ReadHeaderTimeout: 10 * time.Second}, AccessLog: daemon.QuietAccessLog(), ShutdownTimeout: 5 * time.Second}
+	srv.Serve(l)
 	well.Stop()
 	err = well.Wait()
 	switch {

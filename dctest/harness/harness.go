@@ -96,6 +96,9 @@ type Options struct {
 	// ClientCerts makes etcd serve https and require client certificates;
 	// the daemons and the admin CLI get one.
 	ClientCerts bool
+	// UpdaterAddrs fixes where a server's updater (and its status page)
+	// listens, by server id; others get a free loopback port.
+	UpdaterAddrs map[string]string
 }
 
 // Datacenter is a running virtual datacenter.

@@ -20,7 +20,14 @@ type Server struct {
 	dc      *Datacenter
 	Worker  *daemon
 	Updater *daemon
+	// updaterAddr is where the updater listens: one loopback port for the
+	// server's life, so that a browser on its status page finds it again
+	// after a restart, as it would on a real server.
+	updaterAddr string
 }
+
+// StatusURL is the URL of the status page the server's updater serves.
+func (s *Server) StatusURL() string { return "http://" + s.updaterAddr + "/" }
 
 // AddServer makes a boot server: a root, the ferry package of version
 // installed in it by hand with dpkg (as an operator would), its bootstrap
@@ -61,12 +68,22 @@ func (dc *Datacenter) InstallServer(ctx context.Context, id, version string) (*S
 // the supervisor, with the server's config file.
 func (s *Server) Start() {
 	dc, root := s.dc, s.Root
+	if s.updaterAddr == "" {
+		s.updaterAddr = dc.opts.UpdaterAddrs[s.ID]
+	}
+	if s.updaterAddr == "" {
+		addr, err := freePort()
+		if err != nil {
+			addr = "127.0.0.1:0" // the page is then hard to find, but the server works
+		}
+		s.updaterAddr = addr
+	}
 	env := []string{"CANCELLATION_DELAY_SECONDS=0", "FERRY_CONFIG=" + s.configPath()}
 	logs := filepath.Join(root.Dir, "var/log")
 	os.MkdirAll(logs, 0o755)
 	s.Updater = &daemon{
 		name: "ferry-updater", bin: filepath.Join(root.Dir, "usr/sbin/ferry-updater"), env: env, policy: RestartOnFailure,
-		args:    []string{"--listen", "127.0.0.1:0", "--session-ttl", dc.opts.SessionTTL.String()},
+		args:    []string{"--listen", s.updaterAddr, "--session-ttl", dc.opts.SessionTTL.String()},
 		logPath: filepath.Join(logs, "ferry-updater.log"),
 	}
 	s.Worker = &daemon{

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"sort"
 	"strings"
@@ -164,4 +165,16 @@ func Fatal(program string, err error) {
 	}
 	fmt.Fprintf(os.Stderr, "%s: %v\n", program, err)
 	os.Exit(1)
+}
+
+// Listen listens on addr and logs the address it listens on (with the
+// port the kernel chose for ":0"), so that an operator can find it. what
+// names what is served there, for the log.
+func Listen(log *slog.Logger, addr, what string) (net.Listener, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s for %s: %w", addr, what, err)
+	}
+	log.Info("listening", "address", l.Addr().String(), "serves", what)
+	return l, nil
 }

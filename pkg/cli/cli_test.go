@@ -12,6 +12,7 @@ import (
 
 	"github.com/ferry-cd/ferry/internal/etcdtest"
 	"github.com/ferry-cd/ferry/internal/fleettest"
+	"github.com/ferry-cd/ferry/pkg/fleetview"
 	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/stretchr/testify/require"
 )
@@ -256,9 +257,9 @@ func TestStatus(t *testing.T) {
 
 	r = f.run("", "-o", "json", "status")
 	require.Equal(t, ExitOK, r.code, r.stderr)
-	var v statusView
+	var v fleetview.Fleet
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &v))
-	require.Equal(t, stateAborted, v.State)
+	require.Equal(t, fleetview.StateAborted, v.State)
 	require.Len(t, v.Servers, 3)
 	require.Equal(t, "dpkg: error processing archive", v.Servers[1].Status.Message)
 	require.Equal(t, storage.PhaseRepairing, v.Servers[2].Status.Phase)
@@ -294,16 +295,16 @@ func TestRolloutState(t *testing.T) {
 		statuses map[string]*storage.UpdateStatus
 		want     string
 	}{
-		{"no request", nil, nil, stateNone},
-		{"nobody reported", req, nil, stateRunning},
-		{"old version completed", req, map[string]*storage.UpdateStatus{"a": st("1", storage.CondCompleted), "b": st("2", storage.CondCompleted)}, stateRunning},
-		{"all completed", req, map[string]*storage.UpdateStatus{"a": st("2", storage.CondCompleted), "b": st("2", storage.CondCompleted)}, stateCompleted},
-		{"one aborted", req, map[string]*storage.UpdateStatus{"a": st("2", storage.CondAborted), "b": st("2", storage.CondRunning)}, stateAborted},
-		{"old abort ignored", req, map[string]*storage.UpdateStatus{"a": st("1", storage.CondAborted)}, stateRunning},
-		{"stopped", &storage.UpdateRequest{Version: "2", Servers: []string{"a"}, Stop: true}, nil, stateStopped},
+		{"no request", nil, nil, fleetview.StateNone},
+		{"nobody reported", req, nil, fleetview.StateRunning},
+		{"old version completed", req, map[string]*storage.UpdateStatus{"a": st("1", storage.CondCompleted), "b": st("2", storage.CondCompleted)}, fleetview.StateRunning},
+		{"all completed", req, map[string]*storage.UpdateStatus{"a": st("2", storage.CondCompleted), "b": st("2", storage.CondCompleted)}, fleetview.StateCompleted},
+		{"one aborted", req, map[string]*storage.UpdateStatus{"a": st("2", storage.CondAborted), "b": st("2", storage.CondRunning)}, fleetview.StateAborted},
+		{"old abort ignored", req, map[string]*storage.UpdateStatus{"a": st("1", storage.CondAborted)}, fleetview.StateRunning},
+		{"stopped", &storage.UpdateRequest{Version: "2", Servers: []string{"a"}, Stop: true}, nil, fleetview.StateStopped},
 	}
 	for _, c := range cases {
-		got := rolloutState(&storage.Snapshot{Request: c.req, Statuses: c.statuses})
+		got := fleetview.State(&storage.Snapshot{Request: c.req, Statuses: c.statuses})
 		require.Equal(t, c.want, got, c.name)
 	}
 }

@@ -9,96 +9,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ferry-cd/ferry/pkg/fleetview"
 	"github.com/ferry-cd/ferry/pkg/retry"
 	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/spf13/cobra"
 )
-
-// Overall states of a rollout, as `ferry status` shows them.
-const (
-	stateNone      = "none"
-	stateRunning   = "running"
-	stateAborted   = "aborted"
-	stateStopped   = "stopped"
-	stateCompleted = "completed"
-)
-
-type statusView struct {
-	State   string                 `json:"state"`
-	Request *storage.UpdateRequest `json:"request"`
-	Servers []serverStatusView     `json:"servers"`
-	Release *storage.ReleaseInfo   `json:"release"`
-	Pin     *storage.Pin           `json:"pin"`
-	// Leader is the updater that leads; Check its last release check.
-	Leader string             `json:"leader"`
-	Check  *storage.CheckInfo `json:"last_check"`
-}
-
-type serverStatusView struct {
-	ID        string                `json:"id"`
-	InRequest bool                  `json:"in_request"`
-	Alive     bool                  `json:"alive"`
-	Status    *storage.UpdateStatus `json:"status"`
-	// State is the server's state in a word (storage.Snapshot.State);
-	// Phase its phase in the step, a passed barrier counted as running;
-	// Installed the version its live worker runs.
-	State     string `json:"state"`
-	Phase     string `json:"phase,omitempty"`
-	Installed string `json:"installed,omitempty"`
-}
-
-func buildStatusView(snap *storage.Snapshot) *statusView {
-	v := &statusView{State: stateNone, Request: snap.Request, Release: snap.Release, Pin: snap.Pin, Leader: snap.Leader, Check: snap.Check}
-	ids := map[string]bool{}
-	if snap.Request != nil {
-		for _, id := range snap.Request.Servers {
-			ids[id] = true
-		}
-	}
-	for id := range snap.Statuses {
-		ids[id] = true
-	}
-	for _, id := range storage.SortedIDs(ids) {
-		sv := serverStatusView{
-			ID:        id,
-			InRequest: snap.Request != nil && snap.Request.IsMember(id),
-			Alive:     snap.Alive[id] != nil,
-			Status:    snap.Statuses[id],
-			State:     snap.State(id),
-			Phase:     snap.Phase(id),
-		}
-		if a := snap.Alive[id]; a != nil {
-			sv.Installed = a.Version
-		}
-		v.Servers = append(v.Servers, sv)
-	}
-	v.State = rolloutState(snap)
-	return v
-}
-
-func rolloutState(snap *storage.Snapshot) string {
-	req := snap.Request
-	if req == nil {
-		return stateNone
-	}
-	if req.Stop {
-		return stateStopped
-	}
-	done := true
-	for _, id := range req.Servers {
-		st := snap.Statuses[id]
-		switch {
-		case st.For(req) && st.Cond == storage.CondAborted:
-			return stateAborted
-		case !st.For(req) || st.Cond != storage.CondCompleted:
-			done = false
-		}
-	}
-	if done {
-		return stateCompleted
-	}
-	return stateRunning
-}
 
 func (a *app) newStatusCommand() *cobra.Command {
 	var watch, untilFinished bool
@@ -119,7 +34,7 @@ time in its current step.`,
 				return a.watchStatus(cmd, untilFinished)
 			}
 			return a.withSnapshot(cmd, func(snap *storage.Snapshot) error {
-				v := buildStatusView(snap)
+				v := fleetview.New(snap)
 				if a.output == "json" {
 					return a.printJSON(v)
 				}
@@ -163,7 +78,7 @@ func (a *app) watchStatus(cmd *cobra.Command, untilFinished bool) error {
 			}
 			continue
 		}
-		v := buildStatusView(snap)
+		v := fleetview.New(snap)
 		if a.output == "json" {
 			a.printJSON(v)
 		} else {
@@ -198,7 +113,7 @@ func isTerminal(w io.Writer) bool {
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
-func (a *app) printStatus(v *statusView, configErr error) {
+func (a *app) printStatus(v *fleetview.Fleet, configErr error) {
 	now := a.now()
 	w := a.stdout
 	if v.Release != nil {
@@ -303,8 +218,8 @@ It asks for confirmation unless --yes is given.`,
 				fmt.Fprintln(a.stdout, "nothing to recover: there is no rollout")
 				return nil
 			}
-			state := rolloutState(snap)
-			if state != stateStopped && state != stateAborted && !force {
+			state := fleetview.State(snap)
+			if state != fleetview.StateStopped && state != fleetview.StateAborted && !force {
 				return fmt.Errorf("the rollout is %s, not stopped; recover clears only a stopped rollout (use --force to clear it anyway)", state)
 			}
 			if !yes {
@@ -340,7 +255,7 @@ func unrecorded(snap *storage.Snapshot, state string, now time.Time) *storage.Hi
 	}
 	h := storage.NewHistoryRecord(req, snap.Statuses, storage.ResultCleared, now.UTC())
 	h.StopReason = "cleared by ferry recover while " + state
-	if state == stateAborted {
+	if state == fleetview.StateAborted {
 		h.Result = storage.ResultAborted
 		for _, id := range req.Servers {
 			if st := snap.Statuses[id]; st.For(req) && st.Cond == storage.CondAborted {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ferry-cd/ferry/pkg/release"
 	"github.com/ferry-cd/ferry/pkg/retry"
+	"github.com/ferry-cd/ferry/pkg/statuspage"
 	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -64,6 +65,7 @@ type Updater struct {
 	log     *slog.Logger
 	metrics *Metrics
 	notify  *dispatcher
+	page    *statuspage.Server
 	leading atomic.Bool
 }
 
@@ -100,14 +102,28 @@ func New(o Options) *Updater {
 	return &Updater{
 		opts: o, st: o.Storage, log: log, metrics: o.Metrics,
 		notify: newDispatcher(o.Notifier, log, o.Metrics),
+		page:   statuspage.New(statuspage.Options{Storage: o.Storage, Etcd: o.Etcd, ServedBy: o.ID, Logger: log}),
 	}
 }
 
 // IsLeader reports whether this updater leads now.
 func (u *Updater) IsLeader() bool { return u.leading.Load() }
 
-// Handler serves /metrics, /healthz and /webhook.
+// Handler serves /metrics, /healthz, /webhook and the status page at /.
 func (u *Updater) Handler() http.Handler {
+	mux := u.opsMux()
+	mux.Handle("/", u.page.Handler())
+	return mux
+}
+
+// OpsHandler serves /metrics, /healthz and /webhook without the status
+// page, for an updater that serves the page on an address of its own.
+func (u *Updater) OpsHandler() http.Handler { return u.opsMux() }
+
+// StatusPage serves the read-only status page (package statuspage) at /.
+func (u *Updater) StatusPage() http.Handler { return u.page.Handler() }
+
+func (u *Updater) opsMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(u.metrics.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {

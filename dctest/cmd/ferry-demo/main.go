@@ -1,12 +1,16 @@
 // Command ferry-demo is `make demo`: it brings up a virtual datacenter of
 // three boot servers, publishes a new ferry release, shows the rollout live
-// with `ferry status --watch`, prints a summary and tears everything down
-// (Ctrl-C tears down too).
+// with `ferry status --watch` and on boot-0's status page, prints a summary
+// and tears everything down (after Enter when run in a terminal; Ctrl-C
+// tears down too).
 package main
 
 import (
+	"bufio"
 	"context"
+	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -14,6 +18,7 @@ import (
 	"time"
 
 	"github.com/ferry-cd/ferry/dctest/harness"
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -28,8 +33,12 @@ func say(format string, args ...any) {
 }
 
 func run() int {
+	listen := flag.String("status-listen", "127.0.0.1:9711", "where boot-0's updater serves the status page; a busy port falls back to a free one")
+	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	addr := statusAddr(*listen)
+	say("status page: http://%s/ (boot-0's ferry-updater serves it once the servers are up; open it in a browser)", addr)
 	dir, err := os.MkdirTemp("", "ferry-demo-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -49,7 +58,7 @@ func run() int {
 		return 130
 	}
 	say("starting a virtual datacenter: etcd, a GitHub-compatible release server, a registry, containerd...")
-	dc, err := harness.Start(harness.Options{Dir: filepath.Join(dir, "dc"), Build: build, EtcdMembers: 1})
+	dc, err := harness.Start(harness.Options{Dir: filepath.Join(dir, "dc"), Build: build, EtcdMembers: 1, UpdaterAddrs: map[string]string{"boot-0": addr}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -58,7 +67,7 @@ func run() int {
 		say("tearing down...")
 		dc.Close()
 	}()
-	if err := demo(ctx, dc); err != nil {
+	if err := demo(ctx, dc, addr); err != nil {
 		if ctx.Err() != nil {
 			say("interrupted")
 			return 130
@@ -66,10 +75,42 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "ferry demo:", err)
 		return 1
 	}
+	hold(ctx, addr)
 	return 0
 }
 
-func demo(ctx context.Context, dc *harness.Datacenter) error {
+// statusAddr is addr when it is free, else a free loopback port.
+func statusAddr(addr string) string {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		l, err = net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return addr // the demo says where; boot-0's updater will say why not
+		}
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// hold keeps the datacenter, and the status page, up until Enter or Ctrl-C
+// when a person runs the demo in a terminal.
+func hold(ctx context.Context, addr string) {
+	if _, err := unix.IoctlGetTermios(int(os.Stdin.Fd()), unix.TCGETS); err != nil {
+		return // not a terminal: CI, or input from /dev/null
+	}
+	say("the fleet stays up: look around http://%s/, then press Enter (or Ctrl-C) to tear it down", addr)
+	done := make(chan struct{})
+	go func() {
+		bufio.NewReader(os.Stdin).ReadString('\n')
+		close(done)
+	}()
+	select {
+	case <-ctx.Done():
+	case <-done:
+	}
+}
+
+func demo(ctx context.Context, dc *harness.Datacenter, addr string) error {
 	servers := []string{"boot-0", "boot-1", "boot-2"}
 	if err := dc.Publish(from, harness.PublishOptions{CreatedAt: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}); err != nil {
 		return err
@@ -105,7 +146,9 @@ func demo(ctx context.Context, dc *harness.Datacenter) error {
 		return err
 	}
 
-	// The live view is the operator's own: ferry status --watch.
+	// The live view is the operator's own: ferry status --watch, and the
+	// status page.
+	say("rolling out %s; watch it at http://%s/ too", to, addr)
 	cmd := dc.FerryCommand(ctx, "status", "--watch", "--until-finished")
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	if err := cmd.Run(); err != nil {

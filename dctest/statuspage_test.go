@@ -1,0 +1,194 @@
+package dctest
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/ferry-cd/ferry/dctest/harness"
+	"github.com/stretchr/testify/require"
+)
+
+// browser is a headless Chromium (Debian's chromium) on one page.
+type browser struct {
+	t   *testing.T
+	ctx context.Context
+
+	mu      sync.Mutex
+	console []chromedp.ConsoleMessage
+}
+
+// screenshotEnv names a file that receives a screenshot of the page while
+// the rollout runs (`make screenshot` writes the README's with it).
+const screenshotEnv = "FERRY_STATUS_SCREENSHOT"
+
+func newBrowser(t *testing.T, parent context.Context) *browser {
+	t.Helper()
+	path, err := exec.LookPath("chromium")
+	require.NoError(t, err, "the browser test needs Debian's chromium: run `make deps` as root, or apt-get install chromium")
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(path),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1400, 1000),
+		chromedp.DisableGPU,
+		// The test runs as root in a container: Chromium's sandbox needs
+		// user namespaces it may not have.
+		chromedp.NoSandbox,
+		chromedp.Flag("disable-dev-shm-usage", true),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(parent, opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	t.Cleanup(cancelAlloc)
+	t.Cleanup(cancel)
+	b := &browser{t: t, ctx: ctx}
+	messages := chromedp.Console(ctx)
+	go func() {
+		for m, err := range messages {
+			if err != nil {
+				return
+			}
+			b.mu.Lock()
+			b.console = append(b.console, m)
+			b.mu.Unlock()
+		}
+	}()
+	// On failure, the page as it was, for the person who reads the log.
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		dir := filepath.Join("..", "build")
+		if err := os.MkdirAll(dir, 0o755); err == nil {
+			name := filepath.Join(dir, "status-page-failure.png")
+			if err := b.screenshot(name); err == nil {
+				t.Logf("the page when the test failed: %s", name)
+			}
+		}
+		for _, m := range b.messages() {
+			t.Logf("browser console: %s (%s:%d)", m, m.URL, m.Line)
+		}
+	})
+	return b
+}
+
+func (b *browser) messages() []chromedp.ConsoleMessage {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]chromedp.ConsoleMessage(nil), b.console...)
+}
+
+func (b *browser) screenshot(name string) error {
+	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(name, png, 0o644)
+}
+
+// eval evaluates a JavaScript expression in the page.
+func eval[T any](b *browser, expr string) (T, error) {
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	return chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+}
+
+// text is the text of the first element sel matches, "" when none does.
+func (b *browser) text(sel string) string {
+	q, _ := json.Marshal(sel)
+	s, err := eval[string](b, `(document.querySelector(`+string(q)+`) || {}).textContent || ""`)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(s)
+}
+
+// waitText waits until the text of sel contains every want.
+func (b *browser) waitText(sel string, limit time.Duration, want ...string) {
+	b.t.Helper()
+	var got string
+	ok := func() bool {
+		got = b.text(sel)
+		for _, w := range want {
+			if !strings.Contains(got, w) {
+				return false
+			}
+		}
+		return true
+	}
+	require.Eventually(b.t, ok, limit, 100*time.Millisecond, "the page's %s never showed %q; last: %q", sel, want, got)
+}
+
+// TestStatusPageInBrowser: a headless Chromium opens boot-0's status page
+// on a live 3-server fleet and, without a reload, sees the servers, a step
+// advance, the stop of the fleet when a worker dies, and "etcd unreachable"
+// when the etcd cluster is gone.
+func TestStatusPageInBrowser(t *testing.T) {
+	d := start(t)
+	d.bootstrap("staging", three...)
+	s0, err := d.Server("boot-0")
+	require.NoError(t, err)
+	b := newBrowser(t, d.ctx)
+
+	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(s0.StatusURL())))
+	cancel()
+	// A reload would clear this: the page must follow the fleet by itself.
+	_, err = eval[chromedp.Void](b, `window.ferryTestMarker = "still the same page"`)
+	require.NoError(t, err)
+
+	// It lists the servers, alive, at N, and the completed bootstrap.
+	for _, id := range three {
+		b.waitText(`tr[data-server="`+id+`"]`, 30*time.Second, id, "yes", N)
+	}
+	b.waitText("#rollout-state", 10*time.Second, "completed")
+	b.waitText("#history tbody", 10*time.Second, N, "completed")
+	b.waitText("#leader", 10*time.Second, "boot-")
+	b.waitText(`#config tr[data-key="env"]`, 10*time.Second, "staging")
+
+	// N1: the page shows the rollout and a step advance on boot-2.
+	require.NoError(t, d.Publish(N1, harness.PublishOptions{Prerelease: true, CreatedAt: day(2)}))
+	b.waitText("#rollout-versions", time.Minute, N+" → "+N1)
+	b.waitText("#rollout-state", time.Minute, "running")
+	d.waitStep("boot-2", "services")
+	b.waitText(`tr[data-server="boot-2"] td.step`, 30*time.Second, "services")
+	b.waitText(`#steps`, 10*time.Second, "services")
+	if name := os.Getenv(screenshotEnv); name != "" {
+		require.NoError(t, b.screenshot(name))
+		t.Logf("screenshot of the running rollout: %s", name)
+	}
+
+	// boot-2's worker dies: the fleet stops, and the page says why.
+	s2, err := d.Server("boot-2")
+	require.NoError(t, err)
+	s2.StopWorker()
+	b.waitText("#rollout-state", time.Minute, "stopped")
+	b.waitText("#rollout-stop", 10*time.Second, "boot-2", "ferry recover")
+	b.waitText(`tr[data-server="boot-2"] td.alive`, 10*time.Second, "no")
+
+	// The etcd cluster goes away: the page keeps the last view and says so.
+	for _, m := range d.Etcd {
+		m.Kill()
+	}
+	b.waitText("#etcd-banner", time.Minute, "etcd unreachable")
+	hidden, err := eval[bool](b, `document.getElementById("etcd-banner").hidden`)
+	require.NoError(t, err)
+	require.False(t, hidden, "the banner is shown")
+	require.Contains(t, b.text(`tr[data-server="boot-0"]`), "boot-0", "the last view stays on the page")
+
+	marker, err := eval[string](b, `window.ferryTestMarker`)
+	require.NoError(t, err, "the page was reloaded")
+	require.Equal(t, "still the same page", marker)
+	for _, m := range b.messages() {
+		require.False(t, m.IsException(), "a script error in the page: %s (%s:%d)", m, m.URL, m.Line)
+		require.NotEqual(t, "security", m.Source, "the page broke its own content security policy: %s", m)
+	}
+}

@@ -1,0 +1,177 @@
+// Package fleetview is the fleet as an operator reads it: the rollout's
+// state in a word, each server's state, phase and installed version, and
+// how far the fleet got through the plan's barriers. `ferry status` and the
+// updater's status page show the same view, built here from one snapshot.
+package fleetview
+
+import (
+	"time"
+
+	"github.com/ferry-cd/ferry/pkg/storage"
+)
+
+// States of a rollout as a whole.
+const (
+	StateNone      = "none"
+	StateRunning   = "running"
+	StateAborted   = "aborted" // a server failed; the updater will stop the fleet
+	StateStopped   = "stopped" // needs ferry recover
+	StateCompleted = "completed"
+)
+
+// Fleet is the view of one snapshot.
+type Fleet struct {
+	State   string                 `json:"state"`
+	Request *storage.UpdateRequest `json:"request"`
+	Servers []Server               `json:"servers"`
+	Release *storage.ReleaseInfo   `json:"release"`
+	Pin     *storage.Pin           `json:"pin"`
+	// Leader is the updater that leads; Check its last release check.
+	Leader string             `json:"leader"`
+	Check  *storage.CheckInfo `json:"last_check"`
+	// Passed is the highest barrier every server of the rollout reached
+	// (the plan's step count + 1 once all completed); 0 before the first.
+	Passed int `json:"passed"`
+	// Steps is the rollout's progress through each step seen so far.
+	Steps []Step `json:"steps,omitempty"`
+}
+
+// Server is one server in the view.
+type Server struct {
+	ID        string                `json:"id"`
+	InRequest bool                  `json:"in_request"`
+	Alive     bool                  `json:"alive"`
+	Status    *storage.UpdateStatus `json:"status"`
+	// State is the server's state in a word (storage.Snapshot.State);
+	// Phase its phase in the step, a passed barrier counted as running;
+	// Installed the version its live worker runs.
+	State     string `json:"state"`
+	Phase     string `json:"phase,omitempty"`
+	Installed string `json:"installed,omitempty"`
+	// Labels are the server's labels from servers/<id>.
+	Labels map[string]string `json:"labels,omitempty"`
+	// LastSeen is the last sign of its worker: its last status or the
+	// start of its live worker, whichever is later; zero when none.
+	LastSeen time.Time `json:"last_seen,omitzero"`
+}
+
+// Step is the fleet's progress through one step of the plan.
+type Step struct {
+	Step int    `json:"step"`
+	Name string `json:"name,omitempty"`
+	// Arrived counts the servers that reached the step's barrier (finished
+	// every step before it), Done those that finished the step, Of the
+	// servers of the rollout.
+	Arrived int `json:"arrived"`
+	Done    int `json:"done"`
+	Of      int `json:"of"`
+}
+
+// New builds the view of snap.
+func New(snap *storage.Snapshot) *Fleet {
+	v := &Fleet{Request: snap.Request, Release: snap.Release, Pin: snap.Pin, Leader: snap.Leader, Check: snap.Check}
+	ids := map[string]bool{}
+	if snap.Request != nil {
+		for _, id := range snap.Request.Servers {
+			ids[id] = true
+		}
+	}
+	for id := range snap.Statuses {
+		ids[id] = true
+	}
+	for id := range snap.Servers {
+		ids[id] = true
+	}
+	for _, id := range storage.SortedIDs(ids) {
+		sv := Server{
+			ID:        id,
+			InRequest: snap.Request != nil && snap.Request.IsMember(id),
+			Alive:     snap.Alive[id] != nil,
+			Status:    snap.Statuses[id],
+			State:     snap.State(id),
+			Phase:     snap.Phase(id),
+		}
+		if a := snap.Alive[id]; a != nil {
+			sv.Installed, sv.LastSeen = a.Version, a.StartedAt
+		}
+		if st := sv.Status; st != nil && st.UpdatedAt.After(sv.LastSeen) {
+			sv.LastSeen = st.UpdatedAt
+		}
+		if info := snap.Servers[id]; info != nil {
+			sv.Labels = info.Labels
+		}
+		v.Servers = append(v.Servers, sv)
+	}
+	if snap.Passed != nil {
+		v.Passed = snap.Passed.Step
+	}
+	v.State = State(snap)
+	v.Steps = steps(snap)
+	return v
+}
+
+// State is the rollout's state in a word.
+func State(snap *storage.Snapshot) string {
+	req := snap.Request
+	if req == nil {
+		return StateNone
+	}
+	if req.Stop {
+		return StateStopped
+	}
+	done := true
+	for _, id := range req.Servers {
+		st := snap.Statuses[id]
+		switch {
+		case st.For(req) && st.Cond == storage.CondAborted:
+			return StateAborted
+		case !st.For(req) || st.Cond != storage.CondCompleted:
+			done = false
+		}
+	}
+	if done {
+		return StateCompleted
+	}
+	return StateRunning
+}
+
+// steps is the progress through every step that a server of the rollout
+// has reached, named as the statuses name them.
+func steps(snap *storage.Snapshot) []Step {
+	req := snap.Request
+	if req == nil {
+		return nil
+	}
+	last := 0
+	names := map[int]string{}
+	reached := make([]int, 0, len(req.Servers))
+	for _, id := range req.Servers {
+		st := snap.Statuses[id]
+		if !st.For(req) {
+			reached = append(reached, 0)
+			continue
+		}
+		r := st.Reached(req)
+		reached = append(reached, r)
+		if st.Step > last {
+			last = st.Step
+		}
+		if st.Step > 0 && st.StepName != "" {
+			names[st.Step] = st.StepName
+		}
+	}
+	out := make([]Step, 0, last)
+	for k := 1; k <= last; k++ {
+		s := Step{Step: k, Name: names[k], Of: len(req.Servers)}
+		for _, r := range reached {
+			if r >= k {
+				s.Arrived++
+			}
+			if r > k {
+				s.Done++
+			}
+		}
+		out = append(out, s)
+	}
+	return out
+}
