@@ -391,7 +391,7 @@ func (m *EtcdMember) start(state string) error {
 		client.Transport = &http.Transport{TLSClientConfig: tlsCfg}
 	}
 	cmd := exec.Command(m.bin, args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	out := &lockedWriter{w: &bytes.Buffer{}}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {

@@ -59,8 +59,10 @@ func (d *daemon) loop() {
 		cmd := exec.Command(d.bin, d.args...)
 		cmd.Env = append(os.Environ(), d.env...)
 		// A group of its own: a Ctrl-C at the terminal reaches only the
-		// harness, which then stops the daemons in order.
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		// harness, which then stops the daemons in order. If the harness
+		// dies without stopping them (SIGKILL, a closed pipe), they die
+		// with it rather than linger.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 		cmd.Stdout, cmd.Stderr = logf, logf
 		fmt.Fprintf(logf, "--- supervisor: start %s (start %d)\n", d.name, d.starts+1)
 		err := cmd.Start()

@@ -42,7 +42,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 		return nil, err
 	}
 	cmd := exec.Command("containerd", "--config", cfg)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start containerd: %w", err)

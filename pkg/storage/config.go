@@ -39,6 +39,7 @@ const (
 	ConfigNotifyURL           = "notify-url"
 	ConfigWebhookSecret       = "webhook-secret"
 	ConfigReleaseMaxAge       = "release-max-age"
+	ConfigStatusURL           = "status-url"
 )
 
 // retiredKeys are former config/ keys that decide what a server trusts.
@@ -125,6 +126,11 @@ var configKeys = []ConfigKey{
 	{
 		Name: ConfigNotifyURL, Secret: true,
 		Help:      "URL that receives Slack-compatible JSON notifications (a secret: shown masked). Empty: none",
+		normalize: normalizeHTTPURL,
+	},
+	{
+		Name:      ConfigStatusURL,
+		Help:      "URL at which operators reach the updaters' status page (often a reverse proxy); notifications link to it. Empty: no link",
 		normalize: normalizeHTTPURL,
 	},
 	{
@@ -347,6 +353,7 @@ type Config struct {
 	ReleaseTimezone     *time.Location
 	Proxy               string
 	NotifyURL           string
+	StatusURL           string
 	WebhookSecret       string
 	// ReleaseMaxAge is 0 when unset.
 	ReleaseMaxAge time.Duration
@@ -385,6 +392,7 @@ func ParseConfig(values map[string]string) (*Config, error) {
 		ReleaseTime:   splitLines(raw[ConfigReleaseTime]),
 		Proxy:         raw[ConfigProxy],
 		NotifyURL:     raw[ConfigNotifyURL],
+		StatusURL:     raw[ConfigStatusURL],
 		WebhookSecret: raw[ConfigWebhookSecret],
 	}
 	// The values were normalized above, so these parses cannot fail.

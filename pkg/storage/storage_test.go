@@ -101,7 +101,7 @@ func TestConfigDefaults(t *testing.T) {
 	require.Zero(t, maxAge.ReleaseMaxAge, "release-max-age is off by default")
 	require.Equal(t, 15*time.Minute, maxAge.WorkerRetryBudget)
 
-	require.Len(t, ConfigKeys(), 14)
+	require.Len(t, ConfigKeys(), 15)
 }
 
 func TestConfigSetAndGet(t *testing.T) {

@@ -39,6 +39,8 @@ type Event struct {
 	Message   string
 	StartedAt time.Time
 	Duration  time.Duration
+	// Link is the status page (config status-url), "" when unset.
+	Link string
 }
 
 // Text is a one-line summary of the event.
@@ -76,10 +78,12 @@ type slackMessage struct {
 }
 
 type slackAttachment struct {
-	Color  string       `json:"color"`
-	Title  string       `json:"title"`
-	Text   string       `json:"text,omitempty"`
-	Fields []slackField `json:"fields,omitempty"`
+	Color string `json:"color"`
+	Title string `json:"title"`
+	// TitleLink makes the title a link (to the status page).
+	TitleLink string       `json:"title_link,omitempty"`
+	Text      string       `json:"text,omitempty"`
+	Fields    []slackField `json:"fields,omitempty"`
 }
 
 type slackField struct {
@@ -106,9 +110,12 @@ func slackPayload(e Event) slackMessage {
 	if e.Server != "" {
 		fields = append(fields, slackField{Title: "server", Value: e.Server, Short: true})
 	}
+	if e.Link != "" {
+		fields = append(fields, slackField{Title: "status page", Value: e.Link, Short: false})
+	}
 	return slackMessage{
 		Text:        e.Text(),
-		Attachments: []slackAttachment{{Color: color, Title: "ferry " + string(e.Kind), Text: e.Message, Fields: fields}},
+		Attachments: []slackAttachment{{Color: color, Title: "ferry " + string(e.Kind), TitleLink: e.Link, Text: e.Message, Fields: fields}},
 	}
 }
 

@@ -335,7 +335,7 @@ func (u *Updater) lead(ctx context.Context, leaderKey string) error {
 			ls.lastWhy = act.Why
 		}
 		if act.Kind != Wait {
-			if err := u.execute(ctx, act, snap, cfg.NotifyURL, now, leaderKey); err != nil {
+			if err := u.execute(ctx, act, snap, cfg, now, leaderKey); err != nil {
 				if errors.Is(err, storage.ErrNoLeader) || ctx.Err() != nil {
 					return err
 				}
@@ -571,7 +571,7 @@ func (u *Updater) checkFreshness(ls *leaderState, version string, published time
 	ls.staleNotified = version
 	msg := fmt.Sprintf("published %s ago (%s), release-max-age is %s", age.Truncate(time.Hour), published.UTC().Format(time.RFC3339), cfg.ReleaseMaxAge)
 	u.log.Warn("the newest release is stale", "version", version, "published_at", published, "age_seconds", age.Seconds(), "release_max_age_seconds", cfg.ReleaseMaxAge.Seconds())
-	u.notify.enqueue(cfg.NotifyURL, Event{Kind: EventStale, Version: version, Message: msg})
+	u.notifyOf(cfg, Event{Kind: EventStale, Version: version, Message: msg})
 }
 
 // --- actions ---
@@ -613,7 +613,13 @@ func (u *Updater) resolve(ctx context.Context, ls *leaderState, act Action, cfg 
 	return act
 }
 
-func (u *Updater) execute(ctx context.Context, act Action, snap *storage.Snapshot, notifyURL string, now time.Time, leaderKey string) error {
+// notifyOf sends e to notify-url, if set, with a link to status-url.
+func (u *Updater) notifyOf(cfg *storage.Config, e Event) {
+	e.Link = cfg.StatusURL
+	u.notify.enqueue(cfg.NotifyURL, e)
+}
+
+func (u *Updater) execute(ctx context.Context, act Action, snap *storage.Snapshot, cfg *storage.Config, now time.Time, leaderKey string) error {
 	switch act.Kind {
 	case NewRequest:
 		req := act.Request
@@ -621,7 +627,7 @@ func (u *Updater) execute(ctx context.Context, act Action, snap *storage.Snapsho
 			return err
 		}
 		u.log.Info("rollout started", "version", req.Version, "reason", req.Reason, "servers", req.Servers)
-		u.notify.enqueue(notifyURL, Event{Kind: EventStart, Version: req.Version, Reason: req.Reason, Servers: req.Servers, StartedAt: req.StartedAt})
+		u.notifyOf(cfg, Event{Kind: EventStart, Version: req.Version, Reason: req.Reason, Servers: req.Servers, StartedAt: req.StartedAt})
 	case Stop, Complete:
 		req := *snap.Request
 		req.FinishedAt = now.UTC()
@@ -647,7 +653,7 @@ func (u *Updater) execute(ctx context.Context, act Action, snap *storage.Snapsho
 		} else {
 			u.log.Info("rollout completed", "version", req.Version, "duration", hist.Duration())
 		}
-		u.notify.enqueue(notifyURL, ev)
+		u.notifyOf(cfg, ev)
 	}
 	return nil
 }

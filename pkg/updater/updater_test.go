@@ -519,6 +519,22 @@ func TestNotificationFailureIsRetriedAndNeverBlocks(t *testing.T) {
 	f.notes.wait(t, "completed", v1)
 }
 
+// TestNotificationsLinkTheStatusPage: with status-url set, a notification's
+// title links to the status page and says where it is.
+func TestNotificationsLinkTheStatusPage(t *testing.T) {
+	t.Parallel()
+	const page = "https://ferry.dc1.example/status/"
+	f := newFleet(t, storage.ConfigEnv, "prod", storage.ConfigStatusURL, page)
+	f.addRelease("release-"+v1, false, 1)
+	f.join("boot-0")
+	f.start("u0")
+	f.waitRequest(version(v1))
+	msg := f.notes.wait(t, "started", v1)
+	require.Len(t, msg.Attachments, 1)
+	require.Equal(t, page, msg.Attachments[0].TitleLink)
+	require.Contains(t, msg.Attachments[0].Fields, slackField{Title: "status page", Value: page})
+}
+
 func TestReconfigureOnJoin(t *testing.T) {
 	t.Parallel()
 	f, _, _ := oneServer(t)
