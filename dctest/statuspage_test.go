@@ -150,7 +150,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 		b.waitText(`tr[data-server="`+id+`"]`, 30*time.Second, id, "yes", N)
 	}
 	b.waitText("#rollout-state", 10*time.Second, "completed")
-	b.waitText("#history tbody", 10*time.Second, N, "completed")
+	b.waitText("#history tbody", 10*time.Second, N, "completed", "timeline", "4 services", "1 attempt")
 	b.waitText("#leader", 10*time.Second, "boot-")
 	b.waitText(`#config tr[data-key="env"]`, 10*time.Second, "staging")
 

@@ -245,6 +245,29 @@ func (dc *Datacenter) writeArtifactSet() error {
 	return os.WriteFile(dc.SetFile, out, 0o644)
 }
 
+// EditArtifactSet changes the artifact set the workers roll out. A worker
+// reads it when it starts, so the change reaches the next version the
+// fleet upgrades to (its workers restart after the self-upgrade).
+func (dc *Datacenter) EditArtifactSet(edit func(*artifacts.Set)) error {
+	set, err := artifacts.Load(dc.SetFile)
+	if err != nil {
+		return err
+	}
+	edit(set)
+	if err := set.Validate(); err != nil {
+		return err
+	}
+	out, err := set.Marshal()
+	if err != nil {
+		return err
+	}
+	tmp := dc.SetFile + ".new"
+	if err := os.WriteFile(tmp, out, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, dc.SetFile)
+}
+
 func (dc *Datacenter) markerDir() string { return filepath.Join(dc.Dir, "markers") }
 
 // Close stops every process and server.

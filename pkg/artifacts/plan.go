@@ -38,8 +38,40 @@ type Step struct {
 	// Parallel is the N of a rolling step (default 1).
 	Parallel int `yaml:"parallel,omitempty" json:"parallel,omitempty"`
 	// Target names the contents/ record of a leader step (default: Name).
-	Target  string   `yaml:"target,omitempty" json:"target,omitempty"`
-	Actions []Action `yaml:"actions" json:"actions"`
+	Target string `yaml:"target,omitempty" json:"target,omitempty"`
+	// Timeout bounds one attempt of the step's actions on a server (a Go
+	// duration); empty: no bound. An attempt that runs out fails.
+	Timeout string `yaml:"timeout,omitempty" json:"timeout,omitempty"`
+	// Retries is how many more attempts a server makes after a failed one
+	// before the step fails there (default 0). A transient error (the
+	// network, a registry's 5xx) is retried anyway and costs no attempt.
+	Retries int `yaml:"retries,omitempty" json:"retries,omitempty"`
+	// RetryBackoff is the wait before the first retry, doubled for each
+	// later one up to 8 times it (a Go duration; default 10s).
+	RetryBackoff string   `yaml:"retry-backoff,omitempty" json:"retry-backoff,omitempty"`
+	Actions      []Action `yaml:"actions" json:"actions"`
+}
+
+// MaxRetries bounds a step's retries.
+const MaxRetries = 100
+
+// DefaultRetryBackoff is the wait before a step's first retry.
+const DefaultRetryBackoff = 10 * time.Second
+
+// TimeoutDuration parses Timeout; 0 when unset.
+func (s *Step) TimeoutDuration() time.Duration {
+	d, _ := time.ParseDuration(s.Timeout)
+	return d
+}
+
+// RetryWait is the wait before retry n (1-based): RetryBackoff doubled for
+// each earlier retry, at most 8 times RetryBackoff.
+func (s *Step) RetryWait(n int) time.Duration {
+	base := DefaultRetryBackoff
+	if d, err := time.ParseDuration(s.RetryBackoff); err == nil && d > 0 {
+		base = d
+	}
+	return base << min(max(n-1, 0), 3)
 }
 
 // ContentsTarget is the contents/ key of a leader step.
@@ -166,6 +198,22 @@ func (p *Plan) Validate() error {
 			targets[t] = true
 		} else if s.Target != "" {
 			return fmt.Errorf("%s: target applies to leader steps only", where)
+		}
+		if s.Timeout != "" {
+			if d, err := time.ParseDuration(s.Timeout); err != nil || d <= 0 {
+				return fmt.Errorf("%s: timeout %q is not a positive duration (e.g. 10m)", where, s.Timeout)
+			}
+		}
+		if s.Retries < 0 || s.Retries > MaxRetries {
+			return fmt.Errorf("%s: retries must be from 0 to %d, not %d", where, MaxRetries, s.Retries)
+		}
+		if s.RetryBackoff != "" {
+			if d, err := time.ParseDuration(s.RetryBackoff); err != nil || d <= 0 || d > time.Hour {
+				return fmt.Errorf("%s: retry-backoff %q is not a positive duration of at most 1h (e.g. 30s)", where, s.RetryBackoff)
+			}
+			if s.Retries == 0 {
+				return fmt.Errorf("%s: retry-backoff applies only with retries: set retries: N, or remove retry-backoff", where)
+			}
 		}
 		if len(s.Actions) == 0 {
 			return fmt.Errorf("%s: has no actions", where)

@@ -2,6 +2,7 @@ package artifacts
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -31,6 +32,14 @@ steps:
 	require.Equal(t, "prepare", p.Steps[0].ContentsTarget())
 	require.Equal(t, "run", p.Steps[0].Actions[0].Type())
 
+	retried, err := ParsePlan([]byte("steps:\n  - {name: a, strategy: lockstep, timeout: 2m, retries: 3, retry-backoff: 5s, actions: [{run: {command: x}}]}\n"))
+	require.NoError(t, err)
+	s := retried.Steps[0]
+	require.Equal(t, 2*time.Minute, s.TimeoutDuration())
+	require.Equal(t, []time.Duration{5 * time.Second, 10 * time.Second, 20 * time.Second, 40 * time.Second, 40 * time.Second},
+		[]time.Duration{s.RetryWait(1), s.RetryWait(2), s.RetryWait(3), s.RetryWait(4), s.RetryWait(9)}, "doubling, at most 8 times the first")
+	require.Equal(t, DefaultRetryBackoff, p.Steps[0].RetryWait(1))
+
 	empty, err := ParsePlan(nil)
 	require.NoError(t, err)
 	require.Empty(t, empty.Steps)
@@ -51,6 +60,11 @@ func TestParsePlanRefuses(t *testing.T) {
 		"parallel on lock": "steps:\n  - {name: a, strategy: lockstep, parallel: 2, actions: [{run: {command: x}}]}\n",
 		"target on lock":   "steps:\n  - {name: a, strategy: lockstep, target: t, actions: [{run: {command: x}}]}\n",
 		"shared target":    "steps:\n  - {name: a, strategy: leader, target: t, actions: [{run: {command: x}}]}\n  - {name: b, strategy: leader, target: t, actions: [{run: {command: x}}]}\n",
+		"step timeout":     "steps:\n  - {name: a, strategy: lockstep, timeout: -1m, actions: [{run: {command: x}}]}\n",
+		"negative retries": "steps:\n  - {name: a, strategy: lockstep, retries: -1, actions: [{run: {command: x}}]}\n",
+		"many retries":     "steps:\n  - {name: a, strategy: lockstep, retries: 1000, actions: [{run: {command: x}}]}\n",
+		"bad backoff":      "steps:\n  - {name: a, strategy: lockstep, retries: 2, retry-backoff: 2d, actions: [{run: {command: x}}]}\n",
+		"lone backoff":     "steps:\n  - {name: a, strategy: lockstep, retry-backoff: 5s, actions: [{run: {command: x}}]}\n",
 	}
 	for name, text := range cases {
 		_, err := ParsePlan([]byte(text))

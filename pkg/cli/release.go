@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"sort"
 	"strings"
 	"time"
 
@@ -428,5 +429,120 @@ func (a *app) newHistoryCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().Int64Var(&limit, "limit", 20, "how many records to show; 0 for all")
+	cmd.AddCommand(a.newHistoryShowCommand())
 	return cmd
+}
+
+func (a *app) newHistoryShowCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "show ROLLOUT",
+		Short: "Show one rollout's timeline: per step and per server, start, end, attempts, result",
+		Long: `Show one past rollout step by step: for each server, when the step began
+(its barrier passed) and ended, relative to the start of the rollout, how
+many attempts its actions took, the result, and the error of every failed
+attempt.
+
+ROLLOUT is the STARTED time that ` + "`ferry history`" + ` prints (e.g.
+2026-01-02T10:00:00Z), or a version, for the newest rollout to it.`,
+		Example: `  ferry history show 2026-01-02T10:00:00Z
+  ferry history show 2026.01.02-1
+  ferry -o json history show 2026.01.02-1`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.withStorage(cmd, func(ctx context.Context, st *storage.Storage) error {
+				h, err := findRollout(ctx, st, args[0])
+				if err != nil {
+					return err
+				}
+				if a.output == "json" {
+					return a.printJSON(h)
+				}
+				a.printTimeline(h)
+				return nil
+			})
+		},
+	}
+}
+
+// findRollout finds the history record that ROLLOUT names: a start time as
+// `ferry history` prints it, or a version.
+func findRollout(ctx context.Context, st *storage.Storage, arg string) (*storage.HistoryRecord, error) {
+	if at, err := time.Parse(time.RFC3339Nano, arg); err == nil {
+		precision := time.Second
+		if at.Nanosecond() != 0 {
+			precision = time.Nanosecond
+		}
+		recs, err := st.GetHistoryStarted(ctx, at, at.Add(precision))
+		if err != nil {
+			return nil, err
+		}
+		if len(recs) == 0 {
+			return nil, usagef("no rollout started at %s; `ferry history` lists them", arg)
+		}
+		return recs[len(recs)-1], nil
+	}
+	hist, err := st.GetHistory(ctx, 0)
+	if err != nil {
+		return nil, err
+	}
+	for _, h := range hist {
+		if h.Version == arg {
+			return h, nil
+		}
+	}
+	return nil, usagef("%q is neither a rollout's start time nor a version in the history; `ferry history` lists them", arg)
+}
+
+func (a *app) printTimeline(h *storage.HistoryRecord) {
+	w := a.stdout
+	fmt.Fprintf(w, "Rollout:  %s to %s, started %s, %s after %s\n", h.Reason, clean(h.Version), h.StartedAt.Format(time.RFC3339), h.Result, h.Duration().Truncate(100*time.Millisecond))
+	fmt.Fprintf(w, "Servers:  %s\n", strings.Join(h.Servers, " "))
+	if h.StopReason != "" {
+		fmt.Fprintf(w, "Stopped:  %s\n", clean(h.StopReason))
+	}
+	fmt.Fprintln(w)
+	if len(h.Timeline) == 0 {
+		fmt.Fprintln(w, "No step timeline was recorded for this rollout (its workers predate timelines, or no step ran).")
+		return
+	}
+	type row struct {
+		server string
+		rec    storage.StepRecord
+	}
+	var rows []row
+	for _, id := range h.Servers {
+		for _, r := range h.Timeline[id] {
+			rows = append(rows, row{id, r})
+		}
+	}
+	sort.SliceStable(rows, func(i, j int) bool { return rows[i].rec.Step < rows[j].rec.Step })
+	since := func(t time.Time) string {
+		if t.IsZero() {
+			return "-"
+		}
+		return "+" + t.Sub(h.StartedAt).Truncate(100*time.Millisecond).String()
+	}
+	t := a.newTable("STEP", "SERVER", "START", "END", "TOOK", "ATTEMPTS", "RESULT", "MESSAGE")
+	last := 0
+	for _, r := range rows {
+		step := ""
+		if r.rec.Step != last {
+			step, last = fmt.Sprintf("%d %s", r.rec.Step, clean(r.rec.Name)), r.rec.Step
+		}
+		took := "-"
+		if !r.rec.End.IsZero() {
+			took = r.rec.End.Sub(r.rec.Start).Truncate(100 * time.Millisecond).String()
+		}
+		var errs []string
+		for i, at := range r.rec.Attempts {
+			if at.Error != "" {
+				errs = append(errs, fmt.Sprintf("attempt %d: %s", i+1, at.Error))
+			}
+		}
+		if r.rec.Message != "" && len(errs) == 0 {
+			errs = append(errs, r.rec.Message)
+		}
+		t.row(step, r.server, since(r.rec.Start), since(r.rec.End), took, fmt.Sprint(len(r.rec.Attempts)), r.rec.Result, clean(orDash(strings.Join(errs, "; "))))
+	}
+	t.flush()
 }

@@ -478,7 +478,11 @@ func (s *Storage) GetHistory(ctx context.Context, limit int64) ([]*HistoryRecord
 	if limit > 0 {
 		opts = append(opts, clientv3.WithLimit(limit))
 	}
-	resp, err := s.cli.Get(ctx, s.abs(keyHistoryDir), opts...)
+	return s.readHistory(ctx, s.abs(keyHistoryDir), opts...)
+}
+
+func (s *Storage) readHistory(ctx context.Context, key string, opts ...clientv3.OpOption) ([]*HistoryRecord, error) {
+	resp, err := s.cli.Get(ctx, key, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("read history: %w", err)
 	}
@@ -491,6 +495,12 @@ func (s *Storage) GetHistory(ctx context.Context, limit int64) ([]*HistoryRecord
 		out = append(out, &h)
 	}
 	return out, nil
+}
+
+// GetHistoryStarted returns the history records of the rollouts that
+// started in [from, to), oldest first.
+func (s *Storage) GetHistoryStarted(ctx context.Context, from, to time.Time) ([]*HistoryRecord, error) {
+	return s.readHistory(ctx, s.historyKey(from), clientv3.WithRange(s.historyKey(to)))
 }
 
 // PutCheckTrigger asks the updater leader for an immediate release check.

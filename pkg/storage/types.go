@@ -110,6 +110,38 @@ type UpdateStatus struct {
 	// Rollout is the StartedAt of the request the status is about, so that
 	// a late write about an earlier rollout never counts for this one.
 	Rollout time.Time `json:"rollout,omitzero"`
+	// Timeline is what the server did in each step of the rollout so far.
+	// It rides on the reports the worker writes anyway, so it costs no
+	// write of its own.
+	Timeline []StepRecord `json:"timeline,omitempty"`
+}
+
+// Results of a StepRecord.
+const (
+	StepRunning = "running"
+	StepOK      = "ok"
+	StepFailed  = "failed"
+)
+
+// StepRecord is one server's record of one step: when it started (the
+// barrier passed), when it ended, every attempt of its actions, and how it
+// ended.
+type StepRecord struct {
+	Step     int       `json:"step"`
+	Name     string    `json:"name"`
+	Start    time.Time `json:"start"`
+	End      time.Time `json:"end,omitzero"`
+	Result   string    `json:"result"`
+	Message  string    `json:"message,omitempty"`
+	Attempts []Attempt `json:"attempts,omitempty"`
+}
+
+// Attempt is one run of a step's actions on a server; Error is "" when it
+// succeeded.
+type Attempt struct {
+	Start time.Time `json:"start"`
+	End   time.Time `json:"end,omitzero"`
+	Error string    `json:"error,omitempty"`
 }
 
 // For reports whether the status is about req (a status that predates
@@ -221,6 +253,8 @@ type HistoryRecord struct {
 	// Durations is each server's time from the start of the rollout to its
 	// last status, in seconds.
 	Durations map[string]float64 `json:"durations"`
+	// Timeline is each server's step records (UpdateStatus.Timeline).
+	Timeline map[string][]StepRecord `json:"timeline,omitempty"`
 }
 
 // NewHistoryRecord is the record of req, finished at finishedAt with
@@ -231,8 +265,15 @@ func NewHistoryRecord(req *UpdateRequest, statuses map[string]*UpdateStatus, res
 		StartedAt: req.StartedAt, FinishedAt: finishedAt, Durations: map[string]float64{},
 	}
 	for _, id := range req.Servers {
-		if st := statuses[id]; st.For(req) && !st.UpdatedAt.IsZero() {
+		st := statuses[id]
+		if st.For(req) && !st.UpdatedAt.IsZero() {
 			h.Durations[id] = st.UpdatedAt.Sub(req.StartedAt).Seconds()
+		}
+		if st.For(req) && len(st.Timeline) > 0 {
+			if h.Timeline == nil {
+				h.Timeline = map[string][]StepRecord{}
+			}
+			h.Timeline[id] = st.Timeline
 		}
 	}
 	return h

@@ -20,6 +20,7 @@ type Metrics struct {
 	actions         *prometheus.CounterVec
 	repairs         prometheus.Counter
 	transientErrors prometheus.Counter
+	stepRetries     *prometheus.CounterVec
 	retrying        prometheus.Gauge
 	retryingSince   prometheus.Gauge
 	overBudget      prometheus.Gauge
@@ -73,6 +74,9 @@ func NewMetrics() *Metrics {
 		transientErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ferry_worker_transient_errors_total", Help: "Transient errors (network, GitHub 5xx/429/rate limit, etcd) that a step or self-upgrade met and retried.",
 		}),
+		stepRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ferry_worker_step_retries_total", Help: "Failed attempts of a step's actions that the step's retries tried again, by step.",
+		}, []string{"step"}),
 		retrying: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "ferry_worker_retrying", Help: "1 while this worker retries a step after a transient error.",
 		}),
@@ -89,7 +93,7 @@ func NewMetrics() *Metrics {
 			Name: "ferry_worker_dpkg_repairs_total", Help: "Times dpkg's database showed an unfinished install that the worker had to repair.",
 		}),
 	}
-	m.Registry.MustRegister(m.step, m.stepSeconds, m.downloadBytes, m.downloadSeconds, m.installs, m.actions, m.repairs, m.transientErrors, m.retrying, m.retryingSince, m.overBudget, m.state,
+	m.Registry.MustRegister(m.step, m.stepSeconds, m.downloadBytes, m.downloadSeconds, m.installs, m.actions, m.repairs, m.transientErrors, m.stepRetries, m.retrying, m.retryingSince, m.overBudget, m.state,
 		version.BuildInfo("ferry-worker"), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.setState(storage.StateIdle)
 	// Every counter exists from the start, at 0, so that rate() and

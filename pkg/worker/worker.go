@@ -160,6 +160,9 @@ type Worker struct {
 	// retryingSince is when the current run of transient errors began;
 	// zero when the last try did not meet one. Run's goroutine alone uses it.
 	retryingSince time.Time
+	// tl is the timeline of the rollout this worker runs; Run's goroutine
+	// alone uses it.
+	tl timeline
 }
 
 func (w *Worker) leaseID() clientv3.LeaseID { return clientv3.LeaseID(w.lease.Load()) }
@@ -183,6 +186,9 @@ func New(o Options) *Worker {
 	}
 	if o.Package == "" {
 		o.Package = "ferry"
+	}
+	for _, s := range o.Plan.Steps {
+		o.Metrics.stepRetries.WithLabelValues(s.Name) // 0 from the start
 	}
 	// The daemon's logger names the server already; one key per line.
 	return &Worker{o: o, st: o.Storage, log: o.Logger, metrics: o.Metrics}
@@ -316,6 +322,7 @@ func (w *Worker) step(ctx context.Context, snap *storage.Snapshot) error {
 		}
 		return err
 	}
+	w.tl.forRollout(req, own)
 	return w.runSteps(ctx, snap.Config, req, start, log)
 }
 
@@ -348,7 +355,7 @@ func stepName(steps []artifacts.Step, k int) string {
 }
 
 func (w *Worker) report(ctx context.Context, req *storage.UpdateRequest, step int, name, phase string, cond storage.Cond, msg string) error {
-	st := &storage.UpdateStatus{Version: req.Version, Rollout: req.StartedAt, Step: step, StepName: name, Phase: phase, Cond: cond, Message: msg, UpdatedAt: time.Now().UTC()}
+	st := &storage.UpdateStatus{Version: req.Version, Rollout: req.StartedAt, Step: step, StepName: name, Phase: phase, Cond: cond, Message: msg, UpdatedAt: time.Now().UTC(), Timeline: w.tl.of(req)}
 	if err := w.st.PutStatus(ctx, w.o.ID, st); err != nil {
 		return fmt.Errorf("report status: %w", err)
 	}
@@ -502,6 +509,7 @@ func (w *Worker) runSteps(ctx context.Context, cfg *storage.Config, req *storage
 		if err := w.barrier(ctx, rw, k); err != nil {
 			return w.stopped(ctx, req, k, s.Name, err, stepLog)
 		}
+		w.tl.begin(k, s.Name, time.Now())
 		w.metrics.setState(storage.StateRunning)
 		w.metrics.step.Set(float64(k))
 		began := time.Now()
@@ -518,6 +526,7 @@ func (w *Worker) runSteps(ctx context.Context, cfg *storage.Config, req *storage
 		if err != nil {
 			msg := fmt.Sprintf("step %d (%s) failed: %v", k, s.Name, err)
 			stepLog.Error("step failed", "error", err)
+			w.tl.end(k, time.Now(), storage.StepFailed, err.Error())
 			return w.report(ctx, req, k, s.Name, storage.PhaseRunning, storage.CondAborted, msg)
 		}
 		// Never report a step done over a package that dpkg has not
@@ -532,8 +541,10 @@ func (w *Worker) runSteps(ctx context.Context, cfg *storage.Config, req *storage
 			}
 			msg := fmt.Sprintf("step %d (%s): %v", k, s.Name, err)
 			stepLog.Error("a package is not installed after the step", "error", err)
+			w.tl.end(k, time.Now(), storage.StepFailed, err.Error())
 			return w.report(ctx, req, k, s.Name, storage.PhaseRunning, storage.CondAborted, msg)
 		}
+		w.tl.end(k, time.Now(), storage.StepOK, "")
 		w.metrics.stepSeconds.WithLabelValues(s.Name).Observe(time.Since(began).Seconds())
 		stepLog.Info("step done", "seconds", time.Since(began).Seconds())
 		// The next step's "waiting" report says this one is done.
@@ -660,13 +671,60 @@ func (w *Worker) runStep(ctx context.Context, cfg *storage.Config, req *storage.
 		if err := w.report(ctx, req, k, s.Name, storage.PhaseRunning, storage.CondRunning, ""); err != nil {
 			return err
 		}
-		return w.runActions(ctx, rc, s)
+		return w.runAttempts(ctx, req, rc, s)
 	case artifacts.Leader:
 		return w.runLeaderStep(ctx, rc, req, s, log)
 	}
 	// A lockstep step runs on every server once the barrier passed: its
 	// "waiting" report and status/passed say so without another write.
-	return w.runActions(ctx, rc, s)
+	return w.runAttempts(ctx, req, rc, s)
+}
+
+// runAttempts runs the step's actions, each attempt bounded by the step's
+// timeout, and after a failure tries again up to the step's retries, with
+// backoff, reporting each failed attempt. A transient error is returned at
+// once, to be retried as every transient error is, at no cost in attempts.
+func (w *Worker) runAttempts(ctx context.Context, req *storage.UpdateRequest, rc RunContext, s *artifacts.Step) error {
+	k := rc.Step
+	for n := 1; ; n++ {
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if d := s.TimeoutDuration(); d > 0 {
+			actx, cancel = context.WithTimeout(ctx, d)
+		}
+		w.tl.attempt(k, time.Now())
+		err := w.runActions(actx, rc, s)
+		timedOut := err != nil && actx.Err() != nil && ctx.Err() == nil
+		cancel()
+		if timedOut {
+			// A failure of the attempt, not a transient error to retry
+			// for ever: the context's error is not kept.
+			err = fmt.Errorf("timed out after %s (the step's timeout): %v", s.Timeout, err)
+		}
+		w.tl.attemptEnded(k, time.Now(), err)
+		if err == nil || ctx.Err() != nil || (retry.Transient(err) && !timedOut) {
+			return err
+		}
+		if n > s.Retries {
+			if s.Retries > 0 {
+				return fmt.Errorf("all %d attempts failed; the last: %w", n, err)
+			}
+			return err
+		}
+		wait := s.RetryWait(n)
+		w.metrics.stepRetries.WithLabelValues(s.Name).Inc()
+		rc.Log.Warn("step attempt failed; trying again", "attempt", n, "attempts", s.Retries+1, "error", err, "retry_in_seconds", wait.Seconds())
+		msg := fmt.Sprintf("attempt %d of %d failed: %v; next attempt in %s", n, s.Retries+1, err, wait)
+		if err := w.report(ctx, req, k, s.Name, storage.PhaseRetrying, storage.CondRunning, msg); err != nil {
+			return err
+		}
+		sleep(ctx, wait)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err := w.report(ctx, req, k, s.Name, storage.PhaseRunning, storage.CondRunning, fmt.Sprintf("attempt %d of %d", n+1, s.Retries+1)); err != nil {
+			return err
+		}
+	}
 }
 
 func (w *Worker) runActions(ctx context.Context, rc RunContext, s *artifacts.Step) error {
@@ -739,7 +797,7 @@ func (w *Worker) runLeaderStep(ctx context.Context, rc RunContext, req *storage.
 	if err := w.report(ctx, req, k, s.Name, storage.PhaseRunning, storage.CondRunning, "running for the fleet"); err != nil {
 		return err
 	}
-	runErr := w.runActions(ctx, rc, s)
+	runErr := w.runAttempts(ctx, req, rc, s)
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}

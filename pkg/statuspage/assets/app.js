@@ -154,13 +154,35 @@ function renderInfo(f) {
   else $("window").textContent = (w.open ? "open now" : "closed; opens " + when(w.next)) + " · " + w.lines.join("; ") + " (" + w.timezone + ")";
 }
 
+// timelineRows are one rollout's step records, step by step, server by
+// server: start and end from the rollout's start, attempts, result, and
+// the error of every failed attempt.
+function timelineRows(h) {
+  const start = Date.parse(h.started_at);
+  const rel = (t) => isSet(t) ? "+" + duration(Date.parse(t) - start) : "–";
+  const recs = [];
+  for (const id of h.servers) {
+    for (const r of (h.timeline[id] || [])) recs.push([id, r]);
+  }
+  recs.sort((a, b) => a[1].step - b[1].step);
+  return recs.map(([id, r]) => {
+    const errs = (r.attempts || []).map((a, i) => a.error ? "attempt " + (i + 1) + ": " + a.error : null).filter((x) => x);
+    if (errs.length === 0 && r.message) errs.push(r.message);
+    return el("tr", { "data-step": r.step, "data-server": id },
+      el("td", {}, r.step + " " + r.name), el("td", {}, id), el("td", {}, rel(r.start)), el("td", {}, rel(r.end)),
+      el("td", {}, (r.attempts || []).length + (r.attempts && r.attempts.length === 1 ? " attempt" : " attempts")),
+      el("td", {}, badge(r.result)), el("td", { class: "message" }, errs.join("; ") || "–"));
+  });
+}
+
 function renderHistory(hist) {
   const rows = hist.map((h) => {
-    const servers = el("details", {},
-      el("summary", {}, h.servers.length + " servers"),
-      el("table", {}, ...h.servers.map((id) => el("tr", {},
+    const detail = h.timeline
+      ? el("table", { class: "timeline" }, ...timelineRows(h))
+      : el("table", {}, ...h.servers.map((id) => el("tr", {},
         el("td", {}, id),
-        el("td", {}, h.durations && h.durations[id] !== undefined ? "last report after " + duration(1000 * h.durations[id]) : "no report")))));
+        el("td", {}, h.durations && h.durations[id] !== undefined ? "last report after " + duration(1000 * h.durations[id]) : "no report"))));
+    const servers = el("details", {}, el("summary", {}, h.servers.length + " servers" + (h.timeline ? ", timeline" : "")), detail);
     return el("tr", { "data-result": h.result },
       el("td", {}, when(h.started_at)),
       el("td", {}, h.version),
