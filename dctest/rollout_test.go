@@ -3,6 +3,7 @@ package dctest
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/ferry-cd/ferry/dctest/harness"
 	"github.com/ferry-cd/ferry/pkg/artifacts"
@@ -52,4 +53,48 @@ func TestStepRetriesTransientFailure(t *testing.T) {
 	}
 	require.Len(t, rec.Attempts, 3)
 	require.GreaterOrEqual(t, rec.Attempts[1].Start.Sub(rec.Attempts[0].End).Seconds(), 1.0, "backoff between attempts")
+}
+
+// TestMaxFailuresTolerated: N1's plan starts with a rolling step that
+// tolerates one failed server. boot-2's worker dies in it for good: after
+// dead-server-grace the updater goes on without boot-2 instead of stopping
+// the fleet, the others finish N1, and the history, `ferry status` and a
+// notification say which server was left behind and why.
+func TestMaxFailuresTolerated(t *testing.T) {
+	d := start(t)
+	d.bootstrap("staging", three...)
+	require.NoError(t, d.EditArtifactSet(func(s *artifacts.Set) {
+		drain := artifacts.Step{
+			Name: "drain", Strategy: artifacts.Rolling, Parallel: 1, MaxFailures: 1,
+			Actions: []artifacts.Action{{Run: &artifacts.RunAction{Command: "sleep", Args: []string{"2"}}}},
+		}
+		s.Plan.Steps = append([]artifacts.Step{drain}, s.Plan.Steps...)
+	}))
+	require.NoError(t, d.Publish(N1, harness.PublishOptions{Prerelease: true, CreatedAt: day(2)}))
+	require.Eventually(t, func() bool {
+		snap, err := d.st.Snapshot(d.ctx)
+		if err != nil {
+			return false
+		}
+		st := snap.Statuses["boot-2"]
+		return st.For(snap.Request) && st.Version == N1 && st.StepName == "drain" && st.MaxFailures == 1
+	}, 3*time.Minute, 50*time.Millisecond, "boot-2 never reached the drain step of N1")
+	s2, err := d.Server("boot-2")
+	require.NoError(t, err)
+	s2.StopWorker()
+
+	done := d.waitState(N1, "completed")
+	require.False(t, done.Request.Stop, "a tolerated failure never stops the fleet")
+	d.requireInstalled(N1, "boot-0", "boot-1")
+	h := d.history()[0]
+	require.Equal(t, N1, h.Version)
+	require.Equal(t, storage.ResultCompleted, h.Result)
+	require.Len(t, h.Failed, 1)
+	require.Equal(t, "boot-2", h.Failed[0].ID)
+	require.Equal(t, 1, h.Failed[0].Step)
+	require.Contains(t, h.Failed[0].Reason, "no live worker")
+	require.Contains(t, d.ferry("status"), "Went on without: boot-2, failed at step 1 drain")
+	require.Contains(t, d.ferry("history"), "completed (1 failed)")
+	require.Eventually(t, func() bool { return d.Notes.Has("goes on without boot-2", "max-failures 1") }, time.Minute, 100*time.Millisecond, "the notification")
+	require.Eventually(t, func() bool { return d.Notes.Has("completed on 2 of 3 servers", "went on without boot-2") }, time.Minute, 100*time.Millisecond, "the completion notification")
 }

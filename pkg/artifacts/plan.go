@@ -48,8 +48,12 @@ type Step struct {
 	Retries int `yaml:"retries,omitempty" json:"retries,omitempty"`
 	// RetryBackoff is the wait before the first retry, doubled for each
 	// later one up to 8 times it (a Go duration; default 10s).
-	RetryBackoff string   `yaml:"retry-backoff,omitempty" json:"retry-backoff,omitempty"`
-	Actions      []Action `yaml:"actions" json:"actions"`
+	RetryBackoff string `yaml:"retry-backoff,omitempty" json:"retry-backoff,omitempty"`
+	// MaxFailures is how many servers may fail a rolling step (after its
+	// retries, or by dying in it) before the fleet stops; the rollout goes
+	// on without them (default 0: the first failure stops the fleet).
+	MaxFailures int      `yaml:"max-failures,omitempty" json:"max-failures,omitempty"`
+	Actions     []Action `yaml:"actions" json:"actions"`
 }
 
 // MaxRetries bounds a step's retries.
@@ -213,6 +217,14 @@ func (p *Plan) Validate() error {
 			}
 			if s.Retries == 0 {
 				return fmt.Errorf("%s: retry-backoff applies only with retries: set retries: N, or remove retry-backoff", where)
+			}
+		}
+		if s.MaxFailures != 0 {
+			if s.Strategy != Rolling {
+				return fmt.Errorf("%s: max-failures applies to rolling steps only", where)
+			}
+			if s.MaxFailures < 0 {
+				return fmt.Errorf("%s: max-failures must be 0 or more, not %d", where, s.MaxFailures)
 			}
 		}
 		if len(s.Actions) == 0 {

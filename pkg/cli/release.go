@@ -422,7 +422,11 @@ func (a *app) newHistoryCommand() *cobra.Command {
 				}
 				t := a.newTable("STARTED", "VERSION", "REASON", "RESULT", "DURATION", "SERVERS", "STOP REASON")
 				for _, h := range hist {
-					t.row(h.StartedAt.Format(time.RFC3339), h.Version, h.Reason, h.Result, h.Duration().Truncate(time.Second).String(), fmt.Sprint(len(h.Servers)), orDash(h.StopReason))
+					result := h.Result
+					if len(h.Failed) > 0 {
+						result += fmt.Sprintf(" (%d failed)", len(h.Failed))
+					}
+					t.row(h.StartedAt.Format(time.RFC3339), h.Version, h.Reason, result, h.Duration().Truncate(time.Second).String(), fmt.Sprint(len(h.Servers)), orDash(h.StopReason))
 				}
 				return t.flush()
 			})
@@ -499,6 +503,9 @@ func (a *app) printTimeline(h *storage.HistoryRecord) {
 	fmt.Fprintf(w, "Servers:  %s\n", strings.Join(h.Servers, " "))
 	if h.StopReason != "" {
 		fmt.Fprintf(w, "Stopped:  %s\n", clean(h.StopReason))
+	}
+	for _, f := range h.Failed {
+		fmt.Fprintf(w, "Failed:   %s at step %d %s: %s (the rollout went on without it)\n", f.ID, f.Step, clean(f.StepName), clean(f.Reason))
 	}
 	fmt.Fprintln(w)
 	if len(h.Timeline) == 0 {

@@ -155,6 +155,9 @@ func (a *app) printStatus(v *fleetview.Fleet, configErr error) {
 	}
 	fmt.Fprintf(w, "Rollout:        %s to %s, %s, started %s (%s)\n",
 		strings.ToUpper(v.State), req.Version, req.Reason, req.StartedAt.Format(time.RFC3339), age(now, req.StartedAt))
+	for _, f := range req.Failed {
+		fmt.Fprintf(w, "Went on without: %s, failed at step %d %s: %s\n", f.ID, f.Step, clean(f.StepName), clean(f.Reason))
+	}
 	if req.Stop {
 		fmt.Fprintf(w, "Stopped:        %s\n", clean(orDash(req.StopReason)))
 		fmt.Fprintln(w, "                look at the servers below, fix the cause, then run `ferry recover`")
@@ -191,6 +194,9 @@ func (a *app) printStatus(v *fleetview.Fleet, configErr error) {
 					state = s.Phase
 				}
 			}
+		}
+		if req.IsFailed(s.ID) {
+			state = "FAILED, skipped"
 		}
 		t.row(s.ID, alive, ver, step, state, updated, msg)
 	}

@@ -120,7 +120,7 @@ func State(snap *storage.Snapshot) string {
 		return StateStopped
 	}
 	done := true
-	for _, id := range req.Servers {
+	for _, id := range req.Active() {
 		st := snap.Statuses[id]
 		switch {
 		case st.For(req) && st.Cond == storage.CondAborted:

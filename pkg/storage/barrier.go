@@ -141,6 +141,12 @@ func (rw *RolloutWatch) apply(kv *mvccpb.KeyValue, deleted bool) error {
 		}
 		if !req.StartedAt.Equal(rw.startedAt) || req.Stop || req.Finished() {
 			rw.gone = true
+			return nil
+		}
+		// The same rollout, revised: the leader gave up on a server.
+		rw.req = &req
+		if rw.reached != nil {
+			rw.passed = max(rw.passed, lowest(req.Active(), rw.reached))
 		}
 	case rw.s.abs(keyPassed):
 		if deleted {
@@ -167,7 +173,7 @@ func (rw *RolloutWatch) apply(kv *mvccpb.KeyValue, deleted bool) error {
 			return err
 		}
 		rw.reached[id] = st.Reached(rw.req)
-		rw.passed = max(rw.passed, lowest(rw.req.Servers, rw.reached))
+		rw.passed = max(rw.passed, lowest(rw.req.Active(), rw.reached))
 	}
 	return nil
 }
@@ -182,6 +188,10 @@ func lowest(members []string, reached map[string]int) int {
 	}
 	return max(low, 0)
 }
+
+// Request is the rollout's request as last seen: the leader may revise it
+// (Failed) while it runs.
+func (rw *RolloutWatch) Request() *UpdateRequest { return rw.req }
 
 // Wait returns when every server of the rollout has reached barrier k
 // (BarrierPassed), or when the request is stopped, finished or replaced
@@ -367,7 +377,7 @@ func (s *Storage) coordinate(ctx context.Context, req *UpdateRequest, leaderKey 
 // advance writes status/passed when every member has reached further than
 // it says.
 func (s *Storage) advance(ctx context.Context, req *UpdateRequest, leaderKey string, members map[string]bool, reached map[string]int, passed *int, passedRev *int64) error {
-	low := lowest(req.Servers, reached)
+	low := lowest(req.Active(), reached)
 	if low <= *passed {
 		return nil
 	}

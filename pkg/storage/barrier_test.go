@@ -281,3 +281,64 @@ func testBarrierRandomized(t *testing.T, members int) {
 		require.Equal(t, steps+1, done[id], "%s finished", id)
 	}
 }
+
+// TestBarrierGoesOnWithoutAFailedServer: when the leader revises the
+// request to go on without a server, no barrier waits for it any more, in
+// a small fleet that counts itself and in a coordinated one (whose leader
+// starts its coordinator again with the revised request).
+func TestBarrierGoesOnWithoutAFailedServer(t *testing.T) {
+	t.Parallel()
+	for _, n := range []int{3, LocalBarrier + 1} {
+		t.Run(fmt.Sprintf("servers=%d", n), func(t *testing.T) {
+			t.Parallel()
+			st := newTestStorage(t)
+			ctx := testContext(t)
+			elec := campaign(t, ctx, st)
+			servers := []string{"dead"}
+			for i := 1; i < n; i++ {
+				servers = append(servers, fmt.Sprintf("s%02d", i))
+			}
+			req := &UpdateRequest{Version: "1", Servers: servers, StartedAt: time.Now().UTC()}
+			require.NoError(t, st.StartRequest(ctx, req, elec.Key()))
+			arrive(t, ctx, st, req, "dead", 1)
+			for _, id := range servers[1:] {
+				arrive(t, ctx, st, req, id, 2)
+			}
+			rw, err := st.WatchRollout(ctx, req)
+			require.NoError(t, err)
+			defer rw.Close()
+			got := make(chan BarrierResult, 1)
+			go func() {
+				if r, err := rw.Wait(ctx, 2); err == nil {
+					got <- r
+				}
+			}()
+			select {
+			case <-got:
+				t.Fatal("passed barrier 2 while dead was at 1")
+			case <-time.After(200 * time.Millisecond):
+			}
+
+			_, rev, err := st.GetRequest(ctx)
+			require.NoError(t, err)
+			revised := *req
+			revised.Failed = []FailedServer{{ID: "dead", Step: 1, Reason: "no live worker for 2m", At: time.Now().UTC()}}
+			require.NoError(t, st.ReviseRequest(ctx, &revised, rev, elec.Key()))
+			require.ErrorIs(t, st.ReviseRequest(ctx, &revised, rev, elec.Key()), ErrConflict, "fenced on the request's revision")
+			cctx, stop := context.WithCancel(ctx)
+			defer stop()
+			go st.Coordinate(cctx, &revised, elec.Key())
+			select {
+			case r := <-got:
+				require.Equal(t, BarrierPassed, r)
+			case <-ctx.Done():
+				t.Fatal("the barrier still waits for the failed server")
+			}
+			require.True(t, rw.Request().IsFailed("dead"))
+			snap, err := st.Snapshot(ctx)
+			require.NoError(t, err)
+			require.Equal(t, StateFailed, snap.State("dead"))
+			require.Equal(t, 2, snap.Passed.Step)
+		})
+	}
+}

@@ -120,7 +120,7 @@ func (s *Storage) Snapshot(ctx context.Context) (*Snapshot, error) {
 		for _, id := range req.Servers {
 			reached[id] = snap.Statuses[id].Reached(req)
 		}
-		if low := lowest(req.Servers, reached); low > 0 && (snap.Passed == nil || low > snap.Passed.Step) {
+		if low := lowest(req.Active(), reached); low > 0 && (snap.Passed == nil || low > snap.Passed.Step) {
 			snap.Passed = &Passed{Rollout: req.StartedAt, Step: low}
 		}
 	}
@@ -215,13 +215,17 @@ const (
 	StateRepairing = "repairing"
 	StateCompleted = "completed"
 	StateAborted   = "aborted"
+	StateFailed    = "failed" // failed a step that tolerated it; the rollout goes on without it
 )
 
 // ServerStates are every state State returns.
-var ServerStates = []string{StateIdle, StateNotAlive, StateUpgrading, StateWaiting, StateRunning, StateRetrying, StateRepairing, StateCompleted, StateAborted}
+var ServerStates = []string{StateIdle, StateNotAlive, StateUpgrading, StateWaiting, StateRunning, StateRetrying, StateRepairing, StateCompleted, StateAborted, StateFailed}
 
 // State is one server's state in the request, in a word.
 func (s *Snapshot) State(id string) string {
+	if s.Request != nil && s.Request.IsFailed(id) {
+		return StateFailed
+	}
 	if s.Alive[id] == nil {
 		return StateNotAlive
 	}

@@ -417,6 +417,35 @@ func (s *Storage) PutRequest(ctx context.Context, req *UpdateRequest, leaderKey 
 	return s.fencedPut(ctx, leaderKey, s.abs(keyCurrent), req)
 }
 
+// ReviseRequest writes the running request again, changed (a server the
+// rollout goes on without), fenced on the caller's leader key and on the
+// request's mod revision requestRev. ErrConflict means the request changed
+// since it was read.
+func (s *Storage) ReviseRequest(ctx context.Context, req *UpdateRequest, requestRev int64, leaderKey string) error {
+	if leaderKey == "" {
+		return fmt.Errorf("revise request: no leader key: %w", ErrNoLeader)
+	}
+	data, err := encode(req)
+	if err != nil {
+		return err
+	}
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(leaderKey), ">", 0)).
+		Then(clientv3.OpTxn(
+			[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.abs(keyCurrent)), "=", requestRev)},
+			[]clientv3.Op{clientv3.OpPut(s.abs(keyCurrent), data)}, nil)).
+		Commit()
+	switch {
+	case err != nil:
+		return fmt.Errorf("revise request: %w", err)
+	case !resp.Succeeded:
+		return fmt.Errorf("revise request: %w", ErrNoLeader)
+	case !resp.Responses[0].GetResponseTxn().Succeeded:
+		return fmt.Errorf("revise request: the request changed since it was read: %w", ErrConflict)
+	}
+	return nil
+}
+
 // StartRequest writes a new update request and deletes every worker status
 // of the previous one, in one transaction fenced on the caller's leader key.
 // Clearing the statuses matters for a rollout at the same version: an old

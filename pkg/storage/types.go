@@ -53,6 +53,55 @@ type UpdateRequest struct {
 	// API call each. Nil from an updater that predates it; workers then
 	// look the release up themselves.
 	Release *ReleaseRef `json:"release,omitempty"`
+	// Failed are the servers that failed a step whose max-failures
+	// tolerated it: they are out of the rollout, no barrier waits for
+	// them, and it completes without them. The updater leader adds them.
+	Failed []FailedServer `json:"failed,omitempty"`
+}
+
+// FailedServer is a server a rollout goes on without.
+type FailedServer struct {
+	ID       string    `json:"id"`
+	Step     int       `json:"step"`
+	StepName string    `json:"step_name,omitempty"`
+	Reason   string    `json:"reason"`
+	At       time.Time `json:"at"`
+}
+
+// IsFailed reports whether the rollout goes on without server id.
+func (r *UpdateRequest) IsFailed(id string) bool {
+	for _, f := range r.Failed {
+		if f.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// Active is the servers of the rollout that it has not given up on: those
+// its barriers wait for and its completion needs.
+func (r *UpdateRequest) Active() []string {
+	if len(r.Failed) == 0 {
+		return r.Servers
+	}
+	out := make([]string, 0, len(r.Servers))
+	for _, id := range r.Servers {
+		if !r.IsFailed(id) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// FailuresAt counts the servers that failed step k.
+func (r *UpdateRequest) FailuresAt(k int) int {
+	n := 0
+	for _, f := range r.Failed {
+		if f.Step == k {
+			n++
+		}
+	}
+	return n
 }
 
 // ReleaseRef is a release resolved once, for the whole fleet: where its
@@ -110,6 +159,10 @@ type UpdateStatus struct {
 	// Rollout is the StartedAt of the request the status is about, so that
 	// a late write about an earlier rollout never counts for this one.
 	Rollout time.Time `json:"rollout,omitzero"`
+	// MaxFailures is the max-failures of the plan's step Step: how many
+	// servers may fail it before the fleet stops. The updater, which does
+	// not read the plan, decides on it.
+	MaxFailures int `json:"max_failures,omitempty"`
 	// Timeline is what the server did in each step of the rollout so far.
 	// It rides on the reports the worker writes anyway, so it costs no
 	// write of its own.
@@ -255,6 +308,8 @@ type HistoryRecord struct {
 	Durations map[string]float64 `json:"durations"`
 	// Timeline is each server's step records (UpdateStatus.Timeline).
 	Timeline map[string][]StepRecord `json:"timeline,omitempty"`
+	// Failed are the servers the rollout went on without.
+	Failed []FailedServer `json:"failed,omitempty"`
 }
 
 // NewHistoryRecord is the record of req, finished at finishedAt with
@@ -262,7 +317,7 @@ type HistoryRecord struct {
 func NewHistoryRecord(req *UpdateRequest, statuses map[string]*UpdateStatus, result string, finishedAt time.Time) *HistoryRecord {
 	h := &HistoryRecord{
 		Version: req.Version, Reason: req.Reason, Servers: req.Servers, Result: result,
-		StartedAt: req.StartedAt, FinishedAt: finishedAt, Durations: map[string]float64{},
+		StartedAt: req.StartedAt, FinishedAt: finishedAt, Durations: map[string]float64{}, Failed: req.Failed,
 	}
 	for _, id := range req.Servers {
 		st := statuses[id]

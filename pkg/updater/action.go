@@ -22,10 +22,13 @@ const (
 	Stop
 	// Complete: every server completed; record success.
 	Complete
+	// GoOnWithout: a server failed a step whose max-failures tolerates it;
+	// the rollout goes on without it (Cause says which and why).
+	GoOnWithout
 )
 
 func (k Kind) String() string {
-	return [...]string{"wait", "new-request", "stop", "complete"}[k]
+	return [...]string{"wait", "new-request", "stop", "complete", "go-on-without"}[k]
 }
 
 // Action is NextAction's decision.
@@ -41,16 +44,24 @@ type Action struct {
 	Cause *StopCause
 }
 
-// StopCause describes why a rollout stops.
+// StopCause describes why a rollout stops, or goes on without a server.
 type StopCause struct {
 	Result  string // storage.ResultAborted, ResultTimeout or ResultDead
 	Server  string // the server at fault; empty for a timeout
 	Message string
+	// Step is the step the server failed, and MaxFailures that step's
+	// tolerance, for GoOnWithout.
+	Step        int
+	StepName    string
+	MaxFailures int
 }
 
 func (c *StopCause) String() string {
 	switch c.Result {
 	case storage.ResultAborted:
+		if c.Server == "" {
+			return c.Message
+		}
 		return fmt.Sprintf("%s aborted: %s", c.Server, c.Message)
 	case storage.ResultDead:
 		return fmt.Sprintf("%s has had no live worker for %s", c.Server, c.Message)
@@ -153,9 +164,17 @@ func needsUpdate(snap *storage.Snapshot, target release.Version) (bool, string) 
 func watchRollout(in Input) Action {
 	snap, cfg, now := in.Snap, in.Config, in.Now
 	req := snap.Request
-	for _, id := range req.Servers {
+	active := req.Active()
+	if len(active) == 0 {
+		return Action{Kind: Stop, Why: "every server failed", Cause: &StopCause{Result: storage.ResultAborted, Message: "every server of the rollout failed"}}
+	}
+	for _, id := range active {
 		if st := snap.Statuses[id]; st.For(req) && st.Cond == storage.CondAborted {
-			return Action{Kind: Stop, Why: "a server aborted", Cause: &StopCause{Result: storage.ResultAborted, Server: id, Message: st.Message}}
+			cause := &StopCause{Result: storage.ResultAborted, Server: id, Message: st.Message}
+			if tolerated(req, st, cause) {
+				return Action{Kind: GoOnWithout, Why: fmt.Sprintf("%s failed step %d; its max-failures %d tolerates it", id, st.Step, st.MaxFailures), Cause: cause}
+			}
+			return Action{Kind: Stop, Why: "a server aborted", Cause: cause}
 		}
 	}
 	deadline := req.StartedAt.Add(cfg.WorkerTimeout)
@@ -165,7 +184,7 @@ func watchRollout(in Input) Action {
 		}}
 	}
 	wake := deadline
-	for _, id := range req.Servers {
+	for _, id := range active {
 		if snap.Alive[id] != nil {
 			continue
 		}
@@ -174,7 +193,11 @@ func watchRollout(in Input) Action {
 			since = now
 		}
 		if dead := since.Add(cfg.DeadServerGrace); !now.Before(dead) {
-			return Action{Kind: Stop, Why: "a server has no live worker", Cause: &StopCause{Result: storage.ResultDead, Server: id, Message: now.Sub(since).Truncate(time.Second).String()}}
+			cause := &StopCause{Result: storage.ResultDead, Server: id, Message: now.Sub(since).Truncate(time.Second).String()}
+			if st := snap.Statuses[id]; st.For(req) && st.Cond == storage.CondRunning && tolerated(req, st, cause) {
+				return Action{Kind: GoOnWithout, Why: fmt.Sprintf("%s has no live worker in step %d; its max-failures %d tolerates it", id, st.Step, st.MaxFailures), Cause: cause}
+			}
+			return Action{Kind: Stop, Why: "a server has no live worker", Cause: cause}
 		} else if dead.Before(wake) {
 			wake = dead
 		}
@@ -185,10 +208,18 @@ func watchRollout(in Input) Action {
 	return Action{Kind: Wait, Until: wake, Why: "the rollout to " + req.Version + " is running"}
 }
 
-// unfinished lists the servers of the request that have not completed it.
+// tolerated reports whether the step a server failed (its status says
+// which) tolerates one more failed server, and fills in the cause's step.
+func tolerated(req *storage.UpdateRequest, st *storage.UpdateStatus, cause *StopCause) bool {
+	cause.Step, cause.StepName, cause.MaxFailures = st.Step, st.StepName, st.MaxFailures
+	return st.Step > 0 && st.MaxFailures > 0 && req.FailuresAt(st.Step) < st.MaxFailures
+}
+
+// unfinished lists the servers of the request that have not completed it,
+// leaving out those it goes on without.
 func unfinished(snap *storage.Snapshot) []string {
 	var out []string
-	for _, id := range snap.Request.Servers {
+	for _, id := range snap.Request.Active() {
 		st := snap.Statuses[id]
 		if !st.For(snap.Request) || st.Cond != storage.CondCompleted {
 			out = append(out, id)

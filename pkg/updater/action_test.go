@@ -62,6 +62,20 @@ func (w *world) status(id, v string, c storage.Cond, msg string) *world {
 	return w
 }
 
+// atStep puts a server's status at step k of a step with max-failures m.
+func (w *world) atStep(id string, k, m int) *world {
+	st := w.in.Snap.Statuses[id]
+	st.Step, st.StepName, st.MaxFailures = k, "drain", m
+	return w
+}
+
+// failed records that the rollout went on without a server at step k.
+func (w *world) failed(id string, k int) *world {
+	r := w.in.Snap.Request
+	r.Failed = append(r.Failed, storage.FailedServer{ID: id, Step: k, Reason: "x"})
+	return w
+}
+
 func (w *world) pin(v string, downgrade bool) *world {
 	w.in.Snap.Pin = &storage.Pin{Version: v, AllowDowngrade: downgrade}
 	return w
@@ -170,6 +184,21 @@ func TestNextAction(t *testing.T) {
 			require.Equal(t, t0.Add(2*time.Minute), a.Until)
 		}},
 		{name: "running: abort wins over completion of others", w: newWorld(storage.EnvProd, "a", "b").release(v2).request(v2, "a", "b").status("a", v2, storage.CondCompleted, "").status("b", v2, storage.CondAborted, "x"), kind: Stop},
+		{name: "max-failures: a tolerated failure goes on without the server", w: newWorld(storage.EnvProd, "a", "b").release(v2).request(v2, "a", "b").status("b", v2, storage.CondAborted, "dpkg failed").atStep("b", 2, 1), kind: GoOnWithout, check: func(t *testing.T, a Action) {
+			require.Equal(t, "b", a.Cause.Server)
+			require.Equal(t, 2, a.Cause.Step)
+			require.Equal(t, 1, a.Cause.MaxFailures)
+		}},
+		{name: "max-failures: one failure too many stops", w: newWorld(storage.EnvProd, "a", "b", "c").release(v2).request(v2, "a", "b", "c").failed("a", 2).status("b", v2, storage.CondAborted, "dpkg failed").atStep("b", 2, 1), kind: Stop},
+		{name: "max-failures: failures of another step do not count", w: newWorld(storage.EnvProd, "a", "b", "c").release(v2).request(v2, "a", "b", "c").failed("a", 1).status("b", v2, storage.CondAborted, "x").atStep("b", 2, 1), kind: GoOnWithout},
+		{name: "max-failures: a dead server is tolerated", w: newWorld(storage.EnvProd, "a", "b").release(v2).request(v2, "a", "b").status("b", v2, storage.CondRunning, "").atStep("b", 1, 1).dead("b", 3*time.Minute), kind: GoOnWithout, check: func(t *testing.T, a Action) {
+			require.Equal(t, storage.ResultDead, a.Cause.Result)
+		}},
+		{name: "max-failures: a dead server with no report stops", w: newWorld(storage.EnvProd, "a", "b").release(v2).request(v2, "a", "b").dead("b", 3*time.Minute), kind: Stop},
+		{name: "max-failures: completes without the failed server", w: newWorld(storage.EnvProd, "a", "b").release(v2).request(v2, "a", "b").status("a", v2, storage.CondCompleted, "").status("b", v2, storage.CondAborted, "x").atStep("b", 1, 1).failed("b", 1).dead("b", time.Hour), kind: Complete},
+		{name: "max-failures: every server failed stops", w: newWorld(storage.EnvProd, "a").release(v2).request(v2, "a").failed("a", 1), kind: Stop, check: func(t *testing.T, a Action) {
+			require.Equal(t, "every server of the rollout failed", a.Cause.String())
+		}},
 		{name: "stopped waits for recover", w: newWorld(storage.EnvProd, "a").release(v3).request(v2, "a").stopped(), kind: Wait, check: func(t *testing.T, a Action) {
 			require.Contains(t, a.Why, "ferry recover")
 			require.True(t, a.Until.IsZero())

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/ferry-cd/ferry/pkg/storage"
@@ -27,6 +28,9 @@ const (
 	EventDeadServer EventKind = "dead-server"
 	// EventStale: the newest release is older than release-max-age.
 	EventStale EventKind = "stale-release"
+	// EventServerFailed: a server failed a step that tolerated it; the
+	// rollout goes on without it.
+	EventServerFailed EventKind = "server-failed"
 )
 
 // Event is one notification.
@@ -41,6 +45,8 @@ type Event struct {
 	Duration  time.Duration
 	// Link is the status page (config status-url), "" when unset.
 	Link string
+	// Failed are the servers a completed rollout went on without.
+	Failed []string
 }
 
 // Text is a one-line summary of the event.
@@ -49,7 +55,12 @@ func (e Event) Text() string {
 	case EventStart:
 		return fmt.Sprintf("ferry: %s rollout to %s started on %d servers", e.Reason, e.Version, len(e.Servers))
 	case EventSuccess:
+		if len(e.Failed) > 0 {
+			return fmt.Sprintf("ferry: %s rollout to %s completed on %d of %d servers in %s; went on without %s", e.Reason, e.Version, len(e.Servers)-len(e.Failed), len(e.Servers), e.Duration.Truncate(time.Second), strings.Join(e.Failed, ", "))
+		}
 		return fmt.Sprintf("ferry: %s rollout to %s completed on %d servers in %s", e.Reason, e.Version, len(e.Servers), e.Duration.Truncate(time.Second))
+	case EventServerFailed:
+		return fmt.Sprintf("ferry: rollout to %s goes on without %s: %s", e.Version, e.Server, e.Message)
 	case EventAbort:
 		return fmt.Sprintf("ferry: rollout to %s STOPPED: %s aborted: %s", e.Version, e.Server, e.Message)
 	case EventTimeout:
@@ -99,7 +110,7 @@ func slackPayload(e Event) slackMessage {
 		color = "#439FE0"
 	case EventAbort, EventTimeout, EventDeadServer:
 		color = "danger"
-	case EventStale:
+	case EventStale, EventServerFailed:
 		color = "warning"
 	}
 	fields := []slackField{

@@ -264,8 +264,9 @@ type leaderState struct {
 	resolveFailures int
 	// coordFor is the rollout whose barriers this leader coordinates, and
 	// stopCoord ends that.
-	coordFor  time.Time
-	stopCoord context.CancelFunc
+	coordFor    time.Time
+	coordFailed int
+	stopCoord   context.CancelFunc
 }
 
 // coordinate keeps a barrier coordinator (storage.Coordinate) running for
@@ -273,7 +274,9 @@ type leaderState struct {
 func (u *Updater) coordinate(ctx context.Context, ls *leaderState, snap *storage.Snapshot, leaderKey string) {
 	req := snap.Request
 	running := req != nil && !req.Finished() && !req.Stop
-	if running && ls.stopCoord != nil && ls.coordFor.Equal(req.StartedAt) {
+	// A revised request (a server the rollout goes on without) changes
+	// whom the barriers wait for: the coordinator starts again with it.
+	if running && ls.stopCoord != nil && ls.coordFor.Equal(req.StartedAt) && ls.coordFailed == len(req.Failed) {
 		return
 	}
 	if ls.stopCoord != nil {
@@ -284,7 +287,7 @@ func (u *Updater) coordinate(ctx context.Context, ls *leaderState, snap *storage
 		return
 	}
 	cctx, cancel := context.WithCancel(ctx)
-	ls.stopCoord, ls.coordFor = cancel, req.StartedAt
+	ls.stopCoord, ls.coordFor, ls.coordFailed = cancel, req.StartedAt, len(req.Failed)
 	r := *req
 	go func() {
 		if err := u.st.Coordinate(cctx, &r, leaderKey); err != nil && cctx.Err() == nil {
@@ -628,11 +631,32 @@ func (u *Updater) execute(ctx context.Context, act Action, snap *storage.Snapsho
 		}
 		u.log.Info("rollout started", "version", req.Version, "reason", req.Reason, "servers", req.Servers)
 		u.notifyOf(cfg, Event{Kind: EventStart, Version: req.Version, Reason: req.Reason, Servers: req.Servers, StartedAt: req.StartedAt})
+	case GoOnWithout:
+		req := *snap.Request
+		c := act.Cause
+		reason := c.Message
+		if c.Result == storage.ResultDead {
+			reason = "no live worker for " + c.Message
+		}
+		req.Failed = append(append([]storage.FailedServer(nil), req.Failed...), storage.FailedServer{ID: c.Server, Step: c.Step, StepName: c.StepName, Reason: reason, At: now.UTC()})
+		if err := u.st.ReviseRequest(ctx, &req, snap.RequestRev, leaderKey); err != nil {
+			if errors.Is(err, storage.ErrConflict) {
+				u.log.Info("the rollout changed before the leader could go on without a server; deciding again", "version", req.Version)
+				return nil
+			}
+			return err
+		}
+		msg := fmt.Sprintf("%s (%d of max-failures %d at step %d %s)", reason, req.FailuresAt(c.Step), c.MaxFailures, c.Step, c.StepName)
+		u.log.Error("a server failed; the rollout goes on without it", "version", req.Version, "server", c.Server, "step", c.Step, "reason", reason, "max_failures", c.MaxFailures)
+		u.notifyOf(cfg, Event{Kind: EventServerFailed, Version: req.Version, Reason: req.Reason, Servers: req.Servers, Server: c.Server, Message: msg, StartedAt: req.StartedAt})
 	case Stop, Complete:
 		req := *snap.Request
 		req.FinishedAt = now.UTC()
 		hist := storage.NewHistoryRecord(&req, snap.Statuses, storage.ResultCompleted, req.FinishedAt)
 		ev := Event{Kind: EventSuccess, Version: req.Version, Reason: req.Reason, Servers: req.Servers, StartedAt: req.StartedAt, Duration: req.FinishedAt.Sub(req.StartedAt)}
+		for _, f := range req.Failed {
+			ev.Failed = append(ev.Failed, f.ID)
+		}
 		if act.Kind == Stop {
 			req.Stop, req.StopReason = true, act.Cause.String()
 			hist.Result, hist.StopReason = act.Cause.Result, req.StopReason

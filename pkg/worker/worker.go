@@ -281,6 +281,10 @@ func (w *Worker) step(ctx context.Context, snap *storage.Snapshot) error {
 	if req == nil || !req.IsMember(w.o.ID) || req.Finished() {
 		return nil
 	}
+	if req.IsFailed(w.o.ID) {
+		// The rollout goes on without this server: it waits for the next.
+		return nil
+	}
 	own := snap.Statuses[w.o.ID]
 	if !own.For(req) {
 		own = nil
@@ -356,6 +360,11 @@ func stepName(steps []artifacts.Step, k int) string {
 
 func (w *Worker) report(ctx context.Context, req *storage.UpdateRequest, step int, name, phase string, cond storage.Cond, msg string) error {
 	st := &storage.UpdateStatus{Version: req.Version, Rollout: req.StartedAt, Step: step, StepName: name, Phase: phase, Cond: cond, Message: msg, UpdatedAt: time.Now().UTC(), Timeline: w.tl.of(req)}
+	if step >= 1 && step <= len(w.o.Plan.Steps) {
+		// The updater does not read the plan: the step's tolerance rides
+		// on the report.
+		st.MaxFailures = w.o.Plan.Steps[step-1].MaxFailures
+	}
 	if err := w.st.PutStatus(ctx, w.o.ID, st); err != nil {
 		return fmt.Errorf("report status: %w", err)
 	}
@@ -583,6 +592,10 @@ func (w *Worker) stopped(ctx context.Context, req *storage.UpdateRequest, k int,
 		// Recovered or replaced: nothing to record for the old request.
 		return errStopped
 	}
+	if cur.IsFailed(w.o.ID) {
+		log.Warn("the rollout goes on without this server; it waits for the next one")
+		return errStopped
+	}
 	if own := snap.Statuses[w.o.ID]; own != nil && own.Cond == storage.CondAborted {
 		return errStopped
 	}
@@ -605,7 +618,7 @@ func (w *Worker) barrier(ctx context.Context, rw *storage.RolloutWatch, k int) e
 	if err != nil {
 		return err
 	}
-	if res == storage.BarrierGone {
+	if res == storage.BarrierGone || rw.Request().IsFailed(w.o.ID) {
 		return errStopped
 	}
 	return nil

@@ -87,6 +87,11 @@ function renderRollout(f) {
   const end = isSet(req.finished_at) ? Date.parse(req.finished_at) : now();
   $("rollout-elapsed").textContent = "started " + when(req.started_at) + " · " +
     (isSet(req.finished_at) ? "took " : "running for ") + duration(end - Date.parse(req.started_at));
+  if (req.failed && req.failed.length) {
+    const p = $("rollout-stop");
+    p.hidden = false;
+    p.textContent = "Went on without: " + req.failed.map((f) => f.id + " (step " + f.step + " " + (f.step_name || "") + ": " + f.reason + ")").join("; ");
+  }
   if (req.stop) {
     const p = $("rollout-stop");
     p.hidden = false;
