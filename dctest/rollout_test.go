@@ -98,3 +98,55 @@ func TestMaxFailuresTolerated(t *testing.T) {
 	require.Eventually(t, func() bool { return d.Notes.Has("goes on without boot-2", "max-failures 1") }, time.Minute, 100*time.Millisecond, "the notification")
 	require.Eventually(t, func() bool { return d.Notes.Has("completed on 2 of 3 servers", "went on without boot-2") }, time.Minute, 100*time.Millisecond, "the completion notification")
 }
+
+// TestCanaryPausesThenResumes: N1's plan has a rolling step whose canary
+// is one server, with a manual pause. One server takes the step; the
+// rollout shows paused with the others held; `ferry rollout resume` lets
+// them take it, and the rollout completes. The timelines show the canary
+// finished the step before any other server began it.
+func TestCanaryPausesThenResumes(t *testing.T) {
+	d := start(t)
+	d.bootstrap("staging", three...)
+	require.NoError(t, d.EditArtifactSet(func(s *artifacts.Set) {
+		restart := artifacts.Step{
+			Name: "restart", Strategy: artifacts.Rolling, Parallel: 2, Canary: "1", Pause: "manual",
+			Actions: []artifacts.Action{{Run: &artifacts.RunAction{Command: "true"}}},
+		}
+		s.Plan.Steps = append([]artifacts.Step{restart}, s.Plan.Steps...)
+	}))
+	require.NoError(t, d.Publish(N1, harness.PublishOptions{Prerelease: true, CreatedAt: day(2)}))
+	paused := d.waitState(N1, "paused")
+	var held, ahead []string
+	for _, s := range paused.Servers {
+		switch {
+		case s.Status != nil && s.Status.Phase == storage.PhasePaused:
+			held = append(held, s.ID)
+		case s.Status != nil && s.Status.Step == 2:
+			ahead = append(ahead, s.ID)
+		}
+	}
+	require.Len(t, ahead, 1, "one canary took the step: %+v", paused.Servers)
+	require.Len(t, held, 2, "the others wait behind it")
+	status := d.ferry("status")
+	require.Contains(t, status, "PAUSED to "+N1)
+	require.Contains(t, status, "behind the canary: 1 server(s) take step 1 (restart) first")
+
+	// Paused it stays: nothing moves until an operator resumes.
+	require.Never(t, func() bool {
+		s, err := d.Status(d.ctx)
+		return err != nil || s.State != "paused"
+	}, 2*time.Second, 200*time.Millisecond, "a manual pause waits for ferry rollout resume")
+	require.Contains(t, d.ferry("rollout", "resume"), "resumed the rollout to "+N1+" after the canary of step 1")
+	d.waitCompleted(N1)
+	d.requireInstalled(N1, three...)
+
+	h := d.history()[0]
+	canary := h.Timeline[ahead[0]][0]
+	require.Equal(t, "restart", canary.Name)
+	for _, id := range held {
+		rec := h.Timeline[id][0]
+		require.Equal(t, "restart", rec.Name)
+		require.NotEmpty(t, rec.Attempts)
+		require.True(t, rec.Attempts[0].Start.After(canary.End), "%s began the step after the canary finished it", id)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -52,8 +53,44 @@ type Step struct {
 	// MaxFailures is how many servers may fail a rolling step (after its
 	// retries, or by dying in it) before the fleet stops; the rollout goes
 	// on without them (default 0: the first failure stops the fleet).
-	MaxFailures int      `yaml:"max-failures,omitempty" json:"max-failures,omitempty"`
-	Actions     []Action `yaml:"actions" json:"actions"`
+	MaxFailures int `yaml:"max-failures,omitempty" json:"max-failures,omitempty"`
+	// Canary is how many servers take a rolling step first: a count ("1")
+	// or a share of the rollout's servers ("10%", at least one). The rest
+	// wait, paused, until the rollout is resumed (Pause).
+	Canary string `yaml:"canary,omitempty" json:"canary,omitempty"`
+	// Pause is how the rest go on once the canary finished the step:
+	// "manual" (`ferry rollout resume`, the default) or a Go duration (by
+	// itself that long after; `ferry rollout resume` goes on sooner).
+	Pause   string   `yaml:"pause,omitempty" json:"pause,omitempty"`
+	Actions []Action `yaml:"actions" json:"actions"`
+}
+
+// PauseManual waits for `ferry rollout resume`.
+const PauseManual = "manual"
+
+// CanaryCount is how many of n servers take the step first; 0 when the
+// step has no canary.
+func (s *Step) CanaryCount(n int) int {
+	c := strings.TrimSpace(s.Canary)
+	if c == "" {
+		return 0
+	}
+	if pct, ok := strings.CutSuffix(c, "%"); ok {
+		p, _ := strconv.Atoi(pct)
+		return min(max(n*p/100, 1), n)
+	}
+	k, _ := strconv.Atoi(c)
+	return min(k, n)
+}
+
+// PauseFor is how long the rest wait after the canary; manual is false
+// when they wait for `ferry rollout resume` alone.
+func (s *Step) PauseFor() (d time.Duration, manual bool) {
+	if s.Pause == "" || s.Pause == PauseManual {
+		return 0, true
+	}
+	d, _ = time.ParseDuration(s.Pause)
+	return d, false
 }
 
 // MaxRetries bounds a step's retries.
@@ -227,6 +264,22 @@ func (p *Plan) Validate() error {
 				return fmt.Errorf("%s: max-failures must be 0 or more, not %d", where, s.MaxFailures)
 			}
 		}
+		if s.Canary != "" {
+			if s.Strategy != Rolling {
+				return fmt.Errorf("%s: canary applies to rolling steps only", where)
+			}
+			if !validCanary(s.Canary) {
+				return fmt.Errorf("%s: canary %q is not a count of servers (1 or more) or a share (1%% to 100%%)", where, s.Canary)
+			}
+		}
+		if s.Pause != "" {
+			if s.Canary == "" {
+				return fmt.Errorf("%s: pause applies only with canary: set canary: 1 (or a share such as 10%%)", where)
+			}
+			if d, err := time.ParseDuration(s.Pause); s.Pause != PauseManual && (err != nil || d <= 0) {
+				return fmt.Errorf("%s: pause %q is neither manual nor a positive duration (e.g. 15m)", where, s.Pause)
+			}
+		}
 		if len(s.Actions) == 0 {
 			return fmt.Errorf("%s: has no actions", where)
 		}
@@ -237,6 +290,15 @@ func (p *Plan) Validate() error {
 		}
 	}
 	return nil
+}
+
+func validCanary(c string) bool {
+	if pct, ok := strings.CutSuffix(c, "%"); ok {
+		p, err := strconv.Atoi(pct)
+		return err == nil && p >= 1 && p <= 100
+	}
+	k, err := strconv.Atoi(c)
+	return err == nil && k >= 1
 }
 
 func (a *Action) validate() error {

@@ -40,6 +40,16 @@ steps:
 		[]time.Duration{s.RetryWait(1), s.RetryWait(2), s.RetryWait(3), s.RetryWait(4), s.RetryWait(9)}, "doubling, at most 8 times the first")
 	require.Equal(t, DefaultRetryBackoff, p.Steps[0].RetryWait(1))
 
+	canary, err := ParsePlan([]byte("steps:\n  - {name: a, strategy: rolling, canary: 10%, pause: 15m, actions: [{run: {command: x}}]}\n  - {name: b, strategy: rolling, canary: 2, actions: [{run: {command: x}}]}\n"))
+	require.NoError(t, err)
+	require.Equal(t, []int{1, 1, 3}, []int{canary.Steps[0].CanaryCount(3), canary.Steps[0].CanaryCount(10), canary.Steps[0].CanaryCount(30)}, "a share, at least one")
+	require.Equal(t, []int{1, 2}, []int{canary.Steps[1].CanaryCount(1), canary.Steps[1].CanaryCount(5)})
+	d, manual := canary.Steps[0].PauseFor()
+	require.Equal(t, 15*time.Minute, d)
+	require.False(t, manual)
+	_, manual = canary.Steps[1].PauseFor()
+	require.True(t, manual, "manual by default")
+
 	empty, err := ParsePlan(nil)
 	require.NoError(t, err)
 	require.Empty(t, empty.Steps)
@@ -66,6 +76,11 @@ func TestParsePlanRefuses(t *testing.T) {
 		"bad backoff":           "steps:\n  - {name: a, strategy: lockstep, retries: 2, retry-backoff: 2d, actions: [{run: {command: x}}]}\n",
 		"lockstep max-failures": "steps:\n  - {name: a, strategy: lockstep, max-failures: 1, actions: [{run: {command: x}}]}\n",
 		"negative max-failures": "steps:\n  - {name: a, strategy: rolling, max-failures: -1, actions: [{run: {command: x}}]}\n",
+		"lockstep canary":       "steps:\n  - {name: a, strategy: lockstep, canary: 1, actions: [{run: {command: x}}]}\n",
+		"zero canary":           "steps:\n  - {name: a, strategy: rolling, canary: 0, actions: [{run: {command: x}}]}\n",
+		"canary share":          "steps:\n  - {name: a, strategy: rolling, canary: 120%, actions: [{run: {command: x}}]}\n",
+		"lone pause":            "steps:\n  - {name: a, strategy: rolling, pause: 10m, actions: [{run: {command: x}}]}\n",
+		"bad pause":             "steps:\n  - {name: a, strategy: rolling, canary: 1, pause: later, actions: [{run: {command: x}}]}\n",
 		"lone backoff":          "steps:\n  - {name: a, strategy: lockstep, retry-backoff: 5s, actions: [{run: {command: x}}]}\n",
 	}
 	for name, text := range cases {

@@ -171,6 +171,7 @@ talks to the fleet's etcd, found through the bootstrap config file
 		a.newServersCommand(),
 		a.newStatusCommand(),
 		a.newRecoverCommand(),
+		a.newRolloutCommand(),
 		a.newHistoryCommand(),
 		a.newReleaseCommand(),
 		a.newArtifactsCommand(),

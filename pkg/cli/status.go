@@ -155,6 +155,9 @@ func (a *app) printStatus(v *fleetview.Fleet, configErr error) {
 	}
 	fmt.Fprintf(w, "Rollout:        %s to %s, %s, started %s (%s)\n",
 		strings.ToUpper(v.State), req.Version, req.Reason, req.StartedAt.Format(time.RFC3339), age(now, req.StartedAt))
+	if v.State == fleetview.StatePaused {
+		fmt.Fprintln(w, "Paused:         `ferry rollout resume` goes on (see each server's message)")
+	}
 	for _, f := range req.Failed {
 		fmt.Fprintf(w, "Went on without: %s, failed at step %d %s: %s\n", f.ID, f.Step, clean(f.StepName), clean(f.Reason))
 	}
@@ -189,7 +192,7 @@ func (a *app) printStatus(v *fleetview.Fleet, configErr error) {
 					state = "REPAIRING dpkg"
 				case storage.PhaseRetrying:
 					state = "RETRYING"
-				case storage.PhaseWaiting, storage.PhaseUpgrading:
+				case storage.PhaseWaiting, storage.PhaseUpgrading, storage.PhasePaused:
 					// At a barrier, or upgrading itself: not running a step.
 					state = s.Phase
 				}

@@ -17,6 +17,7 @@ const (
 	StateAborted   = "aborted" // a server failed; the updater will stop the fleet
 	StateStopped   = "stopped" // needs ferry recover
 	StateCompleted = "completed"
+	StatePaused    = "paused" // held by ferry rollout pause, or behind a canary
 )
 
 // Fleet is the view of one snapshot.
@@ -131,6 +132,22 @@ func State(snap *storage.Snapshot) string {
 	}
 	if done {
 		return StateCompleted
+	}
+	if snap.Pause != nil {
+		return StatePaused
+	}
+	// Held behind a canary, with nobody at work: the rollout is paused.
+	held, working := false, false
+	for _, id := range req.Active() {
+		switch snap.Phase(id) {
+		case storage.PhasePaused:
+			held = true
+		case storage.PhaseRunning, storage.PhaseRetrying, storage.PhaseRepairing, storage.PhaseUpgrading:
+			working = true
+		}
+	}
+	if held && !working {
+		return StatePaused
 	}
 	return StateRunning
 }

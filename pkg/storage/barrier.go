@@ -52,6 +52,10 @@ type RolloutWatch struct {
 	rev    int64
 	passed int
 	gone   bool
+	// paused: status/pause holds the rollout; resumed: the servers behind
+	// a canary may take every step up to it.
+	paused  bool
+	resumed int
 	// events counts the events applied; last is the revision of the last.
 	events int
 	last   int64
@@ -86,9 +90,9 @@ func (rw *RolloutWatch) open(ctx context.Context) error {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(context.WithoutCancel(ctx)))
 	rw.cancel = cancel
 	s := rw.s
-	// status/current and status/passed are next to each other, and
-	// status/servers/ follows them.
-	end := s.abs(keyPassed) + "\x00"
+	// status/current, status/passed, status/pause and status/resume are
+	// next to each other, and status/servers/ follows them.
+	end := s.abs(keyResume) + "\x00"
 	if rw.reached != nil {
 		end = clientv3.GetPrefixRangeEnd(s.abs(keyServerStatus))
 	}
@@ -104,7 +108,7 @@ func (rw *RolloutWatch) open(ctx context.Context) error {
 			return fmt.Errorf("watch the rollout: %w", err)
 		}
 	}
-	ops := []clientv3.Op{clientv3.OpGet(s.abs(keyCurrent)), clientv3.OpGet(s.abs(keyPassed))}
+	ops := []clientv3.Op{clientv3.OpGet(s.abs(keyCurrent)), clientv3.OpGet(s.abs(keyPassed)), clientv3.OpGet(s.abs(keyPause)), clientv3.OpGet(s.abs(keyResume))}
 	if rw.reached != nil {
 		clear(rw.reached)
 		ops = append(ops, clientv3.OpGet(s.abs(keyServerStatus), clientv3.WithPrefix()))
@@ -114,6 +118,7 @@ func (rw *RolloutWatch) open(ctx context.Context) error {
 		return fmt.Errorf("read the rollout: %w", err)
 	}
 	rw.rev = resp.Header.Revision
+	rw.paused = false
 	cur := resp.Responses[0].GetResponseRange().Kvs
 	if len(cur) == 0 {
 		rw.gone = true
@@ -159,8 +164,29 @@ func (rw *RolloutWatch) apply(kv *mvccpb.KeyValue, deleted bool) error {
 		if p.Rollout.Equal(rw.startedAt) {
 			rw.passed = max(rw.passed, p.Step)
 		}
+	case rw.s.abs(keyPause):
+		if deleted {
+			rw.paused = false
+			return nil
+		}
+		var p Pause
+		if err := decode(string(kv.Key), kv.Value, &p); err != nil {
+			return err
+		}
+		rw.paused = p.Rollout.Equal(rw.startedAt)
+	case rw.s.abs(keyResume):
+		if deleted {
+			return nil
+		}
+		var r Resume
+		if err := decode(string(kv.Key), kv.Value, &r); err != nil {
+			return err
+		}
+		if r.Rollout.Equal(rw.startedAt) {
+			rw.resumed = max(rw.resumed, r.Step)
+		}
 	default:
-		if rw.reached == nil {
+		if rw.reached == nil || !strings.HasPrefix(string(kv.Key), rw.s.abs(keyServerStatus)) {
 			return nil
 		}
 		id := strings.TrimPrefix(string(kv.Key), rw.s.abs(keyServerStatus))
@@ -189,6 +215,12 @@ func lowest(members []string, reached map[string]int) int {
 	return max(low, 0)
 }
 
+// Paused reports whether `ferry rollout pause` holds the rollout.
+func (rw *RolloutWatch) Paused() bool { return rw.paused }
+
+// Resumed is the last step whose canary the rollout was resumed after.
+func (rw *RolloutWatch) Resumed() int { return rw.resumed }
+
 // Request is the rollout's request as last seen: the leader may revise it
 // (Failed) while it runs.
 func (rw *RolloutWatch) Request() *UpdateRequest { return rw.req }
@@ -198,11 +230,18 @@ func (rw *RolloutWatch) Request() *UpdateRequest { return rw.req }
 // (BarrierGone). A watch that etcd ends (a leader change, a compaction) is
 // opened again, from the state read anew.
 func (rw *RolloutWatch) Wait(ctx context.Context, k int) (BarrierResult, error) {
+	return rw.WaitFor(ctx, func() bool { return rw.passed >= k })
+}
+
+// WaitFor returns BarrierPassed when ok() holds, or BarrierGone when the
+// request is stopped, finished or replaced first; ok is asked again after
+// every change to the rollout's keys.
+func (rw *RolloutWatch) WaitFor(ctx context.Context, ok func() bool) (BarrierResult, error) {
 	for {
 		if rw.gone {
 			return BarrierGone, nil
 		}
-		if rw.passed >= k {
+		if ok() {
 			return BarrierPassed, nil
 		}
 		var (
@@ -293,6 +332,9 @@ func (s *Storage) Coordinate(ctx context.Context, req *UpdateRequest, leaderKey 
 				passed = max(passed, p.Step)
 			}
 			return nil
+		}
+		if !strings.HasPrefix(key, s.abs(keyServerStatus)) {
+			return nil // status/pause, status/resume
 		}
 		id := key[len(s.abs(keyServerStatus)):]
 		if !members[id] {

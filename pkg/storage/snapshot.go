@@ -41,6 +41,10 @@ type Snapshot struct {
 	Passed *Passed
 	// Check is the leader's last release check; nil before the first.
 	Check *CheckInfo
+	// Pause and Resume are status/pause and status/resume when they are
+	// about the current request; nil otherwise.
+	Pause  *Pause
+	Resume *Resume
 	// Leader is the id of the updater that leads, "" while none does.
 	Leader string
 	// TriggerRev is the mod revision of trigger/check, 0 when none: a
@@ -64,6 +68,8 @@ func (s *Storage) Snapshot(ctx context.Context) (*Snapshot, error) {
 		clientv3.OpGet(s.abs(keyPassed)),
 		clientv3.OpGet(s.abs(keyCheck)),
 		clientv3.OpGet(s.UpdaterElectionPrefix(), clientv3.WithFirstCreate()...),
+		clientv3.OpGet(s.abs(keyPause)),
+		clientv3.OpGet(s.abs(keyResume)),
 	).Commit()
 	if err != nil {
 		return nil, fmt.Errorf("read snapshot: %w", err)
@@ -112,6 +118,24 @@ func (s *Storage) Snapshot(ctx context.Context) (*Snapshot, error) {
 	}
 	if err := snap.readPassed(kvs(9)); err != nil {
 		return nil, err
+	}
+	if r := kvs(12); len(r) > 0 && snap.Request != nil {
+		p := new(Pause)
+		if err := decode(string(r[0].Key), r[0].Value, p); err != nil {
+			return nil, err
+		}
+		if p.Rollout.Equal(snap.Request.StartedAt) {
+			snap.Pause = p
+		}
+	}
+	if r := kvs(13); len(r) > 0 && snap.Request != nil {
+		res := new(Resume)
+		if err := decode(string(r[0].Key), r[0].Value, res); err != nil {
+			return nil, err
+		}
+		if res.Rollout.Equal(snap.Request.StartedAt) {
+			snap.Resume = res
+		}
 	}
 	// A small fleet counts its arrivals itself (LocalBarrier): so does
 	// the snapshot.
@@ -216,10 +240,11 @@ const (
 	StateCompleted = "completed"
 	StateAborted   = "aborted"
 	StateFailed    = "failed" // failed a step that tolerated it; the rollout goes on without it
+	StatePaused    = "paused" // waits for the canary, or for ferry rollout resume
 )
 
 // ServerStates are every state State returns.
-var ServerStates = []string{StateIdle, StateNotAlive, StateUpgrading, StateWaiting, StateRunning, StateRetrying, StateRepairing, StateCompleted, StateAborted, StateFailed}
+var ServerStates = []string{StateIdle, StateNotAlive, StateUpgrading, StateWaiting, StateRunning, StateRetrying, StateRepairing, StateCompleted, StateAborted, StateFailed, StatePaused}
 
 // State is one server's state in the request, in a word.
 func (s *Snapshot) State(id string) string {
@@ -248,6 +273,8 @@ func (s *Snapshot) State(id string) string {
 		return StateRetrying
 	case PhaseRepairing:
 		return StateRepairing
+	case PhasePaused:
+		return StatePaused
 	}
 	return StateRunning
 }

@@ -417,6 +417,68 @@ func (s *Storage) PutRequest(ctx context.Context, req *UpdateRequest, leaderKey 
 	return s.fencedPut(ctx, leaderKey, s.abs(keyCurrent), req)
 }
 
+// ClaimCanary tries to make server id one of the n servers that take step
+// of the rollout started at startedAt first. It reports whether id is one
+// of them, now or from an earlier claim (a restarted worker).
+func (s *Storage) ClaimCanary(ctx context.Context, startedAt time.Time, step, n int, id string) (bool, error) {
+	dir := fmt.Sprintf("%s%s%s/%d/", s.prefix, keyCanaryDir, startedAt.UTC().Format(time.RFC3339Nano), step)
+	for {
+		resp, err := s.cli.Get(ctx, dir, clientv3.WithPrefix())
+		if err != nil {
+			return false, fmt.Errorf("read the canary: %w", err)
+		}
+		taken := map[string]bool{}
+		for _, kv := range resp.Kvs {
+			if string(kv.Value) == id {
+				return true, nil
+			}
+			taken[string(kv.Key)] = true
+		}
+		if len(resp.Kvs) >= n {
+			return false, nil
+		}
+		key := ""
+		for i := 0; i < n; i++ {
+			if k := fmt.Sprintf("%s%d", dir, i); !taken[k] {
+				key = k
+				break
+			}
+		}
+		txn, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).Then(clientv3.OpPut(key, id)).Commit()
+		if err != nil {
+			return false, fmt.Errorf("claim a canary place: %w", err)
+		}
+		if txn.Succeeded {
+			return true, nil
+		}
+		// Another server took that place first: look again.
+	}
+}
+
+// PutPause holds the rollout at its next step boundary (ferry rollout
+// pause).
+func (s *Storage) PutPause(ctx context.Context, p *Pause) error {
+	return s.put(ctx, s.abs(keyPause), p)
+}
+
+// DeletePause lets a paused rollout go on.
+func (s *Storage) DeletePause(ctx context.Context) error {
+	if _, err := s.cli.Delete(ctx, s.abs(keyPause)); err != nil {
+		return fmt.Errorf("delete the pause: %w", err)
+	}
+	return nil
+}
+
+// PutResume lets the servers behind a canary take every step up to
+// r.Step. A leaderKey fences the write on it; "" writes without a fence
+// (ferry rollout resume).
+func (s *Storage) PutResume(ctx context.Context, r *Resume, leaderKey string) error {
+	if leaderKey == "" {
+		return s.put(ctx, s.abs(keyResume), r)
+	}
+	return s.fencedPut(ctx, leaderKey, s.abs(keyResume), r)
+}
+
 // ReviseRequest writes the running request again, changed (a server the
 // rollout goes on without), fenced on the caller's leader key and on the
 // request's mod revision requestRev. ErrConflict means the request changed
@@ -459,7 +521,10 @@ func (s *Storage) StartRequest(ctx context.Context, req *UpdateRequest, leaderKe
 		clientv3.OpDelete(s.abs(keyServerStatus), clientv3.WithPrefix()),
 		clientv3.OpDelete(s.abs(keyBarrierDir), clientv3.WithPrefix()),
 		clientv3.OpDelete(s.abs(keyRollingDir), clientv3.WithPrefix()),
+		clientv3.OpDelete(s.abs(keyCanaryDir), clientv3.WithPrefix()),
 		clientv3.OpDelete(s.abs(keyPassed)),
+		clientv3.OpDelete(s.abs(keyPause)),
+		clientv3.OpDelete(s.abs(keyResume)),
 		clientv3.OpPut(s.abs(keyCurrent), data),
 	)
 }

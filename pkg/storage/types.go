@@ -28,6 +28,9 @@ const (
 	// PhaseRetrying: the step (or the self-upgrade) met a transient error
 	// (the network, GitHub, etcd) and the worker tries again with backoff.
 	PhaseRetrying = "retrying"
+	// PhasePaused: the server waits at the start of a step for the
+	// rollout to be resumed: behind a canary, or a `ferry rollout pause`.
+	PhasePaused = "paused"
 )
 
 // Reasons for an update request.
@@ -57,6 +60,25 @@ type UpdateRequest struct {
 	// tolerated it: they are out of the rollout, no barrier waits for
 	// them, and it completes without them. The updater leader adds them.
 	Failed []FailedServer `json:"failed,omitempty"`
+}
+
+// Pause is status/pause: `ferry rollout pause` holds the rollout at its
+// next step boundary until `ferry rollout resume` deletes it.
+type Pause struct {
+	Rollout time.Time `json:"rollout"`
+	At      time.Time `json:"at"`
+	By      string    `json:"by"`
+	Reason  string    `json:"reason,omitempty"`
+}
+
+// Resume is status/resume: the rest of the servers may take every step up
+// to Step whose canary went first (`ferry rollout resume`, or the updater
+// when a step's pause duration has passed).
+type Resume struct {
+	Rollout time.Time `json:"rollout"`
+	Step    int       `json:"step"`
+	At      time.Time `json:"at"`
+	By      string    `json:"by"`
 }
 
 // FailedServer is a server a rollout goes on without.
@@ -163,6 +185,10 @@ type UpdateStatus struct {
 	// servers may fail it before the fleet stops. The updater, which does
 	// not read the plan, decides on it.
 	MaxFailures int `json:"max_failures,omitempty"`
+	// Canary and Pause are those of the plan's step Step: how many servers
+	// take it first, and how the rest go on ("manual" or a duration).
+	Canary int    `json:"canary,omitempty"`
+	Pause  string `json:"pause,omitempty"`
 	// Timeline is what the server did in each step of the rollout so far.
 	// It rides on the reports the worker writes anyway, so it costs no
 	// write of its own.

@@ -25,10 +25,13 @@ const (
 	// GoOnWithout: a server failed a step whose max-failures tolerates it;
 	// the rollout goes on without it (Cause says which and why).
 	GoOnWithout
+	// ResumeCanary: the pause after a step's canary is over; the rest of
+	// the servers may take step Step.
+	ResumeCanary
 )
 
 func (k Kind) String() string {
-	return [...]string{"wait", "new-request", "stop", "complete", "go-on-without"}[k]
+	return [...]string{"wait", "new-request", "stop", "complete", "go-on-without", "resume-canary"}[k]
 }
 
 // Action is NextAction's decision.
@@ -42,6 +45,8 @@ type Action struct {
 	Request *storage.UpdateRequest
 	// Cause is why the rollout stops, for Stop.
 	Cause *StopCause
+	// Step is the step to resume, for ResumeCanary.
+	Step int
 }
 
 // StopCause describes why a rollout stops, or goes on without a server.
@@ -177,7 +182,20 @@ func watchRollout(in Input) Action {
 			return Action{Kind: Stop, Why: "a server aborted", Cause: cause}
 		}
 	}
-	deadline := req.StartedAt.Add(cfg.WorkerTimeout)
+	canary, paused := canaryPause(snap, now)
+	if canary.Kind == ResumeCanary {
+		return canary
+	}
+	// worker-timeout counts from the start, or from the last resume; a
+	// paused rollout waits for its operator as long as it takes.
+	from := req.StartedAt
+	if r := snap.Resume; r != nil && r.At.After(from) {
+		from = r.At
+	}
+	deadline := from.Add(cfg.WorkerTimeout)
+	if paused {
+		deadline = now.Add(cfg.WorkerTimeout)
+	}
 	if !now.Before(deadline) {
 		return Action{Kind: Stop, Why: "worker-timeout passed", Cause: &StopCause{
 			Result: storage.ResultTimeout, Message: fmt.Sprintf("not completed within worker-timeout %s; still running: %v", cfg.WorkerTimeout, unfinished(snap)),
@@ -205,7 +223,65 @@ func watchRollout(in Input) Action {
 	if len(unfinished(snap)) == 0 {
 		return Action{Kind: Complete, Why: "every server completed " + req.Version}
 	}
+	if paused {
+		if !canary.Until.IsZero() && canary.Until.Before(wake) {
+			wake = canary.Until
+		}
+		return Action{Kind: Wait, Until: wake, Why: canary.Why}
+	}
 	return Action{Kind: Wait, Until: wake, Why: "the rollout to " + req.Version + " is running"}
+}
+
+// canaryPause looks at the servers held behind a step's canary, or by
+// `ferry rollout pause`. paused is true while any is; the action is
+// ResumeCanary when a step's pause duration has passed since its canary
+// finished it, or else a Wait that says why and until when.
+func canaryPause(snap *storage.Snapshot, now time.Time) (Action, bool) {
+	req := snap.Request
+	if snap.Pause != nil {
+		return Action{Kind: Wait, Why: "the rollout to " + req.Version + " is paused by `ferry rollout pause`; `ferry rollout resume` goes on"}, true
+	}
+	var held *storage.UpdateStatus
+	for _, id := range req.Active() {
+		st := snap.Statuses[id]
+		if st.For(req) && st.Cond == storage.CondRunning && st.Phase == storage.PhasePaused && st.Canary > 0 && (held == nil || st.Step < held.Step) {
+			held = st
+		}
+	}
+	if held == nil || (snap.Resume != nil && snap.Resume.Step >= held.Step) {
+		return Action{}, false
+	}
+	k := held.Step
+	why := fmt.Sprintf("the rollout to %s is paused behind the canary of step %d (%s)", req.Version, k, held.StepName)
+	var done int
+	var doneAt time.Time
+	for _, id := range req.Active() {
+		if st := snap.Statuses[id]; st.Reached(req) > k {
+			done++
+			doneAt = later(doneAt, st.UpdatedAt)
+		}
+	}
+	if done < held.Canary {
+		return Action{Kind: Wait, Why: why + fmt.Sprintf(": %d of %d canary server(s) finished it", done, held.Canary)}, true
+	}
+	if held.Pause == "" || held.Pause == "manual" {
+		return Action{Kind: Wait, Why: why + ": the canary finished it; `ferry rollout resume` goes on"}, true
+	}
+	d, err := time.ParseDuration(held.Pause)
+	if err != nil {
+		return Action{Kind: Wait, Why: why + ": pause " + held.Pause + " is not a duration; `ferry rollout resume` goes on"}, true
+	}
+	if at := doneAt.Add(d); now.Before(at) {
+		return Action{Kind: Wait, Until: at, Why: why + fmt.Sprintf(": the canary finished it; the rest go on at %s (pause %s)", at.Format(time.RFC3339), d)}, true
+	}
+	return Action{Kind: ResumeCanary, Step: k, Why: fmt.Sprintf("the canary finished step %d (%s) %s ago, its pause", k, held.StepName, d)}, true
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // tolerated reports whether the step a server failed (its status says

@@ -69,6 +69,15 @@ func (w *world) atStep(id string, k, m int) *world {
 	return w
 }
 
+// behindCanary has server a finish step k (its canary) at done, and b wait
+// behind it with the given pause.
+func (w *world) behindCanary(v string, k int, pause string, done time.Time) *world {
+	r := w.in.Snap.Request
+	w.in.Snap.Statuses["a"] = &storage.UpdateStatus{Version: v, Rollout: r.StartedAt, Step: k + 1, Phase: storage.PhaseWaiting, Cond: storage.CondRunning, UpdatedAt: done}
+	w.in.Snap.Statuses["b"] = &storage.UpdateStatus{Version: v, Rollout: r.StartedAt, Step: k, StepName: "restart", Phase: storage.PhasePaused, Cond: storage.CondRunning, Canary: 1, Pause: pause}
+	return w
+}
+
 // failed records that the rollout went on without a server at step k.
 func (w *world) failed(id string, k int) *world {
 	r := w.in.Snap.Request
@@ -198,6 +207,23 @@ func TestNextAction(t *testing.T) {
 		{name: "max-failures: completes without the failed server", w: newWorld(storage.EnvProd, "a", "b").release(v2).request(v2, "a", "b").status("a", v2, storage.CondCompleted, "").status("b", v2, storage.CondAborted, "x").atStep("b", 1, 1).failed("b", 1).dead("b", time.Hour), kind: Complete},
 		{name: "max-failures: every server failed stops", w: newWorld(storage.EnvProd, "a").release(v2).request(v2, "a").failed("a", 1), kind: Stop, check: func(t *testing.T, a Action) {
 			require.Equal(t, "every server of the rollout failed", a.Cause.String())
+		}},
+		{name: "canary: a manual pause waits for the operator", w: newWorld(storage.EnvProd, "a", "b").release(v2).request(v2, "a", "b").behindCanary(v2, 1, "manual", t0.Add(-time.Hour)).config(storage.ConfigWorkerTimeout, "5m"), kind: Wait, check: func(t *testing.T, a Action) {
+			require.Contains(t, a.Why, "ferry rollout resume", "and no worker-timeout while paused")
+		}},
+		{name: "canary: a timed pause waits until it ends", w: newWorld(storage.EnvProd, "a", "b").release(v2).request(v2, "a", "b").behindCanary(v2, 1, "10m", t0.Add(-4*time.Minute)), kind: Wait, check: func(t *testing.T, a Action) {
+			require.Equal(t, t0.Add(6*time.Minute), a.Until)
+		}},
+		{name: "canary: a timed pause that ended resumes", w: newWorld(storage.EnvProd, "a", "b").release(v2).request(v2, "a", "b").behindCanary(v2, 1, "10m", t0.Add(-11*time.Minute)), kind: ResumeCanary, check: func(t *testing.T, a Action) {
+			require.Equal(t, 1, a.Step)
+		}},
+		{name: "canary: once resumed, the rollout runs", w: func() *world {
+			w := newWorld(storage.EnvProd, "a", "b").release(v2).request(v2, "a", "b").behindCanary(v2, 1, "10m", t0.Add(-11*time.Minute))
+			w.in.Snap.Resume = &storage.Resume{Rollout: w.in.Snap.Request.StartedAt, Step: 1, At: t0.Add(-time.Second)}
+			return w
+		}(), kind: Wait, check: func(t *testing.T, a Action) {
+			require.Contains(t, a.Why, "is running")
+			require.Equal(t, t0.Add(time.Hour-time.Second), a.Until, "worker-timeout counts from the resume")
 		}},
 		{name: "stopped waits for recover", w: newWorld(storage.EnvProd, "a").release(v3).request(v2, "a").stopped(), kind: Wait, check: func(t *testing.T, a Action) {
 			require.Contains(t, a.Why, "ferry recover")

@@ -31,6 +31,8 @@ const (
 	// EventServerFailed: a server failed a step that tolerated it; the
 	// rollout goes on without it.
 	EventServerFailed EventKind = "server-failed"
+	// EventResumed: the pause after a step's canary ended.
+	EventResumed EventKind = "resumed"
 )
 
 // Event is one notification.
@@ -59,6 +61,8 @@ func (e Event) Text() string {
 			return fmt.Sprintf("ferry: %s rollout to %s completed on %d of %d servers in %s; went on without %s", e.Reason, e.Version, len(e.Servers)-len(e.Failed), len(e.Servers), e.Duration.Truncate(time.Second), strings.Join(e.Failed, ", "))
 		}
 		return fmt.Sprintf("ferry: %s rollout to %s completed on %d servers in %s", e.Reason, e.Version, len(e.Servers), e.Duration.Truncate(time.Second))
+	case EventResumed:
+		return fmt.Sprintf("ferry: rollout to %s resumed: %s", e.Version, e.Message)
 	case EventServerFailed:
 		return fmt.Sprintf("ferry: rollout to %s goes on without %s: %s", e.Version, e.Server, e.Message)
 	case EventAbort:

@@ -631,6 +631,13 @@ func (u *Updater) execute(ctx context.Context, act Action, snap *storage.Snapsho
 		}
 		u.log.Info("rollout started", "version", req.Version, "reason", req.Reason, "servers", req.Servers)
 		u.notifyOf(cfg, Event{Kind: EventStart, Version: req.Version, Reason: req.Reason, Servers: req.Servers, StartedAt: req.StartedAt})
+	case ResumeCanary:
+		req := snap.Request
+		if err := u.st.PutResume(ctx, &storage.Resume{Rollout: req.StartedAt, Step: act.Step, At: now.UTC(), By: "ferry-updater " + u.opts.ID + ": the step's pause ended"}, leaderKey); err != nil {
+			return err
+		}
+		u.log.Info("the canary's pause ended; the rest of the servers go on", "version", req.Version, "step", act.Step)
+		u.notifyOf(cfg, Event{Kind: EventResumed, Version: req.Version, Reason: req.Reason, Servers: req.Servers, Message: act.Why, StartedAt: req.StartedAt})
 	case GoOnWithout:
 		req := *snap.Request
 		c := act.Cause

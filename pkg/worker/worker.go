@@ -22,6 +22,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -363,7 +364,11 @@ func (w *Worker) report(ctx context.Context, req *storage.UpdateRequest, step in
 	if step >= 1 && step <= len(w.o.Plan.Steps) {
 		// The updater does not read the plan: the step's tolerance rides
 		// on the report.
-		st.MaxFailures = w.o.Plan.Steps[step-1].MaxFailures
+		s := &w.o.Plan.Steps[step-1]
+		st.MaxFailures = s.MaxFailures
+		if st.Canary = s.CanaryCount(len(req.Active())); st.Canary > 0 {
+			st.Pause = cmp.Or(s.Pause, artifacts.PauseManual)
+		}
 	}
 	if err := w.st.PutStatus(ctx, w.o.ID, st); err != nil {
 		return fmt.Errorf("report status: %w", err)
@@ -381,7 +386,7 @@ func stateOf(phase string, cond storage.Cond) string {
 		return storage.StateAborted
 	}
 	switch phase {
-	case storage.PhaseUpgrading, storage.PhaseWaiting, storage.PhaseRetrying, storage.PhaseRepairing:
+	case storage.PhaseUpgrading, storage.PhaseWaiting, storage.PhaseRetrying, storage.PhaseRepairing, storage.PhasePaused:
 		return phase
 	}
 	return storage.StateRunning
@@ -518,11 +523,14 @@ func (w *Worker) runSteps(ctx context.Context, cfg *storage.Config, req *storage
 		if err := w.barrier(ctx, rw, k); err != nil {
 			return w.stopped(ctx, req, k, s.Name, err, stepLog)
 		}
+		if err := w.holdWhilePaused(ctx, rw, req, k, s.Name, stepLog); err != nil {
+			return w.stopped(ctx, req, k, s.Name, err, stepLog)
+		}
 		w.tl.begin(k, s.Name, time.Now())
 		w.metrics.setState(storage.StateRunning)
 		w.metrics.step.Set(float64(k))
 		began := time.Now()
-		err := w.runStep(ctx, cfg, req, k, s, stepLog)
+		err := w.runStep(ctx, cfg, req, rw, k, s, stepLog)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -624,6 +632,59 @@ func (w *Worker) barrier(ctx context.Context, rw *storage.RolloutWatch, k int) e
 	return nil
 }
 
+// holdWhilePaused waits at the start of step k while `ferry rollout pause`
+// holds the rollout.
+func (w *Worker) holdWhilePaused(ctx context.Context, rw *storage.RolloutWatch, req *storage.UpdateRequest, k int, name string, log *slog.Logger) error {
+	if !rw.Paused() {
+		return nil
+	}
+	log.Info("the rollout is paused; waiting for ferry rollout resume")
+	if err := w.report(ctx, req, k, name, storage.PhasePaused, storage.CondRunning, "paused by `ferry rollout pause`; `ferry rollout resume` goes on"); err != nil {
+		return err
+	}
+	res, err := rw.WaitFor(ctx, func() bool { return !rw.Paused() })
+	if err != nil {
+		return err
+	}
+	if res == storage.BarrierGone {
+		return errStopped
+	}
+	return nil
+}
+
+// behindCanary lets the first servers of a rolling step with a canary take
+// it, and holds the others, paused, until the rollout is resumed after it.
+func (w *Worker) behindCanary(ctx context.Context, rw *storage.RolloutWatch, req *storage.UpdateRequest, k int, s *artifacts.Step, log *slog.Logger) error {
+	n := s.CanaryCount(len(req.Active()))
+	if n == 0 || rw.Resumed() >= k {
+		return nil
+	}
+	first, err := w.st.ClaimCanary(ctx, req.StartedAt, k, n, w.o.ID)
+	if err != nil || first {
+		if first {
+			log.Info("taking the step first, as its canary", "canary", n)
+		}
+		return err
+	}
+	how := "after `ferry rollout resume`"
+	if d, manual := s.PauseFor(); !manual {
+		how = fmt.Sprintf("by itself %s after the canary finished it, or sooner after `ferry rollout resume`", d)
+	}
+	msg := fmt.Sprintf("behind the canary: %d server(s) take step %d (%s) first; the rest go on %s", n, k, s.Name, how)
+	log.Info("waiting behind the canary", "canary", n)
+	if err := w.report(ctx, req, k, s.Name, storage.PhasePaused, storage.CondRunning, msg); err != nil {
+		return err
+	}
+	res, err := rw.WaitFor(ctx, func() bool { return rw.Resumed() >= k || rw.Request().IsFailed(w.o.ID) })
+	if err != nil {
+		return err
+	}
+	if res == storage.BarrierGone || rw.Request().IsFailed(w.o.ID) {
+		return errStopped
+	}
+	return nil
+}
+
 // releaseSlot frees a rolling slot, retrying for a while: the slot is bound
 // to this worker's lease, which lives on, so a release lost to an etcd blip
 // would hold the slot, and stall the step, for the rest of the rollout.
@@ -666,10 +727,13 @@ func (w *Worker) whileCurrent(ctx context.Context, req *storage.UpdateRequest) (
 	return wctx, func() { cancel(nil) }
 }
 
-func (w *Worker) runStep(ctx context.Context, cfg *storage.Config, req *storage.UpdateRequest, k int, s *artifacts.Step, log *slog.Logger) error {
+func (w *Worker) runStep(ctx context.Context, cfg *storage.Config, req *storage.UpdateRequest, rw *storage.RolloutWatch, k int, s *artifacts.Step, log *slog.Logger) error {
 	rc := RunContext{Config: cfg, Server: w.o.ID, Version: req.Version, Step: k, StepName: s.Name, Log: log}
 	switch s.Strategy {
 	case artifacts.Rolling:
+		if err := w.behindCanary(ctx, rw, req, k, s, log); err != nil {
+			return err
+		}
 		wctx, done := w.whileCurrent(ctx, req)
 		release, err := w.st.AcquireSlot(wctx, req.StartedAt, s.Name, max(s.Parallel, 1), w.o.ID, w.leaseID())
 		stoppedWaiting := errors.Is(context.Cause(wctx), errStopped)
