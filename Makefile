@@ -110,10 +110,10 @@ bench-coordination: ## barrier cost on a 3-member etcd cluster (fsync on) for 5,
 DEMO_LISTEN ?= 127.0.0.1:9711
 
 .PHONY: demo
-demo: deps ## a virtual datacenter of 3 boot servers doing a rollout, live in the terminal and on a status page
+demo: deps ## a virtual datacenter of 3 boot servers doing a rollout, live in the terminal and on a status page (DEMO=canary: a canary pause and resume)
 	@echo "ferry demo: the status page will be at http://$(DEMO_LISTEN)/ (the demo says so if that port is taken)"
 	@echo "ferry demo: compiling the demo driver (about 90s with a cold Go build cache)..."
-	@$(GO) run ./dctest/cmd/ferry-demo --status-listen $(DEMO_LISTEN)
+	@$(GO) run ./dctest/cmd/ferry-demo --status-listen $(DEMO_LISTEN) $(if $(DEMO),--demo $(DEMO))
 
 .PHONY: screenshot
 screenshot: deps ## take docs/images/status-page.png with the browser test (headless chromium)

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/ferry-cd/ferry/dctest/harness"
+	"github.com/ferry-cd/ferry/pkg/artifacts"
 	"golang.org/x/sys/unix"
 )
 
@@ -25,6 +26,9 @@ const (
 	from = "2026.01.01-1"
 	to   = "2026.01.02-1"
 )
+
+// scenario is --demo: "" for a plain rollout, "canary" for a canary pause.
+var scenario string
 
 func main() { os.Exit(run()) }
 
@@ -34,6 +38,7 @@ func say(format string, args ...any) {
 
 func run() int {
 	listen := flag.String("status-listen", "127.0.0.1:9711", "where boot-0's updater serves the status page; a busy port falls back to a free one")
+	flag.StringVar(&scenario, "demo", "", `"canary": the new release's plan has a rolling step whose canary goes first; the rollout pauses until ferry rollout resume`)
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -137,6 +142,16 @@ func demo(ctx context.Context, dc *harness.Datacenter, addr string) error {
 	if _, err := dc.WaitState(wctx, from, "completed"); err != nil {
 		return err
 	}
+	if scenario == "canary" {
+		say("the new release's plan starts with a rolling step \"restart\" with canary: 1 and pause: manual")
+		if err := dc.EditArtifactSet(func(s *artifacts.Set) {
+			restart := artifacts.Step{Name: "restart", Strategy: artifacts.Rolling, Parallel: 2, Canary: "1", Pause: artifacts.PauseManual,
+				Actions: []artifacts.Action{{Run: &artifacts.RunAction{Command: "sleep", Args: []string{"2"}}}}}
+			s.Plan.Steps = append([]artifacts.Step{restart}, s.Plan.Steps...)
+		}); err != nil {
+			return err
+		}
+	}
 	say("the fleet runs %s (%s). Publishing %s as a pre-release on the release server...", from, time.Since(began).Round(time.Second), to)
 	time.Sleep(2 * time.Second)
 	if err := dc.Publish(to, harness.PublishOptions{Prerelease: true, CreatedAt: time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC)}); err != nil {
@@ -144,6 +159,21 @@ func demo(ctx context.Context, dc *harness.Datacenter, addr string) error {
 	}
 	if _, err := dc.WaitState(wctx, to, "running", "completed"); err != nil {
 		return err
+	}
+	if scenario == "canary" {
+		if _, err := dc.WaitState(wctx, to, "paused"); err != nil {
+			return err
+		}
+		say("one server took the restart step first; the rollout is paused:")
+		out, _, _ := dc.Ferry(ctx, "status")
+		fmt.Print(out)
+		say("look at the canary on the status page; resuming in 5s: ferry rollout resume")
+		time.Sleep(5 * time.Second)
+		out, stderr, code := dc.Ferry(ctx, "rollout", "resume")
+		if code != 0 {
+			return fmt.Errorf("ferry rollout resume: %s", stderr)
+		}
+		fmt.Print(out)
 	}
 
 	// The live view is the operator's own: ferry status --watch, and the
