@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -63,6 +64,53 @@ type Step struct {
 	// itself that long after; `ferry rollout resume` goes on sooner).
 	Pause   string   `yaml:"pause,omitempty" json:"pause,omitempty"`
 	Actions []Action `yaml:"actions" json:"actions"`
+	// Health are checks that must pass on a server after the step's
+	// actions, and stay passing for Soak, before the server passes the
+	// step. A failed check fails the attempt (see Retries).
+	Health []HealthCheck `yaml:"health,omitempty" json:"health,omitempty"`
+	// Soak is how long the health checks must stay green (a Go duration;
+	// default: one pass).
+	Soak string `yaml:"soak,omitempty" json:"soak,omitempty"`
+}
+
+// HealthCheck is one check of a step's health gate. Exactly one kind is set.
+type HealthCheck struct {
+	// HTTP GETs a URL and expects a 2xx answer.
+	HTTP *HTTPCheck `yaml:"http,omitempty" json:"http,omitempty"`
+	// Command runs a command and expects exit status 0.
+	Command *RunAction `yaml:"command,omitempty" json:"command,omitempty"`
+}
+
+// HTTPCheck is an HTTP health check.
+type HTTPCheck struct {
+	URL string `yaml:"url" json:"url"`
+	// Timeout bounds the request (a Go duration; default 5s).
+	Timeout string `yaml:"timeout,omitempty" json:"timeout,omitempty"`
+}
+
+// TimeoutDuration is the check's timeout, 5s by default.
+func (h *HTTPCheck) TimeoutDuration() time.Duration {
+	if d, err := time.ParseDuration(h.Timeout); err == nil && d > 0 {
+		return d
+	}
+	return 5 * time.Second
+}
+
+// String names the check in messages.
+func (c *HealthCheck) String() string {
+	if c.HTTP != nil {
+		return "GET " + c.HTTP.URL
+	}
+	if c.Command != nil {
+		return strings.Join(append([]string{c.Command.Command}, c.Command.Args...), " ")
+	}
+	return "empty check"
+}
+
+// SoakDuration parses Soak; 0 when unset.
+func (s *Step) SoakDuration() time.Duration {
+	d, _ := time.ParseDuration(s.Soak)
+	return d
 }
 
 // PauseManual waits for `ferry rollout resume`.
@@ -280,6 +328,19 @@ func (p *Plan) Validate() error {
 				return fmt.Errorf("%s: pause %q is neither manual nor a positive duration (e.g. 15m)", where, s.Pause)
 			}
 		}
+		for j := range s.Health {
+			if err := s.Health[j].validate(); err != nil {
+				return fmt.Errorf("%s, health check %d: %w", where, j+1, err)
+			}
+		}
+		if s.Soak != "" {
+			if len(s.Health) == 0 {
+				return fmt.Errorf("%s: soak applies only with health checks: add a health list, or remove soak", where)
+			}
+			if d, err := time.ParseDuration(s.Soak); err != nil || d <= 0 {
+				return fmt.Errorf("%s: soak %q is not a positive duration (e.g. 30s)", where, s.Soak)
+			}
+		}
 		if len(s.Actions) == 0 {
 			return fmt.Errorf("%s: has no actions", where)
 		}
@@ -287,6 +348,28 @@ func (p *Plan) Validate() error {
 			if err := s.Actions[j].validate(); err != nil {
 				return fmt.Errorf("%s, action %d: %w", where, j+1, err)
 			}
+		}
+	}
+	return nil
+}
+
+func (c *HealthCheck) validate() error {
+	switch {
+	case c.HTTP != nil && c.Command != nil, c.HTTP == nil && c.Command == nil:
+		return errors.New("a health check is either http: {url: ...} or command: {command: ...}")
+	case c.HTTP != nil:
+		u, err := url.Parse(c.HTTP.URL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("http: url %q is not an http(s) URL", c.HTTP.URL)
+		}
+		if c.HTTP.Timeout != "" {
+			if d, err := time.ParseDuration(c.HTTP.Timeout); err != nil || d <= 0 {
+				return fmt.Errorf("http: timeout %q is not a positive duration (e.g. 5s)", c.HTTP.Timeout)
+			}
+		}
+	default:
+		if err := (&Action{Run: c.Command}).validate(); err != nil {
+			return fmt.Errorf("command: %s", strings.TrimPrefix(err.Error(), "run: "))
 		}
 	}
 	return nil

@@ -81,6 +81,11 @@ func TestParsePlanRefuses(t *testing.T) {
 		"canary share":          "steps:\n  - {name: a, strategy: rolling, canary: 120%, actions: [{run: {command: x}}]}\n",
 		"lone pause":            "steps:\n  - {name: a, strategy: rolling, pause: 10m, actions: [{run: {command: x}}]}\n",
 		"bad pause":             "steps:\n  - {name: a, strategy: rolling, canary: 1, pause: later, actions: [{run: {command: x}}]}\n",
+		"empty health":          "steps:\n  - {name: a, strategy: lockstep, health: [{}], actions: [{run: {command: x}}]}\n",
+		"health url":            "steps:\n  - {name: a, strategy: lockstep, health: [{http: {url: 'ftp://x'}}], actions: [{run: {command: x}}]}\n",
+		"health both":           "steps:\n  - {name: a, strategy: lockstep, health: [{http: {url: 'http://x'}, command: {command: y}}], actions: [{run: {command: x}}]}\n",
+		"lone soak":             "steps:\n  - {name: a, strategy: lockstep, soak: 30s, actions: [{run: {command: x}}]}\n",
+		"bad soak":              "steps:\n  - {name: a, strategy: lockstep, soak: long, health: [{http: {url: 'http://x'}}], actions: [{run: {command: x}}]}\n",
 		"lone backoff":          "steps:\n  - {name: a, strategy: lockstep, retry-backoff: 5s, actions: [{run: {command: x}}]}\n",
 	}
 	for name, text := range cases {

@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -103,4 +104,44 @@ func TestStepRetriesRunOut(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestHealthGate: a step's health checks run after its actions and must
+// stay green for the soak; a check that fails, at once or during the
+// soak, fails the attempt, and the step's retries try again.
+func TestHealthGate(t *testing.T) {
+	t.Parallel()
+	var answers atomic.Int32
+	// 200, then 500 once (during the first soak), then 200 for good.
+	health := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if answers.Add(1) == 3 {
+			http.Error(w, "coredns: no upstream", http.StatusServiceUnavailable)
+		}
+	}))
+	t.Cleanup(health.Close)
+	f := newFleet(t)
+	j := journal(filepath.Join(f.dir, "journal"))
+	plan := lockstepPlan(j, "true")
+	s := &plan.Steps[0]
+	s.Retries, s.RetryBackoff, s.Soak = 1, "10ms", "600ms"
+	s.Health = []artifacts.HealthCheck{{HTTP: &artifacts.HTTPCheck{URL: health.URL + "/healthz"}}, {Command: &artifacts.RunAction{Command: "true"}}}
+	f.request(v1, "boot-0")
+	f.start("boot-0", v1, plan, ops(f))
+	done := f.waitStatus("boot-0", cond(storage.CondCompleted))
+	rec := done.Timeline[0]
+	require.Len(t, rec.Attempts, 2)
+	require.Contains(t, rec.Attempts[0].Error, "health check 1 (GET "+health.URL+"/healthz) failed after")
+	require.Contains(t, rec.Attempts[0].Error, "of 600ms soak: answered 503 Service Unavailable")
+	require.Empty(t, rec.Attempts[1].Error)
+	require.GreaterOrEqual(t, rec.Attempts[1].End.Sub(rec.Attempts[1].Start), 600*time.Millisecond, "green for the whole soak")
+
+	// A gate that never goes green fails the step.
+	g := newFleet(t)
+	bad := lockstepPlan(journal(filepath.Join(g.dir, "journal")), "true")
+	bad.Steps[0].Health = []artifacts.HealthCheck{{Command: &artifacts.RunAction{Command: "sh", Args: []string{"-c", "echo 'dns: SERVFAIL' >&2; exit 1"}}}}
+	g.request(v1, "boot-0")
+	g.start("boot-0", v1, bad, ops(g))
+	st := g.waitStatus("boot-0", cond(storage.CondAborted))
+	require.Contains(t, st.Message, "health check 1 (sh -c")
+	require.Contains(t, st.Message, "dns: SERVFAIL")
 }

@@ -27,6 +27,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"net/http"
@@ -770,6 +771,9 @@ func (w *Worker) runAttempts(ctx context.Context, req *storage.UpdateRequest, rc
 		}
 		w.tl.attempt(k, time.Now())
 		err := w.runActions(actx, rc, s)
+		if err == nil {
+			err = w.checkHealth(actx, req, rc, s)
+		}
 		timedOut := err != nil && actx.Err() != nil && ctx.Err() == nil
 		cancel()
 		if timedOut {
@@ -802,6 +806,71 @@ func (w *Worker) runAttempts(ctx context.Context, req *storage.UpdateRequest, rc
 			return err
 		}
 	}
+}
+
+// checkHealth runs the step's health checks until every one passed, and
+// then again until they stayed green for the step's soak. The first check
+// that fails fails the attempt.
+func (w *Worker) checkHealth(ctx context.Context, req *storage.UpdateRequest, rc RunContext, s *artifacts.Step) error {
+	if len(s.Health) == 0 {
+		return nil
+	}
+	soak := s.SoakDuration()
+	green := time.Now()
+	interval := min(max(soak/10, 200*time.Millisecond), 5*time.Second)
+	for pass := 1; ; pass++ {
+		for i := range s.Health {
+			c := &s.Health[i]
+			if err := w.healthCheck(ctx, rc, c); err != nil {
+				if soak > 0 && pass > 1 {
+					return fmt.Errorf("health check %d (%s) failed after %s of %s soak: %w", i+1, c, time.Since(green).Truncate(time.Second), soak, err)
+				}
+				return fmt.Errorf("health check %d (%s) failed: %w", i+1, c, err)
+			}
+		}
+		if time.Since(green) >= soak {
+			return nil
+		}
+		if pass == 1 {
+			msg := fmt.Sprintf("health checks green; soaking %s", soak)
+			if err := w.report(ctx, req, rc.Step, s.Name, storage.PhaseRunning, storage.CondRunning, msg); err != nil {
+				return err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(min(interval, soak-time.Since(green))):
+		}
+	}
+}
+
+// healthCheck runs one check: a GET that must answer 2xx in time, or a
+// command that must exit 0.
+func (w *Worker) healthCheck(ctx context.Context, rc RunContext, c *artifacts.HealthCheck) error {
+	if c.Command != nil {
+		return w.o.Operator.RunAction(ctx, rc, &artifacts.Action{Run: c.Command})
+	}
+	hctx, cancel := context.WithTimeout(ctx, c.HTTP.TimeoutDuration())
+	defer cancel()
+	r, err := http.NewRequestWithContext(hctx, http.MethodGet, c.HTTP.URL, nil)
+	if err != nil {
+		return err
+	}
+	// A health check asks this server's own services: never a proxy.
+	client := &http.Client{Transport: &http.Transport{Proxy: nil}, CheckRedirect: nil}
+	resp, err := client.Do(r)
+	if err != nil {
+		// Not transient: a service that does not answer is what the
+		// check is for.
+		return errors.New(err.Error())
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("answered %s", resp.Status)
+	}
+	return nil
 }
 
 func (w *Worker) runActions(ctx context.Context, rc RunContext, s *artifacts.Step) error {
