@@ -150,3 +150,49 @@ func TestCanaryPausesThenResumes(t *testing.T) {
 		require.True(t, rec.Attempts[0].Start.After(canary.End), "%s began the step after the canary finished it", id)
 	}
 }
+
+// TestHealthFailureRollsBack: N1's plan says on-failure: rollback, and its
+// first step's health gate fails at N1 on the canary. The rollout ends as
+// failed, every server goes back to N and runs N's plan, history shows
+// both rollouts, N1 is refused, and the updater does not pick it again.
+func TestHealthFailureRollsBack(t *testing.T) {
+	d := start(t)
+	d.bootstrap("staging", three...)
+	require.NoError(t, d.EditArtifactSet(func(s *artifacts.Set) {
+		s.Plan.OnFailure = artifacts.OnFailureRollback
+		check := fmt.Sprintf(`[ "$FERRY_VERSION" != %s ] || { echo "E: dns answers SERVFAIL" >&2; exit 1; }`, N1)
+		restart := artifacts.Step{
+			Name: "restart", Strategy: artifacts.Rolling, Parallel: 2, Canary: "1", Pause: "2s",
+			Actions: []artifacts.Action{{Run: &artifacts.RunAction{Command: "true"}}},
+			Health:  []artifacts.HealthCheck{{Command: &artifacts.RunAction{Command: "sh", Args: []string{"-c", check}}}},
+		}
+		s.Plan.Steps = append([]artifacts.Step{restart}, s.Plan.Steps...)
+	}))
+	require.NoError(t, d.Publish(N1, harness.PublishOptions{Prerelease: true, CreatedAt: day(2)}))
+
+	var h []storage.HistoryRecord
+	require.Eventually(t, func() bool {
+		h = d.history()
+		return len(h) >= 3 && h[0].Reason == storage.ReasonRollback && h[0].Result == storage.ResultCompleted
+	}, 3*time.Minute, 500*time.Millisecond, "the rollback completes")
+	d.requireInstalled(N, three...)
+	require.Equal(t, N, h[0].Version)
+	require.Equal(t, N1, h[1].Version)
+	require.Equal(t, storage.ResultFailed, h[1].Result)
+	require.Contains(t, h[1].StopReason, "E: dns answers SERVFAIL")
+	require.Contains(t, h[1].StopReason, "rolled back to "+N)
+	require.Contains(t, d.ferry("release", "list"), "REFUSED")
+	require.Eventually(t, func() bool { return d.Notes.Has("rollout to "+N1+" FAILED", "rolling back to "+N) }, time.Minute, 100*time.Millisecond, "the notification")
+
+	// The updater checks every second: it never picks N1 again.
+	require.Never(t, func() bool {
+		req, _, err := d.st.GetRequest(d.ctx)
+		return err == nil && req.Version == N1
+	}, 5*time.Second, 250*time.Millisecond, "the refused version was rolled out again")
+
+	// The cause is fixed (here: the check), and an operator clears N1.
+	require.NoError(t, d.EditArtifactSet(func(s *artifacts.Set) { s.Plan.Steps[0].Health = nil }))
+	require.Contains(t, d.ferry("release", "unrefuse", N1), "no longer refused")
+	d.waitCompleted(N1)
+	d.requireInstalled(N1, three...)
+}

@@ -30,7 +30,30 @@ const (
 // server finishes step k before any server starts step k+1, whatever the
 // strategy: the strategy only says how many servers run one step at once.
 type Plan struct {
-	Steps []Step `yaml:"steps" json:"steps"`
+	// OnFailure is what a failed step does to the rollout, unless the step
+	// says otherwise: "stop" (the default: the fleet stops and waits for
+	// ferry recover) or "rollback" (the fleet goes back to the version it
+	// ran before, and this version is refused).
+	OnFailure string `yaml:"on-failure,omitempty" json:"on-failure,omitempty"`
+	Steps     []Step `yaml:"steps" json:"steps"`
+}
+
+// Failure policies.
+const (
+	OnFailureStop     = "stop"
+	OnFailureRollback = "rollback"
+)
+
+// OnFailureOf is step k's (1-based) failure policy: its own, else the
+// plan's, else stop.
+func (p *Plan) OnFailureOf(k int) string {
+	if k >= 1 && k <= len(p.Steps) && p.Steps[k-1].OnFailure != "" {
+		return p.Steps[k-1].OnFailure
+	}
+	if p.OnFailure != "" {
+		return p.OnFailure
+	}
+	return OnFailureStop
 }
 
 // Step is one step of a plan.
@@ -71,6 +94,8 @@ type Step struct {
 	// Soak is how long the health checks must stay green (a Go duration;
 	// default: one pass).
 	Soak string `yaml:"soak,omitempty" json:"soak,omitempty"`
+	// OnFailure overrides the plan's on-failure for this step.
+	OnFailure string `yaml:"on-failure,omitempty" json:"on-failure,omitempty"`
 }
 
 // HealthCheck is one check of a step's health gate. Exactly one kind is set.
@@ -252,6 +277,9 @@ var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*$`)
 
 // Validate checks a plan and says what is wrong with the first bad step.
 func (p *Plan) Validate() error {
+	if !validOnFailure(p.OnFailure) {
+		return fmt.Errorf("on-failure %q is neither stop nor rollback", p.OnFailure)
+	}
 	seen := map[string]bool{}
 	targets := map[string]bool{}
 	for i := range p.Steps {
@@ -341,6 +369,9 @@ func (p *Plan) Validate() error {
 				return fmt.Errorf("%s: soak %q is not a positive duration (e.g. 30s)", where, s.Soak)
 			}
 		}
+		if !validOnFailure(s.OnFailure) {
+			return fmt.Errorf("%s: on-failure %q is neither stop nor rollback", where, s.OnFailure)
+		}
 		if len(s.Actions) == 0 {
 			return fmt.Errorf("%s: has no actions", where)
 		}
@@ -373,6 +404,10 @@ func (c *HealthCheck) validate() error {
 		}
 	}
 	return nil
+}
+
+func validOnFailure(v string) bool {
+	return v == "" || v == OnFailureStop || v == OnFailureRollback
 }
 
 func validCanary(c string) bool {

@@ -50,6 +50,11 @@ steps:
 	_, manual = canary.Steps[1].PauseFor()
 	require.True(t, manual, "manual by default")
 
+	policy, err := ParsePlan([]byte("on-failure: rollback\nsteps:\n  - {name: a, strategy: lockstep, actions: [{run: {command: x}}]}\n  - {name: b, strategy: lockstep, on-failure: stop, actions: [{run: {command: x}}]}\n"))
+	require.NoError(t, err)
+	require.Equal(t, []string{OnFailureRollback, OnFailureStop, OnFailureRollback}, []string{policy.OnFailureOf(1), policy.OnFailureOf(2), policy.OnFailureOf(0)})
+	require.Equal(t, OnFailureStop, p.OnFailureOf(1), "stop by default")
+
 	empty, err := ParsePlan(nil)
 	require.NoError(t, err)
 	require.Empty(t, empty.Steps)
@@ -86,6 +91,8 @@ func TestParsePlanRefuses(t *testing.T) {
 		"health both":           "steps:\n  - {name: a, strategy: lockstep, health: [{http: {url: 'http://x'}, command: {command: y}}], actions: [{run: {command: x}}]}\n",
 		"lone soak":             "steps:\n  - {name: a, strategy: lockstep, soak: 30s, actions: [{run: {command: x}}]}\n",
 		"bad soak":              "steps:\n  - {name: a, strategy: lockstep, soak: long, health: [{http: {url: 'http://x'}}], actions: [{run: {command: x}}]}\n",
+		"bad on-failure":        "on-failure: retry\nsteps:\n  - {name: a, strategy: lockstep, actions: [{run: {command: x}}]}\n",
+		"bad step on-failure":   "steps:\n  - {name: a, strategy: lockstep, on-failure: ignore, actions: [{run: {command: x}}]}\n",
 		"lone backoff":          "steps:\n  - {name: a, strategy: lockstep, retry-backoff: 5s, actions: [{run: {command: x}}]}\n",
 	}
 	for name, text := range cases {

@@ -25,7 +25,7 @@ func (a *app) newReleaseCommand() *cobra.Command {
 		Args:  cobra.ArbitraryArgs,
 		RunE:  groupRunE,
 	}
-	cmd.AddCommand(a.newReleaseListCommand(), a.newReleasePublishCommand(), a.newReleasePinCommand(), a.newReleaseUnpinCommand())
+	cmd.AddCommand(a.newReleaseListCommand(), a.newReleasePublishCommand(), a.newReleasePinCommand(), a.newReleaseUnpinCommand(), a.newReleaseUnrefuseCommand())
 	return cmd
 }
 
@@ -299,6 +299,33 @@ func (a *app) newReleaseUnpinCommand() *cobra.Command {
 	}
 }
 
+func (a *app) newReleaseUnrefuseCommand() *cobra.Command {
+	return &cobra.Command{
+		ValidArgsFunction: completeFirst(a.releaseVersions),
+		Use:               "unrefuse VERSION",
+		Short:             "Let the updater roll out a version that a failed rollout refused",
+		Long: `A rollout whose plan says on-failure: rollback and that fails rolls the fleet
+back and refuses its version: the updater does not roll it out again until
+a newer release comes, or until an operator who fixed the cause (a broken
+dependency, a health check that was wrong) clears it here. ` + "`ferry release list`" + `
+marks refused versions.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.withStorage(cmd, func(ctx context.Context, st *storage.Storage) error {
+				ok, err := st.Unrefuse(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				if !ok {
+					return usagef("%s is not refused; `ferry release list` marks the refused versions", args[0])
+				}
+				fmt.Fprintf(a.stdout, "%s is no longer refused; the updater may roll it out again\n", args[0])
+				return nil
+			})
+		},
+	}
+}
+
 type releaseView struct {
 	Tag        string    `json:"tag"`
 	Version    string    `json:"version"`
@@ -308,6 +335,7 @@ type releaseView struct {
 	Current    bool      `json:"current"`
 	Latest     bool      `json:"latest"`
 	Pinned     bool      `json:"pinned"`
+	Refused    bool      `json:"refused"`
 	CreatedAt  time.Time `json:"created_at"`
 	AssetCount int       `json:"assets"`
 }
@@ -369,7 +397,7 @@ release the updater has seen) and pinned.`,
 					for _, m := range []struct {
 						on   bool
 						name string
-					}{{v.Current, "current"}, {v.Latest, "latest"}, {v.Pinned, "pinned"}} {
+					}{{v.Current, "current"}, {v.Latest, "latest"}, {v.Pinned, "pinned"}, {v.Refused, "REFUSED"}} {
 						if m.on {
 							marks = append(marks, m.name)
 						}
@@ -397,6 +425,7 @@ func buildReleaseViews(rels []*release.Release, snap *storage.Snapshot) []releas
 		v.Current = snap.Request != nil && snap.Request.Version == v.Version && v.Eligible
 		v.Latest = snap.Release != nil && snap.Release.Tag == r.Tag
 		v.Pinned = snap.Pin != nil && snap.Pin.Version == v.Version && v.Eligible
+		v.Refused = snap.Refused[v.Version] != nil
 		views = append(views, v)
 	}
 	return views

@@ -23,6 +23,7 @@ const (
 	keyTrigger       = "trigger/check"
 	keyRollingDir    = "rolling/"
 	keyCanaryDir     = "canary/"
+	keyRefusedDir    = "refused/"
 	keyBarrierDir    = "barrier/"
 	keyUpdaterLeader = "leader/updater/"
 	keyWorkerLeader  = "leader/worker/"

@@ -45,6 +45,8 @@ type Snapshot struct {
 	// about the current request; nil otherwise.
 	Pause  *Pause
 	Resume *Resume
+	// Refused are the refused versions, by version.
+	Refused map[string]*Refused
 	// Leader is the id of the updater that leads, "" while none does.
 	Leader string
 	// TriggerRev is the mod revision of trigger/check, 0 when none: a
@@ -70,6 +72,7 @@ func (s *Storage) Snapshot(ctx context.Context) (*Snapshot, error) {
 		clientv3.OpGet(s.UpdaterElectionPrefix(), clientv3.WithFirstCreate()...),
 		clientv3.OpGet(s.abs(keyPause)),
 		clientv3.OpGet(s.abs(keyResume)),
+		clientv3.OpGet(s.abs(keyRefusedDir), clientv3.WithPrefix()),
 	).Commit()
 	if err != nil {
 		return nil, fmt.Errorf("read snapshot: %w", err)
@@ -117,6 +120,9 @@ func (s *Storage) Snapshot(ctx context.Context) (*Snapshot, error) {
 		snap.TriggerRev = r[0].ModRevision
 	}
 	if err := snap.readPassed(kvs(9)); err != nil {
+		return nil, err
+	}
+	if snap.Refused, err = decodeMap[Refused](kvs(14), s.abs(keyRefusedDir)); err != nil {
 		return nil, err
 	}
 	if r := kvs(12); len(r) > 0 && snap.Request != nil {

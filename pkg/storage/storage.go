@@ -455,6 +455,66 @@ func (s *Storage) ClaimCanary(ctx context.Context, startedAt time.Time, step, n 
 	}
 }
 
+// RollBack ends the failed request with its history record, refuses its
+// version, and starts the rollback request next, in one transaction fenced
+// on the caller's leader key and on the failed request's mod revision
+// requestRev, so that a change of leader never leaves the fleet between a
+// failed rollout and its rollback. ErrConflict means the request changed
+// since it was read.
+func (s *Storage) RollBack(ctx context.Context, h *HistoryRecord, refused *Refused, next *UpdateRequest, requestRev int64, leaderKey string) error {
+	if leaderKey == "" {
+		return fmt.Errorf("roll back: no leader key: %w", ErrNoLeader)
+	}
+	histData, err := encode(h)
+	if err != nil {
+		return err
+	}
+	refusedData, err := encode(refused)
+	if err != nil {
+		return err
+	}
+	nextData, err := encode(next)
+	if err != nil {
+		return err
+	}
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(leaderKey), ">", 0)).
+		Then(clientv3.OpTxn(
+			[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.abs(keyCurrent)), "=", requestRev)},
+			[]clientv3.Op{
+				clientv3.OpPut(s.historyKey(h.StartedAt), histData),
+				clientv3.OpPut(s.abs(keyRefusedDir)+refused.Version, refusedData),
+				clientv3.OpDelete(s.abs(keyServerStatus), clientv3.WithPrefix()),
+				clientv3.OpDelete(s.abs(keyBarrierDir), clientv3.WithPrefix()),
+				clientv3.OpDelete(s.abs(keyRollingDir), clientv3.WithPrefix()),
+				clientv3.OpDelete(s.abs(keyCanaryDir), clientv3.WithPrefix()),
+				clientv3.OpDelete(s.abs(keyPassed)),
+				clientv3.OpDelete(s.abs(keyPause)),
+				clientv3.OpDelete(s.abs(keyResume)),
+				clientv3.OpPut(s.abs(keyCurrent), nextData),
+			}, nil)).
+		Commit()
+	switch {
+	case err != nil:
+		return fmt.Errorf("roll back: %w", err)
+	case !resp.Succeeded:
+		return fmt.Errorf("roll back: %w", ErrNoLeader)
+	case !resp.Responses[0].GetResponseTxn().Succeeded:
+		return fmt.Errorf("roll back: the request changed since it was read: %w", ErrConflict)
+	}
+	return nil
+}
+
+// Unrefuse lets the updater roll a refused version out again. It reports
+// whether the version was refused.
+func (s *Storage) Unrefuse(ctx context.Context, version string) (bool, error) {
+	resp, err := s.cli.Delete(ctx, s.abs(keyRefusedDir)+version)
+	if err != nil {
+		return false, fmt.Errorf("unrefuse %s: %w", version, err)
+	}
+	return resp.Deleted > 0, nil
+}
+
 // PutPause holds the rollout at its next step boundary (ferry rollout
 // pause).
 func (s *Storage) PutPause(ctx context.Context, p *Pause) error {

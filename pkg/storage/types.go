@@ -37,6 +37,7 @@ const (
 const (
 	ReasonUpdate      = "update"      // a new version
 	ReasonReconfigure = "reconfigure" // the same version, new membership
+	ReasonRollback    = "rollback"    // back to From, after a failed rollout whose plan said on-failure: rollback
 )
 
 // UpdateRequest is status/current: the rollout the fleet must carry out.
@@ -56,10 +57,24 @@ type UpdateRequest struct {
 	// API call each. Nil from an updater that predates it; workers then
 	// look the release up themselves.
 	Release *ReleaseRef `json:"release,omitempty"`
+	// From is the version the fleet ran before this rollout (that of the
+	// last completed one), "" when not known; a rollback goes back to it.
+	From string `json:"from,omitempty"`
 	// Failed are the servers that failed a step whose max-failures
 	// tolerated it: they are out of the rollout, no barrier waits for
 	// them, and it completes without them. The updater leader adds them.
 	Failed []FailedServer `json:"failed,omitempty"`
+}
+
+// Refused is refused/<version>: a version that failed a rollout whose plan
+// said on-failure: rollback. The updater does not roll it out again until
+// an operator clears it (ferry release unrefuse) or a newer release comes.
+type Refused struct {
+	Version string    `json:"version"`
+	At      time.Time `json:"at"`
+	Reason  string    `json:"reason"`
+	// Rollout is the StartedAt of the rollout that failed.
+	Rollout time.Time `json:"rollout"`
 }
 
 // Pause is status/pause: `ferry rollout pause` holds the rollout at its
@@ -185,6 +200,8 @@ type UpdateStatus struct {
 	// servers may fail it before the fleet stops. The updater, which does
 	// not read the plan, decides on it.
 	MaxFailures int `json:"max_failures,omitempty"`
+	// OnFailure is that of the plan's step Step when it is "rollback".
+	OnFailure string `json:"on_failure,omitempty"`
 	// Canary and Pause are those of the plan's step Step: how many servers
 	// take it first, and how the rest go on ("manual" or a duration).
 	Canary int    `json:"canary,omitempty"`
@@ -315,6 +332,9 @@ const (
 	ResultAborted   = "aborted"
 	ResultTimeout   = "timeout"
 	ResultDead      = "dead-server"
+	// ResultFailed: a server failed and the plan said on-failure:
+	// rollback; a rollback rollout followed.
+	ResultFailed = "failed"
 	// ResultCleared: `ferry recover --force` cleared a rollout that was
 	// still running.
 	ResultCleared = "cleared"

@@ -28,10 +28,14 @@ const (
 	// ResumeCanary: the pause after a step's canary is over; the rest of
 	// the servers may take step Step.
 	ResumeCanary
+	// RollBack: a server failed a step whose plan says on-failure:
+	// rollback; the rollout ends as failed, its version is refused, and
+	// Request (back to the version before) starts.
+	RollBack
 )
 
 func (k Kind) String() string {
-	return [...]string{"wait", "new-request", "stop", "complete", "go-on-without", "resume-canary"}[k]
+	return [...]string{"wait", "new-request", "stop", "complete", "go-on-without", "resume-canary", "rollback"}[k]
 }
 
 // Action is NextAction's decision.
@@ -129,17 +133,26 @@ func NextAction(in Input) Action {
 				return Action{Kind: Wait, Until: next, Why: fmt.Sprintf("%s waits for the next release-time window at %s", target, next.Format(time.RFC3339))}
 			}
 			return Action{Kind: NewRequest, Why: why, Request: &storage.UpdateRequest{
-				Version: target.String(), Servers: members, Reason: storage.ReasonUpdate, StartedAt: now.UTC(),
+				Version: target.String(), From: fleetRan(snap), Servers: members, Reason: storage.ReasonUpdate, StartedAt: now.UTC(),
 			}}
 		}
 		why = reason
 	}
 	if req != nil && !slices.Equal(req.Servers, members) {
 		return Action{Kind: NewRequest, Why: fmt.Sprintf("membership changed since the rollout to %s", req.Version), Request: &storage.UpdateRequest{
-			Version: req.Version, Servers: members, Reason: storage.ReasonReconfigure, StartedAt: now.UTC(),
+			Version: req.Version, From: fleetRan(snap), Servers: members, Reason: storage.ReasonReconfigure, StartedAt: now.UTC(),
 		}}
 	}
 	return Action{Kind: Wait, Why: why}
+}
+
+// fleetRan is the version the fleet runs as far as etcd knows: that of the
+// last rollout, if it completed; "" otherwise.
+func fleetRan(snap *storage.Snapshot) string {
+	if r := snap.Request; r != nil && r.Finished() && !r.Stop {
+		return r.Version
+	}
+	return ""
 }
 
 // needsUpdate decides whether the fleet must roll out target. After a
@@ -179,7 +192,7 @@ func watchRollout(in Input) Action {
 			if tolerated(req, st, cause) {
 				return Action{Kind: GoOnWithout, Why: fmt.Sprintf("%s failed step %d; its max-failures %d tolerates it", id, st.Step, st.MaxFailures), Cause: cause}
 			}
-			return Action{Kind: Stop, Why: "a server aborted", Cause: cause}
+			return stopOrRollBack(req, st, now, Action{Kind: Stop, Why: "a server aborted", Cause: cause})
 		}
 	}
 	canary, paused := canaryPause(snap, now)
@@ -215,7 +228,7 @@ func watchRollout(in Input) Action {
 			if st := snap.Statuses[id]; st.For(req) && st.Cond == storage.CondRunning && tolerated(req, st, cause) {
 				return Action{Kind: GoOnWithout, Why: fmt.Sprintf("%s has no live worker in step %d; its max-failures %d tolerates it", id, st.Step, st.MaxFailures), Cause: cause}
 			}
-			return Action{Kind: Stop, Why: "a server has no live worker", Cause: cause}
+			return stopOrRollBack(req, snap.Statuses[id], now, Action{Kind: Stop, Why: "a server has no live worker", Cause: cause})
 		} else if dead.Before(wake) {
 			wake = dead
 		}
@@ -284,6 +297,22 @@ func later(a, b time.Time) time.Time {
 	return a
 }
 
+// stopOrRollBack turns stop into a rollback when the failed server's step
+// says on-failure: rollback and there is a version to go back to. A
+// rollback that fails stops: it never rolls back again.
+func stopOrRollBack(req *storage.UpdateRequest, st *storage.UpdateStatus, now time.Time, stop Action) Action {
+	if !st.For(req) || st.OnFailure != "rollback" || req.Reason == storage.ReasonRollback || req.From == "" || req.From == req.Version {
+		return stop
+	}
+	return Action{
+		Kind: RollBack, Cause: stop.Cause,
+		Why: fmt.Sprintf("%s; its step says on-failure: rollback, so the fleet goes back to %s", stop.Cause, req.From),
+		Request: &storage.UpdateRequest{
+			Version: req.From, From: req.Version, Servers: req.Servers, Reason: storage.ReasonRollback, StartedAt: now.UTC(),
+		},
+	}
+}
+
 // tolerated reports whether the step a server failed (its status says
 // which) tolerates one more failed server, and fills in the cause's step.
 func tolerated(req *storage.UpdateRequest, st *storage.UpdateStatus, cause *StopCause) bool {
@@ -328,6 +357,9 @@ func targetVersion(in Input) (release.Version, string) {
 	}
 	if latest.IsZero() {
 		return latest, "no release seen yet for env " + string(in.Config.Env)
+	}
+	if r := snap.Refused[latest.String()]; r != nil {
+		return release.Version{}, fmt.Sprintf("release %s is refused since its rollout failed at %s (%s); a newer release, or `ferry release unrefuse %s`, lets it go on", latest, r.At.Format(time.RFC3339), r.Reason, latest)
 	}
 	return latest, "release " + latest.String() + " is the newest for env " + string(in.Config.Env)
 }

@@ -225,6 +225,44 @@ func TestNextAction(t *testing.T) {
 			require.Contains(t, a.Why, "is running")
 			require.Equal(t, t0.Add(time.Hour-time.Second), a.Until, "worker-timeout counts from the resume")
 		}},
+		{name: "on-failure rollback: goes back to the version before", w: func() *world {
+			w := newWorld(storage.EnvProd, "a", "b").release(v2).request(v2, "a", "b").status("b", v2, storage.CondAborted, "health check failed")
+			w.in.Snap.Request.From = v1
+			w.in.Snap.Statuses["b"].OnFailure = "rollback"
+			return w
+		}(), kind: RollBack, check: func(t *testing.T, a Action) {
+			require.Equal(t, v1, a.Request.Version)
+			require.Equal(t, v2, a.Request.From)
+			require.Equal(t, storage.ReasonRollback, a.Request.Reason)
+			require.Equal(t, []string{"a", "b"}, a.Request.Servers)
+			require.Equal(t, "b", a.Cause.Server)
+		}},
+		{name: "on-failure rollback: a failed rollback stops", w: func() *world {
+			w := newWorld(storage.EnvProd, "a").release(v2).request(v1, "a").status("a", v1, storage.CondAborted, "x")
+			w.in.Snap.Request.From, w.in.Snap.Request.Reason = v2, storage.ReasonRollback
+			w.in.Snap.Statuses["a"].OnFailure = "rollback"
+			return w
+		}(), kind: Stop},
+		{name: "on-failure rollback: nothing to go back to stops", w: func() *world {
+			w := newWorld(storage.EnvProd, "a").release(v2).request(v2, "a").status("a", v2, storage.CondAborted, "x")
+			w.in.Snap.Statuses["a"].OnFailure = "rollback"
+			return w
+		}(), kind: Stop},
+		{name: "a refused release is not rolled out again", w: func() *world {
+			w := newWorld(storage.EnvProd, "a").release(v2).request(v1, "a").finished()
+			w.in.Snap.Refused = map[string]*storage.Refused{v2: {Version: v2, Reason: "b aborted"}}
+			return w
+		}(), kind: Wait, check: func(t *testing.T, a Action) {
+			require.Contains(t, a.Why, "ferry release unrefuse "+v2)
+		}},
+		{name: "a newer release than the refused one goes on", w: func() *world {
+			w := newWorld(storage.EnvProd, "a").release(v3).request(v1, "a").finished()
+			w.in.Snap.Refused = map[string]*storage.Refused{v2: {Version: v2}}
+			return w
+		}(), kind: NewRequest, check: func(t *testing.T, a Action) {
+			require.Equal(t, v3, a.Request.Version)
+			require.Equal(t, v1, a.Request.From)
+		}},
 		{name: "stopped waits for recover", w: newWorld(storage.EnvProd, "a").release(v3).request(v2, "a").stopped(), kind: Wait, check: func(t *testing.T, a Action) {
 			require.Contains(t, a.Why, "ferry recover")
 			require.True(t, a.Until.IsZero())

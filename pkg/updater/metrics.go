@@ -76,7 +76,7 @@ func NewMetrics() *Metrics {
 	for _, r := range []string{"found", "none", "error", "rate_limited"} {
 		m.checks.WithLabelValues(r)
 	}
-	for _, r := range []string{storage.ResultCompleted, storage.ResultAborted, storage.ResultTimeout, storage.ResultDead, storage.ResultCleared} {
+	for _, r := range []string{storage.ResultCompleted, storage.ResultAborted, storage.ResultTimeout, storage.ResultDead, storage.ResultCleared, storage.ResultFailed} {
 		m.rollouts.WithLabelValues(r)
 	}
 	for _, r := range []string{"sent", "failed", "dropped"} {

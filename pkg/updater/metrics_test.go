@@ -20,7 +20,7 @@ func TestMetricsPassPrometheusLint(t *testing.T) {
 	require.Empty(t, problems)
 	n, err := testutil.GatherAndCount(m.Registry, "ferry_updater_rollouts_total", "ferry_updater_release_checks_total", "ferry_updater_notifications_total", "ferry_build_info")
 	require.NoError(t, err)
-	require.Equal(t, 5+4+3+1, n, "every result of every counter, at 0, and the build info")
+	require.Equal(t, 6+4+3+1, n, "every result of every counter, at 0, and the build info")
 	n, err = testutil.GatherAndCount(m.Registry, "ferry_updater_servers")
 	require.NoError(t, err)
 	require.Equal(t, len(storage.ServerStates), n, "every server state, at 0")
@@ -31,6 +31,7 @@ ferry_updater_rollouts_total{result="aborted"} 0
 ferry_updater_rollouts_total{result="cleared"} 0
 ferry_updater_rollouts_total{result="completed"} 0
 ferry_updater_rollouts_total{result="dead-server"} 0
+ferry_updater_rollouts_total{result="failed"} 0
 ferry_updater_rollouts_total{result="timeout"} 0
 `), "ferry_updater_rollouts_total"))
 }

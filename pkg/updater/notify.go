@@ -33,6 +33,8 @@ const (
 	EventServerFailed EventKind = "server-failed"
 	// EventResumed: the pause after a step's canary ended.
 	EventResumed EventKind = "resumed"
+	// EventRollback: a rollout failed and the fleet rolls back.
+	EventRollback EventKind = "rollback"
 )
 
 // Event is one notification.
@@ -61,6 +63,8 @@ func (e Event) Text() string {
 			return fmt.Sprintf("ferry: %s rollout to %s completed on %d of %d servers in %s; went on without %s", e.Reason, e.Version, len(e.Servers)-len(e.Failed), len(e.Servers), e.Duration.Truncate(time.Second), strings.Join(e.Failed, ", "))
 		}
 		return fmt.Sprintf("ferry: %s rollout to %s completed on %d servers in %s", e.Reason, e.Version, len(e.Servers), e.Duration.Truncate(time.Second))
+	case EventRollback:
+		return fmt.Sprintf("ferry: rollout to %s FAILED: %s", e.Version, e.Message)
 	case EventResumed:
 		return fmt.Sprintf("ferry: rollout to %s resumed: %s", e.Version, e.Message)
 	case EventServerFailed:
@@ -112,7 +116,7 @@ func slackPayload(e Event) slackMessage {
 	switch e.Kind {
 	case EventStart:
 		color = "#439FE0"
-	case EventAbort, EventTimeout, EventDeadServer:
+	case EventAbort, EventTimeout, EventDeadServer, EventRollback:
 		color = "danger"
 	case EventStale, EventServerFailed:
 		color = "warning"

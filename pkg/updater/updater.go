@@ -631,6 +631,26 @@ func (u *Updater) execute(ctx context.Context, act Action, snap *storage.Snapsho
 		}
 		u.log.Info("rollout started", "version", req.Version, "reason", req.Reason, "servers", req.Servers)
 		u.notifyOf(cfg, Event{Kind: EventStart, Version: req.Version, Reason: req.Reason, Servers: req.Servers, StartedAt: req.StartedAt})
+	case RollBack:
+		failed := *snap.Request
+		failed.FinishedAt = now.UTC()
+		c := act.Cause
+		failed.StopReason = fmt.Sprintf("%s; rolled back to %s", c, failed.From)
+		hist := storage.NewHistoryRecord(&failed, snap.Statuses, storage.ResultFailed, failed.FinishedAt)
+		hist.StopReason = failed.StopReason
+		refused := &storage.Refused{Version: failed.Version, At: now.UTC(), Reason: c.String(), Rollout: failed.StartedAt}
+		next := act.Request
+		if err := u.st.RollBack(ctx, hist, refused, next, snap.RequestRev, leaderKey); err != nil {
+			if errors.Is(err, storage.ErrConflict) {
+				u.log.Info("the rollout changed before it could be rolled back; deciding again", "version", failed.Version)
+				return nil
+			}
+			return err
+		}
+		u.metrics.rollouts.WithLabelValues(storage.ResultFailed).Inc()
+		u.log.Error("rollout FAILED; rolling back", "version", failed.Version, "to", next.Version, "reason", c.String(), "server", c.Server)
+		u.notifyOf(cfg, Event{Kind: EventRollback, Version: failed.Version, Reason: failed.Reason, Servers: failed.Servers, Server: c.Server,
+			Message: fmt.Sprintf("%s; rolling back to %s; %s is refused until a newer release or `ferry release unrefuse %s`", c, next.Version, failed.Version, failed.Version), StartedAt: failed.StartedAt})
 	case ResumeCanary:
 		req := snap.Request
 		if err := u.st.PutResume(ctx, &storage.Resume{Rollout: req.StartedAt, Step: act.Step, At: now.UTC(), By: "ferry-updater " + u.opts.ID + ": the step's pause ended"}, leaderKey); err != nil {

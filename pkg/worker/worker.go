@@ -367,6 +367,9 @@ func (w *Worker) report(ctx context.Context, req *storage.UpdateRequest, step in
 		// on the report.
 		s := &w.o.Plan.Steps[step-1]
 		st.MaxFailures = s.MaxFailures
+		if p := w.o.Plan.OnFailureOf(step); p == artifacts.OnFailureRollback {
+			st.OnFailure = p
+		}
 		if st.Canary = s.CanaryCount(len(req.Active())); st.Canary > 0 {
 			st.Pause = cmp.Or(s.Pause, artifacts.PauseManual)
 		}
