@@ -65,6 +65,8 @@ type Page struct {
 	Config      []ConfigEntry            `json:"config"`
 	ConfigError string                   `json:"config_error,omitempty"`
 	Window      *Window                  `json:"window,omitempty"`
+	// Refused are the versions a failed rollout refused.
+	Refused []*storage.Refused `json:"refused,omitempty"`
 }
 
 // EtcdState says whether the view is current.
@@ -348,6 +350,9 @@ func (s *Server) readEtcd(ctx context.Context, now time.Time) (*Page, error) {
 	}
 	if snap.ConfigErr != nil {
 		p.ConfigError = snap.ConfigErr.Error()
+	}
+	for _, v := range storage.SortedIDs(snap.Refused) {
+		p.Refused = append(p.Refused, snap.Refused[v])
 	}
 	if req := snap.Request; req != nil {
 		for _, h := range hist {

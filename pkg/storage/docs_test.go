@@ -20,7 +20,7 @@ func TestSchemaDocMentionsEveryKey(t *testing.T) {
 			require.Contains(t, doc, "`"+k.Default+"`", "docs/etcd-schema.md lacks the default of %s", k.Name)
 		}
 	}
-	for _, key := range []string{keyServersDir, keyReleaseInfo, keyAliveDir, keyPin, keyCurrent, keyServerStatus, keyContentsDir, keyHistoryDir, keyInstallDir, keyTrigger, keyRollingDir, keyBarrierDir, keyUpdaterLeader, keyWorkerLeader, keyPassed, keyCheck, keyPause, keyResume, keyCanaryDir} {
+	for _, key := range []string{keyServersDir, keyReleaseInfo, keyAliveDir, keyPin, keyCurrent, keyServerStatus, keyContentsDir, keyHistoryDir, keyInstallDir, keyTrigger, keyRollingDir, keyBarrierDir, keyUpdaterLeader, keyWorkerLeader, keyPassed, keyCheck, keyPause, keyResume, keyCanaryDir, keyRefusedDir} {
 		require.True(t, strings.Contains(doc, "`"+key), "docs/etcd-schema.md lacks key %s", key)
 	}
 }

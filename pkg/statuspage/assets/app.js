@@ -150,7 +150,9 @@ function renderInfo(f) {
     $("check").textContent = "none yet";
   }
   const r = f.release;
-  $("release").textContent = r ? r.version + " (" + r.tag + (r.prerelease ? ", pre-release" : "") + ")" : "none seen yet";
+  let rel = r ? r.version + " (" + r.tag + (r.prerelease ? ", pre-release" : "") + ")" : "none seen yet";
+  for (const x of page.refused || []) rel += " · REFUSED " + x.version + " since " + when(x.at) + ": " + x.reason + " (ferry release unrefuse " + x.version + ")";
+  $("release").textContent = rel;
   const p = f.pin;
   $("pin").textContent = p ? p.version + " since " + when(p.pinned_at) + (p.allow_downgrade ? ", downgrade allowed" : "") : "not pinned";
   const w = page.window;
