@@ -2,6 +2,8 @@ package dctest
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -195,4 +197,71 @@ func TestHealthFailureRollsBack(t *testing.T) {
 	require.Contains(t, d.ferry("release", "unrefuse", N1), "no longer refused")
 	d.waitCompleted(N1)
 	d.requireInstalled(N1, three...)
+}
+
+// TestSelectorAndRackSpread: four servers in two racks, labelled with
+// `ferry server label`. N1's plan has a rolling step with parallel: 4 and
+// spread: rack, and a step with selector role=tftp. The recorded start and
+// end times show that no two servers of one rack were ever inside the
+// spread step at once, and the selector step ran on boot-1 alone.
+func TestSelectorAndRackSpread(t *testing.T) {
+	d := start(t)
+	four := append(three, "boot-3")
+	d.bootstrap("staging", four...)
+	for id, labels := range map[string][]string{
+		"boot-0": {"rack=r1"}, "boot-1": {"rack=r1", "role=tftp"}, "boot-2": {"rack=r2"}, "boot-3": {"rack=r2"},
+	} {
+		d.ferry(append([]string{"server", "label", id}, labels...)...)
+	}
+	require.Contains(t, d.ferry("servers"), "rack=r1,role=tftp")
+	marks := t.TempDir()
+	require.NoError(t, d.EditArtifactSet(func(s *artifacts.Set) {
+		restart := artifacts.Step{
+			Name: "restart", Strategy: artifacts.Rolling, Parallel: 4, Spread: "rack",
+			Actions: []artifacts.Action{{Run: &artifacts.RunAction{Command: "sleep", Args: []string{"1"}}}},
+		}
+		tftp := artifacts.Step{
+			Name: "tftp", Strategy: artifacts.Lockstep, Selector: map[string]string{"role": "tftp"},
+			Actions: []artifacts.Action{{Run: &artifacts.RunAction{Command: "sh", Args: []string{"-c", `touch "$MARKS/$FERRY_SERVER"`}, Env: map[string]string{"MARKS": marks}}}},
+		}
+		s.Plan.Steps = append([]artifacts.Step{restart, tftp}, s.Plan.Steps...)
+	}))
+	require.NoError(t, d.Publish(N1, harness.PublishOptions{Prerelease: true, CreatedAt: day(2)}))
+	d.waitCompleted(N1)
+	d.requireInstalled(N1, four...)
+
+	h := d.history()[0]
+	require.Equal(t, N1, h.Version)
+	type span struct {
+		id         string
+		start, end time.Time
+	}
+	rack := map[string]string{"boot-0": "r1", "boot-1": "r1", "boot-2": "r2", "boot-3": "r2"}
+	var spans []span
+	for _, id := range four {
+		rec := h.Timeline[id][0]
+		require.Equal(t, "restart", rec.Name)
+		require.Len(t, rec.Attempts, 1, id)
+		spans = append(spans, span{id, rec.Attempts[0].Start, rec.Attempts[0].End})
+	}
+	for i, a := range spans {
+		for _, b := range spans[i+1:] {
+			if rack[a.id] == rack[b.id] {
+				overlap := a.start.Before(b.end) && b.start.Before(a.end)
+				require.False(t, overlap, "%s and %s of rack %s were inside the step at once: %+v %+v", a.id, b.id, rack[a.id], a, b)
+			}
+		}
+	}
+	for _, id := range four {
+		rec := h.Timeline[id][1]
+		require.Equal(t, "tftp", rec.Name)
+		_, err := os.Stat(filepath.Join(marks, id))
+		if id == "boot-1" {
+			require.NoError(t, err, "the tftp step ran on boot-1")
+			require.Equal(t, storage.StepOK, rec.Result)
+		} else {
+			require.True(t, os.IsNotExist(err), "the tftp step ran on %s, whose labels do not match", id)
+			require.Equal(t, storage.StepSkipped, rec.Result)
+		}
+	}
 }

@@ -96,6 +96,23 @@ type Step struct {
 	Soak string `yaml:"soak,omitempty" json:"soak,omitempty"`
 	// OnFailure overrides the plan's on-failure for this step.
 	OnFailure string `yaml:"on-failure,omitempty" json:"on-failure,omitempty"`
+	// Selector runs the step only on servers whose labels have every one
+	// of these values; the others pass through it at once, so its
+	// barrier waits for the matching servers alone.
+	Selector map[string]string `yaml:"selector,omitempty" json:"selector,omitempty"`
+	// Spread names a label (e.g. rack): a rolling step never has two
+	// servers with the same value of it inside the step at once.
+	Spread string `yaml:"spread,omitempty" json:"spread,omitempty"`
+}
+
+// Selects reports whether a server with these labels runs the step.
+func (s *Step) Selects(labels map[string]string) bool {
+	for k, v := range s.Selector {
+		if got, ok := labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
 }
 
 // HealthCheck is one check of a step's health gate. Exactly one kind is set.
@@ -275,6 +292,8 @@ func (r *RunAction) TimeoutDuration() time.Duration {
 
 var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*$`)
 
+var labelPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]*$`)
+
 // Validate checks a plan and says what is wrong with the first bad step.
 func (p *Plan) Validate() error {
 	if !validOnFailure(p.OnFailure) {
@@ -367,6 +386,19 @@ func (p *Plan) Validate() error {
 			}
 			if d, err := time.ParseDuration(s.Soak); err != nil || d <= 0 {
 				return fmt.Errorf("%s: soak %q is not a positive duration (e.g. 30s)", where, s.Soak)
+			}
+		}
+		for k := range s.Selector {
+			if !labelPattern.MatchString(k) {
+				return fmt.Errorf("%s: selector key %q is not a label name (letters, digits, '.', '_', '/', '-')", where, k)
+			}
+		}
+		if s.Spread != "" {
+			if s.Strategy != Rolling {
+				return fmt.Errorf("%s: spread applies to rolling steps only", where)
+			}
+			if !labelPattern.MatchString(s.Spread) {
+				return fmt.Errorf("%s: spread %q is not a label name (e.g. rack)", where, s.Spread)
 			}
 		}
 		if !validOnFailure(s.OnFailure) {

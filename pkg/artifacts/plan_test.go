@@ -55,6 +55,13 @@ steps:
 	require.Equal(t, []string{OnFailureRollback, OnFailureStop, OnFailureRollback}, []string{policy.OnFailureOf(1), policy.OnFailureOf(2), policy.OnFailureOf(0)})
 	require.Equal(t, OnFailureStop, p.OnFailureOf(1), "stop by default")
 
+	sel, err := ParsePlan([]byte("steps:\n  - {name: a, strategy: rolling, spread: rack, selector: {role: tftp}, actions: [{run: {command: x}}]}\n"))
+	require.NoError(t, err)
+	require.True(t, sel.Steps[0].Selects(map[string]string{"role": "tftp", "rack": "r1"}))
+	require.False(t, sel.Steps[0].Selects(map[string]string{"role": "dns"}))
+	require.False(t, sel.Steps[0].Selects(nil))
+	require.True(t, p.Steps[0].Selects(nil), "no selector: every server")
+
 	empty, err := ParsePlan(nil)
 	require.NoError(t, err)
 	require.Empty(t, empty.Steps)
@@ -93,6 +100,8 @@ func TestParsePlanRefuses(t *testing.T) {
 		"bad soak":              "steps:\n  - {name: a, strategy: lockstep, soak: long, health: [{http: {url: 'http://x'}}], actions: [{run: {command: x}}]}\n",
 		"bad on-failure":        "on-failure: retry\nsteps:\n  - {name: a, strategy: lockstep, actions: [{run: {command: x}}]}\n",
 		"bad step on-failure":   "steps:\n  - {name: a, strategy: lockstep, on-failure: ignore, actions: [{run: {command: x}}]}\n",
+		"lockstep spread":       "steps:\n  - {name: a, strategy: lockstep, spread: rack, actions: [{run: {command: x}}]}\n",
+		"bad selector":          "steps:\n  - {name: a, strategy: lockstep, selector: {'a b': x}, actions: [{run: {command: x}}]}\n",
 		"lone backoff":          "steps:\n  - {name: a, strategy: lockstep, retry-backoff: 5s, actions: [{run: {command: x}}]}\n",
 	}
 	for name, text := range cases {

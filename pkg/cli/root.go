@@ -169,6 +169,7 @@ talks to the fleet's etcd, found through the bootstrap config file
 		a.newJoinCommand(),
 		a.newLeaveCommand(),
 		a.newServersCommand(),
+		a.newServerCommand(),
 		a.newStatusCommand(),
 		a.newRecoverCommand(),
 		a.newRolloutCommand(),

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -146,4 +147,62 @@ func formatLabels(m map[string]string) string {
 		parts = append(parts, k+"="+m[k])
 	}
 	return strings.Join(parts, ",")
+}
+
+func (a *app) newServerCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Change one registered server",
+		Args:  cobra.ArbitraryArgs,
+		RunE:  groupRunE,
+	}
+	cmd.AddCommand(a.newServerLabelCommand())
+	return cmd
+}
+
+func (a *app) newServerLabelCommand() *cobra.Command {
+	return &cobra.Command{
+		ValidArgsFunction: completeFirst(a.serverIDs),
+		Use:               "label SERVER KEY=VALUE... | KEY-...",
+		Short:             "Set or remove a server's labels (for plan steps' selector and spread)",
+		Long: `Set labels of a registered server with KEY=VALUE, or remove one with KEY-;
+the others are kept. A plan step's selector runs the step only on servers
+whose labels match, and a rolling step's spread (e.g. spread: rack) never
+has two servers with the same value of that label inside the step at once.
+A worker also announces the labels of its bootstrap config (labels:) when
+it starts. ` + "`ferry servers`" + ` and ` + "`ferry status`" + ` show them.`,
+		Example: `  ferry server label boot-0 rack=r1 role=tftp
+  ferry server label boot-0 role-`,
+		Args: cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id := args[0]
+			set := map[string]string{}
+			var remove []string
+			for _, l := range args[1:] {
+				if k, ok := strings.CutSuffix(l, "-"); ok && !strings.Contains(l, "=") {
+					remove = append(remove, k)
+					continue
+				}
+				k, v, ok := strings.Cut(l, "=")
+				if !ok || k == "" {
+					return usagef("%q: want KEY=VALUE to set a label, or KEY- to remove one, e.g. rack=r1", l)
+				}
+				set[k] = v
+			}
+			return a.withStorage(cmd, func(ctx context.Context, st *storage.Storage) error {
+				info, err := st.LabelServer(ctx, id, set, remove)
+				if errors.Is(err, storage.ErrNotFound) {
+					return usagef("%s has not joined the fleet; `ferry join %s` first", id, id)
+				}
+				if err != nil {
+					return err
+				}
+				if a.output == "json" {
+					return a.printJSON(map[string]any{"id": id, "labels": info.Labels})
+				}
+				fmt.Fprintf(a.stdout, "%s: %s\n", id, orDash(formatLabels(info.Labels)))
+				return nil
+			})
+		},
+	}
 }

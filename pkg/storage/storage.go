@@ -5,6 +5,7 @@ package storage
 
 import (
 	"context"
+	"maps"
 	"fmt"
 	"regexp"
 	"sort"
@@ -513,6 +514,56 @@ func (s *Storage) Unrefuse(ctx context.Context, version string) (bool, error) {
 		return false, fmt.Errorf("unrefuse %s: %w", version, err)
 	}
 	return resp.Deleted > 0, nil
+}
+
+// LabelServer sets and removes labels of a joined server, keeping the
+// others, and returns its record. ErrNotFound means it has not joined.
+func (s *Storage) LabelServer(ctx context.Context, id string, set map[string]string, remove []string) (*ServerInfo, error) {
+	key := s.serverKey(id)
+	for {
+		var info ServerInfo
+		rev, err := s.get(ctx, key, &info)
+		if err != nil {
+			return nil, err
+		}
+		labels := make(map[string]string, len(info.Labels)+len(set))
+		maps.Copy(labels, info.Labels)
+		maps.Copy(labels, set)
+		for _, k := range remove {
+			delete(labels, k)
+		}
+		if maps.Equal(labels, info.Labels) || (len(labels) == 0 && len(info.Labels) == 0) {
+			return &info, nil
+		}
+		info.Labels = labels
+		data, err := encode(&info)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).Then(clientv3.OpPut(key, data)).Commit()
+		if err != nil {
+			return nil, fmt.Errorf("write %s: %w", key, err)
+		}
+		if resp.Succeeded {
+			return &info, nil
+		}
+	}
+}
+
+// GetServer returns a joined server's record; ErrNotFound when it has not
+// joined.
+func (s *Storage) GetServer(ctx context.Context, id string) (*ServerInfo, error) {
+	var info ServerInfo
+	if _, err := s.get(ctx, s.serverKey(id), &info); err != nil {
+		return nil, err
+	}
+	return &info, nil
+}
+
+// SpreadLock is the key prefix of the lock that keeps two servers whose
+// label key has the same value out of a rolling step at once.
+func (s *Storage) SpreadLock(startedAt time.Time, step int, key, value string) string {
+	return fmt.Sprintf("%s%s%s/%d/spread/%s=%s/", s.prefix, keyRollingDir, startedAt.UTC().Format(time.RFC3339Nano), step, key, value)
 }
 
 // PutPause holds the rollout at its next step boundary (ferry rollout

@@ -217,6 +217,7 @@ const (
 	StepRunning = "running"
 	StepOK      = "ok"
 	StepFailed  = "failed"
+	StepSkipped = "skipped"
 )
 
 // StepRecord is one server's record of one step: when it started (the

@@ -79,6 +79,13 @@ func (tl *timeline) attemptEnded(k int, now time.Time, err error) {
 	}
 }
 
+// skip records that step k's selector left this server out.
+func (tl *timeline) skip(k int) {
+	if r := tl.step(k); r != nil {
+		r.Result, r.Message = storage.StepSkipped, "the step's selector does not match this server's labels"
+	}
+}
+
 // end records that step k ended now with result.
 func (tl *timeline) end(k int, now time.Time, result, msg string) {
 	if r := tl.step(k); r != nil && r.Result == storage.StepRunning {

@@ -565,7 +565,7 @@ func (w *Worker) runSteps(ctx context.Context, cfg *storage.Config, req *storage
 			w.tl.end(k, time.Now(), storage.StepFailed, err.Error())
 			return w.report(ctx, req, k, s.Name, storage.PhaseRunning, storage.CondAborted, msg)
 		}
-		w.tl.end(k, time.Now(), storage.StepOK, "")
+		w.tl.end(k, time.Now(), storage.StepOK, "") // a skipped step keeps its result
 		w.metrics.stepSeconds.WithLabelValues(s.Name).Observe(time.Since(began).Seconds())
 		stepLog.Info("step done", "seconds", time.Since(began).Seconds())
 		// The next step's "waiting" report says this one is done.
@@ -634,6 +634,36 @@ func (w *Worker) barrier(ctx context.Context, rw *storage.RolloutWatch, k int) e
 		return errStopped
 	}
 	return nil
+}
+
+// spreadLock waits until no other server with the same value of the
+// spread label is inside step k, and holds that place until unlock. The
+// lock is bound to the worker's alive lease: a dead worker frees it.
+func (w *Worker) spreadLock(ctx context.Context, req *storage.UpdateRequest, k int, key, value string) (func(), error) {
+	sess, err := concurrency.NewSession(w.st.Client(), concurrency.WithLease(w.leaseID()))
+	if err != nil {
+		return nil, fmt.Errorf("spread session: %w", err)
+	}
+	m := concurrency.NewMutex(sess, w.st.SpreadLock(req.StartedAt, k, key, value))
+	wctx, done := w.whileCurrent(ctx, req)
+	err = m.Lock(wctx)
+	stoppedWaiting := errors.Is(context.Cause(wctx), errStopped)
+	done()
+	if err != nil {
+		sess.Orphan()
+		if stoppedWaiting {
+			return nil, errStopped
+		}
+		return nil, fmt.Errorf("wait for the other servers of %s=%s to leave the step: %w", key, value, err)
+	}
+	return func() {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := m.Unlock(uctx); err != nil {
+			w.log.Warn("cannot free the spread lock; it is freed when this worker stops", "error", err)
+		}
+		sess.Orphan() // the lease is the worker's alive lease: keep it
+	}, nil
 }
 
 // holdWhilePaused waits at the start of step k while `ferry rollout pause`
@@ -733,10 +763,30 @@ func (w *Worker) whileCurrent(ctx context.Context, req *storage.UpdateRequest) (
 
 func (w *Worker) runStep(ctx context.Context, cfg *storage.Config, req *storage.UpdateRequest, rw *storage.RolloutWatch, k int, s *artifacts.Step, log *slog.Logger) error {
 	rc := RunContext{Config: cfg, Server: w.o.ID, Version: req.Version, Step: k, StepName: s.Name, Log: log}
+	var labels map[string]string
+	if len(s.Selector) > 0 || s.Spread != "" {
+		info, err := w.st.GetServer(ctx, w.o.ID)
+		if err != nil {
+			return fmt.Errorf("read this server's labels: %w", err)
+		}
+		labels = info.Labels
+	}
+	if !s.Selects(labels) {
+		log.Info("the step's selector does not match this server; passing through it", "selector", s.Selector)
+		w.tl.skip(k)
+		return nil
+	}
 	switch s.Strategy {
 	case artifacts.Rolling:
 		if err := w.behindCanary(ctx, rw, req, k, s, log); err != nil {
 			return err
+		}
+		if s.Spread != "" {
+			unlock, err := w.spreadLock(ctx, req, k, s.Spread, labels[s.Spread])
+			if err != nil {
+				return err
+			}
+			defer unlock()
 		}
 		wctx, done := w.whileCurrent(ctx, req)
 		release, err := w.st.AcquireSlot(wctx, req.StartedAt, s.Name, max(s.Parallel, 1), w.o.ID, w.leaseID())
