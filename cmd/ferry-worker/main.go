@@ -98,7 +98,7 @@ func main() {
 	if err := checkTrust(cfg, log); err != nil {
 		daemon.Fatal(program, &daemon.ConfigError{Err: err})
 	}
-	w := worker.New(worker.Options{Storage: env.Storage, ID: env.Config.ServerID, Plan: &set.Plan, Operator: ops, DataDir: env.Config.DataDir, Logger: log, Metrics: metrics, LeaseTTL: *leaseTTL, Etcd: env.Etcd})
+	w := worker.New(worker.Options{Storage: env.Storage, ID: env.Config.ServerID, Plan: &set.Plan, Operator: ops, DataDir: env.Config.DataDir, Logger: log, Metrics: metrics, LeaseTTL: *leaseTTL, Etcd: env.Etcd, Labels: cfg.Labels})
 	well.Go(env.Etcd.Run)
 	well.Go(w.Run)
 	l, err := daemon.Listen(log, *listen, "/metrics and /healthz")

@@ -79,6 +79,11 @@ type Config struct {
 	IgnitionDir           string `yaml:"ignition-dir"`
 	RestartCommand        List   `yaml:"restart-command"`
 
+	// Labels are this server's labels (e.g. rack: r1), which its worker
+	// announces in etcd when it starts, for plan steps' selector and
+	// spread. Only the file sets them.
+	Labels map[string]string `yaml:"labels"`
+
 	// Path is the file the configuration was read from, or "" when no file
 	// was read.
 	Path string `yaml:"-"`

@@ -1,7 +1,9 @@
 package worker
 
 import (
+	"context"
 	"fmt"
+	"github.com/ferry-cd/ferry/internal/etcdtest"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -144,4 +146,24 @@ func TestHealthGate(t *testing.T) {
 	st := g.waitStatus("boot-0", cond(storage.CondAborted))
 	require.Contains(t, st.Message, "health check 1 (sh -c")
 	require.Contains(t, st.Message, "dns: SERVFAIL")
+}
+
+// TestWorkerAnnouncesItsLabels: the labels of the bootstrap config reach
+// the server's record when the worker starts, next to those set by hand.
+func TestWorkerAnnouncesItsLabels(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	_, err := f.st.JoinServer(f.ctx(), "boot-0", &storage.ServerInfo{Labels: map[string]string{"role": "tftp"}})
+	require.NoError(t, err)
+	st, err := storage.New(etcdtest.Client(t), f.prefix)
+	require.NoError(t, err)
+	w := New(Options{Storage: st, ID: "boot-0", Version: v1, Operator: ops(f), DataDir: filepath.Join(f.dir, "boot-0"), Logger: quiet, LeaseTTL: 2 * time.Second, Labels: map[string]string{"rack": "r9"}})
+	ctx, cancel := context.WithCancel(f.ctx())
+	done := make(chan struct{})
+	go func() { defer close(done); w.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	require.Eventually(t, func() bool {
+		info, err := f.st.GetServer(f.ctx(), "boot-0")
+		return err == nil && info.Labels["rack"] == "r9" && info.Labels["role"] == "tftp"
+	}, 20*time.Second, 20*time.Millisecond, "the worker announces rack=r9 and keeps role=tftp")
 }

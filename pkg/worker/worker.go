@@ -147,6 +147,9 @@ type Options struct {
 	Etcd *storage.Monitor
 	// Package is the name of ferry's own package; default "ferry".
 	Package string
+	// Labels are announced as this server's labels when the worker starts
+	// (bootstrap labels:).
+	Labels map[string]string
 }
 
 // Worker is one ferry-worker.
@@ -205,6 +208,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.countUpgrade()
 	lctx, stopLiveness := context.WithCancel(ctx)
 	defer stopLiveness()
+	w.announceLabels(ctx)
 	if err := w.startLiveness(lctx); err != nil {
 		return err
 	}
@@ -1010,6 +1014,25 @@ func (w *Worker) runLeaderStep(ctx context.Context, rc RunContext, req *storage.
 		return errors.Join(runErr, fmt.Errorf("record contents/%s: %w", target, err))
 	}
 	return runErr
+}
+
+// announceLabels writes the labels of the bootstrap config on this
+// server's record, keeping the others (ferry server label).
+func (w *Worker) announceLabels(ctx context.Context) {
+	if len(w.o.Labels) == 0 {
+		return
+	}
+	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	info, err := w.st.LabelServer(actx, w.o.ID, w.o.Labels, nil)
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		w.log.Info("this server has not joined the fleet; its labels are announced when the worker starts after ferry join", "labels", w.o.Labels)
+	case err != nil:
+		w.log.Warn("cannot announce this server's labels; they are announced at the next start", "error", err)
+	default:
+		w.log.Info("announced this server's labels", "labels", info.Labels)
+	}
 }
 
 // --- liveness ---
