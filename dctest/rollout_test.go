@@ -138,6 +138,9 @@ func TestCanaryPausesThenResumes(t *testing.T) {
 		s, err := d.Status(d.ctx)
 		return err != nil || s.State != "paused"
 	}, 2*time.Second, 200*time.Millisecond, "a manual pause waits for ferry rollout resume")
+	require.Eventually(t, func() bool {
+		return d.Notes.Has("rollout to "+N1+" is paused behind the canary of step 1", "ferry rollout resume")
+	}, time.Minute, 100*time.Millisecond, "the paused notification")
 	require.Contains(t, d.ferry("rollout", "resume"), "resumed the rollout to "+N1+" after the canary of step 1")
 	d.waitCompleted(N1)
 	d.requireInstalled(N1, three...)

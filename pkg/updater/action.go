@@ -51,6 +51,10 @@ type Action struct {
 	Cause *StopCause
 	// Step is the step to resume, for ResumeCanary.
 	Step int
+	// Paused names the pause the fleet waits in with nobody at work
+	// ("pause", or "canary/K" once step K's canary finished it); "" when
+	// it is not paused. The leader notifies each pause once.
+	Paused string
 }
 
 // StopCause describes why a rollout stops, or goes on without a server.
@@ -240,7 +244,7 @@ func watchRollout(in Input) Action {
 		if !canary.Until.IsZero() && canary.Until.Before(wake) {
 			wake = canary.Until
 		}
-		return Action{Kind: Wait, Until: wake, Why: canary.Why}
+		return Action{Kind: Wait, Until: wake, Why: canary.Why, Paused: canary.Paused}
 	}
 	return Action{Kind: Wait, Until: wake, Why: "the rollout to " + req.Version + " is running"}
 }
@@ -252,7 +256,7 @@ func watchRollout(in Input) Action {
 func canaryPause(snap *storage.Snapshot, now time.Time) (Action, bool) {
 	req := snap.Request
 	if snap.Pause != nil {
-		return Action{Kind: Wait, Why: "the rollout to " + req.Version + " is paused by `ferry rollout pause`; `ferry rollout resume` goes on"}, true
+		return Action{Kind: Wait, Paused: "pause", Why: "the rollout to " + req.Version + " is paused by `ferry rollout pause`; `ferry rollout resume` goes on"}, true
 	}
 	var held *storage.UpdateStatus
 	for _, id := range req.Active() {
@@ -277,15 +281,16 @@ func canaryPause(snap *storage.Snapshot, now time.Time) (Action, bool) {
 	if done < held.Canary {
 		return Action{Kind: Wait, Why: why + fmt.Sprintf(": %d of %d canary server(s) finished it", done, held.Canary)}, true
 	}
+	paused := fmt.Sprintf("canary/%d", k)
 	if held.Pause == "" || held.Pause == "manual" {
-		return Action{Kind: Wait, Why: why + ": the canary finished it; `ferry rollout resume` goes on"}, true
+		return Action{Kind: Wait, Paused: paused, Why: why + ": the canary finished it; `ferry rollout resume` goes on"}, true
 	}
 	d, err := time.ParseDuration(held.Pause)
 	if err != nil {
-		return Action{Kind: Wait, Why: why + ": pause " + held.Pause + " is not a duration; `ferry rollout resume` goes on"}, true
+		return Action{Kind: Wait, Paused: paused, Why: why + ": pause " + held.Pause + " is not a duration; `ferry rollout resume` goes on"}, true
 	}
 	if at := doneAt.Add(d); now.Before(at) {
-		return Action{Kind: Wait, Until: at, Why: why + fmt.Sprintf(": the canary finished it; the rest go on at %s (pause %s)", at.Format(time.RFC3339), d)}, true
+		return Action{Kind: Wait, Paused: paused, Until: at, Why: why + fmt.Sprintf(": the canary finished it; the rest go on at %s (pause %s)", at.Format(time.RFC3339), d)}, true
 	}
 	return Action{Kind: ResumeCanary, Step: k, Why: fmt.Sprintf("the canary finished step %d (%s) %s ago, its pause", k, held.StepName, d)}, true
 }

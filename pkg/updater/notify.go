@@ -33,6 +33,9 @@ const (
 	EventServerFailed EventKind = "server-failed"
 	// EventResumed: the pause after a step's canary ended.
 	EventResumed EventKind = "resumed"
+	// EventPaused: the fleet waits, paused (behind a canary, or by ferry
+	// rollout pause).
+	EventPaused EventKind = "paused"
 	// EventRollback: a rollout failed and the fleet rolls back.
 	EventRollback EventKind = "rollback"
 )
@@ -65,6 +68,8 @@ func (e Event) Text() string {
 		return fmt.Sprintf("ferry: %s rollout to %s completed on %d servers in %s", e.Reason, e.Version, len(e.Servers), e.Duration.Truncate(time.Second))
 	case EventRollback:
 		return fmt.Sprintf("ferry: rollout to %s FAILED: %s", e.Version, e.Message)
+	case EventPaused:
+		return "ferry: " + e.Message
 	case EventResumed:
 		return fmt.Sprintf("ferry: rollout to %s resumed: %s", e.Version, e.Message)
 	case EventServerFailed:
@@ -118,7 +123,7 @@ func slackPayload(e Event) slackMessage {
 		color = "#439FE0"
 	case EventAbort, EventTimeout, EventDeadServer, EventRollback:
 		color = "danger"
-	case EventStale, EventServerFailed:
+	case EventStale, EventServerFailed, EventPaused:
 		color = "warning"
 	}
 	fields := []slackField{

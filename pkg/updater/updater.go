@@ -249,6 +249,8 @@ type leaderState struct {
 	configErr    string
 	missingSince map[string]time.Time
 	lastWhy      string
+	// pauseNoted is the last pause notified, "rollout/pause".
+	pauseNoted string
 
 	source      ReleaseSource
 	sourceKey   [32]byte
@@ -332,6 +334,13 @@ func (u *Updater) lead(ctx context.Context, leaderKey string) error {
 		act := NextAction(Input{Snap: snap, Config: cfg, ConfigOK: ok, Now: now, MissingSince: ls.missingSince})
 		if act.Kind == NewRequest {
 			act = u.resolve(ctx, ls, act, cfg, now)
+		}
+		if act.Paused != "" && snap.Request != nil {
+			if key := snap.Request.StartedAt.String() + "/" + act.Paused; key != ls.pauseNoted {
+				ls.pauseNoted = key
+				r := snap.Request
+				u.notifyOf(cfg, Event{Kind: EventPaused, Version: r.Version, Reason: r.Reason, Servers: r.Servers, Message: act.Why, StartedAt: r.StartedAt})
+			}
 		}
 		if act.Why != ls.lastWhy {
 			u.log.Info(act.Why, "action", act.Kind.String(), "version", requestVersion(snap))
