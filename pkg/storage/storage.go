@@ -5,8 +5,8 @@ package storage
 
 import (
 	"context"
-	"maps"
 	"fmt"
+	"maps"
 	"regexp"
 	"sort"
 	"strings"
