@@ -146,6 +146,10 @@ func TestCanaryPausesThenResumes(t *testing.T) {
 	d.requireInstalled(N1, three...)
 
 	h := d.history()[0]
+	require.Len(t, h.Events, 2, "paused, then resumed: %+v", h.Events)
+	require.Equal(t, "paused", h.Events[0].Kind)
+	require.Equal(t, "resumed", h.Events[1].Kind)
+	require.Contains(t, d.ferry("history", "show", N1), "Resumed:")
 	canary := h.Timeline[ahead[0]][0]
 	require.Equal(t, "restart", canary.Name)
 	for _, id := range held {

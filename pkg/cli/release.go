@@ -536,6 +536,9 @@ func (a *app) printTimeline(h *storage.HistoryRecord) {
 	for _, f := range h.Failed {
 		fmt.Fprintf(w, "Failed:   %s at step %d %s: %s (the rollout went on without it)\n", f.ID, f.Step, clean(f.StepName), clean(f.Reason))
 	}
+	for _, e := range h.Events {
+		fmt.Fprintf(w, "%-9s %s (+%s): %s\n", strings.ToUpper(e.Kind[:1])+e.Kind[1:]+":", e.At.Format(time.RFC3339), e.At.Sub(h.StartedAt).Truncate(100*time.Millisecond), clean(e.Message))
+	}
 	fmt.Fprintln(w)
 	if len(h.Timeline) == 0 {
 		fmt.Fprintln(w, "No step timeline was recorded for this rollout (its workers predate timelines, or no step ran).")

@@ -34,14 +34,20 @@ func operator() string {
 	return fmt.Sprintf("ferry rollout, %s@%s", user, host)
 }
 
-// runningRollout is the request of the running rollout, or an error that
-// says there is none.
-func runningRollout(snap *storage.Snapshot) (*storage.UpdateRequest, error) {
-	req := snap.Request
-	if req == nil || req.Finished() {
-		return nil, fmt.Errorf("no rollout is running; `ferry status` shows the last one")
-	}
-	return req, nil
+// withRunningRollout calls fn with a snapshot and the running rollout's
+// request, retried as storageCall retries; it fails when none runs.
+func (a *app) withRunningRollout(cmd *cobra.Command, fn func(ctx context.Context, st *storage.Storage, snap *storage.Snapshot, req *storage.UpdateRequest) error) error {
+	return a.storageCall(cmd, true, func(ctx context.Context, st *storage.Storage) error {
+		snap, err := st.Snapshot(ctx)
+		if err != nil {
+			return err
+		}
+		req := snap.Request
+		if req == nil || req.Finished() {
+			return fmt.Errorf("no rollout is running; `ferry status` shows the last one")
+		}
+		return fn(ctx, st, snap, req)
+	})
 }
 
 func (a *app) newRolloutPauseCommand() *cobra.Command {
@@ -56,15 +62,7 @@ paused. ` + "`ferry rollout resume`" + ` goes on. The pause belongs to this roll
 next one starts unpaused.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.storageCall(cmd, true, func(ctx context.Context, st *storage.Storage) error {
-				snap, err := st.Snapshot(ctx)
-				if err != nil {
-					return err
-				}
-				req, err := runningRollout(snap)
-				if err != nil {
-					return err
-				}
+			return a.withRunningRollout(cmd, func(ctx context.Context, st *storage.Storage, snap *storage.Snapshot, req *storage.UpdateRequest) error {
 				if err := st.PutPause(ctx, &storage.Pause{Rollout: req.StartedAt, At: time.Now().UTC(), By: operator(), Reason: reason}); err != nil {
 					return err
 				}
@@ -87,15 +85,7 @@ canary first (` + "`ferry status`" + `, ` + "`ferry history show`" + ` once it f
 own checks): resume is what lets the rest of the fleet follow it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.storageCall(cmd, true, func(ctx context.Context, st *storage.Storage) error {
-				snap, err := st.Snapshot(ctx)
-				if err != nil {
-					return err
-				}
-				req, err := runningRollout(snap)
-				if err != nil {
-					return err
-				}
+			return a.withRunningRollout(cmd, func(ctx context.Context, st *storage.Storage, snap *storage.Snapshot, req *storage.UpdateRequest) error {
 				did := false
 				if snap.Pause != nil {
 					if err := st.DeletePause(ctx); err != nil {

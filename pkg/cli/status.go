@@ -166,7 +166,15 @@ func (a *app) printStatus(v *fleetview.Fleet, configErr error) {
 		fmt.Fprintln(w, "                look at the servers below, fix the cause, then run `ferry recover`")
 	}
 	fmt.Fprintln(w)
-	t := a.newTable("SERVER", "ALIVE", "VERSION", "STEP", "STATE", "UPDATED", "MESSAGE")
+	labelled := false
+	for _, s := range v.Servers {
+		labelled = labelled || len(s.Labels) > 0
+	}
+	header := []string{"SERVER", "ALIVE", "VERSION", "STEP", "STATE", "UPDATED", "MESSAGE"}
+	if labelled {
+		header = append(header, "LABELS")
+	}
+	t := a.newTable(header...)
 	for _, s := range v.Servers {
 		alive := "no"
 		if s.Alive {
@@ -201,7 +209,11 @@ func (a *app) printStatus(v *fleetview.Fleet, configErr error) {
 		if req.IsFailed(s.ID) {
 			state = "FAILED, skipped"
 		}
-		t.row(s.ID, alive, ver, step, state, updated, msg)
+		row := []string{s.ID, alive, ver, step, state, updated, msg}
+		if labelled {
+			row = append(row, orDash(formatLabels(s.Labels)))
+		}
+		t.row(row...)
 	}
 	t.flush()
 }

@@ -463,9 +463,6 @@ func (s *Storage) ClaimCanary(ctx context.Context, startedAt time.Time, step, n 
 // failed rollout and its rollback. ErrConflict means the request changed
 // since it was read.
 func (s *Storage) RollBack(ctx context.Context, h *HistoryRecord, refused *Refused, next *UpdateRequest, requestRev int64, leaderKey string) error {
-	if leaderKey == "" {
-		return fmt.Errorf("roll back: no leader key: %w", ErrNoLeader)
-	}
 	histData, err := encode(h)
 	if err != nil {
 		return err
@@ -478,30 +475,46 @@ func (s *Storage) RollBack(ctx context.Context, h *HistoryRecord, refused *Refus
 	if err != nil {
 		return err
 	}
+	ops := append([]clientv3.Op{
+		clientv3.OpPut(s.historyKey(h.StartedAt), histData),
+		clientv3.OpPut(s.abs(keyRefusedDir)+refused.Version, refusedData),
+	}, s.clearRollout()...)
+	return s.revisionFenced(ctx, "roll back", leaderKey, requestRev, append(ops, clientv3.OpPut(s.abs(keyCurrent), nextData))...)
+}
+
+// clearRollout deletes what a rollout leaves besides its request: the
+// statuses, barrier, slots, canary places, pause and resume.
+func (s *Storage) clearRollout() []clientv3.Op {
+	return []clientv3.Op{
+		clientv3.OpDelete(s.abs(keyServerStatus), clientv3.WithPrefix()),
+		clientv3.OpDelete(s.abs(keyBarrierDir), clientv3.WithPrefix()),
+		clientv3.OpDelete(s.abs(keyRollingDir), clientv3.WithPrefix()),
+		clientv3.OpDelete(s.abs(keyCanaryDir), clientv3.WithPrefix()),
+		clientv3.OpDelete(s.abs(keyPassed)),
+		clientv3.OpDelete(s.abs(keyPause)),
+		clientv3.OpDelete(s.abs(keyResume)),
+	}
+}
+
+// revisionFenced applies ops in a transaction fenced on the caller's
+// leader key and on the request's mod revision requestRev. ErrNoLeader
+// means the caller no longer leads; ErrConflict that the request changed
+// since it was read.
+func (s *Storage) revisionFenced(ctx context.Context, what, leaderKey string, requestRev int64, ops ...clientv3.Op) error {
+	if leaderKey == "" {
+		return fmt.Errorf("%s: no leader key: %w", what, ErrNoLeader)
+	}
 	resp, err := s.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(leaderKey), ">", 0)).
-		Then(clientv3.OpTxn(
-			[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.abs(keyCurrent)), "=", requestRev)},
-			[]clientv3.Op{
-				clientv3.OpPut(s.historyKey(h.StartedAt), histData),
-				clientv3.OpPut(s.abs(keyRefusedDir)+refused.Version, refusedData),
-				clientv3.OpDelete(s.abs(keyServerStatus), clientv3.WithPrefix()),
-				clientv3.OpDelete(s.abs(keyBarrierDir), clientv3.WithPrefix()),
-				clientv3.OpDelete(s.abs(keyRollingDir), clientv3.WithPrefix()),
-				clientv3.OpDelete(s.abs(keyCanaryDir), clientv3.WithPrefix()),
-				clientv3.OpDelete(s.abs(keyPassed)),
-				clientv3.OpDelete(s.abs(keyPause)),
-				clientv3.OpDelete(s.abs(keyResume)),
-				clientv3.OpPut(s.abs(keyCurrent), nextData),
-			}, nil)).
+		Then(clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.abs(keyCurrent)), "=", requestRev)}, ops, nil)).
 		Commit()
 	switch {
 	case err != nil:
-		return fmt.Errorf("roll back: %w", err)
+		return fmt.Errorf("%s: %w", what, err)
 	case !resp.Succeeded:
-		return fmt.Errorf("roll back: %w", ErrNoLeader)
+		return fmt.Errorf("%s: %w", what, ErrNoLeader)
 	case !resp.Responses[0].GetResponseTxn().Succeeded:
-		return fmt.Errorf("roll back: the request changed since it was read: %w", ErrConflict)
+		return fmt.Errorf("%s: the request changed since it was read: %w", what, ErrConflict)
 	}
 	return nil
 }
@@ -595,28 +608,11 @@ func (s *Storage) PutResume(ctx context.Context, r *Resume, leaderKey string) er
 // request's mod revision requestRev. ErrConflict means the request changed
 // since it was read.
 func (s *Storage) ReviseRequest(ctx context.Context, req *UpdateRequest, requestRev int64, leaderKey string) error {
-	if leaderKey == "" {
-		return fmt.Errorf("revise request: no leader key: %w", ErrNoLeader)
-	}
 	data, err := encode(req)
 	if err != nil {
 		return err
 	}
-	resp, err := s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(leaderKey), ">", 0)).
-		Then(clientv3.OpTxn(
-			[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.abs(keyCurrent)), "=", requestRev)},
-			[]clientv3.Op{clientv3.OpPut(s.abs(keyCurrent), data)}, nil)).
-		Commit()
-	switch {
-	case err != nil:
-		return fmt.Errorf("revise request: %w", err)
-	case !resp.Succeeded:
-		return fmt.Errorf("revise request: %w", ErrNoLeader)
-	case !resp.Responses[0].GetResponseTxn().Succeeded:
-		return fmt.Errorf("revise request: the request changed since it was read: %w", ErrConflict)
-	}
-	return nil
+	return s.revisionFenced(ctx, "revise request", leaderKey, requestRev, clientv3.OpPut(s.abs(keyCurrent), data))
 }
 
 // StartRequest writes a new update request and deletes every worker status
@@ -628,16 +624,7 @@ func (s *Storage) StartRequest(ctx context.Context, req *UpdateRequest, leaderKe
 	if err != nil {
 		return err
 	}
-	return s.fencedTxn(ctx, leaderKey, "start request",
-		clientv3.OpDelete(s.abs(keyServerStatus), clientv3.WithPrefix()),
-		clientv3.OpDelete(s.abs(keyBarrierDir), clientv3.WithPrefix()),
-		clientv3.OpDelete(s.abs(keyRollingDir), clientv3.WithPrefix()),
-		clientv3.OpDelete(s.abs(keyCanaryDir), clientv3.WithPrefix()),
-		clientv3.OpDelete(s.abs(keyPassed)),
-		clientv3.OpDelete(s.abs(keyPause)),
-		clientv3.OpDelete(s.abs(keyResume)),
-		clientv3.OpPut(s.abs(keyCurrent), data),
-	)
+	return s.fencedTxn(ctx, leaderKey, "start request", append(s.clearRollout(), clientv3.OpPut(s.abs(keyCurrent), data))...)
 }
 
 // FinishRequest writes the finished request (completed or stopped) and its
@@ -647,9 +634,6 @@ func (s *Storage) StartRequest(ctx context.Context, req *UpdateRequest, leaderKe
 // `ferry recover` meanwhile is not written back. ErrConflict means the
 // request changed since it was read.
 func (s *Storage) FinishRequest(ctx context.Context, req *UpdateRequest, h *HistoryRecord, requestRev int64, leaderKey string) error {
-	if leaderKey == "" {
-		return fmt.Errorf("finish request: no leader key: %w", ErrNoLeader)
-	}
 	reqData, err := encode(req)
 	if err != nil {
 		return err
@@ -658,22 +642,7 @@ func (s *Storage) FinishRequest(ctx context.Context, req *UpdateRequest, h *Hist
 	if err != nil {
 		return err
 	}
-	resp, err := s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(leaderKey), ">", 0)).
-		Then(clientv3.OpTxn(
-			[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.abs(keyCurrent)), "=", requestRev)},
-			[]clientv3.Op{clientv3.OpPut(s.abs(keyCurrent), reqData), clientv3.OpPut(s.historyKey(h.StartedAt), histData)},
-			nil)).
-		Commit()
-	switch {
-	case err != nil:
-		return fmt.Errorf("finish request: %w", err)
-	case !resp.Succeeded:
-		return fmt.Errorf("finish request: %w", ErrNoLeader)
-	case !resp.Responses[0].GetResponseTxn().Succeeded:
-		return fmt.Errorf("finish request: the request changed since it was read: %w", ErrConflict)
-	}
-	return nil
+	return s.revisionFenced(ctx, "finish request", leaderKey, requestRev, clientv3.OpPut(s.abs(keyCurrent), reqData), clientv3.OpPut(s.historyKey(h.StartedAt), histData))
 }
 
 // GetHistory returns up to limit history records, newest first (all when

@@ -64,6 +64,16 @@ type UpdateRequest struct {
 	// tolerated it: they are out of the rollout, no barrier waits for
 	// them, and it completes without them. The updater leader adds them.
 	Failed []FailedServer `json:"failed,omitempty"`
+	// Events are the rollout's transitions that its other fields do not
+	// keep (paused, resumed), written by the updater leader.
+	Events []RolloutEvent `json:"events,omitempty"`
+}
+
+// RolloutEvent is one transition of a rollout.
+type RolloutEvent struct {
+	At      time.Time `json:"at"`
+	Kind    string    `json:"kind"` // paused, resumed
+	Message string    `json:"message"`
 }
 
 // Refused is refused/<version>: a version that failed a rollout whose plan
@@ -357,6 +367,8 @@ type HistoryRecord struct {
 	Timeline map[string][]StepRecord `json:"timeline,omitempty"`
 	// Failed are the servers the rollout went on without.
 	Failed []FailedServer `json:"failed,omitempty"`
+	// Events are its pauses and resumes.
+	Events []RolloutEvent `json:"events,omitempty"`
 }
 
 // NewHistoryRecord is the record of req, finished at finishedAt with
@@ -364,7 +376,7 @@ type HistoryRecord struct {
 func NewHistoryRecord(req *UpdateRequest, statuses map[string]*UpdateStatus, result string, finishedAt time.Time) *HistoryRecord {
 	h := &HistoryRecord{
 		Version: req.Version, Reason: req.Reason, Servers: req.Servers, Result: result,
-		StartedAt: req.StartedAt, FinishedAt: finishedAt, Durations: map[string]float64{}, Failed: req.Failed,
+		StartedAt: req.StartedAt, FinishedAt: finishedAt, Durations: map[string]float64{}, Failed: req.Failed, Events: req.Events,
 	}
 	for _, id := range req.Servers {
 		st := statuses[id]

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -249,8 +251,8 @@ type leaderState struct {
 	configErr    string
 	missingSince map[string]time.Time
 	lastWhy      string
-	// pauseNoted is the last pause notified, "rollout/pause".
-	pauseNoted string
+	// pausedNow is the pause the fleet waits in, "rollout/pause", or "".
+	pausedNow string
 
 	source      ReleaseSource
 	sourceKey   [32]byte
@@ -335,12 +337,11 @@ func (u *Updater) lead(ctx context.Context, leaderKey string) error {
 		if act.Kind == NewRequest {
 			act = u.resolve(ctx, ls, act, cfg, now)
 		}
-		if act.Paused != "" && snap.Request != nil {
-			if key := snap.Request.StartedAt.String() + "/" + act.Paused; key != ls.pauseNoted {
-				ls.pauseNoted = key
-				r := snap.Request
-				u.notifyOf(cfg, Event{Kind: EventPaused, Version: r.Version, Reason: r.Reason, Servers: r.Servers, Message: act.Why, StartedAt: r.StartedAt})
+		if err := u.notePause(ctx, ls, snap, act, cfg, now, leaderKey); err != nil {
+			if errors.Is(err, storage.ErrNoLeader) {
+				return err
 			}
+			u.log.Warn("cannot record the pause or resume in the rollout", "error", err)
 		}
 		if act.Why != ls.lastWhy {
 			u.log.Info(act.Why, "action", act.Kind.String(), "version", requestVersion(snap))
@@ -623,6 +624,51 @@ func (u *Updater) resolve(ctx context.Context, ls *leaderState, act Action, cfg 
 		u.log.Warn("cannot look the release up; the rollout starts without it, and each worker looks it up itself", "version", req.Version, "error", err)
 	}
 	return act
+}
+
+// notePause records in the request, and notifies, when the fleet comes to
+// wait in a pause (behind a canary, or ferry rollout pause) and when it goes
+// on again.
+func (u *Updater) notePause(ctx context.Context, ls *leaderState, snap *storage.Snapshot, act Action, cfg *storage.Config, now time.Time, leaderKey string) error {
+	req := snap.Request
+	if req == nil || req.Finished() {
+		ls.pausedNow = ""
+		return nil
+	}
+	rollout := req.StartedAt.String() + "/"
+	key := ""
+	if act.Paused != "" {
+		key = rollout + act.Paused
+	}
+	if key == ls.pausedNow {
+		return nil
+	}
+	was := ls.pausedNow
+	ls.pausedNow = key
+	ev := storage.RolloutEvent{At: now.UTC(), Kind: "paused", Message: act.Why}
+	if key == "" {
+		if !strings.HasPrefix(was, rollout) {
+			return nil
+		}
+		ev.Kind, ev.Message = "resumed", "resumed by an operator (ferry rollout resume)"
+		if r := snap.Resume; r != nil && strings.HasPrefix(r.By, "ferry-updater") {
+			ev.Message = "resumed by " + r.By
+		} else {
+			u.notifyOf(cfg, Event{Kind: EventResumed, Version: req.Version, Reason: req.Reason, Servers: req.Servers, Message: ev.Message, StartedAt: req.StartedAt})
+		}
+	} else {
+		if n := len(req.Events); n > 0 && req.Events[n-1].Kind == ev.Kind && req.Events[n-1].Message == ev.Message {
+			return nil // recorded by an earlier leader
+		}
+		u.notifyOf(cfg, Event{Kind: EventPaused, Version: req.Version, Reason: req.Reason, Servers: req.Servers, Message: act.Why, StartedAt: req.StartedAt})
+	}
+	revised := *req
+	revised.Events = append(slices.Clone(req.Events), ev)
+	err := u.st.ReviseRequest(ctx, &revised, snap.RequestRev, leaderKey)
+	if errors.Is(err, storage.ErrConflict) {
+		return nil // the next look decides again
+	}
+	return err
 }
 
 // notifyOf sends e to notify-url, if set, with a link to status-url.
