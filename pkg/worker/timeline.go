@@ -53,7 +53,6 @@ func (tl *timeline) begin(k int, name string, now time.Time) {
 		if r.Result == storage.StepRunning {
 			return
 		}
-		*r = storage.StepRecord{}
 		tl.steps = slices.DeleteFunc(tl.steps, func(r storage.StepRecord) bool { return r.Step == k })
 	}
 	tl.steps = append(tl.steps, storage.StepRecord{Step: k, Name: name, Start: now.UTC(), Result: storage.StepRunning})

@@ -915,7 +915,7 @@ func (w *Worker) healthCheck(ctx context.Context, rc RunContext, c *artifacts.He
 		return err
 	}
 	// A health check asks this server's own services: never a proxy.
-	client := &http.Client{Transport: &http.Transport{Proxy: nil}, CheckRedirect: nil}
+	client := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
 	resp, err := client.Do(r)
 	if err != nil {
 		// Not transient: a service that does not answer is what the
