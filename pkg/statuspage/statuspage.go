@@ -276,7 +276,7 @@ func (s *Server) follow(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(wait - s.opts.Now().Sub(began)%wait):
+		case <-time.After(wait - s.opts.Now().Sub(began)): // none when the wait for a change took longer
 		}
 	}
 }

@@ -643,32 +643,37 @@ func (u *Updater) notePause(ctx context.Context, ls *leaderState, snap *storage.
 	if key == ls.pausedNow {
 		return nil
 	}
-	was := ls.pausedNow
-	ls.pausedNow = key
 	ev := storage.RolloutEvent{At: now.UTC(), Kind: "paused", Message: act.Why}
-	if key == "" {
-		if !strings.HasPrefix(was, rollout) {
+	kind, notify := EventPaused, true
+	switch {
+	case key == "" && !strings.HasPrefix(ls.pausedNow, rollout):
+		ls.pausedNow = "" // a pause of an earlier rollout
+		return nil
+	case key == "":
+		ev.Kind, ev.Message, kind = "resumed", "resumed by an operator (ferry rollout resume)", EventResumed
+		if r := snap.Resume; r != nil && strings.HasPrefix(r.By, "ferry-updater") {
+			// The leader that resumed it has notified.
+			ev.Message, notify = "resumed by "+r.By, false
+		}
+	default:
+		if n := len(req.Events); n > 0 && req.Events[n-1].Kind == ev.Kind && req.Events[n-1].Message == ev.Message {
+			ls.pausedNow = key // recorded and notified by an earlier leader
 			return nil
 		}
-		ev.Kind, ev.Message = "resumed", "resumed by an operator (ferry rollout resume)"
-		if r := snap.Resume; r != nil && strings.HasPrefix(r.By, "ferry-updater") {
-			ev.Message = "resumed by " + r.By
-		} else {
-			u.notifyOf(cfg, Event{Kind: EventResumed, Version: req.Version, Reason: req.Reason, Servers: req.Servers, Message: ev.Message, StartedAt: req.StartedAt})
-		}
-	} else {
-		if n := len(req.Events); n > 0 && req.Events[n-1].Kind == ev.Kind && req.Events[n-1].Message == ev.Message {
-			return nil // recorded by an earlier leader
-		}
-		u.notifyOf(cfg, Event{Kind: EventPaused, Version: req.Version, Reason: req.Reason, Servers: req.Servers, Message: act.Why, StartedAt: req.StartedAt})
 	}
 	revised := *req
 	revised.Events = append(slices.Clone(req.Events), ev)
-	err := u.st.ReviseRequest(ctx, &revised, snap.RequestRev, leaderKey)
-	if errors.Is(err, storage.ErrConflict) {
-		return nil // the next look decides again
+	if err := u.st.ReviseRequest(ctx, &revised, snap.RequestRev, leaderKey); err != nil {
+		if errors.Is(err, storage.ErrConflict) {
+			return nil // pausedNow is unchanged: the next look records it
+		}
+		return err
 	}
-	return err
+	ls.pausedNow = key
+	if notify {
+		u.notifyOf(cfg, Event{Kind: kind, Version: req.Version, Reason: req.Reason, Servers: req.Servers, Message: ev.Message, StartedAt: req.StartedAt})
+	}
+	return nil
 }
 
 // notifyOf sends e to notify-url, if set, with a link to status-url.
