@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 )
 
 // Two versions: the fleet starts at N and upgrades to N1. By default both
@@ -107,10 +109,20 @@ func startWith(t *testing.T, limit time.Duration, o harness.Options) *dc {
 				t.Logf("=== %s worker log (tail)\n%s", id, tail(s.Log("ferry-worker"), 30))
 				t.Logf("=== %s updater log (tail)\n%s", id, tail(s.Log("ferry-updater"), 15))
 			}
+			for id, m := range d.Machines {
+				for _, unit := range []string{"ferry-worker", "ferry-updater"} {
+					j, _ := m.Journal(context.Background(), unit)
+					t.Logf("=== %s journal of %s (tail)\n%s", id, unit, tail(j, 30))
+				}
+			}
 		}
 		d.Close()
 	})
-	ec := clientv3.Config{Endpoints: d.Endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()}
+	ec := clientv3.Config{Endpoints: d.Endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
+		// On a lab network the test reaches etcd from the admin host.
+		DialOptions: []grpc.DialOption{grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			return d.DialContext(ctx, "tcp", addr)
+		})}}
 	if d.TLS != nil {
 		ec.TLS, err = d.TLS.ClientConfig()
 		require.NoError(t, err)

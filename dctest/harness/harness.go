@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"aead.dev/minisign"
+	"github.com/ferry-cd/ferry/dctest/machine"
 	"github.com/ferry-cd/ferry/internal/containerdtest"
 	"github.com/ferry-cd/ferry/internal/debtest"
 	"github.com/ferry-cd/ferry/internal/githubfake"
@@ -99,6 +100,14 @@ type Options struct {
 	// UpdaterAddrs fixes where a server's updater (and its status page)
 	// listens, by server id; others get a free loopback port.
 	UpdaterAddrs map[string]string
+	// Machines makes a lab datacenter: a private network of namespaces
+	// where every service has its own address, and boot servers that are
+	// systemd machines (AddMachine). It needs root.
+	Machines bool
+	// DropIns are systemd drop-ins every machine gets, by unit name (for
+	// example ferry-worker.service): the few settings a test needs, such
+	// as a shorter lease. They never weaken the shipped sandbox.
+	DropIns map[string]string
 }
 
 // Datacenter is a running virtual datacenter.
@@ -118,11 +127,15 @@ type Datacenter struct {
 	SetFile    string
 	containerd *containerdtest.Containerd
 	ctdDir     string
-	key        minisign.PrivateKey
-	Pub        minisign.PublicKey
+	net        network
+	// base is the machines' base image, in a lab datacenter.
+	base string
+	key  minisign.PrivateKey
+	Pub  minisign.PublicKey
 
-	mu      sync.Mutex
-	Servers map[string]*Server
+	mu       sync.Mutex
+	Servers  map[string]*Server
+	Machines map[string]*Machine
 }
 
 // Start brings a datacenter up; Close tears it down.
@@ -136,12 +149,22 @@ func Start(o Options) (dc *Datacenter, err error) {
 	if o.SessionTTL == 0 {
 		o.SessionTTL = 2 * time.Second
 	}
-	dc = &Datacenter{opts: o, Dir: o.Dir, Prefix: "/ferry/", Servers: map[string]*Server{}}
+	dc = &Datacenter{opts: o, Dir: o.Dir, Prefix: "/ferry/", Servers: map[string]*Server{}, Machines: map[string]*Machine{}, net: loopback{}}
 	defer func() {
 		if err != nil {
 			dc.Close()
 		}
 	}()
+	if o.Machines {
+		if dc.base, err = machine.Image(context.Background(), ""); err != nil {
+			return nil, err
+		}
+		l, err := newLab(o.EtcdMembers)
+		if err != nil {
+			return nil, err
+		}
+		dc.net = l
+	}
 	if o.ClientCerts {
 		if dc.TLS, err = newTLSFiles(filepath.Join(o.Dir, "tls")); err != nil {
 			return nil, err
@@ -150,13 +173,26 @@ func Start(o Options) (dc *Datacenter, err error) {
 	if err := dc.startEtcd(); err != nil {
 		return nil, err
 	}
-	dc.GitHub = githubfake.New()
-	dc.Registry = registrytest.New()
-	dc.Notes = NewReceiver()
-	dc.OSServer = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	listeners := map[string]net.Listener{}
+	for _, svc := range []struct {
+		name, host string
+		port       int
+	}{{"github", hostGitHub, 80}, {"registry", hostServices, 5000}, {"os", hostServices, 8081}, {"notes", hostServices, 8082}} {
+		l, err := dc.net.listen(svc.host, svc.port)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", svc.name, err)
+		}
+		listeners[svc.name] = l
+	}
+	dc.GitHub = githubfake.NewOn(listeners["github"])
+	dc.Registry = registrytest.NewOn(listeners["registry"])
+	dc.Registry.Dial = dc.net.dial
+	dc.Notes = newReceiverOn(listeners["notes"])
+	dc.OSServer = serve(listeners["os"], http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte(osContent(r.URL.Path)))
 	}))
-	if _, err := exec.LookPath("containerd"); err == nil {
+	// Machines run containerd of their own.
+	if _, err := exec.LookPath("containerd"); err == nil && !o.Machines {
 		// A short path: containerd's socket must fit in 108 bytes.
 		dc.ctdDir = mustMkdir(filepath.Join(os.TempDir(), fmt.Sprintf("ferry-dc-ctd-%d-%d", os.Getpid(), time.Now().UnixNano()%1e6)))
 		if dc.containerd, err = containerdtest.Start(dc.ctdDir); err != nil {
@@ -265,10 +301,34 @@ func (dc *Datacenter) EditArtifactSet(edit func(*artifacts.Set)) error {
 	if err := os.WriteFile(tmp, out, 0o644); err != nil {
 		return err
 	}
-	return os.Rename(tmp, dc.SetFile)
+	if err := os.Rename(tmp, dc.SetFile); err != nil {
+		return err
+	}
+	dc.mu.Lock()
+	defer dc.mu.Unlock()
+	for _, m := range dc.Machines {
+		if err := m.copySet(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-func (dc *Datacenter) markerDir() string { return filepath.Join(dc.Dir, "markers") }
+// markerDir is where the plan's last step leaves its marker: on the
+// harness's disk for process servers, in each machine's own root for
+// machines.
+func (dc *Datacenter) markerDir() string {
+	if dc.opts.Machines {
+		return machineMarkers
+	}
+	return filepath.Join(dc.Dir, "markers")
+}
+
+// DialContext connects from the test to the datacenter's network, for an
+// etcd or HTTP client of the test's own.
+func (dc *Datacenter) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	return dc.net.dial(ctx, network, addr)
+}
 
 // Close stops every process and server.
 func (dc *Datacenter) Close() {
@@ -284,6 +344,13 @@ func (dc *Datacenter) Close() {
 		go func() { defer wg.Done(); s.Stop() }()
 	}
 	wg.Wait()
+	// The lab's close powers the machines off and kills whatever still
+	// runs in its namespaces, etcd members too.
+	defer func() {
+		if dc.net != nil {
+			dc.net.close()
+		}
+	}()
 	for _, m := range dc.Etcd {
 		m.Kill()
 	}
@@ -313,6 +380,8 @@ func (dc *Datacenter) Close() {
 type EtcdMember struct {
 	Name, ClientURL, PeerURL, Dir string
 	bin, cluster                  string
+	net                           network
+	host                          string
 	tls                           *TLSFiles
 	fsync                         bool
 	cmd                           *exec.Cmd
@@ -330,7 +399,7 @@ func freePort() (string, error) {
 }
 
 func (dc *Datacenter) startEtcd() error {
-	members, err := StartEtcdCluster(EtcdOptions{Dir: dc.Dir, Bin: dc.opts.Build.EtcdMember, Members: dc.opts.EtcdMembers, TLS: dc.TLS})
+	members, err := StartEtcdCluster(EtcdOptions{Dir: dc.Dir, Bin: dc.opts.Build.EtcdMember, Members: dc.opts.EtcdMembers, TLS: dc.TLS, net: dc.net})
 	if err != nil {
 		return err
 	}
@@ -349,6 +418,8 @@ type EtcdOptions struct {
 	TLS     *TLSFiles // nil: plain http
 	// Fsync makes the members sync to disk as production members do.
 	Fsync bool
+	// net is where the members run (nil: loopback).
+	net network
 }
 
 // StartEtcdCluster starts an etcd cluster on loopback and returns once
@@ -358,12 +429,15 @@ func StartEtcdCluster(o EtcdOptions) ([]*EtcdMember, error) {
 		members []*EtcdMember
 		peers   []string
 	)
+	if o.net == nil {
+		o.net = loopback{}
+	}
 	for i := 0; i < o.Members; i++ {
-		c, err := freePort()
+		c, err := listenAddr(o.net, etcdHost(i), 2379)
 		if err != nil {
 			return nil, err
 		}
-		p, err := freePort()
+		p, err := listenAddr(o.net, etcdHost(i), 2380)
 		if err != nil {
 			return nil, err
 		}
@@ -371,7 +445,7 @@ func StartEtcdCluster(o EtcdOptions) ([]*EtcdMember, error) {
 		if o.TLS != nil {
 			scheme = "https://"
 		}
-		m := &EtcdMember{Name: fmt.Sprintf("etcd%d", i), ClientURL: scheme + c, PeerURL: "http://" + p, Dir: filepath.Join(o.Dir, fmt.Sprintf("etcd%d", i)), bin: o.Bin, tls: o.TLS, fsync: o.Fsync}
+		m := &EtcdMember{Name: fmt.Sprintf("etcd%d", i), ClientURL: scheme + c, PeerURL: "http://" + p, Dir: filepath.Join(o.Dir, fmt.Sprintf("etcd%d", i)), bin: o.Bin, tls: o.TLS, fsync: o.Fsync, net: o.net, host: etcdHost(i)}
 		members = append(members, m)
 		peers = append(peers, m.Name+"="+m.PeerURL)
 	}
@@ -404,16 +478,16 @@ func (m *EtcdMember) start(state string) error {
 	if m.fsync {
 		args = append(args, "--fsync")
 	}
-	client := &http.Client{Timeout: time.Second}
+	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DialContext: m.net.dial}}
 	if m.tls != nil {
 		args = append(args, "--cert-file", m.tls.ServerCert, "--key-file", m.tls.ServerKey, "--trusted-ca-file", m.tls.CA)
 		tlsCfg, err := m.tls.ClientConfig()
 		if err != nil {
 			return err
 		}
-		client.Transport = &http.Transport{TLSClientConfig: tlsCfg}
+		client.Transport = &http.Transport{TLSClientConfig: tlsCfg, DialContext: m.net.dial}
 	}
-	cmd := exec.Command(m.bin, args...)
+	cmd := m.net.command(context.Background(), m.host, m.bin, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	out := &lockedWriter{w: &bytes.Buffer{}}
 	cmd.Stdout, cmd.Stderr = out, out
@@ -598,7 +672,7 @@ func GatedPackage(deb, gate, dir string) (string, error) {
 // FerryCommand prepares the admin CLI against the datacenter.
 func (dc *Datacenter) FerryCommand(ctx context.Context, args ...string) *exec.Cmd {
 	all := append([]string{"--config", filepath.Join(dc.Dir, "admin.yml")}, args...)
-	return exec.CommandContext(ctx, dc.opts.Build.Ferry, all...)
+	return dc.net.command(ctx, hostAdmin, dc.opts.Build.Ferry, all...)
 }
 
 // Ferry runs the admin CLI against the datacenter.
@@ -717,10 +791,18 @@ type Receiver struct {
 	Text []string
 }
 
-// NewReceiver starts a receiver.
+// NewReceiver starts a receiver on loopback.
 func NewReceiver() *Receiver {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	return newReceiverOn(l)
+}
+
+func newReceiverOn(l net.Listener) *Receiver {
 	r := &Receiver{}
-	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+	r.srv = serve(l, http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		var m struct {
 			Text string `json:"text"`
 		}

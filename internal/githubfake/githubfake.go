@@ -23,6 +23,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -114,14 +115,23 @@ type Counters struct {
 }
 
 // New starts a fake on a loopback port. Close it when done.
-func New() *Server {
+func New() *Server { return NewOn(nil) }
+
+// NewOn starts a fake that serves on l (nil: a loopback port), such as a
+// listener in a lab network's namespace. Close it when done.
+func NewOn(l net.Listener) *Server {
 	s := &Server{
 		repos: map[string]*repo{},
 		cuts:  map[string][]int64{},
 		now:   time.Now,
 	}
 	s.resetCountersLocked()
-	s.srv = httptest.NewServer(s.handler())
+	s.srv = httptest.NewUnstartedServer(s.handler())
+	if l != nil {
+		s.srv.Listener.Close()
+		s.srv.Listener = l
+	}
+	s.srv.Start()
 	return s
 }
 

@@ -3,9 +3,11 @@
 package registrytest
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -26,18 +28,29 @@ type Registry struct {
 	blobGets atomic.Int64
 	// Host is host:port, the registry part of image names.
 	Host string
+	// Dial, when set, is how pushes reach the registry (from outside the
+	// network namespace it serves in).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // New starts a registry; Close stops it.
-func New() *Registry {
+func New() *Registry { return NewOn(nil) }
+
+// NewOn starts a registry that serves on l (nil: a loopback port).
+func NewOn(l net.Listener) *Registry {
 	r := &Registry{}
 	h := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
-	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+	r.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if req.Method == http.MethodGet && strings.Contains(req.URL.Path, "/blobs/") {
 			r.blobGets.Add(1)
 		}
 		h.ServeHTTP(w, req)
 	}))
+	if l != nil {
+		r.srv.Listener.Close()
+		r.srv.Listener = l
+	}
+	r.srv.Start()
 	r.Host = strings.TrimPrefix(r.srv.URL, "http://")
 	return r
 }
@@ -63,7 +76,11 @@ func (r *Registry) PushImage(repo, tag string, img v1.Image) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := remote.Write(ref, img); err != nil {
+	var opts []remote.Option
+	if r.Dial != nil {
+		opts = append(opts, remote.WithTransport(&http.Transport{DialContext: r.Dial}))
+	}
+	if err := remote.Write(ref, img, opts...); err != nil {
 		return "", fmt.Errorf("push %s: %w", ref, err)
 	}
 	d, err := img.Digest()

@@ -1,0 +1,238 @@
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ferry-cd/ferry/dctest/machine"
+	"github.com/ferry-cd/ferry/pkg/deb"
+	"gopkg.in/yaml.v3"
+)
+
+// Paths inside a machine that the harness puts in place.
+const (
+	// machineMarkers is where the test plan's last step writes its marker.
+	machineMarkers = "/var/lib/dctest-markers"
+	// MachineArtifacts is the test's artifact set in a machine; a drop-in
+	// passes it to ferry-worker with --artifacts.
+	MachineArtifacts = "/etc/ferry/dctest-artifacts.yaml"
+)
+
+// Machine is a boot server that is a systemd machine on the lab network:
+// ferry's package installed on its own root with apt, its shipped units
+// run by its own systemd.
+type Machine struct {
+	ID string
+	*machine.Machine
+	dc *Datacenter
+}
+
+// AddMachine makes and boots a machine, then installs the ferry package of
+// version on it the way an operator does: the bootstrap config and the
+// release key in /etc/ferry, then `apt-get install ./ferry_….deb`, whose
+// postinst starts both units. It does not join the fleet.
+func (dc *Datacenter) AddMachine(ctx context.Context, id, version string) (*Machine, error) {
+	l, ok := dc.net.(*lab)
+	if !ok {
+		return nil, errors.New("AddMachine needs a datacenter started with Options.Machines")
+	}
+	pkg, ok := dc.opts.Build.Debs[version]
+	if !ok {
+		return nil, fmt.Errorf("no package of %s was built", version)
+	}
+	mm, err := l.NewMachine(id, dc.base, filepath.Join(dc.Dir, "machines"))
+	if err != nil {
+		return nil, err
+	}
+	m := &Machine{ID: id, Machine: mm, dc: dc}
+	dc.mu.Lock()
+	dc.Machines[id] = m
+	dc.mu.Unlock()
+	if err := m.provision(); err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(pkg)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(m.Root, "root", filepath.Base(pkg)), data, 0o644); err != nil {
+		return nil, err
+	}
+	if err := m.Boot(ctx); err != nil {
+		return nil, err
+	}
+	if _, err := m.Exec(ctx, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q", "--no-install-recommends", "/root/"+filepath.Base(pkg)); err != nil {
+		return nil, err
+	}
+	return m, m.WaitActive(ctx, "ferry-worker.service", "ferry-updater.service")
+}
+
+// provision writes what an operator puts on a boot server before it
+// installs ferry, and what the test plan's actions act on.
+func (m *Machine) provision() error {
+	dc := m.dc
+	if _, err := dc.writeKeys(filepath.Join(m.Root, "etc/ferry")); err != nil {
+		return err
+	}
+	cfg := dc.etcdConfig(map[string]any{
+		"server-id": m.ID,
+		// The machine's root is an overlay: containerd's own overlay
+		// snapshotter cannot stack on it.
+		"containerd-snapshotter": "native",
+	})
+	data, err := yaml.Marshal(cfg)
+	if err != nil {
+		return err
+	}
+	files := map[string]string{
+		"etc/ferry/config.yml": string(data),
+		// The units the test plan's images restart.
+		"etc/systemd/system/dns.service": "[Unit]\nDescription=dctest dns\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\n",
+		"etc/systemd/system/ntp.service": "[Unit]\nDescription=dctest ntp\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\n",
+	}
+	for unit, body := range dc.opts.DropIns {
+		files[filepath.Join("etc/systemd/system", unit+".d", "dctest.conf")] = body
+	}
+	for path, body := range files {
+		full := filepath.Join(m.Root, path)
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(full, []byte(body), 0o644); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(m.Root, machineMarkers), 0o755); err != nil {
+		return err
+	}
+	return m.copySet()
+}
+
+// copySet puts the datacenter's artifact set where the drop-in points.
+func (m *Machine) copySet() error {
+	data, err := os.ReadFile(m.dc.SetFile)
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(m.Root, MachineArtifacts)
+	if err := os.WriteFile(path+".new", data, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(path+".new", path)
+}
+
+// WaitActive waits until systemd says every unit is active.
+func (m *Machine) WaitActive(ctx context.Context, units ...string) error {
+	var last string
+	for {
+		out, err := m.Exec(ctx, "systemctl", append([]string{"is-active"}, units...)...)
+		last = strings.Join(strings.Fields(out), " ")
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			st, _ := m.Exec(context.Background(), "systemctl", append([]string{"status", "--no-pager", "-n", "20"}, units...)...)
+			return fmt.Errorf("%s: %v not active (last: %s): %w\n%s", m.ID, units, last, ctx.Err(), st)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// MainPID is the main process of a unit, in the machine's PID namespace
+// (0 when it does not run).
+func (m *Machine) MainPID(ctx context.Context, unit string) (int, error) {
+	out, err := m.Exec(ctx, "systemctl", "show", "-p", "MainPID", "--value", unit)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(strings.TrimSpace(out))
+}
+
+// RunningVersion is the version of the binary a unit's main process runs:
+// its /proc/PID/exe asked for --version. It fails when the file the process
+// was started from has since been replaced (an old binary still running).
+func (m *Machine) RunningVersion(ctx context.Context, unit string) (string, error) {
+	pid, err := m.MainPID(ctx, unit)
+	if err != nil {
+		return "", err
+	}
+	if pid == 0 {
+		return "", fmt.Errorf("%s: %s does not run", m.ID, unit)
+	}
+	exe := fmt.Sprintf("/proc/%d/exe", pid)
+	target, err := m.Exec(ctx, "readlink", exe)
+	if err != nil {
+		return "", err
+	}
+	if strings.HasSuffix(strings.TrimSpace(target), "(deleted)") {
+		return "", fmt.Errorf("%s: %s runs %s, a binary that was replaced since it started", m.ID, unit, strings.TrimSpace(target))
+	}
+	out, err := m.Exec(ctx, exe, "--version")
+	return strings.TrimSpace(out), err
+}
+
+// Journal is what the machine's journald holds of a unit, message text only.
+func (m *Machine) Journal(ctx context.Context, unit string) (string, error) {
+	return m.Exec(ctx, "journalctl", "--no-pager", "-o", "cat", "-u", unit)
+}
+
+func (m *Machine) adminDir() string { return filepath.Join(m.Root, "var/lib/dpkg") }
+
+// InstalledVersion is the ferry version in the machine's dpkg database.
+func (m *Machine) InstalledVersion(ctx context.Context) (string, error) {
+	return deb.InstalledVersion(ctx, m.adminDir(), "ferry")
+}
+
+// PackageVersion is the installed version of another package.
+func (m *Machine) PackageVersion(ctx context.Context, pkg string) (string, error) {
+	return deb.InstalledVersion(ctx, m.adminDir(), pkg)
+}
+
+// Dpkg is how the machine's dpkg database has a package.
+func (m *Machine) Dpkg(ctx context.Context, pkg string) (deb.State, error) {
+	return deb.Query(ctx, m.adminDir(), pkg)
+}
+
+// Audit is what `dpkg --audit` on the machine finds wrong ("" when nothing).
+func (m *Machine) Audit(ctx context.Context) (string, error) {
+	out, err := m.Exec(ctx, "dpkg", "--audit")
+	return strings.TrimSpace(out), err
+}
+
+// Marker is the version the last rollout's services step ran at on this
+// machine, or "" when it never ran.
+func (m *Machine) Marker() string {
+	data, _ := os.ReadFile(filepath.Join(m.Root, machineMarkers, m.ID))
+	return strings.TrimSpace(string(data))
+}
+
+// Machine returns a machine by id.
+func (dc *Datacenter) Machine(id string) (*Machine, error) {
+	dc.mu.Lock()
+	defer dc.mu.Unlock()
+	m, ok := dc.Machines[id]
+	if !ok {
+		return nil, fmt.Errorf("%s: %w", id, errNoServer)
+	}
+	return m, nil
+}
+
+// Host is a host of the lab network by name (etcd0, github, boot-1...).
+func (dc *Datacenter) Host(name string) (*machine.Host, error) {
+	l, ok := dc.net.(*lab)
+	if !ok {
+		return nil, errors.New("no lab network: the datacenter runs on loopback")
+	}
+	h, ok := l.Host(name)
+	if !ok {
+		return nil, fmt.Errorf("the lab has no host %s", name)
+	}
+	return h, nil
+}
