@@ -10,7 +10,8 @@ BIN ?= bin
 DIST ?= dist
 BUILD ?= build
 # command:package pairs that the tests need; `make deps` installs the missing.
-DEB_TOOLS := dpkg-deb:dpkg lintian:lintian minisign:minisign curl:curl containerd:containerd ctr:containerd systemd-analyze:systemd git:git promtool:prometheus chromium:chromium
+DEB_TOOLS := dpkg-deb:dpkg lintian:lintian minisign:minisign curl:curl containerd:containerd ctr:containerd systemd-analyze:systemd git:git promtool:prometheus chromium:chromium \
+	systemd-nspawn:systemd-container debootstrap:debootstrap nsenter:util-linux ip:iproute2
 CMDS := $(notdir $(wildcard cmd/*))
 
 .DEFAULT_GOAL := help
@@ -80,8 +81,21 @@ vuln: ## check the module and binaries for known vulnerabilities (govulncheck; n
 check: fmt-check vet ## fast edit loop: gofmt, vet, unit and integration tests (no dctest, no packaging)
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v -e /dctest -e /debian)
 
+# The machine scenarios' base image (a Debian root with systemd), cached
+# outside the tree and rebuilt when dctest/machine/image.sh changes.
+MACHINE_CACHE ?= /var/cache/ferry-dctest
+export FERRY_DCTEST_CACHE := $(MACHINE_CACHE)
+
+.PHONY: machine-image
+machine-image: deps ## build (or find cached) the base image of dctest's systemd machines (root; 1-6 minutes the first time)
+	@dctest/machine/image.sh $(MACHINE_CACHE) >/dev/null
+
+.PHONY: machines
+machines: machine-image ## only the machine scenarios: ferry on systemd machines on a private network (root)
+	$(GO) test -count=1 -v -run '^TestMachines' -timeout 30m ./dctest/ 2>&1 | grep -E '^(---|=== RUN|ok|FAIL|PASS)|scenario took|dctest:|Error|leads|stopped'
+
 .PHONY: test
-test: deps lint build ## everything: lint, build, all tests and dctest (what CI runs)
+test: deps lint build machine-image ## everything: lint, build, all tests and dctest (what CI runs)
 	$(GO) test -count=1 -timeout 30m ./...
 
 .PHONY: dctest

@@ -114,6 +114,8 @@ func startWith(t *testing.T, limit time.Duration, o harness.Options) *dc {
 					j, _ := m.Journal(context.Background(), unit)
 					t.Logf("=== %s journal of %s (tail)\n%s", id, unit, tail(j, 30))
 				}
+				w, _ := m.Exec(context.Background(), "journalctl", "--no-pager", "-p", "warning", "-o", "short-precise")
+				t.Logf("=== %s journal, warnings and worse (tail)\n%s", id, tail(w, 20))
 			}
 		}
 		d.Close()

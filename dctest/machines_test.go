@@ -1,16 +1,28 @@
 package dctest
 
 import (
-	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/ferry-cd/ferry/dctest/harness"
 	"github.com/ferry-cd/ferry/dctest/machine"
+	"github.com/ferry-cd/ferry/internal/debtest"
+	"github.com/ferry-cd/ferry/internal/githubfake"
+	"github.com/ferry-cd/ferry/pkg/artifacts"
+	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // The machine scenarios run ferry on systemd machines (dctest/machine):
@@ -22,7 +34,7 @@ import (
 // leases, so that a dead worker or leader is noticed in seconds, and the
 // test's artifact set. None of them touches the sandbox.
 var machineDropIns = map[string]string{
-	"ferry-worker.service": "[Service]\nExecStart=\nExecStart=/usr/sbin/ferry-worker --config /etc/ferry/config.yml --lease-ttl 3s --artifacts " + harness.MachineArtifacts + "\n",
+	"ferry-worker.service":  "[Service]\nExecStart=\nExecStart=/usr/sbin/ferry-worker --config /etc/ferry/config.yml --lease-ttl 3s --artifacts " + harness.MachineArtifacts + "\n",
 	"ferry-updater.service": "[Service]\nExecStart=\nExecStart=/usr/sbin/ferry-updater --config /etc/ferry/config.yml --session-ttl 3s\n",
 }
 
@@ -33,33 +45,41 @@ func startMachines(t *testing.T, limit time.Duration) *dc {
 	if os.Geteuid() != 0 {
 		t.Fatal("the machine scenarios need root (network namespaces, systemd-nspawn); run them as root, after make deps")
 	}
+	// Machine scenarios share nothing but the base image: they run side by
+	// side (go test's -parallel, 2 on 2 cores), after the process ones.
+	t.Parallel()
+	var lab string
 	t.Cleanup(func() {
 		// Runs after the datacenter's own cleanup (cleanups run last first).
-		require.Empty(t, machine.LeftoversOf(os.Getpid()), "namespaces and mounts left on the host")
-		require.Empty(t, labProcesses(), "machine or lab processes left on the host")
+		if lab != "" {
+			require.Empty(t, machine.LeftoversOf(lab), "namespaces, mounts and cgroups left on the host")
+			require.Empty(t, labProcesses(lab), "machine or lab processes left on the host")
+		}
 	})
-	return startWith(t, limit, harness.Options{Machines: true, DropIns: machineDropIns})
+	d := startWith(t, limit, harness.Options{Machines: true, DropIns: machineDropIns})
+	lab = d.LabName()
+	require.NotEmpty(t, lab)
+	return d
 }
 
-// labProcesses lists processes of this run's lab that still run: any
-// systemd-nspawn child of this process, or anything in a lab namespace.
-func labProcesses() []string {
+// labProcesses lists processes of a lab that still run: a systemd-nspawn
+// of one of its machines, or anything in one of its namespaces.
+func labProcesses(lab string) []string {
 	var left []string
-	for _, l := range machine.LeftoversOf(os.Getpid()) {
-		left = append(left, l.String())
+	for _, l := range machine.LeftoversOf(lab) {
+		if l.Kind != "netns" {
+			continue
+		}
+		out, _ := exec.Command("ip", "netns", "pids", filepath.Base(l.Path)).Output()
+		for _, pid := range strings.Fields(string(out)) {
+			left = append(left, fmt.Sprintf("pid %s in %s", pid, l.Path))
+		}
 	}
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
-		comm, err := os.ReadFile("/proc/" + e.Name() + "/comm")
-		if err != nil || string(comm) != "systemd-nspawn\n" {
-			continue
-		}
-		stat, _ := os.ReadFile("/proc/" + e.Name() + "/stat")
-		var pid, ppid int
-		var name, state string
-		fmt.Sscanf(string(stat), "%d %s %s %d", &pid, &name, &state, &ppid)
-		if ppid == os.Getpid() {
-			left = append(left, fmt.Sprintf("systemd-nspawn pid %d", pid))
+		cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err == nil && strings.HasPrefix(string(cmdline), "systemd-nspawn\x00") && strings.Contains(string(cmdline), lab) {
+			left = append(left, "systemd-nspawn pid "+e.Name())
 		}
 	}
 	return left
@@ -150,5 +170,462 @@ func TestMachinesSelfUpgradeUnderSystemd(t *testing.T) {
 		require.Contains(t, j, `"ferry_version":"`+N1+`"`, "journald has the new worker's logs on %s", id)
 		require.Contains(t, j, `"ferry_version":"`+N+`"`, "journald has the old worker's logs on %s", id)
 	}
-	_ = context.Background
+}
+
+// holdStep is a step that waits on every machine until the test releases
+// it (releaseHold), so that a fault lands at a known point of a rollout.
+func holdStep(name string) artifacts.Step {
+	return artifacts.Step{Name: name, Strategy: artifacts.Lockstep, Actions: []artifacts.Action{{Run: &artifacts.RunAction{
+		Command: "sh", Args: []string{"-c", "while [ ! -e " + holdFile + " ]; do sleep 0.2; done"}}}}}
+}
+
+const holdFile = "/var/lib/dctest-hold"
+
+func (d *dc) releaseHold(ids ...string) {
+	d.t.Helper()
+	for _, id := range ids {
+		m, err := d.Machine(id)
+		require.NoError(d.t, err)
+		require.NoError(d.t, m.WriteFile(holdFile, nil))
+	}
+}
+
+// rollOutToHold publishes N1, whose plan starts with holdStep (and is
+// changed by edit, when set), and returns once every server waits in it.
+func (d *dc) rollOutToHold(edit func(*artifacts.Set)) {
+	d.t.Helper()
+	require.NoError(d.t, d.EditArtifactSet(func(s *artifacts.Set) {
+		s.Plan.Steps = append([]artifacts.Step{holdStep("hold")}, s.Plan.Steps...)
+		if edit != nil {
+			edit(s)
+		}
+	}))
+	require.NoError(d.t, d.Publish(N1, harness.PublishOptions{Prerelease: true, CreatedAt: day(2)}))
+	d.waitAllInStep("hold", three...)
+}
+
+// requireNeverStopped checks that the fleet rolled out N then N1, each
+// once, and was never stopped and recovered.
+func (d *dc) requireNeverStopped() {
+	d.t.Helper()
+	hist := d.history()
+	require.Len(d.t, hist, 2, "no stop, no recover")
+	require.Equal(d.t, N1, hist[0].Version)
+	require.Equal(d.t, storage.ResultCompleted, hist[0].Result)
+}
+
+// waitAllInStep waits until every server runs the named step.
+func (d *dc) waitAllInStep(step string, ids ...string) {
+	d.t.Helper()
+	for _, id := range ids {
+		d.waitStep(id, step)
+	}
+}
+
+// TestMachinesWorkerKilledDuringDpkg: `systemctl kill -s KILL ferry-worker`
+// while dpkg, run by the default install command, sits in the postinst of
+// the worker's own upgrade. dpkg runs in a unit of its own, so it lives on;
+// systemd restarts the worker, which waits for dpkg, and the rollout
+// completes with the package installed (ii) everywhere.
+func TestMachinesWorkerKilledDuringDpkg(t *testing.T) {
+	d := startMachines(t, 5*time.Minute)
+	d.bootstrapMachines("staging", three...)
+	const gate = "/var/lib/dctest-postinst-gate"
+	gated, err := harness.GatedPackage(build.Debs[N1], gate, d.Dir)
+	require.NoError(t, err)
+	for _, id := range []string{"boot-0", "boot-2"} {
+		m, _ := d.Machine(id)
+		require.NoError(t, m.WriteFile(gate, nil))
+	}
+	m, err := d.Machine("boot-1")
+	require.NoError(t, err)
+	before, err := m.MainPID(d.ctx, "ferry-worker.service")
+	require.NoError(t, err)
+	require.NoError(t, d.Publish(N1, harness.PublishOptions{Prerelease: true, CreatedAt: day(2), Deb: gated}))
+
+	require.Eventually(t, func() bool {
+		st, err := m.Dpkg(d.ctx, "ferry")
+		return err == nil && st.Condition() == "half-configured" && st.Version == N1
+	}, 2*time.Minute, 50*time.Millisecond, "boot-1's dpkg never reached the postinst of %s", N1)
+	_, err = m.Exec(d.ctx, "systemctl", "kill", "-s", "KILL", "ferry-worker.service")
+	// systemd in a machine on a cgroup v1 host kills the unit's processes
+	// but then fails to walk the controllers' read-only hierarchies.
+	if err != nil && !strings.Contains(err.Error(), "Input/output error") {
+		require.NoError(t, err)
+	}
+
+	// systemd starts the worker again while dpkg still waits in its own unit.
+	require.Eventually(t, func() bool {
+		pid, err := m.MainPID(d.ctx, "ferry-worker.service")
+		return err == nil && pid != 0 && pid != before
+	}, time.Minute, 100*time.Millisecond, "systemd never restarted the killed worker")
+	// dpkg runs on, in systemd-run's transient unit, not the worker's.
+	out, err := m.Exec(d.ctx, "sh", "-c", `for c in /proc/[0-9]*/comm; do [ "$(cat $c 2>/dev/null)" = dpkg ] && cat ${c%comm}cgroup; done; true`)
+	require.NoError(t, err)
+	require.Contains(t, out, "/system.slice/run-", "dpkg died with the worker, or ran in its unit")
+	require.NotContains(t, out, "ferry-worker.service")
+	st, err := m.Dpkg(d.ctx, "ferry")
+	require.NoError(t, err)
+	require.Equal(t, "half-configured", st.Condition(), "dpkg is still in the postinst")
+
+	require.NoError(t, m.WriteFile(gate, nil))
+	d.waitCompleted(N1)
+	d.requireOnMachines(N1, three...)
+	d.requireRunning(N1, three...)
+	d.requireNeverStopped()
+}
+
+// TestMachinesPartitionedServer: boot-2's link to the lab is cut in the
+// middle of a rollout for longer than its alive lease. As the operator's
+// guide says, the leader stops the fleet once boot-2 has had no live
+// worker for dead-server-grace. The link comes back, `ferry recover`
+// clears the stop, and the rollout completes with no server half-upgraded.
+func TestMachinesPartitionedServer(t *testing.T) {
+	d := startMachines(t, 5*time.Minute)
+	d.bootstrapMachines("staging", three...)
+	d.rollOutToHold(nil)
+	m, err := d.Machine("boot-2")
+	require.NoError(t, err)
+	require.NoError(t, m.Host.Cut())
+	cut := time.Now()
+	stopped := d.waitState(N1, "stopped")
+	t.Logf("the fleet stopped %s after the cut: %s", time.Since(cut).Round(100*time.Millisecond), stopped.Request.StopReason)
+	require.Contains(t, stopped.Request.StopReason, "boot-2")
+	require.GreaterOrEqual(t, time.Since(cut), 5*time.Second, "not before dead-server-grace")
+
+	require.NoError(t, m.Host.Mend())
+	d.releaseHold(three...)
+	d.ferry("recover", "--yes")
+	d.waitCompleted(N1)
+	d.requireOnMachines(N1, three...)
+	d.requireRunning(N1, three...)
+}
+
+// TestMachinesPartitionedLeader: the updater leader's machine drops its
+// updater's packets to etcd (nftables, by the updater's user), while its
+// worker goes on. Another updater leads within session-ttl and a margin.
+// While the old one is cut off, GitHub starts failing, so that an updater
+// that still believed it led would record its next release check as soon
+// as it reached etcd again. It records none: every check recorded after
+// the change of leader names the new leader, the old one stands again
+// with a new session, and the rollout has one history record.
+func TestMachinesPartitionedLeader(t *testing.T) {
+	d := startMachines(t, 5*time.Minute)
+	d.bootstrapMachines("staging", three...)
+	d.rollOutToHold(nil)
+	// The updaters restart after the upgrade too (the postinst's restart,
+	// which waits CANCELLATION_DELAY_SECONDS): the one to cut off is a
+	// leader that runs N1.
+	d.requireRunning(N1, three...)
+	old, m := d.machineLeader()
+
+	// Everything written from here on, in order.
+	cli := d.st.Client()
+	from, err := cli.Get(d.ctx, d.Prefix+"info/check")
+	require.NoError(t, err)
+	events := cli.Watch(d.ctx, d.Prefix, clientv3.WithPrefix(), clientv3.WithRev(from.Header.Revision+1))
+
+	require.NoError(t, m.Firewall(d.ctx, `chain out { type filter hook output priority 0; policy accept; meta skuid "ferry" tcp dport 2379 drop; }`))
+	cut := time.Now()
+	var next string
+	require.Eventually(t, func() bool {
+		next, _ = d.updaterLeader()
+		return next != "" && next != old
+	}, 3*time.Second+15*time.Second, 100*time.Millisecond, "no other updater leads after %s was cut off", old)
+	t.Logf("%s leads %s after %s was cut off (session-ttl 3s)", next, time.Since(cut).Round(100*time.Millisecond), old)
+	electedRev := d.electionRev(next)
+
+	// GitHub fails: the new leader records the failed check.
+	d.GitHub.FailNext(1_000_000, http.StatusServiceUnavailable)
+	var checks []storage.CheckInfo
+	seen := func(timeout time.Duration) {
+		deadline := time.After(timeout)
+		for {
+			select {
+			case resp := <-events:
+				for _, ev := range resp.Events {
+					if string(ev.Kv.Key) != d.Prefix+"info/check" || ev.Kv.ModRevision <= electedRev {
+						continue
+					}
+					var c storage.CheckInfo
+					require.NoError(t, json.Unmarshal(ev.Kv.Value, &c))
+					checks = append(checks, c)
+				}
+			case <-deadline:
+				return
+			}
+		}
+	}
+	require.Eventually(t, func() bool {
+		seen(200 * time.Millisecond)
+		return len(checks) > 0 && checks[len(checks)-1].Result == "error"
+	}, time.Minute, 10*time.Millisecond, "the new leader never recorded the failing check")
+
+	// The old leader reaches etcd again while GitHub still fails.
+	require.NoError(t, m.Firewall(d.ctx, ""))
+	require.Eventually(t, func() bool {
+		j, _ := m.Journal(d.ctx, "ferry-updater")
+		return strings.Contains(j, "campaigning again") || strings.Contains(j, "lost the lead")
+	}, time.Minute, 200*time.Millisecond, "the old leader never noticed it lost the lead")
+	// It stands again with a new session: its key in the election is
+	// younger than the new leader's, so it cannot fence a write on the old.
+	require.Eventually(t, func() bool {
+		resp, err := cli.Get(d.ctx, d.st.UpdaterElectionPrefix(), clientv3.WithPrefix())
+		if err != nil {
+			return false
+		}
+		for _, kv := range resp.Kvs {
+			if string(kv.Value) == old {
+				return kv.CreateRevision > electedRev
+			}
+		}
+		return false
+	}, time.Minute, 200*time.Millisecond, "%s never campaigned again with a new session", old)
+	// A few of its check intervals (1s) with etcd back and GitHub failing.
+	seen(4 * time.Second)
+	d.GitHub.ClearFaults()
+	d.releaseHold(three...)
+	d.waitCompleted(N1)
+	seen(time.Second)
+	for _, c := range checks {
+		require.Equal(t, next, c.Leader, "a release check (%s at %s) was recorded by %s after %s took the lead", c.Result, c.At, c.Leader, next)
+	}
+	var n1 int
+	for _, h := range d.history() {
+		if h.Version == N1 {
+			n1++
+		}
+	}
+	require.Equal(t, 1, n1, "one history record for the rollout")
+	d.requireOnMachines(N1, three...)
+}
+
+// machineLeader waits until the updater that leads the election is a
+// running process that says it leads with that key (after an upgrade the
+// key of the updater that was stopped can lead for up to its session-ttl).
+func (d *dc) machineLeader() (string, *harness.Machine) {
+	d.t.Helper()
+	var id, key string
+	require.Eventually(d.t, func() bool {
+		resp, err := d.st.Client().Get(d.ctx, d.st.UpdaterElectionPrefix(), clientv3.WithFirstCreate()...)
+		if err != nil || len(resp.Kvs) == 0 {
+			return false
+		}
+		id, key = string(resp.Kvs[0].Value), string(resp.Kvs[0].Key)
+		m, err := d.Machine(id)
+		if err != nil {
+			return false
+		}
+		// What the updater running now said: after its last start.
+		j, _ := m.Journal(d.ctx, "ferry-updater")
+		if i := strings.LastIndex(j, `"msg":"starting"`); i >= 0 {
+			j = j[i:]
+		}
+		return strings.Contains(j, `"msg":"leading"`) && strings.Contains(j, `"key":"`+key+`"`)
+	}, time.Minute, 200*time.Millisecond, "no running updater says it leads (last: %s with %s)", id, key)
+	m, err := d.Machine(id)
+	require.NoError(d.t, err)
+	return id, m
+}
+
+// electionRev is the create revision of a server's key in the updaters'
+// election: when it became a candidate that now leads.
+func (d *dc) electionRev(id string) int64 {
+	d.t.Helper()
+	resp, err := d.st.Client().Get(d.ctx, d.st.UpdaterElectionPrefix(), clientv3.WithFirstCreate()...)
+	require.NoError(d.t, err)
+	require.NotEmpty(d.t, resp.Kvs)
+	require.Equal(d.t, id, string(resp.Kvs[0].Value))
+	return resp.Kvs[0].CreateRevision
+}
+
+// TestMachinesGitHubUnreachable: the lab drops every packet to the GitHub
+// fake for 2 minutes in the middle of a rollout, when the workers must
+// fetch an extra package from it. They retry, say RETRYING, and the
+// rollout completes once GitHub answers again, never stopped.
+func TestMachinesGitHubUnreachable(t *testing.T) {
+	d := startMachines(t, 7*time.Minute)
+	d.bootstrapMachines("staging", three...)
+	// N1 brings acme-tools 1.0.1, from GitHub, after a hold.
+	data := buildDeb(t, d.Dir, "acme-tools", "1.0.1")
+	d.GitHub.AddRelease("acme/tools", githubfake.ReleaseSpec{Tag: "v1.0.1", Assets: map[string][]byte{"acme-tools_1.0.1_amd64.deb": data}})
+	d.rollOutToHold(func(s *artifacts.Set) {
+		s.Debs[0] = artifacts.Deb{Name: "acme-tools", Repository: "acme/tools", Release: "v1.0.1", Asset: "acme-tools_1.0.1_amd64.deb", Version: "1.0.1", SHA256: sha256hex(data)}
+		s.Plan.Steps[1].Parallel = 3
+	})
+	gh, err := d.Host("github")
+	require.NoError(t, err)
+	require.NoError(t, gh.Cut())
+	cut := time.Now()
+	d.releaseHold(three...)
+
+	retrying := map[string]bool{}
+	require.Eventually(t, func() bool {
+		snap, err := d.st.Snapshot(d.ctx)
+		if err != nil {
+			return false
+		}
+		for _, id := range three {
+			if snap.Phase(id) == storage.PhaseRetrying {
+				retrying[id] = true
+			}
+		}
+		return len(retrying) == len(three)
+	}, 100*time.Second, 200*time.Millisecond, "every worker says it retries; seen %v", retrying)
+	status := d.ferry("status")
+	require.Contains(t, strings.ToUpper(status), "RETRYING", status)
+	// The whole outage: the rollout must not stop in it.
+	for time.Since(cut) < 2*time.Minute {
+		s, err := d.Status(d.ctx)
+		require.NoError(t, err)
+		require.False(t, s.Request.Stop, "the fleet stopped while GitHub was away: %s", s.Request.StopReason)
+		require.NotEqual(t, "completed", s.State)
+		time.Sleep(2 * time.Second)
+	}
+	require.NoError(t, gh.Mend())
+	d.waitCompleted(N1)
+	for _, id := range three {
+		m, _ := d.Machine(id)
+		v, err := m.PackageVersion(d.ctx, "acme-tools")
+		require.NoError(t, err)
+		require.Equal(t, "1.0.1", v, id)
+	}
+	d.requireNeverStopped()
+}
+
+// TestMachinesRebootMidRollout: boot-1 loses power in the middle of a step
+// (its nspawn process is killed) and boots again. systemd starts both
+// units at boot, the worker resumes where the fleet is, and the rollout
+// completes.
+func TestMachinesRebootMidRollout(t *testing.T) {
+	d := startMachines(t, 5*time.Minute)
+	d.bootstrapMachines("staging", three...)
+	d.rollOutToHold(nil)
+	m, err := d.Machine("boot-1")
+	require.NoError(t, err)
+	m.PowerOff()
+	require.NoError(t, m.Boot(d.ctx))
+	require.NoError(t, m.WaitActive(d.ctx, "ferry-worker.service", "ferry-updater.service"))
+	d.releaseHold(three...)
+	d.waitCompleted(N1)
+	d.requireOnMachines(N1, three...)
+	d.requireRunning(N1, three...)
+	boots, err := m.Exec(d.ctx, "journalctl", "--list-boots", "--no-pager")
+	require.NoError(t, err)
+	t.Logf("boot-1's boots:\n%s", boots)
+	d.requireNeverStopped()
+}
+
+// TestMachinesEveryActionUnderTheSandbox: N1's plan has every action type
+// (debs, images into the machine's containerd, restart-units, boot
+// contents, run) and both kinds of health check, all run by the shipped
+// worker unit with its sandbox. The running units score in `systemd-analyze
+// security` what the unit files score offline.
+func TestMachinesEveryActionUnderTheSandbox(t *testing.T) {
+	d := startMachines(t, 5*time.Minute)
+	d.bootstrapMachines("staging", three...)
+	require.NoError(t, d.EditArtifactSet(func(s *artifacts.Set) {
+		s.Plan.Steps = append(s.Plan.Steps, artifacts.Step{
+			Name: "checks", Strategy: artifacts.Lockstep,
+			Actions: []artifacts.Action{{RestartUnits: &artifacts.RestartUnitsAction{Units: []string{"dns.service"}}}},
+			Health: []artifacts.HealthCheck{
+				{HTTP: &artifacts.HTTPCheck{URL: "http://127.0.0.1:9712/healthz"}},
+				{Command: &artifacts.RunAction{Command: "systemctl", Args: []string{"is-active", "dns.service", "ntp.service"}}},
+			},
+		})
+	}))
+	require.NoError(t, d.Publish(N1, harness.PublishOptions{Prerelease: true, CreatedAt: day(2)}))
+	d.waitCompleted(N1)
+	d.requireOnMachines(N1, three...)
+
+	set, err := artifacts.Load(d.SetFile)
+	require.NoError(t, err)
+	contents, err := d.st.GetContents(d.ctx, "boot")
+	require.NoError(t, err)
+	require.NotNil(t, contents)
+	for _, id := range three {
+		m, _ := d.Machine(id)
+		images, err := m.Exec(d.ctx, "ctr", "-n", "ferry", "images", "ls", "-q")
+		require.NoError(t, err)
+		for _, im := range set.Images {
+			require.Contains(t, images, im.Repository, "%s's containerd has %s", id, im.Name)
+		}
+		for _, unit := range []string{"dns.service", "ntp.service"} {
+			out, err := m.Exec(d.ctx, "systemctl", "show", "-p", "NRestarts,ActiveState", unit)
+			require.NoError(t, err)
+			require.Contains(t, out, "ActiveState=active", "%s restarted %s", id, unit)
+		}
+	}
+	// The leader step published the boot contents, once for the fleet:
+	// on the machine of the worker that led it (it may be another one
+	// than N's), through the shipped sandbox (ProtectSystem=yes).
+	require.Equal(t, N1, contents.Version)
+	require.True(t, contents.Success)
+	var published int
+	for _, id := range three {
+		m, _ := d.Machine(id)
+		if target, err := os.Readlink(m.Root + "/srv/ferry/boot/current"); err == nil {
+			require.Contains(t, target, set.OSImage.Version)
+			published++
+		}
+	}
+	require.GreaterOrEqual(t, published, 1, "boot contents published on a machine")
+
+	m, _ := d.Machine("boot-0")
+	for _, unit := range []string{"ferry-worker.service", "ferry-updater.service"} {
+		online, err := m.Exec(d.ctx, "systemd-analyze", "security", "--no-pager", unit)
+		require.NoError(t, err)
+		offline, err := m.Exec(d.ctx, "systemd-analyze", "security", "--no-pager", "--offline=yes", "/lib/systemd/system/"+unit)
+		require.NoError(t, err)
+		require.Equal(t, exposure(t, offline), exposure(t, online), "%s scores the same running as offline; what differs:\n%s", unit, lineDiff(offline, online))
+		t.Logf("%s: %s", unit, exposure(t, online))
+	}
+}
+
+var exposureLine = regexp.MustCompile(`Overall exposure level for \S+: ([0-9.]+)`)
+
+func exposure(t *testing.T, out string) string {
+	t.Helper()
+	m := exposureLine.FindStringSubmatch(out)
+	require.NotNil(t, m, "no exposure level in: %s", out)
+	return m[1]
+}
+
+// lineDiff lists the lines of a that b lacks (-) and those of b that a
+// lacks (+).
+func lineDiff(a, b string) string {
+	in := func(s string) map[string]bool {
+		m := map[string]bool{}
+		for _, l := range strings.Split(s, "\n") {
+			m[strings.TrimSpace(l)] = true
+		}
+		return m
+	}
+	ina, inb := in(a), in(b)
+	var out []string
+	for l := range ina {
+		if !inb[l] {
+			out = append(out, "- "+l)
+		}
+	}
+	for l := range inb {
+		if !ina[l] {
+			out = append(out, "+ "+l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+func sha256hex(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+func buildDeb(t *testing.T, dir, name, version string) []byte {
+	t.Helper()
+	path, err := debtest.BuildErr(dir, debtest.Package{Name: name, Version: version, Files: map[string]string{"/usr/share/" + name + "/version": version}})
+	require.NoError(t, err)
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	return data
 }

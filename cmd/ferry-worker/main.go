@@ -21,6 +21,7 @@ import (
 	"github.com/ferry-cd/ferry/pkg/bootstrap"
 	"github.com/ferry-cd/ferry/pkg/deb"
 	"github.com/ferry-cd/ferry/pkg/images"
+	"github.com/ferry-cd/ferry/pkg/release"
 	"github.com/ferry-cd/ferry/pkg/trust"
 	"github.com/ferry-cd/ferry/pkg/worker"
 )
@@ -92,8 +93,12 @@ func main() {
 		Images:         runtime,
 		Boot:           &bootcontents.Publisher{Dir: cfg.BootContentDir, IgnitionDir: cfg.IgnitionDir},
 		RestartCommand: cfg.RestartCommand,
-		TrustedKeys:    cfg.TrustedKeys,
-		AllowUnsigned:  cfg.Unsigned(),
+		// A download that makes no progress goes back at once to the
+		// worker's own retry, which shows RETRYING and backs off; one
+		// broken after progress is still resumed where it stopped.
+		Download:      release.DownloadOptions{Attempts: 1},
+		TrustedKeys:   cfg.TrustedKeys,
+		AllowUnsigned: cfg.Unsigned(),
 	}
 	if err := checkTrust(cfg, log); err != nil {
 		daemon.Fatal(program, &daemon.ConfigError{Err: err})

@@ -236,3 +236,40 @@ func (dc *Datacenter) Host(name string) (*machine.Host, error) {
 	}
 	return h, nil
 }
+
+// WriteFile writes a file into the machine's root, as seen inside it.
+func (m *Machine) WriteFile(path string, data []byte) error {
+	full := filepath.Join(m.Root, path)
+	if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(full, data, 0o644)
+}
+
+// Firewall loads an nftables ruleset into the machine's network
+// namespace, in a table of its own (inet dctest), replacing the last one;
+// an empty ruleset removes the table.
+func (m *Machine) Firewall(ctx context.Context, rules string) error {
+	m.Exec(ctx, "nft", "delete", "table", "inet", "dctest")
+	if rules == "" {
+		return nil
+	}
+	cmd, err := m.Command(ctx, "nft", "-f", "-")
+	if err != nil {
+		return err
+	}
+	cmd.Stdin = strings.NewReader("table inet dctest {\n" + rules + "\n}\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s: nft: %w: %s", m.ID, err, out)
+	}
+	return nil
+}
+
+// LabName starts the name of every namespace, mount and cgroup of the
+// datacenter's lab network ("" on loopback).
+func (dc *Datacenter) LabName() string {
+	if l, ok := dc.net.(*lab); ok {
+		return l.Name()
+	}
+	return ""
+}

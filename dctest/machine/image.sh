@@ -1,7 +1,8 @@
 #!/bin/sh
 # Builds the base root of dctest's boot-server machines: Debian bookworm with
 # systemd as init, and what ferry's units and actions use on a boot server
-# (containerd for image actions). The root is cached outside the tree, under
+# (containerd for image actions), and nftables for the faults a test makes
+# inside a machine.
 # a name that is the hash of this file, so a change here builds a new one.
 #
 #   image.sh CACHE_DIR   prints the root's path, building it if missing
@@ -12,6 +13,10 @@ set -eu
 cache=${1:?usage: image.sh CACHE_DIR}
 key=$(sha256sum "$0" | cut -c1-16)
 root="$cache/base-$key"
+mkdir -p "$cache"
+# One build at a time: a second run waits for the first, then finds it.
+exec 9>"$cache/.lock"
+flock 9
 if [ -e "$root/.ferry-image-done" ]; then
 	echo "$root"
 	exit 0
@@ -32,7 +37,6 @@ for tool in debootstrap systemd-nspawn; do
 	fi
 done
 
-mkdir -p "$cache"
 # Old images are of an older recipe: nothing uses them any more.
 for old in "$cache"/base-*; do
 	[ -e "$old" ] && [ "$old" != "$root" ] && rm -rf "$old"
@@ -42,7 +46,7 @@ rm -rf "$tmp"
 started=$(date +%s)
 echo "image.sh: debootstrap bookworm from $mirror into $tmp (2-6 minutes)" >&2
 debootstrap --variant=minbase \
-	--include=systemd,systemd-sysv,dbus,iproute2,containerd,ca-certificates \
+	--include=systemd,systemd-sysv,dbus,iproute2,containerd,ca-certificates,nftables \
 	bookworm "$tmp" "$mirror" >"$cache/debootstrap.log" 2>&1 || {
 	tail -n 30 "$cache/debootstrap.log" >&2
 	exit 1
@@ -52,6 +56,7 @@ debootstrap --variant=minbase \
 # that waits for a network manager.
 ln -sf /lib/systemd/system/multi-user.target "$tmp/etc/systemd/system/default.target"
 for unit in getty@tty1.service console-getty.service systemd-networkd-wait-online.service \
+	systemd-update-utmp.service systemd-update-utmp-runlevel.service \
 	apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer; do
 	ln -sf /dev/null "$tmp/etc/systemd/system/$unit"
 done

@@ -277,6 +277,16 @@ func Sweep() error {
 			}
 		}
 	}
+	for _, l := range Leftovers() {
+		if !ownerAlive(filepath.Base(l.Path)) {
+			switch l.Kind {
+			case "cgroup":
+				removeCgroup(l.Path)
+			case "cgroup2":
+				removeUnmountedCgroup(l.Path)
+			}
+		}
+	}
 	nspawnMount.Lock()
 	if nspawnMount.users == 0 && isMountPoint(nspawnRun) && !nspawnRunning() {
 		errs = append(errs, unmount(nspawnRun))
@@ -285,9 +295,9 @@ func Sweep() error {
 	return errors.Join(errs...)
 }
 
-// Leftover is a namespace or a mount that a lab made.
+// Leftover is a namespace, a mount or a cgroup that a lab made.
 type Leftover struct {
-	Kind string // netns or mount
+	Kind string // netns, mount, cgroup, or cgroup2 (of an unmounted unified hierarchy)
 	Path string
 }
 
@@ -310,6 +320,30 @@ func Leftovers() []Leftover {
 			out = append(out, Leftover{Kind: "mount", Path: f[1]})
 		}
 	}
+	hierarchies, _ := os.ReadDir(cgroupRoot)
+	for _, h := range append(hierarchies, nil) {
+		dir := cgroupRoot
+		if h != nil {
+			dir = filepath.Join(cgroupRoot, h.Name())
+		}
+		filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+			if err != nil || !d.IsDir() {
+				return nil
+			}
+			if strings.HasPrefix(d.Name(), Prefix) {
+				out = append(out, Leftover{Kind: "cgroup", Path: path})
+				return filepath.SkipDir
+			}
+			// Lab cgroups sit a few levels down at most.
+			if strings.Count(strings.TrimPrefix(path, cgroupRoot), "/") > 4 {
+				return filepath.SkipDir
+			}
+			return nil
+		})
+	}
+	for _, p := range unmountedLeftovers() {
+		out = append(out, Leftover{Kind: "cgroup2", Path: p})
+	}
 	if isMountPoint(nspawnRun) {
 		out = append(out, Leftover{Kind: "mount", Path: nspawnRun})
 	}
@@ -327,14 +361,18 @@ func nspawnRunning() bool {
 	return false
 }
 
-// LeftoversOf lists the leftovers of this process's labs alone, so that
-// a test running beside other runs sees only its own.
-func LeftoversOf(pid int) []Leftover {
+// LeftoversOf lists the leftovers whose names start with prefix: a
+// lab's Name, or Prefix and a process id for all labs of one run.
+func LeftoversOf(prefix string) []Leftover {
 	var out []Leftover
 	for _, l := range Leftovers() {
-		if strings.HasPrefix(filepath.Base(l.Path), fmt.Sprintf("%s%d-", Prefix, pid)) {
+		if strings.HasPrefix(filepath.Base(l.Path), prefix) {
 			out = append(out, l)
 		}
 	}
 	return out
 }
+
+// Name starts the name of everything the lab makes (namespaces, machine
+// roots, cgroups).
+func (l *Lab) Name() string { return l.name }

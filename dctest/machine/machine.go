@@ -96,6 +96,8 @@ type Machine struct {
 	exited chan struct{}
 	log    *bytes.Buffer
 	held   bool
+	// cg is the machine's own cgroup.
+	cg *cgroups
 }
 
 // NewMachine makes a machine's root over base, under dir, on a new host
@@ -140,9 +142,23 @@ func (m *Machine) Boot(ctx context.Context) error {
 		}
 		m.held = true
 	}
-	cmd := exec.Command("systemd-nspawn", "--keep-unit", "--register=no", "--quiet",
+	// Each machine's systemd gets a cgroup of its own: without a host
+	// systemd to make one, machines started from one process would share
+	// one, and each one's systemd would remove the others' units' cgroups
+	// (their units then fail with status 219/CGROUP). nspawn places the
+	// machine by its own cgroup in systemd's hierarchy and in the unified
+	// one, so it is moved into the machine's cgroup in both.
+	cg, err := makeCgroups(m.Host.NS)
+	if err != nil {
+		m.mu.Unlock()
+		return err
+	}
+	m.cg = cg
+	cmd := exec.Command("sh", "-c", moveScript, "sh",
+		"systemd-nspawn", "--keep-unit", "--register=no", "--quiet",
 		"-D", m.Root, "-M", m.Name, "--network-namespace-path="+filepath.Join(netnsDir, m.Host.NS),
 		"--console=read-only", "--boot")
+	cmd.Env = append(os.Environ(), "FDCT_CGROUPS="+strings.Join(cg.dirs, " "), "FDCT_CGROUP2="+cg.unmounted)
 	// If the test dies, the machine is powered off with it; the next run's
 	// sweep removes what remains.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -267,7 +283,140 @@ func (m *Machine) PowerOff() {
 	<-exited
 	m.mu.Lock()
 	m.nspawn = nil
+	cg := m.cg
+	m.cg = nil
 	m.mu.Unlock()
+	cg.remove()
+}
+
+// cgroupRoot is where the cgroup hierarchies are mounted.
+const cgroupRoot = "/sys/fs/cgroup"
+
+// cgroups is a machine's cgroup in each hierarchy nspawn reads.
+type cgroups struct {
+	dirs []string // mounted on the host
+	// unmounted is the cgroup's path in the unified hierarchy when the
+	// host does not mount it (cgroup v1): the start script and remove
+	// mount it privately to reach it.
+	unmounted string
+}
+
+// moveScript moves itself into the machine's cgroups, then becomes the
+// command it is given.
+const moveScript = `for d in $FDCT_CGROUPS; do echo $$ > "$d/cgroup.procs" || exit 1; done
+if [ -n "$FDCT_CGROUP2" ]; then
+	exec unshare --mount sh -c 'm=$(mktemp -d) && mount -t cgroup2 none "$m" && mkdir -p "$m$FDCT_CGROUP2" &&
+		echo $$ > "$m$FDCT_CGROUP2/cgroup.procs" && umount "$m" && rmdir "$m" && exec "$@"' sh "$@"
+fi
+exec "$@"`
+
+// cgroup2Command runs a shell script with the unified hierarchy mounted
+// at $m, in a mount namespace of its own, for a host that does not mount it.
+func cgroup2Command(script string, args ...string) *exec.Cmd {
+	return exec.Command("unshare", append([]string{"--mount", "sh", "-c",
+		`m=$(mktemp -d) && mount -t cgroup2 none "$m" || exit 1; ` + script + `; umount "$m"; rmdir "$m"`, "sh"}, args...)...)
+}
+
+// makeCgroups makes a cgroup named name below this process's own in
+// systemd's hierarchy (cgroup v1) and in the unified one.
+func makeCgroups(name string) (*cgroups, error) {
+	self, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return nil, err
+	}
+	paths := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(self)), "\n") {
+		if parts := strings.SplitN(line, ":", 3); len(parts) == 3 {
+			paths[parts[1]] = parts[2]
+		}
+	}
+	cg := &cgroups{}
+	if p, ok := paths["name=systemd"]; ok && exists(filepath.Join(cgroupRoot, "systemd/cgroup.procs")) {
+		cg.dirs = append(cg.dirs, filepath.Join(cgroupRoot, "systemd", p, name))
+	}
+	if p, ok := paths[""]; ok {
+		switch {
+		case exists(filepath.Join(cgroupRoot, "cgroup.procs")):
+			cg.dirs = append(cg.dirs, filepath.Join(cgroupRoot, p, name))
+		case exists(filepath.Join(cgroupRoot, "unified/cgroup.procs")):
+			cg.dirs = append(cg.dirs, filepath.Join(cgroupRoot, "unified", p, name))
+		default:
+			cg.unmounted = filepath.Join(p, name)
+		}
+	}
+	if len(cg.dirs) == 0 && cg.unmounted == "" {
+		return nil, errors.New("no cgroup hierarchy to put a machine in (is /sys/fs/cgroup mounted?)")
+	}
+	for _, d := range cg.dirs {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("cgroup %s: %w", d, err)
+		}
+	}
+	return cg, nil
+}
+
+// remove removes the cgroups once their processes are gone.
+func (cg *cgroups) remove() {
+	if cg == nil {
+		return
+	}
+	for _, d := range cg.dirs {
+		removeCgroup(d)
+	}
+	if cg.unmounted != "" {
+		removeUnmountedCgroup(cg.unmounted)
+	}
+}
+
+// removeUnmountedCgroup removes a cgroup of the unified hierarchy that
+// the host does not mount, deepest first.
+func removeUnmountedCgroup(path string) {
+	for range 50 {
+		out, _ := cgroup2Command(`[ -e "$m$1" ] || { echo gone; exit 0; }; find "$m$1" -depth -type d -exec rmdir {} \; 2>/dev/null; [ -e "$m$1" ] || echo gone`, path).Output()
+		if strings.Contains(string(out), "gone") {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// unmountedLeftovers lists lab cgroups at the top of the unified
+// hierarchy when the host does not mount it.
+func unmountedLeftovers() []string {
+	if exists(filepath.Join(cgroupRoot, "cgroup.procs")) || exists(filepath.Join(cgroupRoot, "unified/cgroup.procs")) {
+		return nil
+	}
+	out, _ := cgroup2Command(`for d in "$m"/` + Prefix + `*; do [ -d "$d" ] && echo "${d#$m}"; done`).Output()
+	return strings.Fields(string(out))
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// removeCgroup removes a cgroup and what its machine's systemd made in
+// it, deepest first, once the processes in it are gone.
+func removeCgroup(dir string) {
+	for range 50 {
+		var all []string
+		filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				all = append(all, path)
+			}
+			return nil
+		})
+		if len(all) == 0 {
+			return
+		}
+		for i := len(all) - 1; i >= 0; i-- {
+			os.Remove(all[i])
+		}
+		if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // Running reports whether the machine is powered on.

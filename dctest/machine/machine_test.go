@@ -27,7 +27,7 @@ func TestLabBootsMachines(t *testing.T) {
 	require.NoError(t, err)
 	defer func() {
 		require.NoError(t, lab.Close())
-		require.Empty(t, LeftoversOf(os.Getpid()))
+		require.Empty(t, LeftoversOf(lab.Name()))
 		require.False(t, isMountPoint(nspawnRun) && nspawnMount.mounted)
 	}()
 	svc, err := lab.AddHost("svc")

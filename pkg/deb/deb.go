@@ -80,10 +80,80 @@ func (i *Installer) Install(ctx context.Context, file string) error {
 	if err := CheckCommand(i.Command); err != nil {
 		return err
 	}
-	if err := i.run(ctx, "install "+filepath.Base(file), append(i.prefix(), "-i", file)); err != nil {
+	err := i.run(ctx, "install "+filepath.Base(file), append(i.prefix(), "-i", file))
+	if err == nil {
+		return nil
+	}
+	if !killed(err) {
 		return fmt.Errorf("install %s: %w", file, err)
 	}
-	return nil
+	// The install command was killed before it could say how dpkg ended:
+	// a stop of the worker's unit signals the systemd-run client, while
+	// dpkg goes on in its own unit. dpkg's database says how it ended.
+	if ok, qerr := i.installedAsFile(ctx, file); qerr == nil && ok {
+		i.log().Warn("the install command was killed, but dpkg finished the install", "file", filepath.Base(file), "error", err)
+		return nil
+	}
+	return fmt.Errorf("install %s: %w", file, &InterruptedError{Err: err})
+}
+
+// InterruptedError says that the install command was killed by a signal
+// before dpkg was done. It is worth another try: dpkg's own run, in its
+// unit, may well finish, and the next install (or a repair) sees it.
+type InterruptedError struct{ Err error }
+
+func (e *InterruptedError) Error() string {
+	return "the install command was killed before dpkg finished: " + e.Err.Error()
+}
+func (e *InterruptedError) Unwrap() error   { return e.Err }
+func (e *InterruptedError) Transient() bool { return true }
+
+// killed reports whether a command ended by a signal.
+func killed(err error) bool {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok {
+			return ws.Signaled()
+		}
+	}
+	return false
+}
+
+// installedAsFile waits until no dpkg run holds the database (the one the
+// killed command started may still run), then reports whether the package
+// in file is installed ok at the file's version.
+func (i *Installer) installedAsFile(ctx context.Context, file string) (bool, error) {
+	name, err := Field(ctx, file, "Package")
+	if err != nil {
+		return false, err
+	}
+	version, err := Field(ctx, file, "Version")
+	if err != nil {
+		return false, err
+	}
+	lockWait := i.LockWait
+	if lockWait <= 0 {
+		lockWait = DefaultLockWait
+	}
+	deadline := time.Now().Add(lockWait)
+	for {
+		if _, held := lockHolder(i.adminDirOrSystem()); !held {
+			break
+		}
+		if time.Now().After(deadline) {
+			return false, ErrBusy
+		}
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	st, err := i.Query(ctx, name)
+	if err != nil {
+		return false, err
+	}
+	return st.Expect(version) == nil, nil
 }
 
 // Repair finishes what interrupted dpkg runs left: packages unpacked but

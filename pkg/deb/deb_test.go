@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/ferry-cd/ferry/pkg/retry"
 	"io"
 	"log/slog"
 	"os"
@@ -151,4 +152,37 @@ func TestCheckCommand(t *testing.T) {
 	require.Equal(t, "/srv/r/var/lib/dpkg", i.AdminDir())
 	require.Equal(t, []string{"dpkg", "--root=/srv/r"}, i.prefix())
 	require.Empty(t, (&Installer{Command: []string{"dpkg", "-i"}}).AdminDir())
+}
+
+// TestInstallCommandKilledWhileDpkgGoesOn: the install command (as the
+// systemd-run client, when a stop of the worker's unit signals it) is
+// killed while dpkg goes on by itself. How dpkg ended decides: installed
+// is success; still unfinished when the lock wait runs out is an error
+// worth retrying, never a failed package.
+func TestInstallCommandKilledWhileDpkgGoesOn(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	root, err := debtest.NewRoot(filepath.Join(dir, "root"))
+	require.NoError(t, err)
+	ctx := context.Background()
+	// dpkg in a session of its own, and the command itself killed at once.
+	detach := []string{"sh", "-c", `setsid "$0" "$@" </dev/null >/dev/null 2>&1 & sleep 0.2; kill -TERM $$`}
+	cmd := append(detach, root.InstallCommand()...)
+	inst := &Installer{Command: cmd, Log: quiet, Output: filepath.Join(dir, "dpkg.out")}
+
+	fine := debtest.Build(t, dir, debtest.Package{Name: "fine", Version: "1.0", Files: map[string]string{"/usr/share/fine/v": "1.0"}})
+	require.NoError(t, inst.Install(ctx, fine), "dpkg finished the install the killed command started")
+	v, err := InstalledVersion(ctx, root.AdminDir(), "fine")
+	require.NoError(t, err)
+	require.Equal(t, "1.0", v)
+
+	gate := filepath.Join(dir, "gate")
+	t.Cleanup(func() { os.WriteFile(gate, nil, 0o644) })
+	slow := gated(t, dir, "slow", "1.0", gate)
+	short := &Installer{Command: cmd, Log: quiet, Output: inst.Output, LockWait: 500 * time.Millisecond}
+	err = short.Install(ctx, slow)
+	var interrupted *InterruptedError
+	require.ErrorAs(t, err, &interrupted)
+	require.True(t, retry.Transient(err), "an interrupted install is tried again: %v", err)
+	require.NoError(t, os.WriteFile(gate, nil, 0o644))
 }

@@ -94,6 +94,11 @@ func Transient(err error) bool {
 	if err == nil || errors.Is(err, context.Canceled) {
 		return false
 	}
+	// An error can say it itself, as deb's InterruptedError does.
+	var marked interface{ Transient() bool }
+	if errors.As(err, &marked) {
+		return marked.Transient()
+	}
 	var (
 		rl     *github.RateLimitError
 		abuse  *github.AbuseRateLimitError
