@@ -96,11 +96,11 @@ machines: machine-image ## only the machine scenarios: ferry on systemd machines
 
 .PHONY: test
 test: deps lint build machine-image ## everything: lint, build, all tests and dctest (what CI runs)
-	$(GO) test -count=1 -timeout 30m ./...
+	$(GO) test -count=1 -timeout 45m ./...
 
 .PHONY: dctest
 dctest: deps ## the datacenter test: every scenario on a virtual datacenter
-	$(GO) test -count=1 -v -timeout 30m ./dctest/ 2>&1 | grep -E '^(---|=== RUN|ok|FAIL|PASS)|scenario took|dctest:|Error'
+	$(GO) test -count=1 -v -timeout 45m ./dctest/ 2>&1 | grep -E '^(---|=== RUN|ok|FAIL|PASS)|scenario took|dctest:|Error'
 
 # Rounds of `make chaos`; SEED=n replays a run.
 ROUNDS ?= 50

@@ -510,9 +510,6 @@ func TestMachinesRebootMidRollout(t *testing.T) {
 	d.waitCompleted(N1)
 	d.requireOnMachines(N1, three...)
 	d.requireRunning(N1, three...)
-	boots, err := m.Exec(d.ctx, "journalctl", "--list-boots", "--no-pager")
-	require.NoError(t, err)
-	t.Logf("boot-1's boots:\n%s", boots)
 	d.requireNeverStopped()
 }
 
@@ -579,6 +576,39 @@ func TestMachinesEveryActionUnderTheSandbox(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, exposure(t, offline), exposure(t, online), "%s scores the same running as offline; what differs:\n%s", unit, lineDiff(offline, online))
 		t.Logf("%s: %s", unit, exposure(t, online))
+	}
+
+	// A configuration error exits 78, which the units do not restart.
+	config, err := os.ReadFile(m.Root + "/etc/ferry/config.yml")
+	require.NoError(t, err)
+	require.NoError(t, m.WriteFile("/etc/ferry/config.yml", append(config, []byte("no-such-key: 1\n")...)))
+	// Type=simple: the start succeeds, then the process exits 78.
+	_, err = m.Exec(d.ctx, "systemctl", "restart", "ferry-worker.service")
+	require.NoError(t, err)
+	show := func(unit string) string {
+		out, err := m.Exec(d.ctx, "systemctl", "show", "-p", "ActiveState,ExecMainStatus,NRestarts", unit)
+		require.NoError(t, err)
+		return out
+	}
+	require.Eventually(t, func() bool {
+		return strings.Contains(show("ferry-worker.service"), "ActiveState=failed")
+	}, 30*time.Second, 200*time.Millisecond, "ferry-worker with a bad config: %s", show("ferry-worker.service"))
+	require.Contains(t, show("ferry-worker.service"), "ExecMainStatus=78")
+	require.Contains(t, show("ferry-worker.service"), "NRestarts=0", "exit status 78 is not restarted")
+	j, err := m.Journal(d.ctx, "ferry-worker")
+	require.NoError(t, err)
+	require.Contains(t, j, "no-such-key", "the journal says what is wrong")
+	// No config at all: the units do not start (ConditionPathExists).
+	require.NoError(t, os.Remove(m.Root+"/etc/ferry/config.yml"))
+	_, err = m.Exec(d.ctx, "systemctl", "reset-failed", "ferry-worker.service")
+	require.NoError(t, err)
+	_, err = m.Exec(d.ctx, "systemctl", "restart", "ferry-worker.service", "ferry-updater.service")
+	require.NoError(t, err)
+	for _, unit := range []string{"ferry-worker.service", "ferry-updater.service"} {
+		out, err := m.Exec(d.ctx, "systemctl", "show", "-p", "ActiveState,ConditionResult", unit)
+		require.NoError(t, err)
+		require.Contains(t, out, "ConditionResult=no", unit)
+		require.Contains(t, out, "ActiveState=inactive", unit)
 	}
 }
 

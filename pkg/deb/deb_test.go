@@ -184,5 +184,11 @@ func TestInstallCommandKilledWhileDpkgGoesOn(t *testing.T) {
 	var interrupted *InterruptedError
 	require.ErrorAs(t, err, &interrupted)
 	require.True(t, retry.Transient(err), "an interrupted install is tried again: %v", err)
+	// dpkg finishes once the gate opens; the next look at the database
+	// sees the package installed.
 	require.NoError(t, os.WriteFile(gate, nil, 0o644))
+	require.Eventually(t, func() bool {
+		ok, err := inst.installedAsFile(ctx, slow)
+		return err == nil && ok
+	}, 30*time.Second, 50*time.Millisecond, "dpkg never finished the interrupted install")
 }
