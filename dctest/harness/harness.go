@@ -150,9 +150,11 @@ func Start(o Options) (dc *Datacenter, err error) {
 		o.SessionTTL = 2 * time.Second
 	}
 	dc = &Datacenter{opts: o, Dir: o.Dir, Prefix: "/ferry/", Servers: map[string]*Server{}, Machines: map[string]*Machine{}, net: loopback{}}
+	// A failure returns a nil datacenter: close the one made so far.
+	made := dc
 	defer func() {
 		if err != nil {
-			dc.Close()
+			made.Close()
 		}
 	}()
 	if o.Machines {

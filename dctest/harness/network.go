@@ -59,7 +59,7 @@ type lab struct {
 func newLab(etcdMembers int) (*lab, error) {
 	l, err := machine.NewLab()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("lab network: %w", err)
 	}
 	names := []string{hostAdmin, hostGitHub, hostServices}
 	for i := range etcdMembers {
@@ -68,7 +68,7 @@ func newLab(etcdMembers int) (*lab, error) {
 	for _, n := range names {
 		if _, err := l.AddHost(n); err != nil {
 			l.Close()
-			return nil, err
+			return nil, fmt.Errorf("lab host %s: %w", n, err)
 		}
 	}
 	return &lab{Lab: l}, nil

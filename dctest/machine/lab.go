@@ -68,8 +68,10 @@ func NewLab() (*Lab, error) {
 	if _, err := exec.LookPath("ip"); err != nil {
 		return nil, errors.New("ip is missing: apt-get install -y iproute2")
 	}
+	// Leftovers of a killed run are removed as far as they can be; one
+	// that cannot takes nothing from this lab, whose names are its own.
 	if err := Sweep(); err != nil {
-		return nil, err
+		fmt.Fprintf(os.Stderr, "dctest: removing what an earlier run left: %v\n", err)
 	}
 	labs.Lock()
 	labs.n++
@@ -77,7 +79,7 @@ func NewLab() (*Lab, error) {
 	labs.Unlock()
 	l := &Lab{name: fmt.Sprintf("%s%d-%d-", Prefix, os.Getpid(), n), hosts: map[string]*Host{}, next: 2}
 	if err := l.ip("netns", "add", l.labNS()); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("the lab's namespace: %w", err)
 	}
 	for _, args := range [][]string{
 		{"-n", l.labNS(), "link", "add", "br0", "type", "bridge"},
