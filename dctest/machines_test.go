@@ -140,11 +140,10 @@ func (d *dc) requireRunning(version string, ids ...string) {
 		m, err := d.Machine(id)
 		require.NoError(d.t, err)
 		for _, unit := range []string{"ferry-worker.service", "ferry-updater.service"} {
-			var got string
-			require.Eventually(d.t, func() bool {
-				got, err = m.RunningVersion(d.ctx, unit)
-				return err == nil && got == version
-			}, time.Minute, 200*time.Millisecond, "%s on %s runs %q (%v), not %s", unit, id, got, err, version)
+			waitFor(d.t, time.Minute, fmt.Sprintf("%s on %s to run %s", unit, id, version), func() (bool, string) {
+				got, err := m.RunningVersion(d.ctx, unit)
+				return err == nil && got == version, fmt.Sprintf("runs %q (%v)", got, err)
+			})
 		}
 	}
 }
@@ -169,6 +168,23 @@ func TestMachinesSelfUpgradeUnderSystemd(t *testing.T) {
 		require.NoError(t, err)
 		require.Contains(t, j, `"ferry_version":"`+N1+`"`, "journald has the new worker's logs on %s", id)
 		require.Contains(t, j, `"ferry_version":"`+N+`"`, "journald has the old worker's logs on %s", id)
+	}
+}
+
+// waitFor polls cond until it holds or timeout passes, then fails saying
+// what it waited for and the last state cond saw.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, last := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %s for %s; last seen: %s", timeout, what, last)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 
@@ -405,24 +421,25 @@ func TestMachinesPartitionedLeader(t *testing.T) {
 // key of the updater that was stopped can lead for up to its session-ttl).
 func (d *dc) machineLeader() (string, *harness.Machine) {
 	d.t.Helper()
-	var id, key string
-	require.Eventually(d.t, func() bool {
+	var id string
+	waitFor(d.t, time.Minute, "a running updater that says it leads with the election's first key", func() (bool, string) {
 		resp, err := d.st.Client().Get(d.ctx, d.st.UpdaterElectionPrefix(), clientv3.WithFirstCreate()...)
 		if err != nil || len(resp.Kvs) == 0 {
-			return false
+			return false, fmt.Sprintf("no election key (%v)", err)
 		}
+		var key string
 		id, key = string(resp.Kvs[0].Value), string(resp.Kvs[0].Key)
 		m, err := d.Machine(id)
 		if err != nil {
-			return false
+			return false, err.Error()
 		}
 		// What the updater running now said: after its last start.
 		j, _ := m.Journal(d.ctx, "ferry-updater")
 		if i := strings.LastIndex(j, `"msg":"starting"`); i >= 0 {
 			j = j[i:]
 		}
-		return strings.Contains(j, `"msg":"leading"`) && strings.Contains(j, `"key":"`+key+`"`)
-	}, time.Minute, 200*time.Millisecond, "no running updater says it leads (last: %s with %s)", id, key)
+		return strings.Contains(j, `"msg":"leading"`) && strings.Contains(j, `"key":"`+key+`"`), fmt.Sprintf("%s holds %s", id, key)
+	})
 	m, err := d.Machine(id)
 	require.NoError(d.t, err)
 	return id, m

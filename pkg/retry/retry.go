@@ -118,7 +118,7 @@ func Transient(err error) bool {
 		errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF),
 		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET),
 		errors.Is(err, syscall.EPIPE), errors.Is(err, syscall.ETIMEDOUT), errors.Is(err, syscall.EHOSTUNREACH),
-		errors.As(err, &netErr):
+		errors.As(err, &netErr) && !isErrno(netErr):
 		return true
 	case errors.Is(err, rpctypes.ErrLeaderChanged), errors.Is(err, rpctypes.ErrNoLeader),
 		errors.Is(err, rpctypes.ErrTimeout), errors.Is(err, rpctypes.ErrTimeoutDueToLeaderFail),
@@ -132,6 +132,15 @@ func Transient(err error) bool {
 		return true
 	}
 	return false
+}
+
+// isErrno reports whether a net.Error is a bare errno: syscall.Errno has
+// net.Error's methods, so a file system error (EROFS, ENOSPC) would
+// otherwise pass for a network one. Network errnos come wrapped in a
+// *net.OpError, or are named above.
+func isErrno(err net.Error) bool {
+	_, ok := err.(syscall.Errno)
+	return ok
 }
 
 // unwrapStatus finds a gRPC status error in err's chain.

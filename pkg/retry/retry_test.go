@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"net"
 	"net/http"
+	"os"
 	"syscall"
 	"testing"
 	"time"
@@ -58,6 +61,13 @@ func TestTransient(t *testing.T) {
 		{"dpkg state", wrap(&deb.NotInstalledError{}), false},
 		{"cancelled", wrap(context.Canceled), false},
 		{"plain", errors.New("holds version 1, not 2"), false},
+		// A file system error carries an errno, which has the methods of
+		// net.Error: it is not a network error for that.
+		{"read-only file system", wrap(&fs.PathError{Op: "mkdir", Path: "/srv/ferry", Err: syscall.EROFS}), false},
+		{"disk full", wrap(&fs.PathError{Op: "write", Path: "/var/lib/ferry/x", Err: syscall.ENOSPC}), false},
+		{"network unreachable", wrap(&net.OpError{Op: "dial", Net: "tcp", Err: &os.SyscallError{Syscall: "connect", Err: syscall.ENETUNREACH}}), true},
+		{"DNS", wrap(&net.DNSError{Err: "no such host", Name: "github.example", IsTemporary: true}), true},
+		{"interrupted install", wrap(&deb.InterruptedError{Err: errors.New("signal: terminated")}), true},
 		{"nil", nil, false},
 	} {
 		require.Equal(t, c.want, retry.Transient(c.err), c.name)
