@@ -92,7 +92,7 @@ machine-image: deps ## build (or find cached) the base image of dctest's systemd
 
 .PHONY: machines
 machines: machine-image ## only the machine scenarios: ferry on systemd machines on a private network (root)
-	$(GO) test -count=1 -v -run '^TestMachines' -timeout 30m ./dctest/ 2>&1 | grep -E '^(---|=== RUN|ok|FAIL|PASS)|scenario took|dctest:|Error|leads|stopped'
+	set -o pipefail; $(GO) test -count=1 -v -run '^TestMachines' -timeout 30m ./dctest/ 2>&1 | grep -E '^(---|=== RUN|ok|FAIL|PASS)|scenario took|dctest:|Error|leads|stopped'
 
 .PHONY: test
 test: deps lint build machine-image ## everything: lint, build, all tests and dctest (what CI runs)
@@ -100,7 +100,7 @@ test: deps lint build machine-image ## everything: lint, build, all tests and dc
 
 .PHONY: dctest
 dctest: deps ## the datacenter test: every scenario on a virtual datacenter
-	$(GO) test -count=1 -v -timeout 45m ./dctest/ 2>&1 | grep -E '^(---|=== RUN|ok|FAIL|PASS)|scenario took|dctest:|Error'
+	set -o pipefail; $(GO) test -count=1 -v -timeout 45m ./dctest/ 2>&1 | grep -E '^(---|=== RUN|ok|FAIL|PASS)|scenario took|dctest:|Error'
 
 # Rounds of `make chaos`; SEED=n replays a run.
 ROUNDS ?= 50

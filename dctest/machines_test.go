@@ -595,7 +595,9 @@ func TestMachinesEveryActionUnderTheSandbox(t *testing.T) {
 		t.Logf("%s: %s", unit, exposure(t, online))
 	}
 
-	// A configuration error exits 78, which the units do not restart.
+	// A configuration error exits 78, which the units do not restart
+	// (once the postinst's restart of the updaters is over).
+	d.requireRunning(N1, "boot-0")
 	config, err := os.ReadFile(m.Root + "/etc/ferry/config.yml")
 	require.NoError(t, err)
 	require.NoError(t, m.WriteFile("/etc/ferry/config.yml", append(config, []byte("no-such-key: 1\n")...)))
@@ -617,7 +619,7 @@ func TestMachinesEveryActionUnderTheSandbox(t *testing.T) {
 	require.Contains(t, j, "no-such-key", "the journal says what is wrong")
 	// No config at all: the units do not start (ConditionPathExists).
 	require.NoError(t, os.Remove(m.Root+"/etc/ferry/config.yml"))
-	_, err = m.Exec(d.ctx, "systemctl", "reset-failed", "ferry-worker.service")
+	_, err = m.Exec(d.ctx, "systemctl", "reset-failed", "ferry-worker.service", "ferry-updater.service")
 	require.NoError(t, err)
 	_, err = m.Exec(d.ctx, "systemctl", "restart", "ferry-worker.service", "ferry-updater.service")
 	require.NoError(t, err)
