@@ -250,6 +250,7 @@ func (m *Machine) WriteFile(path string, data []byte) error {
 // namespace, in a table of its own (inet dctest), replacing the last one;
 // an empty ruleset removes the table.
 func (m *Machine) Firewall(ctx context.Context, rules string) error {
+	// The table may not be there yet: only the load below must succeed.
 	m.Exec(ctx, "nft", "delete", "table", "inet", "dctest")
 	if rules == "" {
 		return nil

@@ -256,10 +256,10 @@ func ownerAlive(name string) bool {
 	}
 	pidText, _, _ := strings.Cut(rest, "-")
 	pid, err := strconv.Atoi(pidText)
-	if err != nil || pid == os.Getpid() {
-		return pid == os.Getpid()
+	if err != nil {
+		return false
 	}
-	return unix.Kill(pid, 0) == nil
+	return pid == os.Getpid() || unix.Kill(pid, 0) == nil
 }
 
 // Sweep removes what runs that no longer live left behind: machines'

@@ -17,7 +17,7 @@ import (
 // their traffic, and that nothing is left when the lab closes.
 func TestLabBootsMachines(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root")
+		t.Fatal("the lab needs root (network namespaces, mounts, systemd-nspawn); run it as root, after make deps")
 	}
 	base, err := Image(context.Background(), "")
 	require.NoError(t, err)
