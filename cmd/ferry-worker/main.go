@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/cybozu-go/well"
@@ -43,7 +44,7 @@ func checkTrust(cfg *bootstrap.Config, log *slog.Logger) error {
 	keys, err := trust.LoadKeys(cfg.TrustedKeys)
 	switch {
 	case err == nil:
-		log.Info("trusted release keys", "path", cfg.TrustedKeys, "keys", len(keys))
+		log.Info("trusted release keys", "path", cfg.TrustedKeys, "keys", keys.Len(), "channels", strings.Join(cfg.Channels, ","))
 	case errors.Is(err, trust.ErrNoKeys) || errors.Is(err, fs.ErrNotExist):
 		log.Warn("no trusted release key: nothing can be installed until one is put there", "path", cfg.TrustedKeys, "error", err)
 	default:
@@ -99,6 +100,7 @@ func main() {
 		Download:      release.DownloadOptions{Attempts: 1},
 		TrustedKeys:   cfg.TrustedKeys,
 		AllowUnsigned: cfg.Unsigned(),
+		Channels:      cfg.Channels,
 	}
 	if err := checkTrust(cfg, log); err != nil {
 		daemon.Fatal(program, &daemon.ConfigError{Err: err})

@@ -692,12 +692,12 @@ func (dc *Datacenter) Configure(ctx context.Context, kv ...string) error {
 	if err != nil {
 		return err
 	}
-	admin, _ := yaml.Marshal(dc.etcdConfig(map[string]any{"trusted-keys": keys}))
+	admin, _ := yaml.Marshal(dc.etcdConfig(map[string]any{"trusted-keys": keys, "github-api-url": dc.GitHub.APIURL()}))
 	if err := os.WriteFile(filepath.Join(dc.Dir, "admin.yml"), admin, 0o644); err != nil {
 		return err
 	}
 	base := []string{
-		"github-repo", Repo, "github-api-url", dc.GitHub.APIURL(),
+		"github-repo", Repo,
 		"check-update-interval", "1s", "dead-server-grace", "5s", "worker-timeout", "10m",
 		"notify-url", dc.Notes.URL(),
 	}
@@ -708,6 +708,16 @@ func (dc *Datacenter) Configure(ctx context.Context, kv ...string) error {
 		}
 	}
 	return nil
+}
+
+// serverConfig adds to a boot server's bootstrap config how to reach etcd
+// and GitHub, and what a lab server takes: every channel, since the
+// scenarios follow test builds (env dev) as well as staging and production
+// ones.
+func (dc *Datacenter) serverConfig(cfg map[string]any) map[string]any {
+	cfg["channels"] = []string{"test", "staging", "production"}
+	cfg["github-api-url"] = dc.GitHub.APIURL()
+	return dc.etcdConfig(cfg)
 }
 
 // etcdConfig adds to a bootstrap config how to reach etcd.

@@ -80,7 +80,7 @@ func (m *Machine) provision() error {
 	if _, err := dc.writeKeys(filepath.Join(m.Root, "etc/ferry")); err != nil {
 		return err
 	}
-	cfg := dc.etcdConfig(map[string]any{
+	cfg := dc.serverConfig(map[string]any{
 		"server-id": m.ID,
 		// The machine's root is an overlay: containerd's own overlay
 		// snapshotter cannot stack on it.

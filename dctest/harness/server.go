@@ -126,7 +126,7 @@ func (s *Server) writeConfig() error {
 	if err != nil {
 		return err
 	}
-	cfg := dc.etcdConfig(map[string]any{
+	cfg := dc.serverConfig(map[string]any{
 		"trusted-keys":     keys,
 		"server-id":        s.ID,
 		"data-dir":         filepath.Join(s.Root.Dir, "var/lib/ferry"),

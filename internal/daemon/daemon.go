@@ -110,13 +110,13 @@ func (f *Flags) Setup(args []string) (*Env, error) {
 		cli.Close()
 		return nil, err
 	}
-	st.UseLocalSecrets(cfg.LocalSecrets)
+	st.UseLocal(cfg.Local)
 	var local []string
 	for name := range cfg.LocalSecrets() {
 		local = append(local, name)
 	}
 	sort.Strings(local)
-	logger.Info("starting", "endpoints", strings.Join(cfg.Endpoints, ","), "prefix", cfg.Prefix, "config", cfg.Path, "local_secrets", strings.Join(local, ","))
+	logger.Info("starting", "endpoints", strings.Join(cfg.Endpoints, ","), "prefix", cfg.Prefix, "config", cfg.Path, "local_secrets", strings.Join(local, ","), "github_api_url", cfg.GitHubAPIURL, "channels", strings.Join(cfg.Channels, ","))
 	mon := &storage.Monitor{Storage: st, Log: logger, Explain: cfg.Probe}
 	return &Env{Config: cfg, Logger: logger, Client: cli, Storage: st, Etcd: mon}, nil
 }

@@ -56,15 +56,24 @@ type Config struct {
 	// webhook-secret, notify-url, proxy); default systemd's
 	// $CREDENTIALS_DIRECTORY.
 	CredentialsDir string `yaml:"credentials-dir"`
-	Prefix         string `yaml:"prefix"`
-	ServerID       string `yaml:"server-id"`
-	DataDir        string `yaml:"data-dir"`
+	// GitHubAPIURL is the GitHub REST API this server asks for releases
+	// and sends its token to; default https://api.github.com/. It is
+	// here, never in etcd, so that whoever writes etcd cannot have the
+	// token sent to their own host.
+	GitHubAPIURL string `yaml:"github-api-url"`
+	Prefix       string `yaml:"prefix"`
+	ServerID     string `yaml:"server-id"`
+	DataDir      string `yaml:"data-dir"`
 	// InstallCommand installs a .deb; the file is appended as the last
 	// argument. It is run as an argument list, never through a shell.
 	InstallCommand List `yaml:"install-command"`
 	// TrustedKeys is the directory of release public keys (*.pub), or one
 	// key file: the trust root, on this server's disk and never in etcd.
 	TrustedKeys string `yaml:"trusted-keys"`
+	// Channels are the release channels this server takes (test, staging,
+	// production); default production. The fleet's env in etcd may narrow
+	// them, never widen them.
+	Channels List `yaml:"channels"`
 	// AllowUnsigned, a lab switch, installs releases without a signed
 	// manifest. Only this file, a flag or the environment can set it.
 	AllowUnsigned string `yaml:"allow-unsigned"`
@@ -110,9 +119,10 @@ func (l *List) UnmarshalYAML(n *yaml.Node) error {
 // Default returns the configuration used when nothing is set.
 func Default() *Config {
 	return &Config{
-		Endpoints: []string{DefaultEndpoint},
-		Prefix:    storage.DefaultPrefix,
-		DataDir:   DefaultDataDir,
+		Endpoints:    []string{DefaultEndpoint},
+		Prefix:       storage.DefaultPrefix,
+		GitHubAPIURL: storage.DefaultGitHubAPIURL,
+		DataDir:      DefaultDataDir,
 		// systemd-run puts dpkg in a unit of its own, so that the package's
 		// prerm stopping ferry-worker cannot kill the dpkg run that the
 		// worker started.
@@ -125,6 +135,7 @@ func Default() *Config {
 		IgnitionDir:         "/usr/share/ferry",
 		RestartCommand:      []string{"systemctl", "restart"},
 		TrustedKeys:         trust.DefaultKeysDir,
+		Channels:            []string{trust.ChannelProduction},
 		AllowUnsigned:       "false",
 	}
 }
@@ -151,6 +162,7 @@ var fields = []field{
 	{name: "username", help: "etcd user, for an etcd with authentication enabled", ptr: func(c *Config) *string { return &c.Username }},
 	{name: "password-file", help: "file holding the etcd user's password (not readable by others; e.g. systemd's $CREDENTIALS_DIRECTORY/etcd-password)", ptr: func(c *Config) *string { return &c.PasswordFile }},
 	{name: "credentials-dir", help: "directory of local secrets (files github-token, webhook-secret, notify-url, proxy) that take the place of etcd's (default $CREDENTIALS_DIRECTORY, as systemd's LoadCredential= sets it)", ptr: func(c *Config) *string { return &c.CredentialsDir }},
+	{name: "github-api-url", help: "GitHub REST API that this server asks for releases and sends its token to; for GitHub Enterprise https://HOST/api/v3/ (default " + storage.DefaultGitHubAPIURL + ")", ptr: func(c *Config) *string { return &c.GitHubAPIURL }},
 	{name: "prefix", help: "etcd key prefix (default " + storage.DefaultPrefix + ")", ptr: func(c *Config) *string { return &c.Prefix }},
 	{name: "server-id", help: "this boot server's id, as given to ferry join", ptr: func(c *Config) *string { return &c.ServerID }},
 	{name: "data-dir", help: "directory for downloads and state (default " + DefaultDataDir + ")", ptr: func(c *Config) *string { return &c.DataDir }},
@@ -163,6 +175,7 @@ var fields = []field{
 	{name: "ignition-dir", help: "directory of the ignition templates (default /usr/share/ferry)", ptr: func(c *Config) *string { return &c.IgnitionDir }},
 	{name: "restart-command", help: "command that restarts units, comma-separated; the units are appended (default systemctl,restart)", list: func(c *Config) *List { return &c.RestartCommand }},
 	{name: "trusted-keys", help: "directory of trusted release public keys (*.pub), or one key file (default " + trust.DefaultKeysDir + ")", ptr: func(c *Config) *string { return &c.TrustedKeys }},
+	{name: "channels", help: "release channels this server takes, comma-separated: test, staging, production (default production); the fleet's env can narrow them, never widen them", list: func(c *Config) *List { return &c.Channels }},
 	{name: "allow-unsigned", help: "lab switch: install releases without a signed manifest; never in production (default false)", ptr: func(c *Config) *string { return &c.AllowUnsigned }},
 	{name: "install-command", help: "command that installs a .deb, comma-separated; the file is appended (default systemd-run,--wait,--pipe,--quiet,--collect,dpkg,--force-confdef,--force-confold,-i); it must end with -i", list: func(c *Config) *List { return &c.InstallCommand }},
 }
@@ -238,6 +251,15 @@ func (f *Flags) Load(getenv func(string) string) (*Config, error) {
 // SecretNames are the fleet config keys a server may keep in its
 // credentials-dir instead of etcd.
 var SecretNames = []string{"github-token", "webhook-secret", "notify-url", "proxy"}
+
+// Local is what this server's own disk says of the fleet config: its
+// github-api-url, and the secrets in its credentials-dir (LocalSecrets).
+// Each call reads the files again.
+func (c *Config) Local() map[string]string {
+	out := c.LocalSecrets()
+	out[storage.ConfigGitHubAPIURL] = c.GitHubAPIURL
+	return out
+}
 
 // LocalSecrets reads the secrets in CredentialsDir, by key; files that are
 // absent are left out. Each call reads the files again, so that a rotated
@@ -341,6 +363,9 @@ func (c *Config) validate() error {
 			return fmt.Errorf("endpoints: %q is not an etcd URL (in %s); e.g. https://10.0.0.1:2379", ep, c.where())
 		}
 	}
+	if u, err := url.Parse(c.GitHubAPIURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+		return fmt.Errorf("github-api-url: %q is not an http(s) URL without user info (in %s); e.g. %s, or https://HOST/api/v3/ for GitHub Enterprise", c.GitHubAPIURL, c.where(), storage.DefaultGitHubAPIURL)
+	}
 	p, err := storage.NormalizePrefix(c.Prefix)
 	if err != nil {
 		return fmt.Errorf("%w (in %s)", err, c.where())
@@ -377,6 +402,11 @@ func (c *Config) validate() error {
 	if c.TrustedKeys == "" {
 		return fmt.Errorf("trusted-keys must not be empty (in %s); the default is %s", c.where(), trust.DefaultKeysDir)
 	}
+	channels, err := trust.ParseChannels(c.Channels)
+	if err != nil {
+		return fmt.Errorf("%w (in %s)", err, c.where())
+	}
+	c.Channels = channels
 	if err := deb.CheckCommand(c.InstallCommand); err != nil {
 		return fmt.Errorf("%w (in %s)", err, c.where())
 	}

@@ -80,6 +80,7 @@ func TestDefaultsWithoutFile(t *testing.T) {
 	require.Equal(t, List{DefaultEndpoint}, cfg.Endpoints)
 	require.Equal(t, "/ferry/", cfg.Prefix)
 	require.Equal(t, DefaultDataDir, cfg.DataDir)
+	require.Equal(t, List{"production"}, cfg.Channels, "a server takes production builds unless its own config says more")
 	require.Empty(t, cfg.Path)
 	host, err := os.Hostname()
 	require.NoError(t, err)
@@ -123,7 +124,15 @@ func TestBadFiles(t *testing.T) {
 	_, err = loadFile(t, writeFile(t, "tls-cert-file: /x.pem\n"))
 	require.ErrorContains(t, err, "set together")
 
-	cfg, err := loadFile(t, writeFile(t, ""))
+	_, err = loadFile(t, writeFile(t, "channels: [prod]\n"))
+	require.ErrorContains(t, err, `channels: "prod" is not a channel; want some of test, staging, production`)
+	_, err = loadFile(t, writeFile(t, "channels: []\n"))
+	require.ErrorContains(t, err, "name at least one")
+	cfg, err := loadFile(t, writeFile(t, "channels: [staging, production, staging]\n"))
+	require.NoError(t, err)
+	require.Equal(t, List{"staging", "production"}, cfg.Channels)
+
+	cfg, err = loadFile(t, writeFile(t, ""))
 	require.NoError(t, err, "an empty file sets nothing")
 	require.Equal(t, List{DefaultEndpoint}, cfg.Endpoints)
 }

@@ -332,7 +332,7 @@ func (n *Nightly) dctest(ctx context.Context, version, dist string) error {
 	}
 	if from != nil {
 		pub := n.Key.Public().(minisign.PublicKey)
-		path, _, err := n.GitHub.FetchPackage(ctx, from, from.Version.String(), release.Trust{Keys: []minisign.PublicKey{pub}, Channels: release.Channels(storage.EnvDev)}, filepath.Join(dist, "from"), release.DownloadOptions{})
+		path, _, err := n.GitHub.FetchPackage(ctx, from, from.Version.String(), release.Trust{Keys: trust.Keys(pub), Channels: release.Channels(storage.EnvDev)}, filepath.Join(dist, "from"), release.DownloadOptions{})
 		if err != nil {
 			return fmt.Errorf("the starting release %s: %w", from.Tag, err)
 		}

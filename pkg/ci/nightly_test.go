@@ -107,7 +107,7 @@ func (e *gitEnv) requireRelease(version string) {
 	rel, err := src.ByTag(context.Background(), release.PrefixTest+version)
 	require.NoError(e.t, err)
 	require.True(e.t, rel.Prerelease)
-	require.NoError(e.t, src.VerifyRelease(context.Background(), rel, version, release.Trust{Keys: []minisign.PublicKey{e.pub}}))
+	require.NoError(e.t, src.VerifyRelease(context.Background(), rel, version, release.Trust{Keys: trust.Keys(e.pub)}))
 	tagCommit := gitIn(e.t, e.work, "rev-parse", "refs/tags/test-"+version+"^{commit}")
 	require.Equal(e.t, tagCommit, rel.Commitish)
 	var names []string

@@ -78,7 +78,8 @@ func TestArtifactsDiffAgainstARelease(t *testing.T) {
 	gh := githubfake.New()
 	defer gh.Close()
 	gh.AddRelease("o/r", githubfake.ReleaseSpec{Tag: "release-" + v, Assets: assets})
-	for _, kv := range [][2]string{{"github-repo", "o/r"}, {"github-api-url", gh.APIURL()}, {"env", "staging"}} {
+	f.githubAPI = gh.APIURL()
+	for _, kv := range [][2]string{{"github-repo", "o/r"}, {"env", "staging"}} {
 		require.Equal(t, ExitOK, f.run("", "config", "set", kv[0], kv[1]).code)
 	}
 

@@ -24,6 +24,8 @@ type fleet struct {
 	t      *testing.T
 	prefix string
 	st     *storage.Storage
+	// githubAPI is the admin config's github-api-url, when set.
+	githubAPI string
 }
 
 func newFleet(t *testing.T) *fleet {
@@ -41,7 +43,11 @@ type result struct {
 
 func (f *fleet) run(stdin string, args ...string) result {
 	f.t.Helper()
-	return runCLI(f.t, stdin, append([]string{"--endpoints", etcdtest.Endpoint(), "--prefix", f.prefix}, args...)...)
+	common := []string{"--endpoints", etcdtest.Endpoint(), "--prefix", f.prefix}
+	if f.githubAPI != "" {
+		common = append(common, "--github-api-url", f.githubAPI)
+	}
+	return runCLI(f.t, stdin, append(common, args...)...)
 }
 
 func runCLI(t *testing.T, stdin string, args ...string) result {

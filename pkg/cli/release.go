@@ -118,7 +118,7 @@ from the variable named by --password-env. Neither is printed.`,
 				if err != nil {
 					return err
 				}
-				if len(tr.Keys) == 0 {
+				if tr.Keys.Len() == 0 {
 					return usagef("no trusted keys in %s: a release cannot be checked", a.cfg.TrustedKeys)
 				}
 				dir, err := os.MkdirTemp("", "ferry-publish-")

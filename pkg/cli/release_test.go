@@ -35,7 +35,7 @@ func TestReleaseList(t *testing.T) {
 	require.Contains(t, r.stderr, "github-repo is not set")
 
 	require.Equal(t, ExitOK, f.run("", "config", "set", "github-repo", "o/r").code)
-	require.Equal(t, ExitOK, f.run("", "config", "set", "github-api-url", gh.APIURL()).code)
+	f.githubAPI = gh.APIURL()
 	require.Equal(t, ExitOK, f.run("", "config", "set", "env", "staging").code)
 	require.NoError(t, f.st.PutPin(f.ctx(), &storage.Pin{Version: "2026.01.01-1"}))
 
@@ -146,7 +146,8 @@ func TestReleasePublish(t *testing.T) {
 	signedRelease(t, gh, "test-"+v, v, "abc123", priv, "")
 	signedRelease(t, gh, "test-"+v2, v2, "def456", priv, release.SigAsset)
 	signedRelease(t, gh, "test-"+v3, v3, "fed789", otherPriv, "")
-	for _, kv := range [][2]string{{"github-repo", "o/r"}, {"github-api-url", gh.APIURL()}} {
+	f.githubAPI = gh.APIURL()
+	for _, kv := range [][2]string{{"github-repo", "o/r"}} {
 		require.Equal(t, ExitOK, f.run("", "config", "set", kv[0], kv[1]).code)
 	}
 	byTag := func(tag string) *githubfake.Release {
@@ -180,7 +181,7 @@ func TestReleasePublish(t *testing.T) {
 	require.NoError(t, err)
 	rel, err := src.ByTag(f.ctx(), "release-"+v)
 	require.NoError(t, err)
-	_, err = src.Manifest(f.ctx(), rel, v, release.Trust{Keys: []minisign.PublicKey{pub}, Channels: release.Channels(storage.EnvStaging)})
+	_, err = src.Manifest(f.ctx(), rel, v, release.Trust{Keys: trust.Keys(pub), Channels: release.Channels(storage.EnvStaging)})
 	require.ErrorContains(t, err, "signature not valid")
 	r = publish(v, "--production")
 	require.Equal(t, ExitFailure, r.code, "production checks the staging manifest")
@@ -201,7 +202,7 @@ func TestReleasePublish(t *testing.T) {
 	require.Equal(t, testDeb, relDeb)
 	rel, err = src.ByTag(f.ctx(), "release-"+v)
 	require.NoError(t, err)
-	m, err := src.Manifest(f.ctx(), rel, v, release.Trust{Keys: []minisign.PublicKey{pub}, Channels: release.Channels(storage.EnvStaging)})
+	m, err := src.Manifest(f.ctx(), rel, v, release.Trust{Keys: trust.Keys(pub), Channels: release.Channels(storage.EnvStaging)})
 	require.NoError(t, err)
 	require.Equal(t, trust.ChannelStaging, m.Channel)
 
@@ -214,7 +215,7 @@ func TestReleasePublish(t *testing.T) {
 	require.False(t, byTag("release-"+v).Prerelease)
 	rel, err = src.ByTag(f.ctx(), "release-"+v)
 	require.NoError(t, err)
-	m, err = src.Manifest(f.ctx(), rel, v, release.Trust{Keys: []minisign.PublicKey{pub}, Channels: release.Channels(storage.EnvProd)})
+	m, err = src.Manifest(f.ctx(), rel, v, release.Trust{Keys: trust.Keys(pub), Channels: release.Channels(storage.EnvProd)})
 	require.NoError(t, err)
 	require.Equal(t, trust.ChannelProduction, m.Channel)
 

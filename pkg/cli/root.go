@@ -221,6 +221,8 @@ func (a *app) open() (*storage.Storage, func(), error) {
 		cli.Close()
 		return nil, nil, &usageError{err}
 	}
+	// The GitHub API is this machine's to name, as on a server.
+	st.UseLocal(func() map[string]string { return map[string]string{storage.ConfigGitHubAPIURL: cfg.GitHubAPIURL} })
 	return st, func() { cli.Close() }, nil
 }
 

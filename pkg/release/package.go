@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"time"
 
 	"aead.dev/minisign"
@@ -22,9 +23,9 @@ const maxSumsSize = 1 << 20
 // Trust says what a server accepts. Everything in it comes from the
 // server's own disk and its env, never from a release or from etcd.
 type Trust struct {
-	Keys []minisign.PublicKey
-	// Channels are the manifest channels the fleet's env takes, preferred
-	// first (see Channels).
+	Keys trust.KeyRing
+	// Channels are the manifest channels this server takes under the
+	// fleet's env, preferred first (see Accepted).
 	Channels []string
 	// AllowUnsigned, a lab switch, takes a release that has no signed
 	// manifest on SHA256SUMS alone, unsigned.
@@ -46,6 +47,26 @@ func Channels(env storage.Env) []string {
 		return []string{trust.ChannelTest, trust.ChannelStaging, trust.ChannelProduction}
 	}
 	return nil
+}
+
+// Accepted returns the channels a server takes under env, preferred
+// first: those env takes (see Channels) that the server's own config
+// allows. etcd's env narrows what a server takes, never widens it.
+func Accepted(env storage.Env, allowed []string) []string {
+	return trust.Narrow(Channels(env), allowed)
+}
+
+// EnvWithin returns env, or the widest env narrower than it whose every
+// channel the server allows: what the updater looks for, so that it never
+// asks for a release that the servers would refuse. dev needs test,
+// staging needs staging, prod needs production.
+func EnvWithin(env storage.Env, allowed []string) storage.Env {
+	needs := map[storage.Env]string{storage.EnvDev: trust.ChannelTest, storage.EnvStaging: trust.ChannelStaging, storage.EnvProd: trust.ChannelProduction}
+	narrower := map[storage.Env]storage.Env{storage.EnvDev: storage.EnvStaging, storage.EnvStaging: storage.EnvProd, storage.EnvProd: storage.EnvNone}
+	for env != storage.EnvNone && !slices.Contains(allowed, needs[env]) {
+		env = narrower[env]
+	}
+	return env
 }
 
 // ChannelOf is the channel a release is published on: test for a test- tag,
@@ -108,7 +129,7 @@ func (s *Source) Manifest(ctx context.Context, rel *Release, version string, tr 
 		if err != nil {
 			return nil, err
 		}
-		m, err := trust.ParseManifest(data, sig, tr.Keys)
+		m, err := trust.ParseManifest(data, sig, tr.Keys.For(ch))
 		if err == nil {
 			err = m.Check(trust.Product, version, []string{ch}, now)
 		}
@@ -117,7 +138,7 @@ func (s *Source) Manifest(ctx context.Context, rel *Release, version string, tr 
 		}
 		return m, nil
 	}
-	return nil, fmt.Errorf("release %s has no signed manifest for a channel this fleet takes (%v): %w", rel.Tag, tr.Channels, trust.ErrManifest)
+	return nil, fmt.Errorf("release %s has no signed manifest for a channel this server takes (%v): %w", rel.Tag, tr.Channels, trust.ErrManifest)
 }
 
 // FetchPackage downloads the ferry package of a release into dir, after

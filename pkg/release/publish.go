@@ -39,7 +39,7 @@ func (s *Source) VerifyRelease(ctx context.Context, rel *Release, version string
 	if err != nil {
 		return err
 	}
-	if err := VerifySums(sums, sig, tr.Keys, false); err != nil {
+	if err := VerifySums(sums, sig, tr.Keys.All(), false); err != nil {
 		return fmt.Errorf("release %s: %w", rel.Tag, err)
 	}
 	table, err := ParseSums(sums)

@@ -4,6 +4,9 @@ import (
 	"os/exec"
 	"testing"
 
+	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/ferry-cd/ferry/pkg/trust"
+
 	"github.com/stretchr/testify/require"
 )
 
@@ -76,4 +79,31 @@ func MustParseVersion(s string) Version {
 		panic(err)
 	}
 	return v
+}
+
+// TestChannelsNarrowNeverWiden: what a server takes is what the fleet's env
+// takes and its own channels allow; the updater looks for releases of the
+// widest env within them.
+func TestChannelsNarrowNeverWiden(t *testing.T) {
+	prod := []string{trust.ChannelProduction}
+	lab := trust.Channels
+	cases := []struct {
+		env      storage.Env
+		allowed  []string
+		accepted []string
+		within   storage.Env
+	}{
+		{storage.EnvDev, prod, prod, storage.EnvProd},
+		{storage.EnvStaging, prod, prod, storage.EnvProd},
+		{storage.EnvProd, prod, prod, storage.EnvProd},
+		{storage.EnvNone, prod, nil, storage.EnvNone},
+		{storage.EnvDev, lab, lab, storage.EnvDev},
+		{storage.EnvProd, lab, prod, storage.EnvProd},
+		{storage.EnvStaging, []string{trust.ChannelStaging, trust.ChannelProduction}, []string{trust.ChannelStaging, trust.ChannelProduction}, storage.EnvStaging},
+		{storage.EnvProd, []string{trust.ChannelTest}, nil, storage.EnvNone},
+	}
+	for _, c := range cases {
+		require.Equal(t, c.accepted, Accepted(c.env, c.allowed), "env %s, allowed %v", c.env, c.allowed)
+		require.Equal(t, c.within, EnvWithin(c.env, c.allowed), "env %s, allowed %v", c.env, c.allowed)
+	}
 }

@@ -42,13 +42,19 @@ const (
 	ConfigStatusURL           = "status-url"
 )
 
-// retiredKeys are former config/ keys that decide what a server trusts.
+// retiredKeys are former config/ keys that decide what a server trusts, or
+// where it sends its GitHub token.
 // They left etcd, whose every writer could otherwise make the fleet install
 // their package, for files on each server.
 var retiredKeys = map[string]string{
-	"signing-keys":   "put the release public keys on every server as /etc/ferry/trusted-keys/NAME.pub (bootstrap setting trusted-keys); see docs/security.md",
-	"allow-unsigned": "it is a lab switch in each server's /etc/ferry/config.yml now (allow-unsigned: true), never for production; see docs/security.md",
+	"signing-keys":     "put the release public keys on every server as /etc/ferry/trusted-keys/NAME.pub (bootstrap setting trusted-keys); see docs/security.md",
+	"allow-unsigned":   "it is a lab switch in each server's /etc/ferry/config.yml now (allow-unsigned: true), never for production; see docs/security.md",
+	ConfigGitHubAPIURL: "set it in each server's /etc/ferry/config.yml (github-api-url: https://HOST/api/v3/), and in the admin's: the GitHub token goes only to the host a server's own config names; see docs/security.md",
 }
+
+// DefaultGitHubAPIURL is GitHub's REST API, used unless a server's own
+// config names another (bootstrap github-api-url).
+const DefaultGitHubAPIURL = "https://api.github.com/"
 
 // ConfigKey describes one config/ key: its default, how it is shown, and how
 // a value is checked.
@@ -57,7 +63,7 @@ type ConfigKey struct {
 	Default string
 	// Secret values are never printed and never echoed in errors.
 	Secret bool
-	// Multi values hold one item a line (release-time, signing-keys).
+	// Multi values hold one item a line (release-time).
 	Multi bool
 	Help  string
 	// normalize checks a value and returns the form that is stored.
@@ -76,11 +82,6 @@ var configKeys = []ConfigKey{
 		Name:      ConfigGitHubRepo,
 		Help:      "the GitHub repository that publishes ferry releases, as owner/name",
 		normalize: normalizeRepo,
-	},
-	{
-		Name: ConfigGitHubAPIURL, Default: "https://api.github.com/",
-		Help:      "base URL of the GitHub REST API; for GitHub Enterprise, https://HOST/api/v3/",
-		normalize: normalizeHTTPURL,
 	},
 	{
 		Name: ConfigGitHubToken, Secret: true,
@@ -160,7 +161,7 @@ func LookupConfigKey(name string) (ConfigKey, error) {
 		}
 	}
 	if hint, ok := retiredKeys[name]; ok {
-		return ConfigKey{}, &ValidationError{Key: name, Reason: "no longer lives in etcd: whoever can write etcd must not decide what servers trust", Hint: hint}
+		return ConfigKey{}, &ValidationError{Key: name, Reason: "no longer lives in etcd: whoever can write etcd must not decide what servers trust, or where they send their token", Hint: hint}
 	}
 	return ConfigKey{}, &ValidationError{
 		Key:    name,
@@ -340,8 +341,11 @@ func normalizeReleaseTime(_, v string) (string, error) {
 
 // Config is the typed view of every config/ key, defaults applied.
 type Config struct {
-	Env                 Env
-	GitHubRepo          string
+	Env        Env
+	GitHubRepo string
+	// GitHubAPIURL never comes from etcd: it is the server's own
+	// (bootstrap github-api-url, see Storage.UseLocal), so that whoever
+	// writes etcd cannot have the token sent to their host.
 	GitHubAPIURL        string
 	GitHubToken         string
 	CheckUpdateInterval time.Duration
@@ -387,7 +391,7 @@ func ParseConfig(values map[string]string) (*Config, error) {
 	c := &Config{
 		Env:           Env(raw[ConfigEnv]),
 		GitHubRepo:    raw[ConfigGitHubRepo],
-		GitHubAPIURL:  raw[ConfigGitHubAPIURL],
+		GitHubAPIURL:  DefaultGitHubAPIURL,
 		GitHubToken:   raw[ConfigGitHubToken],
 		ReleaseTime:   splitLines(raw[ConfigReleaseTime]),
 		Proxy:         raw[ConfigProxy],

@@ -22,31 +22,40 @@ const DefaultPrefix = "/ferry/"
 type Storage struct {
 	cli    *clientv3.Client
 	prefix string
-	// local, when set, gives secret config values from this server's
-	// disk; they take the place of etcd's.
+	// local, when set, gives config values from this server's disk; they
+	// take the place of etcd's.
 	local func() map[string]string
 }
 
-// UseLocalSecrets makes the typed config take github-token,
-// webhook-secret, notify-url and proxy from local (e.g. files that systemd's
-// LoadCredential= provides) wherever local has them, instead of etcd.
-func (s *Storage) UseLocalSecrets(local func() map[string]string) { s.local = local }
+// UseLocal makes the typed config take github-token, webhook-secret,
+// notify-url and proxy from local (e.g. files that systemd's
+// LoadCredential= provides) wherever local has them, instead of etcd; and
+// github-api-url from local alone, never from etcd.
+func (s *Storage) UseLocal(local func() map[string]string) { s.local = local }
 
-// parseConfig is ParseConfig over etcd's values and the local secrets.
+// parseConfig is ParseConfig over etcd's values and the local ones.
 func (s *Storage) parseConfig(values map[string]string) (*Config, error) {
-	if s.local != nil {
-		merged := make(map[string]string, len(values))
-		for k, v := range values {
+	if s.local == nil {
+		return ParseConfig(values)
+	}
+	local := s.local()
+	merged := make(map[string]string, len(values))
+	for k, v := range values {
+		merged[k] = v
+	}
+	for k, v := range local {
+		if key, err := LookupConfigKey(k); err == nil && (key.Secret || k == ConfigProxy) {
 			merged[k] = v
 		}
-		for k, v := range s.local() {
-			if key, err := LookupConfigKey(k); err == nil && (key.Secret || k == ConfigProxy) {
-				merged[k] = v
-			}
-		}
-		values = merged
 	}
-	return ParseConfig(values)
+	c, err := ParseConfig(merged)
+	if err != nil {
+		return nil, err
+	}
+	if u := local[ConfigGitHubAPIURL]; u != "" {
+		c.GitHubAPIURL = u
+	}
+	return c, nil
 }
 
 // New returns a Storage for keys under prefix. The prefix must start with
@@ -216,15 +225,6 @@ func (s *Storage) GetGitHubRepo(ctx context.Context) (string, error) {
 		return "", err
 	}
 	return c.GitHubRepo, nil
-}
-
-// GetGitHubAPIURL returns github-api-url (default https://api.github.com/).
-func (s *Storage) GetGitHubAPIURL(ctx context.Context) (string, error) {
-	c, err := s.typedConfig(ctx, ConfigGitHubAPIURL)
-	if err != nil {
-		return "", err
-	}
-	return c.GitHubAPIURL, nil
 }
 
 // GetGitHubToken returns github-token, or "" when unset.

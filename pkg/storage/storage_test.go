@@ -52,12 +52,10 @@ func TestConfigDefaults(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, repo)
 
-	api, err := st.GetGitHubAPIURL(ctx)
+	cfg, err := st.GetConfig(ctx)
 	require.NoError(t, err)
-	apiKey, err := LookupConfigKey(ConfigGitHubAPIURL)
-	require.NoError(t, err)
-	require.Equal(t, apiKey.Default, api)
-	require.True(t, strings.HasPrefix(api, "https://"), "the default API is reached over TLS")
+	require.Equal(t, DefaultGitHubAPIURL, cfg.GitHubAPIURL)
+	require.True(t, strings.HasPrefix(cfg.GitHubAPIURL, "https://"), "the default API is reached over TLS")
 
 	token, err := st.GetGitHubToken(ctx)
 	require.NoError(t, err)
@@ -101,7 +99,7 @@ func TestConfigDefaults(t *testing.T) {
 	require.Zero(t, maxAge.ReleaseMaxAge, "release-max-age is off by default")
 	require.Equal(t, 15*time.Minute, maxAge.WorkerRetryBudget)
 
-	require.Len(t, ConfigKeys(), 15)
+	require.Len(t, ConfigKeys(), 14)
 }
 
 func TestConfigSetAndGet(t *testing.T) {
@@ -160,8 +158,7 @@ func TestConfigValidation(t *testing.T) {
 		{ConfigEnv, "production", []string{"env", `"production"`, "none, dev, staging, prod"}},
 		{ConfigGitHubRepo, "ferry", []string{"github-repo", "owner/name"}},
 		{ConfigGitHubRepo, "a/b/c", []string{"github-repo", "owner/name"}},
-		{ConfigGitHubAPIURL, "ftp://x", []string{"github-api-url", "http(s) URL"}},
-		{ConfigGitHubAPIURL, "", []string{"github-api-url", "must not be empty", "unset"}},
+		{ConfigGitHubAPIURL, "https://evil.example/", []string{"github-api-url", "no longer lives in etcd", "/etc/ferry/config.yml"}},
 		{ConfigNotifyURL, "not a url", []string{"notify-url", "http(s) URL"}},
 		{ConfigProxy, "http://", []string{"proxy", "http(s) URL"}},
 		{ConfigReleaseTime, "* * *", []string{"release-time", "not a cron line"}},
@@ -531,12 +528,16 @@ func TestLocalSecretsTakeThePlaceOfEtcd(t *testing.T) {
 	require.NoError(t, err)
 	_, err = st.SetConfig(ctx, ConfigEnv, "prod")
 	require.NoError(t, err)
-	local := map[string]string{ConfigGitHubToken: "from-disk", ConfigNotifyURL: "https://hooks.example/T/B/x", ConfigEnv: "dev"}
-	st.UseLocalSecrets(func() map[string]string { return local })
+	local := map[string]string{ConfigGitHubToken: "from-disk", ConfigNotifyURL: "https://hooks.example/T/B/x", ConfigEnv: "dev", ConfigGitHubAPIURL: "https://ghe.example/api/v3/"}
+	st.UseLocal(func() map[string]string { return local })
+	// A value etcd holds from before github-api-url left it is ignored.
+	_, err = st.cli.Put(ctx, st.prefix+"config/"+ConfigGitHubAPIURL, "https://evil.example/")
+	require.NoError(t, err)
 
 	c, err := st.GetConfig(ctx)
 	require.NoError(t, err)
 	require.Equal(t, "from-disk", c.GitHubToken)
+	require.Equal(t, "https://ghe.example/api/v3/", c.GitHubAPIURL, "the API is the server's own")
 	require.Equal(t, "https://hooks.example/T/B/x", c.NotifyURL)
 	require.Equal(t, EnvProd, c.Env, "only secrets come from disk")
 	snap, err := st.Snapshot(ctx)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 
 	"aead.dev/minisign"
@@ -152,11 +153,41 @@ func (m *Manifest) Check(product, version string, accept []string, now time.Time
 	case m.Version != version:
 		return fmt.Errorf("%w: it is for version %s, not the requested %s", ErrManifest, m.Version, version)
 	case !slices.Contains(accept, m.Channel):
-		return fmt.Errorf("%w: it is for channel %s; this fleet takes %v", ErrManifest, m.Channel, accept)
+		return fmt.Errorf("%w: it is for channel %s; this server takes %v", ErrManifest, m.Channel, accept)
 	case !now.Before(m.Expires):
 		return fmt.Errorf("%w: it expired at %s; publish the release again with a fresh manifest", ErrManifest, m.Expires.UTC().Format(time.RFC3339))
 	case now.Add(time.Hour).Before(m.Created):
 		return fmt.Errorf("%w: it was created at %s, in the future; check the clocks", ErrManifest, m.Created.UTC().Format(time.RFC3339))
 	}
 	return nil
+}
+
+// ParseChannels checks a server's channels setting: names from Channels,
+// each once, at least one.
+func ParseChannels(names []string) ([]string, error) {
+	if len(names) == 0 {
+		return nil, fmt.Errorf("channels: name at least one of %s", strings.Join(Channels, ", "))
+	}
+	var out []string
+	for _, n := range names {
+		if !slices.Contains(Channels, n) {
+			return nil, fmt.Errorf("channels: %q is not a channel; want some of %s", n, strings.Join(Channels, ", "))
+		}
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+// Narrow keeps the channels of want, in want's order, that the server's
+// own channels allow: etcd may narrow what a server takes, never widen it.
+func Narrow(want, allowed []string) []string {
+	var out []string
+	for _, ch := range want {
+		if slices.Contains(allowed, ch) {
+			out = append(out, ch)
+		}
+	}
+	return out
 }

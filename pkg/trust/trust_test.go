@@ -37,10 +37,32 @@ func TestLoadKeys(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "README"), []byte("not a key"), 0o644))
 	keys, err := LoadKeys(dir)
 	require.NoError(t, err)
-	require.Equal(t, []minisign.PublicKey{pub1, pub2}, keys)
+	require.Equal(t, Keys(pub1, pub2), keys)
 	keys, err = LoadKeys(one)
 	require.NoError(t, err)
-	require.Equal(t, []minisign.PublicKey{pub2}, keys)
+	require.Equal(t, Keys(pub2), keys)
+
+	// A key in test/ signs for the test channel alone.
+	pub3, _, err := minisign.GenerateKey(nil)
+	require.NoError(t, err)
+	require.NoError(t, os.Mkdir(filepath.Join(dir, ChannelTest), 0o755))
+	writeKey(t, filepath.Join(dir, ChannelTest), "nightly.pub", pub3, 0o644)
+	keys, err = LoadKeys(dir)
+	require.NoError(t, err)
+	require.Equal(t, []minisign.PublicKey{pub1, pub2, pub3}, keys.For(ChannelTest))
+	require.Equal(t, []minisign.PublicKey{pub1, pub2}, keys.For(ChannelProduction))
+	require.Equal(t, []minisign.PublicKey{pub1, pub2}, keys.For(ChannelStaging))
+	require.Equal(t, 3, keys.Len())
+
+	// A symbolic link is refused: what it trusts could change with its
+	// target.
+	link := filepath.Join(dir, "link.pub")
+	require.NoError(t, os.Symlink(one, link))
+	_, err = LoadKeys(dir)
+	require.ErrorContains(t, err, "is a symbolic link")
+	require.NoError(t, os.Remove(link))
+	_, err = LoadKeys(link)
+	require.Error(t, err)
 
 	// A key file others can write is refused, and so is the directory.
 	require.NoError(t, os.Chmod(one, 0o664))
@@ -51,6 +73,19 @@ func TestLoadKeys(t *testing.T) {
 	_, err = LoadKeys(dir)
 	require.ErrorContains(t, err, "chmod go-w")
 	require.NoError(t, os.Chmod(dir, 0o755))
+
+	// A key file or directory of another user is refused, whatever its
+	// mode: its owner could put a key there.
+	if os.Getuid() == 0 {
+		require.NoError(t, os.Chown(one, 65534, 65534))
+		_, err = LoadKeys(dir)
+		require.ErrorContains(t, err, "belongs to uid 65534")
+		require.NoError(t, os.Chown(one, 0, 0))
+		require.NoError(t, os.Chown(dir, 65534, 65534))
+		_, err = LoadKeys(dir)
+		require.ErrorContains(t, err, "chown root:")
+		require.NoError(t, os.Chown(dir, 0, 0))
+	}
 
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "bad.pub"), []byte("RWQnot-a-key\n"), 0o644))
 	_, err = LoadKeys(dir)

@@ -58,6 +58,10 @@ type Options struct {
 	MaxWait time.Duration
 	// Etcd, if set, names the cause when /healthz finds etcd unreachable.
 	Etcd *storage.Monitor
+	// Channels are the release channels this server takes (bootstrap
+	// channels): the leader looks only for releases of an env no wider
+	// than they allow, since the workers refuse the others. Nil: any.
+	Channels []string
 }
 
 // Updater is one ferry-updater.
@@ -247,8 +251,11 @@ const readEvery = 100 * time.Millisecond
 // leaderState is what a leader remembers between loop turns. A new leader
 // starts afresh: grace periods restart, and it checks for a release at once.
 type leaderState struct {
-	lastGood     *storage.Config
-	configErr    string
+	lastGood  *storage.Config
+	configErr string
+	// narrowed is the env of etcd that this server's channels narrowed,
+	// logged once; "" when they did not.
+	narrowed     storage.Env
 	missingSince map[string]time.Time
 	lastWhy      string
 	// pausedNow is the pause the fleet waits in, "rollout/pause", or "".
@@ -394,8 +401,21 @@ func (u *Updater) config(ls *leaderState, snap *storage.Snapshot) (*storage.Conf
 		return ls.lastGood, false
 	}
 	ls.configErr = ""
-	ls.lastGood = snap.Config
-	return snap.Config, true
+	cfg := snap.Config
+	if u.opts.Channels != nil {
+		if env := release.EnvWithin(cfg.Env, u.opts.Channels); env != cfg.Env {
+			if ls.narrowed != cfg.Env {
+				u.log.Warn("the fleet's env asks for releases of channels this server does not take; looking for a narrower env", "env", cfg.Env, "channels", strings.Join(u.opts.Channels, ","), "looks_for", env)
+			}
+			narrowed := *cfg
+			narrowed.Env, ls.narrowed = env, cfg.Env
+			cfg = &narrowed
+		} else {
+			ls.narrowed = ""
+		}
+	}
+	ls.lastGood = cfg
+	return cfg, true
 }
 
 func (ls *leaderState) trackMissing(snap *storage.Snapshot, now time.Time) {

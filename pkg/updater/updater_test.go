@@ -43,6 +43,10 @@ type fleet struct {
 	st     *storage.Storage
 	gh     *githubfake.Server
 	notes  *receiver
+	// local is what the servers' own config says of the fleet config
+	// (github-api-url); channels are the release channels they take.
+	local    func() map[string]string
+	channels []string
 }
 
 func newFleet(t *testing.T, config ...string) *fleet {
@@ -53,7 +57,9 @@ func newFleet(t *testing.T, config ...string) *fleet {
 	gh := githubfake.New()
 	t.Cleanup(gh.Close)
 	f := &fleet{t: t, prefix: prefix, st: st, gh: gh, notes: newReceiver(t)}
-	f.set(storage.ConfigGitHubRepo, repo, storage.ConfigGitHubAPIURL, gh.APIURL(), storage.ConfigNotifyURL, f.notes.srv.URL)
+	f.local = func() map[string]string { return map[string]string{storage.ConfigGitHubAPIURL: gh.APIURL()} }
+	f.set(storage.ConfigGitHubRepo, repo, storage.ConfigNotifyURL, f.notes.srv.URL)
+	f.st.UseLocal(f.local)
 	f.set(config...)
 	return f
 }
@@ -94,8 +100,9 @@ func (f *fleet) start(id string) *running {
 	cli := etcdtest.Client(f.t)
 	st, err := storage.New(cli, f.prefix)
 	require.NoError(f.t, err)
+	st.UseLocal(f.local)
 	u := New(Options{
-		Storage: st, ID: id, SessionTTL: 2 * time.Second,
+		Storage: st, ID: id, SessionTTL: 2 * time.Second, Channels: f.channels,
 		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
 		RetryBase: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond,
 	})
@@ -198,20 +205,24 @@ func (r *receiver) wait(t *testing.T, fragments ...string) slackMessage {
 func TestEnvSelection(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
-		name   string
-		config []string
-		pin    string
-		want   string
+		name     string
+		config   []string
+		pin      string
+		channels []string
+		want     string
 	}{
 		{name: "staging takes the pre-release", config: []string{storage.ConfigEnv, "staging"}, want: v2},
 		{name: "prod takes the full release", config: []string{storage.ConfigEnv, "prod"}, want: v1},
 		{name: "dev follows test tags", config: []string{storage.ConfigEnv, "dev"}, want: v3},
 		{name: "a pin holds staging back", config: []string{storage.ConfigEnv, "staging"}, pin: v1, want: v1},
+		{name: "env dev in etcd, production servers: prod", config: []string{storage.ConfigEnv, "dev"}, channels: []string{trust.ChannelProduction}, want: v1},
+		{name: "env dev in etcd, staging servers: staging", config: []string{storage.ConfigEnv, "dev"}, channels: []string{trust.ChannelStaging, trust.ChannelProduction}, want: v2},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			f := newFleet(t, c.config...)
+			f.channels = c.channels
 			f.addRelease("release-"+v1, false, 1)
 			f.addRelease("release-"+v2, true, 2)
 			f.addRelease("test-"+v3, true, 3)
@@ -726,4 +737,41 @@ func TestNotificationErrorsNeverShowTheURL(t *testing.T) {
 	err = n.Notify(context.Background(), srv.URL+"/services/s3cr3t", Event{Kind: EventStart, Version: v1})
 	require.ErrorContains(t, err, "403")
 	require.NotContains(t, err.Error(), "s3cr3t")
+}
+
+// TestTokenNeverLeavesForAnEtcdChosenHost: a token kept on the server's
+// disk goes only to the GitHub API that the server's own config names. A
+// github-api-url written into etcd by hand (ferry config set refuses it)
+// is ignored: the host it names hears nothing.
+func TestTokenNeverLeavesForAnEtcdChosenHost(t *testing.T) {
+	t.Parallel()
+	const token = "ghp_kept-on-the-servers-disk"
+	var evilHits sync.Map
+	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		evilHits.Store(r.URL.Path, r.Header.Get("Authorization"))
+		http.NotFound(w, r)
+	}))
+	defer evil.Close()
+
+	f := newFleet(t, storage.ConfigEnv, "prod")
+	f.gh.RequireToken(token)
+	api := f.gh.APIURL()
+	f.local = func() map[string]string {
+		return map[string]string{storage.ConfigGitHubAPIURL: api, storage.ConfigGitHubToken: token}
+	}
+	f.st.UseLocal(f.local)
+	_, err := f.st.SetConfig(f.ctx(), storage.ConfigGitHubAPIURL, evil.URL+"/")
+	require.ErrorContains(t, err, "no longer lives in etcd")
+	_, err = f.st.Client().Put(f.ctx(), f.prefix+"config/"+storage.ConfigGitHubAPIURL, evil.URL+"/")
+	require.NoError(t, err)
+
+	f.addRelease("release-"+v1, false, 1)
+	f.join("boot-0")
+	f.start("u0")
+	require.Equal(t, v1, f.waitRequest(version(v1)).Version, "the release was found through the server's own API, with the token")
+	require.Positive(t, f.gh.Counters().Counted)
+	evilHits.Range(func(path, auth any) bool {
+		t.Errorf("the host etcd named got %s with Authorization %q", path, auth)
+		return true
+	})
 }

@@ -79,7 +79,7 @@ func TestPlanAgainstRealComponents(t *testing.T) {
 		}},
 	}
 	require.NoError(t, set.Validate())
-	f.set(storage.ConfigGitHubAPIURL, gh.APIURL())
+	f.useGitHub(gh.APIURL())
 
 	bootDir := filepath.Join(f.dir, "boot-contents")
 	restartLog := filepath.Join(f.dir, "restarts")

@@ -47,6 +47,9 @@ type Ops struct {
 	TrustedKeys string
 	// AllowUnsigned is the lab switch of the bootstrap config.
 	AllowUnsigned bool
+	// Channels are the release channels this server takes (bootstrap
+	// channels); the fleet's env narrows them, never widens them.
+	Channels []string
 	// NewSource builds the release source; default release.NewSource.
 	NewSource func(release.Options) (*release.Source, error)
 }
@@ -76,6 +79,10 @@ func (o *Ops) SelfUpgrade(ctx context.Context, cfg *storage.Config, req *storage
 	if err != nil && !o.AllowUnsigned {
 		return err
 	}
+	channels := release.Accepted(cfg.Env, o.Channels)
+	if len(channels) == 0 {
+		return fmt.Errorf("env %s takes none of the channels this server takes (%v, bootstrap channels): refusing %s", cfg.Env, o.Channels, version)
+	}
 	src, err := o.source(cfg, cfg.GitHubRepo)
 	if err != nil {
 		return err
@@ -90,7 +97,7 @@ func (o *Ops) SelfUpgrade(ctx context.Context, cfg *storage.Config, req *storage
 	}
 	dl := o.Download
 	dl.Progress = o.Metrics.addDownload
-	tr := release.Trust{Keys: keys, Channels: release.Channels(cfg.Env), AllowUnsigned: o.AllowUnsigned}
+	tr := release.Trust{Keys: keys, Channels: channels, AllowUnsigned: o.AllowUnsigned}
 	path, sum, err := src.FetchPackage(ctx, rel, version, tr, downloads, dl)
 	if err != nil {
 		return err

@@ -41,6 +41,8 @@ type ghEnv struct {
 
 type publishOptions struct {
 	corrupt, wrongKey, noManifest, expired, otherVersion bool
+	// key signs the manifest instead of the release key.
+	key *minisign.PrivateKey
 	// channel is the manifest's channel; default production.
 	channel string
 	// bigger serves a package this much larger than the signed one; with
@@ -71,13 +73,15 @@ func newUpgradeEnv(t testing.TB) *upgradeEnv {
 	require.NoError(t, os.Mkdir(keys, 0o755))
 	require.NoError(t, os.WriteFile(filepath.Join(keys, "release.pub"), []byte(pub.String()+"\n"), 0o644))
 
-	f.set(storage.ConfigEnv, "prod", storage.ConfigGitHubRepo, repo, storage.ConfigGitHubAPIURL, fake.APIURL())
+	f.set(storage.ConfigEnv, "prod", storage.ConfigGitHubRepo, repo)
+	f.useGitHub(fake.APIURL())
 	return &upgradeEnv{
 		fleet: f,
 		gh:    &ghEnv{fake: fake, debs: map[string][]byte{}, priv: priv, otherPriv: otherPriv},
 		root:  root.Dir, admin: root.AdminDir(),
 		ops: &Ops{
 			DataDir: filepath.Join(f.dir, "data"), Installer: inst, Log: quiet, Metrics: NewMetrics(), TrustedKeys: keys,
+			Channels: []string{trust.ChannelProduction},
 			Download: release.DownloadOptions{RetryBase: 10 * time.Millisecond, RetryMax: 100 * time.Millisecond},
 		},
 	}
@@ -126,6 +130,9 @@ func (e *upgradeEnv) publish(v string, o publishOptions) {
 	key := e.gh.priv
 	if o.wrongKey {
 		key = e.gh.otherPriv
+	}
+	if o.key != nil {
+		key = *o.key
 	}
 	manifest, err := release.ManifestFiles(m, key)
 	require.NoError(e.t, err)
@@ -242,6 +249,54 @@ func TestSelfUpgradeRefusesTamperedRequest(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, v1, v, "nothing was installed")
 			requireNoDownloads(t, e.ops.DataDir)
+		})
+	}
+}
+
+// TestEtcdCannotWidenTheChannel: a server takes the channels its own
+// config names. An etcd writer who sets env dev cannot make a production
+// server install a test build, and a key trusted for the test channel
+// alone (the nightly's) cannot sign a production manifest.
+func TestEtcdCannotWidenTheChannel(t *testing.T) {
+	t.Parallel()
+	_, ciKey, err := minisign.GenerateKey(nil)
+	require.NoError(t, err)
+	ciPub := ciKey.Public().(minisign.PublicKey)
+	cases := []struct {
+		name     string
+		channels []string
+		opts     publishOptions
+		want     string // "" installs
+	}{
+		{name: "test build, production server", channels: []string{trust.ChannelProduction}, opts: publishOptions{channel: trust.ChannelTest}, want: "no signed manifest for a channel this server takes ([production])"},
+		{name: "staging build, production server", channels: []string{trust.ChannelProduction}, opts: publishOptions{channel: trust.ChannelStaging}, want: "no signed manifest for a channel this server takes ([production])"},
+		{name: "production manifest signed by the test channel's key", channels: trust.Channels, opts: publishOptions{key: &ciKey}, want: "signature not valid"},
+		{name: "test build, lab server", channels: trust.Channels, opts: publishOptions{channel: trust.ChannelTest, key: &ciKey}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			e := newUpgradeEnv(t)
+			e.ops.Channels = c.channels
+			ciDir := filepath.Join(e.ops.TrustedKeys, trust.ChannelTest)
+			require.NoError(t, os.Mkdir(ciDir, 0o755))
+			require.NoError(t, os.WriteFile(filepath.Join(ciDir, "nightly.pub"), []byte(ciPub.String()+"\n"), 0o644))
+			e.set(storage.ConfigEnv, "dev")
+			e.publish(v2, c.opts)
+			e.request(v2, "boot-0")
+			if c.want == "" {
+				e.installsAndExits("boot-0", v1)
+				v, err := deb.InstalledVersion(e.ctx(), e.admin, "ferry")
+				require.NoError(t, err)
+				require.Equal(t, v2, v)
+				return
+			}
+			e.start("boot-0", v1, &artifacts.Plan{}, e.ops)
+			st := e.waitStatus("boot-0", cond(storage.CondAborted))
+			require.Contains(t, st.Message, c.want)
+			v, err := deb.InstalledVersion(e.ctx(), e.admin, "ferry")
+			require.NoError(t, err)
+			require.Equal(t, v1, v, "nothing was installed")
 		})
 	}
 }

@@ -10,7 +10,9 @@
 //	                                      install the .deb, exit ErrUpgraded
 //	                                      (systemd starts the new binary)
 //	otherwise                          -> run the plan's steps, resuming
-//	                                      after the last step etcd says is done
+//	                                      after the last step this server's
+//	                                      own record (in its data-dir) says
+//	                                      it finished
 //
 // Each step starts at a barrier: no server starts step k until every server
 // of the request has finished step k-1. Within a step the strategy decides
@@ -295,8 +297,15 @@ func (w *Worker) step(ctx context.Context, snap *storage.Snapshot) error {
 	if !own.For(req) {
 		own = nil
 	}
-	if own != nil && own.Cond != storage.CondRunning {
+	if own != nil && own.Cond == storage.CondAborted {
 		return nil
+	}
+	if own != nil && own.Cond == storage.CondCompleted {
+		if w.loadSteps(req).Completed {
+			return nil
+		}
+		w.log.Warn("etcd says this server completed the rollout, but its own record does not; running the steps", "version", req.Version)
+		own = nil
 	}
 	log := w.log.With("version", req.Version)
 	if w.o.Version != req.Version {
@@ -311,12 +320,17 @@ func (w *Worker) step(ctx context.Context, snap *storage.Snapshot) error {
 		}
 		return w.selfUpgrade(ctx, snap.Config, req, log)
 	}
-	start := 1
+	// This server's own record says which steps it finished; etcd's copy
+	// of its status, which anyone who writes etcd can forge, never makes
+	// it skip one.
+	rec := w.loadSteps(req)
+	start := rec.Done + 1
 	if own != nil && own.Step > 0 {
-		start = own.Step
-		if own.Phase == storage.PhaseDone {
-			start++
+		if said := own.Step + boolInt(own.Phase == storage.PhaseDone); said != start {
+			log.Warn("etcd's copy of this server's status disagrees with its own record; resuming from its record", "etcd_says_next_step", said, "own_record_next_step", start)
 		}
+	}
+	if start > 1 {
 		log.Info("resuming the rollout", "step", start)
 	}
 	// The binary says it is the requested version; dpkg's database says
@@ -507,6 +521,71 @@ func (w *Worker) selfUpgrade(ctx context.Context, cfg *storage.Config, req *stor
 
 // --- steps ---
 
+// stepRecord is this server's own record of the rollout it runs, kept in
+// its data-dir: the last step it finished, and whether it completed the
+// rollout. A worker resumes from it, never from its status in etcd.
+type stepRecord struct {
+	Version   string    `json:"version"`
+	Rollout   time.Time `json:"rollout"`
+	Done      int       `json:"done"`
+	Completed bool      `json:"completed,omitempty"`
+}
+
+func (w *Worker) stepsPath() string { return filepath.Join(w.o.DataDir, "rollout-steps.json") }
+
+// loadSteps is the record of req's rollout; an empty one when the record
+// is of another rollout, missing or unreadable (the steps run again).
+func (w *Worker) loadSteps(req *storage.UpdateRequest) stepRecord {
+	var rec stepRecord
+	data, err := os.ReadFile(w.stepsPath())
+	if err != nil || json.Unmarshal(data, &rec) != nil || rec.Version != req.Version || !rec.Rollout.Equal(req.StartedAt) {
+		return stepRecord{}
+	}
+	return rec
+}
+
+// saveSteps records rec for req's rollout, replacing the file whole, and
+// syncs it before the report that follows says the same in etcd.
+func (w *Worker) saveSteps(req *storage.UpdateRequest, rec stepRecord) error {
+	rec.Version, rec.Rollout = req.Version, req.StartedAt
+	data, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	if err := writeFileSync(w.stepsPath(), data); err != nil {
+		return fmt.Errorf("record the steps done in %s: %w", w.o.DataDir, err)
+	}
+	return nil
+}
+
+// writeFileSync writes path through a synced temporary file and a rename.
+func writeFileSync(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // runSteps runs the plan from step start. Each step costs one status write
 // at its barrier: "waiting at step k", which also says "done with step
 // k-1"; the updater leader writes status/passed when every server has
@@ -570,6 +649,9 @@ func (w *Worker) runSteps(ctx context.Context, cfg *storage.Config, req *storage
 			return w.report(ctx, req, k, s.Name, storage.PhaseRunning, storage.CondAborted, msg)
 		}
 		w.tl.end(k, time.Now(), storage.StepOK, "") // a skipped step keeps its result
+		if err := w.saveSteps(req, stepRecord{Done: k}); err != nil {
+			return err
+		}
 		w.metrics.stepSeconds.WithLabelValues(s.Name).Observe(time.Since(began).Seconds())
 		stepLog.Info("step done", "seconds", time.Since(began).Seconds())
 		// The next step's "waiting" report says this one is done.
@@ -579,6 +661,9 @@ func (w *Worker) runSteps(ctx context.Context, cfg *storage.Config, req *storage
 		if err := w.ensureInstalled(ctx, req, 0, nil, log); err != nil {
 			return err
 		}
+	}
+	if err := w.saveSteps(req, stepRecord{Done: len(steps), Completed: true}); err != nil {
+		return err
 	}
 	log.Info("rollout completed on this server")
 	return w.report(ctx, req, len(steps), lastName(steps), storage.PhaseDone, storage.CondCompleted, "")

@@ -47,6 +47,15 @@ type fleet struct {
 	prefix string
 	st     *storage.Storage
 	dir    string
+	// local is what the servers' own config says of the fleet config
+	// (github-api-url): every storage of the fleet uses it.
+	local func() map[string]string
+}
+
+// useGitHub makes the servers' own config name api as the GitHub API.
+func (f *fleet) useGitHub(api string) {
+	f.local = func() map[string]string { return map[string]string{storage.ConfigGitHubAPIURL: api} }
+	f.st.UseLocal(f.local)
 }
 
 func newFleet(t testing.TB) *fleet {
@@ -73,6 +82,9 @@ func (f *fleet) start(id, ver string, plan *artifacts.Plan, ops Operator) *runni
 	f.t.Helper()
 	st, err := storage.New(etcdtest.Client(f.t), f.prefix)
 	require.NoError(f.t, err)
+	if f.local != nil {
+		st.UseLocal(f.local)
+	}
 	var metrics *Metrics
 	if o, ok := ops.(*Ops); ok {
 		metrics = o.Metrics
@@ -133,6 +145,9 @@ func (f *fleet) stop(reason string) {
 func (f *fleet) startUpdater() {
 	st, err := storage.New(etcdtest.Client(f.t), f.prefix)
 	require.NoError(f.t, err)
+	if f.local != nil {
+		st.UseLocal(f.local)
+	}
 	u := updater.New(updater.Options{Storage: st, ID: "u", Logger: quiet, SessionTTL: 2 * time.Second})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -469,8 +484,8 @@ func TestSelfUpgradeRefusesBadReleases(t *testing.T) {
 	}{
 		{name: "corrupted package", opts: publishOptions{corrupt: true}, want: "checksum mismatch"},
 		{name: "manifest signed by an untrusted key", opts: publishOptions{wrongKey: true}, want: "signature not valid"},
-		{name: "no manifest", opts: publishOptions{noManifest: true}, want: "has no signed manifest for a channel this fleet takes ([production])"},
-		{name: "manifest of the test channel", opts: publishOptions{channel: trust.ChannelTest}, want: "has no signed manifest for a channel this fleet takes"},
+		{name: "no manifest", opts: publishOptions{noManifest: true}, want: "has no signed manifest for a channel this server takes ([production])"},
+		{name: "manifest of the test channel", opts: publishOptions{channel: trust.ChannelTest}, want: "has no signed manifest for a channel this server takes"},
 		{name: "expired manifest", opts: publishOptions{expired: true}, want: "expired at"},
 		{name: "no trusted keys on the server", noKeys: true, want: "no trusted release key"},
 		{name: "package of another version", opts: publishOptions{otherVersion: true}, want: "holds version"},
@@ -711,4 +726,63 @@ func TestTransientSelfUpgradeErrorsAreRetried(t *testing.T) {
 	v, err := deb.InstalledVersion(e.ctx(), e.admin, "ferry")
 	require.NoError(t, err)
 	require.Equal(t, v2, v)
+}
+
+// TestForgedStatusDoesNotSkipSteps: whoever writes etcd forges this
+// server's status for the running rollout, as done with step 2, or as
+// completed. The worker trusts its own record of the steps it ran: it runs
+// every step, and reports completed only then.
+func TestForgedStatusDoesNotSkipSteps(t *testing.T) {
+	t.Parallel()
+	forgeries := map[string]storage.UpdateStatus{
+		"step 2 done": {Step: 2, StepName: "step2", Phase: storage.PhaseDone, Cond: storage.CondRunning},
+		"completed":   {Step: 3, StepName: "step3", Phase: storage.PhaseDone, Cond: storage.CondCompleted},
+	}
+	for name, forged := range forgeries {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			f := newFleet(t)
+			j := journal(filepath.Join(f.dir, "journal"))
+			plan := lockstepPlan(j, "true", "true", "true")
+			req := f.request(v1, "boot-0")
+			forged.Version, forged.Rollout, forged.UpdatedAt = req.Version, req.StartedAt, time.Now().UTC()
+			require.NoError(t, f.st.PutStatus(f.ctx(), "boot-0", &forged))
+
+			f.start("boot-0", v1, plan, ops(f))
+			f.waitStatus("boot-0", func(st *storage.UpdateStatus) bool {
+				return st.Cond == storage.CondCompleted && !st.UpdatedAt.Equal(forged.UpdatedAt)
+			})
+			var ran []int
+			for _, e := range j.entries(t) {
+				if e.event == "end" {
+					ran = append(ran, e.step)
+				}
+			}
+			require.Equal(t, []int{1, 2, 3}, ran, "every step ran, once")
+		})
+	}
+}
+
+// TestResumesFromItsOwnRecord: a worker killed after step 1 starts again
+// at step 2, as its own record says, and never runs step 1 twice.
+func TestResumesFromItsOwnRecord(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	j := journal(filepath.Join(f.dir, "journal"))
+	gate := filepath.Join(f.dir, "gate")
+	plan := lockstepPlan(j, "true", fmt.Sprintf(`while [ ! -e %s ]; do sleep 0.05; done`, gate), "true")
+	f.request(v1, "boot-0")
+	w := f.start("boot-0", v1, plan, ops(f))
+	f.waitRunning("boot-0", 2)
+	w.kill()
+	require.NoError(t, os.WriteFile(gate, nil, 0o644))
+	f.start("boot-0", v1, plan, ops(f))
+	f.waitStatus("boot-0", cond(storage.CondCompleted))
+	var ran []int
+	for _, e := range j.entries(t) {
+		if e.event == "end" {
+			ran = append(ran, e.step)
+		}
+	}
+	require.Equal(t, []int{1, 2, 3}, ran, "step 1 ran once; the killed step 2 ran again to its end")
 }
