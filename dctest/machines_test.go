@@ -467,7 +467,7 @@ func TestMachinesGitHubUnreachable(t *testing.T) {
 	data := buildDeb(t, d.Dir, "acme-tools", "1.0.1")
 	d.GitHub.AddRelease("acme/tools", githubfake.ReleaseSpec{Tag: "v1.0.1", Assets: map[string][]byte{"acme-tools_1.0.1_amd64.deb": data}})
 	d.rollOutToHold(func(s *artifacts.Set) {
-		s.Debs[0] = artifacts.Deb{Name: "acme-tools", Repository: "acme/tools", Release: "v1.0.1", Asset: "acme-tools_1.0.1_amd64.deb", Version: "1.0.1", SHA256: sha256hex(data)}
+		s.Debs[0] = artifacts.Deb{Name: "acme-tools", Repository: "acme/tools", Release: "v1.0.1", Asset: "acme-tools_1.0.1_amd64.deb", Version: "1.0.1", Size: int64(len(data)), SHA256: sha256hex(data)}
 		s.Plan.Steps[1].Parallel = 3
 	})
 	gh, err := d.Host("github")

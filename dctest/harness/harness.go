@@ -248,11 +248,11 @@ func (dc *Datacenter) writeArtifactSet() error {
 	}
 	dc.GitHub.AddRelease("acme/tools", githubfake.ReleaseSpec{Tag: "v1.0.0", Assets: map[string][]byte{"acme-tools_1.0.0_amd64.deb": data}})
 	set := &artifacts.Set{
-		Debs:      []artifacts.Deb{{Name: "acme-tools", Repository: "acme/tools", Release: "v1.0.0", Asset: "acme-tools_1.0.0_amd64.deb", Version: "1.0.0", SHA256: sum(data)}},
+		Debs:      []artifacts.Deb{{Name: "acme-tools", Repository: "acme/tools", Release: "v1.0.0", Asset: "acme-tools_1.0.0_amd64.deb", Version: "1.0.0", Size: int64(len(data)), SHA256: sum(data)}},
 		Ignitions: []artifacts.Ignition{{Source: "ignitions/boot.yml", Role: "boot"}},
 		OSImage: &artifacts.OSImage{Channel: "stable", Version: "3760.2.0",
-			Kernel: artifacts.File{URL: dc.OSServer.URL + "/kernel", SHA256: sum([]byte(osContent("/kernel")))},
-			Initrd: artifacts.File{URL: dc.OSServer.URL + "/initrd", SHA256: sum([]byte(osContent("/initrd")))}},
+			Kernel: artifacts.File{URL: dc.OSServer.URL + "/kernel", Size: int64(len(osContent("/kernel"))), SHA256: sum([]byte(osContent("/kernel")))},
+			Initrd: artifacts.File{URL: dc.OSServer.URL + "/initrd", Size: int64(len(osContent("/initrd"))), SHA256: sum([]byte(osContent("/initrd")))}},
 	}
 	for _, name := range []string{"dns", "ntp"} {
 		d, err := dc.Registry.Push("dctest/"+name, "1.0")

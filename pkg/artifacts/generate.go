@@ -164,7 +164,7 @@ func (src *Sources) latestDeb(ctx context.Context, d *Deb) error {
 	if asset == nil {
 		return fmt.Errorf("release %s has no asset matching %q", best.Tag, d.AssetGlob)
 	}
-	if d.Release == best.Tag && d.Asset == asset.Name && d.SHA256 != "" && d.Version != "" {
+	if d.Release == best.Tag && d.Asset == asset.Name && d.SHA256 != "" && d.Version != "" && d.Size > 0 {
 		return nil // unchanged: no need to download it again
 	}
 	dir, err := os.MkdirTemp(src.WorkDir, ".generate-")
@@ -194,7 +194,11 @@ func (src *Sources) latestDeb(ctx context.Context, d *Deb) error {
 			return fmt.Errorf("release %s holds %s %s, older than the set's %s in dpkg's order: ignore %s in the ignore file, or fix the release", best.Tag, d.Name, v, d.Version, best.Tag)
 		}
 	}
-	d.Release, d.Asset, d.Version, d.SHA256 = best.Tag, asset.Name, v, sum
+	fi, err := os.Stat(file)
+	if err != nil {
+		return err
+	}
+	d.Release, d.Asset, d.Version, d.Size, d.SHA256 = best.Tag, asset.Name, v, fi.Size(), sum
 	return nil
 }
 
@@ -284,6 +288,9 @@ func (src *Sources) latestOS(ctx context.Context, o *OSImage) error {
 	}
 	if best == nil {
 		return fmt.Errorf("feed %s has no version to take", o.Feed)
+	}
+	if best.Kernel.Size <= 0 || best.Initrd.Size <= 0 {
+		return fmt.Errorf("feed %s: version %s gives no size for its kernel or initrd; the set needs both", o.Feed, best.Version)
 	}
 	o.Version, o.Kernel, o.Initrd = best.Version, best.Kernel, best.Initrd
 	return nil

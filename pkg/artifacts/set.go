@@ -47,7 +47,9 @@ type Deb struct {
 	AssetGlob string `yaml:"assetGlob,omitempty" json:"assetGlob,omitempty"`
 	// Version is the package version inside the .deb.
 	Version string `yaml:"version" json:"version"`
-	SHA256  string `yaml:"sha256" json:"sha256"`
+	// Size and SHA256 are the asset's: the download stops at Size bytes.
+	Size   int64  `yaml:"size" json:"size"`
+	SHA256 string `yaml:"sha256" json:"sha256"`
 }
 
 // Image is a container image, pulled by digest.
@@ -80,7 +82,9 @@ type OSImage struct {
 
 // File is a download with its checksum.
 type File struct {
-	URL    string `yaml:"url" json:"url"`
+	URL string `yaml:"url" json:"url"`
+	// Size and SHA256 are the file's: the download stops at Size bytes.
+	Size   int64  `yaml:"size" json:"size"`
 	SHA256 string `yaml:"sha256" json:"sha256"`
 }
 
@@ -144,6 +148,8 @@ func (s *Set) Validate() error {
 			return fmt.Errorf("%s: release, asset and version are required (run ferry-ci generate-artifacts)", where)
 		case !sha256Pattern.MatchString(d.SHA256):
 			return fmt.Errorf("%s: sha256 %q is missing or not 64 hex digits", where, d.SHA256)
+		case d.Size <= 0:
+			return fmt.Errorf("%s: size (bytes) is missing: the download must stop at a size the set gives; run ferry-ci generate-artifacts, which writes it", where)
 		}
 		debs[d.Name] = true
 	}
@@ -177,6 +183,9 @@ func (s *Set) Validate() error {
 			}
 			if !sha256Pattern.MatchString(f.SHA256) {
 				return fmt.Errorf("osImage.%s: sha256 %q is missing or not 64 hex digits", name, f.SHA256)
+			}
+			if f.Size <= 0 {
+				return fmt.Errorf("osImage.%s: size (bytes) is missing: the download must stop at a size the set gives", name)
 			}
 		}
 	}

@@ -28,7 +28,7 @@ func TestEmbeddedSetIsValidAndCanonical(t *testing.T) {
 
 const validBase = `
 debs:
-  - {name: tools, repository: acme/tools, release: v1, asset: t.deb, version: "1", sha256: ` + "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" + `}
+  - {name: tools, repository: acme/tools, release: v1, asset: t.deb, version: "1", size: 1, sha256: ` + "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" + `}
 images:
   - {name: dns, repository: r.example/dns, tag: "1", digest: "sha256:` + "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb" + `", units: [dns.service]}
 `

@@ -144,7 +144,9 @@ func (p *Publisher) build(ctx context.Context, set *artifacts.Set, versions, fin
 		name string
 		file artifacts.File
 	}{{"kernel", o.Kernel}, {"initrd", o.Initrd}} {
-		if _, err := release.DownloadURL(ctx, client, f.file.URL, tmp, f.name, f.file.SHA256, p.Download); err != nil {
+		dl := p.Download
+		dl.MaxSize = f.file.Size
+		if _, err := release.DownloadURL(ctx, client, f.file.URL, tmp, f.name, f.file.SHA256, dl); err != nil {
 			return fmt.Errorf("osImage %s: %w", f.name, err)
 		}
 	}

@@ -49,7 +49,7 @@ func sum(s string) string {
 func (o *osServer) set(version string) *artifacts.Set {
 	f := func(kind string) artifacts.File {
 		name := kind + "-" + version
-		return artifacts.File{URL: o.srv.URL + "/" + name, SHA256: sum(content(name))}
+		return artifacts.File{URL: o.srv.URL + "/" + name, Size: int64(len(content(name))), SHA256: sum(content(name))}
 	}
 	return &artifacts.Set{
 		OSImage:   &artifacts.OSImage{Channel: "stable", Version: version, Kernel: f("kernel"), Initrd: f("initrd")},

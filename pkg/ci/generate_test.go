@@ -56,7 +56,7 @@ func newUpstream(t *testing.T) *upstream {
 			return
 		}
 		file := func(v, kind string) artifacts.File {
-			return artifacts.File{URL: "https://os.example/" + v + "/" + kind, SHA256: strings.Repeat("a", 64)}
+			return artifacts.File{URL: "https://os.example/" + v + "/" + kind, Size: 1000, SHA256: strings.Repeat("a", 64)}
 		}
 		json.NewEncoder(w).Encode(artifacts.Feed{Versions: []artifacts.FeedVersion{
 			{Version: "3760.2.0", Kernel: file("3760.2.0", "kernel"), Initrd: file("3760.2.0", "initrd")},
@@ -72,9 +72,9 @@ func newUpstream(t *testing.T) *upstream {
 func (u *upstream) writeSet(t *testing.T) string {
 	set := &artifacts.Set{
 		Debs: []artifacts.Deb{{Name: "acme-tools", Repository: "acme/tools", Release: "v1.2.0", Asset: "acme-tools_1.2.0_amd64.deb",
-			AssetGlob: "acme-tools_*_amd64.deb", Version: "1.2.0", SHA256: strings.Repeat("0", 64)}},
+			AssetGlob: "acme-tools_*_amd64.deb", Version: "1.2.0", Size: 1, SHA256: strings.Repeat("0", 64)}},
 		Images:  []artifacts.Image{{Name: "coredns", Repository: u.reg.Host + "/acme/coredns", Tag: "1.11.1", Digest: u.digests["1.11.1"], Units: []string{"coredns.service"}}},
-		OSImage: &artifacts.OSImage{Channel: "stable", Feed: u.feed.URL, Version: "3760.2.0", Kernel: artifacts.File{URL: "https://os.example/k", SHA256: strings.Repeat("b", 64)}, Initrd: artifacts.File{URL: "https://os.example/i", SHA256: strings.Repeat("b", 64)}},
+		OSImage: &artifacts.OSImage{Channel: "stable", Feed: u.feed.URL, Version: "3760.2.0", Kernel: artifacts.File{URL: "https://os.example/k", Size: 1, SHA256: strings.Repeat("b", 64)}, Initrd: artifacts.File{URL: "https://os.example/i", Size: 1, SHA256: strings.Repeat("b", 64)}},
 		Plan:    artifacts.Plan{Steps: []artifacts.Step{{Name: "debs", Strategy: artifacts.Lockstep, Actions: []artifacts.Action{{Debs: &artifacts.DebsAction{}}}}}},
 	}
 	data, err := set.Marshal()

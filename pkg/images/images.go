@@ -13,7 +13,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/ferry-cd/ferry/pkg/artifacts"
 	"github.com/ferry-cd/ferry/pkg/command"
+	"github.com/ferry-cd/ferry/pkg/release"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -57,10 +57,11 @@ type Puller struct {
 func (p *Puller) transport() (http.RoundTripper, error) {
 	t := remote.DefaultTransport.(*http.Transport).Clone()
 	t.Proxy = nil
+	t.ResponseHeaderTimeout = release.HeaderTimeout
 	if p.Proxy != "" {
-		u, err := url.Parse(p.Proxy)
+		u, err := release.ProxyURL(p.Proxy)
 		if err != nil {
-			return nil, fmt.Errorf("proxy %q: %w", p.Proxy, err)
+			return nil, err
 		}
 		t.Proxy = http.ProxyURL(u)
 	}

@@ -53,7 +53,22 @@ type DownloadOptions struct {
 	// size a signed manifest gives): reading stops, for good, at the first
 	// byte beyond it.
 	MaxSize int64
+	// IdleTimeout is how long a request may wait for its answer, or for
+	// the next bytes of it, before it is abandoned as stalled (and tried
+	// again); default IdleTimeout.
+	IdleTimeout time.Duration
 }
+
+// StalledError is a download that received nothing for its idle timeout:
+// a server that accepted the connection and went silent. It is transient.
+type StalledError struct{ After time.Duration }
+
+func (e *StalledError) Error() string {
+	return fmt.Sprintf("no data for %s: the server went silent", e.After)
+}
+
+// Transient marks a stall as worth retrying (see retry.Transient).
+func (e *StalledError) Transient() bool { return true }
 
 func (o *DownloadOptions) defaults() {
 	if o.Attempts <= 0 {
@@ -64,6 +79,9 @@ func (o *DownloadOptions) defaults() {
 	}
 	if o.RetryMax <= 0 {
 		o.RetryMax = 30 * time.Second
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = IdleTimeout
 	}
 }
 
@@ -262,7 +280,7 @@ func (d *downloader) run(ctx context.Context, out sink, o DownloadOptions) error
 	var lastErr error
 	for attempt, total := 0, 0; attempt < o.Attempts && total < o.Attempts*8; total++ {
 		before := out.size()
-		err := d.once(ctx, out, o.Progress)
+		err := d.once(ctx, out, o)
 		if err == nil {
 			return nil
 		}
@@ -309,7 +327,9 @@ func (p *permanentError) Error() string { return p.err.Error() }
 func (p *permanentError) Unwrap() error { return p.err }
 
 // once makes one request from the current offset and copies what arrives.
-func (d *downloader) once(ctx context.Context, out sink, progress func(int64)) error {
+// A watchdog abandons the request when its answer, or the next bytes of
+// it, take longer than o.IdleTimeout.
+func (d *downloader) once(ctx context.Context, out sink, o DownloadOptions) error {
 	if d.location == "" {
 		loc, err := d.resolve(ctx)
 		if err != nil {
@@ -321,7 +341,11 @@ func (d *downloader) once(ctx context.Context, out sink, progress func(int64)) e
 	if d.asset.Size > 0 && offset == d.asset.Size {
 		return nil
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.location, nil)
+	rctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	idle := time.AfterFunc(o.IdleTimeout, func() { cancel(&StalledError{After: o.IdleTimeout}) })
+	defer idle.Stop()
+	req, err := http.NewRequestWithContext(rctx, http.MethodGet, d.location, nil)
 	if err != nil {
 		return &permanentError{err}
 	}
@@ -331,7 +355,7 @@ func (d *downloader) once(ctx context.Context, out sink, progress func(int64)) e
 	}
 	resp, err := d.client.Do(req)
 	if err != nil {
-		return err
+		return stalledOr(rctx, err)
 	}
 	defer resp.Body.Close()
 
@@ -363,21 +387,33 @@ func (d *downloader) once(ctx context.Context, out sink, progress func(int64)) e
 		return &StatusError{Code: resp.StatusCode, Status: "download answered " + resp.Status, Header: resp.Header}
 	}
 
-	r := io.Reader(resp.Body)
-	if progress != nil {
-		r = &progressReader{r: r, fn: progress}
-	}
+	r := &progressReader{r: resp.Body, fn: func(n int64) {
+		idle.Reset(o.IdleTimeout)
+		if o.Progress != nil {
+			o.Progress(n)
+		}
+	}}
 	if _, err := io.Copy(out, bufio.NewReaderSize(r, 256<<10)); err != nil {
 		var perm *permanentError
 		if errors.As(err, &perm) {
 			return err
 		}
-		return fmt.Errorf("read %s at byte %d: %w", d.asset.Name, out.size(), err)
+		return fmt.Errorf("read %s at byte %d: %w", d.asset.Name, out.size(), stalledOr(rctx, err))
 	}
 	if d.asset.Size > 0 && out.size() != d.asset.Size {
 		return fmt.Errorf("%s: got %d of %d bytes", d.asset.Name, out.size(), d.asset.Size)
 	}
 	return nil
+}
+
+// stalledOr is the stall that ended a request, when the watchdog did, or
+// else err.
+func stalledOr(rctx context.Context, err error) error {
+	var stalled *StalledError
+	if errors.As(context.Cause(rctx), &stalled) {
+		return stalled
+	}
+	return err
 }
 
 // resolveAsset asks the API for an asset's download URL.

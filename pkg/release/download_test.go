@@ -2,10 +2,13 @@ package release
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -14,6 +17,7 @@ import (
 
 	"aead.dev/minisign"
 	"github.com/ferry-cd/ferry/internal/githubfake"
+	"github.com/ferry-cd/ferry/pkg/retry"
 	"github.com/stretchr/testify/require"
 )
 
@@ -172,4 +176,59 @@ func TestSumsAndSignatures(t *testing.T) {
 	require.ErrorIs(t, VerifySums(sums, nil, []minisign.PublicKey{pub}, false), ErrSignature)
 	require.ErrorIs(t, VerifySums(sums, nil, nil, false), ErrUnsigned)
 	require.NoError(t, VerifySums(sums, nil, nil, true))
+}
+
+// TestStalledDownloadIsAbandoned: a server that accepts the request and
+// never answers, or answers and then goes silent, does not hold the
+// download: the watchdog abandons it after the idle timeout, as a
+// transient error, and a cancelled context ends it at once.
+func TestStalledDownloadIsAbandoned(t *testing.T) {
+	t.Parallel()
+	hold := make(chan struct{})
+	defer close(hold)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/half" {
+			w.Header().Set("Content-Length", "1000")
+			w.Write(make([]byte, 10))
+			w.(http.Flusher).Flush()
+		}
+		select {
+		case <-hold:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	for _, path := range []string{"/silent", "/half"} {
+		began := time.Now()
+		_, err := DownloadURL(context.Background(), srv.Client(), srv.URL+path, t.TempDir(), "x.deb", sumOf(nil), DownloadOptions{Attempts: 1, IdleTimeout: 200 * time.Millisecond})
+		var stalled *StalledError
+		require.ErrorAs(t, err, &stalled, path)
+		require.True(t, retry.Transient(err), "a stall is retried: %v", err)
+		require.Less(t, time.Since(began), 10*time.Second, path)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := DownloadURL(ctx, srv.Client(), srv.URL+"/silent", t.TempDir(), "x.deb", sumOf(nil), DownloadOptions{Attempts: 1, IdleTimeout: time.Hour})
+		done <- err
+	}()
+	cancel()
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, context.Canceled)
+	case <-time.After(10 * time.Second):
+		t.Fatal("a cancelled download kept waiting for a silent server")
+	}
+}
+
+func TestTransportBoundsTheWaitForHeaders(t *testing.T) {
+	t.Parallel()
+	tr, err := NewTransport("")
+	require.NoError(t, err)
+	require.Equal(t, HeaderTimeout, tr.ResponseHeaderTimeout)
+	require.Nil(t, tr.Proxy, "the environment's proxy variables are not used")
+	_, err = NewTransport("http://user:pa%ss@proxy.example:3128")
+	require.ErrorContains(t, err, "proxy is not an http(s) URL")
+	require.NotContains(t, err.Error(), "pa%ss", "the password is never echoed")
 }

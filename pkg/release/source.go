@@ -80,14 +80,9 @@ func NewSource(o Options) (*Source, error) {
 
 	tr := o.Transport
 	if tr == nil {
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		t.Proxy = nil
-		if o.Proxy != "" {
-			pu, err := url.Parse(o.Proxy)
-			if err != nil {
-				return nil, fmt.Errorf("proxy %q: %w", o.Proxy, err)
-			}
-			t.Proxy = http.ProxyURL(pu)
+		t, err := NewTransport(o.Proxy)
+		if err != nil {
+			return nil, err
 		}
 		tr = t
 	}

@@ -63,14 +63,14 @@ func TestPlanAgainstRealComponents(t *testing.T) {
 	ignDir := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(ignDir, "boot.yml"), []byte(`{"os": "{{.OSVersion}}"}`), 0o644))
 	set := &artifacts.Set{
-		Debs: []artifacts.Deb{{Name: "acme-tools", Repository: "acme/tools", Release: "v1.2.0", Asset: "acme-tools_1.2.0_amd64.deb", Version: "1.2.0", SHA256: sha(toolsBytes)}},
+		Debs: []artifacts.Deb{{Name: "acme-tools", Repository: "acme/tools", Release: "v1.2.0", Asset: "acme-tools_1.2.0_amd64.deb", Version: "1.2.0", Size: int64(len(toolsBytes)), SHA256: sha(toolsBytes)}},
 		Images: []artifacts.Image{
 			{Name: "coredns", Repository: reg.Host + "/acme/coredns", Tag: "1.11.1", Digest: dnsDigest, Units: []string{"coredns.service"}},
 			{Name: "chrony", Repository: reg.Host + "/acme/chrony", Tag: "4.3", Digest: ntpDigest},
 		},
 		OSImage: &artifacts.OSImage{Channel: "stable", Version: "3760.2.0",
-			Kernel: artifacts.File{URL: osSrv.URL + "/kernel", SHA256: sha([]byte("os-/kernel"))},
-			Initrd: artifacts.File{URL: osSrv.URL + "/initrd", SHA256: sha([]byte("os-/initrd"))}},
+			Kernel: artifacts.File{URL: osSrv.URL + "/kernel", Size: int64(len("os-/kernel")), SHA256: sha([]byte("os-/kernel"))},
+			Initrd: artifacts.File{URL: osSrv.URL + "/initrd", Size: int64(len("os-/initrd")), SHA256: sha([]byte("os-/initrd"))}},
 		Ignitions: []artifacts.Ignition{{Source: "boot.yml", Role: "boot"}},
 		Plan: artifacts.Plan{Steps: []artifacts.Step{
 			{Name: "debs", Strategy: artifacts.Rolling, Parallel: 1, Actions: []artifacts.Action{{Debs: &artifacts.DebsAction{}}}},

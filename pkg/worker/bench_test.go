@@ -18,7 +18,11 @@ import (
 // wall time is coordination alone.
 type instant struct{}
 
-func (instant) SelfUpgrade(context.Context, *storage.Config, *storage.UpdateRequest) error {
+func (instant) FetchUpgrade(context.Context, *storage.Config, *storage.UpdateRequest) (Fetched, error) {
+	return Fetched{}, nil
+}
+func (instant) Discard(Fetched) {}
+func (instant) InstallUpgrade(context.Context, Fetched) error {
 	return nil
 }
 func (instant) RunAction(context.Context, RunContext, *artifacts.Action) error {

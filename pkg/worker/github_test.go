@@ -39,7 +39,7 @@ func githubRequestsPerRollout(tb testing.TB, n int) githubCost {
 	require.NoError(tb, err)
 	e.gh.fake.AddRelease("acme/tools", githubfake.ReleaseSpec{Tag: "v1.2.0", Assets: map[string][]byte{"acme-tools_1.2.0_amd64.deb": toolsBytes}})
 	set := &artifacts.Set{
-		Debs: []artifacts.Deb{{Name: "acme-tools", Repository: "acme/tools", Release: "v1.2.0", Asset: "acme-tools_1.2.0_amd64.deb", Version: "1.2.0", SHA256: sha(toolsBytes)}},
+		Debs: []artifacts.Deb{{Name: "acme-tools", Repository: "acme/tools", Release: "v1.2.0", Asset: "acme-tools_1.2.0_amd64.deb", Version: "1.2.0", Size: int64(len(toolsBytes)), SHA256: sha(toolsBytes)}},
 		Plan: artifacts.Plan{Steps: []artifacts.Step{{Name: "debs", Strategy: artifacts.Lockstep, Actions: []artifacts.Action{{Debs: &artifacts.DebsAction{}}}}}},
 	}
 	require.NoError(tb, set.Validate())

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -63,53 +62,65 @@ func (o *Ops) source(cfg *storage.Config, repo string) (*release.Source, error) 
 	return newSource(release.Options{APIURL: cfg.GitHubAPIURL, Repo: repo, Token: cfg.GitHubToken, Proxy: cfg.Proxy})
 }
 
-// SelfUpgrade downloads the ferry package of version after verifying the
-// release's signed manifest against this server's trusted keys (for a
-// channel the fleet's env takes, unexpired), checks the package against the
-// manifest's size and SHA-256, hashes it once more right before dpkg reads
-// it, and installs it. A file that fails a check is never installed, and no
-// downloaded file is left behind.
+// FetchUpgrade downloads the ferry package of the request's version after
+// verifying the release's signed manifest against this server's trusted
+// keys (for a channel this server takes under the fleet's env, unexpired),
+// and checks the package against the manifest's size and SHA-256. A file
+// that fails a check is removed.
 //
 // The release is the one the updater resolved into the request, when it
 // did: the worker then makes no GitHub API request at all.
-func (o *Ops) SelfUpgrade(ctx context.Context, cfg *storage.Config, req *storage.UpdateRequest) error {
+func (o *Ops) FetchUpgrade(ctx context.Context, cfg *storage.Config, req *storage.UpdateRequest) (Fetched, error) {
 	began := time.Now()
 	version := req.Version
 	keys, err := trust.LoadKeys(o.TrustedKeys)
 	if err != nil && !o.AllowUnsigned {
-		return err
+		return Fetched{}, err
 	}
 	channels := release.Accepted(cfg.Env, o.Channels)
 	if len(channels) == 0 {
-		return fmt.Errorf("env %s takes none of the channels this server takes (%v, bootstrap channels): refusing %s", cfg.Env, o.Channels, version)
+		return Fetched{}, fmt.Errorf("env %s takes none of the channels this server takes (%v, bootstrap channels): refusing %s", cfg.Env, o.Channels, version)
 	}
 	src, err := o.source(cfg, cfg.GitHubRepo)
 	if err != nil {
-		return err
+		return Fetched{}, err
 	}
 	rel, err := o.findRelease(ctx, src, cfg, req)
 	if err != nil {
-		return err
+		return Fetched{}, err
 	}
 	downloads := filepath.Join(o.DataDir, "downloads")
 	if err := trust.EnsurePrivateDir(downloads); err != nil {
-		return err
+		return Fetched{}, err
 	}
 	dl := o.Download
 	dl.Progress = o.Metrics.addDownload
 	tr := release.Trust{Keys: keys, Channels: channels, AllowUnsigned: o.AllowUnsigned}
 	path, sum, err := src.FetchPackage(ctx, rel, version, tr, downloads, dl)
 	if err != nil {
-		return err
+		return Fetched{}, err
 	}
-	defer os.Remove(path)
 	o.Metrics.downloadSeconds.Observe(time.Since(began).Seconds())
+	return Fetched{Path: path, SHA256: sum, Version: version}, nil
+}
+
+// InstallUpgrade hashes the fetched package once more, right before dpkg
+// reads it, and installs it. The file is removed either way.
+func (o *Ops) InstallUpgrade(ctx context.Context, f Fetched) error {
+	defer os.Remove(f.Path)
 	// The file waited on disk since it was checked: check it again.
-	if err := release.CheckFile(path, sum); err != nil {
+	if err := release.CheckFile(f.Path, f.SHA256); err != nil {
 		return err
 	}
-	o.Log.Info("installing", "file", filepath.Base(path), "version", version)
-	return o.Installer.Install(ctx, path)
+	o.Log.Info("installing", "file", filepath.Base(f.Path), "version", f.Version)
+	return o.Installer.Install(ctx, f.Path)
+}
+
+// Discard removes a fetched package that will not be installed.
+func (o *Ops) Discard(f Fetched) {
+	if f.Path != "" {
+		os.Remove(f.Path)
+	}
 }
 
 // findRelease is the request's resolved release when it is one of this
@@ -263,8 +274,12 @@ func (o *Ops) installDeb(ctx context.Context, cfg *storage.Config, d *artifacts.
 	if err != nil {
 		return err
 	}
+	if asset.Size > 0 && asset.Size != d.Size {
+		return fmt.Errorf("GitHub announces %s as %d bytes, the artifact set says %d", d.Asset, asset.Size, d.Size)
+	}
 	dl := o.Download
 	dl.Progress = o.Metrics.addDownload
+	dl.MaxSize = d.Size
 	path, err := src.DownloadFile(ctx, asset, filepath.Join(o.DataDir, "downloads"), d.SHA256, dl)
 	if err != nil {
 		return err
@@ -335,12 +350,16 @@ func (o *Ops) bootContents(ctx context.Context, rc RunContext, a *artifacts.Boot
 		p.Keep = a.Keep
 	}
 	p.Log = rc.Log
-	if rc.Config != nil && rc.Config.Proxy != "" {
-		u, err := url.Parse(rc.Config.Proxy)
+	if p.Client == nil {
+		proxy := ""
+		if rc.Config != nil {
+			proxy = rc.Config.Proxy
+		}
+		t, err := release.NewTransport(proxy)
 		if err != nil {
 			return err
 		}
-		p.Client = &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(u)}}
+		p.Client = &http.Client{Transport: t}
 	}
 	_, err := p.Publish(ctx, o.Set)
 	return err

@@ -3,6 +3,8 @@ package worker
 import (
 	"bytes"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -156,6 +158,18 @@ func (e *upgradeEnv) publish(v string, o publishOptions) {
 	}
 }
 
+// requireRefused waits until boot-0 aborts, saying want, and checks that
+// it still runs v1 and kept no download.
+func (e *upgradeEnv) requireRefused(want string) {
+	e.t.Helper()
+	st := e.waitStatus("boot-0", cond(storage.CondAborted))
+	require.Contains(e.t, st.Message, want)
+	v, err := deb.InstalledVersion(e.ctx(), e.admin, "ferry")
+	require.NoError(e.t, err)
+	require.Equal(e.t, v1, v, "nothing was installed")
+	requireNoDownloads(e.t, e.ops.DataDir)
+}
+
 // requestResolved starts a rollout to v whose request carries the release
 // as the updater resolves it.
 func (e *upgradeEnv) requestResolved(v string, servers ...string) *storage.UpdateRequest {
@@ -243,12 +257,7 @@ func TestSelfUpgradeRefusesTamperedRequest(t *testing.T) {
 			tamper(e, ref)
 			e.requestWith(v2, ref, "boot-0")
 			e.start("boot-0", v1, &artifacts.Plan{}, e.ops)
-			st := e.waitStatus("boot-0", cond(storage.CondAborted))
-			require.Contains(t, st.Message, "self-upgrade to "+v2+" failed")
-			v, err := deb.InstalledVersion(e.ctx(), e.admin, "ferry")
-			require.NoError(t, err)
-			require.Equal(t, v1, v, "nothing was installed")
-			requireNoDownloads(t, e.ops.DataDir)
+			e.requireRefused("self-upgrade to " + v2 + " failed")
 		})
 	}
 }
@@ -292,11 +301,89 @@ func TestEtcdCannotWidenTheChannel(t *testing.T) {
 				return
 			}
 			e.start("boot-0", v1, &artifacts.Plan{}, e.ops)
-			st := e.waitStatus("boot-0", cond(storage.CondAborted))
-			require.Contains(t, st.Message, c.want)
-			v, err := deb.InstalledVersion(e.ctx(), e.admin, "ferry")
-			require.NoError(t, err)
-			require.Equal(t, v1, v, "nothing was installed")
+			e.requireRefused(c.want)
 		})
 	}
+}
+
+// TestStalledSelfUpgradeIsAbandoned: the package's server accepts the
+// request and never answers. The worker shows it retrying after the idle
+// timeout, and a stop of the rollout frees it at once, whatever the
+// timeout: it reports that it stopped, and nothing is installed.
+func TestStalledSelfUpgradeIsAbandoned(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name string
+		idle time.Duration
+	}{{"the idle timeout shows it retrying", 300 * time.Millisecond}, {"a stop frees it", time.Hour}} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			silent := make(chan struct{})
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				select {
+				case <-silent:
+				case <-r.Context().Done():
+				}
+			}))
+			defer srv.Close()
+			defer close(silent)
+
+			e := newUpgradeEnv(t)
+			e.ops.Download.IdleTimeout = c.idle
+			e.publish(v2, publishOptions{})
+			src, err := release.NewSource(release.Options{APIURL: e.gh.fake.APIURL(), Repo: repo})
+			require.NoError(t, err)
+			ref, err := src.Resolve(e.ctx(), storage.EnvProd, v2)
+			require.NoError(t, err)
+			for i, a := range ref.Assets {
+				if a.Name == release.DebAsset(v2) {
+					ref.Assets[i].URL, ref.Assets[i].ID = srv.URL+"/"+a.Name, 0
+				}
+			}
+			e.requestWith(v2, ref, "boot-0")
+			e.start("boot-0", v1, &artifacts.Plan{}, e.ops)
+			if c.idle < time.Minute {
+				st := e.waitStatus("boot-0", func(st *storage.UpdateStatus) bool { return st.Phase == storage.PhaseRetrying })
+				require.Contains(t, st.Message, "no data for 300ms")
+			} else {
+				e.waitStatus("boot-0", func(st *storage.UpdateStatus) bool { return st.Phase == storage.PhaseUpgrading })
+			}
+			e.stop("stopped by the operator")
+			e.requireRefused("stopped before this step: stopped by the operator")
+		})
+	}
+}
+
+// TestUnsignedSizeExtraDebRefused: every extra package a plan installs has
+// its size in the artifact set, which the signed package carries. A set
+// without one is refused; a server that sends more than it says is read no
+// further than the size, and nothing is installed.
+func TestUnsignedSizeExtraDebRefused(t *testing.T) {
+	t.Parallel()
+	e := newUpgradeEnv(t)
+	tools := debtest.Build(t, e.dir, debtest.Package{Name: "acme-tools", Version: "1.2.0"})
+	toolsBytes, err := os.ReadFile(tools)
+	require.NoError(t, err)
+	deb0 := artifacts.Deb{Name: "acme-tools", Repository: "acme/tools", Release: "v1.2.0", Asset: "acme-tools_1.2.0_amd64.deb", Version: "1.2.0", SHA256: sha(toolsBytes)}
+	plan := artifacts.Plan{Steps: []artifacts.Step{{Name: "debs", Strategy: artifacts.Lockstep, Actions: []artifacts.Action{{Debs: &artifacts.DebsAction{}}}}}}
+	unsized := &artifacts.Set{Debs: []artifacts.Deb{deb0}, Plan: plan}
+	require.ErrorContains(t, unsized.Validate(), "size (bytes) is missing")
+
+	// 64 MiB more than the set says, as an endless body would be.
+	endless := append(append([]byte(nil), toolsBytes...), make([]byte, 64<<20)...)
+	e.gh.fake.AddRelease("acme/tools", githubfake.ReleaseSpec{Tag: "v1.2.0", Assets: map[string][]byte{deb0.Asset: endless}})
+	sized := deb0
+	sized.Size = int64(len(toolsBytes))
+	set := &artifacts.Set{Debs: []artifacts.Deb{sized}, Plan: plan}
+	require.NoError(t, set.Validate())
+	ops := *e.ops
+	ops.Set, ops.Storage = set, e.st
+	cfg, err := e.st.GetConfig(e.ctx())
+	require.NoError(t, err)
+	err = ops.RunAction(e.ctx(), RunContext{Config: cfg, Server: "boot-0", Version: v1, Step: 1, StepName: "debs", Log: quiet}, &plan.Steps[0].Actions[0])
+	require.ErrorIs(t, err, release.ErrTooLarge)
+	require.Less(t, ops.Metrics.downloaded.Load(), int64(len(toolsBytes))+(1<<20), "read no further than the size, give or take a buffer")
+	v, _ := deb.InstalledVersion(e.ctx(), e.admin, "acme-tools")
+	require.Empty(t, v, "nothing was installed")
+	requireNoDownloads(t, ops.DataDir)
 }

@@ -106,9 +106,15 @@ func (w *Worker) retried() {
 
 // Operator carries out the worker's side effects.
 type Operator interface {
-	// SelfUpgrade downloads, verifies and installs the ferry package of
-	// the version.
-	SelfUpgrade(ctx context.Context, cfg *storage.Config, req *storage.UpdateRequest) error
+	// FetchUpgrade downloads and verifies the ferry package of the
+	// request's version. Its context ends when the rollout is stopped or
+	// replaced.
+	FetchUpgrade(ctx context.Context, cfg *storage.Config, req *storage.UpdateRequest) (Fetched, error)
+	// InstallUpgrade installs a fetched package, hashing it once more
+	// first; the file is removed either way. A stop does not interrupt it.
+	InstallUpgrade(ctx context.Context, f Fetched) error
+	// Discard removes a fetched package that will not be installed.
+	Discard(f Fetched)
 	// RunAction runs one action of a step.
 	RunAction(ctx context.Context, rc RunContext, a *artifacts.Action) error
 	// Verify asks dpkg whether the ferry package is installed ok at
@@ -118,6 +124,11 @@ type Operator interface {
 	// Repair finishes interrupted dpkg runs, waiting for one that still
 	// runs, and returns what it found ("" when nothing was wrong).
 	Repair(ctx context.Context) (string, error)
+}
+
+// Fetched is a verified package, ready to install.
+type Fetched struct {
+	Path, SHA256, Version string
 }
 
 // RunContext tells an action where it runs.
@@ -496,7 +507,21 @@ func (w *Worker) selfUpgrade(ctx context.Context, cfg *storage.Config, req *stor
 	if err := w.report(ctx, req, 0, "self-upgrade", storage.PhaseUpgrading, storage.CondRunning, "upgrading from "+w.o.Version); err != nil {
 		return err
 	}
-	if err := w.o.Operator.SelfUpgrade(ctx, cfg, req); err != nil {
+	// A stop, or a new request, ends the download, however long it waits
+	// for a silent server; nothing interrupts the install.
+	fctx, done := w.whileCurrent(ctx, req)
+	pkg, err := w.o.Operator.FetchUpgrade(fctx, cfg, req)
+	abandoned := errors.Is(context.Cause(fctx), errStopped)
+	done()
+	if abandoned && ctx.Err() == nil {
+		w.o.Operator.Discard(pkg)
+		log.Warn("the rollout was stopped or replaced while the package downloaded; the download is abandoned")
+		return w.stopped(ctx, req, 0, "self-upgrade", errStopped, log)
+	}
+	if err == nil {
+		err = w.o.Operator.InstallUpgrade(ctx, pkg)
+	}
+	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}

@@ -539,7 +539,7 @@ func TestSelfUpgradeRefusesBadReleases(t *testing.T) {
 	}
 }
 
-func requireNoDownloads(t *testing.T, dataDir string) {
+func requireNoDownloads(t testing.TB, dataDir string) {
 	t.Helper()
 	entries, err := os.ReadDir(filepath.Join(dataDir, "downloads"))
 	if errors.Is(err, os.ErrNotExist) {

@@ -161,10 +161,14 @@ const (
 // noop is an Operator whose actions take no time.
 type noop struct{}
 
-func (noop) SelfUpgrade(context.Context, *storage.Config, *storage.UpdateRequest) error { return nil }
-func (noop) RunAction(context.Context, worker.RunContext, *artifacts.Action) error      { return nil }
-func (noop) Verify(context.Context, string, []artifacts.Step) error                     { return nil }
-func (noop) Repair(context.Context) (string, error)                                     { return "", nil }
+func (noop) FetchUpgrade(context.Context, *storage.Config, *storage.UpdateRequest) (worker.Fetched, error) {
+	return worker.Fetched{}, nil
+}
+func (noop) InstallUpgrade(context.Context, worker.Fetched) error                  { return nil }
+func (noop) Discard(worker.Fetched)                                                {}
+func (noop) RunAction(context.Context, worker.RunContext, *artifacts.Action) error { return nil }
+func (noop) Verify(context.Context, string, []artifacts.Step) error                { return nil }
+func (noop) Repair(context.Context) (string, error)                                { return "", nil }
 
 func runFerry(endpoints []string, members []*harness.EtcdMember, n, steps int) (*result, error) {
 	ctx, cancel := context.WithCancel(context.Background())
