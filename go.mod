@@ -11,6 +11,7 @@ require (
 	github.com/google/go-containerregistry v0.20.7
 	github.com/google/go-github/v84 v84.0.0
 	github.com/hashicorp/go-version v1.7.0
+	github.com/hashicorp/golang-lru/v2 v2.0.7
 	github.com/prometheus/client_golang v1.24.1
 	github.com/robfig/cron/v3 v3.0.1
 	github.com/spf13/cobra v1.10.2

@@ -9,9 +9,12 @@ import (
 )
 
 func (a *app) printJSON(v any) error {
-	enc := json.NewEncoder(a.stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = a.stdout.Write(append(escapeJSON(data), '\n'))
+	return err
 }
 
 // table writes aligned columns; call flush when done.
@@ -52,15 +55,12 @@ func orDash(s string) string {
 	return s
 }
 
-// clean replaces control characters in a string from etcd or GitHub before
-// it reaches a terminal, where an escape sequence could rewrite what the
-// operator sees.
+// clean replaces the unsafe runes of a string from etcd or GitHub (see
+// unsafeRune), but newline and tab, with '?': for a table cell, say, whose
+// newlines the caller handles.
 func clean(s string) string {
 	return strings.Map(func(r rune) rune {
-		if r == '\n' || r == '\t' {
-			return r
-		}
-		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+		if unsafeRune(r) {
 			return '?'
 		}
 		return r

@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"aead.dev/minisign"
 	"github.com/ferry-cd/ferry/pkg/bootstrap"
@@ -537,7 +539,7 @@ func (a *app) printTimeline(h *storage.HistoryRecord) {
 		fmt.Fprintf(w, "Failed:   %s at step %d %s: %s (the rollout went on without it)\n", f.ID, f.Step, clean(f.StepName), clean(f.Reason))
 	}
 	for _, e := range h.Events {
-		fmt.Fprintf(w, "%-9s %s (+%s): %s\n", strings.ToUpper(e.Kind[:1])+e.Kind[1:]+":", e.At.Format(time.RFC3339), e.At.Sub(h.StartedAt).Truncate(100*time.Millisecond), clean(e.Message))
+		fmt.Fprintf(w, "%-9s %s (+%s): %s\n", eventTitle(e.Kind)+":", e.At.Format(time.RFC3339), e.At.Sub(h.StartedAt).Truncate(100*time.Millisecond), clean(e.Message))
 	}
 	fmt.Fprintln(w)
 	if len(h.Timeline) == 0 {
@@ -584,4 +586,14 @@ func (a *app) printTimeline(h *storage.HistoryRecord) {
 		t.row(step, r.server, since(r.rec.Start), since(r.rec.End), took, fmt.Sprint(len(r.rec.Attempts)), r.rec.Result, clean(orDash(strings.Join(errs, "; "))))
 	}
 	t.flush()
+}
+
+// eventTitle is a history event's kind as a title ("Paused"); "Event" for
+// a record that has none.
+func eventTitle(kind string) string {
+	if kind == "" {
+		return "Event"
+	}
+	r, size := utf8.DecodeRuneInString(kind)
+	return string(unicode.ToUpper(r)) + kind[size:]
 }

@@ -42,11 +42,13 @@ type app struct {
 	commandTimeout time.Duration
 	output         string
 
-	stdin  io.Reader
-	stdout io.Writer
-	stderr io.Writer
-	getenv func(string) string
-	now    func() time.Time
+	stdin io.Reader
+	// stdout and stderr let no escape sequence through (see safeWriter);
+	// rawStdout is the terminal itself, for the watch's screen clearing.
+	stdout, stderr io.Writer
+	rawStdout      io.Writer
+	getenv         func(string) string
+	now            func() time.Time
 
 	// argsParsed is set once cobra has accepted the command line; an error
 	// before that is a usage error.
@@ -66,7 +68,7 @@ func usagef(format string, args ...any) error {
 
 // Main runs the ferry command line and returns the process exit code.
 func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
-	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv, now: time.Now}
+	a := &app{stdin: stdin, stdout: newSafeWriter(stdout), stderr: newSafeWriter(stderr), rawStdout: stdout, getenv: getenv, now: time.Now}
 	root := a.newRootCommand()
 	root.SetArgs(args)
 	root.SetIn(stdin)
@@ -84,7 +86,7 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	case errors.Is(err, rpctypes.ErrAuthFailed):
 		msg += " (check username and password-file)"
 	}
-	fmt.Fprintln(stderr, "Error:", msg)
+	fmt.Fprintln(a.stderr, "Error:", msg)
 	return code
 }
 

@@ -57,7 +57,7 @@ func (a *app) watchStatus(cmd *cobra.Command, untilFinished bool) error {
 	}
 	defer closeStorage()
 	ctx := cmd.Context()
-	tty := isTerminal(a.stdout)
+	tty := isTerminal(a.rawStdout)
 	for {
 		rctx, cancel := context.WithTimeout(ctx, a.commandTimeout)
 		snap, err := st.Snapshot(rctx)
@@ -83,7 +83,7 @@ func (a *app) watchStatus(cmd *cobra.Command, untilFinished bool) error {
 			a.printJSON(v)
 		} else {
 			if tty {
-				fmt.Fprint(a.stdout, "\033[H\033[2J")
+				fmt.Fprint(a.rawStdout, "\033[H\033[2J")
 			} else {
 				fmt.Fprintln(a.stdout, "---", a.now().Format(time.RFC3339))
 			}

@@ -121,7 +121,7 @@ var configKeys = []ConfigKey{
 	{
 		Name:      ConfigProxy,
 		Help:      "HTTP proxy for GitHub and registry traffic; its password is never shown. Empty: none",
-		normalize: normalizeHTTPURL,
+		normalize: normalizeProxy,
 		display:   redactURL,
 	},
 	{
@@ -211,28 +211,39 @@ func (k ConfigKey) Display(value string) string {
 }
 
 // RedactURL shows of a secret URL (a Slack webhook, say) only its scheme and
-// host.
+// host: never its user info, path or query, whatever the scheme's case.
 func RedactURL(v string) string {
-	u, err := url.Parse(v)
+	u, err := url.Parse(strings.TrimSpace(v))
 	if err != nil || u.Host == "" {
 		return "********"
 	}
-	return u.Scheme + "://" + u.Host + "/********"
+	return u.Scheme + "://" + u.Hostname() + portOf(u) + "/********"
 }
 
-// RedactURLIn replaces a secret URL in text (an error that quotes it) with
-// RedactURL's form.
-func RedactURLIn(text, secret string) string {
-	if secret == "" {
-		return text
+func portOf(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return ":" + p
 	}
-	return strings.ReplaceAll(text, secret, RedactURL(secret))
+	return ""
 }
 
-// redactURL hides the password of a URL's user info.
+// urlPattern finds URLs in text, in any case, with or without user info.
+var urlPattern = regexp.MustCompile(`(?i)\b[a-z][a-z0-9+.-]*://[^\s"'<>]+`)
+
+// RedactURLs replaces every URL in text (an error that quotes one, in
+// whatever form the HTTP client wrote it) with RedactURL's form.
+func RedactURLs(text string) string {
+	return urlPattern.ReplaceAllStringFunc(text, RedactURL)
+}
+
+// redactURL shows a URL with its password hidden; a value that does not
+// parse is not shown at all, for its password may be what broke it.
 func redactURL(v string) string {
 	u, err := url.Parse(v)
-	if err != nil || u.User == nil {
+	if err != nil {
+		return "********"
+	}
+	if u.User == nil {
 		return v
 	}
 	return u.Redacted()
@@ -274,6 +285,18 @@ func normalizeHTTPURL(key, v string) (string, error) {
 		return "", invalid(key, v, "is not an http(s) URL", "e.g. https://host.example:8080/path")
 	}
 	return v, nil
+}
+
+// normalizeProxy is normalizeHTTPURL for a value that may hold a password:
+// a refused value is shown with its password hidden, or not at all.
+func normalizeProxy(key, v string) (string, error) {
+	n, err := normalizeHTTPURL(key, v)
+	var ve *ValidationError
+	if errors.As(err, &ve) {
+		ve.Value = redactURL(v)
+		ve.Hint = "e.g. http://user:password@proxy.example:3128 (write a % in the password as %25)"
+	}
+	return n, err
 }
 
 func normalizeSecret(key, v string) (string, error) {

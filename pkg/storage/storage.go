@@ -671,6 +671,24 @@ func (s *Storage) readHistory(ctx context.Context, key string, opts ...clientv3.
 	return out, nil
 }
 
+// LastCompleted is the version of the newest rollout that started before
+// t and completed, as history records it; "" when none did.
+func (s *Storage) LastCompleted(ctx context.Context, before time.Time) (string, error) {
+	end := s.historyKey(before)
+	for {
+		hs, err := s.readHistory(ctx, s.abs(keyHistoryDir), clientv3.WithRange(end), clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(64))
+		if err != nil || len(hs) == 0 {
+			return "", err
+		}
+		for _, h := range hs {
+			if h.Result == ResultCompleted {
+				return h.Version, nil
+			}
+		}
+		end = s.historyKey(hs[len(hs)-1].StartedAt)
+	}
+}
+
 // GetHistoryStarted returns the history records of the rollouts that
 // started in [from, to), oldest first.
 func (s *Storage) GetHistoryStarted(ctx context.Context, from, to time.Time) ([]*HistoryRecord, error) {

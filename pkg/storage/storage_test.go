@@ -136,6 +136,19 @@ func TestConfigSetAndGet(t *testing.T) {
 	notifyKey, err := LookupConfigKey(ConfigNotifyURL)
 	require.NoError(t, err)
 	require.Equal(t, "********", notifyKey.Display(c.NotifyURL))
+	require.Equal(t, "https://hooks.slack.example/********", RedactURL("HTTPS://hook:pw@hooks.slack.example/services/T0/B0/secret"))
+	require.Equal(t, "failed: Post \"http://hooks.example/********\": refused", RedactURLs(`failed: Post "HTTP://u:pw@hooks.example/services/x": refused`))
+
+	// A proxy whose password has a bare % does not parse: the error, set or
+	// stored, never shows the value, and neither does the display.
+	const badProxy = "http://user:pa%ss@proxy.example:3128"
+	_, err = st.SetConfig(ctx, ConfigProxy, badProxy)
+	require.ErrorContains(t, err, "%25")
+	require.NotContains(t, err.Error(), "pa%ss")
+	_, err = ParseConfig(map[string]string{ConfigProxy: badProxy})
+	require.Error(t, err)
+	require.NotContains(t, err.Error(), "pa%ss")
+	require.Equal(t, "********", proxyKey.Display(badProxy))
 
 	require.NoError(t, st.UnsetConfig(ctx, ConfigWorkerTimeout))
 	d, err := st.GetWorkerTimeout(ctx)

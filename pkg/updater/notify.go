@@ -151,7 +151,7 @@ func (n *WebhookNotifier) Notify(ctx context.Context, url string, e Event) error
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
-		return fmt.Errorf("notify-url: %s", storage.RedactURLIn(err.Error(), url))
+		return fmt.Errorf("notify-url %s is not a valid URL; set it again with `ferry config set notify-url URL`", storage.RedactURL(url))
 	}
 	req.Header.Set("Content-Type", "application/json")
 	client := n.Client
@@ -161,7 +161,7 @@ func (n *WebhookNotifier) Notify(ctx context.Context, url string, e Event) error
 	resp, err := client.Do(req)
 	if err != nil {
 		// The error holds the URL, and a Slack URL is a secret.
-		return fmt.Errorf("post notification: %s", storage.RedactURLIn(err.Error(), url))
+		return fmt.Errorf("post notification: %s", storage.RedactURLs(err.Error()))
 	}
 	defer resp.Body.Close()
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))

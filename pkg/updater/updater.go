@@ -4,6 +4,7 @@
 package updater
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -712,6 +713,18 @@ func (u *Updater) execute(ctx context.Context, act Action, snap *storage.Snapsho
 		u.log.Info("rollout started", "version", req.Version, "reason", req.Reason, "servers", req.Servers)
 		u.notifyOf(cfg, Event{Kind: EventStart, Version: req.Version, Reason: req.Reason, Servers: req.Servers, StartedAt: req.StartedAt})
 	case RollBack:
+		// The request's From, and the on-failure in a status, are etcd's
+		// word: go back only to the version the fleet last completed.
+		last, err := u.st.LastCompleted(ctx, snap.Request.StartedAt)
+		if err != nil {
+			return err
+		}
+		if last != act.Request.Version {
+			cause := *act.Cause
+			cause.Message += fmt.Sprintf("; no rollback: the rollout says it came from %s, but the last completed rollout was to %s", act.Request.Version, cmp.Or(last, "nothing"))
+			u.log.Error("refusing a rollback whose target is not the last completed version", "from", act.Request.Version, "last_completed", last)
+			return u.execute(ctx, Action{Kind: Stop, Why: cause.String(), Cause: &cause}, snap, cfg, now, leaderKey)
+		}
 		failed := *snap.Request
 		failed.FinishedAt = now.UTC()
 		c := act.Cause

@@ -687,8 +687,11 @@ func TestWebhookGuards(t *testing.T) {
 	const secret = "hook-secret"
 	f := newFleet(t, storage.ConfigWebhookSecret, secret)
 	h := WebhookHandler(f.st, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	body := []byte(`{"action":"published"}`)
-	post := func(remote, delivery, sig string) *httptest.ResponseRecorder {
+	post := func(remote, delivery, action, sig string) *httptest.ResponseRecorder {
+		body := []byte(`{"action":"` + action + `"}`)
+		if sig == "" {
+			sig = SignWebhook(secret, body)
+		}
 		req := httptest.NewRequest(http.MethodPost, "/webhook", bytes.NewReader(body))
 		req.RemoteAddr = remote
 		req.Header.Set("X-GitHub-Event", "release")
@@ -698,27 +701,71 @@ func TestWebhookGuards(t *testing.T) {
 		h.ServeHTTP(rec, req)
 		return rec
 	}
-	rec := post("10.0.0.1:1234", "d-1", SignWebhook(secret, body))
+	trigger := func() int64 {
+		snap, err := f.st.Snapshot(f.ctx())
+		require.NoError(t, err)
+		return snap.TriggerRev
+	}
+	rec := post("10.0.0.1:1234", "d-1", "published", "")
 	require.Equal(t, http.StatusOK, rec.Code)
 	require.Contains(t, rec.Body.String(), "check triggered")
-	snap, err := f.st.Snapshot(f.ctx())
-	require.NoError(t, err)
-	first := snap.TriggerRev
+	first := trigger()
 	require.NotZero(t, first)
-	rec = post("10.0.0.1:1234", "d-1", SignWebhook(secret, body))
-	require.Equal(t, http.StatusOK, rec.Code)
-	require.Contains(t, rec.Body.String(), "repeated delivery")
-	snap, err = f.st.Snapshot(f.ctx())
-	require.NoError(t, err)
-	require.Equal(t, first, snap.TriggerRev, "the repeat wrote nothing")
-
-	for range BadSignatureLimit {
-		require.Equal(t, http.StatusUnauthorized, post("10.0.0.2:99", "x", "sha256=00").Code)
+	// The same signed payload again, under 50 fresh delivery ids (which
+	// the signature does not cover), acts once.
+	for i := range 50 {
+		rec = post("10.0.0.1:1234", fmt.Sprintf("fresh-%d", i), "published", "")
+		require.Equal(t, http.StatusOK, rec.Code)
+		require.Contains(t, rec.Body.String(), "repeated delivery")
 	}
-	rec = post("10.0.0.2:99", "d-2", SignWebhook(secret, body))
-	require.Equal(t, http.StatusTooManyRequests, rec.Code, "even a good signature waits out the minute")
+	require.Equal(t, first, trigger(), "the repeats wrote nothing")
+
+	// Bad signatures from anywhere in a /24 count together.
+	for i := range BadSignatureLimit {
+		require.Equal(t, http.StatusUnauthorized, post(fmt.Sprintf("10.0.0.%d:99", 2+i), "x", "published", "sha256=00").Code)
+	}
+	rec = post("10.0.0.200:99", "x", "published", "sha256=00")
+	require.Equal(t, http.StatusTooManyRequests, rec.Code)
 	require.NotEmpty(t, rec.Header().Get("Retry-After"))
-	require.Equal(t, http.StatusOK, post("10.0.0.3:99", "d-3", SignWebhook(secret, body)).Code, "other clients are not affected")
+	require.Equal(t, http.StatusUnauthorized, post("10.0.1.2:99", "x", "published", "sha256=00").Code, "another /24 is not affected")
+	// A valid signature from the same network (GitHub behind the same
+	// proxy) still goes through.
+	require.Equal(t, http.StatusOK, post("10.0.0.2:99", "d-2", "edited", "").Code)
+	require.NotEqual(t, first, trigger())
+
+	// IPv6: the /64 is one network.
+	for i := range BadSignatureLimit {
+		require.Equal(t, http.StatusUnauthorized, post(fmt.Sprintf("[2001:db8::%x]:99", i+1), "x", "published", "sha256=00").Code)
+	}
+	require.Equal(t, http.StatusTooManyRequests, post("[2001:db8::ffff:1]:99", "x", "published", "sha256=00").Code)
+	require.Equal(t, http.StatusUnauthorized, post("[2001:db8:0:1::1]:99", "x", "published", "sha256=00").Code)
+}
+
+// TestWebhookGuardTablesAreBounded: a flood of networks or payloads
+// evicts the least recently used entries, never the whole table: a network
+// over the limit stays limited while others fill the table.
+func TestWebhookGuardTablesAreBounded(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC)
+	g := newWebhookGuard(func() time.Time { return now })
+	for range BadSignatureLimit + 1 {
+		g.badSignature("192.0.2.0/24")
+	}
+	for i := range 3 * maxTracked {
+		g.badSignature(fmt.Sprintf("net-%d", i))
+		if i%100 == 0 {
+			_, limited := g.badSignature("192.0.2.0/24")
+			require.True(t, limited, "the flooding network is still limited after %d others", i)
+		}
+	}
+	require.Equal(t, maxTracked, g.bad.Len())
+	for i := range 3 * maxTracked {
+		g.repeated([]byte(fmt.Sprint(i)))
+	}
+	require.Equal(t, maxTracked, g.seen.Len())
+	require.True(t, g.repeated([]byte(fmt.Sprint(3*maxTracked-1))), "a recent payload is still known")
+	now = now.Add(DeliveryWindow)
+	require.False(t, g.repeated([]byte(fmt.Sprint(3*maxTracked-1))), "past the window it acts again")
 }
 
 // TestNotificationErrorsNeverShowTheURL: a Slack URL is a secret, and the
@@ -726,15 +773,18 @@ func TestWebhookGuards(t *testing.T) {
 func TestNotificationErrorsNeverShowTheURL(t *testing.T) {
 	t.Parallel()
 	n := &WebhookNotifier{Client: &http.Client{Timeout: 2 * time.Second}}
-	const secret = "http://127.0.0.1:1/services/T000/B000/s3cr3t"
-	err := n.Notify(context.Background(), secret, Event{Kind: EventStart, Version: v1})
-	require.Error(t, err)
-	require.NotContains(t, err.Error(), "s3cr3t")
-	require.Contains(t, err.Error(), "http://127.0.0.1:1/********")
+	// Whatever the scheme's case, and with user info, which the HTTP
+	// client writes back in another form.
+	for _, secret := range []string{"http://127.0.0.1:1/services/T000/B000/s3cr3t", "HTTP://127.0.0.1:1/services/T000/B000/s3cr3t", "http://hook:s3cr3t-pw@127.0.0.1:1/services/s3cr3t", "http://127.0.0.1:1/services/%zz/s3cr3t"} {
+		err := n.Notify(context.Background(), secret, Event{Kind: EventStart, Version: v1})
+		require.Error(t, err)
+		require.NotContains(t, err.Error(), "s3cr3t", secret)
+		require.NotContains(t, strings.ToLower(err.Error()), "/services", secret)
+	}
 
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "no", http.StatusForbidden) }))
 	defer srv.Close()
-	err = n.Notify(context.Background(), srv.URL+"/services/s3cr3t", Event{Kind: EventStart, Version: v1})
+	err := n.Notify(context.Background(), srv.URL+"/services/s3cr3t", Event{Kind: EventStart, Version: v1})
 	require.ErrorContains(t, err, "403")
 	require.NotContains(t, err.Error(), "s3cr3t")
 }
@@ -774,4 +824,51 @@ func TestTokenNeverLeavesForAnEtcdChosenHost(t *testing.T) {
 		t.Errorf("the host etcd named got %s with Authorization %q", path, auth)
 		return true
 	})
+}
+
+// TestForgedRollbackRefused: an etcd writer rewrites the running request's
+// From and forges a failed status whose step says on-failure: rollback.
+// The leader rolls back only to the version the fleet last completed, as
+// history says; to anything else it stops the fleet instead.
+func TestForgedRollbackRefused(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name, from string
+		rollback   bool
+	}{{"forged from", "2025.06.01-1", false}, {"from the last completed", v1, true}} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFleet(t, storage.ConfigEnv, "prod", storage.ConfigCheckUpdateInterval, "100ms")
+			f.addRelease("release-"+v1, false, 1)
+			f.join("boot-0", "boot-1")
+			f.start("u0")
+			first := f.waitRequest(version(v1))
+			for _, id := range first.Servers {
+				require.NoError(t, f.st.PutStatus(f.ctx(), id, &storage.UpdateStatus{Version: v1, Rollout: first.StartedAt, Cond: storage.CondCompleted, UpdatedAt: time.Now().UTC()}))
+			}
+			f.waitRequest(func(r *storage.UpdateRequest) bool { return r.Version == v1 && r.Finished() })
+
+			f.addRelease("release-"+v2, false, 2)
+			req := f.waitRequest(version(v2))
+			require.Equal(t, v1, req.From)
+			forged := *req
+			forged.From = c.from
+			data, err := json.Marshal(&forged)
+			require.NoError(t, err)
+			_, err = f.st.Client().Put(f.ctx(), f.prefix+"status/current", string(data))
+			require.NoError(t, err)
+			require.NoError(t, f.st.PutStatus(f.ctx(), "boot-1", &storage.UpdateStatus{
+				Version: v2, Rollout: req.StartedAt, Step: 1, StepName: "health", Cond: storage.CondAborted,
+				OnFailure: "rollback", Message: "health check failed", UpdatedAt: time.Now().UTC(),
+			}))
+			if c.rollback {
+				back := f.waitRequest(func(r *storage.UpdateRequest) bool { return r.Reason == storage.ReasonRollback })
+				require.Equal(t, v1, back.Version)
+				return
+			}
+			stopped := f.waitRequest(func(r *storage.UpdateRequest) bool { return r.Stop })
+			require.Equal(t, v2, stopped.Version, "no rollback started")
+			require.Contains(t, stopped.StopReason, "no rollback: the rollout says it came from 2025.06.01-1, but the last completed rollout was to "+v1)
+		})
+	}
 }

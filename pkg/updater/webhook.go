@@ -10,12 +10,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/google/go-github/v84/github"
+	lru "github.com/hashicorp/golang-lru/v2"
 )
 
 // maxWebhookBody bounds a webhook delivery; GitHub caps payloads at 25 MB,
@@ -32,21 +35,17 @@ var releaseActions = map[string]bool{
 // whichever updater it is, checks for a release at once. Every updater
 // serves it, so a load balancer may send deliveries to any of them.
 //
-// A delivery id (X-GitHub-Delivery) seen in the last DeliveryWindow is
-// answered but not acted on again, and a client that sent more than
-// BadSignatureLimit bad signatures within a minute is refused with 429
-// until the minute is over.
+// A signed payload seen in the last DeliveryWindow is answered but not
+// acted on again, whatever its X-GitHub-Delivery (which the signature does
+// not cover). A network (a /24, or an IPv6 /64) that sent more than
+// BadSignatureLimit bad signatures within a minute gets 429 for its bad
+// ones until the minute is over; a valid signature always passes, so that
+// GitHub behind the same proxy as an attacker is never locked out.
 func WebhookHandler(st *storage.Storage, log *slog.Logger) http.Handler {
-	g := &webhookGuard{seen: map[string]time.Time{}, bad: map[string]*badWindow{}, now: time.Now}
+	g := newWebhookGuard(time.Now)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
 			http.Error(w, "POST only", http.StatusMethodNotAllowed)
-			return
-		}
-		remote := remoteHost(r)
-		if wait, limited := g.limited(remote); limited {
-			w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
-			http.Error(w, "too many bad signatures; try later", http.StatusTooManyRequests)
 			return
 		}
 		body, err := io.ReadAll(io.LimitReader(r.Body, maxWebhookBody+1))
@@ -68,13 +67,18 @@ func WebhookHandler(st *storage.Storage, log *slog.Logger) http.Handler {
 			return
 		}
 		if !validSignature(secret, body, r.Header.Get("X-Hub-Signature-256")) {
-			g.badSignature(remote)
+			network := networkOf(r)
+			if wait, limited := g.badSignature(network); limited {
+				w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
+				http.Error(w, "too many bad signatures; try later", http.StatusTooManyRequests)
+				return
+			}
 			log.Warn("webhook refused: bad signature", "delivery", r.Header.Get("X-GitHub-Delivery"), "remote", r.RemoteAddr)
 			http.Error(w, "bad signature", http.StatusUnauthorized)
 			return
 		}
-		if delivery := r.Header.Get("X-GitHub-Delivery"); delivery != "" && g.repeated(delivery) {
-			log.Info("webhook: repeated delivery ignored", "delivery", delivery)
+		if g.repeated(body) {
+			log.Info("webhook: repeated delivery ignored", "delivery", r.Header.Get("X-GitHub-Delivery"))
 			w.Write([]byte("repeated delivery: ignored\n"))
 			return
 		}
@@ -113,19 +117,10 @@ func WebhookHandler(st *storage.Storage, log *slog.Logger) http.Handler {
 	})
 }
 
-// validSignature checks "sha256=<hex HMAC-SHA256 of body>" in constant time.
+// validSignature checks "sha256=<hex HMAC-SHA256 of body>" in constant
+// time.
 func validSignature(secret string, body []byte, header string) bool {
-	got, ok := strings.CutPrefix(header, "sha256=")
-	if !ok {
-		return false
-	}
-	sig, err := hex.DecodeString(got)
-	if err != nil {
-		return false
-	}
-	mac := hmac.New(sha256.New, []byte(secret))
-	mac.Write(body)
-	return hmac.Equal(sig, mac.Sum(nil))
+	return strings.HasPrefix(header, "sha256=") && github.ValidateSignature(header, body, []byte(secret)) == nil
 }
 
 // SignWebhook returns the X-Hub-Signature-256 value GitHub would send.
@@ -142,12 +137,14 @@ const (
 	maxTracked        = 4096
 )
 
-// webhookGuard remembers recent deliveries and counts bad signatures per
-// client, in this process.
+// webhookGuard remembers the signed payloads of recent deliveries and
+// counts bad signatures per network, in this process. Both tables are
+// bounded; the least recently used entry makes room for a new one, so
+// that filling a table never clears what it holds.
 type webhookGuard struct {
 	mu   sync.Mutex
-	seen map[string]time.Time
-	bad  map[string]*badWindow
+	seen *lru.Cache[[sha256.Size]byte, time.Time]
+	bad  *lru.Cache[string, *badWindow]
 	now  func() time.Time
 }
 
@@ -156,65 +153,58 @@ type badWindow struct {
 	count int
 }
 
-// repeated records a delivery and reports whether it was seen within
-// DeliveryWindow.
-func (g *webhookGuard) repeated(delivery string) bool {
+func newWebhookGuard(now func() time.Time) *webhookGuard {
+	seen, _ := lru.New[[sha256.Size]byte, time.Time](maxTracked)
+	bad, _ := lru.New[string, *badWindow](maxTracked)
+	return &webhookGuard{seen: seen, bad: bad, now: now}
+}
+
+// repeated records a signed payload and reports whether it was seen
+// within DeliveryWindow.
+func (g *webhookGuard) repeated(body []byte) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	now := g.now()
-	if at, ok := g.seen[delivery]; ok && now.Sub(at) < DeliveryWindow {
+	now, sum := g.now(), sha256.Sum256(body)
+	if at, ok := g.seen.Get(sum); ok && now.Sub(at) < DeliveryWindow {
 		return true
 	}
-	if len(g.seen) >= maxTracked {
-		for id, at := range g.seen {
-			if now.Sub(at) >= DeliveryWindow {
-				delete(g.seen, id)
-			}
-		}
-		if len(g.seen) >= maxTracked {
-			g.seen = map[string]time.Time{}
-		}
-	}
-	g.seen[delivery] = now
+	g.seen.Add(sum, now)
 	return false
 }
 
-func (g *webhookGuard) badSignature(remote string) {
+// badSignature counts a bad signature from network, and reports whether
+// the network is over the limit for now, and for how long.
+func (g *webhookGuard) badSignature(network string) (time.Duration, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	now := g.now()
-	w := g.bad[remote]
-	if w == nil || now.Sub(w.start) >= time.Minute {
-		if len(g.bad) >= maxTracked {
-			g.bad = map[string]*badWindow{}
-		}
+	w, ok := g.bad.Get(network)
+	if !ok || now.Sub(w.start) >= time.Minute {
 		w = &badWindow{start: now}
-		g.bad[remote] = w
+		g.bad.Add(network, w)
 	}
 	w.count++
-}
-
-// limited reports whether remote is refused for now, and for how long.
-func (g *webhookGuard) limited(remote string) (time.Duration, bool) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	w := g.bad[remote]
-	if w == nil || w.count < BadSignatureLimit {
+	if w.count <= BadSignatureLimit {
 		return 0, false
 	}
-	left := time.Minute - g.now().Sub(w.start)
-	if left <= 0 {
-		delete(g.bad, remote)
-		return 0, false
-	}
-	return left, true
+	return time.Minute - now.Sub(w.start), true
 }
 
-// remoteHost is the client's address without its port.
-func remoteHost(r *http.Request) string {
+// networkOf is the client's network: its IPv4 /24 or IPv6 /64, so that
+// one host cannot escape the limit by changing its address within them.
+func networkOf(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		return r.RemoteAddr
+		host = r.RemoteAddr
 	}
-	return host
+	addr, err := netip.ParseAddr(host)
+	if err != nil {
+		return host
+	}
+	bits := 64
+	if addr.Unmap().Is4() {
+		addr, bits = addr.Unmap(), 24
+	}
+	p, _ := addr.Prefix(bits)
+	return p.String()
 }
