@@ -27,7 +27,7 @@ func main() {
 	}
 	defer env.Client.Close()
 
-	u := updater.New(updater.Options{Storage: env.Storage, ID: env.Config.ServerID, SessionTTL: *ttl, Logger: env.Logger, Etcd: env.Etcd, Channels: env.Config.Channels})
+	u := updater.New(updater.Options{Storage: env.Storage, ID: env.Config.ServerID, SessionTTL: *ttl, Logger: env.Logger, Etcd: env.Etcd, Channels: env.Config.Channels, TrustedKeys: env.Config.TrustedKeys})
 	well.Go(env.Etcd.Run)
 	well.Go(u.Run)
 	switch *statusListen {

@@ -27,7 +27,8 @@ func (a *app) newReleaseCommand() *cobra.Command {
 		Args:  cobra.ArbitraryArgs,
 		RunE:  groupRunE,
 	}
-	cmd.AddCommand(a.newReleaseListCommand(), a.newReleasePublishCommand(), a.newReleasePinCommand(), a.newReleaseUnpinCommand(), a.newReleaseUnrefuseCommand())
+	cmd.AddCommand(a.newReleaseListCommand(), a.newReleasePublishCommand(), a.newReleasePinCommand(), a.newReleaseUnpinCommand(), a.newReleaseUnrefuseCommand(),
+		a.newReleaseWithdrawCommand(), a.newReleaseRotateKeysCommand())
 	return cmd
 }
 

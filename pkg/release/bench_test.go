@@ -160,13 +160,13 @@ func BenchmarkIdlePolls(b *testing.B) {
 		b.Fatal(err)
 	}
 	ctx := context.Background()
-	if _, err := src.Latest(ctx, storage.EnvProd); err != nil {
+	if _, err := src.Latest(ctx, storage.EnvProd, nil); err != nil {
 		b.Fatal(err)
 	}
 	fake.ResetCounters()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := src.Latest(ctx, storage.EnvProd); err != nil {
+		if _, err := src.Latest(ctx, storage.EnvProd, nil); err != nil {
 			b.Fatal(err)
 		}
 	}

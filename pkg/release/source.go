@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -249,14 +250,19 @@ func (s *Source) ByTag(ctx context.Context, tag string) (*Release, error) {
 	return r, nil
 }
 
-// Latest returns the newest release that env may take, or ErrNoRelease.
-func (s *Source) Latest(ctx context.Context, env storage.Env) (*Release, error) {
+// Latest returns the newest release that env may take and skip does not
+// leave out (a withdrawn version, say; nil leaves out nothing), or
+// ErrNoRelease.
+func (s *Source) Latest(ctx context.Context, env storage.Env, skip func(version string) bool) (*Release, error) {
 	if env == storage.EnvNone {
 		return nil, fmt.Errorf("env is none: %w", ErrNoRelease)
 	}
 	rels, err := s.List(ctx)
 	if err != nil {
 		return nil, err
+	}
+	if skip != nil {
+		rels = slices.DeleteFunc(slices.Clone(rels), func(r *Release) bool { return skip(r.Version.String()) })
 	}
 	r := Select(rels, env)
 	if r == nil {

@@ -25,6 +25,8 @@ const (
 	keyCanaryDir     = "canary/"
 	keyRefusedDir    = "refused/"
 	keyBarrierDir    = "barrier/"
+	keyTrustKeys     = "trust/keys"
+	keyTrustWithdraw = "trust/withdrawn"
 	keyUpdaterLeader = "leader/updater/"
 	keyWorkerLeader  = "leader/worker/"
 )

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ferry-cd/ferry/pkg/trust"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -808,6 +809,38 @@ func (s *Storage) GetPin(ctx context.Context) (*Pin, error) {
 // PutPin stores the pin.
 func (s *Storage) PutPin(ctx context.Context, p *Pin) error {
 	return s.put(ctx, s.abs(keyPin), p)
+}
+
+// Trust statements (see trust.Statement): signed, so that etcd carries
+// them without being trusted with them. Any writer may put one; a server
+// applies it only when a key it trusts signed it.
+
+// GetKeyStatement returns the latest keys statement, or ErrNotFound.
+func (s *Storage) GetKeyStatement(ctx context.Context) (*trust.Signed, error) {
+	return s.getSigned(ctx, keyTrustKeys)
+}
+
+// PutKeyStatement publishes a keys statement.
+func (s *Storage) PutKeyStatement(ctx context.Context, sd *trust.Signed) error {
+	return s.put(ctx, s.abs(keyTrustKeys), sd)
+}
+
+// GetWithdrawals returns the latest withdrawals statement, or ErrNotFound.
+func (s *Storage) GetWithdrawals(ctx context.Context) (*trust.Signed, error) {
+	return s.getSigned(ctx, keyTrustWithdraw)
+}
+
+// PutWithdrawals publishes a withdrawals statement.
+func (s *Storage) PutWithdrawals(ctx context.Context, sd *trust.Signed) error {
+	return s.put(ctx, s.abs(keyTrustWithdraw), sd)
+}
+
+func (s *Storage) getSigned(ctx context.Context, key string) (*trust.Signed, error) {
+	var sd trust.Signed
+	if _, err := s.get(ctx, s.abs(key), &sd); err != nil {
+		return nil, err
+	}
+	return &sd, nil
 }
 
 // DeletePin removes the pin; ErrNotFound when there was none.

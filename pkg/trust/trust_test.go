@@ -216,3 +216,78 @@ func TestFloor(t *testing.T) {
 	_, err = LoadFloor(path)
 	require.ErrorContains(t, err, "damaged")
 }
+
+func TestKeyStatements(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "trusted-keys")
+	require.NoError(t, os.Mkdir(dir, 0o755))
+	oldPub, oldKey, err := minisign.GenerateKey(nil)
+	require.NoError(t, err)
+	newPub, newKey, err := minisign.GenerateKey(nil)
+	require.NoError(t, err)
+	writeKey(t, dir, "release.pub", oldPub, 0o644)
+	sign := func(key minisign.PrivateKey, serial int64, add []minisign.PublicKey, retire ...minisign.PublicKey) *Signed {
+		s := &Statement{Product: Product, Kind: KindKeys, Serial: serial, Created: time.Now()}
+		for _, k := range add {
+			s.Add = append(s.Add, k.String())
+		}
+		for _, k := range retire {
+			s.Retire = append(s.Retire, KeyID(k))
+		}
+		sd, err := s.Sign(key)
+		require.NoError(t, err)
+		return sd
+	}
+	ring := func() []minisign.PublicKey {
+		r, err := LoadKeys(dir)
+		require.NoError(t, err)
+		return r.Any
+	}
+
+	// Signed by a key the server does not trust: refused.
+	_, err = ApplyKeys(dir, sign(newKey, 1, []minisign.PublicKey{newPub}), time.Now())
+	require.ErrorIs(t, err, ErrStatement)
+	// A withdrawals statement is not a keys one.
+	w, err := (&Statement{Product: Product, Kind: KindWithdrawals, Serial: 1, Created: time.Now(), Withdrawn: []string{"1.0"}}).Sign(oldKey)
+	require.NoError(t, err)
+	_, err = ApplyKeys(dir, w, time.Now())
+	require.ErrorContains(t, err, "a withdrawals statement where keys belongs")
+	// Retiring the only key is refused.
+	_, err = ApplyKeys(dir, sign(oldKey, 1, nil, oldPub), time.Now())
+	require.ErrorContains(t, err, "retire every key")
+
+	applied, err := ApplyKeys(dir, sign(oldKey, 1, []minisign.PublicKey{newPub}), time.Now())
+	require.NoError(t, err)
+	require.True(t, applied)
+	require.ElementsMatch(t, []minisign.PublicKey{oldPub, newPub}, ring())
+	applied, err = ApplyKeys(dir, sign(oldKey, 1, []minisign.PublicKey{newPub}), time.Now())
+	require.NoError(t, err)
+	require.False(t, applied, "the same serial again changes nothing")
+
+	applied, err = ApplyKeys(dir, sign(newKey, 2, nil, oldPub), time.Now())
+	require.NoError(t, err)
+	require.True(t, applied)
+	require.Equal(t, []minisign.PublicKey{newPub}, ring())
+	require.FileExists(t, filepath.Join(dir, "release.pub.retired"), "the retired key's file is kept, unread")
+	_, err = ApplyKeys(dir, sign(oldKey, 3, []minisign.PublicKey{oldPub}), time.Now())
+	require.ErrorIs(t, err, ErrStatement, "a retired key signs nothing any more")
+}
+
+func TestStatementValidation(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	for name, c := range map[string]struct {
+		s    Statement
+		want string
+	}{
+		"other product":   {Statement{Product: "x", Kind: KindKeys, Serial: 1, Created: now, Retire: []string{"0123456789ABCDEF"}}, "product"},
+		"serial 0":        {Statement{Product: Product, Kind: KindKeys, Created: now, Retire: []string{"0123456789ABCDEF"}}, "serial"},
+		"empty keys":      {Statement{Product: Product, Kind: KindKeys, Serial: 1, Created: now}, "adds or retires"},
+		"bad key":         {Statement{Product: Product, Kind: KindKeys, Serial: 1, Created: now, Add: []string{"RWQnope"}}, "not a minisign public key"},
+		"bad key id":      {Statement{Product: Product, Kind: KindKeys, Serial: 1, Created: now, Retire: []string{"abc"}}, "not a key ID"},
+		"empty withdraws": {Statement{Product: Product, Kind: KindWithdrawals, Serial: 1, Created: now}, "names a version"},
+		"unknown kind":    {Statement{Product: Product, Kind: "root", Serial: 1, Created: now}, "kind"},
+	} {
+		require.ErrorContains(t, c.s.Validate(), c.want, name)
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"github.com/ferry-cd/ferry/pkg/retry"
 	"github.com/ferry-cd/ferry/pkg/statuspage"
 	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/ferry-cd/ferry/pkg/trust"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
@@ -28,7 +29,9 @@ import (
 // ReleaseSource finds the newest release an env may take. An answer of "no
 // release" is release.ErrNoRelease; any other error is a failure.
 type ReleaseSource interface {
-	Latest(ctx context.Context, env storage.Env) (*release.Release, error)
+	// Latest finds the newest release env may take that skip does not
+	// leave out.
+	Latest(ctx context.Context, env storage.Env, skip func(version string) bool) (*release.Release, error)
 	// Resolve finds the release of a version once for the fleet (see
 	// release.Source.Resolve), for the rollout request.
 	Resolve(ctx context.Context, env storage.Env, version string) (*storage.ReleaseRef, error)
@@ -59,6 +62,10 @@ type Options struct {
 	MaxWait time.Duration
 	// Etcd, if set, names the cause when /healthz finds etcd unreachable.
 	Etcd *storage.Monitor
+	// TrustedKeys is this server's key directory (bootstrap
+	// trusted-keys): a withdrawals statement that one of its keys signed
+	// keeps the leader from picking a withdrawn version. "" trusts none.
+	TrustedKeys string
 	// Channels are the release channels this server takes (bootstrap
 	// channels): the leader looks only for releases of an env no wider
 	// than they allow, since the workers refuse the others. Nil: any.
@@ -254,6 +261,9 @@ const readEvery = 100 * time.Millisecond
 type leaderState struct {
 	lastGood  *storage.Config
 	configErr string
+	// withdrawals is the withdrawals statement with the highest serial
+	// this leader verified.
+	withdrawals *trust.Statement
 	// narrowed is the env of etcd that this server's channels narrowed,
 	// logged once; "" when they did not.
 	narrowed     storage.Env
@@ -512,9 +522,36 @@ func (u *Updater) maybeCheck(ctx context.Context, ls *leaderState, snap *storage
 	return u.check(ctx, ls, snap, cfg, now, leaderKey)
 }
 
+// withdrawn lists the versions that a withdrawals statement, signed by a
+// key of this server's and newer than any seen before, withdrew. What
+// cannot be read or verified is logged, and the last one verified holds.
+func (u *Updater) withdrawn(ctx context.Context, ls *leaderState) []string {
+	if u.opts.TrustedKeys == "" {
+		return nil
+	}
+	sd, err := u.st.GetWithdrawals(ctx)
+	if err == nil {
+		var keys trust.KeyRing
+		if keys, err = trust.LoadKeys(u.opts.TrustedKeys); err == nil {
+			var s *trust.Statement
+			if s, err = sd.Verify(trust.KindWithdrawals, keys.Any); err == nil && (ls.withdrawals == nil || s.Serial > ls.withdrawals.Serial) {
+				ls.withdrawals = s
+			}
+		}
+	}
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		u.log.Warn("cannot use the withdrawals statement; keeping the last one verified", "error", err)
+	}
+	if ls.withdrawals == nil {
+		return nil
+	}
+	return ls.withdrawals.Withdrawn
+}
+
 func (u *Updater) check(ctx context.Context, ls *leaderState, snap *storage.Snapshot, cfg *storage.Config, now time.Time, leaderKey string) error {
 	cctx, cancel := context.WithTimeout(ctx, u.opts.CheckTimeout)
-	rel, err := ls.source.Latest(cctx, cfg.Env)
+	withdrawn := u.withdrawn(cctx, ls)
+	rel, err := ls.source.Latest(cctx, cfg.Env, func(v string) bool { return slices.Contains(withdrawn, v) })
 	cancel()
 	ls.lastCheckAt = now
 	u.metrics.lastCheck.Set(float64(now.Unix()))

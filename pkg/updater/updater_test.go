@@ -11,12 +11,15 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"aead.dev/minisign"
 	"github.com/ferry-cd/ferry/internal/etcdtest"
 	"github.com/ferry-cd/ferry/internal/fleettest"
 	"github.com/ferry-cd/ferry/internal/githubfake"
@@ -47,6 +50,8 @@ type fleet struct {
 	// (github-api-url); channels are the release channels they take.
 	local    func() map[string]string
 	channels []string
+	// keys is the servers' trusted-keys directory, when set.
+	keys string
 }
 
 func newFleet(t *testing.T, config ...string) *fleet {
@@ -102,7 +107,7 @@ func (f *fleet) start(id string) *running {
 	require.NoError(f.t, err)
 	st.UseLocal(f.local)
 	u := New(Options{
-		Storage: st, ID: id, SessionTTL: 2 * time.Second, Channels: f.channels,
+		Storage: st, ID: id, SessionTTL: 2 * time.Second, Channels: f.channels, TrustedKeys: f.keys,
 		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
 		RetryBase: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond,
 	})
@@ -869,6 +874,39 @@ func TestForgedRollbackRefused(t *testing.T) {
 			stopped := f.waitRequest(func(r *storage.UpdateRequest) bool { return r.Stop })
 			require.Equal(t, v2, stopped.Version, "no rollback started")
 			require.Contains(t, stopped.StopReason, "no rollback: the rollout says it came from 2025.06.01-1, but the last completed rollout was to "+v1)
+		})
+	}
+}
+
+// TestWithdrawnReleaseRefused: the leader never picks a version that a
+// withdrawals statement, signed by a key of the server's, withdrew; it
+// takes the newest one that is not withdrawn. A statement signed by
+// another key withdraws nothing.
+func TestWithdrawnReleaseRefused(t *testing.T) {
+	t.Parallel()
+	pub, priv, err := minisign.GenerateKey(nil)
+	require.NoError(t, err)
+	_, otherPriv, err := minisign.GenerateKey(nil)
+	require.NoError(t, err)
+	for _, c := range []struct {
+		name   string
+		signer minisign.PrivateKey
+		want   string
+	}{{"signed by the release key", priv, v1}, {"signed by another key", otherPriv, v2}} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFleet(t, storage.ConfigEnv, "prod")
+			f.keys = t.TempDir()
+			require.NoError(t, os.WriteFile(filepath.Join(f.keys, "release.pub"), []byte(pub.String()+"\n"), 0o644))
+			s := &trust.Statement{Product: trust.Product, Kind: trust.KindWithdrawals, Serial: 1, Created: time.Now().UTC(), Withdrawn: []string{v2}}
+			sd, err := s.Sign(c.signer)
+			require.NoError(t, err)
+			require.NoError(t, f.st.PutWithdrawals(f.ctx(), sd))
+			f.addRelease("release-"+v1, false, 1)
+			f.addRelease("release-"+v2, false, 2)
+			f.join("boot-0")
+			f.start("u0")
+			require.Equal(t, c.want, f.waitRequest(func(*storage.UpdateRequest) bool { return true }).Version)
 		})
 	}
 }

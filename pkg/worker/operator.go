@@ -8,7 +8,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ferry-cd/ferry/pkg/artifacts"
@@ -73,8 +75,14 @@ func (o *Ops) source(cfg *storage.Config, repo string) (*release.Source, error) 
 func (o *Ops) FetchUpgrade(ctx context.Context, cfg *storage.Config, req *storage.UpdateRequest) (Fetched, error) {
 	began := time.Now()
 	version := req.Version
+	if err := o.applyKeyStatement(ctx); err != nil {
+		return Fetched{}, err
+	}
 	keys, err := trust.LoadKeys(o.TrustedKeys)
 	if err != nil && !o.AllowUnsigned {
+		return Fetched{}, err
+	}
+	if err := o.checkWithdrawn(ctx, keys, version); err != nil {
 		return Fetched{}, err
 	}
 	channels := release.Accepted(cfg.Env, o.Channels)
@@ -121,6 +129,62 @@ func (o *Ops) Discard(f Fetched) {
 	if f.Path != "" {
 		os.Remove(f.Path)
 	}
+}
+
+// applyKeyStatement applies the keys statement that etcd carries, when a
+// key this server trusts for every channel signed it and its serial is new
+// here (see trust.ApplyKeys). One that does not verify is logged and left
+// alone: a release signed only by the keys it names is then refused.
+func (o *Ops) applyKeyStatement(ctx context.Context) error {
+	if o.Storage == nil {
+		return nil
+	}
+	sd, err := o.Storage.GetKeyStatement(ctx)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	applied, err := trust.ApplyKeys(o.TrustedKeys, sd, time.Now())
+	switch {
+	case err != nil:
+		o.Log.Error("the keys statement in etcd is not applied", "error", err, "trusted_keys", o.TrustedKeys)
+	case applied:
+		s, _ := trust.DecodeStatement(sd.Data)
+		o.Log.Warn("applied a keys statement: trusted release keys changed", "serial", s.Serial, "added", len(s.Add), "retired", strings.Join(s.Retire, ","))
+	}
+	return nil
+}
+
+// checkWithdrawn refuses a version that a withdrawals statement, signed by
+// a key this server trusts for every channel, withdrew. The statement with
+// the highest serial verified so far is kept in the data-dir, so that etcd
+// losing it, or an older one replayed, withdraws nothing less.
+func (o *Ops) checkWithdrawn(ctx context.Context, keys trust.KeyRing, version string) error {
+	if o.Storage == nil {
+		return nil
+	}
+	sd, err := o.Storage.GetWithdrawals(ctx)
+	if errors.Is(err, storage.ErrNotFound) {
+		sd, err = nil, nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
+		return err
+	}
+	withdrawn, err := trust.Withdrawals{Path: filepath.Join(o.DataDir, "withdrawals.json")}.Update(sd, keys.Any)
+	if errors.Is(err, trust.ErrStatement) {
+		o.Log.Error("the withdrawals statement in etcd is not trusted; keeping the last one verified", "error", err)
+	} else if err != nil {
+		return err
+	}
+	if slices.Contains(withdrawn, version) {
+		return fmt.Errorf("%s is withdrawn by a signed withdrawals statement (`ferry release withdraw`): %w", version, trust.ErrStatement)
+	}
+	return nil
 }
 
 // findRelease is the request's resolved release when it is one of this

@@ -83,7 +83,7 @@ func newUpgradeEnv(t testing.TB) *upgradeEnv {
 		root:  root.Dir, admin: root.AdminDir(),
 		ops: &Ops{
 			DataDir: filepath.Join(f.dir, "data"), Installer: inst, Log: quiet, Metrics: NewMetrics(), TrustedKeys: keys,
-			Channels: []string{trust.ChannelProduction},
+			Channels: []string{trust.ChannelProduction}, Storage: f.st,
 			Download: release.DownloadOptions{RetryBase: 10 * time.Millisecond, RetryMax: 100 * time.Millisecond},
 		},
 	}
@@ -386,4 +386,93 @@ func TestUnsignedSizeExtraDebRefused(t *testing.T) {
 	v, _ := deb.InstalledVersion(e.ctx(), e.admin, "acme-tools")
 	require.Empty(t, v, "nothing was installed")
 	requireNoDownloads(t, ops.DataDir)
+}
+
+// TestKeyRotationWithoutLogin: a keys statement signed by the release key
+// the servers trust brings in a new key through etcd; the fleet then
+// installs a release signed by the new key alone, and a later statement
+// signed by the new key retires the old one. A statement signed by a key
+// the servers do not trust changes nothing, and a replayed old one undoes
+// nothing.
+func TestKeyRotationWithoutLogin(t *testing.T) {
+	t.Parallel()
+	newPub, newKey, err := minisign.GenerateKey(nil)
+	require.NoError(t, err)
+	statement := func(serial int64, signer minisign.PrivateKey, add []minisign.PublicKey, retire []minisign.PublicKey) *trust.Signed {
+		s := &trust.Statement{Product: trust.Product, Kind: trust.KindKeys, Serial: serial, Created: time.Now().UTC()}
+		for _, k := range add {
+			s.Add = append(s.Add, k.String())
+		}
+		for _, k := range retire {
+			s.Retire = append(s.Retire, trust.KeyID(k))
+		}
+		sd, err := s.Sign(signer)
+		require.NoError(t, err)
+		return sd
+	}
+
+	t.Run("signed by an untrusted key", func(t *testing.T) {
+		t.Parallel()
+		e := newUpgradeEnv(t)
+		require.NoError(t, e.st.PutKeyStatement(e.ctx(), statement(1, newKey, []minisign.PublicKey{newPub}, nil)))
+		e.publish(v2, publishOptions{key: &newKey})
+		e.request(v2, "boot-0")
+		e.start("boot-0", v1, &artifacts.Plan{}, e.ops)
+		e.requireRefused("signature not valid")
+	})
+
+	t.Run("signed by the trusted key", func(t *testing.T) {
+		t.Parallel()
+		e := newUpgradeEnv(t)
+		oldPub := e.gh.priv.Public().(minisign.PublicKey)
+		require.NoError(t, e.st.PutKeyStatement(e.ctx(), statement(1, e.gh.priv, []minisign.PublicKey{newPub}, nil)))
+		e.publish(v2, publishOptions{key: &newKey})
+		e.request(v2, "boot-0")
+		e.installsAndExits("boot-0", v1)
+		v, err := deb.InstalledVersion(e.ctx(), e.admin, "ferry")
+		require.NoError(t, err)
+		require.Equal(t, v2, v, "installed a release signed by the new key alone")
+		ring, err := trust.LoadKeys(e.ops.TrustedKeys)
+		require.NoError(t, err)
+		require.ElementsMatch(t, []minisign.PublicKey{oldPub, newPub}, ring.Any)
+
+		// The new key retires the old one; the old statement, replayed,
+		// brings nothing back.
+		require.NoError(t, e.st.PutKeyStatement(e.ctx(), statement(2, newKey, nil, []minisign.PublicKey{oldPub})))
+		applied, err := trust.ApplyKeys(e.ops.TrustedKeys, statement(2, newKey, nil, []minisign.PublicKey{oldPub}), time.Now())
+		require.NoError(t, err)
+		require.True(t, applied)
+		applied, err = trust.ApplyKeys(e.ops.TrustedKeys, statement(1, e.gh.priv, []minisign.PublicKey{oldPub}, nil), time.Now())
+		require.Error(t, err, "the retired key is trusted no more")
+		require.False(t, applied)
+		ring, err = trust.LoadKeys(e.ops.TrustedKeys)
+		require.NoError(t, err)
+		require.Equal(t, []minisign.PublicKey{newPub}, ring.Any)
+	})
+}
+
+// TestWithdrawnReleaseRefused: a withdrawals statement signed by the
+// release key names v2: the worker refuses it, and goes on refusing it
+// when etcd loses the statement or is given an older one.
+func TestWithdrawnReleaseRefused(t *testing.T) {
+	t.Parallel()
+	e := newUpgradeEnv(t)
+	withdraw := func(serial int64, versions ...string) *trust.Signed {
+		s := &trust.Statement{Product: trust.Product, Kind: trust.KindWithdrawals, Serial: serial, Created: time.Now().UTC(), Withdrawn: versions}
+		sd, err := s.Sign(e.gh.priv)
+		require.NoError(t, err)
+		return sd
+	}
+	e.publish(v2, publishOptions{})
+	old := withdraw(1, "2025.01.01-1")
+	require.NoError(t, e.st.PutWithdrawals(e.ctx(), withdraw(2, "2025.01.01-1", v2)))
+	e.request(v2, "boot-0")
+	e.start("boot-0", v1, &artifacts.Plan{}, e.ops)
+	e.requireRefused(v2 + " is withdrawn by a signed withdrawals statement")
+
+	// etcd replays the older statement: the one kept on disk still holds.
+	require.NoError(t, e.st.PutWithdrawals(e.ctx(), old))
+	withdrawn, err := trust.Withdrawals{Path: filepath.Join(e.ops.DataDir, "withdrawals.json")}.Update(old, []minisign.PublicKey{e.gh.priv.Public().(minisign.PublicKey)})
+	require.NoError(t, err)
+	require.Contains(t, withdrawn, v2)
 }

@@ -577,31 +577,10 @@ func (w *Worker) saveSteps(req *storage.UpdateRequest, rec stepRecord) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileSync(w.stepsPath(), data); err != nil {
+	if err := trust.WriteFile(w.stepsPath(), data, 0o600); err != nil {
 		return fmt.Errorf("record the steps done in %s: %w", w.o.DataDir, err)
 	}
 	return nil
-}
-
-// writeFileSync writes path through a synced temporary file and a rename.
-func writeFileSync(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 func boolInt(b bool) int {
@@ -674,6 +653,9 @@ func (w *Worker) runSteps(ctx context.Context, cfg *storage.Config, req *storage
 			return w.report(ctx, req, k, s.Name, storage.PhaseRunning, storage.CondAborted, msg)
 		}
 		w.tl.end(k, time.Now(), storage.StepOK, "") // a skipped step keeps its result
+		// The step went through: a run of transient errors is over before
+		// the next report says so.
+		w.retried()
 		if err := w.saveSteps(req, stepRecord{Done: k}); err != nil {
 			return err
 		}
