@@ -40,7 +40,10 @@ func Image(ctx context.Context, cache string) (string, error) {
 		return "", err
 	}
 	var stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, script, cache)
+	// Run through sh, not exec'd itself: a file just written is "text
+	// file busy" to exec while another goroutine forks with its descriptor
+	// open (parallel scenarios build at once).
+	cmd := exec.CommandContext(ctx, "sh", script, cache)
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {

@@ -38,10 +38,15 @@ type Nightly struct {
 	// FERRY_DCTEST_FROM_DEB and FERRY_DCTEST_FROM_VERSION.
 	DctestCommand []string
 	Key           minisign.PrivateKey
-	GitHub        *release.Source
-	Generate      artifacts.Sources
-	DryRun        bool
-	Out           io.Writer
+	// Trusted verifies the starting release that dctest upgrades from;
+	// empty: the signing key alone, which is enough when the nightly signs
+	// with the release key. With a CI key of its own, give the release
+	// key here (--trusted-keys).
+	Trusted  trust.KeyRing
+	GitHub   *release.Source
+	Generate artifacts.Sources
+	DryRun   bool
+	Out      io.Writer
 
 	// afterPush, in tests, runs between pushing the tag and creating the
 	// GitHub release, to interrupt a run there.
@@ -331,8 +336,11 @@ func (n *Nightly) dctest(ctx context.Context, version, dist string) error {
 		return err
 	}
 	if from != nil {
-		pub := n.Key.Public().(minisign.PublicKey)
-		path, _, err := n.GitHub.FetchPackage(ctx, from, from.Version.String(), release.Trust{Keys: trust.Keys(pub), Channels: release.Channels(storage.EnvDev)}, filepath.Join(dist, "from"), release.DownloadOptions{})
+		keys := n.Trusted
+		if keys.Len() == 0 {
+			keys = trust.Keys(n.Key.Public().(minisign.PublicKey))
+		}
+		path, _, err := n.GitHub.FetchPackage(ctx, from, from.Version.String(), release.Trust{Keys: keys, Channels: release.Channels(storage.EnvDev)}, filepath.Join(dist, "from"), release.DownloadOptions{})
 		if err != nil {
 			return fmt.Errorf("the starting release %s: %w", from.Tag, err)
 		}

@@ -16,9 +16,9 @@ import (
 
 func newNightlyCommand(stdout io.Writer, getenv func(string) string) *cobra.Command {
 	var (
-		n                                   Nightly
-		date, build, dctest, keyFile, pwEnv string
-		apiURL, repo, tokenEnv, proxy       string
+		n                                            Nightly
+		date, build, dctest, keyFile, pwEnv, trusted string
+		apiURL, repo, tokenEnv, proxy                string
 	)
 	cmd := &cobra.Command{
 		Use:   "nightly",
@@ -53,6 +53,13 @@ Run it from cron or a CI service; see docs/release-flow.md.`,
 					return err
 				}
 				n.Key = key
+			}
+			if trusted != "" {
+				keys, err := trust.LoadKeys(trusted)
+				if err != nil {
+					return usageError{err}
+				}
+				n.Trusted = keys
 			}
 			n.Date = time.Now()
 			if date != "" {
@@ -97,6 +104,7 @@ Run it from cron or a CI service; see docs/release-flow.md.`,
 	f.StringVar(&dctest, "dctest-command", "make dctest", "runs the datacenter test against $FERRY_DCTEST_TO_DEB")
 	f.StringVar(&keyFile, "signing-key", "", "minisign private key file (default $FERRY_SIGNING_KEY)")
 	f.StringVar(&pwEnv, "password-env", "FERRY_SIGNING_KEY_PASSWORD", "variable that holds the key's password")
+	f.StringVar(&trusted, "trusted-keys", "", "public keys (a trusted-keys directory, or one .pub) that verify the release dctest upgrades from; default the signing key's own. Give the release key when the nightly signs with a CI key")
 	f.StringVar(&apiURL, "github-api-url", release.DefaultAPIURL, "GitHub REST API base")
 	f.StringVar(&repo, "github-repo", "ferry-cd/ferry", "GitHub repository of ferry's releases")
 	f.StringVar(&tokenEnv, "github-token-env", "GITHUB_TOKEN", "variable that holds a GitHub token")
