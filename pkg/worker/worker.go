@@ -569,18 +569,22 @@ func (w *Worker) loadSteps(req *storage.UpdateRequest) stepRecord {
 	return rec
 }
 
-// saveSteps records rec for req's rollout, replacing the file whole, and
-// syncs it before the report that follows says the same in etcd.
+// saveSteps records rec for req's rollout, replacing the file whole
+// (through a rename) before the report that says the same in etcd. It is
+// not synced: a write that a power loss takes away leaves an older record,
+// or an unreadable one, and either makes the worker run a step again, never
+// skip one. A sync per step and server would cost every barrier.
 func (w *Worker) saveSteps(req *storage.UpdateRequest, rec stepRecord) error {
 	rec.Version, rec.Rollout = req.Version, req.StartedAt
 	data, err := json.Marshal(rec)
 	if err != nil {
 		return err
 	}
-	if err := trust.WriteFile(w.stepsPath(), data, 0o600); err != nil {
+	tmp := w.stepsPath() + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
 		return fmt.Errorf("record the steps done in %s: %w", w.o.DataDir, err)
 	}
-	return nil
+	return os.Rename(tmp, w.stepsPath())
 }
 
 func boolInt(b bool) int {
