@@ -24,6 +24,7 @@
 package worker
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -181,6 +182,9 @@ type Worker struct {
 	// tl is the timeline of the rollout this worker runs; Run's goroutine
 	// alone uses it.
 	tl timeline
+	// stepsFile is the record of the steps done (see saveSteps), open
+	// while Run runs; Run's goroutine alone uses it.
+	stepsFile *os.File
 }
 
 func (w *Worker) leaseID() clientv3.LeaseID { return clientv3.LeaseID(w.lease.Load()) }
@@ -218,6 +222,12 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := w.observeFloor(); err != nil {
 		return err
 	}
+	defer func() {
+		if w.stepsFile != nil {
+			w.stepsFile.Close()
+			w.stepsFile = nil
+		}
+	}()
 	w.countUpgrade()
 	lctx, stopLiveness := context.WithCancel(ctx)
 	defer stopLiveness()
@@ -569,22 +579,36 @@ func (w *Worker) loadSteps(req *storage.UpdateRequest) stepRecord {
 	return rec
 }
 
-// saveSteps records rec for req's rollout, replacing the file whole
-// (through a rename) before the report that says the same in etcd. It is
-// not synced: a write that a power loss takes away leaves an older record,
-// or an unreadable one, and either makes the worker run a step again, never
-// skip one. A sync per step and server would cost every barrier.
+// stepsRecordSize is the fixed size of the steps record: one disk sector,
+// rewritten in place.
+const stepsRecordSize = 512
+
+// saveSteps records rec for req's rollout before the report that says the
+// same in etcd. The record is one sector, overwritten in place and not
+// synced: a write that a power loss takes away leaves the older record, or
+// an unreadable one, and either makes the worker run a step again, never
+// skip one. (A rename, or a sync, per step and server would cost every
+// barrier: ext4 flushes a file replaced by a rename.)
 func (w *Worker) saveSteps(req *storage.UpdateRequest, rec stepRecord) error {
 	rec.Version, rec.Rollout = req.Version, req.StartedAt
 	data, err := json.Marshal(rec)
 	if err != nil {
 		return err
 	}
-	tmp := w.stepsPath() + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+	if len(data) > stepsRecordSize {
+		return fmt.Errorf("the record of the steps done is %d bytes, more than %d: version %q is too long", len(data), stepsRecordSize, req.Version)
+	}
+	if w.stepsFile == nil {
+		if w.stepsFile, err = os.OpenFile(w.stepsPath(), os.O_WRONLY|os.O_CREATE, 0o600); err != nil {
+			return fmt.Errorf("record the steps done in %s: %w", w.o.DataDir, err)
+		}
+	}
+	if _, err := w.stepsFile.WriteAt(append(data, bytes.Repeat([]byte{' '}, stepsRecordSize-len(data))...), 0); err != nil {
+		w.stepsFile.Close()
+		w.stepsFile = nil
 		return fmt.Errorf("record the steps done in %s: %w", w.o.DataDir, err)
 	}
-	return os.Rename(tmp, w.stepsPath())
+	return nil
 }
 
 func boolInt(b bool) int {
