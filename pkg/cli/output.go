@@ -29,7 +29,7 @@ func (a *app) newTable(header ...string) *table {
 func (t *table) row(cols ...string) {
 	for i, c := range cols {
 		// A tab or newline inside a cell would break the columns.
-		cols[i] = clean(strings.NewReplacer("\t", " ", "\n", "; ").Replace(c))
+		cols[i] = strings.NewReplacer("\t", " ", "\n", "; ").Replace(c)
 	}
 	fmt.Fprintln(t.w, strings.Join(cols, "\t"))
 }
@@ -53,16 +53,4 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-// clean replaces the unsafe runes of a string from etcd or GitHub (see
-// unsafeRune), but newline and tab, with '?': for a table cell, say, whose
-// newlines the caller handles.
-func clean(s string) string {
-	return strings.Map(func(r rune) rune {
-		if unsafeRune(r) {
-			return '?'
-		}
-		return r
-	}, s)
 }

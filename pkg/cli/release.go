@@ -531,16 +531,16 @@ func findRollout(ctx context.Context, st *storage.Storage, arg string) (*storage
 
 func (a *app) printTimeline(h *storage.HistoryRecord) {
 	w := a.stdout
-	fmt.Fprintf(w, "Rollout:  %s to %s, started %s, %s after %s\n", h.Reason, clean(h.Version), h.StartedAt.Format(time.RFC3339), h.Result, h.Duration().Truncate(100*time.Millisecond))
+	fmt.Fprintf(w, "Rollout:  %s to %s, started %s, %s after %s\n", h.Reason, h.Version, h.StartedAt.Format(time.RFC3339), h.Result, h.Duration().Truncate(100*time.Millisecond))
 	fmt.Fprintf(w, "Servers:  %s\n", strings.Join(h.Servers, " "))
 	if h.StopReason != "" {
-		fmt.Fprintf(w, "Stopped:  %s\n", clean(h.StopReason))
+		fmt.Fprintf(w, "Stopped:  %s\n", h.StopReason)
 	}
 	for _, f := range h.Failed {
-		fmt.Fprintf(w, "Failed:   %s at step %d %s: %s (the rollout went on without it)\n", f.ID, f.Step, clean(f.StepName), clean(f.Reason))
+		fmt.Fprintf(w, "Failed:   %s at step %d %s: %s (the rollout went on without it)\n", f.ID, f.Step, f.StepName, f.Reason)
 	}
 	for _, e := range h.Events {
-		fmt.Fprintf(w, "%-9s %s (+%s): %s\n", eventTitle(e.Kind)+":", e.At.Format(time.RFC3339), e.At.Sub(h.StartedAt).Truncate(100*time.Millisecond), clean(e.Message))
+		fmt.Fprintf(w, "%-9s %s (+%s): %s\n", eventTitle(e.Kind)+":", e.At.Format(time.RFC3339), e.At.Sub(h.StartedAt).Truncate(100*time.Millisecond), e.Message)
 	}
 	fmt.Fprintln(w)
 	if len(h.Timeline) == 0 {
@@ -569,7 +569,7 @@ func (a *app) printTimeline(h *storage.HistoryRecord) {
 	for _, r := range rows {
 		step := ""
 		if r.rec.Step != last {
-			step, last = fmt.Sprintf("%d %s", r.rec.Step, clean(r.rec.Name)), r.rec.Step
+			step, last = fmt.Sprintf("%d %s", r.rec.Step, r.rec.Name), r.rec.Step
 		}
 		took := "-"
 		if !r.rec.End.IsZero() {
@@ -584,7 +584,7 @@ func (a *app) printTimeline(h *storage.HistoryRecord) {
 		if r.rec.Message != "" && len(errs) == 0 {
 			errs = append(errs, r.rec.Message)
 		}
-		t.row(step, r.server, since(r.rec.Start), since(r.rec.End), took, fmt.Sprint(len(r.rec.Attempts)), r.rec.Result, clean(orDash(strings.Join(errs, "; "))))
+		t.row(step, r.server, since(r.rec.Start), since(r.rec.End), took, fmt.Sprint(len(r.rec.Attempts)), r.rec.Result, orDash(strings.Join(errs, "; ")))
 	}
 	t.flush()
 }

@@ -121,7 +121,7 @@ func (a *app) printStatus(v *fleetview.Fleet, configErr error) {
 		if v.Release.Prerelease {
 			kind = "pre-release"
 		}
-		fmt.Fprintf(w, "Latest release: %s (%s, %s)\n", clean(v.Release.Version), clean(v.Release.Tag), kind)
+		fmt.Fprintf(w, "Latest release: %s (%s, %s)\n", v.Release.Version, v.Release.Tag, kind)
 	} else {
 		fmt.Fprintln(w, "Latest release: none seen yet")
 	}
@@ -135,16 +135,16 @@ func (a *app) printStatus(v *fleetview.Fleet, configErr error) {
 	if configErr != nil {
 		fmt.Fprintf(w, "Config:         BROKEN: %v\n", configErr)
 	}
-	fmt.Fprintf(w, "Leader:         %s\n", orDash(clean(v.Leader)))
+	fmt.Fprintf(w, "Leader:         %s\n", orDash(v.Leader))
 	if c := v.Check; c != nil {
 		outcome := c.Result
 		switch {
 		case c.Version != "":
-			outcome += " " + clean(c.Version)
+			outcome += " " + c.Version
 		case c.Error != "":
-			outcome += ": " + clean(c.Error)
+			outcome += ": " + c.Error
 		}
-		fmt.Fprintf(w, "Last check:     %s (%s, by %s): %s\n", c.At.Format(time.RFC3339), age(now, c.At), clean(c.Leader), outcome)
+		fmt.Fprintf(w, "Last check:     %s (%s, by %s): %s\n", c.At.Format(time.RFC3339), age(now, c.At), c.Leader, outcome)
 	} else {
 		fmt.Fprintln(w, "Last check:     none yet")
 	}
@@ -159,10 +159,10 @@ func (a *app) printStatus(v *fleetview.Fleet, configErr error) {
 		fmt.Fprintln(w, "Paused:         `ferry rollout resume` goes on (see each server's message)")
 	}
 	for _, f := range req.Failed {
-		fmt.Fprintf(w, "Went on without: %s, failed at step %d %s: %s\n", f.ID, f.Step, clean(f.StepName), clean(f.Reason))
+		fmt.Fprintf(w, "Went on without: %s, failed at step %d %s: %s\n", f.ID, f.Step, f.StepName, f.Reason)
 	}
 	if req.Stop {
-		fmt.Fprintf(w, "Stopped:        %s\n", clean(orDash(req.StopReason)))
+		fmt.Fprintf(w, "Stopped:        %s\n", orDash(req.StopReason))
 		fmt.Fprintln(w, "                look at the servers below, fix the cause, then run `ferry recover`")
 	}
 	fmt.Fprintln(w)
