@@ -136,9 +136,6 @@ func (o *Ops) Discard(f Fetched) {
 // here (see trust.ApplyKeys). One that does not verify is logged and left
 // alone: a release signed only by the keys it names is then refused.
 func (o *Ops) applyKeyStatement(ctx context.Context) error {
-	if o.Storage == nil {
-		return nil
-	}
 	sd, err := o.Storage.GetKeyStatement(ctx)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil
@@ -162,9 +159,6 @@ func (o *Ops) applyKeyStatement(ctx context.Context) error {
 // the highest serial verified so far is kept in the data-dir, so that etcd
 // losing it, or an older one replayed, withdraws nothing less.
 func (o *Ops) checkWithdrawn(ctx context.Context, keys trust.KeyRing, version string) error {
-	if o.Storage == nil {
-		return nil
-	}
 	sd, err := o.Storage.GetWithdrawals(ctx)
 	if errors.Is(err, storage.ErrNotFound) {
 		sd, err = nil, nil

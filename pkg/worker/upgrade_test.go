@@ -436,9 +436,9 @@ func TestKeyRotationWithoutLogin(t *testing.T) {
 		require.NoError(t, err)
 		require.ElementsMatch(t, []minisign.PublicKey{oldPub, newPub}, ring.Any)
 
-		// The new key retires the old one; the old statement, replayed,
-		// brings nothing back.
-		require.NoError(t, e.st.PutKeyStatement(e.ctx(), statement(2, newKey, nil, []minisign.PublicKey{oldPub})))
+		// The new key retires the old one (applied here as a worker does
+		// before its next install); the old statement, replayed, brings
+		// nothing back.
 		applied, err := trust.ApplyKeys(e.ops.TrustedKeys, statement(2, newKey, nil, []minisign.PublicKey{oldPub}), time.Now())
 		require.NoError(t, err)
 		require.True(t, applied)
@@ -470,9 +470,9 @@ func TestWithdrawnReleaseRefused(t *testing.T) {
 	e.start("boot-0", v1, &artifacts.Plan{}, e.ops)
 	e.requireRefused(v2 + " is withdrawn by a signed withdrawals statement")
 
-	// etcd replays the older statement: the one kept on disk still holds.
+	// etcd is given the older statement back, and a new rollout asks for
+	// v2 again: the statement the worker kept on disk still holds.
 	require.NoError(t, e.st.PutWithdrawals(e.ctx(), old))
-	withdrawn, err := trust.Withdrawals{Path: filepath.Join(e.ops.DataDir, "withdrawals.json")}.Update(old, []minisign.PublicKey{e.gh.priv.Public().(minisign.PublicKey)})
-	require.NoError(t, err)
-	require.Contains(t, withdrawn, v2)
+	e.request(v2, "boot-0")
+	e.requireRefused(v2 + " is withdrawn by a signed withdrawals statement")
 }

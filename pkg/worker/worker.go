@@ -685,7 +685,7 @@ func (w *Worker) runSteps(ctx context.Context, cfg *storage.Config, req *storage
 		// the next report says so.
 		w.retried()
 		if err := w.saveSteps(req, stepRecord{Done: k}); err != nil {
-			return err
+			return w.cannotRecord(ctx, req, k, s.Name, err, stepLog)
 		}
 		w.metrics.stepSeconds.WithLabelValues(s.Name).Observe(time.Since(began).Seconds())
 		stepLog.Info("step done", "seconds", time.Since(began).Seconds())
@@ -698,10 +698,18 @@ func (w *Worker) runSteps(ctx context.Context, cfg *storage.Config, req *storage
 		}
 	}
 	if err := w.saveSteps(req, stepRecord{Done: len(steps), Completed: true}); err != nil {
-		return err
+		return w.cannotRecord(ctx, req, len(steps), lastName(steps), err, log)
 	}
 	log.Info("rollout completed on this server")
 	return w.report(ctx, req, len(steps), lastName(steps), storage.PhaseDone, storage.CondCompleted, "")
+}
+
+// cannotRecord aborts this server when it cannot record that it finished
+// step k: going on would leave it no way to resume without running the
+// step again, and trying again would run it again at once.
+func (w *Worker) cannotRecord(ctx context.Context, req *storage.UpdateRequest, k int, name string, err error, log *slog.Logger) error {
+	log.Error("cannot record the steps done; stopping here", "error", err)
+	return w.report(ctx, req, k, name, storage.PhaseDone, storage.CondAborted, fmt.Sprintf("step %d (%s) is done, but %v; fix the data-dir, then `ferry recover`", k, name, err))
 }
 
 func lastName(steps []artifacts.Step) string {

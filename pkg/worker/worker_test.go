@@ -786,3 +786,27 @@ func TestResumesFromItsOwnRecord(t *testing.T) {
 	}
 	require.Equal(t, []int{1, 2, 3}, ran, "step 1 ran once; the killed step 2 ran again to its end")
 }
+
+// TestStepRecordThatCannotBeWrittenAborts: a worker that cannot record the
+// step it finished stops there, saying why, instead of trying again (which
+// would run the step again and again).
+func TestStepRecordThatCannotBeWrittenAborts(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	j := journal(filepath.Join(f.dir, "journal"))
+	plan := lockstepPlan(j, "true", "true")
+	// A directory where the record's file belongs: it cannot be opened.
+	require.NoError(t, os.MkdirAll(filepath.Join(f.dir, "boot-0", "rollout-steps.json"), 0o700))
+	f.request(v1, "boot-0")
+	f.start("boot-0", v1, plan, ops(f))
+	st := f.waitStatus("boot-0", cond(storage.CondAborted))
+	require.Contains(t, st.Message, "step 1 (step1) is done, but record the steps done")
+	require.Contains(t, st.Message, "ferry recover")
+	var ran []int
+	for _, e := range j.entries(t) {
+		if e.event == "end" {
+			ran = append(ran, e.step)
+		}
+	}
+	require.Equal(t, []int{1}, ran, "step 1 ran once, step 2 not at all")
+}
