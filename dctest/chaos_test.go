@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/ferry-cd/ferry/dctest/harness"
-	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/stretchr/testify/require"
 )
 
@@ -90,7 +90,7 @@ func TestChaosRollouts(t *testing.T) {
 		hist := d.history()
 		require.Len(t, hist, records, "one history record per attempt")
 		require.Equal(t, cur.target, hist[0].Version)
-		require.Equal(t, storage.ResultCompleted, hist[0].Result)
+		require.Equal(t, fleet.ResultCompleted, hist[0].Result)
 		cur.result = "ok"
 		t.Logf("chaos: round %d to %s ok in %s after %v, %d recovers", n, cur.target, cur.took.Round(100*time.Millisecond), cur.kills, cur.recovers)
 	}

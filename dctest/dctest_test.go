@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ferry-cd/ferry/dctest/harness"
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -222,13 +223,13 @@ func (d *dc) waitStep(id, step string) {
 			return false
 		}
 		st := snap.Statuses[id]
-		return st != nil && st.StepName == step && snap.Phase(id) == storage.PhaseRunning
+		return st != nil && st.StepName == step && snap.Phase(id) == fleet.PhaseRunning
 	}, 3*time.Minute, 100*time.Millisecond, "%s never ran step %s", id, step)
 }
 
-func (d *dc) history() []storage.HistoryRecord {
+func (d *dc) history() []fleet.HistoryRecord {
 	d.t.Helper()
-	var h []storage.HistoryRecord
+	var h []fleet.HistoryRecord
 	require.NoError(d.t, json.Unmarshal([]byte(d.ferry("-o", "json", "history", "--limit", "0")), &h))
 	return h
 }
@@ -270,7 +271,7 @@ func TestBootstrapAndUpgrade(t *testing.T) {
 	hist := d.history()
 	require.Len(t, hist, 2)
 	require.Equal(t, N1, hist[0].Version)
-	require.Equal(t, storage.ResultCompleted, hist[0].Result)
+	require.Equal(t, fleet.ResultCompleted, hist[0].Result)
 	require.Equal(t, N, hist[1].Version)
 	require.True(t, d.Notes.Has("completed", N1))
 	require.Contains(t, d.ferry("history"), N1)
@@ -357,7 +358,7 @@ func TestJoinReconfigures(t *testing.T) {
 	d.ferry("join", "boot-3")
 	require.Eventually(t, func() bool {
 		s, err := d.Status(d.ctx)
-		return err == nil && s.Request != nil && s.Request.Reason == storage.ReasonReconfigure
+		return err == nil && s.Request != nil && s.Request.Reason == fleet.ReasonReconfigure
 	}, time.Minute, 200*time.Millisecond)
 	s := d.waitCompleted(N)
 	require.ElementsMatch(t, []string{"boot-0", "boot-1", "boot-3"}, s.Request.Servers)
@@ -421,7 +422,7 @@ func TestReleasesTheFleetMustNotTake(t *testing.T) {
 	stillAt(N)
 
 	// staging would take it, but a pin holds the fleet at N.
-	require.NoError(t, d.st.PutPin(d.ctx, &storage.Pin{Version: N, PinnedAt: time.Now()}))
+	require.NoError(t, d.st.PutPin(d.ctx, &fleet.Pin{Version: N, PinnedAt: time.Now()}))
 	d.ferry("config", "set", "env", "staging")
 	waitChecks()
 	stillAt(N)

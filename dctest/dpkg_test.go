@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/ferry-cd/ferry/dctest/harness"
-	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/stretchr/testify/require"
 )
 
@@ -34,16 +34,16 @@ func TestWorkerKilledDuringDpkg(t *testing.T) {
 	require.True(t, s.KillWorker(), "the worker was waiting for dpkg")
 
 	// The new binary starts, finds the install unfinished, and says so.
-	var seen *storage.UpdateStatus
+	var seen *fleet.UpdateStatus
 	require.Eventually(t, func() bool {
 		statuses, err := d.st.GetStatuses(d.ctx)
 		if err != nil {
 			return false
 		}
 		seen = statuses["boot-1"]
-		require.False(t, seen != nil && seen.Version == N1 && seen.Cond == storage.CondCompleted,
+		require.False(t, seen != nil && seen.Version == N1 && seen.Cond == fleet.CondCompleted,
 			"boot-1 reported completed while dpkg had ferry half-configured")
-		return seen != nil && seen.Phase == storage.PhaseRepairing
+		return seen != nil && seen.Phase == fleet.PhaseRepairing
 	}, 2*time.Minute, 20*time.Millisecond, "the restarted worker never reported that it repairs; last: %+v", seen)
 	require.Greater(t, s.Worker.Starts(), starts)
 	require.Contains(t, seen.Message, "half-configured")
@@ -58,7 +58,7 @@ func TestWorkerKilledDuringDpkg(t *testing.T) {
 	d.requireSound(three...)
 	hist := d.history()
 	require.Len(t, hist, 2, "no stop, no recover")
-	require.Equal(t, storage.ResultCompleted, hist[0].Result)
+	require.Equal(t, fleet.ResultCompleted, hist[0].Result)
 }
 
 // requireSound checks that dpkg's database of every server is sound.

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/ferry-cd/ferry/dctest/harness"
-	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/stretchr/testify/require"
 )
 
@@ -35,7 +35,7 @@ func TestEtcdLeaderKilledDuringRollout(t *testing.T) {
 	hist := d.history()
 	require.Len(t, hist, 2, "no stop, no recover")
 	for _, h := range hist {
-		require.Equal(t, storage.ResultCompleted, h.Result, h.Version)
+		require.Equal(t, fleet.ResultCompleted, h.Result, h.Version)
 	}
 	require.Equal(t, "11m", strings.TrimSpace(d.ferry("config", "get", "check-update-interval")))
 	require.NoError(t, leader.Restart())

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/ferry-cd/ferry/dctest/harness"
-	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/stretchr/testify/require"
 )
 
@@ -41,7 +41,7 @@ func TestGitHubFlakyDuringRollout(t *testing.T) {
 	hist := d.history()
 	require.Len(t, hist, 2, "no stop, no recover")
 	for _, h := range hist {
-		require.Equal(t, storage.ResultCompleted, h.Result, h.Version)
+		require.Equal(t, fleet.ResultCompleted, h.Result, h.Version)
 	}
 	after := d.GitHub.Counters()
 	served := map[int]int{http.StatusBadGateway: 4, http.StatusTooManyRequests: 2, http.StatusForbidden: 2, http.StatusServiceUnavailable: 2}

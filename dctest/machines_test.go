@@ -20,7 +20,7 @@ import (
 	"github.com/ferry-cd/ferry/internal/debtest"
 	"github.com/ferry-cd/ferry/internal/githubfake"
 	"github.com/ferry-cd/ferry/pkg/artifacts"
-	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -227,7 +227,7 @@ func (d *dc) requireNeverStopped() {
 	hist := d.history()
 	require.Len(d.t, hist, 2, "no stop, no recover")
 	require.Equal(d.t, N1, hist[0].Version)
-	require.Equal(d.t, storage.ResultCompleted, hist[0].Result)
+	require.Equal(d.t, fleet.ResultCompleted, hist[0].Result)
 }
 
 // waitAllInStep waits until every server runs the named step.
@@ -353,7 +353,7 @@ func TestMachinesPartitionedLeader(t *testing.T) {
 
 	// GitHub fails: the new leader records the failed check.
 	d.GitHub.FailNext(1_000_000, http.StatusServiceUnavailable)
-	var checks []storage.CheckInfo
+	var checks []fleet.CheckInfo
 	seen := func(timeout time.Duration) {
 		deadline := time.After(timeout)
 		for {
@@ -363,7 +363,7 @@ func TestMachinesPartitionedLeader(t *testing.T) {
 					if string(ev.Kv.Key) != d.Prefix+"info/check" || ev.Kv.ModRevision <= electedRev {
 						continue
 					}
-					var c storage.CheckInfo
+					var c fleet.CheckInfo
 					require.NoError(t, json.Unmarshal(ev.Kv.Value, &c))
 					checks = append(checks, c)
 				}
@@ -483,7 +483,7 @@ func TestMachinesGitHubUnreachable(t *testing.T) {
 			return false
 		}
 		for _, id := range three {
-			if snap.Phase(id) == storage.PhaseRetrying {
+			if snap.Phase(id) == fleet.PhaseRetrying {
 				retrying[id] = true
 			}
 		}

@@ -9,7 +9,7 @@ import (
 
 	"github.com/ferry-cd/ferry/dctest/harness"
 	"github.com/ferry-cd/ferry/pkg/artifacts"
-	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/stretchr/testify/require"
 )
 
@@ -41,13 +41,13 @@ func TestStepRetriesTransientFailure(t *testing.T) {
 
 	h := d.history()
 	require.Equal(t, N1, h[0].Version)
-	require.Equal(t, storage.ResultCompleted, h[0].Result, "no stop")
+	require.Equal(t, fleet.ResultCompleted, h[0].Result, "no stop")
 	require.Len(t, h, 2, "one rollout to N1, never stopped and started again")
 	out := d.ferry("history", "show", N1)
 	t.Logf("ferry history show %s:\n%s", N1, out)
 	require.Regexp(t, `5 health\s+boot-0\s+\S+\s+\S+\s+\S+\s+1\s+ok`, out)
 	require.Regexp(t, `boot-1\s+\S+\s+\S+\s+\S+\s+3\s+ok\s+attempt 1: .*check 1.*; attempt 2: .*check 2`, out)
-	var rec storage.StepRecord
+	var rec fleet.StepRecord
 	for _, r := range h[0].Timeline["boot-1"] {
 		if r.Name == "health" {
 			rec = r
@@ -90,7 +90,7 @@ func TestMaxFailuresTolerated(t *testing.T) {
 	d.requireInstalled(N1, "boot-0", "boot-1")
 	h := d.history()[0]
 	require.Equal(t, N1, h.Version)
-	require.Equal(t, storage.ResultCompleted, h.Result)
+	require.Equal(t, fleet.ResultCompleted, h.Result)
 	require.Len(t, h.Failed, 1)
 	require.Equal(t, "boot-2", h.Failed[0].ID)
 	require.Equal(t, 1, h.Failed[0].Step)
@@ -121,7 +121,7 @@ func TestCanaryPausesThenResumes(t *testing.T) {
 	var held, ahead []string
 	for _, s := range paused.Servers {
 		switch {
-		case s.Status != nil && s.Status.Phase == storage.PhasePaused:
+		case s.Status != nil && s.Status.Phase == string(fleet.PhasePaused):
 			held = append(held, s.ID)
 		case s.Status != nil && s.Status.Step == 2:
 			ahead = append(ahead, s.ID)
@@ -179,15 +179,15 @@ func TestHealthFailureRollsBack(t *testing.T) {
 	}))
 	require.NoError(t, d.Publish(N1, harness.PublishOptions{Prerelease: true, CreatedAt: day(2)}))
 
-	var h []storage.HistoryRecord
+	var h []fleet.HistoryRecord
 	require.Eventually(t, func() bool {
 		h = d.history()
-		return len(h) >= 3 && h[0].Reason == storage.ReasonRollback && h[0].Result == storage.ResultCompleted
+		return len(h) >= 3 && h[0].Reason == fleet.ReasonRollback && h[0].Result == fleet.ResultCompleted
 	}, 3*time.Minute, 500*time.Millisecond, "the rollback completes")
 	d.requireInstalled(N, three...)
 	require.Equal(t, N, h[0].Version)
 	require.Equal(t, N1, h[1].Version)
-	require.Equal(t, storage.ResultFailed, h[1].Result)
+	require.Equal(t, fleet.ResultFailed, h[1].Result)
 	require.Contains(t, h[1].StopReason, "E: dns answers SERVFAIL")
 	require.Contains(t, h[1].StopReason, "rolled back to "+N)
 	require.Contains(t, d.ferry("release", "list"), "REFUSED")
@@ -265,10 +265,10 @@ func TestSelectorAndRackSpread(t *testing.T) {
 		_, err := os.Stat(filepath.Join(marks, id))
 		if id == "boot-1" {
 			require.NoError(t, err, "the tftp step ran on boot-1")
-			require.Equal(t, storage.StepOK, rec.Result)
+			require.Equal(t, fleet.StepOK, rec.Result)
 		} else {
 			require.True(t, os.IsNotExist(err), "the tftp step ran on %s, whose labels do not match", id)
-			require.Equal(t, storage.StepSkipped, rec.Result)
+			require.Equal(t, fleet.StepSkipped, rec.Result)
 		}
 	}
 }

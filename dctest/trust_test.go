@@ -13,8 +13,8 @@ import (
 	"aead.dev/minisign"
 	"github.com/ferry-cd/ferry/dctest/harness"
 	"github.com/ferry-cd/ferry/internal/githubfake"
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/release"
-	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/ferry-cd/ferry/pkg/trust"
 	"github.com/stretchr/testify/require"
 	"gopkg.in/yaml.v3"
@@ -76,7 +76,7 @@ func TestDowngradeBeyondPreviousRefused(t *testing.T) {
 	require.Equal(t, 2, code)
 	require.Contains(t, stderr, "only one step back")
 
-	req := &storage.UpdateRequest{Version: N, Servers: three, Reason: storage.ReasonUpdate, StartedAt: time.Now().UTC()}
+	req := &fleet.UpdateRequest{Version: N, Servers: three, Reason: fleet.ReasonUpdate, StartedAt: time.Now().UTC()}
 	data, err := json.Marshal(req)
 	require.NoError(t, err)
 	_, err = d.st.Client().Put(d.ctx, d.Prefix+"status/current", string(data))

@@ -22,7 +22,7 @@ import (
 	"time"
 
 	"github.com/ferry-cd/ferry/pkg/deb"
-	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/trust"
 	"github.com/spf13/pflag"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
@@ -120,8 +120,8 @@ func (l *List) UnmarshalYAML(n *yaml.Node) error {
 func Default() *Config {
 	return &Config{
 		Endpoints:    []string{DefaultEndpoint},
-		Prefix:       storage.DefaultPrefix,
-		GitHubAPIURL: storage.DefaultGitHubAPIURL,
+		Prefix:       fleet.DefaultPrefix,
+		GitHubAPIURL: fleet.DefaultGitHubAPIURL,
 		DataDir:      DefaultDataDir,
 		// systemd-run puts dpkg in a unit of its own, so that the package's
 		// prerm stopping ferry-worker cannot kill the dpkg run that the
@@ -162,8 +162,8 @@ var fields = []field{
 	{name: "username", help: "etcd user, for an etcd with authentication enabled", ptr: func(c *Config) *string { return &c.Username }},
 	{name: "password-file", help: "file holding the etcd user's password (not readable by others; e.g. systemd's $CREDENTIALS_DIRECTORY/etcd-password)", ptr: func(c *Config) *string { return &c.PasswordFile }},
 	{name: "credentials-dir", help: "directory of local secrets (files github-token, webhook-secret, notify-url, proxy) that take the place of etcd's (default $CREDENTIALS_DIRECTORY, as systemd's LoadCredential= sets it)", ptr: func(c *Config) *string { return &c.CredentialsDir }},
-	{name: "github-api-url", help: "GitHub REST API that this server asks for releases and sends its token to; for GitHub Enterprise https://HOST/api/v3/ (default " + storage.DefaultGitHubAPIURL + ")", ptr: func(c *Config) *string { return &c.GitHubAPIURL }},
-	{name: "prefix", help: "etcd key prefix (default " + storage.DefaultPrefix + ")", ptr: func(c *Config) *string { return &c.Prefix }},
+	{name: "github-api-url", help: "GitHub REST API that this server asks for releases and sends its token to; for GitHub Enterprise https://HOST/api/v3/ (default " + fleet.DefaultGitHubAPIURL + ")", ptr: func(c *Config) *string { return &c.GitHubAPIURL }},
+	{name: "prefix", help: "etcd key prefix (default " + fleet.DefaultPrefix + ")", ptr: func(c *Config) *string { return &c.Prefix }},
 	{name: "server-id", help: "this boot server's id, as given to ferry join", ptr: func(c *Config) *string { return &c.ServerID }},
 	{name: "data-dir", help: "directory for downloads and state (default " + DefaultDataDir + ")", ptr: func(c *Config) *string { return &c.DataDir }},
 	{name: "image-runtime", help: "where images go: containerd or oci-dir (default containerd)", ptr: func(c *Config) *string { return &c.ImageRuntime }},
@@ -257,7 +257,7 @@ var SecretNames = []string{"github-token", "webhook-secret", "notify-url", "prox
 // Each call reads the files again.
 func (c *Config) Local() map[string]string {
 	out := c.LocalSecrets()
-	out[storage.ConfigGitHubAPIURL] = c.GitHubAPIURL
+	out[fleet.ConfigGitHubAPIURL] = c.GitHubAPIURL
 	return out
 }
 
@@ -364,9 +364,9 @@ func (c *Config) validate() error {
 		}
 	}
 	if u, err := url.Parse(c.GitHubAPIURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
-		return fmt.Errorf("github-api-url: %q is not an http(s) URL without user info (in %s); e.g. %s, or https://HOST/api/v3/ for GitHub Enterprise", c.GitHubAPIURL, c.where(), storage.DefaultGitHubAPIURL)
+		return fmt.Errorf("github-api-url: %q is not an http(s) URL without user info (in %s); e.g. %s, or https://HOST/api/v3/ for GitHub Enterprise", c.GitHubAPIURL, c.where(), fleet.DefaultGitHubAPIURL)
 	}
-	p, err := storage.NormalizePrefix(c.Prefix)
+	p, err := fleet.NormalizePrefix(c.Prefix)
 	if err != nil {
 		return fmt.Errorf("%w (in %s)", err, c.where())
 	}
@@ -386,7 +386,7 @@ func (c *Config) validate() error {
 		}
 	}
 	if c.ServerID != "" {
-		if err := storage.ValidateServerID(c.ServerID); err != nil {
+		if err := fleet.ValidateServerID(c.ServerID); err != nil {
 			return fmt.Errorf("server-id: %w (in %s)", err, c.where())
 		}
 	}
@@ -424,7 +424,7 @@ func shortHostname() string {
 		return ""
 	}
 	h, _, _ = strings.Cut(h, ".")
-	if storage.ValidateServerID(h) != nil {
+	if fleet.ValidateServerID(h) != nil {
 		return ""
 	}
 	return h

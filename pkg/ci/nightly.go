@@ -16,8 +16,8 @@ import (
 
 	"aead.dev/minisign"
 	"github.com/ferry-cd/ferry/pkg/artifacts"
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/release"
-	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/ferry-cd/ferry/pkg/trust"
 )
 
@@ -340,7 +340,7 @@ func (n *Nightly) dctest(ctx context.Context, version, dist string) error {
 		if keys.Len() == 0 {
 			keys = trust.Keys(n.Key.Public().(minisign.PublicKey))
 		}
-		path, _, err := n.GitHub.FetchPackage(ctx, from, from.Version.String(), release.Trust{Keys: keys, Channels: release.Channels(storage.EnvDev)}, filepath.Join(dist, "from"), release.DownloadOptions{})
+		path, _, err := n.GitHub.FetchPackage(ctx, from, from.Version.String(), release.Trust{Keys: keys, Channels: release.Channels(fleet.EnvDev)}, filepath.Join(dist, "from"), release.DownloadOptions{})
 		if err != nil {
 			return fmt.Errorf("the starting release %s: %w", from.Tag, err)
 		}

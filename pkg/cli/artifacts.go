@@ -8,8 +8,8 @@ import (
 	"path/filepath"
 
 	"github.com/ferry-cd/ferry/pkg/artifacts"
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/release"
-	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/spf13/cobra"
 )
 
@@ -47,7 +47,7 @@ func (a *app) newArtifactsShowCommand() *cobra.Command {
 			}
 			sum := set.Summary()
 			t := a.newTable("COMPONENT", "VERSION")
-			for _, k := range storage.SortedIDs(sum) {
+			for _, k := range fleet.SortedIDs(sum) {
 				t.row(k, sum[k])
 			}
 			return t.flush()
@@ -107,7 +107,7 @@ against the trusted keys of this machine exactly as a worker would, and its set 
 // releaseSet downloads and verifies a release's package and reads its set.
 func (a *app) releaseSet(cmd *cobra.Command, version string) (*artifacts.Set, error) {
 	var set *artifacts.Set
-	err := a.withGitHub(cmd, func(ctx context.Context, cfg *storage.Config, src *release.Source) error {
+	err := a.withGitHub(cmd, func(ctx context.Context, cfg *fleet.Config, src *release.Source) error {
 		rel, err := src.FindVersion(ctx, cfg.Env, version)
 		if err != nil {
 			return err

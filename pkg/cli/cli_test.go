@@ -12,6 +12,7 @@ import (
 
 	"github.com/ferry-cd/ferry/internal/etcdtest"
 	"github.com/ferry-cd/ferry/internal/fleettest"
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/fleetview"
 	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/stretchr/testify/require"
@@ -20,7 +21,7 @@ import (
 func TestMain(m *testing.M) { etcdtest.Main(m) }
 
 // fleet is one test's view of the CLI and of etcd under its own prefix.
-type fleet struct {
+type testFleet struct {
 	t      *testing.T
 	prefix string
 	st     *storage.Storage
@@ -28,12 +29,12 @@ type fleet struct {
 	githubAPI string
 }
 
-func newFleet(t *testing.T) *fleet {
+func newFleet(t *testing.T) *testFleet {
 	t.Helper()
 	prefix := etcdtest.Prefix(t)
 	st, err := storage.New(etcdtest.Client(t), prefix)
 	require.NoError(t, err)
-	return &fleet{t: t, prefix: prefix, st: st}
+	return &testFleet{t: t, prefix: prefix, st: st}
 }
 
 type result struct {
@@ -41,7 +42,7 @@ type result struct {
 	stdout, stderr string
 }
 
-func (f *fleet) run(stdin string, args ...string) result {
+func (f *testFleet) run(stdin string, args ...string) result {
 	f.t.Helper()
 	common := []string{"--endpoints", etcdtest.Endpoint(), "--prefix", f.prefix}
 	if f.githubAPI != "" {
@@ -64,7 +65,7 @@ func runCLI(t *testing.T, stdin string, args ...string) result {
 	return result{code: code, stdout: out.String(), stderr: errOut.String()}
 }
 
-func (f *fleet) ctx() context.Context {
+func (f *testFleet) ctx() context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	f.t.Cleanup(cancel)
 	return ctx
@@ -100,7 +101,7 @@ func TestConfigCommands(t *testing.T) {
 	require.Equal(t, ExitOK, r.code, r.stderr)
 	var entries []configEntry
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &entries))
-	require.Len(t, entries, len(storage.ConfigKeys()))
+	require.Len(t, entries, len(fleet.ConfigKeys()))
 	byKey := map[string]configEntry{}
 	for _, e := range entries {
 		byKey[e.Key] = e
@@ -113,7 +114,7 @@ func TestConfigCommands(t *testing.T) {
 	require.Equal(t, ExitOK, r.code, r.stderr)
 	env, err := f.st.GetEnv(f.ctx())
 	require.NoError(t, err)
-	require.Equal(t, storage.EnvNone, env)
+	require.Equal(t, fleet.EnvNone, env)
 
 	r = f.run("", "config", "sett", "env")
 	require.Equal(t, ExitUsage, r.code)
@@ -196,8 +197,8 @@ func TestJoinLeaveServers(t *testing.T) {
 	ctx := f.ctx()
 	lease, err := f.st.Client().Grant(ctx, 30)
 	require.NoError(t, err)
-	require.NoError(t, f.st.PutAlive(ctx, "boot-1", &storage.Alive{Version: "2026.01.01-1", PID: 7, StartedAt: time.Now()}, lease.ID))
-	require.NoError(t, f.st.PutAlive(ctx, "boot-9", &storage.Alive{Version: "2026.01.01-1", PID: 8, StartedAt: time.Now()}, lease.ID))
+	require.NoError(t, f.st.PutAlive(ctx, "boot-1", &fleet.Alive{Version: "2026.01.01-1", PID: 7, StartedAt: time.Now()}, lease.ID))
+	require.NoError(t, f.st.PutAlive(ctx, "boot-9", &fleet.Alive{Version: "2026.01.01-1", PID: 8, StartedAt: time.Now()}, lease.ID))
 
 	r = f.run("", "-o", "json", "servers")
 	require.Equal(t, ExitOK, r.code, r.stderr)
@@ -225,14 +226,14 @@ func TestJoinLeaveServers(t *testing.T) {
 	require.Contains(t, r.stderr, "not registered")
 }
 
-func (f *fleet) asLeader(fn func(key string) error) { fleettest.AsLeader(f.t, f.st, fn) }
+func (f *testFleet) asLeader(fn func(key string) error) { fleettest.AsLeader(f.t, f.st, fn) }
 
-func (f *fleet) putRequest(req *storage.UpdateRequest) {
+func (f *testFleet) putRequest(req *fleet.UpdateRequest) {
 	f.t.Helper()
 	f.asLeader(func(key string) error { return f.st.PutRequest(f.ctx(), req, key) })
 }
 
-func (f *fleet) finishRequest(req *storage.UpdateRequest, h *storage.HistoryRecord) {
+func (f *testFleet) finishRequest(req *fleet.UpdateRequest, h *fleet.HistoryRecord) {
 	f.t.Helper()
 	_, rev, err := f.st.GetRequest(f.ctx())
 	require.NoError(f.t, err)
@@ -249,10 +250,10 @@ func TestStatus(t *testing.T) {
 	require.Contains(t, r.stdout, "Rollout:        none")
 
 	started := time.Now().Add(-5 * time.Minute).UTC()
-	f.putRequest(&storage.UpdateRequest{Version: "2026.01.02-1", Servers: []string{"boot-0", "boot-1", "boot-2"}, Reason: storage.ReasonUpdate, StartedAt: started})
-	require.NoError(t, f.st.PutStatus(ctx, "boot-0", &storage.UpdateStatus{Version: "2026.01.02-1", Step: 2, StepName: "images", Cond: storage.CondRunning, UpdatedAt: time.Now()}))
-	require.NoError(t, f.st.PutStatus(ctx, "boot-1", &storage.UpdateStatus{Version: "2026.01.02-1", Step: 1, StepName: "debs", Cond: storage.CondAborted, Message: "dpkg: error processing archive", UpdatedAt: time.Now()}))
-	require.NoError(t, f.st.PutStatus(ctx, "boot-2", &storage.UpdateStatus{Version: "2026.01.02-1", Step: 1, StepName: "debs", Phase: storage.PhaseRepairing, Cond: storage.CondRunning, Message: "dpkg has ferry half-configured 2026.01.02-1; repairing", UpdatedAt: time.Now()}))
+	f.putRequest(&fleet.UpdateRequest{Version: "2026.01.02-1", Servers: []string{"boot-0", "boot-1", "boot-2"}, Reason: fleet.ReasonUpdate, StartedAt: started})
+	require.NoError(t, f.st.PutStatus(ctx, "boot-0", &fleet.UpdateStatus{Version: "2026.01.02-1", Step: 2, StepName: "images", Cond: fleet.CondRunning, UpdatedAt: time.Now()}))
+	require.NoError(t, f.st.PutStatus(ctx, "boot-1", &fleet.UpdateStatus{Version: "2026.01.02-1", Step: 1, StepName: "debs", Cond: fleet.CondAborted, Message: "dpkg: error processing archive", UpdatedAt: time.Now()}))
+	require.NoError(t, f.st.PutStatus(ctx, "boot-2", &fleet.UpdateStatus{Version: "2026.01.02-1", Step: 1, StepName: "debs", Phase: fleet.PhaseRepairing, Cond: fleet.CondRunning, Message: "dpkg has ferry half-configured 2026.01.02-1; repairing", UpdatedAt: time.Now()}))
 
 	r = f.run("", "status")
 	require.Equal(t, ExitOK, r.code, r.stderr)
@@ -268,22 +269,22 @@ func TestStatus(t *testing.T) {
 	require.Equal(t, fleetview.StateAborted, v.State)
 	require.Len(t, v.Servers, 3)
 	require.Equal(t, "dpkg: error processing archive", v.Servers[1].Status.Message)
-	require.Equal(t, storage.PhaseRepairing, v.Servers[2].Status.Phase)
+	require.Equal(t, fleet.PhaseRepairing, v.Servers[2].Status.Phase)
 
 	// Strings from etcd reach the terminal without their control characters.
-	require.NoError(t, f.st.PutStatus(ctx, "boot-0", &storage.UpdateStatus{Version: "2026.01.02-1", Step: 2, StepName: "images", Cond: storage.CondRunning, Message: "evil \x1b[2J\x1b]0;owned\x07", UpdatedAt: time.Now()}))
+	require.NoError(t, f.st.PutStatus(ctx, "boot-0", &fleet.UpdateStatus{Version: "2026.01.02-1", Step: 2, StepName: "images", Cond: fleet.CondRunning, Message: "evil \x1b[2J\x1b]0;owned\x07", UpdatedAt: time.Now()}))
 	r = f.run("", "status")
 	require.Equal(t, ExitOK, r.code, r.stderr)
 	require.NotContains(t, r.stdout, "\x1b")
 	require.NotContains(t, r.stdout, "\x07")
 	require.Contains(t, r.stdout, "evil ?[2J?]0;owned?")
 
-	require.NoError(t, f.st.PutStatus(ctx, "boot-0", &storage.UpdateStatus{Version: "2026.01.02-1", Step: 2, StepName: "images", Phase: storage.PhaseRetrying, Cond: storage.CondRunning, Message: "retrying: step 2 (images): download answered 502 Bad Gateway", UpdatedAt: time.Now()}))
+	require.NoError(t, f.st.PutStatus(ctx, "boot-0", &fleet.UpdateStatus{Version: "2026.01.02-1", Step: 2, StepName: "images", Phase: fleet.PhaseRetrying, Cond: fleet.CondRunning, Message: "retrying: step 2 (images): download answered 502 Bad Gateway", UpdatedAt: time.Now()}))
 	r = f.run("", "status")
 	require.Equal(t, ExitOK, r.code, r.stderr)
 	require.Regexp(t, `boot-0\s+no\s+2026.01.02-1\s+2 images\s+RETRYING\s+\S+ ago\s+retrying: step 2`, r.stdout)
 
-	require.NoError(t, f.st.PutStatus(ctx, "boot-2", &storage.UpdateStatus{Version: "2026.01.01-1", Cond: storage.CondCompleted}))
+	require.NoError(t, f.st.PutStatus(ctx, "boot-2", &fleet.UpdateStatus{Version: "2026.01.01-1", Cond: fleet.CondCompleted}))
 	r = f.run("", "status")
 	require.Equal(t, ExitOK, r.code, r.stderr)
 	require.Regexp(t, `boot-2\s+no\s+2026.01.01-1\s+-\s+waiting`, r.stdout, "a status of an older rollout")
@@ -291,26 +292,26 @@ func TestStatus(t *testing.T) {
 
 func TestRolloutState(t *testing.T) {
 	t.Parallel()
-	req := &storage.UpdateRequest{Version: "2", Servers: []string{"a", "b"}}
-	st := func(v string, c storage.Cond) *storage.UpdateStatus {
-		return &storage.UpdateStatus{Version: v, Cond: c}
+	req := &fleet.UpdateRequest{Version: "2", Servers: []string{"a", "b"}}
+	st := func(v string, c fleet.Cond) *fleet.UpdateStatus {
+		return &fleet.UpdateStatus{Version: v, Cond: c}
 	}
 	cases := []struct {
 		name     string
-		req      *storage.UpdateRequest
-		statuses map[string]*storage.UpdateStatus
+		req      *fleet.UpdateRequest
+		statuses map[string]*fleet.UpdateStatus
 		want     string
 	}{
 		{"no request", nil, nil, fleetview.StateNone},
 		{"nobody reported", req, nil, fleetview.StateRunning},
-		{"old version completed", req, map[string]*storage.UpdateStatus{"a": st("1", storage.CondCompleted), "b": st("2", storage.CondCompleted)}, fleetview.StateRunning},
-		{"all completed", req, map[string]*storage.UpdateStatus{"a": st("2", storage.CondCompleted), "b": st("2", storage.CondCompleted)}, fleetview.StateCompleted},
-		{"one aborted", req, map[string]*storage.UpdateStatus{"a": st("2", storage.CondAborted), "b": st("2", storage.CondRunning)}, fleetview.StateAborted},
-		{"old abort ignored", req, map[string]*storage.UpdateStatus{"a": st("1", storage.CondAborted)}, fleetview.StateRunning},
-		{"stopped", &storage.UpdateRequest{Version: "2", Servers: []string{"a"}, Stop: true}, nil, fleetview.StateStopped},
+		{"old version completed", req, map[string]*fleet.UpdateStatus{"a": st("1", fleet.CondCompleted), "b": st("2", fleet.CondCompleted)}, fleetview.StateRunning},
+		{"all completed", req, map[string]*fleet.UpdateStatus{"a": st("2", fleet.CondCompleted), "b": st("2", fleet.CondCompleted)}, fleetview.StateCompleted},
+		{"one aborted", req, map[string]*fleet.UpdateStatus{"a": st("2", fleet.CondAborted), "b": st("2", fleet.CondRunning)}, fleetview.StateAborted},
+		{"old abort ignored", req, map[string]*fleet.UpdateStatus{"a": st("1", fleet.CondAborted)}, fleetview.StateRunning},
+		{"stopped", &fleet.UpdateRequest{Version: "2", Servers: []string{"a"}, Stop: true}, nil, fleetview.StateStopped},
 	}
 	for _, c := range cases {
-		got := fleetview.State(&storage.Snapshot{Request: c.req, Statuses: c.statuses})
+		got := fleetview.State(&fleet.Snapshot{Request: c.req, Statuses: c.statuses})
 		require.Equal(t, c.want, got, c.name)
 	}
 }
@@ -324,10 +325,10 @@ func TestRecover(t *testing.T) {
 	require.Equal(t, ExitOK, r.code, r.stderr)
 	require.Contains(t, r.stdout, "nothing to recover")
 
-	req := &storage.UpdateRequest{Version: "2", Servers: []string{"boot-0"}, Reason: storage.ReasonUpdate}
+	req := &fleet.UpdateRequest{Version: "2", Servers: []string{"boot-0"}, Reason: fleet.ReasonUpdate}
 	f.putRequest(req)
-	require.NoError(t, f.st.PutStatus(ctx, "boot-0", &storage.UpdateStatus{Version: "2", Cond: storage.CondRunning}))
-	require.NoError(t, f.st.PutContents(ctx, "boot", &storage.ContentsStatus{Version: "2", Success: true}))
+	require.NoError(t, f.st.PutStatus(ctx, "boot-0", &fleet.UpdateStatus{Version: "2", Cond: fleet.CondRunning}))
+	require.NoError(t, f.st.PutContents(ctx, "boot", &fleet.ContentsStatus{Version: "2", Success: true}))
 
 	r = f.run("", "recover", "--yes")
 	require.Equal(t, ExitFailure, r.code)
@@ -363,21 +364,21 @@ func TestRecover(t *testing.T) {
 
 	// A server aborted, and the updater has not stopped the rollout yet:
 	// recover records the attempt in the same transaction.
-	aborted := &storage.UpdateRequest{Version: "3", Servers: []string{"boot-0"}, Reason: storage.ReasonUpdate, StartedAt: time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)}
+	aborted := &fleet.UpdateRequest{Version: "3", Servers: []string{"boot-0"}, Reason: fleet.ReasonUpdate, StartedAt: time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)}
 	f.putRequest(aborted)
-	require.NoError(t, f.st.PutStatus(ctx, "boot-0", &storage.UpdateStatus{Version: "3", Cond: storage.CondAborted, Message: "dpkg failed", UpdatedAt: aborted.StartedAt.Add(time.Minute)}))
+	require.NoError(t, f.st.PutStatus(ctx, "boot-0", &fleet.UpdateStatus{Version: "3", Cond: fleet.CondAborted, Message: "dpkg failed", UpdatedAt: aborted.StartedAt.Add(time.Minute)}))
 	r = f.run("", "recover", "--yes")
 	require.Equal(t, ExitOK, r.code, r.stderr)
 	hist, err = f.st.GetHistory(ctx, 0)
 	require.NoError(t, err)
 	require.Len(t, hist, 1)
-	require.Equal(t, storage.ResultAborted, hist[0].Result)
+	require.Equal(t, fleet.ResultAborted, hist[0].Result)
 	require.True(t, hist[0].StartedAt.Equal(aborted.StartedAt))
 	require.Contains(t, hist[0].StopReason, "boot-0 aborted: dpkg failed")
 	require.Equal(t, 60.0, hist[0].Durations["boot-0"])
 
 	// --force clears a running rollout, and records it.
-	f.putRequest(&storage.UpdateRequest{Version: "4", Servers: []string{"boot-0"}, StartedAt: aborted.StartedAt.Add(time.Hour)})
+	f.putRequest(&fleet.UpdateRequest{Version: "4", Servers: []string{"boot-0"}, StartedAt: aborted.StartedAt.Add(time.Hour)})
 	r = f.run("", "recover", "--yes", "--force")
 	require.Equal(t, ExitOK, r.code, r.stderr)
 	_, _, err = f.st.GetRequest(ctx)
@@ -385,7 +386,7 @@ func TestRecover(t *testing.T) {
 	hist, err = f.st.GetHistory(ctx, 0)
 	require.NoError(t, err)
 	require.Len(t, hist, 2)
-	require.Equal(t, storage.ResultCleared, hist[0].Result)
+	require.Equal(t, fleet.ResultCleared, hist[0].Result)
 	require.Equal(t, "4", hist[0].Version)
 }
 
@@ -456,14 +457,14 @@ func TestUsageErrors(t *testing.T) {
 func TestStatusUntilFinished(t *testing.T) {
 	t.Parallel()
 	f := newFleet(t)
-	req := &storage.UpdateRequest{Version: "2", Servers: []string{"a"}, Reason: storage.ReasonUpdate, StartedAt: time.Now().UTC()}
+	req := &fleet.UpdateRequest{Version: "2", Servers: []string{"a"}, Reason: fleet.ReasonUpdate, StartedAt: time.Now().UTC()}
 	f.putRequest(req)
 
 	done := make(chan result, 1)
 	go func() { done <- f.run("", "status", "--until-finished") }()
-	require.NoError(t, f.st.PutStatus(f.ctx(), "a", &storage.UpdateStatus{Version: "2", Cond: storage.CondCompleted}))
+	require.NoError(t, f.st.PutStatus(f.ctx(), "a", &fleet.UpdateStatus{Version: "2", Cond: fleet.CondCompleted}))
 	req.FinishedAt = time.Now().UTC()
-	f.finishRequest(req, &storage.HistoryRecord{Version: "2", StartedAt: req.StartedAt, FinishedAt: req.FinishedAt})
+	f.finishRequest(req, &fleet.HistoryRecord{Version: "2", StartedAt: req.StartedAt, FinishedAt: req.FinishedAt})
 	select {
 	case r := <-done:
 		require.Equal(t, ExitOK, r.code, r.stderr)
@@ -472,7 +473,7 @@ func TestStatusUntilFinished(t *testing.T) {
 		t.Fatal("--until-finished did not return when the rollout finished")
 	}
 
-	req2 := &storage.UpdateRequest{Version: "3", Servers: []string{"a"}, StartedAt: time.Now().UTC(), Stop: true, StopReason: "a aborted: x", FinishedAt: time.Now().UTC()}
+	req2 := &fleet.UpdateRequest{Version: "3", Servers: []string{"a"}, StartedAt: time.Now().UTC(), Stop: true, StopReason: "a aborted: x", FinishedAt: time.Now().UTC()}
 	f.putRequest(req2)
 	r := f.run("", "status", "--until-finished")
 	require.Equal(t, ExitFailure, r.code)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ferry-cd/ferry/internal/manpage"
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/release"
 	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/spf13/cobra"
@@ -32,7 +33,7 @@ func completeFirst(values func(cmd *cobra.Command) []string) completer {
 
 func configKeyNames(*cobra.Command) []string {
 	var out []string
-	for _, k := range storage.ConfigKeys() {
+	for _, k := range fleet.ConfigKeys() {
 		out = append(out, k.Name)
 	}
 	return out
@@ -56,7 +57,7 @@ func (a *app) serverIDs(*cobra.Command) []string {
 		if err != nil {
 			return nil
 		}
-		return storage.SortedIDs(servers)
+		return fleet.SortedIDs(servers)
 	})
 }
 

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/ferry-cd/ferry/internal/fleettest"
-	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/stretchr/testify/require"
 )
 
@@ -24,7 +24,7 @@ func TestCompletion(t *testing.T) {
 		require.Equal(t, ExitOK, f.run("", "join", id).code)
 	}
 	fleettest.AsLeader(t, f.st, func(key string) error {
-		return f.st.PutReleaseInfo(f.ctx(), &storage.ReleaseInfo{Env: storage.EnvProd, Version: "2026.01.03-1", Tag: "release-2026.01.03-1", PublishedAt: time.Now()}, key)
+		return f.st.PutReleaseInfo(f.ctx(), &fleet.ReleaseInfo{Env: fleet.EnvProd, Version: "2026.01.03-1", Tag: "release-2026.01.03-1", PublishedAt: time.Now()}, key)
 	})
 
 	complete := func(args ...string) []string {
@@ -56,16 +56,16 @@ func TestStatusShowsLeaderAndLastCheck(t *testing.T) {
 	require.Contains(t, r.stdout, "Leader:         -")
 	require.Contains(t, r.stdout, "Last check:     none yet")
 
-	req := &storage.UpdateRequest{Version: "2026.01.02-1", Servers: []string{"boot-0", "boot-1"}, Reason: storage.ReasonUpdate, StartedAt: time.Now().UTC()}
+	req := &fleet.UpdateRequest{Version: "2026.01.02-1", Servers: []string{"boot-0", "boot-1"}, Reason: fleet.ReasonUpdate, StartedAt: time.Now().UTC()}
 	fleettest.AsLeader(t, f.st, func(key string) error {
 		if err := f.st.StartRequest(f.ctx(), req, key); err != nil {
 			return err
 		}
-		if err := f.st.PutCheckInfo(f.ctx(), &storage.CheckInfo{At: time.Now(), Result: "error", Error: "dial tcp: lookup api.github.com: no such host", Leader: "test"}, key); err != nil {
+		if err := f.st.PutCheckInfo(f.ctx(), &fleet.CheckInfo{At: time.Now(), Result: "error", Error: "dial tcp: lookup api.github.com: no such host", Leader: "test"}, key); err != nil {
 			return err
 		}
-		require.NoError(t, f.st.PutStatus(f.ctx(), "boot-0", &storage.UpdateStatus{Version: req.Version, Rollout: req.StartedAt, Step: 2, StepName: "images", Phase: storage.PhaseWaiting, Cond: storage.CondRunning, UpdatedAt: time.Now()}))
-		require.NoError(t, f.st.PutStatus(f.ctx(), "boot-1", &storage.UpdateStatus{Version: req.Version, Rollout: req.StartedAt, Step: 1, StepName: "debs", Phase: storage.PhaseWaiting, Cond: storage.CondRunning, UpdatedAt: time.Now()}))
+		require.NoError(t, f.st.PutStatus(f.ctx(), "boot-0", &fleet.UpdateStatus{Version: req.Version, Rollout: req.StartedAt, Step: 2, StepName: "images", Phase: fleet.PhaseWaiting, Cond: fleet.CondRunning, UpdatedAt: time.Now()}))
+		require.NoError(t, f.st.PutStatus(f.ctx(), "boot-1", &fleet.UpdateStatus{Version: req.Version, Rollout: req.StartedAt, Step: 1, StepName: "debs", Phase: fleet.PhaseWaiting, Cond: fleet.CondRunning, UpdatedAt: time.Now()}))
 		r = f.run("", "status")
 		return nil
 	})
@@ -129,9 +129,9 @@ func TestStatusWatchRidesOutAnEtcdStall(t *testing.T) {
 func TestStatusIgnoresAnEarlierRolloutsReport(t *testing.T) {
 	t.Parallel()
 	f := newFleet(t)
-	req := &storage.UpdateRequest{Version: "2026.01.02-1", Servers: []string{"boot-0"}, Reason: storage.ReasonReconfigure, StartedAt: time.Now().UTC()}
+	req := &fleet.UpdateRequest{Version: "2026.01.02-1", Servers: []string{"boot-0"}, Reason: fleet.ReasonReconfigure, StartedAt: time.Now().UTC()}
 	fleettest.AsLeader(t, f.st, func(key string) error { return f.st.StartRequest(f.ctx(), req, key) })
-	require.NoError(t, f.st.PutStatus(f.ctx(), "boot-0", &storage.UpdateStatus{Version: req.Version, Rollout: req.StartedAt.Add(-time.Hour), Step: 4, Cond: storage.CondCompleted, UpdatedAt: time.Now()}))
+	require.NoError(t, f.st.PutStatus(f.ctx(), "boot-0", &fleet.UpdateStatus{Version: req.Version, Rollout: req.StartedAt.Add(-time.Hour), Step: 4, Cond: fleet.CondCompleted, UpdatedAt: time.Now()}))
 	r := f.run("", "status")
 	require.Equal(t, ExitOK, r.code, r.stderr)
 	require.Contains(t, r.stdout, "RUNNING to 2026.01.02-1, reconfigure")

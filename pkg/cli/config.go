@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/spf13/cobra"
 )
@@ -29,7 +30,7 @@ Keys:
 
 func configKeysHelp() string {
 	var b strings.Builder
-	for _, k := range storage.ConfigKeys() {
+	for _, k := range fleet.ConfigKeys() {
 		def := ""
 		if k.Default != "" {
 			def = " (default " + k.Default + ")"
@@ -47,7 +48,7 @@ type configEntry struct {
 	Secret  bool   `json:"secret,omitempty"`
 }
 
-func newConfigEntry(k storage.ConfigKey, value string, set bool) configEntry {
+func newConfigEntry(k fleet.ConfigKey, value string, set bool) configEntry {
 	return configEntry{Key: k.Name, Value: k.Display(value), Set: set, Default: k.Default, Secret: k.Secret}
 }
 
@@ -66,7 +67,7 @@ the value from standard input, which keeps secrets out of shell history:
   ferry config set release-time "* 9-16 * * 1-5" "* 20-21 * * 6"`,
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			k, err := storage.LookupConfigKey(args[0])
+			k, err := fleet.LookupConfigKey(args[0])
 			if err != nil {
 				return err
 			}
@@ -101,14 +102,14 @@ the value from standard input, which keeps secrets out of shell history:
 }
 
 // keyCommand builds a command that takes one config KEY and acts on it.
-func (a *app) keyCommand(use, short string, fn func(ctx context.Context, st *storage.Storage, k storage.ConfigKey) error) *cobra.Command {
+func (a *app) keyCommand(use, short string, fn func(ctx context.Context, st *storage.Storage, k fleet.ConfigKey) error) *cobra.Command {
 	return &cobra.Command{
 		Use:               use + " KEY",
 		Short:             short,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: completeFirst(configKeyNames),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			k, err := storage.LookupConfigKey(args[0])
+			k, err := fleet.LookupConfigKey(args[0])
 			if err != nil {
 				return err
 			}
@@ -120,7 +121,7 @@ func (a *app) keyCommand(use, short string, fn func(ctx context.Context, st *sto
 }
 
 func (a *app) newConfigGetCommand() *cobra.Command {
-	return a.keyCommand("get", "Print a config value (secrets are masked)", func(ctx context.Context, st *storage.Storage, k storage.ConfigKey) error {
+	return a.keyCommand("get", "Print a config value (secrets are masked)", func(ctx context.Context, st *storage.Storage, k fleet.ConfigKey) error {
 		v, set, err := st.GetConfigValue(ctx, k.Name)
 		if err != nil {
 			return err
@@ -145,7 +146,7 @@ func (a *app) newConfigListCommand() *cobra.Command {
 					return err
 				}
 				entries := make([]configEntry, 0, len(values))
-				for _, k := range storage.ConfigKeys() {
+				for _, k := range fleet.ConfigKeys() {
 					v, set := values[k.Name]
 					if !set {
 						v = k.Default
@@ -170,7 +171,7 @@ func (a *app) newConfigListCommand() *cobra.Command {
 }
 
 func (a *app) newConfigUnsetCommand() *cobra.Command {
-	return a.keyCommand("unset", "Remove a config value, so that the key takes its default", func(ctx context.Context, st *storage.Storage, k storage.ConfigKey) error {
+	return a.keyCommand("unset", "Remove a config value, so that the key takes its default", func(ctx context.Context, st *storage.Storage, k fleet.ConfigKey) error {
 		if err := st.UnsetConfig(ctx, k.Name); err != nil {
 			return err
 		}

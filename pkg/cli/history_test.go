@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/ferry-cd/ferry/internal/fleettest"
-	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/stretchr/testify/require"
 )
 
@@ -18,21 +18,21 @@ func TestHistoryShow(t *testing.T) {
 	f := newFleet(t)
 	started := time.Date(2026, 1, 2, 10, 0, 0, 123456789, time.UTC)
 	at := func(s float64) time.Time { return started.Add(time.Duration(s * float64(time.Second))) }
-	req := &storage.UpdateRequest{Version: "2026.01.02-1", Servers: []string{"boot-0", "boot-1"}, StartedAt: started, Reason: storage.ReasonUpdate}
+	req := &fleet.UpdateRequest{Version: "2026.01.02-1", Servers: []string{"boot-0", "boot-1"}, StartedAt: started, Reason: fleet.ReasonUpdate}
 	fleettest.AsLeader(t, f.st, func(key string) error { return f.st.StartRequest(f.ctx(), req, key) })
 	_, rev, err := f.st.GetRequest(f.ctx())
 	require.NoError(t, err)
-	h := &storage.HistoryRecord{
-		Version: req.Version, Reason: req.Reason, Servers: req.Servers, Result: storage.ResultCompleted, StartedAt: started, FinishedAt: at(30),
-		Timeline: map[string][]storage.StepRecord{
+	h := &fleet.HistoryRecord{
+		Version: req.Version, Reason: req.Reason, Servers: req.Servers, Result: fleet.ResultCompleted, StartedAt: started, FinishedAt: at(30),
+		Timeline: map[string][]fleet.StepRecord{
 			"boot-0": {
-				{Step: 1, Name: "packages", Start: at(1), End: at(3), Result: storage.StepOK, Attempts: []storage.Attempt{{Start: at(1), End: at(3)}}},
-				{Step: 2, Name: "health", Start: at(4), End: at(20), Result: storage.StepOK, Attempts: []storage.Attempt{
+				{Step: 1, Name: "packages", Start: at(1), End: at(3), Result: fleet.StepOK, Attempts: []fleet.Attempt{{Start: at(1), End: at(3)}}},
+				{Step: 2, Name: "health", Start: at(4), End: at(20), Result: fleet.StepOK, Attempts: []fleet.Attempt{
 					{Start: at(4), End: at(5), Error: "exit status 3: E: coredns is not up"}, {Start: at(15), End: at(20)}}},
 			},
 			"boot-1": {
-				{Step: 1, Name: "packages", Start: at(3), End: at(5), Result: storage.StepOK, Attempts: []storage.Attempt{{Start: at(3), End: at(5)}}},
-				{Step: 2, Name: "health", Start: at(4), End: at(6), Result: storage.StepOK, Attempts: []storage.Attempt{{Start: at(4), End: at(6)}}},
+				{Step: 1, Name: "packages", Start: at(3), End: at(5), Result: fleet.StepOK, Attempts: []fleet.Attempt{{Start: at(3), End: at(5)}}},
+				{Step: 2, Name: "health", Start: at(4), End: at(6), Result: fleet.StepOK, Attempts: []fleet.Attempt{{Start: at(4), End: at(6)}}},
 			},
 		},
 	}
@@ -55,7 +55,7 @@ func TestHistoryShow(t *testing.T) {
 
 	r := f.run("", "-o", "json", "history", "show", "2026.01.02-1")
 	require.Equal(t, ExitOK, r.code, r.stderr)
-	var got storage.HistoryRecord
+	var got fleet.HistoryRecord
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &got))
 	require.Len(t, got.Timeline["boot-0"][1].Attempts, 2)
 

@@ -14,6 +14,7 @@ import (
 
 	"aead.dev/minisign"
 	"github.com/ferry-cd/ferry/pkg/bootstrap"
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/release"
 	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/ferry-cd/ferry/pkg/trust"
@@ -34,8 +35,8 @@ func (a *app) newReleaseCommand() *cobra.Command {
 
 // withGitHub runs fn with the fleet's config and a release source for
 // github-repo. GitHub calls get a longer bound than one etcd request.
-func (a *app) withGitHub(cmd *cobra.Command, fn func(ctx context.Context, cfg *storage.Config, src *release.Source) error) error {
-	var cfg *storage.Config
+func (a *app) withGitHub(cmd *cobra.Command, fn func(ctx context.Context, cfg *fleet.Config, src *release.Source) error) error {
+	var cfg *fleet.Config
 	err := a.withStorage(cmd, func(ctx context.Context, st *storage.Storage) error {
 		var err error
 		cfg, err = st.GetConfig(ctx)
@@ -59,13 +60,13 @@ func (a *app) withGitHub(cmd *cobra.Command, fn func(ctx context.Context, cfg *s
 // trust is what this machine trusts, as a worker on it would: the release
 // keys of its bootstrap config's trusted-keys, and the channels of env (any
 // channel for env none).
-func (a *app) trust(env storage.Env) (release.Trust, error) {
+func (a *app) trust(env fleet.Env) (release.Trust, error) {
 	keys, err := trust.LoadKeys(a.cfg.TrustedKeys)
 	if err != nil && !(a.cfg.Unsigned() && errors.Is(err, fs.ErrNotExist)) {
 		return release.Trust{}, usagef("%v (set trusted-keys in %s, or --trusted-keys)", err, bootstrap.DefaultPath)
 	}
-	if env == storage.EnvNone {
-		env = storage.EnvDev
+	if env == fleet.EnvNone {
+		env = fleet.EnvDev
 	}
 	return release.Trust{Keys: keys, Channels: release.Channels(env), AllowUnsigned: a.cfg.Unsigned()}, nil
 }
@@ -116,8 +117,8 @@ from the variable named by --password-env. Neither is printed.`,
 			if err != nil {
 				return &usageError{err}
 			}
-			return a.withGitHub(cmd, func(ctx context.Context, cfg *storage.Config, src *release.Source) error {
-				tr, err := a.trust(storage.EnvDev)
+			return a.withGitHub(cmd, func(ctx context.Context, cfg *fleet.Config, src *release.Source) error {
+				tr, err := a.trust(fleet.EnvDev)
 				if err != nil {
 					return err
 				}
@@ -252,7 +253,7 @@ VERSION, by the fleet's history.`,
 						return &usageError{err}
 					}
 				}
-				p := &storage.Pin{Version: args[0], AllowDowngrade: downgrade, PinnedAt: a.now().UTC()}
+				p := &fleet.Pin{Version: args[0], AllowDowngrade: downgrade, PinnedAt: a.now().UTC()}
 				if err := st.PutPin(ctx, p); err != nil {
 					return err
 				}
@@ -272,10 +273,10 @@ VERSION, by the fleet's history.`,
 // oneStepBack applies the servers' version floor to a pinned downgrade:
 // below the version the fleet last completed, only the version it ran
 // before that is allowed. hist is newest first.
-func oneStepBack(hist []*storage.HistoryRecord, target string) error {
+func oneStepBack(hist []*fleet.HistoryRecord, target string) error {
 	var floor trust.Floor
 	for i := len(hist) - 1; i >= 0; i-- {
-		if h := hist[i]; h.Result == storage.ResultCompleted && h.Version != floor.Current {
+		if h := hist[i]; h.Result == fleet.ResultCompleted && h.Version != floor.Current {
 			floor.Previous, floor.Current = floor.Current, h.Version
 		}
 	}
@@ -413,11 +414,11 @@ release the updater has seen) and pinned.`,
 	}
 }
 
-func buildReleaseViews(rels []*release.Release, snap *storage.Snapshot) []releaseView {
+func buildReleaseViews(rels []*release.Release, snap *fleet.Snapshot) []releaseView {
 	views := make([]releaseView, 0, len(rels))
 	for _, r := range rels {
 		v := releaseView{Tag: r.Tag, Version: r.Version.String(), Kind: releaseKind(r), CreatedAt: r.CreatedAt, AssetCount: len(r.Assets)}
-		for _, env := range []storage.Env{storage.EnvDev, storage.EnvStaging, storage.EnvProd} {
+		for _, env := range []fleet.Env{fleet.EnvDev, fleet.EnvStaging, fleet.EnvProd} {
 			if release.Eligible(r, env) {
 				v.Envs = append(v.Envs, string(env))
 				if env == snap.Config.Env {
@@ -502,7 +503,7 @@ ROLLOUT is the STARTED time that ` + "`ferry history`" + ` prints (e.g.
 
 // findRollout finds the history record that ROLLOUT names: a start time as
 // `ferry history` prints it, or a version.
-func findRollout(ctx context.Context, st *storage.Storage, arg string) (*storage.HistoryRecord, error) {
+func findRollout(ctx context.Context, st *storage.Storage, arg string) (*fleet.HistoryRecord, error) {
 	if at, err := time.Parse(time.RFC3339Nano, arg); err == nil {
 		precision := time.Second
 		if at.Nanosecond() != 0 {
@@ -529,7 +530,7 @@ func findRollout(ctx context.Context, st *storage.Storage, arg string) (*storage
 	return nil, usagef("%q is neither a rollout's start time nor a version in the history; `ferry history` lists them", arg)
 }
 
-func (a *app) printTimeline(h *storage.HistoryRecord) {
+func (a *app) printTimeline(h *fleet.HistoryRecord) {
 	w := a.stdout
 	fmt.Fprintf(w, "Rollout:  %s to %s, started %s, %s after %s\n", h.Reason, h.Version, h.StartedAt.Format(time.RFC3339), h.Result, h.Duration().Truncate(100*time.Millisecond))
 	fmt.Fprintf(w, "Servers:  %s\n", strings.Join(h.Servers, " "))
@@ -549,7 +550,7 @@ func (a *app) printTimeline(h *storage.HistoryRecord) {
 	}
 	type row struct {
 		server string
-		rec    storage.StepRecord
+		rec    fleet.StepRecord
 	}
 	var rows []row
 	for _, id := range h.Servers {

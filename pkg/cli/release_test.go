@@ -13,6 +13,7 @@ import (
 	"aead.dev/minisign"
 	"github.com/ferry-cd/ferry/internal/debtest"
 	"github.com/ferry-cd/ferry/internal/githubfake"
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/release"
 	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/ferry-cd/ferry/pkg/trust"
@@ -37,7 +38,7 @@ func TestReleaseList(t *testing.T) {
 	require.Equal(t, ExitOK, f.run("", "config", "set", "github-repo", "o/r").code)
 	f.githubAPI = gh.APIURL()
 	require.Equal(t, ExitOK, f.run("", "config", "set", "env", "staging").code)
-	require.NoError(t, f.st.PutPin(f.ctx(), &storage.Pin{Version: "2026.01.01-1"}))
+	require.NoError(t, f.st.PutPin(f.ctx(), &fleet.Pin{Version: "2026.01.01-1"}))
 
 	r = f.run("", "-o", "json", "release", "list")
 	require.Equal(t, ExitOK, r.code, r.stderr)
@@ -79,18 +80,18 @@ func TestHistory(t *testing.T) {
 	require.Equal(t, "STARTED  VERSION  REASON  RESULT  DURATION  SERVERS  STOP REASON\n", r.stdout)
 
 	started := time.Date(2026, 1, 2, 3, 0, 0, 0, time.UTC)
-	req := &storage.UpdateRequest{Version: "2026.01.02-1", Servers: []string{"a", "b"}, Reason: storage.ReasonUpdate, StartedAt: started}
+	req := &fleet.UpdateRequest{Version: "2026.01.02-1", Servers: []string{"a", "b"}, Reason: fleet.ReasonUpdate, StartedAt: started}
 	f.putRequest(req)
 	req.FinishedAt = started.Add(90 * time.Second)
 	req.Stop, req.StopReason = true, "b aborted: boom"
-	f.finishRequest(req, &storage.HistoryRecord{Version: req.Version, Reason: req.Reason, Servers: req.Servers, Result: storage.ResultAborted, StopReason: req.StopReason, StartedAt: started, FinishedAt: req.FinishedAt})
+	f.finishRequest(req, &fleet.HistoryRecord{Version: req.Version, Reason: req.Reason, Servers: req.Servers, Result: fleet.ResultAborted, StopReason: req.StopReason, StartedAt: started, FinishedAt: req.FinishedAt})
 
 	r = f.run("", "history")
 	require.Equal(t, ExitOK, r.code, r.stderr)
 	require.Regexp(t, `2026-01-02T03:00:00Z\s+2026.01.02-1\s+update\s+aborted\s+1m30s\s+2\s+b aborted: boom`, r.stdout)
 	r = f.run("", "-o", "json", "history", "--limit", "1")
 	require.Equal(t, ExitOK, r.code, r.stderr)
-	var hist []storage.HistoryRecord
+	var hist []fleet.HistoryRecord
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &hist))
 	require.Len(t, hist, 1)
 	require.Equal(t, ExitUsage, f.run("", "history", "--limit", "-1").code)
@@ -181,7 +182,7 @@ func TestReleasePublish(t *testing.T) {
 	require.NoError(t, err)
 	rel, err := src.ByTag(f.ctx(), "release-"+v)
 	require.NoError(t, err)
-	_, err = src.Manifest(f.ctx(), rel, v, release.Trust{Keys: trust.Keys(pub), Channels: release.Channels(storage.EnvStaging)})
+	_, err = src.Manifest(f.ctx(), rel, v, release.Trust{Keys: trust.Keys(pub), Channels: release.Channels(fleet.EnvStaging)})
 	require.ErrorContains(t, err, "signature not valid")
 	r = publish(v, "--production")
 	require.Equal(t, ExitFailure, r.code, "production checks the staging manifest")
@@ -202,7 +203,7 @@ func TestReleasePublish(t *testing.T) {
 	require.Equal(t, testDeb, relDeb)
 	rel, err = src.ByTag(f.ctx(), "release-"+v)
 	require.NoError(t, err)
-	m, err := src.Manifest(f.ctx(), rel, v, release.Trust{Keys: trust.Keys(pub), Channels: release.Channels(storage.EnvStaging)})
+	m, err := src.Manifest(f.ctx(), rel, v, release.Trust{Keys: trust.Keys(pub), Channels: release.Channels(fleet.EnvStaging)})
 	require.NoError(t, err)
 	require.Equal(t, trust.ChannelStaging, m.Channel)
 
@@ -215,7 +216,7 @@ func TestReleasePublish(t *testing.T) {
 	require.False(t, byTag("release-"+v).Prerelease)
 	rel, err = src.ByTag(f.ctx(), "release-"+v)
 	require.NoError(t, err)
-	m, err = src.Manifest(f.ctx(), rel, v, release.Trust{Keys: trust.Keys(pub), Channels: release.Channels(storage.EnvProd)})
+	m, err = src.Manifest(f.ctx(), rel, v, release.Trust{Keys: trust.Keys(pub), Channels: release.Channels(fleet.EnvProd)})
 	require.NoError(t, err)
 	require.Equal(t, trust.ChannelProduction, m.Channel)
 
@@ -252,9 +253,9 @@ func TestReleasePin(t *testing.T) {
 	// 02-1; 01-1 is refused, as every server would refuse it.
 	for i, v := range []string{"2026.01.01-1", "2026.01.02-1", "2026.01.03-1"} {
 		started := time.Date(2026, 1, 1+i, 0, 0, 0, 0, time.UTC)
-		req := &storage.UpdateRequest{Version: v, Servers: []string{"a"}, Reason: storage.ReasonUpdate, StartedAt: started, FinishedAt: started.Add(time.Minute)}
-		f.putRequest(&storage.UpdateRequest{Version: v, Servers: []string{"a"}, StartedAt: started})
-		f.finishRequest(req, storage.NewHistoryRecord(req, nil, storage.ResultCompleted, req.FinishedAt))
+		req := &fleet.UpdateRequest{Version: v, Servers: []string{"a"}, Reason: fleet.ReasonUpdate, StartedAt: started, FinishedAt: started.Add(time.Minute)}
+		f.putRequest(&fleet.UpdateRequest{Version: v, Servers: []string{"a"}, StartedAt: started})
+		f.finishRequest(req, fleet.NewHistoryRecord(req, nil, fleet.ResultCompleted, req.FinishedAt))
 	}
 	r = f.run("", "release", "pin", "2026.01.01-1", "--allow-downgrade")
 	require.Equal(t, ExitUsage, r.code)

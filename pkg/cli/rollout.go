@@ -6,6 +6,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/spf13/cobra"
 )
@@ -36,7 +37,7 @@ func operator() string {
 
 // withRunningRollout calls fn with a snapshot and the running rollout's
 // request, retried as storageCall retries; it fails when none runs.
-func (a *app) withRunningRollout(cmd *cobra.Command, fn func(ctx context.Context, st *storage.Storage, snap *storage.Snapshot, req *storage.UpdateRequest) error) error {
+func (a *app) withRunningRollout(cmd *cobra.Command, fn func(ctx context.Context, st *storage.Storage, snap *fleet.Snapshot, req *fleet.UpdateRequest) error) error {
 	return a.storageCall(cmd, true, func(ctx context.Context, st *storage.Storage) error {
 		snap, err := st.Snapshot(ctx)
 		if err != nil {
@@ -62,8 +63,8 @@ paused. ` + "`ferry rollout resume`" + ` goes on. The pause belongs to this roll
 next one starts unpaused.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.withRunningRollout(cmd, func(ctx context.Context, st *storage.Storage, snap *storage.Snapshot, req *storage.UpdateRequest) error {
-				if err := st.PutPause(ctx, &storage.Pause{Rollout: req.StartedAt, At: time.Now().UTC(), By: operator(), Reason: reason}); err != nil {
+			return a.withRunningRollout(cmd, func(ctx context.Context, st *storage.Storage, snap *fleet.Snapshot, req *fleet.UpdateRequest) error {
+				if err := st.PutPause(ctx, &fleet.Pause{Rollout: req.StartedAt, At: time.Now().UTC(), By: operator(), Reason: reason}); err != nil {
 					return err
 				}
 				fmt.Fprintf(a.stdout, "the rollout to %s pauses at its next step boundary; `ferry rollout resume` goes on\n", req.Version)
@@ -85,7 +86,7 @@ canary first (` + "`ferry status`" + `, ` + "`ferry history show`" + ` once it f
 own checks): resume is what lets the rest of the fleet follow it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.withRunningRollout(cmd, func(ctx context.Context, st *storage.Storage, snap *storage.Snapshot, req *storage.UpdateRequest) error {
+			return a.withRunningRollout(cmd, func(ctx context.Context, st *storage.Storage, snap *fleet.Snapshot, req *fleet.UpdateRequest) error {
 				did := false
 				if snap.Pause != nil {
 					if err := st.DeletePause(ctx); err != nil {
@@ -95,7 +96,7 @@ own checks): resume is what lets the rest of the fleet follow it.`,
 					did = true
 				}
 				if k := canaryStep(snap); k > 0 {
-					if err := st.PutResume(ctx, &storage.Resume{Rollout: req.StartedAt, Step: k, At: time.Now().UTC(), By: operator()}, ""); err != nil {
+					if err := st.PutResume(ctx, &fleet.Resume{Rollout: req.StartedAt, Step: k, At: time.Now().UTC(), By: operator()}, ""); err != nil {
 						return err
 					}
 					fmt.Fprintf(a.stdout, "resumed the rollout to %s after the canary of step %d: the rest of the servers take it\n", req.Version, k)
@@ -112,10 +113,10 @@ own checks): resume is what lets the rest of the fleet follow it.`,
 
 // canaryStep is the highest step at which a server of the running rollout
 // waits behind a canary that has not been resumed; 0 when none does.
-func canaryStep(snap *storage.Snapshot) int {
+func canaryStep(snap *fleet.Snapshot) int {
 	req, k := snap.Request, 0
 	for _, id := range req.Active() {
-		if st := snap.Statuses[id]; st.For(req) && st.Phase == storage.PhasePaused && st.Canary > 0 && st.Step > k {
+		if st := snap.Statuses[id]; st.For(req) && st.Phase == fleet.PhasePaused && st.Canary > 0 && st.Step > k {
 			k = st.Step
 		}
 	}

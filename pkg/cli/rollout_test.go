@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"github.com/ferry-cd/ferry/internal/fleettest"
-	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/stretchr/testify/require"
 )
 
@@ -19,9 +19,9 @@ func TestRolloutPauseAndResume(t *testing.T) {
 	require.Equal(t, ExitFailure, r.code)
 	require.Contains(t, r.stderr, "no rollout is running")
 
-	_, err := f.st.JoinServer(f.ctx(), "boot-0", &storage.ServerInfo{})
+	_, err := f.st.JoinServer(f.ctx(), "boot-0", &fleet.ServerInfo{})
 	require.NoError(t, err)
-	req := &storage.UpdateRequest{Version: "2", Servers: []string{"boot-0"}, StartedAt: time.Now().UTC(), Reason: storage.ReasonUpdate}
+	req := &fleet.UpdateRequest{Version: "2", Servers: []string{"boot-0"}, StartedAt: time.Now().UTC(), Reason: fleet.ReasonUpdate}
 	fleettest.AsLeader(t, f.st, func(key string) error { return f.st.StartRequest(f.ctx(), req, key) })
 
 	r = f.run("", "rollout", "pause", "--reason", "change freeze")

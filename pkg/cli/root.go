@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ferry-cd/ferry/pkg/bootstrap"
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/release"
 	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/ferry-cd/ferry/pkg/version"
@@ -93,7 +94,7 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 func (a *app) exitCode(err error) int {
 	var ue *usageError
 	switch {
-	case !a.argsParsed, errors.As(err, &ue), errors.Is(err, storage.ErrInvalid):
+	case !a.argsParsed, errors.As(err, &ue), errors.Is(err, fleet.ErrInvalid):
 		return ExitUsage
 	case errors.Is(err, storage.ErrNotFound), errors.Is(err, release.ErrNotFound):
 		return ExitNotFound
@@ -224,7 +225,7 @@ func (a *app) open() (*storage.Storage, func(), error) {
 		return nil, nil, &usageError{err}
 	}
 	// The GitHub API is this machine's to name, as on a server.
-	st.UseLocal(func() map[string]string { return map[string]string{storage.ConfigGitHubAPIURL: cfg.GitHubAPIURL} })
+	st.UseLocal(func() map[string]string { return map[string]string{fleet.ConfigGitHubAPIURL: cfg.GitHubAPIURL} })
 	return st, func() { cli.Close() }, nil
 }
 
@@ -246,8 +247,8 @@ func (a *app) withStorage(cmd *cobra.Command, fn func(ctx context.Context, st *s
 }
 
 // withSnapshot runs fn on a snapshot of the fleet's state.
-func (a *app) withSnapshot(cmd *cobra.Command, fn func(snap *storage.Snapshot) error) error {
-	var snap *storage.Snapshot
+func (a *app) withSnapshot(cmd *cobra.Command, fn func(snap *fleet.Snapshot) error) error {
+	var snap *fleet.Snapshot
 	err := a.withStorage(cmd, func(ctx context.Context, st *storage.Storage) error {
 		var err error
 		snap, err = st.Snapshot(ctx)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/spf13/cobra"
 )
@@ -24,7 +25,7 @@ replaces the hostname and labels that are given and keeps the others.`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id := args[0]
-			if err := storage.ValidateServerID(id); err != nil {
+			if err := fleet.ValidateServerID(id); err != nil {
 				return err
 			}
 			var lm map[string]string
@@ -39,7 +40,7 @@ replaces the hostname and labels that are given and keeps the others.`,
 				lm[k] = v
 			}
 			return a.withStorage(cmd, func(ctx context.Context, st *storage.Storage) error {
-				info := &storage.ServerInfo{Hostname: hostname, Labels: lm, JoinedAt: a.now().UTC()}
+				info := &fleet.ServerInfo{Hostname: hostname, Labels: lm, JoinedAt: a.now().UTC()}
 				created, err := st.JoinServer(ctx, id, info)
 				if err != nil {
 					return err
@@ -85,11 +86,11 @@ run ferry recover.`,
 }
 
 type serverView struct {
-	ID         string              `json:"id"`
-	Registered bool                `json:"registered"`
-	Alive      bool                `json:"alive"`
-	Server     *storage.ServerInfo `json:"server,omitempty"`
-	Worker     *storage.Alive      `json:"worker,omitempty"`
+	ID         string            `json:"id"`
+	Registered bool              `json:"registered"`
+	Alive      bool              `json:"alive"`
+	Server     *fleet.ServerInfo `json:"server,omitempty"`
+	Worker     *fleet.Alive      `json:"worker,omitempty"`
 }
 
 func (a *app) newServersCommand() *cobra.Command {
@@ -100,7 +101,7 @@ func (a *app) newServersCommand() *cobra.Command {
 runs on a server that has not joined is listed too, as not registered.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.withSnapshot(cmd, func(snap *storage.Snapshot) error {
+			return a.withSnapshot(cmd, func(snap *fleet.Snapshot) error {
 				ids := map[string]bool{}
 				for id := range snap.Servers {
 					ids[id] = true
@@ -109,7 +110,7 @@ runs on a server that has not joined is listed too, as not registered.`,
 					ids[id] = true
 				}
 				views := make([]serverView, 0, len(ids))
-				for _, id := range storage.SortedIDs(ids) {
+				for _, id := range fleet.SortedIDs(ids) {
 					views = append(views, serverView{
 						ID: id, Registered: snap.Servers[id] != nil, Alive: snap.Alive[id] != nil,
 						Server: snap.Servers[id], Worker: snap.Alive[id],
@@ -143,7 +144,7 @@ func formatLabels(m map[string]string) string {
 		return "-"
 	}
 	parts := make([]string, 0, len(m))
-	for _, k := range storage.SortedIDs(m) {
+	for _, k := range fleet.SortedIDs(m) {
 		parts = append(parts, k+"="+m[k])
 	}
 	return strings.Join(parts, ",")

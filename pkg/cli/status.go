@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/fleetview"
 	"github.com/ferry-cd/ferry/pkg/retry"
 	"github.com/ferry-cd/ferry/pkg/storage"
@@ -33,7 +34,7 @@ time in its current step.`,
 			if watch || untilFinished {
 				return a.watchStatus(cmd, untilFinished)
 			}
-			return a.withSnapshot(cmd, func(snap *storage.Snapshot) error {
+			return a.withSnapshot(cmd, func(snap *fleet.Snapshot) error {
 				v := fleetview.New(snap)
 				if a.output == "json" {
 					return a.printJSON(v)
@@ -96,7 +97,7 @@ func (a *app) watchStatus(cmd *cobra.Command, untilFinished bool) error {
 			return nil
 		}
 		wctx, cancel := context.WithTimeout(ctx, time.Second)
-		st.WaitChanges(wctx, snap.Revision)
+		st.WaitChange(wctx, snap.Revision)
 		cancel()
 		if ctx.Err() != nil {
 			return nil
@@ -193,16 +194,16 @@ func (a *app) printStatus(v *fleetview.Fleet, configErr error) {
 			if st.For(req) || !s.InRequest {
 				state = string(st.Cond)
 			}
-			if st.Cond == storage.CondRunning && st.For(req) {
+			if st.Cond == fleet.CondRunning && st.For(req) {
 				switch s.Phase {
-				case storage.PhaseRepairing:
+				case fleet.PhaseRepairing:
 					// dpkg's database shows an unfinished install.
 					state = "REPAIRING dpkg"
-				case storage.PhaseRetrying:
+				case fleet.PhaseRetrying:
 					state = "RETRYING"
-				case storage.PhaseWaiting, storage.PhaseUpgrading, storage.PhasePaused:
+				case fleet.PhaseWaiting, fleet.PhaseUpgrading, fleet.PhasePaused:
 					// At a barrier, or upgrading itself: not running a step.
-					state = s.Phase
+					state = string(s.Phase)
 				}
 			}
 		}
@@ -231,8 +232,8 @@ recover refuses a rollout that is still running unless --force is given.
 It asks for confirmation unless --yes is given.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var snap *storage.Snapshot
-			if err := a.withSnapshot(cmd, func(s *storage.Snapshot) error { snap = s; return nil }); err != nil {
+			var snap *fleet.Snapshot
+			if err := a.withSnapshot(cmd, func(s *fleet.Snapshot) error { snap = s; return nil }); err != nil {
 				return err
 			}
 			if snap.Request == nil && len(snap.Statuses) == 0 && len(snap.Contents) == 0 {
@@ -269,17 +270,17 @@ It asks for confirmation unless --yes is given.`,
 // unrecorded is the history record of a rollout that the updater has not
 // finished, and so not recorded: one that a server aborted before the
 // updater stopped it, or one cleared with --force. nil when there is none.
-func unrecorded(snap *storage.Snapshot, state string, now time.Time) *storage.HistoryRecord {
+func unrecorded(snap *fleet.Snapshot, state string, now time.Time) *fleet.HistoryRecord {
 	req := snap.Request
 	if req == nil || req.Finished() {
 		return nil
 	}
-	h := storage.NewHistoryRecord(req, snap.Statuses, storage.ResultCleared, now.UTC())
+	h := fleet.NewHistoryRecord(req, snap.Statuses, fleet.ResultCleared, now.UTC())
 	h.StopReason = "cleared by ferry recover while " + state
 	if state == fleetview.StateAborted {
-		h.Result = storage.ResultAborted
+		h.Result = fleet.ResultAborted
 		for _, id := range req.Servers {
-			if st := snap.Statuses[id]; st.For(req) && st.Cond == storage.CondAborted {
+			if st := snap.Statuses[id]; st.For(req) && st.Cond == fleet.CondAborted {
 				h.StopReason = fmt.Sprintf("%s aborted: %s (cleared by ferry recover before the updater stopped the rollout)", id, st.Message)
 				break
 			}
@@ -288,7 +289,7 @@ func unrecorded(snap *storage.Snapshot, state string, now time.Time) *storage.Hi
 	return h
 }
 
-func (a *app) confirmRecover(snap *storage.Snapshot) error {
+func (a *app) confirmRecover(snap *fleet.Snapshot) error {
 	w := a.stdout
 	if r := snap.Request; r != nil {
 		fmt.Fprintf(w, "This clears the rollout to %s (%s) of %d servers", r.Version, r.Reason, len(r.Servers))

@@ -9,8 +9,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/ferry-cd/ferry/internal/fleettest"
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/fleetview"
-	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/stretchr/testify/require"
 )
 
@@ -38,16 +38,16 @@ func TestTerminalEscapesSanitised(t *testing.T) {
 	f := newFleet(t)
 	evil := strings.Join(hostile, "|")
 	started := time.Date(2026, 1, 2, 10, 0, 0, 0, time.UTC)
-	req := &storage.UpdateRequest{Version: "2026.01.02-1" + hostile[0], Servers: []string{"boot-0"}, StartedAt: started, Reason: evil, Stop: true, StopReason: evil}
+	req := &fleet.UpdateRequest{Version: "2026.01.02-1" + hostile[0], Servers: []string{"boot-0"}, StartedAt: started, Reason: evil, Stop: true, StopReason: evil}
 	fleettest.AsLeader(t, f.st, func(key string) error { return f.st.StartRequest(f.ctx(), req, key) })
-	require.NoError(t, f.st.PutStatus(f.ctx(), "boot-0", &storage.UpdateStatus{Version: evil, Rollout: started, Step: 1, StepName: evil, Cond: storage.CondAborted, Message: evil, UpdatedAt: started}))
+	require.NoError(t, f.st.PutStatus(f.ctx(), "boot-0", &fleet.UpdateStatus{Version: evil, Rollout: started, Step: 1, StepName: evil, Cond: fleet.CondAborted, Message: evil, UpdatedAt: started}))
 	done := *req
 	done.FinishedAt = started.Add(time.Minute)
-	h := &storage.HistoryRecord{
+	h := &fleet.HistoryRecord{
 		Version: req.Version, Reason: evil, Servers: []string{"boot-0", evil}, Result: evil, StopReason: evil, StartedAt: started, FinishedAt: done.FinishedAt,
-		Events:   []storage.RolloutEvent{{Kind: "", At: started, Message: evil}, {Kind: evil, At: started}},
-		Timeline: map[string][]storage.StepRecord{evil: {{Step: 1, Name: evil, Start: started, End: started, Result: evil, Attempts: []storage.Attempt{{Start: started, End: started, Error: evil}}}}},
-		Failed:   []storage.FailedServer{{ID: evil, Step: 1, StepName: evil, Reason: evil, At: started}},
+		Events:   []fleet.RolloutEvent{{Kind: "", At: started, Message: evil}, {Kind: evil, At: started}},
+		Timeline: map[string][]fleet.StepRecord{evil: {{Step: 1, Name: evil, Start: started, End: started, Result: evil, Attempts: []fleet.Attempt{{Start: started, End: started, Error: evil}}}}},
+		Failed:   []fleet.FailedServer{{ID: evil, Step: 1, StepName: evil, Reason: evil, At: started}},
 	}
 	f.finishRequest(&done, h)
 
@@ -92,22 +92,22 @@ func FuzzTerminalOutput(f *testing.F) {
 	f.Add("", "")
 	f.Fuzz(func(t *testing.T, a, b string) {
 		now := time.Date(2026, 1, 2, 10, 0, 0, 0, time.UTC)
-		req := &storage.UpdateRequest{Version: a, Servers: []string{b, a}, StartedAt: now, Reason: b, Stop: true, StopReason: a,
-			Failed: []storage.FailedServer{{ID: a, StepName: b, Reason: a}}, Events: []storage.RolloutEvent{{Kind: a, Message: b}}}
-		snap := &storage.Snapshot{
+		req := &fleet.UpdateRequest{Version: a, Servers: []string{b, a}, StartedAt: now, Reason: b, Stop: true, StopReason: a,
+			Failed: []fleet.FailedServer{{ID: a, StepName: b, Reason: a}}, Events: []fleet.RolloutEvent{{Kind: a, Message: b}}}
+		snap := &fleet.Snapshot{
 			Request:  req,
-			Statuses: map[string]*storage.UpdateStatus{b: {Version: a, Rollout: now, StepName: b, Phase: a, Cond: storage.Cond(b), Message: a}},
-			Servers:  map[string]*storage.ServerInfo{a: {Hostname: b, Labels: map[string]string{a: b}}},
-			Alive:    map[string]*storage.Alive{b: {Version: a}},
-			Release:  &storage.ReleaseInfo{Version: a, Tag: b},
-			Pin:      &storage.Pin{Version: b},
+			Statuses: map[string]*fleet.UpdateStatus{b: {Version: a, Rollout: now, StepName: b, Phase: fleet.Phase(a), Cond: fleet.Cond(b), Message: a}},
+			Servers:  map[string]*fleet.ServerInfo{a: {Hostname: b, Labels: map[string]string{a: b}}},
+			Alive:    map[string]*fleet.Alive{b: {Version: a}},
+			Release:  &fleet.ReleaseInfo{Version: a, Tag: b},
+			Pin:      &fleet.Pin{Version: b},
 			Leader:   a,
 		}
 		var out bytes.Buffer
 		app := &app{stdout: newSafeWriter(&out), now: func() time.Time { return now }}
 		app.printStatus(fleetview.New(snap), nil)
-		h := storage.NewHistoryRecord(req, snap.Statuses, b, now)
-		h.Timeline = map[string][]storage.StepRecord{a: {{Name: b, Result: a, Attempts: []storage.Attempt{{Error: b}}}}}
+		h := fleet.NewHistoryRecord(req, snap.Statuses, b, now)
+		h.Timeline = map[string][]fleet.StepRecord{a: {{Name: b, Result: a, Attempts: []fleet.Attempt{{Error: b}}}}}
 		app.printTimeline(h)
 		requireSafe(t, out.String())
 	})

@@ -7,7 +7,7 @@ package fleetview
 import (
 	"time"
 
-	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/ferry-cd/ferry/pkg/fleet"
 )
 
 // States of a rollout as a whole.
@@ -22,14 +22,14 @@ const (
 
 // Fleet is the view of one snapshot.
 type Fleet struct {
-	State   string                 `json:"state"`
-	Request *storage.UpdateRequest `json:"request"`
-	Servers []Server               `json:"servers"`
-	Release *storage.ReleaseInfo   `json:"release"`
-	Pin     *storage.Pin           `json:"pin"`
+	State   string               `json:"state"`
+	Request *fleet.UpdateRequest `json:"request"`
+	Servers []Server             `json:"servers"`
+	Release *fleet.ReleaseInfo   `json:"release"`
+	Pin     *fleet.Pin           `json:"pin"`
 	// Leader is the updater that leads; Check its last release check.
-	Leader string             `json:"leader"`
-	Check  *storage.CheckInfo `json:"last_check"`
+	Leader string           `json:"leader"`
+	Check  *fleet.CheckInfo `json:"last_check"`
 	// Passed is the highest barrier every server of the rollout reached
 	// (the plan's step count + 1 once all completed); 0 before the first.
 	Passed int `json:"passed"`
@@ -39,16 +39,16 @@ type Fleet struct {
 
 // Server is one server in the view.
 type Server struct {
-	ID        string                `json:"id"`
-	InRequest bool                  `json:"in_request"`
-	Alive     bool                  `json:"alive"`
-	Status    *storage.UpdateStatus `json:"status"`
-	// State is the server's state in a word (storage.Snapshot.State);
+	ID        string              `json:"id"`
+	InRequest bool                `json:"in_request"`
+	Alive     bool                `json:"alive"`
+	Status    *fleet.UpdateStatus `json:"status"`
+	// State is the server's state in a word (fleet.Snapshot.State);
 	// Phase its phase in the step, a passed barrier counted as running;
 	// Installed the version its live worker runs.
-	State     string `json:"state"`
-	Phase     string `json:"phase,omitempty"`
-	Installed string `json:"installed,omitempty"`
+	State     fleet.State `json:"state"`
+	Phase     fleet.Phase `json:"phase,omitempty"`
+	Installed string      `json:"installed,omitempty"`
 	// Labels are the server's labels from servers/<id>.
 	Labels map[string]string `json:"labels,omitempty"`
 	// LastSeen is the last sign of its worker: its last status or the
@@ -69,7 +69,7 @@ type Step struct {
 }
 
 // New builds the view of snap.
-func New(snap *storage.Snapshot) *Fleet {
+func New(snap *fleet.Snapshot) *Fleet {
 	v := &Fleet{Request: snap.Request, Release: snap.Release, Pin: snap.Pin, Leader: snap.Leader, Check: snap.Check}
 	ids := map[string]bool{}
 	if snap.Request != nil {
@@ -83,7 +83,7 @@ func New(snap *storage.Snapshot) *Fleet {
 	for id := range snap.Servers {
 		ids[id] = true
 	}
-	for _, id := range storage.SortedIDs(ids) {
+	for _, id := range fleet.SortedIDs(ids) {
 		sv := Server{
 			ID:        id,
 			InRequest: snap.Request != nil && snap.Request.IsMember(id),
@@ -112,7 +112,7 @@ func New(snap *storage.Snapshot) *Fleet {
 }
 
 // State is the rollout's state in a word.
-func State(snap *storage.Snapshot) string {
+func State(snap *fleet.Snapshot) string {
 	req := snap.Request
 	if req == nil {
 		return StateNone
@@ -124,9 +124,9 @@ func State(snap *storage.Snapshot) string {
 	for _, id := range req.Active() {
 		st := snap.Statuses[id]
 		switch {
-		case st.For(req) && st.Cond == storage.CondAborted:
+		case st.For(req) && st.Cond == fleet.CondAborted:
 			return StateAborted
-		case !st.For(req) || st.Cond != storage.CondCompleted:
+		case !st.For(req) || st.Cond != fleet.CondCompleted:
 			done = false
 		}
 	}
@@ -140,9 +140,9 @@ func State(snap *storage.Snapshot) string {
 	held, working := false, false
 	for _, id := range req.Active() {
 		switch snap.Phase(id) {
-		case storage.PhasePaused:
+		case fleet.PhasePaused:
 			held = true
-		case storage.PhaseRunning, storage.PhaseRetrying, storage.PhaseRepairing, storage.PhaseUpgrading:
+		case fleet.PhaseRunning, fleet.PhaseRetrying, fleet.PhaseRepairing, fleet.PhaseUpgrading:
 			working = true
 		}
 	}
@@ -154,7 +154,7 @@ func State(snap *storage.Snapshot) string {
 
 // steps is the progress through every step that a server of the rollout
 // has reached, named as the statuses name them.
-func steps(snap *storage.Snapshot) []Step {
+func steps(snap *fleet.Snapshot) []Step {
 	req := snap.Request
 	if req == nil {
 		return nil

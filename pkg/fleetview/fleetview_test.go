@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/stretchr/testify/require"
 )
 
@@ -13,23 +13,23 @@ import (
 // report about an earlier rollout counts for nothing.
 func TestStepsCountArrivalsAndDone(t *testing.T) {
 	started := time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC)
-	req := &storage.UpdateRequest{Version: "2", Servers: []string{"a", "b", "c", "d"}, StartedAt: started}
-	st := func(step int, name string, cond storage.Cond) *storage.UpdateStatus {
-		return &storage.UpdateStatus{Version: "2", Step: step, StepName: name, Phase: storage.PhaseWaiting, Cond: cond, Rollout: started}
+	req := &fleet.UpdateRequest{Version: "2", Servers: []string{"a", "b", "c", "d"}, StartedAt: started}
+	st := func(step int, name string, cond fleet.Cond) *fleet.UpdateStatus {
+		return &fleet.UpdateStatus{Version: "2", Step: step, StepName: name, Phase: fleet.PhaseWaiting, Cond: cond, Rollout: started}
 	}
-	old := st(3, "services", storage.CondCompleted)
+	old := st(3, "services", fleet.CondCompleted)
 	old.Rollout = started.Add(-time.Hour)
-	snap := &storage.Snapshot{
+	snap := &fleet.Snapshot{
 		Request: req,
-		Statuses: map[string]*storage.UpdateStatus{
-			"a": st(3, "services", storage.CondCompleted),
-			"b": st(3, "services", storage.CondRunning),
-			"c": st(2, "images", storage.CondRunning),
+		Statuses: map[string]*fleet.UpdateStatus{
+			"a": st(3, "services", fleet.CondCompleted),
+			"b": st(3, "services", fleet.CondRunning),
+			"c": st(2, "images", fleet.CondRunning),
 			"d": old,
 		},
-		Alive:   map[string]*storage.Alive{"a": {}, "b": {}, "c": {}, "d": {}},
-		Servers: map[string]*storage.ServerInfo{"e": {Labels: map[string]string{"rack": "r2"}}},
-		Passed:  &storage.Passed{Rollout: started, Step: 0},
+		Alive:   map[string]*fleet.Alive{"a": {}, "b": {}, "c": {}, "d": {}},
+		Servers: map[string]*fleet.ServerInfo{"e": {Labels: map[string]string{"rack": "r2"}}},
+		Passed:  &fleet.Passed{Rollout: started, Step: 0},
 	}
 	v := New(snap)
 	require.Equal(t, StateRunning, v.State)
@@ -45,5 +45,5 @@ func TestStepsCountArrivalsAndDone(t *testing.T) {
 	require.Equal(t, []string{"a", "b", "c", "d", "e"}, ids, "a joined server outside the rollout is listed too")
 	require.Equal(t, map[string]string{"rack": "r2"}, v.Servers[4].Labels)
 	require.False(t, v.Servers[4].InRequest)
-	require.Equal(t, storage.StateIdle, v.Servers[3].State, "d's report is about an earlier rollout")
+	require.Equal(t, fleet.StateIdle, v.Servers[3].State, "d's report is about an earlier rollout")
 }

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/ferry-cd/ferry/internal/githubfake"
-	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/ferry-cd/ferry/pkg/fleet"
 )
 
 // The download benchmark runs each download in a child process (this test
@@ -160,13 +160,13 @@ func BenchmarkIdlePolls(b *testing.B) {
 		b.Fatal(err)
 	}
 	ctx := context.Background()
-	if _, err := src.Latest(ctx, storage.EnvProd, nil); err != nil {
+	if _, err := src.Latest(ctx, fleet.EnvProd, nil); err != nil {
 		b.Fatal(err)
 	}
 	fake.ResetCounters()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := src.Latest(ctx, storage.EnvProd, nil); err != nil {
+		if _, err := src.Latest(ctx, fleet.EnvProd, nil); err != nil {
 			b.Fatal(err)
 		}
 	}

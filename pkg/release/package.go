@@ -13,7 +13,7 @@ import (
 
 	"aead.dev/minisign"
 	"github.com/ferry-cd/ferry/pkg/deb"
-	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/trust"
 )
 
@@ -37,13 +37,13 @@ type Trust struct {
 // Channels returns the manifest channels an env takes, preferred first: prod
 // takes production only; staging takes staging and production; dev takes
 // any channel.
-func Channels(env storage.Env) []string {
+func Channels(env fleet.Env) []string {
 	switch env {
-	case storage.EnvProd:
+	case fleet.EnvProd:
 		return []string{trust.ChannelProduction}
-	case storage.EnvStaging:
+	case fleet.EnvStaging:
 		return []string{trust.ChannelStaging, trust.ChannelProduction}
-	case storage.EnvDev:
+	case fleet.EnvDev:
 		return []string{trust.ChannelTest, trust.ChannelStaging, trust.ChannelProduction}
 	}
 	return nil
@@ -52,7 +52,7 @@ func Channels(env storage.Env) []string {
 // Accepted returns the channels a server takes under env, preferred
 // first: those env takes (see Channels) that the server's own config
 // allows. etcd's env narrows what a server takes, never widens it.
-func Accepted(env storage.Env, allowed []string) []string {
+func Accepted(env fleet.Env, allowed []string) []string {
 	return trust.Narrow(Channels(env), allowed)
 }
 
@@ -60,10 +60,10 @@ func Accepted(env storage.Env, allowed []string) []string {
 // channel the server allows: what the updater looks for, so that it never
 // asks for a release that the servers would refuse. dev needs test,
 // staging needs staging, prod needs production.
-func EnvWithin(env storage.Env, allowed []string) storage.Env {
-	needs := map[storage.Env]string{storage.EnvDev: trust.ChannelTest, storage.EnvStaging: trust.ChannelStaging, storage.EnvProd: trust.ChannelProduction}
-	narrower := map[storage.Env]storage.Env{storage.EnvDev: storage.EnvStaging, storage.EnvStaging: storage.EnvProd, storage.EnvProd: storage.EnvNone}
-	for env != storage.EnvNone && !slices.Contains(allowed, needs[env]) {
+func EnvWithin(env fleet.Env, allowed []string) fleet.Env {
+	needs := map[fleet.Env]string{fleet.EnvDev: trust.ChannelTest, fleet.EnvStaging: trust.ChannelStaging, fleet.EnvProd: trust.ChannelProduction}
+	narrower := map[fleet.Env]fleet.Env{fleet.EnvDev: fleet.EnvStaging, fleet.EnvStaging: fleet.EnvProd, fleet.EnvProd: fleet.EnvNone}
+	for env != fleet.EnvNone && !slices.Contains(allowed, needs[env]) {
 		env = narrower[env]
 	}
 	return env
@@ -84,9 +84,9 @@ func ChannelOf(rel *Release) string {
 
 // FindVersion looks a ferry version up under the tag its env uses first
 // (test- in dev, release- otherwise), then the other.
-func (s *Source) FindVersion(ctx context.Context, env storage.Env, version string) (*Release, error) {
+func (s *Source) FindVersion(ctx context.Context, env fleet.Env, version string) (*Release, error) {
 	prefixes := []string{PrefixRelease, PrefixTest}
-	if env == storage.EnvDev {
+	if env == fleet.EnvDev {
 		prefixes = []string{PrefixTest, PrefixRelease}
 	}
 	var err error
@@ -281,15 +281,15 @@ func smallFile(name string, channels []string) bool {
 // (see Channels), so that a worker fetches nothing but the package itself,
 // and that from its web download URL. Nothing is verified here: every
 // worker verifies what it is given against its own keys.
-func (s *Source) Resolve(ctx context.Context, env storage.Env, version string) (*storage.ReleaseRef, error) {
+func (s *Source) Resolve(ctx context.Context, env fleet.Env, version string) (*fleet.ReleaseRef, error) {
 	rel, err := s.FindVersion(ctx, env, version)
 	if err != nil {
 		return nil, err
 	}
 	channels := Channels(env)
-	ref := &storage.ReleaseRef{Repo: s.Repo(), Tag: rel.Tag}
+	ref := &fleet.ReleaseRef{Repo: s.Repo(), Tag: rel.Tag}
 	for _, a := range rel.Assets {
-		ar := storage.AssetRef{Name: a.Name, ID: a.ID, Size: a.Size, URL: a.URL}
+		ar := fleet.AssetRef{Name: a.Name, ID: a.ID, Size: a.Size, URL: a.URL}
 		switch {
 		case smallFile(a.Name, channels) && a.Size <= maxInline:
 			if ar.Data, err = s.Fetch(ctx, a, max(trust.MaxManifestSize, maxSumsSize)); err != nil {
@@ -303,8 +303,8 @@ func (s *Source) Resolve(ctx context.Context, env storage.Env, version string) (
 	return ref, nil
 }
 
-// FromRef is the release a storage.ReleaseRef describes, for FetchPackage.
-func FromRef(ref *storage.ReleaseRef) *Release {
+// FromRef is the release a fleet.ReleaseRef describes, for FetchPackage.
+func FromRef(ref *fleet.ReleaseRef) *Release {
 	prefix, v, _ := SplitTag(ref.Tag)
 	rel := &Release{Tag: ref.Tag, Prefix: prefix, Version: v}
 	for _, a := range ref.Assets {

@@ -13,8 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/retry"
-	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/ferry-cd/ferry/pkg/version"
 	"github.com/google/go-github/v84/github"
 )
@@ -177,7 +177,7 @@ type Asset struct {
 	// without a token reads the asset there, which costs no API request.
 	URL string
 	// Data, when set, is the asset's content, carried in from a
-	// storage.ReleaseRef: it is not downloaded at all.
+	// fleet.ReleaseRef: it is not downloaded at all.
 	Data []byte
 }
 
@@ -253,8 +253,8 @@ func (s *Source) ByTag(ctx context.Context, tag string) (*Release, error) {
 // Latest returns the newest release that env may take and skip does not
 // leave out (a withdrawn version, say; nil leaves out nothing), or
 // ErrNoRelease.
-func (s *Source) Latest(ctx context.Context, env storage.Env, skip func(version string) bool) (*Release, error) {
-	if env == storage.EnvNone {
+func (s *Source) Latest(ctx context.Context, env fleet.Env, skip func(version string) bool) (*Release, error) {
+	if env == fleet.EnvNone {
 		return nil, fmt.Errorf("env is none: %w", ErrNoRelease)
 	}
 	rels, err := s.List(ctx)
@@ -278,23 +278,23 @@ func (s *Source) Latest(ctx context.Context, env storage.Env, skip func(version 
 //   - none: nothing.
 //
 // Drafts are never eligible.
-func Eligible(r *Release, env storage.Env) bool {
+func Eligible(r *Release, env fleet.Env) bool {
 	if r.Draft {
 		return false
 	}
 	switch env {
-	case storage.EnvProd:
+	case fleet.EnvProd:
 		return r.Prefix == PrefixRelease && !r.Prerelease
-	case storage.EnvStaging:
+	case fleet.EnvStaging:
 		return r.Prefix == PrefixRelease
-	case storage.EnvDev:
+	case fleet.EnvDev:
 		return r.Prefix == PrefixTest
 	}
 	return false
 }
 
 // Select returns the newest release env may take, or nil.
-func Select(rels []*Release, env storage.Env) *Release {
+func Select(rels []*Release, env fleet.Env) *Release {
 	var best *Release
 	for _, r := range rels {
 		if Eligible(r, env) && (best == nil || r.Version.Newer(best.Version)) {

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/ferry-cd/ferry/internal/githubfake"
-	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/stretchr/testify/require"
 )
 
@@ -42,16 +42,16 @@ func TestEnvSelection(t *testing.T) {
 	src := newSource(t, fake)
 	ctx := testCtx(t)
 
-	for env, want := range map[storage.Env]string{
-		storage.EnvProd:    "2026.01.01-1",
-		storage.EnvStaging: "2026.01.02-1",
-		storage.EnvDev:     "2026.01.03-1",
+	for env, want := range map[fleet.Env]string{
+		fleet.EnvProd:    "2026.01.01-1",
+		fleet.EnvStaging: "2026.01.02-1",
+		fleet.EnvDev:     "2026.01.03-1",
 	} {
 		r, err := src.Latest(ctx, env, nil)
 		require.NoError(t, err, env)
 		require.Equal(t, want, r.Version.String(), env)
 	}
-	_, err := src.Latest(ctx, storage.EnvNone, nil)
+	_, err := src.Latest(ctx, fleet.EnvNone, nil)
 	require.ErrorIs(t, err, ErrNoRelease)
 
 	r, err := src.ByTag(ctx, "release-2026.01.02-1")
@@ -66,7 +66,7 @@ func TestNoEligibleReleaseIsAnAnswer(t *testing.T) {
 	fake := githubfake.New()
 	defer fake.Close()
 	fake.AddRelease(testRepo, githubfake.ReleaseSpec{Tag: "test-2026.01.03-1", Prerelease: true})
-	_, err := newSource(t, fake).Latest(testCtx(t), storage.EnvProd, nil)
+	_, err := newSource(t, fake).Latest(testCtx(t), fleet.EnvProd, nil)
 	require.ErrorIs(t, err, ErrNoRelease)
 }
 
@@ -80,12 +80,12 @@ func TestNewestEligibleOnSecondPage(t *testing.T) {
 		fake.AddRelease(testRepo, githubfake.ReleaseSpec{Tag: fmt.Sprintf("test-2026.01.02-%d", i), CreatedAt: day(2).Add(time.Duration(i) * time.Minute)})
 	}
 	src := newSource(t, fake)
-	r, err := src.Latest(testCtx(t), storage.EnvProd, nil)
+	r, err := src.Latest(testCtx(t), fleet.EnvProd, nil)
 	require.NoError(t, err)
 	require.Equal(t, "2026.01.01-1", r.Version.String())
 	require.Equal(t, 2, fake.Counters().Counted, "two pages of 100")
 
-	r, err = src.Latest(testCtx(t), storage.EnvDev, nil)
+	r, err = src.Latest(testCtx(t), fleet.EnvDev, nil)
 	require.NoError(t, err)
 	require.Equal(t, "2026.01.02-150", r.Version.String())
 }
@@ -101,7 +101,7 @@ func TestIdlePollsCostOneCountedRequest(t *testing.T) {
 	ctx := testCtx(t)
 
 	for i := 0; i < 100; i++ {
-		r, err := src.Latest(ctx, storage.EnvProd, nil)
+		r, err := src.Latest(ctx, fleet.EnvProd, nil)
 		require.NoError(t, err)
 		require.Equal(t, "2026.01.01-1", r.Version.String())
 	}
@@ -115,7 +115,7 @@ func TestIdlePollsCostOneCountedRequest(t *testing.T) {
 	// A new release changes the answer: one more counted request, and the
 	// new release is seen.
 	fake.AddRelease(testRepo, githubfake.ReleaseSpec{Tag: "release-2026.01.02-1"})
-	r, err := src.Latest(ctx, storage.EnvProd, nil)
+	r, err := src.Latest(ctx, fleet.EnvProd, nil)
 	require.NoError(t, err)
 	require.Equal(t, "2026.01.02-1", r.Version.String())
 	require.Equal(t, 2, fake.Counters().Counted)
@@ -131,14 +131,14 @@ func TestFailuresAreErrorsNotNoRelease(t *testing.T) {
 	now := time.Now()
 
 	fake.FailNext(1, http.StatusInternalServerError)
-	_, err := src.Latest(ctx, storage.EnvProd, nil)
+	_, err := src.Latest(ctx, fleet.EnvProd, nil)
 	require.Error(t, err)
 	require.False(t, errors.Is(err, ErrNoRelease))
 	_, limited := RetryAfter(err, now)
 	require.False(t, limited)
 
 	fake.RateLimitSecondary(1, http.StatusTooManyRequests, 3*time.Second)
-	_, err = src.Latest(ctx, storage.EnvProd, nil)
+	_, err = src.Latest(ctx, fleet.EnvProd, nil)
 	require.Error(t, err)
 	require.False(t, errors.Is(err, ErrNoRelease))
 	wait, limited := RetryAfter(err, now)
@@ -146,7 +146,7 @@ func TestFailuresAreErrorsNotNoRelease(t *testing.T) {
 	require.Equal(t, 3*time.Second, wait)
 
 	fake.RateLimitPrimary(1, http.StatusForbidden, 2*time.Second)
-	_, err = src.Latest(ctx, storage.EnvProd, nil)
+	_, err = src.Latest(ctx, fleet.EnvProd, nil)
 	require.Error(t, err)
 	wait, limited = RetryAfter(err, time.Now())
 	require.True(t, limited)
@@ -155,7 +155,7 @@ func TestFailuresAreErrorsNotNoRelease(t *testing.T) {
 
 	// Once the reset has passed, the source works again.
 	require.Eventually(t, func() bool {
-		r, err := src.Latest(ctx, storage.EnvProd, nil)
+		r, err := src.Latest(ctx, fleet.EnvProd, nil)
 		return err == nil && r.Version.String() == "2026.01.01-1"
 	}, 10*time.Second, 200*time.Millisecond)
 }
@@ -168,11 +168,11 @@ func TestToken(t *testing.T) {
 	fake.AddRelease(testRepo, githubfake.ReleaseSpec{Tag: "release-2026.01.01-1"})
 	ctx := testCtx(t)
 
-	_, err := newSource(t, fake).Latest(ctx, storage.EnvProd, nil)
+	_, err := newSource(t, fake).Latest(ctx, fleet.EnvProd, nil)
 	require.ErrorContains(t, err, "401")
 	src, err := NewSource(Options{APIURL: fake.APIURL(), Repo: testRepo, Token: "s3cret"})
 	require.NoError(t, err)
-	_, err = src.Latest(ctx, storage.EnvProd, nil)
+	_, err = src.Latest(ctx, fleet.EnvProd, nil)
 	require.NoError(t, err)
 }
 

@@ -4,7 +4,7 @@ import (
 	"os/exec"
 	"testing"
 
-	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/trust"
 
 	"github.com/stretchr/testify/require"
@@ -88,19 +88,19 @@ func TestChannelsNarrowNeverWiden(t *testing.T) {
 	prod := []string{trust.ChannelProduction}
 	lab := trust.Channels
 	cases := []struct {
-		env      storage.Env
+		env      fleet.Env
 		allowed  []string
 		accepted []string
-		within   storage.Env
+		within   fleet.Env
 	}{
-		{storage.EnvDev, prod, prod, storage.EnvProd},
-		{storage.EnvStaging, prod, prod, storage.EnvProd},
-		{storage.EnvProd, prod, prod, storage.EnvProd},
-		{storage.EnvNone, prod, nil, storage.EnvNone},
-		{storage.EnvDev, lab, lab, storage.EnvDev},
-		{storage.EnvProd, lab, prod, storage.EnvProd},
-		{storage.EnvStaging, []string{trust.ChannelStaging, trust.ChannelProduction}, []string{trust.ChannelStaging, trust.ChannelProduction}, storage.EnvStaging},
-		{storage.EnvProd, []string{trust.ChannelTest}, nil, storage.EnvNone},
+		{fleet.EnvDev, prod, prod, fleet.EnvProd},
+		{fleet.EnvStaging, prod, prod, fleet.EnvProd},
+		{fleet.EnvProd, prod, prod, fleet.EnvProd},
+		{fleet.EnvNone, prod, nil, fleet.EnvNone},
+		{fleet.EnvDev, lab, lab, fleet.EnvDev},
+		{fleet.EnvProd, lab, prod, fleet.EnvProd},
+		{fleet.EnvStaging, []string{trust.ChannelStaging, trust.ChannelProduction}, []string{trust.ChannelStaging, trust.ChannelProduction}, fleet.EnvStaging},
+		{fleet.EnvProd, []string{trust.ChannelTest}, nil, fleet.EnvNone},
 	}
 	for _, c := range cases {
 		require.Equal(t, c.accepted, Accepted(c.env, c.allowed), "env %s, allowed %v", c.env, c.allowed)

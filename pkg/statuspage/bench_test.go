@@ -9,6 +9,7 @@ import (
 
 	"github.com/ferry-cd/ferry/internal/etcdtest"
 	"github.com/ferry-cd/ferry/internal/fleettest"
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/storage"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -25,21 +26,21 @@ func BenchmarkStatusPageView(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			req := &storage.UpdateRequest{Version: "2", StartedAt: time.Now().UTC(), Reason: "update"}
+			req := &fleet.UpdateRequest{Version: "2", StartedAt: time.Now().UTC(), Reason: "update"}
 			for i := range n {
 				req.Servers = append(req.Servers, fmt.Sprintf("boot-%04d", i))
 			}
 			fleettest.AsLeader(b, st, func(key string) error { return st.StartRequest(ctx, req, key) })
 			for i, id := range req.Servers {
-				if _, err := st.JoinServer(ctx, id, &storage.ServerInfo{Labels: map[string]string{"rack": fmt.Sprintf("r%d", i%20)}}); err != nil {
+				if _, err := st.JoinServer(ctx, id, &fleet.ServerInfo{Labels: map[string]string{"rack": fmt.Sprintf("r%d", i%20)}}); err != nil {
 					b.Fatal(err)
 				}
-				s := &storage.UpdateStatus{Version: "2", Step: 1 + i%4, StepName: "services", Phase: storage.PhaseWaiting, Cond: storage.CondRunning, Message: "installing acme-tools 1.0.0", UpdatedAt: time.Now(), Rollout: req.StartedAt}
+				s := &fleet.UpdateStatus{Version: "2", Step: 1 + i%4, StepName: "services", Phase: fleet.PhaseWaiting, Cond: fleet.CondRunning, Message: "installing acme-tools 1.0.0", UpdatedAt: time.Now(), Rollout: req.StartedAt}
 				if err := st.PutStatus(ctx, id, s); err != nil {
 					b.Fatal(err)
 				}
 			}
-			page := New(Options{Storage: st, ServedBy: "boot-0000"})
+			page := New(Options{Store: st, ServedBy: "boot-0000"})
 
 			var size int
 			began := time.Now()

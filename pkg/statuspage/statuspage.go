@@ -24,8 +24,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/fleetview"
-	"github.com/ferry-cd/ferry/pkg/storage"
 )
 
 //go:embed assets
@@ -33,9 +33,9 @@ var assets embed.FS
 
 // Options configure a status page.
 type Options struct {
-	Storage *storage.Storage
+	Store Store
 	// Etcd, if set, names the cause when etcd does not answer.
-	Etcd *storage.Monitor
+	Etcd Health
 	// ServedBy is the id of the server whose updater serves the page.
 	ServedBy string
 	Logger   *slog.Logger
@@ -49,6 +49,20 @@ type Options struct {
 	Now                          func() time.Time
 }
 
+// Store is where the page reads the fleet: pkg/storage's Storage.
+type Store interface {
+	Snapshot(ctx context.Context) (*fleet.Snapshot, error)
+	GetHistory(ctx context.Context, limit int64) ([]*fleet.HistoryRecord, error)
+	// WaitChange returns when anything changed after revision afterRev.
+	WaitChange(ctx context.Context, afterRev int64) error
+}
+
+// Health says why the store does not answer: pkg/storage's Monitor.
+type Health interface {
+	// Err is nil while the store answers.
+	Err() error
+}
+
 // Page is what the page shows, as /api/status and /api/events send it.
 type Page struct {
 	// Now is the server's clock when the view was sent, so that the
@@ -60,13 +74,13 @@ type Page struct {
 	Fleet *fleetview.Fleet `json:"fleet"`
 	// From is the version the fleet ran before the current rollout: that
 	// of the last completed one.
-	From        string                   `json:"from,omitempty"`
-	History     []*storage.HistoryRecord `json:"history"`
-	Config      []ConfigEntry            `json:"config"`
-	ConfigError string                   `json:"config_error,omitempty"`
-	Window      *Window                  `json:"window,omitempty"`
+	From        string                 `json:"from,omitempty"`
+	History     []*fleet.HistoryRecord `json:"history"`
+	Config      []ConfigEntry          `json:"config"`
+	ConfigError string                 `json:"config_error,omitempty"`
+	Window      *Window                `json:"window,omitempty"`
 	// Refused are the versions a failed rollout refused.
-	Refused []*storage.Refused `json:"refused,omitempty"`
+	Refused []*fleet.Refused `json:"refused,omitempty"`
 }
 
 // EtcdState says whether the view is current.
@@ -263,7 +277,7 @@ func (s *Server) follow(ctx context.Context) {
 		s.publish(ctx, p)
 		if p.Etcd.Reachable {
 			wctx, cancel := context.WithTimeout(ctx, s.opts.Refresh)
-			_, err := s.opts.Storage.WaitChanges(wctx, p.Etcd.revision)
+			err := s.opts.Store.WaitChange(wctx, p.Etcd.revision)
 			cancel()
 			if err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) {
 				s.opts.Logger.Debug("status page: watch ended", "error", err)
@@ -315,8 +329,10 @@ func (s *Server) read(ctx context.Context) *Page {
 	if s.down.IsZero() {
 		s.down = now
 	}
-	if known := errors.Unwrap(s.opts.Etcd.Err()); known != nil {
-		err = known // the monitor's probe names the cause better than a timeout
+	if s.opts.Etcd != nil {
+		if known := errors.Unwrap(s.opts.Etcd.Err()); known != nil {
+			err = known // the monitor's probe names the cause better than a timeout
+		}
 	}
 	out := &Page{}
 	if s.last != nil {
@@ -333,11 +349,11 @@ func (s *Server) read(ctx context.Context) *Page {
 func (s *Server) readEtcd(ctx context.Context, now time.Time) (*Page, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.opts.ReadTimeout)
 	defer cancel()
-	snap, err := s.opts.Storage.Snapshot(ctx)
+	snap, err := s.opts.Store.Snapshot(ctx)
 	if err != nil {
 		return nil, err
 	}
-	hist, err := s.opts.Storage.GetHistory(ctx, s.opts.HistoryLimit)
+	hist, err := s.opts.Store.GetHistory(ctx, s.opts.HistoryLimit)
 	if err != nil {
 		return nil, err
 	}
@@ -351,12 +367,12 @@ func (s *Server) readEtcd(ctx context.Context, now time.Time) (*Page, error) {
 	if snap.ConfigErr != nil {
 		p.ConfigError = snap.ConfigErr.Error()
 	}
-	for _, v := range storage.SortedIDs(snap.Refused) {
+	for _, v := range fleet.SortedIDs(snap.Refused) {
 		p.Refused = append(p.Refused, snap.Refused[v])
 	}
 	if req := snap.Request; req != nil {
 		for _, h := range hist {
-			if h.Result == storage.ResultCompleted && !h.StartedAt.Equal(req.StartedAt) {
+			if h.Result == fleet.ResultCompleted && !h.StartedAt.Equal(req.StartedAt) {
 				p.From = h.Version
 				break
 			}
@@ -377,7 +393,7 @@ func (s *Server) readEtcd(ctx context.Context, now time.Time) (*Page, error) {
 
 func configEntries(values map[string]string) []ConfigEntry {
 	var out []ConfigEntry
-	for _, k := range storage.ConfigKeys() {
+	for _, k := range fleet.ConfigKeys() {
 		v, set := values[k.Name]
 		out = append(out, ConfigEntry{Key: k.Name, Value: k.Display(v), Set: set, Default: k.Default, Secret: k.Secret})
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ferry-cd/ferry/internal/etcdtest"
 	"github.com/ferry-cd/ferry/internal/fleettest"
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -116,19 +117,19 @@ func TestPageFollowsTheFleet(t *testing.T) {
 	const token = "ghp_verysecrettokenvalue"
 	fleettest.SetConfig(t, st, "github-token", token, "env", "staging", "release-time", "0 9 * * 1")
 	for _, id := range []string{"boot-0", "boot-1"} {
-		_, err := st.JoinServer(ctx, id, &storage.ServerInfo{Labels: map[string]string{"rack": "r1"}})
+		_, err := st.JoinServer(ctx, id, &fleet.ServerInfo{Labels: map[string]string{"rack": "r1"}})
 		require.NoError(t, err)
 	}
-	req := &storage.UpdateRequest{Version: "2", Servers: []string{"boot-0", "boot-1"}, StartedAt: time.Now().UTC().Truncate(time.Second), Reason: "update"}
+	req := &fleet.UpdateRequest{Version: "2", Servers: []string{"boot-0", "boot-1"}, StartedAt: time.Now().UTC().Truncate(time.Second), Reason: "update"}
 	fleettest.AsLeader(t, st, func(key string) error { return st.StartRequest(ctx, req, key) })
 	lease, err := st.Client().Grant(ctx, 60)
 	require.NoError(t, err)
 	for _, id := range req.Servers {
-		require.NoError(t, st.PutAlive(ctx, id, &storage.Alive{Version: "1", StartedAt: time.Now()}, lease.ID))
-		require.NoError(t, st.PutStatus(ctx, id, &storage.UpdateStatus{Version: "2", Step: 1, StepName: "debs", Phase: storage.PhaseWaiting, Cond: storage.CondRunning, UpdatedAt: time.Now(), Rollout: req.StartedAt}))
+		require.NoError(t, st.PutAlive(ctx, id, &fleet.Alive{Version: "1", StartedAt: time.Now()}, lease.ID))
+		require.NoError(t, st.PutStatus(ctx, id, &fleet.UpdateStatus{Version: "2", Step: 1, StepName: "debs", Phase: fleet.PhaseWaiting, Cond: fleet.CondRunning, UpdatedAt: time.Now(), Rollout: req.StartedAt}))
 	}
 
-	page := New(Options{Storage: st, ServedBy: "boot-0", Refresh: 500 * time.Millisecond, ReadTimeout: time.Second})
+	page := New(Options{Store: st, ServedBy: "boot-0", Refresh: 500 * time.Millisecond, ReadTimeout: time.Second})
 	srv := httptest.NewServer(page.Handler())
 	t.Cleanup(srv.Close)
 	sctx, cancel := context.WithCancel(ctx)
@@ -148,7 +149,7 @@ func TestPageFollowsTheFleet(t *testing.T) {
 	require.Contains(t, string(raw), `"key":"github-token","value":"********"`)
 
 	// boot-0 finishes step 1 and waits at step 2: the view follows.
-	require.NoError(t, st.PutStatus(ctx, "boot-0", &storage.UpdateStatus{Version: "2", Step: 2, StepName: "services", Phase: storage.PhaseWaiting, Cond: storage.CondRunning, UpdatedAt: time.Now(), Rollout: req.StartedAt}))
+	require.NoError(t, st.PutStatus(ctx, "boot-0", &fleet.UpdateStatus{Version: "2", Step: 2, StepName: "services", Phase: fleet.PhaseWaiting, Cond: fleet.CondRunning, UpdatedAt: time.Now(), Rollout: req.StartedAt}))
 	adv := waitFor(t, ch, "boot-0 at step 2", func(p *Page) bool {
 		st, _ := server(p, "boot-0")["status"].(map[string]any)
 		return st != nil && st["step_name"] == "services"
@@ -182,7 +183,7 @@ func TestPageFollowsTheFleet(t *testing.T) {
 func TestReaderRunsOnlyWhileSomeoneLooks(t *testing.T) {
 	t.Parallel()
 	st := newStorage(t, etcdtest.Endpoint())
-	page := New(Options{Storage: st, ServedBy: "boot-0"})
+	page := New(Options{Store: st, ServedBy: "boot-0"})
 	srv := httptest.NewServer(page.Handler())
 	t.Cleanup(srv.Close)
 	running := func() bool {
@@ -202,7 +203,7 @@ func TestReaderRunsOnlyWhileSomeoneLooks(t *testing.T) {
 func TestPageAndAssets(t *testing.T) {
 	t.Parallel()
 	st := newStorage(t, etcdtest.Endpoint())
-	srv := httptest.NewServer(New(Options{Storage: st}).Handler())
+	srv := httptest.NewServer(New(Options{Store: st}).Handler())
 	t.Cleanup(srv.Close)
 	get := func(method, path string) (*http.Response, string) {
 		req, err := http.NewRequest(method, srv.URL+path, nil)

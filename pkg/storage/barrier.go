@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -21,13 +22,6 @@ import (
 // fleet. A fleet of at most LocalBarrier servers skips the coordinator:
 // each worker's one watch also takes in the statuses, and it counts.
 
-// LocalBarrier is the largest fleet whose workers count the arrivals
-// themselves, each following every status: a few events per step buy a
-// round trip, the coordinator's write of status/passed. Larger fleets
-// leave the counting to the coordinator, so that the events per step grow
-// linearly with the fleet.
-const LocalBarrier = 16
-
 // BarrierResult is what a wait at a barrier saw.
 type BarrierResult int
 
@@ -40,7 +34,7 @@ const (
 // RolloutWatch follows one rollout's request and its passed barrier.
 type RolloutWatch struct {
 	s         *Storage
-	req       *UpdateRequest
+	req       *fleet.UpdateRequest
 	startedAt time.Time
 	// reached is each member's barrier, for a fleet of at most
 	// LocalBarrier servers that counts its arrivals itself; nil otherwise.
@@ -69,9 +63,9 @@ func (rw *RolloutWatch) Events() int { return rw.events }
 func (rw *RolloutWatch) Revision() int64 { return rw.last }
 
 // WatchRollout starts following the rollout of req. Close it when done.
-func (s *Storage) WatchRollout(ctx context.Context, req *UpdateRequest) (*RolloutWatch, error) {
+func (s *Storage) WatchRollout(ctx context.Context, req *fleet.UpdateRequest) (*RolloutWatch, error) {
 	rw := &RolloutWatch{s: s, req: req, startedAt: req.StartedAt}
-	if len(req.Servers) <= LocalBarrier {
+	if len(req.Servers) <= fleet.LocalBarrier {
 		rw.reached = map[string]int{}
 	}
 	if err := rw.open(ctx); err != nil {
@@ -140,7 +134,7 @@ func (rw *RolloutWatch) apply(kv *mvccpb.KeyValue, deleted bool) error {
 			rw.gone = true
 			return nil
 		}
-		var req UpdateRequest
+		var req fleet.UpdateRequest
 		if err := decode(string(kv.Key), kv.Value, &req); err != nil {
 			return err
 		}
@@ -151,13 +145,13 @@ func (rw *RolloutWatch) apply(kv *mvccpb.KeyValue, deleted bool) error {
 		// The same rollout, revised: the leader gave up on a server.
 		rw.req = &req
 		if rw.reached != nil {
-			rw.passed = max(rw.passed, lowest(req.Active(), rw.reached))
+			rw.passed = max(rw.passed, fleet.Lowest(req.Active(), rw.reached))
 		}
 	case rw.s.abs(keyPassed):
 		if deleted {
 			return nil
 		}
-		var p Passed
+		var p fleet.Passed
 		if err := decode(string(kv.Key), kv.Value, &p); err != nil {
 			return err
 		}
@@ -169,7 +163,7 @@ func (rw *RolloutWatch) apply(kv *mvccpb.KeyValue, deleted bool) error {
 			rw.paused = false
 			return nil
 		}
-		var p Pause
+		var p fleet.Pause
 		if err := decode(string(kv.Key), kv.Value, &p); err != nil {
 			return err
 		}
@@ -178,7 +172,7 @@ func (rw *RolloutWatch) apply(kv *mvccpb.KeyValue, deleted bool) error {
 		if deleted {
 			return nil
 		}
-		var r Resume
+		var r fleet.Resume
 		if err := decode(string(kv.Key), kv.Value, &r); err != nil {
 			return err
 		}
@@ -194,25 +188,14 @@ func (rw *RolloutWatch) apply(kv *mvccpb.KeyValue, deleted bool) error {
 			delete(rw.reached, id)
 			return nil
 		}
-		var st UpdateStatus
+		var st fleet.UpdateStatus
 		if err := decode(string(kv.Key), kv.Value, &st); err != nil {
 			return err
 		}
 		rw.reached[id] = st.Reached(rw.req)
-		rw.passed = max(rw.passed, lowest(rw.req.Active(), rw.reached))
+		rw.passed = max(rw.passed, fleet.Lowest(rw.req.Active(), rw.reached))
 	}
 	return nil
-}
-
-// lowest is the barrier every member has reached.
-func lowest(members []string, reached map[string]int) int {
-	low := -1
-	for _, id := range members {
-		if r := reached[id]; low < 0 || r < low {
-			low = r
-		}
-	}
-	return max(low, 0)
 }
 
 // Paused reports whether `ferry rollout pause` holds the rollout.
@@ -223,7 +206,7 @@ func (rw *RolloutWatch) Resumed() int { return rw.resumed }
 
 // Request is the rollout's request as last seen: the leader may revise it
 // (Failed) while it runs.
-func (rw *RolloutWatch) Request() *UpdateRequest { return rw.req }
+func (rw *RolloutWatch) Request() *fleet.UpdateRequest { return rw.req }
 
 // Wait returns when every server of the rollout has reached barrier k
 // (BarrierPassed), or when the request is stopped, finished or replaced
@@ -304,8 +287,8 @@ func (rw *RolloutWatch) Close() {
 // status/passed, with one watch. The write is a compare-and-swap on
 // status/passed, so passed never goes back, whoever else writes it. An
 // empty leaderKey writes without a fence, for tests that play the updater.
-func (s *Storage) Coordinate(ctx context.Context, req *UpdateRequest, leaderKey string) error {
-	if len(req.Servers) <= LocalBarrier {
+func (s *Storage) Coordinate(ctx context.Context, req *fleet.UpdateRequest, leaderKey string) error {
+	if len(req.Servers) <= fleet.LocalBarrier {
 		// Its workers count their arrivals themselves.
 		<-ctx.Done()
 		return ctx.Err()
@@ -324,7 +307,7 @@ func (s *Storage) Coordinate(ctx context.Context, req *UpdateRequest, leaderKey 
 				passedRev = 0
 				return nil
 			}
-			var p Passed
+			var p fleet.Passed
 			if err := decode(key, kv.Value, &p); err != nil {
 				return err
 			}
@@ -344,7 +327,7 @@ func (s *Storage) Coordinate(ctx context.Context, req *UpdateRequest, leaderKey 
 			delete(reached, id)
 			return nil
 		}
-		var st UpdateStatus
+		var st fleet.UpdateStatus
 		if err := decode(key, kv.Value, &st); err != nil {
 			return err
 		}
@@ -370,7 +353,7 @@ func (s *Storage) Coordinate(ctx context.Context, req *UpdateRequest, leaderKey 
 
 // coordinate is one watch's worth of Coordinate; it returns an error when
 // the watch ends.
-func (s *Storage) coordinate(ctx context.Context, req *UpdateRequest, leaderKey string, members map[string]bool, reached map[string]int,
+func (s *Storage) coordinate(ctx context.Context, req *fleet.UpdateRequest, leaderKey string, members map[string]bool, reached map[string]int,
 	passed *int, passedRev *int64, apply func(*mvccpb.KeyValue, bool) error) error {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
@@ -418,12 +401,12 @@ func (s *Storage) coordinate(ctx context.Context, req *UpdateRequest, leaderKey 
 
 // advance writes status/passed when every member has reached further than
 // it says.
-func (s *Storage) advance(ctx context.Context, req *UpdateRequest, leaderKey string, members map[string]bool, reached map[string]int, passed *int, passedRev *int64) error {
-	low := lowest(req.Active(), reached)
+func (s *Storage) advance(ctx context.Context, req *fleet.UpdateRequest, leaderKey string, members map[string]bool, reached map[string]int, passed *int, passedRev *int64) error {
+	low := fleet.Lowest(req.Active(), reached)
 	if low <= *passed {
 		return nil
 	}
-	data, err := encode(&Passed{Rollout: req.StartedAt, Step: low})
+	data, err := encode(&fleet.Passed{Rollout: req.StartedAt, Step: low})
 	if err != nil {
 		return err
 	}

@@ -10,13 +10,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/stretchr/testify/require"
 )
 
 // arrive reports that id reached barrier k of req.
-func arrive(t testing.TB, ctx context.Context, st *Storage, req *UpdateRequest, id string, k int) {
+func arrive(t testing.TB, ctx context.Context, st *Storage, req *fleet.UpdateRequest, id string, k int) {
 	t.Helper()
-	require.NoError(t, st.PutStatus(ctx, id, &UpdateStatus{Version: req.Version, Rollout: req.StartedAt, Step: k, Phase: PhaseWaiting, Cond: CondRunning, UpdatedAt: time.Now()}))
+	require.NoError(t, st.PutStatus(ctx, id, &fleet.UpdateStatus{Version: req.Version, Rollout: req.StartedAt, Step: k, Phase: fleet.PhaseWaiting, Cond: fleet.CondRunning, UpdatedAt: time.Now()}))
 }
 
 // TestBarrier: a small fleet counts its arrivals itself; a larger one is
@@ -24,7 +25,7 @@ func arrive(t testing.TB, ctx context.Context, st *Storage, req *UpdateRequest, 
 // leader key.
 func TestBarrier(t *testing.T) {
 	t.Parallel()
-	for _, n := range []int{2, LocalBarrier + 1} {
+	for _, n := range []int{2, fleet.LocalBarrier + 1} {
 		t.Run(fmt.Sprintf("servers=%d", n), func(t *testing.T) {
 			t.Parallel()
 			testBarrier(t, n)
@@ -33,7 +34,7 @@ func TestBarrier(t *testing.T) {
 }
 
 func testBarrier(t *testing.T, n int) {
-	coordinated := n > LocalBarrier
+	coordinated := n > fleet.LocalBarrier
 	st := newTestStorage(t)
 	ctx := testContext(t)
 	elec := campaign(t, ctx, st)
@@ -41,7 +42,7 @@ func testBarrier(t *testing.T, n int) {
 	for i := 2; i < n; i++ {
 		servers = append(servers, fmt.Sprintf("f%d", i))
 	}
-	req := &UpdateRequest{Version: "1", Servers: servers, StartedAt: time.Now().UTC()}
+	req := &fleet.UpdateRequest{Version: "1", Servers: servers, StartedAt: time.Now().UTC()}
 	require.NoError(t, st.StartRequest(ctx, req, elec.Key()))
 	cctx, stopCoordinator := context.WithCancel(ctx)
 	defer stopCoordinator()
@@ -80,10 +81,10 @@ func testBarrier(t *testing.T, n int) {
 	}
 	snap, err = st.Snapshot(ctx)
 	require.NoError(t, err)
-	require.Equal(t, &Passed{Rollout: req.StartedAt, Step: 1}, snap.Passed, "written by the coordinator, or counted by the snapshot")
+	require.Equal(t, &fleet.Passed{Rollout: req.StartedAt, Step: 1}, snap.Passed, "written by the coordinator, or counted by the snapshot")
 
 	// A late status about another rollout does not count.
-	require.NoError(t, st.PutStatus(ctx, "a", &UpdateStatus{Version: "1", Rollout: req.StartedAt.Add(-time.Hour), Step: 5, Phase: PhaseWaiting}))
+	require.NoError(t, st.PutStatus(ctx, "a", &fleet.UpdateStatus{Version: "1", Rollout: req.StartedAt.Add(-time.Hour), Step: 5, Phase: fleet.PhaseWaiting}))
 	arrive(t, ctx, st, req, "b", 2)
 
 	// A stop ends the wait of step 2.
@@ -111,7 +112,7 @@ func testBarrier(t *testing.T, n int) {
 	// Fenced: a coordinator that lost the lead writes nothing, and says so.
 	oldKey := elec.Key()
 	require.NoError(t, elec.Resign(ctx))
-	req2 := &UpdateRequest{Version: "1", Servers: servers, StartedAt: time.Now().UTC()}
+	req2 := &fleet.UpdateRequest{Version: "1", Servers: servers, StartedAt: time.Now().UTC()}
 	elec2 := campaign(t, ctx, st)
 	require.NoError(t, st.StartRequest(ctx, req2, elec2.Key()))
 	stopCoordinator()
@@ -130,7 +131,7 @@ func testBarrier(t *testing.T, n int) {
 // FERRY_BARRIER_SEED replays a run.
 func TestBarrierRandomized(t *testing.T) {
 	t.Parallel()
-	for _, members := range []int{6, LocalBarrier + 4} {
+	for _, members := range []int{6, fleet.LocalBarrier + 4} {
 		t.Run(fmt.Sprintf("servers=%d", members), func(t *testing.T) {
 			t.Parallel()
 			testBarrierRandomized(t, members)
@@ -164,7 +165,7 @@ func testBarrierRandomized(t *testing.T, members int) {
 		delays []time.Duration // before each arrival
 		dieAt  int             // the barrier before which it dies (0: never)
 	}
-	runRollout := func(req *UpdateRequest, from map[string]int, stopAt int) map[string]int {
+	runRollout := func(req *fleet.UpdateRequest, from map[string]int, stopAt int) map[string]int {
 		// The coordinator restarts now and then, as a change of leader would.
 		cctx, cancel := context.WithCancel(ctx)
 		var cwg sync.WaitGroup
@@ -262,7 +263,7 @@ func testBarrierRandomized(t *testing.T, members int) {
 		return out
 	}
 
-	req := &UpdateRequest{Version: "1", Servers: ids, StartedAt: time.Now().UTC()}
+	req := &fleet.UpdateRequest{Version: "1", Servers: ids, StartedAt: time.Now().UTC()}
 	require.NoError(t, st.StartRequest(ctx, req, elec.Key()))
 	stopAt := 1 + rng.IntN(steps-1)
 	where := runRollout(req, nil, stopAt)
@@ -274,7 +275,7 @@ func testBarrierRandomized(t *testing.T, members int) {
 	mu.Lock()
 	clear(reached)
 	mu.Unlock()
-	req2 := &UpdateRequest{Version: "1", Servers: ids, StartedAt: time.Now().UTC()}
+	req2 := &fleet.UpdateRequest{Version: "1", Servers: ids, StartedAt: time.Now().UTC()}
 	require.NoError(t, st.StartRequest(ctx, req2, elec.Key()))
 	done := runRollout(req2, where, -1)
 	for _, id := range ids {
@@ -288,7 +289,7 @@ func testBarrierRandomized(t *testing.T, members int) {
 // starts its coordinator again with the revised request).
 func TestBarrierGoesOnWithoutAFailedServer(t *testing.T) {
 	t.Parallel()
-	for _, n := range []int{3, LocalBarrier + 1} {
+	for _, n := range []int{3, fleet.LocalBarrier + 1} {
 		t.Run(fmt.Sprintf("servers=%d", n), func(t *testing.T) {
 			t.Parallel()
 			st := newTestStorage(t)
@@ -298,7 +299,7 @@ func TestBarrierGoesOnWithoutAFailedServer(t *testing.T) {
 			for i := 1; i < n; i++ {
 				servers = append(servers, fmt.Sprintf("s%02d", i))
 			}
-			req := &UpdateRequest{Version: "1", Servers: servers, StartedAt: time.Now().UTC()}
+			req := &fleet.UpdateRequest{Version: "1", Servers: servers, StartedAt: time.Now().UTC()}
 			require.NoError(t, st.StartRequest(ctx, req, elec.Key()))
 			arrive(t, ctx, st, req, "dead", 1)
 			for _, id := range servers[1:] {
@@ -322,7 +323,7 @@ func TestBarrierGoesOnWithoutAFailedServer(t *testing.T) {
 			_, rev, err := st.GetRequest(ctx)
 			require.NoError(t, err)
 			revised := *req
-			revised.Failed = []FailedServer{{ID: "dead", Step: 1, Reason: "no live worker for 2m", At: time.Now().UTC()}}
+			revised.Failed = []fleet.FailedServer{{ID: "dead", Step: 1, Reason: "no live worker for 2m", At: time.Now().UTC()}}
 			require.NoError(t, st.ReviseRequest(ctx, &revised, rev, elec.Key()))
 			require.ErrorIs(t, st.ReviseRequest(ctx, &revised, rev, elec.Key()), ErrConflict, "fenced on the request's revision")
 			cctx, stop := context.WithCancel(ctx)
@@ -337,7 +338,7 @@ func TestBarrierGoesOnWithoutAFailedServer(t *testing.T) {
 			require.True(t, rw.Request().IsFailed("dead"))
 			snap, err := st.Snapshot(ctx)
 			require.NoError(t, err)
-			require.Equal(t, StateFailed, snap.State("dead"))
+			require.Equal(t, fleet.StateFailed, snap.State("dead"))
 			require.Equal(t, 2, snap.Passed.Step)
 		})
 	}

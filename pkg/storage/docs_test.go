@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/stretchr/testify/require"
 )
 
@@ -14,7 +15,7 @@ func TestSchemaDocMentionsEveryKey(t *testing.T) {
 	data, err := os.ReadFile("../../docs/etcd-schema.md")
 	require.NoError(t, err)
 	doc := string(data)
-	for _, k := range ConfigKeys() {
+	for _, k := range fleet.ConfigKeys() {
 		require.Contains(t, doc, "| `"+k.Name+"` |", "docs/etcd-schema.md lacks config key %s", k.Name)
 		if k.Default != "" {
 			require.Contains(t, doc, "`"+k.Default+"`", "docs/etcd-schema.md lacks the default of %s", k.Name)

@@ -7,10 +7,6 @@ var (
 	// failed read: a failed read returns the etcd error.
 	ErrNotFound = errors.New("not found")
 
-	// ErrInvalid means a value was refused by validation, or a value stored
-	// in etcd could not be decoded.
-	ErrInvalid = errors.New("invalid value")
-
 	// ErrNoLeader means a fenced write was refused because the caller's
 	// leader key no longer exists. The caller must stop acting as leader.
 	ErrNoLeader = errors.New("not the leader any more")
@@ -22,26 +18,3 @@ var (
 	// revision it asked for. The caller must take a new snapshot.
 	ErrCompacted = errors.New("watch revision was compacted")
 )
-
-// ValidationError describes a refused value in words an operator can act on.
-type ValidationError struct {
-	Key    string
-	Value  string // empty for secrets, which are never echoed
-	Reason string
-	Hint   string // an example of a good value, or what to do
-}
-
-func (e *ValidationError) Error() string {
-	msg := e.Key + ": "
-	if e.Value != "" {
-		msg += quote(e.Value) + " "
-	}
-	msg += e.Reason
-	if e.Hint != "" {
-		msg += " (" + e.Hint + ")"
-	}
-	return msg
-}
-
-// Unwrap lets callers test for ErrInvalid with errors.Is.
-func (e *ValidationError) Unwrap() error { return ErrInvalid }

@@ -1,23 +1,21 @@
-// Package storage owns ferry's etcd schema: every key, the typed values kept
-// under them, defaults and validation of config/ keys, snapshots read at one
-// revision, watches that resume after a snapshot, and leader-fenced writes.
+// Package storage keeps the fleet (pkg/fleet) in etcd: every key, how each
+// value is encoded, snapshots read at one revision, watches that resume
+// after a snapshot, the barrier's watches, and leader-fenced writes. It
+// decides nothing about a rollout: that is pkg/fleet's and its callers'.
 package storage
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
-	"regexp"
-	"sort"
 	"strings"
 	"time"
 
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/trust"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
-
-// DefaultPrefix is the key prefix used when the bootstrap config sets none.
-const DefaultPrefix = "/ferry/"
 
 // Storage reads and writes ferry's keys under one prefix.
 type Storage struct {
@@ -35,9 +33,9 @@ type Storage struct {
 func (s *Storage) UseLocal(local func() map[string]string) { s.local = local }
 
 // parseConfig is ParseConfig over etcd's values and the local ones.
-func (s *Storage) parseConfig(values map[string]string) (*Config, error) {
+func (s *Storage) parseConfig(values map[string]string) (*fleet.Config, error) {
 	if s.local == nil {
-		return ParseConfig(values)
+		return fleet.ParseConfig(values)
 	}
 	local := s.local()
 	merged := make(map[string]string, len(values))
@@ -45,15 +43,15 @@ func (s *Storage) parseConfig(values map[string]string) (*Config, error) {
 		merged[k] = v
 	}
 	for k, v := range local {
-		if key, err := LookupConfigKey(k); err == nil && (key.Secret || k == ConfigProxy) {
+		if key, err := fleet.LookupConfigKey(k); err == nil && (key.Secret || k == fleet.ConfigProxy) {
 			merged[k] = v
 		}
 	}
-	c, err := ParseConfig(merged)
+	c, err := fleet.ParseConfig(merged)
 	if err != nil {
 		return nil, err
 	}
-	if u := local[ConfigGitHubAPIURL]; u != "" {
+	if u := local[fleet.ConfigGitHubAPIURL]; u != "" {
 		c.GitHubAPIURL = u
 	}
 	return c, nil
@@ -62,22 +60,11 @@ func (s *Storage) parseConfig(values map[string]string) (*Config, error) {
 // New returns a Storage for keys under prefix. The prefix must start with
 // "/"; a missing trailing "/" is added.
 func New(cli *clientv3.Client, prefix string) (*Storage, error) {
-	p, err := NormalizePrefix(prefix)
+	p, err := fleet.NormalizePrefix(prefix)
 	if err != nil {
 		return nil, err
 	}
 	return &Storage{cli: cli, prefix: p}, nil
-}
-
-// NormalizePrefix checks a key prefix and gives it a trailing "/".
-func NormalizePrefix(prefix string) (string, error) {
-	if !strings.HasPrefix(prefix, "/") {
-		return "", invalid("prefix", prefix, "must start with /", "e.g. "+DefaultPrefix)
-	}
-	if !strings.HasSuffix(prefix, "/") {
-		prefix += "/"
-	}
-	return prefix, nil
 }
 
 // Ping checks that etcd answers, for health checks.
@@ -93,17 +80,6 @@ func (s *Storage) Client() *clientv3.Client { return s.cli }
 
 // Prefix returns the normalized key prefix.
 func (s *Storage) Prefix() string { return s.prefix }
-
-var idPattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$`)
-
-// ValidateServerID checks a server id: lower-case letters, digits, ".", "_"
-// and "-", at most 63 characters, starting and ending with a letter or digit.
-func ValidateServerID(id string) error {
-	if !idPattern.MatchString(id) {
-		return invalid("server id", id, "is not a valid id", "lower-case letters, digits, '.', '_' and '-', e.g. boot-0")
-	}
-	return nil
-}
 
 func (s *Storage) get(ctx context.Context, key string, v any) (int64, error) {
 	resp, err := s.cli.Get(ctx, key)
@@ -135,7 +111,7 @@ func (s *Storage) put(ctx context.Context, key string, v any, opts ...clientv3.O
 // GetConfigValue returns the stored value of a config key, and whether it is
 // set. An unset key reports its default with set=false.
 func (s *Storage) GetConfigValue(ctx context.Context, name string) (value string, set bool, err error) {
-	k, err := LookupConfigKey(name)
+	k, err := fleet.LookupConfigKey(name)
 	if err != nil {
 		return "", false, err
 	}
@@ -161,7 +137,7 @@ func (s *Storage) ConfigValues(ctx context.Context) (map[string]string, error) {
 // SetConfig validates a value and stores its normalized form. A refused
 // value writes nothing. An empty value for a key without default unsets it.
 func (s *Storage) SetConfig(ctx context.Context, name, value string) (string, error) {
-	k, err := LookupConfigKey(name)
+	k, err := fleet.LookupConfigKey(name)
 	if err != nil {
 		return "", err
 	}
@@ -180,7 +156,7 @@ func (s *Storage) SetConfig(ctx context.Context, name, value string) (string, er
 
 // UnsetConfig removes a config key, so that it takes its default.
 func (s *Storage) UnsetConfig(ctx context.Context, name string) error {
-	if _, err := LookupConfigKey(name); err != nil {
+	if _, err := fleet.LookupConfigKey(name); err != nil {
 		return err
 	}
 	if _, err := s.cli.Delete(ctx, s.configKey(name)); err != nil {
@@ -190,7 +166,7 @@ func (s *Storage) UnsetConfig(ctx context.Context, name string) error {
 }
 
 // GetConfig reads every config key and returns the typed view.
-func (s *Storage) GetConfig(ctx context.Context) (*Config, error) {
+func (s *Storage) GetConfig(ctx context.Context) (*fleet.Config, error) {
 	values, err := s.ConfigValues(ctx)
 	if err != nil {
 		return nil, err
@@ -198,7 +174,7 @@ func (s *Storage) GetConfig(ctx context.Context) (*Config, error) {
 	return s.parseConfig(values)
 }
 
-func (s *Storage) typedConfig(ctx context.Context, name string) (*Config, error) {
+func (s *Storage) typedConfig(ctx context.Context, name string) (*fleet.Config, error) {
 	v, set, err := s.GetConfigValue(ctx, name)
 	if err != nil {
 		return nil, err
@@ -211,8 +187,8 @@ func (s *Storage) typedConfig(ctx context.Context, name string) (*Config, error)
 }
 
 // GetEnv returns env (default none).
-func (s *Storage) GetEnv(ctx context.Context) (Env, error) {
-	c, err := s.typedConfig(ctx, ConfigEnv)
+func (s *Storage) GetEnv(ctx context.Context) (fleet.Env, error) {
+	c, err := s.typedConfig(ctx, fleet.ConfigEnv)
 	if err != nil {
 		return "", err
 	}
@@ -221,7 +197,7 @@ func (s *Storage) GetEnv(ctx context.Context) (Env, error) {
 
 // GetGitHubRepo returns github-repo as owner/name, or "" when unset.
 func (s *Storage) GetGitHubRepo(ctx context.Context) (string, error) {
-	c, err := s.typedConfig(ctx, ConfigGitHubRepo)
+	c, err := s.typedConfig(ctx, fleet.ConfigGitHubRepo)
 	if err != nil {
 		return "", err
 	}
@@ -230,7 +206,7 @@ func (s *Storage) GetGitHubRepo(ctx context.Context) (string, error) {
 
 // GetGitHubToken returns github-token, or "" when unset.
 func (s *Storage) GetGitHubToken(ctx context.Context) (string, error) {
-	c, err := s.typedConfig(ctx, ConfigGitHubToken)
+	c, err := s.typedConfig(ctx, fleet.ConfigGitHubToken)
 	if err != nil {
 		return "", err
 	}
@@ -239,7 +215,7 @@ func (s *Storage) GetGitHubToken(ctx context.Context) (string, error) {
 
 // GetCheckUpdateInterval returns check-update-interval (default 10m).
 func (s *Storage) GetCheckUpdateInterval(ctx context.Context) (time.Duration, error) {
-	c, err := s.typedConfig(ctx, ConfigCheckUpdateInterval)
+	c, err := s.typedConfig(ctx, fleet.ConfigCheckUpdateInterval)
 	if err != nil {
 		return 0, err
 	}
@@ -248,7 +224,7 @@ func (s *Storage) GetCheckUpdateInterval(ctx context.Context) (time.Duration, er
 
 // GetWorkerTimeout returns worker-timeout (default 60m).
 func (s *Storage) GetWorkerTimeout(ctx context.Context) (time.Duration, error) {
-	c, err := s.typedConfig(ctx, ConfigWorkerTimeout)
+	c, err := s.typedConfig(ctx, fleet.ConfigWorkerTimeout)
 	if err != nil {
 		return 0, err
 	}
@@ -257,7 +233,7 @@ func (s *Storage) GetWorkerTimeout(ctx context.Context) (time.Duration, error) {
 
 // GetDeadServerGrace returns dead-server-grace (default 2m).
 func (s *Storage) GetDeadServerGrace(ctx context.Context) (time.Duration, error) {
-	c, err := s.typedConfig(ctx, ConfigDeadServerGrace)
+	c, err := s.typedConfig(ctx, fleet.ConfigDeadServerGrace)
 	if err != nil {
 		return 0, err
 	}
@@ -266,7 +242,7 @@ func (s *Storage) GetDeadServerGrace(ctx context.Context) (time.Duration, error)
 
 // GetReleaseTime returns the release-time cron lines (default none: any time).
 func (s *Storage) GetReleaseTime(ctx context.Context) ([]string, error) {
-	c, err := s.typedConfig(ctx, ConfigReleaseTime)
+	c, err := s.typedConfig(ctx, fleet.ConfigReleaseTime)
 	if err != nil {
 		return nil, err
 	}
@@ -275,7 +251,7 @@ func (s *Storage) GetReleaseTime(ctx context.Context) ([]string, error) {
 
 // GetReleaseTimezone returns release-timezone (default UTC).
 func (s *Storage) GetReleaseTimezone(ctx context.Context) (*time.Location, error) {
-	c, err := s.typedConfig(ctx, ConfigReleaseTimezone)
+	c, err := s.typedConfig(ctx, fleet.ConfigReleaseTimezone)
 	if err != nil {
 		return nil, err
 	}
@@ -284,7 +260,7 @@ func (s *Storage) GetReleaseTimezone(ctx context.Context) (*time.Location, error
 
 // GetProxy returns proxy, or "" when unset.
 func (s *Storage) GetProxy(ctx context.Context) (string, error) {
-	c, err := s.typedConfig(ctx, ConfigProxy)
+	c, err := s.typedConfig(ctx, fleet.ConfigProxy)
 	if err != nil {
 		return "", err
 	}
@@ -293,7 +269,7 @@ func (s *Storage) GetProxy(ctx context.Context) (string, error) {
 
 // GetNotifyURL returns notify-url, or "" when unset.
 func (s *Storage) GetNotifyURL(ctx context.Context) (string, error) {
-	c, err := s.typedConfig(ctx, ConfigNotifyURL)
+	c, err := s.typedConfig(ctx, fleet.ConfigNotifyURL)
 	if err != nil {
 		return "", err
 	}
@@ -302,7 +278,7 @@ func (s *Storage) GetNotifyURL(ctx context.Context) (string, error) {
 
 // GetWebhookSecret returns webhook-secret, or "" when unset.
 func (s *Storage) GetWebhookSecret(ctx context.Context) (string, error) {
-	c, err := s.typedConfig(ctx, ConfigWebhookSecret)
+	c, err := s.typedConfig(ctx, fleet.ConfigWebhookSecret)
 	if err != nil {
 		return "", err
 	}
@@ -315,14 +291,14 @@ func (s *Storage) GetWebhookSecret(ctx context.Context) (string, error) {
 // its joined_at, and a hostname or labels left empty keep their old values.
 // A new server without hostname gets its id. created reports which case
 // happened; info is updated to what was stored.
-func (s *Storage) JoinServer(ctx context.Context, id string, info *ServerInfo) (created bool, err error) {
-	if err := ValidateServerID(id); err != nil {
+func (s *Storage) JoinServer(ctx context.Context, id string, info *fleet.ServerInfo) (created bool, err error) {
+	if err := fleet.ValidateServerID(id); err != nil {
 		return false, err
 	}
 	key := s.serverKey(id)
 	want := *info
 	for {
-		var old ServerInfo
+		var old fleet.ServerInfo
 		rev, err := s.get(ctx, key, &old)
 		merged := want
 		switch {
@@ -375,36 +351,36 @@ func (s *Storage) LeaveServer(ctx context.Context, id string) error {
 }
 
 // GetServers returns every registered server by id.
-func (s *Storage) GetServers(ctx context.Context) (map[string]*ServerInfo, error) {
+func (s *Storage) GetServers(ctx context.Context) (map[string]*fleet.ServerInfo, error) {
 	resp, err := s.cli.Get(ctx, s.abs(keyServersDir), clientv3.WithPrefix())
 	if err != nil {
 		return nil, fmt.Errorf("read servers: %w", err)
 	}
-	return decodeMap[ServerInfo](resp.Kvs, s.abs(keyServersDir))
+	return decodeMap[fleet.ServerInfo](resp.Kvs, s.abs(keyServersDir))
 }
 
 // --- alive/ ---
 
 // PutAlive writes alive/<id> bound to the lease, so that the key vanishes
 // when the worker stops keeping the lease alive.
-func (s *Storage) PutAlive(ctx context.Context, id string, a *Alive, lease clientv3.LeaseID) error {
+func (s *Storage) PutAlive(ctx context.Context, id string, a *fleet.Alive, lease clientv3.LeaseID) error {
 	return s.put(ctx, s.aliveKey(id), a, clientv3.WithLease(lease))
 }
 
 // GetAlive returns the liveness record of every running worker by id.
-func (s *Storage) GetAlive(ctx context.Context) (map[string]*Alive, error) {
+func (s *Storage) GetAlive(ctx context.Context) (map[string]*fleet.Alive, error) {
 	resp, err := s.cli.Get(ctx, s.abs(keyAliveDir), clientv3.WithPrefix())
 	if err != nil {
 		return nil, fmt.Errorf("read alive: %w", err)
 	}
-	return decodeMap[Alive](resp.Kvs, s.abs(keyAliveDir))
+	return decodeMap[fleet.Alive](resp.Kvs, s.abs(keyAliveDir))
 }
 
 // --- status/ ---
 
 // GetRequest returns the current update request, or ErrNotFound.
-func (s *Storage) GetRequest(ctx context.Context) (*UpdateRequest, int64, error) {
-	var req UpdateRequest
+func (s *Storage) GetRequest(ctx context.Context) (*fleet.UpdateRequest, int64, error) {
+	var req fleet.UpdateRequest
 	rev, err := s.get(ctx, s.abs(keyCurrent), &req)
 	if err != nil {
 		return nil, 0, err
@@ -415,7 +391,7 @@ func (s *Storage) GetRequest(ctx context.Context) (*UpdateRequest, int64, error)
 // PutRequest writes the update request, fenced on the caller's leader key:
 // when leaderKey no longer exists nothing is written and ErrNoLeader is
 // returned.
-func (s *Storage) PutRequest(ctx context.Context, req *UpdateRequest, leaderKey string) error {
+func (s *Storage) PutRequest(ctx context.Context, req *fleet.UpdateRequest, leaderKey string) error {
 	return s.fencedPut(ctx, leaderKey, s.abs(keyCurrent), req)
 }
 
@@ -463,7 +439,7 @@ func (s *Storage) ClaimCanary(ctx context.Context, startedAt time.Time, step, n 
 // requestRev, so that a change of leader never leaves the fleet between a
 // failed rollout and its rollback. ErrConflict means the request changed
 // since it was read.
-func (s *Storage) RollBack(ctx context.Context, h *HistoryRecord, refused *Refused, next *UpdateRequest, requestRev int64, leaderKey string) error {
+func (s *Storage) RollBack(ctx context.Context, h *fleet.HistoryRecord, refused *fleet.Refused, next *fleet.UpdateRequest, requestRev int64, leaderKey string) error {
 	histData, err := encode(h)
 	if err != nil {
 		return err
@@ -532,10 +508,10 @@ func (s *Storage) Unrefuse(ctx context.Context, version string) (bool, error) {
 
 // LabelServer sets and removes labels of a joined server, keeping the
 // others, and returns its record. ErrNotFound means it has not joined.
-func (s *Storage) LabelServer(ctx context.Context, id string, set map[string]string, remove []string) (*ServerInfo, error) {
+func (s *Storage) LabelServer(ctx context.Context, id string, set map[string]string, remove []string) (*fleet.ServerInfo, error) {
 	key := s.serverKey(id)
 	for {
-		var info ServerInfo
+		var info fleet.ServerInfo
 		rev, err := s.get(ctx, key, &info)
 		if err != nil {
 			return nil, err
@@ -566,8 +542,8 @@ func (s *Storage) LabelServer(ctx context.Context, id string, set map[string]str
 
 // GetServer returns a joined server's record; ErrNotFound when it has not
 // joined.
-func (s *Storage) GetServer(ctx context.Context, id string) (*ServerInfo, error) {
-	var info ServerInfo
+func (s *Storage) GetServer(ctx context.Context, id string) (*fleet.ServerInfo, error) {
+	var info fleet.ServerInfo
 	if _, err := s.get(ctx, s.serverKey(id), &info); err != nil {
 		return nil, err
 	}
@@ -582,7 +558,7 @@ func (s *Storage) SpreadLock(startedAt time.Time, step int, key, value string) s
 
 // PutPause holds the rollout at its next step boundary (ferry rollout
 // pause).
-func (s *Storage) PutPause(ctx context.Context, p *Pause) error {
+func (s *Storage) PutPause(ctx context.Context, p *fleet.Pause) error {
 	return s.put(ctx, s.abs(keyPause), p)
 }
 
@@ -597,7 +573,7 @@ func (s *Storage) DeletePause(ctx context.Context) error {
 // PutResume lets the servers behind a canary take every step up to
 // r.Step. A leaderKey fences the write on it; "" writes without a fence
 // (ferry rollout resume).
-func (s *Storage) PutResume(ctx context.Context, r *Resume, leaderKey string) error {
+func (s *Storage) PutResume(ctx context.Context, r *fleet.Resume, leaderKey string) error {
 	if leaderKey == "" {
 		return s.put(ctx, s.abs(keyResume), r)
 	}
@@ -608,7 +584,7 @@ func (s *Storage) PutResume(ctx context.Context, r *Resume, leaderKey string) er
 // rollout goes on without), fenced on the caller's leader key and on the
 // request's mod revision requestRev. ErrConflict means the request changed
 // since it was read.
-func (s *Storage) ReviseRequest(ctx context.Context, req *UpdateRequest, requestRev int64, leaderKey string) error {
+func (s *Storage) ReviseRequest(ctx context.Context, req *fleet.UpdateRequest, requestRev int64, leaderKey string) error {
 	data, err := encode(req)
 	if err != nil {
 		return err
@@ -620,7 +596,7 @@ func (s *Storage) ReviseRequest(ctx context.Context, req *UpdateRequest, request
 // of the previous one, in one transaction fenced on the caller's leader key.
 // Clearing the statuses matters for a rollout at the same version: an old
 // "completed" must not count for the new one.
-func (s *Storage) StartRequest(ctx context.Context, req *UpdateRequest, leaderKey string) error {
+func (s *Storage) StartRequest(ctx context.Context, req *fleet.UpdateRequest, leaderKey string) error {
 	data, err := encode(req)
 	if err != nil {
 		return err
@@ -634,7 +610,7 @@ func (s *Storage) StartRequest(ctx context.Context, req *UpdateRequest, leaderKe
 // one record even across a change of leader, and a request cleared by
 // `ferry recover` meanwhile is not written back. ErrConflict means the
 // request changed since it was read.
-func (s *Storage) FinishRequest(ctx context.Context, req *UpdateRequest, h *HistoryRecord, requestRev int64, leaderKey string) error {
+func (s *Storage) FinishRequest(ctx context.Context, req *fleet.UpdateRequest, h *fleet.HistoryRecord, requestRev int64, leaderKey string) error {
 	reqData, err := encode(req)
 	if err != nil {
 		return err
@@ -648,7 +624,7 @@ func (s *Storage) FinishRequest(ctx context.Context, req *UpdateRequest, h *Hist
 
 // GetHistory returns up to limit history records, newest first (all when
 // limit <= 0).
-func (s *Storage) GetHistory(ctx context.Context, limit int64) ([]*HistoryRecord, error) {
+func (s *Storage) GetHistory(ctx context.Context, limit int64) ([]*fleet.HistoryRecord, error) {
 	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend)}
 	if limit > 0 {
 		opts = append(opts, clientv3.WithLimit(limit))
@@ -656,14 +632,14 @@ func (s *Storage) GetHistory(ctx context.Context, limit int64) ([]*HistoryRecord
 	return s.readHistory(ctx, s.abs(keyHistoryDir), opts...)
 }
 
-func (s *Storage) readHistory(ctx context.Context, key string, opts ...clientv3.OpOption) ([]*HistoryRecord, error) {
+func (s *Storage) readHistory(ctx context.Context, key string, opts ...clientv3.OpOption) ([]*fleet.HistoryRecord, error) {
 	resp, err := s.cli.Get(ctx, key, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("read history: %w", err)
 	}
-	out := make([]*HistoryRecord, 0, len(resp.Kvs))
+	out := make([]*fleet.HistoryRecord, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
-		var h HistoryRecord
+		var h fleet.HistoryRecord
 		if err := decode(string(kv.Key), kv.Value, &h); err != nil {
 			return nil, err
 		}
@@ -682,7 +658,7 @@ func (s *Storage) LastCompleted(ctx context.Context, before time.Time) (string, 
 			return "", err
 		}
 		for _, h := range hs {
-			if h.Result == ResultCompleted {
+			if h.Result == fleet.ResultCompleted {
 				return h.Version, nil
 			}
 		}
@@ -692,30 +668,30 @@ func (s *Storage) LastCompleted(ctx context.Context, before time.Time) (string, 
 
 // GetHistoryStarted returns the history records of the rollouts that
 // started in [from, to), oldest first.
-func (s *Storage) GetHistoryStarted(ctx context.Context, from, to time.Time) ([]*HistoryRecord, error) {
+func (s *Storage) GetHistoryStarted(ctx context.Context, from, to time.Time) ([]*fleet.HistoryRecord, error) {
 	return s.readHistory(ctx, s.historyKey(from), clientv3.WithRange(s.historyKey(to)))
 }
 
 // PutCheckTrigger asks the updater leader for an immediate release check.
 // Any updater may write it; the leader notices the change.
-func (s *Storage) PutCheckTrigger(ctx context.Context, t *CheckTrigger) error {
+func (s *Storage) PutCheckTrigger(ctx context.Context, t *fleet.CheckTrigger) error {
 	return s.put(ctx, s.abs(keyTrigger), t)
 }
 
 // PutReleaseInfo writes info/release, fenced on the caller's leader key.
-func (s *Storage) PutReleaseInfo(ctx context.Context, info *ReleaseInfo, leaderKey string) error {
+func (s *Storage) PutReleaseInfo(ctx context.Context, info *fleet.ReleaseInfo, leaderKey string) error {
 	return s.fencedPut(ctx, leaderKey, s.abs(keyReleaseInfo), info)
 }
 
 // PutCheckInfo records the leader's last release check, fenced on its
 // leader key.
-func (s *Storage) PutCheckInfo(ctx context.Context, c *CheckInfo, leaderKey string) error {
+func (s *Storage) PutCheckInfo(ctx context.Context, c *fleet.CheckInfo, leaderKey string) error {
 	return s.fencedPut(ctx, leaderKey, s.abs(keyCheck), c)
 }
 
 // GetReleaseInfo returns info/release, or ErrNotFound.
-func (s *Storage) GetReleaseInfo(ctx context.Context) (*ReleaseInfo, error) {
-	var info ReleaseInfo
+func (s *Storage) GetReleaseInfo(ctx context.Context) (*fleet.ReleaseInfo, error) {
+	var info fleet.ReleaseInfo
 	if _, err := s.get(ctx, s.abs(keyReleaseInfo), &info); err != nil {
 		return nil, err
 	}
@@ -750,17 +726,17 @@ func (s *Storage) fencedTxn(ctx context.Context, leaderKey, what string, ops ...
 }
 
 // PutStatus writes a worker's status.
-func (s *Storage) PutStatus(ctx context.Context, id string, st *UpdateStatus) error {
+func (s *Storage) PutStatus(ctx context.Context, id string, st *fleet.UpdateStatus) error {
 	return s.put(ctx, s.statusKey(id), st)
 }
 
 // GetStatuses returns every worker status by server id.
-func (s *Storage) GetStatuses(ctx context.Context) (map[string]*UpdateStatus, error) {
+func (s *Storage) GetStatuses(ctx context.Context) (map[string]*fleet.UpdateStatus, error) {
 	resp, err := s.cli.Get(ctx, s.abs(keyServerStatus), clientv3.WithPrefix())
 	if err != nil {
 		return nil, fmt.Errorf("read statuses: %w", err)
 	}
-	return decodeMap[UpdateStatus](resp.Kvs, s.abs(keyServerStatus))
+	return decodeMap[fleet.UpdateStatus](resp.Kvs, s.abs(keyServerStatus))
 }
 
 // Recover clears the current request, every worker status and every
@@ -770,7 +746,7 @@ func (s *Storage) GetStatuses(ctx context.Context) (map[string]*UpdateStatus, er
 // nil, is the record of an attempt that the updater has not finished and
 // so not recorded: it is written in the same transaction, so that no
 // attempt leaves history without a record.
-func (s *Storage) Recover(ctx context.Context, requestRev int64, h *HistoryRecord) error {
+func (s *Storage) Recover(ctx context.Context, requestRev int64, h *fleet.HistoryRecord) error {
 	ops := []clientv3.Op{
 		clientv3.OpDelete(s.abs(keyStatusDir), clientv3.WithPrefix()),
 		clientv3.OpDelete(s.abs(keyContentsDir), clientv3.WithPrefix()),
@@ -798,8 +774,8 @@ func (s *Storage) Recover(ctx context.Context, requestRev int64, h *HistoryRecor
 // --- pin ---
 
 // GetPin returns the pin, or ErrNotFound.
-func (s *Storage) GetPin(ctx context.Context) (*Pin, error) {
-	var p Pin
+func (s *Storage) GetPin(ctx context.Context) (*fleet.Pin, error) {
+	var p fleet.Pin
 	if _, err := s.get(ctx, s.abs(keyPin), &p); err != nil {
 		return nil, err
 	}
@@ -807,7 +783,7 @@ func (s *Storage) GetPin(ctx context.Context) (*Pin, error) {
 }
 
 // PutPin stores the pin.
-func (s *Storage) PutPin(ctx context.Context, p *Pin) error {
+func (s *Storage) PutPin(ctx context.Context, p *fleet.Pin) error {
 	return s.put(ctx, s.abs(keyPin), p)
 }
 
@@ -858,13 +834,13 @@ func (s *Storage) DeletePin(ctx context.Context) error {
 // --- contents/ ---
 
 // PutContents records the outcome of a once-per-fleet action.
-func (s *Storage) PutContents(ctx context.Context, target string, c *ContentsStatus) error {
+func (s *Storage) PutContents(ctx context.Context, target string, c *fleet.ContentsStatus) error {
 	return s.put(ctx, s.contentsKey(target), c)
 }
 
 // GetContents returns contents/<target>, or ErrNotFound.
-func (s *Storage) GetContents(ctx context.Context, target string) (*ContentsStatus, error) {
-	var c ContentsStatus
+func (s *Storage) GetContents(ctx context.Context, target string) (*fleet.ContentsStatus, error) {
+	var c fleet.ContentsStatus
 	if _, err := s.get(ctx, s.contentsKey(target), &c); err != nil {
 		return nil, err
 	}
@@ -892,16 +868,6 @@ func (s *Storage) configFromKVs(kvs []*mvccKV) map[string]string {
 		out[strings.TrimPrefix(string(kv.Key), dir)] = string(kv.Value)
 	}
 	return out
-}
-
-// SortedIDs returns the keys of a map in order.
-func SortedIDs[T any](m map[string]T) []string {
-	ids := make([]string, 0, len(m))
-	for id := range m {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	return ids
 }
 
 // --- rolling/ ---
@@ -964,8 +930,8 @@ func (s *Storage) installKey(id, kind, name string) string {
 }
 
 // GetInstalled returns what a worker recorded as installed, or ErrNotFound.
-func (s *Storage) GetInstalled(ctx context.Context, id, kind, name string) (*Installed, error) {
-	var in Installed
+func (s *Storage) GetInstalled(ctx context.Context, id, kind, name string) (*fleet.Installed, error) {
+	var in fleet.Installed
 	if _, err := s.get(ctx, s.installKey(id, kind, name), &in); err != nil {
 		return nil, err
 	}
@@ -973,6 +939,21 @@ func (s *Storage) GetInstalled(ctx context.Context, id, kind, name string) (*Ins
 }
 
 // PutInstalled records what a worker installed.
-func (s *Storage) PutInstalled(ctx context.Context, id, kind, name string, in *Installed) error {
+func (s *Storage) PutInstalled(ctx context.Context, id, kind, name string, in *fleet.Installed) error {
 	return s.put(ctx, s.installKey(id, kind, name), in)
+}
+
+func encode(v any) (string, error) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return "", fmt.Errorf("encode %T: %w", v, err)
+	}
+	return string(data), nil
+}
+
+func decode(key string, data []byte, v any) error {
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("%w: %s holds malformed JSON: %v", fleet.ErrInvalid, key, err)
+	}
+	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ferry-cd/ferry/internal/etcdtest"
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
@@ -46,7 +47,7 @@ func TestConfigDefaults(t *testing.T) {
 
 	env, err := st.GetEnv(ctx)
 	require.NoError(t, err)
-	require.Equal(t, EnvNone, env)
+	require.Equal(t, fleet.EnvNone, env)
 
 	repo, err := st.GetGitHubRepo(ctx)
 	require.NoError(t, err)
@@ -54,7 +55,7 @@ func TestConfigDefaults(t *testing.T) {
 
 	cfg, err := st.GetConfig(ctx)
 	require.NoError(t, err)
-	require.Equal(t, DefaultGitHubAPIURL, cfg.GitHubAPIURL)
+	require.Equal(t, fleet.DefaultGitHubAPIURL, cfg.GitHubAPIURL)
 	require.True(t, strings.HasPrefix(cfg.GitHubAPIURL, "https://"), "the default API is reached over TLS")
 
 	token, err := st.GetGitHubToken(ctx)
@@ -99,7 +100,7 @@ func TestConfigDefaults(t *testing.T) {
 	require.Zero(t, maxAge.ReleaseMaxAge, "release-max-age is off by default")
 	require.Equal(t, 15*time.Minute, maxAge.WorkerRetryBudget)
 
-	require.Len(t, ConfigKeys(), 14)
+	require.Len(t, fleet.ConfigKeys(), 14)
 }
 
 func TestConfigSetAndGet(t *testing.T) {
@@ -112,17 +113,17 @@ func TestConfigSetAndGet(t *testing.T) {
 		require.NoError(t, err)
 		return got
 	}
-	set(ConfigEnv, "staging")
-	set(ConfigGitHubRepo, "ferry-cd/ferry")
-	set(ConfigWorkerTimeout, " 90m ")
-	set(ConfigReleaseTimezone, "Asia/Tokyo")
-	require.Equal(t, "* 9-16 * * 1-5\n0 20 * * *", set(ConfigReleaseTime, "* 9-16 * * 1-5\n\n 0 20 * * * \n"))
-	set(ConfigProxy, "http://user:s3cret@proxy.example:3128")
-	set(ConfigNotifyURL, "https://hooks.slack.example/services/T0/B0/secret")
+	set(fleet.ConfigEnv, "staging")
+	set(fleet.ConfigGitHubRepo, "ferry-cd/ferry")
+	set(fleet.ConfigWorkerTimeout, " 90m ")
+	set(fleet.ConfigReleaseTimezone, "Asia/Tokyo")
+	require.Equal(t, "* 9-16 * * 1-5\n0 20 * * *", set(fleet.ConfigReleaseTime, "* 9-16 * * 1-5\n\n 0 20 * * * \n"))
+	set(fleet.ConfigProxy, "http://user:s3cret@proxy.example:3128")
+	set(fleet.ConfigNotifyURL, "https://hooks.slack.example/services/T0/B0/secret")
 
 	c, err := st.GetConfig(ctx)
 	require.NoError(t, err)
-	require.Equal(t, EnvStaging, c.Env)
+	require.Equal(t, fleet.EnvStaging, c.Env)
 	require.Equal(t, "ferry-cd/ferry", c.GitHubRepo)
 	require.Equal(t, 90*time.Minute, c.WorkerTimeout)
 	require.Equal(t, "Asia/Tokyo", c.ReleaseTimezone.String())
@@ -130,27 +131,27 @@ func TestConfigSetAndGet(t *testing.T) {
 	require.Equal(t, "http://user:s3cret@proxy.example:3128", c.Proxy)
 
 	// Secrets are never shown: not the notify URL, not the proxy's password.
-	proxyKey, err := LookupConfigKey(ConfigProxy)
+	proxyKey, err := fleet.LookupConfigKey(fleet.ConfigProxy)
 	require.NoError(t, err)
 	require.Equal(t, "http://user:xxxxx@proxy.example:3128", proxyKey.Display(c.Proxy))
-	notifyKey, err := LookupConfigKey(ConfigNotifyURL)
+	notifyKey, err := fleet.LookupConfigKey(fleet.ConfigNotifyURL)
 	require.NoError(t, err)
 	require.Equal(t, "********", notifyKey.Display(c.NotifyURL))
-	require.Equal(t, "https://hooks.slack.example/********", RedactURL("HTTPS://hook:pw@hooks.slack.example/services/T0/B0/secret"))
-	require.Equal(t, "failed: Post \"http://hooks.example/********\": refused", RedactURLs(`failed: Post "HTTP://u:pw@hooks.example/services/x": refused`))
+	require.Equal(t, "https://hooks.slack.example/********", fleet.RedactURL("HTTPS://hook:pw@hooks.slack.example/services/T0/B0/secret"))
+	require.Equal(t, "failed: Post \"http://hooks.example/********\": refused", fleet.RedactURLs(`failed: Post "HTTP://u:pw@hooks.example/services/x": refused`))
 
 	// A proxy whose password has a bare % does not parse: the error, set or
 	// stored, never shows the value, and neither does the display.
 	const badProxy = "http://user:pa%ss@proxy.example:3128"
-	_, err = st.SetConfig(ctx, ConfigProxy, badProxy)
+	_, err = st.SetConfig(ctx, fleet.ConfigProxy, badProxy)
 	require.ErrorContains(t, err, "%25")
 	require.NotContains(t, err.Error(), "pa%ss")
-	_, err = ParseConfig(map[string]string{ConfigProxy: badProxy})
+	_, err = fleet.ParseConfig(map[string]string{fleet.ConfigProxy: badProxy})
 	require.Error(t, err)
 	require.NotContains(t, err.Error(), "pa%ss")
 	require.Equal(t, "********", proxyKey.Display(badProxy))
 
-	require.NoError(t, st.UnsetConfig(ctx, ConfigWorkerTimeout))
+	require.NoError(t, st.UnsetConfig(ctx, fleet.ConfigWorkerTimeout))
 	d, err := st.GetWorkerTimeout(ctx)
 	require.NoError(t, err)
 	require.Equal(t, 60*time.Minute, d)
@@ -165,28 +166,28 @@ func TestConfigValidation(t *testing.T) {
 		key, value string
 		want       []string // fragments of the message
 	}{
-		{ConfigWorkerTimeout, "abc", []string{"worker-timeout", `"abc"`, "not a duration", "90m"}},
-		{ConfigWorkerTimeout, "-5m", []string{"worker-timeout", "greater than zero"}},
-		{ConfigCheckUpdateInterval, "0s", []string{"check-update-interval", "greater than zero"}},
-		{ConfigEnv, "production", []string{"env", `"production"`, "none, dev, staging, prod"}},
-		{ConfigGitHubRepo, "ferry", []string{"github-repo", "owner/name"}},
-		{ConfigGitHubRepo, "a/b/c", []string{"github-repo", "owner/name"}},
-		{ConfigGitHubAPIURL, "https://evil.example/", []string{"github-api-url", "no longer lives in etcd", "/etc/ferry/config.yml"}},
-		{ConfigNotifyURL, "not a url", []string{"notify-url", "http(s) URL"}},
-		{ConfigProxy, "http://", []string{"proxy", "http(s) URL"}},
-		{ConfigReleaseTime, "* * *", []string{"release-time", "not a cron line"}},
-		{ConfigReleaseTime, "@daily", []string{"release-time", "plain cron line"}},
-		{ConfigReleaseTime, "61 * * * *", []string{"release-time", "not a cron line"}},
-		{ConfigReleaseTimezone, "Mars/Olympus", []string{"release-timezone", "IANA"}},
+		{fleet.ConfigWorkerTimeout, "abc", []string{"worker-timeout", `"abc"`, "not a duration", "90m"}},
+		{fleet.ConfigWorkerTimeout, "-5m", []string{"worker-timeout", "greater than zero"}},
+		{fleet.ConfigCheckUpdateInterval, "0s", []string{"check-update-interval", "greater than zero"}},
+		{fleet.ConfigEnv, "production", []string{"env", `"production"`, "none, dev, staging, prod"}},
+		{fleet.ConfigGitHubRepo, "ferry", []string{"github-repo", "owner/name"}},
+		{fleet.ConfigGitHubRepo, "a/b/c", []string{"github-repo", "owner/name"}},
+		{fleet.ConfigGitHubAPIURL, "https://evil.example/", []string{"github-api-url", "no longer lives in etcd", "/etc/ferry/config.yml"}},
+		{fleet.ConfigNotifyURL, "not a url", []string{"notify-url", "http(s) URL"}},
+		{fleet.ConfigProxy, "http://", []string{"proxy", "http(s) URL"}},
+		{fleet.ConfigReleaseTime, "* * *", []string{"release-time", "not a cron line"}},
+		{fleet.ConfigReleaseTime, "@daily", []string{"release-time", "plain cron line"}},
+		{fleet.ConfigReleaseTime, "61 * * * *", []string{"release-time", "not a cron line"}},
+		{fleet.ConfigReleaseTimezone, "Mars/Olympus", []string{"release-timezone", "IANA"}},
 		{"signing-keys", "RWQ", []string{"signing-keys", "no longer lives in etcd", "/etc/ferry/trusted-keys/NAME.pub"}},
 		{"allow-unsigned", "true", []string{"allow-unsigned", "no longer lives in etcd", "config.yml"}},
-		{ConfigGitHubToken, "ghp_secret with space", []string{"github-token", "white space"}},
+		{fleet.ConfigGitHubToken, "ghp_secret with space", []string{"github-token", "white space"}},
 		{"no-such-key", "x", []string{"no-such-key", "not a config key", "worker-timeout"}},
 	}
 	for _, c := range cases {
 		_, err := st.SetConfig(ctx, c.key, c.value)
 		require.Error(t, err, "%s=%q", c.key, c.value)
-		require.ErrorIs(t, err, ErrInvalid)
+		require.ErrorIs(t, err, fleet.ErrInvalid)
 		for _, w := range c.want {
 			require.Contains(t, err.Error(), w, "%s=%q", c.key, c.value)
 		}
@@ -209,41 +210,13 @@ func TestConfigStoredGarbage(t *testing.T) {
 	_, err := st.Client().Put(ctx, st.Prefix()+"config/worker-timeout", "soon")
 	require.NoError(t, err)
 	_, err = st.GetWorkerTimeout(ctx)
-	require.ErrorIs(t, err, ErrInvalid)
+	require.ErrorIs(t, err, fleet.ErrInvalid)
 	require.Contains(t, err.Error(), "ferry config set worker-timeout")
 	snap, err := st.Snapshot(ctx)
 	require.NoError(t, err)
 	require.Nil(t, snap.Config)
-	require.ErrorIs(t, snap.ConfigErr, ErrInvalid)
+	require.ErrorIs(t, snap.ConfigErr, fleet.ErrInvalid)
 	require.ErrorContains(t, snap.ConfigErr, "worker-timeout")
-}
-
-func TestReleaseWindow(t *testing.T) {
-	t.Parallel()
-	c, err := ParseConfig(map[string]string{
-		ConfigReleaseTime:     "* 9-16 * * 1-5",
-		ConfigReleaseTimezone: "Asia/Tokyo",
-	})
-	require.NoError(t, err)
-	tokyo, err := time.LoadLocation("Asia/Tokyo")
-	require.NoError(t, err)
-
-	monday10 := time.Date(2026, 11, 23, 10, 30, 15, 0, tokyo)
-	require.True(t, c.InReleaseWindow(monday10))
-	require.True(t, c.InReleaseWindow(monday10.UTC()), "the zone is release-timezone, not the caller's")
-	require.Equal(t, monday10, c.NextReleaseWindow(monday10))
-
-	monday17 := time.Date(2026, 11, 23, 17, 0, 0, 0, tokyo)
-	require.False(t, c.InReleaseWindow(monday17))
-	require.True(t, c.NextReleaseWindow(monday17).Equal(time.Date(2026, 11, 24, 9, 0, 0, 0, tokyo)))
-
-	saturday := time.Date(2026, 11, 28, 10, 0, 0, 0, tokyo)
-	require.False(t, c.InReleaseWindow(saturday))
-	require.True(t, c.NextReleaseWindow(saturday).Equal(time.Date(2026, 11, 30, 9, 0, 0, 0, tokyo)))
-
-	always, err := ParseConfig(nil)
-	require.NoError(t, err)
-	require.True(t, always.InReleaseWindow(saturday))
 }
 
 func TestServers(t *testing.T) {
@@ -251,35 +224,35 @@ func TestServers(t *testing.T) {
 	st := newTestStorage(t)
 	ctx := testContext(t)
 
-	created, err := st.JoinServer(ctx, "boot-0", &ServerInfo{Hostname: "h0", JoinedAt: time.Unix(100, 0).UTC()})
+	created, err := st.JoinServer(ctx, "boot-0", &fleet.ServerInfo{Hostname: "h0", JoinedAt: time.Unix(100, 0).UTC()})
 	require.NoError(t, err)
 	require.True(t, created)
-	created, err = st.JoinServer(ctx, "boot-0", &ServerInfo{Hostname: "h0b", Labels: map[string]string{"rack": "1"}, JoinedAt: time.Unix(200, 0).UTC()})
+	created, err = st.JoinServer(ctx, "boot-0", &fleet.ServerInfo{Hostname: "h0b", Labels: map[string]string{"rack": "1"}, JoinedAt: time.Unix(200, 0).UTC()})
 	require.NoError(t, err)
 	require.False(t, created)
 
 	servers, err := st.GetServers(ctx)
 	require.NoError(t, err)
-	require.Equal(t, []string{"boot-0"}, SortedIDs(servers))
+	require.Equal(t, []string{"boot-0"}, fleet.SortedIDs(servers))
 	require.Equal(t, "h0b", servers["boot-0"].Hostname)
 	require.Equal(t, "1", servers["boot-0"].Labels["rack"])
 	require.True(t, servers["boot-0"].JoinedAt.Equal(time.Unix(100, 0)), "re-join keeps joined_at")
 
 	// A re-join that names nothing keeps hostname and labels.
-	_, err = st.JoinServer(ctx, "boot-0", &ServerInfo{})
+	_, err = st.JoinServer(ctx, "boot-0", &fleet.ServerInfo{})
 	require.NoError(t, err)
 	servers, err = st.GetServers(ctx)
 	require.NoError(t, err)
 	require.Equal(t, "h0b", servers["boot-0"].Hostname)
 	require.Equal(t, "1", servers["boot-0"].Labels["rack"])
-	_, err = st.JoinServer(ctx, "boot-7", &ServerInfo{})
+	_, err = st.JoinServer(ctx, "boot-7", &fleet.ServerInfo{})
 	require.NoError(t, err)
 	servers, err = st.GetServers(ctx)
 	require.NoError(t, err)
 	require.Equal(t, "boot-7", servers["boot-7"].Hostname)
 
-	_, err = st.JoinServer(ctx, "Boot/0", &ServerInfo{})
-	require.ErrorIs(t, err, ErrInvalid)
+	_, err = st.JoinServer(ctx, "Boot/0", &fleet.ServerInfo{})
+	require.ErrorIs(t, err, fleet.ErrInvalid)
 
 	require.NoError(t, st.LeaveServer(ctx, "boot-0"))
 	require.ErrorIs(t, st.LeaveServer(ctx, "boot-0"), ErrNotFound)
@@ -290,17 +263,17 @@ func TestSnapshotThenWatchLosesNothing(t *testing.T) {
 	st := newTestStorage(t)
 	ctx := testContext(t)
 
-	require.NoError(t, st.PutStatus(ctx, "boot-0", &UpdateStatus{Version: "1", Cond: CondRunning}))
+	require.NoError(t, st.PutStatus(ctx, "boot-0", &fleet.UpdateStatus{Version: "1", Cond: fleet.CondRunning}))
 	snap, err := st.Snapshot(ctx)
 	require.NoError(t, err)
-	require.Equal(t, CondRunning, snap.Statuses["boot-0"].Cond)
+	require.Equal(t, fleet.CondRunning, snap.Statuses["boot-0"].Cond)
 	require.Nil(t, snap.Request)
 
 	// This write lands after the snapshot but before anyone watches. A
 	// watch that starts at the snapshot's revision+1 must still see it.
-	require.NoError(t, st.PutStatus(ctx, "boot-0", &UpdateStatus{Version: "1", Cond: CondCompleted}))
+	require.NoError(t, st.PutStatus(ctx, "boot-0", &fleet.UpdateStatus{Version: "1", Cond: fleet.CondCompleted}))
 
-	changes, err := st.WaitChanges(ctx, snap.Revision)
+	changes, err := st.waitChanges(ctx, snap.Revision)
 	require.NoError(t, err)
 	require.Len(t, changes, 1)
 	require.Equal(t, "status/servers/boot-0", changes[0].Key)
@@ -309,16 +282,16 @@ func TestSnapshotThenWatchLosesNothing(t *testing.T) {
 	// A watch from the latest revision blocks until the next write.
 	snap2, err := st.Snapshot(ctx)
 	require.NoError(t, err)
-	require.Equal(t, CondCompleted, snap2.Statuses["boot-0"].Cond)
+	require.Equal(t, fleet.CondCompleted, snap2.Statuses["boot-0"].Cond)
 	got := make(chan []Change, 1)
 	go func() {
-		c, err := st.WaitChanges(ctx, snap2.Revision)
+		c, err := st.waitChanges(ctx, snap2.Revision)
 		if err == nil {
 			got <- c
 		}
 		close(got)
 	}()
-	_, err = st.JoinServer(ctx, "boot-1", &ServerInfo{Hostname: "h1"})
+	_, err = st.JoinServer(ctx, "boot-1", &fleet.ServerInfo{Hostname: "h1"})
 	require.NoError(t, err)
 	select {
 	case c := <-got:
@@ -334,18 +307,18 @@ func TestWatchCompacted(t *testing.T) {
 	st := newTestStorage(t)
 	ctx := testContext(t)
 
-	require.NoError(t, st.PutStatus(ctx, "boot-0", &UpdateStatus{Cond: CondRunning}))
+	require.NoError(t, st.PutStatus(ctx, "boot-0", &fleet.UpdateStatus{Cond: fleet.CondRunning}))
 	snap, err := st.Snapshot(ctx)
 	require.NoError(t, err)
 	for i := 0; i < 3; i++ {
-		require.NoError(t, st.PutStatus(ctx, "boot-0", &UpdateStatus{Cond: CondRunning, Step: i}))
+		require.NoError(t, st.PutStatus(ctx, "boot-0", &fleet.UpdateStatus{Cond: fleet.CondRunning, Step: i}))
 	}
 	_, rev, err := currentRev(ctx, st)
 	require.NoError(t, err)
 	_, err = st.Client().Compact(ctx, rev)
 	require.NoError(t, err)
 
-	_, err = st.WaitChanges(ctx, snap.Revision)
+	_, err = st.waitChanges(ctx, snap.Revision)
 	require.ErrorIs(t, err, ErrCompacted)
 }
 
@@ -364,7 +337,7 @@ func TestFencedPutRequest(t *testing.T) {
 
 	elec := campaign(t, ctx, st)
 
-	req := &UpdateRequest{Version: "2026.01.01-1", Servers: []string{"boot-0"}, Reason: ReasonUpdate, StartedAt: time.Now().UTC()}
+	req := &fleet.UpdateRequest{Version: "2026.01.01-1", Servers: []string{"boot-0"}, Reason: fleet.ReasonUpdate, StartedAt: time.Now().UTC()}
 	leaderKey := elec.Key()
 	require.NoError(t, st.PutRequest(ctx, req, leaderKey))
 	got, _, err := st.GetRequest(ctx)
@@ -378,7 +351,7 @@ func TestFencedPutRequest(t *testing.T) {
 	req.Version = "2026.01.02-1"
 	err = st.PutRequest(ctx, req, leaderKey)
 	require.ErrorIs(t, err, ErrNoLeader)
-	require.ErrorIs(t, st.PutReleaseInfo(ctx, &ReleaseInfo{Version: "x"}, leaderKey), ErrNoLeader)
+	require.ErrorIs(t, st.PutReleaseInfo(ctx, &fleet.ReleaseInfo{Version: "x"}, leaderKey), ErrNoLeader)
 	require.ErrorIs(t, st.PutRequest(ctx, req, ""), ErrNoLeader)
 	got, _, err = st.GetRequest(ctx)
 	require.NoError(t, err)
@@ -394,7 +367,7 @@ func TestAliveExpiresWithLease(t *testing.T) {
 
 	lease, err := st.Client().Grant(ctx, 1)
 	require.NoError(t, err)
-	require.NoError(t, st.PutAlive(ctx, "boot-0", &Alive{Version: "1", PID: 42, StartedAt: time.Now().UTC()}, lease.ID))
+	require.NoError(t, st.PutAlive(ctx, "boot-0", &fleet.Alive{Version: "1", PID: 42, StartedAt: time.Now().UTC()}, lease.ID))
 	alive, err := st.GetAlive(ctx)
 	require.NoError(t, err)
 	require.Equal(t, 42, alive["boot-0"].PID)
@@ -412,15 +385,15 @@ func TestRecover(t *testing.T) {
 	ctx := testContext(t)
 
 	elec := campaign(t, ctx, st)
-	require.NoError(t, st.PutRequest(ctx, &UpdateRequest{Version: "1", Servers: []string{"a"}, Stop: true}, elec.Key()))
-	require.NoError(t, st.PutStatus(ctx, "a", &UpdateStatus{Version: "1", Cond: CondAborted, Message: "boom"}))
-	require.NoError(t, st.PutContents(ctx, "boot", &ContentsStatus{Version: "1", Success: true}))
-	require.NoError(t, st.PutPin(ctx, &Pin{Version: "1"}))
+	require.NoError(t, st.PutRequest(ctx, &fleet.UpdateRequest{Version: "1", Servers: []string{"a"}, Stop: true}, elec.Key()))
+	require.NoError(t, st.PutStatus(ctx, "a", &fleet.UpdateStatus{Version: "1", Cond: fleet.CondAborted, Message: "boom"}))
+	require.NoError(t, st.PutContents(ctx, "boot", &fleet.ContentsStatus{Version: "1", Success: true}))
+	require.NoError(t, st.PutPin(ctx, &fleet.Pin{Version: "1"}))
 
 	_, rev, err := st.GetRequest(ctx)
 	require.NoError(t, err)
 	// The request changes after the operator looked: recover must refuse.
-	require.NoError(t, st.PutRequest(ctx, &UpdateRequest{Version: "1", Servers: []string{"a"}, Stop: true, StopReason: "again"}, elec.Key()))
+	require.NoError(t, st.PutRequest(ctx, &fleet.UpdateRequest{Version: "1", Servers: []string{"a"}, Stop: true, StopReason: "again"}, elec.Key()))
 	require.ErrorIs(t, st.Recover(ctx, rev, nil), ErrConflict)
 	_, err = st.GetContents(ctx, "boot")
 	require.NoError(t, err, "a refused recover deletes nothing")
@@ -447,7 +420,7 @@ func TestMalformedValueIsInvalidNotNotFound(t *testing.T) {
 	_, err := st.Client().Put(ctx, st.Prefix()+"status/current", "{not json")
 	require.NoError(t, err)
 	_, _, err = st.GetRequest(ctx)
-	require.ErrorIs(t, err, ErrInvalid)
+	require.ErrorIs(t, err, fleet.ErrInvalid)
 	require.False(t, errors.Is(err, ErrNotFound))
 	require.True(t, strings.Contains(err.Error(), "status/current"))
 }
@@ -455,7 +428,7 @@ func TestMalformedValueIsInvalidNotNotFound(t *testing.T) {
 func TestNewRejectsRelativePrefix(t *testing.T) {
 	t.Parallel()
 	_, err := New(nil, "ferry")
-	require.ErrorIs(t, err, ErrInvalid)
+	require.ErrorIs(t, err, fleet.ErrInvalid)
 	st, err := New(nil, "/ferry")
 	require.NoError(t, err)
 	require.Equal(t, "/ferry/", st.Prefix())
@@ -470,14 +443,14 @@ func TestStartAndFinishRequest(t *testing.T) {
 	key := elec.Key()
 
 	started := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
-	req := &UpdateRequest{Version: "1", Servers: []string{"a"}, Reason: ReasonUpdate, StartedAt: started}
+	req := &fleet.UpdateRequest{Version: "1", Servers: []string{"a"}, Reason: fleet.ReasonUpdate, StartedAt: started}
 	require.NoError(t, st.StartRequest(ctx, req, key))
-	require.NoError(t, st.PutStatus(ctx, "a", &UpdateStatus{Version: "1", Cond: CondCompleted}))
+	require.NoError(t, st.PutStatus(ctx, "a", &fleet.UpdateStatus{Version: "1", Cond: fleet.CondCompleted}))
 	_, rev, err := st.GetRequest(ctx)
 	require.NoError(t, err)
 
 	req.FinishedAt = started.Add(time.Minute)
-	hist := &HistoryRecord{Version: "1", Servers: req.Servers, Result: ResultCompleted, StartedAt: started, FinishedAt: req.FinishedAt, Durations: map[string]float64{"a": 42}}
+	hist := &fleet.HistoryRecord{Version: "1", Servers: req.Servers, Result: fleet.ResultCompleted, StartedAt: started, FinishedAt: req.FinishedAt, Durations: map[string]float64{"a": 42}}
 	require.ErrorIs(t, st.FinishRequest(ctx, req, hist, rev-1, key), ErrConflict, "a request read before it changed is not finished")
 	require.NoError(t, st.FinishRequest(ctx, req, hist, rev, key))
 	got, _, err := st.GetRequest(ctx)
@@ -485,7 +458,7 @@ func TestStartAndFinishRequest(t *testing.T) {
 	require.True(t, got.Finished())
 
 	// A reconfigure at the same version clears the old statuses with it.
-	req2 := &UpdateRequest{Version: "1", Servers: []string{"a", "b"}, Reason: ReasonReconfigure, StartedAt: started.Add(time.Hour)}
+	req2 := &fleet.UpdateRequest{Version: "1", Servers: []string{"a", "b"}, Reason: fleet.ReasonReconfigure, StartedAt: started.Add(time.Hour)}
 	require.NoError(t, st.StartRequest(ctx, req2, key))
 	statuses, err := st.GetStatuses(ctx)
 	require.NoError(t, err)
@@ -497,11 +470,11 @@ func TestStartAndFinishRequest(t *testing.T) {
 	_, rev, err = st.GetRequest(ctx)
 	require.NoError(t, err)
 	req2.FinishedAt = req2.StartedAt.Add(time.Minute)
-	require.NoError(t, st.FinishRequest(ctx, req2, &HistoryRecord{Version: "1", Result: ResultAborted, StartedAt: req2.StartedAt, FinishedAt: req2.FinishedAt}, rev, key))
+	require.NoError(t, st.FinishRequest(ctx, req2, &fleet.HistoryRecord{Version: "1", Result: fleet.ResultAborted, StartedAt: req2.StartedAt, FinishedAt: req2.FinishedAt}, rev, key))
 	hs, err := st.GetHistory(ctx, 0)
 	require.NoError(t, err)
 	require.Len(t, hs, 2)
-	require.Equal(t, ResultAborted, hs[0].Result, "newest first")
+	require.Equal(t, fleet.ResultAborted, hs[0].Result, "newest first")
 	require.Equal(t, 42.0, hs[1].Durations["a"])
 	require.Equal(t, time.Minute, hs[1].Duration())
 	hs, err = st.GetHistory(ctx, 1)
@@ -510,8 +483,8 @@ func TestStartAndFinishRequest(t *testing.T) {
 
 	// Fenced: after resigning, nothing is written.
 	require.NoError(t, elec.Resign(ctx))
-	require.ErrorIs(t, st.StartRequest(ctx, &UpdateRequest{Version: "2"}, key), ErrNoLeader)
-	require.ErrorIs(t, st.FinishRequest(ctx, req2, &HistoryRecord{StartedAt: time.Now()}, rev, key), ErrNoLeader)
+	require.ErrorIs(t, st.StartRequest(ctx, &fleet.UpdateRequest{Version: "2"}, key), ErrNoLeader)
+	require.ErrorIs(t, st.FinishRequest(ctx, req2, &fleet.HistoryRecord{StartedAt: time.Now()}, rev, key), ErrNoLeader)
 	hs, err = st.GetHistory(ctx, 0)
 	require.NoError(t, err)
 	require.Len(t, hs, 2)
@@ -524,7 +497,7 @@ func TestTriggerInSnapshot(t *testing.T) {
 	snap, err := st.Snapshot(ctx)
 	require.NoError(t, err)
 	require.Zero(t, snap.TriggerRev)
-	require.NoError(t, st.PutCheckTrigger(ctx, &CheckTrigger{At: time.Now(), Delivery: "abc"}))
+	require.NoError(t, st.PutCheckTrigger(ctx, &fleet.CheckTrigger{At: time.Now(), Delivery: "abc"}))
 	snap2, err := st.Snapshot(ctx)
 	require.NoError(t, err)
 	require.Greater(t, snap2.TriggerRev, snap.Revision)
@@ -537,14 +510,14 @@ func TestLocalSecretsTakeThePlaceOfEtcd(t *testing.T) {
 	t.Parallel()
 	st := newTestStorage(t)
 	ctx := testContext(t)
-	_, err := st.SetConfig(ctx, ConfigGitHubToken, "from-etcd")
+	_, err := st.SetConfig(ctx, fleet.ConfigGitHubToken, "from-etcd")
 	require.NoError(t, err)
-	_, err = st.SetConfig(ctx, ConfigEnv, "prod")
+	_, err = st.SetConfig(ctx, fleet.ConfigEnv, "prod")
 	require.NoError(t, err)
-	local := map[string]string{ConfigGitHubToken: "from-disk", ConfigNotifyURL: "https://hooks.example/T/B/x", ConfigEnv: "dev", ConfigGitHubAPIURL: "https://ghe.example/api/v3/"}
+	local := map[string]string{fleet.ConfigGitHubToken: "from-disk", fleet.ConfigNotifyURL: "https://hooks.example/T/B/x", fleet.ConfigEnv: "dev", fleet.ConfigGitHubAPIURL: "https://ghe.example/api/v3/"}
 	st.UseLocal(func() map[string]string { return local })
 	// A value etcd holds from before github-api-url left it is ignored.
-	_, err = st.cli.Put(ctx, st.prefix+"config/"+ConfigGitHubAPIURL, "https://evil.example/")
+	_, err = st.cli.Put(ctx, st.prefix+"config/"+fleet.ConfigGitHubAPIURL, "https://evil.example/")
 	require.NoError(t, err)
 
 	c, err := st.GetConfig(ctx)
@@ -552,12 +525,12 @@ func TestLocalSecretsTakeThePlaceOfEtcd(t *testing.T) {
 	require.Equal(t, "from-disk", c.GitHubToken)
 	require.Equal(t, "https://ghe.example/api/v3/", c.GitHubAPIURL, "the API is the server's own")
 	require.Equal(t, "https://hooks.example/T/B/x", c.NotifyURL)
-	require.Equal(t, EnvProd, c.Env, "only secrets come from disk")
+	require.Equal(t, fleet.EnvProd, c.Env, "only secrets come from disk")
 	snap, err := st.Snapshot(ctx)
 	require.NoError(t, err)
 	require.Equal(t, "from-disk", snap.Config.GitHubToken)
 
-	local[ConfigGitHubToken] = "rotated"
+	local[fleet.ConfigGitHubToken] = "rotated"
 	c, err = st.GetConfig(ctx)
 	require.NoError(t, err)
 	require.Equal(t, "rotated", c.GitHubToken, "a rotated file takes effect at once")

@@ -18,12 +18,19 @@ type Change struct {
 	Deleted  bool
 }
 
-// WaitChanges blocks until at least one key under the prefix changes at a
-// revision after afterRev, and returns the changes of the first batch etcd
-// delivers. Pass a snapshot's Revision to see every change made after it,
-// including those made before this call. When etcd has compacted afterRev+1
-// it returns ErrCompacted, and the caller must take a new snapshot.
-func (s *Storage) WaitChanges(ctx context.Context, afterRev int64) ([]Change, error) {
+// WaitChange blocks until at least one key under the prefix changes at a
+// revision after afterRev. Pass a snapshot's Revision to see every change
+// made after it, including those made before this call. When etcd has
+// compacted afterRev+1 it returns ErrCompacted, and the caller must take a
+// new snapshot.
+func (s *Storage) WaitChange(ctx context.Context, afterRev int64) error {
+	_, err := s.waitChanges(ctx, afterRev)
+	return err
+}
+
+// waitChanges is WaitChange, which also returns the changes of the first
+// batch etcd delivers.
+func (s *Storage) waitChanges(ctx context.Context, afterRev int64) ([]Change, error) {
 	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 

@@ -5,8 +5,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/release"
-	"github.com/ferry-cd/ferry/pkg/storage"
 )
 
 // Kind is what the leader does next.
@@ -46,7 +46,7 @@ type Action struct {
 	// Until bounds a Wait; zero means "until something changes".
 	Until time.Time
 	// Request is the rollout to start, for NewRequest.
-	Request *storage.UpdateRequest
+	Request *fleet.UpdateRequest
 	// Cause is why the rollout stops, for Stop.
 	Cause *StopCause
 	// Step is the step to resume, for ResumeCanary.
@@ -59,7 +59,7 @@ type Action struct {
 
 // StopCause describes why a rollout stops, or goes on without a server.
 type StopCause struct {
-	Result  string // storage.ResultAborted, ResultTimeout or ResultDead
+	Result  string // fleet.ResultAborted, ResultTimeout or ResultDead
 	Server  string // the server at fault; empty for a timeout
 	Message string
 	// Step is the step the server failed, and MaxFailures that step's
@@ -71,12 +71,12 @@ type StopCause struct {
 
 func (c *StopCause) String() string {
 	switch c.Result {
-	case storage.ResultAborted:
+	case fleet.ResultAborted:
 		if c.Server == "" {
 			return c.Message
 		}
 		return fmt.Sprintf("%s aborted: %s", c.Server, c.Message)
-	case storage.ResultDead:
+	case fleet.ResultDead:
 		return fmt.Sprintf("%s has had no live worker for %s", c.Server, c.Message)
 	default:
 		return "the rollout timed out: " + c.Message
@@ -85,10 +85,10 @@ func (c *StopCause) String() string {
 
 // Input is everything NextAction decides on.
 type Input struct {
-	Snap *storage.Snapshot
+	Snap *fleet.Snapshot
 	// Config is the configuration to act on: the snapshot's, or the last
 	// valid one when the stored config is broken.
-	Config *storage.Config
+	Config *fleet.Config
 	// ConfigOK is false when the stored config is broken: the running
 	// rollout is still watched over, but no new one starts.
 	ConfigOK bool
@@ -120,10 +120,10 @@ func NextAction(in Input) Action {
 	if !in.ConfigOK {
 		return Action{Kind: Wait, Why: "the stored config is broken; no new rollout starts until it is fixed"}
 	}
-	if cfg.Env == storage.EnvNone {
+	if cfg.Env == fleet.EnvNone {
 		return Action{Kind: Wait, Why: "env is none: the fleet is not updated"}
 	}
-	members := storage.SortedIDs(snap.Servers)
+	members := fleet.SortedIDs(snap.Servers)
 	if len(members) == 0 {
 		return Action{Kind: Wait, Why: "no server has joined the fleet"}
 	}
@@ -136,15 +136,15 @@ func NextAction(in Input) Action {
 				next := cfg.NextReleaseWindow(now)
 				return Action{Kind: Wait, Until: next, Why: fmt.Sprintf("%s waits for the next release-time window at %s", target, next.Format(time.RFC3339))}
 			}
-			return Action{Kind: NewRequest, Why: why, Request: &storage.UpdateRequest{
-				Version: target.String(), From: fleetRan(snap), Servers: members, Reason: storage.ReasonUpdate, StartedAt: now.UTC(),
+			return Action{Kind: NewRequest, Why: why, Request: &fleet.UpdateRequest{
+				Version: target.String(), From: fleetRan(snap), Servers: members, Reason: fleet.ReasonUpdate, StartedAt: now.UTC(),
 			}}
 		}
 		why = reason
 	}
 	if req != nil && !slices.Equal(req.Servers, members) {
-		return Action{Kind: NewRequest, Why: fmt.Sprintf("membership changed since the rollout to %s", req.Version), Request: &storage.UpdateRequest{
-			Version: req.Version, From: fleetRan(snap), Servers: members, Reason: storage.ReasonReconfigure, StartedAt: now.UTC(),
+		return Action{Kind: NewRequest, Why: fmt.Sprintf("membership changed since the rollout to %s", req.Version), Request: &fleet.UpdateRequest{
+			Version: req.Version, From: fleetRan(snap), Servers: members, Reason: fleet.ReasonReconfigure, StartedAt: now.UTC(),
 		}}
 	}
 	return Action{Kind: Wait, Why: why}
@@ -152,7 +152,7 @@ func NextAction(in Input) Action {
 
 // fleetRan is the version the fleet runs as far as etcd knows: that of the
 // last rollout, if it completed; "" otherwise.
-func fleetRan(snap *storage.Snapshot) string {
+func fleetRan(snap *fleet.Snapshot) string {
 	if r := snap.Request; r != nil && r.Finished() && !r.Stop {
 		return r.Version
 	}
@@ -163,7 +163,7 @@ func fleetRan(snap *storage.Snapshot) string {
 // completed rollout, only a newer target (or a pinned downgrade) does.
 // With no request at all (a new fleet, or after `ferry recover`), the target
 // is rolled out unless a live worker already runs something newer.
-func needsUpdate(snap *storage.Snapshot, target release.Version) (bool, string) {
+func needsUpdate(snap *fleet.Snapshot, target release.Version) (bool, string) {
 	if req := snap.Request; req != nil {
 		done := release.ParseVersionOrZero(req.Version)
 		switch {
@@ -188,11 +188,11 @@ func watchRollout(in Input) Action {
 	req := snap.Request
 	active := req.Active()
 	if len(active) == 0 {
-		return Action{Kind: Stop, Why: "every server failed", Cause: &StopCause{Result: storage.ResultAborted, Message: "every server of the rollout failed"}}
+		return Action{Kind: Stop, Why: "every server failed", Cause: &StopCause{Result: fleet.ResultAborted, Message: "every server of the rollout failed"}}
 	}
 	for _, id := range active {
-		if st := snap.Statuses[id]; st.For(req) && st.Cond == storage.CondAborted {
-			cause := &StopCause{Result: storage.ResultAborted, Server: id, Message: st.Message}
+		if st := snap.Statuses[id]; st.For(req) && st.Cond == fleet.CondAborted {
+			cause := &StopCause{Result: fleet.ResultAborted, Server: id, Message: st.Message}
 			if tolerated(req, st, cause) {
 				return Action{Kind: GoOnWithout, Why: fmt.Sprintf("%s failed step %d; its max-failures %d tolerates it", id, st.Step, st.MaxFailures), Cause: cause}
 			}
@@ -215,7 +215,7 @@ func watchRollout(in Input) Action {
 	}
 	if !now.Before(deadline) {
 		return Action{Kind: Stop, Why: "worker-timeout passed", Cause: &StopCause{
-			Result: storage.ResultTimeout, Message: fmt.Sprintf("not completed within worker-timeout %s; still running: %v", cfg.WorkerTimeout, unfinished(snap)),
+			Result: fleet.ResultTimeout, Message: fmt.Sprintf("not completed within worker-timeout %s; still running: %v", cfg.WorkerTimeout, unfinished(snap)),
 		}}
 	}
 	wake := deadline
@@ -228,8 +228,8 @@ func watchRollout(in Input) Action {
 			since = now
 		}
 		if dead := since.Add(cfg.DeadServerGrace); !now.Before(dead) {
-			cause := &StopCause{Result: storage.ResultDead, Server: id, Message: now.Sub(since).Truncate(time.Second).String()}
-			if st := snap.Statuses[id]; st.For(req) && st.Cond == storage.CondRunning && tolerated(req, st, cause) {
+			cause := &StopCause{Result: fleet.ResultDead, Server: id, Message: now.Sub(since).Truncate(time.Second).String()}
+			if st := snap.Statuses[id]; st.For(req) && st.Cond == fleet.CondRunning && tolerated(req, st, cause) {
 				return Action{Kind: GoOnWithout, Why: fmt.Sprintf("%s has no live worker in step %d; its max-failures %d tolerates it", id, st.Step, st.MaxFailures), Cause: cause}
 			}
 			return stopOrRollBack(req, snap.Statuses[id], now, Action{Kind: Stop, Why: "a server has no live worker", Cause: cause})
@@ -253,15 +253,15 @@ func watchRollout(in Input) Action {
 // `ferry rollout pause`. paused is true while any is; the action is
 // ResumeCanary when a step's pause duration has passed since its canary
 // finished it, or else a Wait that says why and until when.
-func canaryPause(snap *storage.Snapshot, now time.Time) (Action, bool) {
+func canaryPause(snap *fleet.Snapshot, now time.Time) (Action, bool) {
 	req := snap.Request
 	if snap.Pause != nil {
 		return Action{Kind: Wait, Paused: "pause", Why: "the rollout to " + req.Version + " is paused by `ferry rollout pause`; `ferry rollout resume` goes on"}, true
 	}
-	var held *storage.UpdateStatus
+	var held *fleet.UpdateStatus
 	for _, id := range req.Active() {
 		st := snap.Statuses[id]
-		if st.For(req) && st.Cond == storage.CondRunning && st.Phase == storage.PhasePaused && st.Canary > 0 && (held == nil || st.Step < held.Step) {
+		if st.For(req) && st.Cond == fleet.CondRunning && st.Phase == fleet.PhasePaused && st.Canary > 0 && (held == nil || st.Step < held.Step) {
 			held = st
 		}
 	}
@@ -305,33 +305,33 @@ func later(a, b time.Time) time.Time {
 // stopOrRollBack turns stop into a rollback when the failed server's step
 // says on-failure: rollback and there is a version to go back to. A
 // rollback that fails stops: it never rolls back again.
-func stopOrRollBack(req *storage.UpdateRequest, st *storage.UpdateStatus, now time.Time, stop Action) Action {
-	if !st.For(req) || st.OnFailure != "rollback" || req.Reason == storage.ReasonRollback || req.From == "" || req.From == req.Version {
+func stopOrRollBack(req *fleet.UpdateRequest, st *fleet.UpdateStatus, now time.Time, stop Action) Action {
+	if !st.For(req) || st.OnFailure != "rollback" || req.Reason == fleet.ReasonRollback || req.From == "" || req.From == req.Version {
 		return stop
 	}
 	return Action{
 		Kind: RollBack, Cause: stop.Cause,
 		Why: fmt.Sprintf("%s; its step says on-failure: rollback, so the fleet goes back to %s", stop.Cause, req.From),
-		Request: &storage.UpdateRequest{
-			Version: req.From, From: req.Version, Servers: req.Servers, Reason: storage.ReasonRollback, StartedAt: now.UTC(),
+		Request: &fleet.UpdateRequest{
+			Version: req.From, From: req.Version, Servers: req.Servers, Reason: fleet.ReasonRollback, StartedAt: now.UTC(),
 		},
 	}
 }
 
 // tolerated reports whether the step a server failed (its status says
 // which) tolerates one more failed server, and fills in the cause's step.
-func tolerated(req *storage.UpdateRequest, st *storage.UpdateStatus, cause *StopCause) bool {
+func tolerated(req *fleet.UpdateRequest, st *fleet.UpdateStatus, cause *StopCause) bool {
 	cause.Step, cause.StepName, cause.MaxFailures = st.Step, st.StepName, st.MaxFailures
 	return st.Step > 0 && st.MaxFailures > 0 && req.FailuresAt(st.Step) < st.MaxFailures
 }
 
 // unfinished lists the servers of the request that have not completed it,
 // leaving out those it goes on without.
-func unfinished(snap *storage.Snapshot) []string {
+func unfinished(snap *fleet.Snapshot) []string {
 	var out []string
 	for _, id := range snap.Request.Active() {
 		st := snap.Statuses[id]
-		if !st.For(snap.Request) || st.Cond != storage.CondCompleted {
+		if !st.For(snap.Request) || st.Cond != fleet.CondCompleted {
 			out = append(out, id)
 		}
 	}
@@ -370,7 +370,7 @@ func targetVersion(in Input) (release.Version, string) {
 }
 
 // fleetVersion is the newest version any live worker of a member runs.
-func fleetVersion(snap *storage.Snapshot) release.Version {
+func fleetVersion(snap *fleet.Snapshot) release.Version {
 	var v release.Version
 	for id := range snap.Servers {
 		if a := snap.Alive[id]; a != nil {
@@ -382,6 +382,6 @@ func fleetVersion(snap *storage.Snapshot) release.Version {
 	return v
 }
 
-func downgradeAllowed(snap *storage.Snapshot, target release.Version) bool {
+func downgradeAllowed(snap *fleet.Snapshot, target release.Version) bool {
 	return snap.Pin != nil && snap.Pin.AllowDowngrade && release.ParseVersionOrZero(snap.Pin.Version).Compare(target) == 0
 }

@@ -3,7 +3,7 @@ package updater
 import (
 	"strconv"
 
-	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	build "github.com/ferry-cd/ferry/pkg/version"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -76,7 +76,7 @@ func NewMetrics() *Metrics {
 	for _, r := range []string{"found", "none", "error", "rate_limited"} {
 		m.checks.WithLabelValues(r)
 	}
-	for _, r := range []string{storage.ResultCompleted, storage.ResultAborted, storage.ResultTimeout, storage.ResultDead, storage.ResultCleared, storage.ResultFailed} {
+	for _, r := range []string{fleet.ResultCompleted, fleet.ResultAborted, fleet.ResultTimeout, fleet.ResultDead, fleet.ResultCleared, fleet.ResultFailed} {
 		m.rollouts.WithLabelValues(r)
 	}
 	for _, r := range []string{"sent", "failed", "dropped"} {
@@ -95,14 +95,14 @@ func (m *Metrics) observeGitHub(code int) {
 
 // observeFleet sets the fleet gauge from a snapshot; nil (not leading)
 // sets every state to 0.
-func (m *Metrics) observeFleet(snap *storage.Snapshot) {
-	counts := map[string]int{}
+func (m *Metrics) observeFleet(snap *fleet.Snapshot) {
+	counts := map[fleet.State]int{}
 	if snap != nil {
 		for id := range snap.Servers {
 			counts[snap.State(id)]++
 		}
 	}
-	for _, state := range storage.ServerStates {
-		m.servers.WithLabelValues(state).Set(float64(counts[state]))
+	for _, state := range fleet.ServerStates {
+		m.servers.WithLabelValues(string(state)).Set(float64(counts[state]))
 	}
 }

@@ -1,10 +1,10 @@
 package updater
 
 import (
-	"github.com/ferry-cd/ferry/pkg/storage"
 	"strings"
 	"testing"
 
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 )
@@ -23,7 +23,7 @@ func TestMetricsPassPrometheusLint(t *testing.T) {
 	require.Equal(t, 6+4+3+1, n, "every result of every counter, at 0, and the build info")
 	n, err = testutil.GatherAndCount(m.Registry, "ferry_updater_servers")
 	require.NoError(t, err)
-	require.Equal(t, len(storage.ServerStates), n, "every server state, at 0")
+	require.Equal(t, len(fleet.ServerStates), n, "every server state, at 0")
 	require.NoError(t, testutil.GatherAndCompare(m.Registry, strings.NewReader(`
 # HELP ferry_updater_rollouts_total Finished rollouts by result.
 # TYPE ferry_updater_rollouts_total counter

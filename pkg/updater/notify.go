@@ -11,8 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ferry-cd/ferry/pkg/storage"
-
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/release"
 )
 
@@ -151,7 +150,7 @@ func (n *WebhookNotifier) Notify(ctx context.Context, url string, e Event) error
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
-		return fmt.Errorf("notify-url %s is not a valid URL; set it again with `ferry config set notify-url URL`", storage.RedactURL(url))
+		return fmt.Errorf("notify-url %s is not a valid URL; set it again with `ferry config set notify-url URL`", fleet.RedactURL(url))
 	}
 	req.Header.Set("Content-Type", "application/json")
 	client := n.Client
@@ -161,12 +160,12 @@ func (n *WebhookNotifier) Notify(ctx context.Context, url string, e Event) error
 	resp, err := client.Do(req)
 	if err != nil {
 		// The error holds the URL, and a Slack URL is a secret.
-		return fmt.Errorf("post notification: %s", storage.RedactURLs(err.Error()))
+		return fmt.Errorf("post notification: %s", fleet.RedactURLs(err.Error()))
 	}
 	defer resp.Body.Close()
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("post notification: %s answered %s", storage.RedactURL(url), resp.Status)
+		return fmt.Errorf("post notification: %s answered %s", fleet.RedactURL(url), resp.Status)
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/release"
 	"github.com/ferry-cd/ferry/pkg/retry"
 	"github.com/ferry-cd/ferry/pkg/statuspage"
@@ -31,10 +32,10 @@ import (
 type ReleaseSource interface {
 	// Latest finds the newest release env may take that skip does not
 	// leave out.
-	Latest(ctx context.Context, env storage.Env, skip func(version string) bool) (*release.Release, error)
+	Latest(ctx context.Context, env fleet.Env, skip func(version string) bool) (*release.Release, error)
 	// Resolve finds the release of a version once for the fleet (see
 	// release.Source.Resolve), for the rollout request.
-	Resolve(ctx context.Context, env storage.Env, version string) (*storage.ReleaseRef, error)
+	Resolve(ctx context.Context, env fleet.Env, version string) (*fleet.ReleaseRef, error)
 }
 
 // Options configure an Updater.
@@ -116,7 +117,7 @@ func New(o Options) *Updater {
 	return &Updater{
 		opts: o, st: o.Storage, log: log, metrics: o.Metrics,
 		notify: newDispatcher(o.Notifier, log, o.Metrics),
-		page:   statuspage.New(statuspage.Options{Storage: o.Storage, Etcd: o.Etcd, ServedBy: o.ID, Logger: log}),
+		page:   statuspage.New(statuspage.Options{Store: o.Storage, Etcd: o.Etcd, ServedBy: o.ID, Logger: log}),
 	}
 }
 
@@ -259,14 +260,14 @@ const readEvery = 100 * time.Millisecond
 // leaderState is what a leader remembers between loop turns. A new leader
 // starts afresh: grace periods restart, and it checks for a release at once.
 type leaderState struct {
-	lastGood  *storage.Config
+	lastGood  *fleet.Config
 	configErr string
 	// withdrawals is the withdrawals statement with the highest serial
 	// this leader verified.
 	withdrawals *trust.Statement
 	// narrowed is the env of etcd that this server's channels narrowed,
 	// logged once; "" when they did not.
-	narrowed     storage.Env
+	narrowed     fleet.Env
 	missingSince map[string]time.Time
 	lastWhy      string
 	// pausedNow is the pause the fleet waits in, "rollout/pause", or "".
@@ -293,7 +294,7 @@ type leaderState struct {
 
 // coordinate keeps a barrier coordinator (storage.Coordinate) running for
 // the running request, and none otherwise.
-func (u *Updater) coordinate(ctx context.Context, ls *leaderState, snap *storage.Snapshot, leaderKey string) {
+func (u *Updater) coordinate(ctx context.Context, ls *leaderState, snap *fleet.Snapshot, leaderKey string) {
 	req := snap.Request
 	running := req != nil && !req.Finished() && !req.Stop
 	// A revised request (a server the rollout goes on without) changes
@@ -319,7 +320,7 @@ func (u *Updater) coordinate(ctx context.Context, ls *leaderState, snap *storage
 }
 
 func (u *Updater) lead(ctx context.Context, leaderKey string) error {
-	defaults, _ := storage.ParseConfig(nil)
+	defaults, _ := fleet.ParseConfig(nil)
 	ls := &leaderState{lastGood: defaults, missingSince: map[string]time.Time{}}
 	defer func() {
 		if ls.stopCoord != nil {
@@ -394,7 +395,7 @@ func (u *Updater) lead(ctx context.Context, leaderKey string) error {
 	}
 }
 
-func requestVersion(snap *storage.Snapshot) string {
+func requestVersion(snap *fleet.Snapshot) string {
 	if snap.Request == nil {
 		return ""
 	}
@@ -403,7 +404,7 @@ func requestVersion(snap *storage.Snapshot) string {
 
 // config returns the config to act on: the stored one, or the last valid
 // one (ok=false) while the stored one is broken.
-func (u *Updater) config(ls *leaderState, snap *storage.Snapshot) (*storage.Config, bool) {
+func (u *Updater) config(ls *leaderState, snap *fleet.Snapshot) (*fleet.Config, bool) {
 	if snap.ConfigErr != nil {
 		if msg := snap.ConfigErr.Error(); msg != ls.configErr {
 			u.log.Error("the stored config is broken; no new rollout starts until it is fixed", "error", msg)
@@ -429,7 +430,7 @@ func (u *Updater) config(ls *leaderState, snap *storage.Snapshot) (*storage.Conf
 	return cfg, true
 }
 
-func (ls *leaderState) trackMissing(snap *storage.Snapshot, now time.Time) {
+func (ls *leaderState) trackMissing(snap *fleet.Snapshot, now time.Time) {
 	req := snap.Request
 	if req == nil || req.Finished() {
 		clear(ls.missingSince)
@@ -450,7 +451,7 @@ func (ls *leaderState) trackMissing(snap *storage.Snapshot, now time.Time) {
 func (u *Updater) waitChanges(ctx context.Context, rev int64, wake time.Time) {
 	wctx, cancel := context.WithDeadline(ctx, wake)
 	defer cancel()
-	_, err := u.st.WaitChanges(wctx, rev)
+	err := u.st.WaitChange(wctx, rev)
 	if err != nil && wctx.Err() == nil && !errors.Is(err, storage.ErrCompacted) {
 		u.log.Warn("watch failed", "error", err)
 		sleepCtx(ctx, time.Second)
@@ -468,15 +469,15 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 
 // sourceKey identifies the settings a source was built from; a change
 // rebuilds the source and checks at once.
-func sourceKey(cfg *storage.Config) [32]byte {
+func sourceKey(cfg *fleet.Config) [32]byte {
 	return sha256.Sum256([]byte(fmt.Sprintf("%s\x00%s\x00%s\x00%s\x00%s", cfg.Env, cfg.GitHubRepo, cfg.GitHubAPIURL, cfg.GitHubToken, cfg.Proxy)))
 }
 
 // nextCheck is when the next scheduled check is due: check-update-interval
 // after the last one (or the retry delay after a failure), and not before
 // the next release-time window. Zero when no check is scheduled.
-func (ls *leaderState) nextCheck(cfg *storage.Config, now time.Time) time.Time {
-	if ls.source == nil || cfg.Env == storage.EnvNone {
+func (ls *leaderState) nextCheck(cfg *fleet.Config, now time.Time) time.Time {
+	if ls.source == nil || cfg.Env == fleet.EnvNone {
 		return time.Time{}
 	}
 	if ls.lastCheckAt.IsZero() {
@@ -492,8 +493,8 @@ func (ls *leaderState) nextCheck(cfg *storage.Config, now time.Time) time.Time {
 	return next
 }
 
-func (u *Updater) maybeCheck(ctx context.Context, ls *leaderState, snap *storage.Snapshot, cfg *storage.Config, ok bool, now time.Time, leaderKey string) error {
-	if !ok || cfg.Env == storage.EnvNone || cfg.GitHubRepo == "" {
+func (u *Updater) maybeCheck(ctx context.Context, ls *leaderState, snap *fleet.Snapshot, cfg *fleet.Config, ok bool, now time.Time, leaderKey string) error {
+	if !ok || cfg.Env == fleet.EnvNone || cfg.GitHubRepo == "" {
 		return nil
 	}
 	due := false
@@ -548,7 +549,7 @@ func (u *Updater) withdrawn(ctx context.Context, ls *leaderState) []string {
 	return ls.withdrawals.Withdrawn
 }
 
-func (u *Updater) check(ctx context.Context, ls *leaderState, snap *storage.Snapshot, cfg *storage.Config, now time.Time, leaderKey string) error {
+func (u *Updater) check(ctx context.Context, ls *leaderState, snap *fleet.Snapshot, cfg *fleet.Config, now time.Time, leaderKey string) error {
 	cctx, cancel := context.WithTimeout(ctx, u.opts.CheckTimeout)
 	withdrawn := u.withdrawn(cctx, ls)
 	rel, err := ls.source.Latest(cctx, cfg.Env, func(v string) bool { return slices.Contains(withdrawn, v) })
@@ -566,7 +567,7 @@ func (u *Updater) check(ctx context.Context, ls *leaderState, snap *storage.Snap
 		u.metrics.checks.WithLabelValues("found").Inc()
 		ls.failures = 0
 		u.checkFreshness(ls, rel.Version.String(), rel.PublishedAt, cfg, now)
-		info := &storage.ReleaseInfo{Env: cfg.Env, Version: rel.Version.String(), Tag: rel.Tag, Prerelease: rel.Prerelease, PublishedAt: rel.PublishedAt}
+		info := &fleet.ReleaseInfo{Env: cfg.Env, Version: rel.Version.String(), Tag: rel.Tag, Prerelease: rel.Prerelease, PublishedAt: rel.PublishedAt}
 		if old := snap.Release; old != nil && old.Env == info.Env && old.Version == info.Version && old.Tag == info.Tag && old.Prerelease == info.Prerelease {
 			return nil
 		}
@@ -604,8 +605,8 @@ func (u *Updater) check(ctx context.Context, ls *leaderState, snap *storage.Snap
 // recordCheck writes info/check, so that `ferry status` can say how the
 // leader's last check went: when the outcome changed, and otherwise at most
 // once a minute, so that a frequent check does not write etcd each time.
-func (u *Updater) recordCheck(ctx context.Context, snap *storage.Snapshot, rel *release.Release, err error, now time.Time, leaderKey string) {
-	c := &storage.CheckInfo{At: now.UTC(), Result: "found", Leader: u.opts.ID}
+func (u *Updater) recordCheck(ctx context.Context, snap *fleet.Snapshot, rel *release.Release, err error, now time.Time, leaderKey string) {
+	c := &fleet.CheckInfo{At: now.UTC(), Result: "found", Leader: u.opts.ID}
 	switch {
 	case err == nil:
 		c.Version = rel.Version.String()
@@ -628,7 +629,7 @@ func (u *Updater) recordCheck(ctx context.Context, snap *storage.Snapshot, rel *
 // checkFreshness sets the newest release's metrics and notifies once per
 // release when it is older than release-max-age: a mirror that stopped
 // updating, or a nightly that stopped publishing.
-func (u *Updater) checkFreshness(ls *leaderState, version string, published time.Time, cfg *storage.Config, now time.Time) {
+func (u *Updater) checkFreshness(ls *leaderState, version string, published time.Time, cfg *fleet.Config, now time.Time) {
 	u.metrics.releaseTime.Set(float64(published.Unix()))
 	age := now.Sub(published)
 	if cfg.ReleaseMaxAge <= 0 || published.IsZero() || age <= cfg.ReleaseMaxAge {
@@ -651,7 +652,7 @@ func (u *Updater) checkFreshness(ls *leaderState, version string, published time
 // release.Source.Resolve). A transient error postpones the rollout, with
 // backoff; a permanent one (no such release) starts it without: each
 // worker then looks the release up itself and fails loudly.
-func (u *Updater) resolve(ctx context.Context, ls *leaderState, act Action, cfg *storage.Config, now time.Time) Action {
+func (u *Updater) resolve(ctx context.Context, ls *leaderState, act Action, cfg *fleet.Config, now time.Time) Action {
 	req := act.Request
 	if ls.source == nil {
 		return act
@@ -687,7 +688,7 @@ func (u *Updater) resolve(ctx context.Context, ls *leaderState, act Action, cfg 
 // notePause records in the request, and notifies, when the fleet comes to
 // wait in a pause (behind a canary, or ferry rollout pause) and when it goes
 // on again.
-func (u *Updater) notePause(ctx context.Context, ls *leaderState, snap *storage.Snapshot, act Action, cfg *storage.Config, now time.Time, leaderKey string) error {
+func (u *Updater) notePause(ctx context.Context, ls *leaderState, snap *fleet.Snapshot, act Action, cfg *fleet.Config, now time.Time, leaderKey string) error {
 	req := snap.Request
 	if req == nil || req.Finished() {
 		ls.pausedNow = ""
@@ -701,7 +702,7 @@ func (u *Updater) notePause(ctx context.Context, ls *leaderState, snap *storage.
 	if key == ls.pausedNow {
 		return nil
 	}
-	ev := storage.RolloutEvent{At: now.UTC(), Kind: "paused", Message: act.Why}
+	ev := fleet.RolloutEvent{At: now.UTC(), Kind: "paused", Message: act.Why}
 	kind, notify := EventPaused, true
 	switch {
 	case key == "" && !strings.HasPrefix(ls.pausedNow, rollout):
@@ -735,12 +736,12 @@ func (u *Updater) notePause(ctx context.Context, ls *leaderState, snap *storage.
 }
 
 // notifyOf sends e to notify-url, if set, with a link to status-url.
-func (u *Updater) notifyOf(cfg *storage.Config, e Event) {
+func (u *Updater) notifyOf(cfg *fleet.Config, e Event) {
 	e.Link = cfg.StatusURL
 	u.notify.enqueue(cfg.NotifyURL, e)
 }
 
-func (u *Updater) execute(ctx context.Context, act Action, snap *storage.Snapshot, cfg *storage.Config, now time.Time, leaderKey string) error {
+func (u *Updater) execute(ctx context.Context, act Action, snap *fleet.Snapshot, cfg *fleet.Config, now time.Time, leaderKey string) error {
 	switch act.Kind {
 	case NewRequest:
 		req := act.Request
@@ -766,9 +767,9 @@ func (u *Updater) execute(ctx context.Context, act Action, snap *storage.Snapsho
 		failed.FinishedAt = now.UTC()
 		c := act.Cause
 		failed.StopReason = fmt.Sprintf("%s; rolled back to %s", c, failed.From)
-		hist := storage.NewHistoryRecord(&failed, snap.Statuses, storage.ResultFailed, failed.FinishedAt)
+		hist := fleet.NewHistoryRecord(&failed, snap.Statuses, fleet.ResultFailed, failed.FinishedAt)
 		hist.StopReason = failed.StopReason
-		refused := &storage.Refused{Version: failed.Version, At: now.UTC(), Reason: c.String(), Rollout: failed.StartedAt}
+		refused := &fleet.Refused{Version: failed.Version, At: now.UTC(), Reason: c.String(), Rollout: failed.StartedAt}
 		next := act.Request
 		if err := u.st.RollBack(ctx, hist, refused, next, snap.RequestRev, leaderKey); err != nil {
 			if errors.Is(err, storage.ErrConflict) {
@@ -777,13 +778,13 @@ func (u *Updater) execute(ctx context.Context, act Action, snap *storage.Snapsho
 			}
 			return err
 		}
-		u.metrics.rollouts.WithLabelValues(storage.ResultFailed).Inc()
+		u.metrics.rollouts.WithLabelValues(fleet.ResultFailed).Inc()
 		u.log.Error("rollout FAILED; rolling back", "version", failed.Version, "to", next.Version, "reason", c.String(), "server", c.Server)
 		u.notifyOf(cfg, Event{Kind: EventRollback, Version: failed.Version, Reason: failed.Reason, Servers: failed.Servers, Server: c.Server,
 			Message: fmt.Sprintf("%s; rolling back to %s; %s is refused until a newer release or `ferry release unrefuse %s`", c, next.Version, failed.Version, failed.Version), StartedAt: failed.StartedAt})
 	case ResumeCanary:
 		req := snap.Request
-		if err := u.st.PutResume(ctx, &storage.Resume{Rollout: req.StartedAt, Step: act.Step, At: now.UTC(), By: "ferry-updater " + u.opts.ID + ": the step's pause ended"}, leaderKey); err != nil {
+		if err := u.st.PutResume(ctx, &fleet.Resume{Rollout: req.StartedAt, Step: act.Step, At: now.UTC(), By: "ferry-updater " + u.opts.ID + ": the step's pause ended"}, leaderKey); err != nil {
 			return err
 		}
 		u.log.Info("the canary's pause ended; the rest of the servers go on", "version", req.Version, "step", act.Step)
@@ -792,10 +793,10 @@ func (u *Updater) execute(ctx context.Context, act Action, snap *storage.Snapsho
 		req := *snap.Request
 		c := act.Cause
 		reason := c.Message
-		if c.Result == storage.ResultDead {
+		if c.Result == fleet.ResultDead {
 			reason = "no live worker for " + c.Message
 		}
-		req.Failed = append(append([]storage.FailedServer(nil), req.Failed...), storage.FailedServer{ID: c.Server, Step: c.Step, StepName: c.StepName, Reason: reason, At: now.UTC()})
+		req.Failed = append(append([]fleet.FailedServer(nil), req.Failed...), fleet.FailedServer{ID: c.Server, Step: c.Step, StepName: c.StepName, Reason: reason, At: now.UTC()})
 		if err := u.st.ReviseRequest(ctx, &req, snap.RequestRev, leaderKey); err != nil {
 			if errors.Is(err, storage.ErrConflict) {
 				u.log.Info("the rollout changed before the leader could go on without a server; deciding again", "version", req.Version)
@@ -809,7 +810,7 @@ func (u *Updater) execute(ctx context.Context, act Action, snap *storage.Snapsho
 	case Stop, Complete:
 		req := *snap.Request
 		req.FinishedAt = now.UTC()
-		hist := storage.NewHistoryRecord(&req, snap.Statuses, storage.ResultCompleted, req.FinishedAt)
+		hist := fleet.NewHistoryRecord(&req, snap.Statuses, fleet.ResultCompleted, req.FinishedAt)
 		ev := Event{Kind: EventSuccess, Version: req.Version, Reason: req.Reason, Servers: req.Servers, StartedAt: req.StartedAt, Duration: req.FinishedAt.Sub(req.StartedAt)}
 		for _, f := range req.Failed {
 			ev.Failed = append(ev.Failed, f.ID)
@@ -818,7 +819,7 @@ func (u *Updater) execute(ctx context.Context, act Action, snap *storage.Snapsho
 			req.Stop, req.StopReason = true, act.Cause.String()
 			hist.Result, hist.StopReason = act.Cause.Result, req.StopReason
 			ev.Server, ev.Message = act.Cause.Server, act.Cause.Message
-			ev.Kind = map[string]EventKind{storage.ResultAborted: EventAbort, storage.ResultTimeout: EventTimeout, storage.ResultDead: EventDeadServer}[act.Cause.Result]
+			ev.Kind = map[string]EventKind{fleet.ResultAborted: EventAbort, fleet.ResultTimeout: EventTimeout, fleet.ResultDead: EventDeadServer}[act.Cause.Result]
 		}
 		if err := u.st.FinishRequest(ctx, &req, hist, snap.RequestRev, leaderKey); err != nil {
 			if errors.Is(err, storage.ErrConflict) {

@@ -23,6 +23,7 @@ import (
 	"github.com/ferry-cd/ferry/internal/etcdtest"
 	"github.com/ferry-cd/ferry/internal/fleettest"
 	"github.com/ferry-cd/ferry/internal/githubfake"
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/release"
 	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/ferry-cd/ferry/pkg/trust"
@@ -40,7 +41,7 @@ const (
 )
 
 // fleet is one test's etcd prefix, GitHub fake and notification receiver.
-type fleet struct {
+type testFleet struct {
 	t      *testing.T
 	prefix string
 	st     *storage.Storage
@@ -54,40 +55,40 @@ type fleet struct {
 	keys string
 }
 
-func newFleet(t *testing.T, config ...string) *fleet {
+func newFleet(t *testing.T, config ...string) *testFleet {
 	t.Helper()
 	prefix := etcdtest.Prefix(t)
 	st, err := storage.New(etcdtest.Client(t), prefix)
 	require.NoError(t, err)
 	gh := githubfake.New()
 	t.Cleanup(gh.Close)
-	f := &fleet{t: t, prefix: prefix, st: st, gh: gh, notes: newReceiver(t)}
-	f.local = func() map[string]string { return map[string]string{storage.ConfigGitHubAPIURL: gh.APIURL()} }
-	f.set(storage.ConfigGitHubRepo, repo, storage.ConfigNotifyURL, f.notes.srv.URL)
+	f := &testFleet{t: t, prefix: prefix, st: st, gh: gh, notes: newReceiver(t)}
+	f.local = func() map[string]string { return map[string]string{fleet.ConfigGitHubAPIURL: gh.APIURL()} }
+	f.set(fleet.ConfigGitHubRepo, repo, fleet.ConfigNotifyURL, f.notes.srv.URL)
 	f.st.UseLocal(f.local)
 	f.set(config...)
 	return f
 }
 
-func (f *fleet) ctx() context.Context { return fleettest.Ctx(f.t) }
+func (f *testFleet) ctx() context.Context { return fleettest.Ctx(f.t) }
 
-func (f *fleet) set(kv ...string) { fleettest.SetConfig(f.t, f.st, kv...) }
+func (f *testFleet) set(kv ...string) { fleettest.SetConfig(f.t, f.st, kv...) }
 
 // join registers servers whose workers are alive at v1, for as long as the
 // test runs.
-func (f *fleet) join(ids ...string) {
+func (f *testFleet) join(ids ...string) {
 	f.t.Helper()
 	ctx := f.ctx()
 	lease, err := f.st.Client().Grant(ctx, 60)
 	require.NoError(f.t, err)
 	for _, id := range ids {
-		_, err := f.st.JoinServer(ctx, id, &storage.ServerInfo{})
+		_, err := f.st.JoinServer(ctx, id, &fleet.ServerInfo{})
 		require.NoError(f.t, err)
-		require.NoError(f.t, f.st.PutAlive(ctx, id, &storage.Alive{Version: v1, PID: 1}, lease.ID))
+		require.NoError(f.t, f.st.PutAlive(ctx, id, &fleet.Alive{Version: v1, PID: 1}, lease.ID))
 	}
 }
 
-func (f *fleet) addRelease(tag string, pre bool, day int) {
+func (f *testFleet) addRelease(tag string, pre bool, day int) {
 	f.gh.AddRelease(repo, githubfake.ReleaseSpec{Tag: tag, Prerelease: pre, CreatedAt: time.Date(2026, 1, day, 0, 0, 0, 0, time.UTC)})
 }
 
@@ -100,7 +101,7 @@ type running struct {
 
 // start runs an updater with an etcd client of its own, as a separate
 // process would have.
-func (f *fleet) start(id string) *running {
+func (f *testFleet) start(id string) *running {
 	f.t.Helper()
 	cli := etcdtest.Client(f.t)
 	st, err := storage.New(cli, f.prefix)
@@ -127,7 +128,7 @@ func (r *running) stop() {
 	<-r.done
 }
 
-func (f *fleet) request() *storage.UpdateRequest {
+func (f *testFleet) request() *fleet.UpdateRequest {
 	req, _, err := f.st.GetRequest(f.ctx())
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil
@@ -137,9 +138,9 @@ func (f *fleet) request() *storage.UpdateRequest {
 }
 
 // waitRequest waits until the request satisfies ok and returns it.
-func (f *fleet) waitRequest(ok func(*storage.UpdateRequest) bool) *storage.UpdateRequest {
+func (f *testFleet) waitRequest(ok func(*fleet.UpdateRequest) bool) *fleet.UpdateRequest {
 	f.t.Helper()
-	var got *storage.UpdateRequest
+	var got *fleet.UpdateRequest
 	require.Eventually(f.t, func() bool {
 		got = f.request()
 		return got != nil && ok(got)
@@ -147,13 +148,13 @@ func (f *fleet) waitRequest(ok func(*storage.UpdateRequest) bool) *storage.Updat
 	return got
 }
 
-func version(v string) func(*storage.UpdateRequest) bool {
-	return func(r *storage.UpdateRequest) bool { return r.Version == v }
+func version(v string) func(*fleet.UpdateRequest) bool {
+	return func(r *fleet.UpdateRequest) bool { return r.Version == v }
 }
 
-func (f *fleet) report(id, v string, c storage.Cond, msg string) {
+func (f *testFleet) report(id, v string, c fleet.Cond, msg string) {
 	f.t.Helper()
-	require.NoError(f.t, f.st.PutStatus(f.ctx(), id, &storage.UpdateStatus{Version: v, Cond: c, Message: msg, UpdatedAt: time.Now().UTC()}))
+	require.NoError(f.t, f.st.PutStatus(f.ctx(), id, &fleet.UpdateStatus{Version: v, Cond: c, Message: msg, UpdatedAt: time.Now().UTC()}))
 }
 
 // receiver is a Slack-compatible webhook that records what it is sent.
@@ -216,12 +217,12 @@ func TestEnvSelection(t *testing.T) {
 		channels []string
 		want     string
 	}{
-		{name: "staging takes the pre-release", config: []string{storage.ConfigEnv, "staging"}, want: v2},
-		{name: "prod takes the full release", config: []string{storage.ConfigEnv, "prod"}, want: v1},
-		{name: "dev follows test tags", config: []string{storage.ConfigEnv, "dev"}, want: v3},
-		{name: "a pin holds staging back", config: []string{storage.ConfigEnv, "staging"}, pin: v1, want: v1},
-		{name: "env dev in etcd, production servers: prod", config: []string{storage.ConfigEnv, "dev"}, channels: []string{trust.ChannelProduction}, want: v1},
-		{name: "env dev in etcd, staging servers: staging", config: []string{storage.ConfigEnv, "dev"}, channels: []string{trust.ChannelStaging, trust.ChannelProduction}, want: v2},
+		{name: "staging takes the pre-release", config: []string{fleet.ConfigEnv, "staging"}, want: v2},
+		{name: "prod takes the full release", config: []string{fleet.ConfigEnv, "prod"}, want: v1},
+		{name: "dev follows test tags", config: []string{fleet.ConfigEnv, "dev"}, want: v3},
+		{name: "a pin holds staging back", config: []string{fleet.ConfigEnv, "staging"}, pin: v1, want: v1},
+		{name: "env dev in etcd, production servers: prod", config: []string{fleet.ConfigEnv, "dev"}, channels: []string{trust.ChannelProduction}, want: v1},
+		{name: "env dev in etcd, staging servers: staging", config: []string{fleet.ConfigEnv, "dev"}, channels: []string{trust.ChannelStaging, trust.ChannelProduction}, want: v2},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -233,13 +234,13 @@ func TestEnvSelection(t *testing.T) {
 			f.addRelease("test-"+v3, true, 3)
 			f.join("boot-0", "boot-1")
 			if c.pin != "" {
-				require.NoError(t, f.st.PutPin(f.ctx(), &storage.Pin{Version: c.pin}))
+				require.NoError(t, f.st.PutPin(f.ctx(), &fleet.Pin{Version: c.pin}))
 			}
 			f.start("u0")
-			req := f.waitRequest(func(*storage.UpdateRequest) bool { return true })
+			req := f.waitRequest(func(*fleet.UpdateRequest) bool { return true })
 			require.Equal(t, c.want, req.Version)
 			require.Equal(t, []string{"boot-0", "boot-1"}, req.Servers)
-			require.Equal(t, storage.ReasonUpdate, req.Reason)
+			require.Equal(t, fleet.ReasonUpdate, req.Reason)
 			require.NotNil(t, req.Release, "the updater resolved the release for the workers")
 			require.Equal(t, map[string]string{v1: "release-" + v1, v2: "release-" + v2, v3: "test-" + v3}[c.want], req.Release.Tag)
 			f.notes.wait(t, "started", c.want)
@@ -254,7 +255,7 @@ func TestEnvSelection(t *testing.T) {
 // that cannot be found starts it without, for the workers to look up.
 func TestRequestCarriesTheResolvedRelease(t *testing.T) {
 	t.Parallel()
-	f := newFleet(t, storage.ConfigEnv, "prod")
+	f := newFleet(t, fleet.ConfigEnv, "prod")
 	deb := release.DebAsset(v1)
 	manifest := trust.ManifestAsset(trust.ChannelProduction)
 	f.gh.AddRelease(repo, githubfake.ReleaseSpec{Tag: "release-" + v1, CreatedAt: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), Assets: map[string][]byte{
@@ -271,7 +272,7 @@ func TestRequestCarriesTheResolvedRelease(t *testing.T) {
 	ref := req.Release
 	require.NotNil(t, ref)
 	require.Equal(t, repo, ref.Repo)
-	byName := map[string]storage.AssetRef{}
+	byName := map[string]fleet.AssetRef{}
 	for _, a := range ref.Assets {
 		byName[a.Name] = a
 	}
@@ -283,10 +284,10 @@ func TestRequestCarriesTheResolvedRelease(t *testing.T) {
 	require.Equal(t, []byte("sums"), byName[release.SumsAsset].Data)
 
 	// A pin to a version with no release: the workers will say so.
-	f.report("boot-0", v1, storage.CondCompleted, "")
-	f.waitRequest(func(r *storage.UpdateRequest) bool { return r.Finished() })
+	f.report("boot-0", v1, fleet.CondCompleted, "")
+	f.waitRequest(func(r *fleet.UpdateRequest) bool { return r.Finished() })
 	const missing = "2025.12.31-1"
-	require.NoError(t, f.st.PutPin(f.ctx(), &storage.Pin{Version: missing, AllowDowngrade: true}))
+	require.NoError(t, f.st.PutPin(f.ctx(), &fleet.Pin{Version: missing, AllowDowngrade: true}))
 	req = f.waitRequest(version(missing))
 	require.Nil(t, req.Release)
 }
@@ -296,10 +297,10 @@ func TestRequestCarriesTheResolvedRelease(t *testing.T) {
 // a barrier, and not before.
 func TestLeaderCoordinatesTheBarrier(t *testing.T) {
 	t.Parallel()
-	f := newFleet(t, storage.ConfigEnv, "prod")
+	f := newFleet(t, fleet.ConfigEnv, "prod")
 	f.addRelease("release-"+v1, false, 1)
 	var ids []string
-	for i := 0; i <= storage.LocalBarrier; i++ {
+	for i := 0; i <= fleet.LocalBarrier; i++ {
 		ids = append(ids, fmt.Sprintf("boot-%02d", i))
 	}
 	f.join(ids...)
@@ -314,7 +315,7 @@ func TestLeaderCoordinatesTheBarrier(t *testing.T) {
 		return string(resp.Kvs[0].Value)
 	}
 	arrive := func(id string, k int) {
-		require.NoError(t, f.st.PutStatus(f.ctx(), id, &storage.UpdateStatus{Version: v1, Rollout: req.StartedAt, Step: k, Phase: storage.PhaseWaiting, Cond: storage.CondRunning}))
+		require.NoError(t, f.st.PutStatus(f.ctx(), id, &fleet.UpdateStatus{Version: v1, Rollout: req.StartedAt, Step: k, Phase: fleet.PhaseWaiting, Cond: fleet.CondRunning}))
 	}
 	for _, id := range ids[1:] {
 		arrive(id, 1)
@@ -326,7 +327,7 @@ func TestLeaderCoordinatesTheBarrier(t *testing.T) {
 
 func TestConfigChangeTakesEffectWithoutRestart(t *testing.T) {
 	t.Parallel()
-	f := newFleet(t, storage.ConfigEnv, "none", storage.ConfigCheckUpdateInterval, "1h")
+	f := newFleet(t, fleet.ConfigEnv, "none", fleet.ConfigCheckUpdateInterval, "1h")
 	f.addRelease("release-"+v1, false, 1)
 	f.join("boot-0")
 	u := f.start("u0")
@@ -334,13 +335,13 @@ func TestConfigChangeTakesEffectWithoutRestart(t *testing.T) {
 	require.Nil(t, f.request(), "env none starts nothing")
 	require.Zero(t, f.gh.Counters().Counted, "env none asks GitHub nothing")
 
-	f.set(storage.ConfigEnv, "prod")
+	f.set(fleet.ConfigEnv, "prod")
 	require.Equal(t, v1, f.waitRequest(version(v1)).Version)
 }
 
 func TestIdlePollsCostOneCountedRequest(t *testing.T) {
 	t.Parallel()
-	f := newFleet(t, storage.ConfigEnv, "prod", storage.ConfigCheckUpdateInterval, "5ms")
+	f := newFleet(t, fleet.ConfigEnv, "prod", fleet.ConfigCheckUpdateInterval, "5ms")
 	f.addRelease("release-"+v1, false, 1)
 	f.start("u0")
 	require.Eventually(t, func() bool { return f.gh.Counters().NotModified >= 100 }, 20*time.Second, 10*time.Millisecond)
@@ -353,15 +354,15 @@ func TestOutageNeverProducesOrClearsARequest(t *testing.T) {
 	for _, fault := range []string{"500", "403 primary rate limit", "429 secondary rate limit"} {
 		t.Run(fault, func(t *testing.T) {
 			t.Parallel()
-			f := newFleet(t, storage.ConfigEnv, "prod", storage.ConfigCheckUpdateInterval, "10ms")
+			f := newFleet(t, fleet.ConfigEnv, "prod", fleet.ConfigCheckUpdateInterval, "10ms")
 			f.addRelease("release-"+v1, false, 1)
 			f.join("boot-0")
 
 			// A completed rollout of v1 is on record.
 			f.start("u0")
 			f.waitRequest(version(v1))
-			f.report("boot-0", v1, storage.CondCompleted, "")
-			done := f.waitRequest(func(r *storage.UpdateRequest) bool { return r.Finished() })
+			f.report("boot-0", v1, fleet.CondCompleted, "")
+			done := f.waitRequest(func(r *fleet.UpdateRequest) bool { return r.Finished() })
 
 			// GitHub breaks, and a newer release appears behind the outage.
 			switch fault {
@@ -390,7 +391,7 @@ func TestOutageNeverProducesOrClearsARequest(t *testing.T) {
 }
 
 // leaderLease returns the lease of the current updater leader's key.
-func (f *fleet) leaderLease() clientv3.LeaseID {
+func (f *testFleet) leaderLease() clientv3.LeaseID {
 	f.t.Helper()
 	resp, err := f.st.Client().Get(f.ctx(), f.st.UpdaterElectionPrefix(), clientv3.WithFirstCreate()...)
 	require.NoError(f.t, err)
@@ -400,7 +401,7 @@ func (f *fleet) leaderLease() clientv3.LeaseID {
 
 func TestFailoverContinuesTheSameRollout(t *testing.T) {
 	t.Parallel()
-	f := newFleet(t, storage.ConfigEnv, "prod", storage.ConfigCheckUpdateInterval, "50ms")
+	f := newFleet(t, fleet.ConfigEnv, "prod", fleet.ConfigCheckUpdateInterval, "50ms")
 	f.addRelease("release-"+v1, false, 1)
 	f.join("boot-0", "boot-1")
 
@@ -411,7 +412,7 @@ func TestFailoverContinuesTheSameRollout(t *testing.T) {
 	if b.u.IsLeader() {
 		leader, follower = b, a
 	}
-	f.report("boot-0", v1, storage.CondCompleted, "")
+	f.report("boot-0", v1, fleet.CondCompleted, "")
 
 	// Kill the leader's session, as a crash or partition would: its lease
 	// is revoked and its election key goes with it.
@@ -422,17 +423,17 @@ func TestFailoverContinuesTheSameRollout(t *testing.T) {
 	require.Eventually(t, follower.u.IsLeader, 10*time.Second, 10*time.Millisecond, "the other updater takes over")
 
 	// The deposed leader's fenced write is refused.
-	err = f.st.PutRequest(f.ctx(), &storage.UpdateRequest{Version: "9.9.9"}, string(oldKey.Kvs[0].Key))
+	err = f.st.PutRequest(f.ctx(), &fleet.UpdateRequest{Version: "9.9.9"}, string(oldKey.Kvs[0].Key))
 	require.ErrorIs(t, err, storage.ErrNoLeader)
 
-	f.report("boot-1", v1, storage.CondCompleted, "")
-	final := f.waitRequest(func(r *storage.UpdateRequest) bool { return r.Finished() })
+	f.report("boot-1", v1, fleet.CondCompleted, "")
+	final := f.waitRequest(func(r *fleet.UpdateRequest) bool { return r.Finished() })
 	require.Equal(t, req.StartedAt, final.StartedAt, "no second request was written")
 	require.False(t, final.Stop)
 	hist, err := f.st.GetHistory(f.ctx(), 0)
 	require.NoError(t, err)
 	require.Len(t, hist, 1)
-	require.Equal(t, storage.ResultCompleted, hist[0].Result)
+	require.Equal(t, fleet.ResultCompleted, hist[0].Result)
 	require.Contains(t, hist[0].Durations, "boot-1")
 	require.False(t, leader.u.IsLeader() && follower.u.IsLeader(), "never two leaders")
 }
@@ -442,39 +443,39 @@ func TestRolloutOutcomes(t *testing.T) {
 	cases := []struct {
 		name   string
 		config []string
-		drive  func(f *fleet)
+		drive  func(f *testFleet)
 		stop   bool
 		result string
 		note   []string
 	}{
-		{name: "all completed", drive: func(f *fleet) {
-			f.report("boot-0", v1, storage.CondCompleted, "")
-			f.report("boot-1", v1, storage.CondCompleted, "")
-		}, result: storage.ResultCompleted, note: []string{"completed", v1}},
-		{name: "abort", drive: func(f *fleet) {
-			f.report("boot-0", v1, storage.CondRunning, "")
-			f.report("boot-1", v1, storage.CondAborted, "dpkg: error processing package")
-		}, stop: true, result: storage.ResultAborted, note: []string{"STOPPED", "boot-1 aborted", "dpkg: error processing package"}},
-		{name: "timeout", config: []string{storage.ConfigWorkerTimeout, "1s"}, drive: func(f *fleet) {
-			f.report("boot-0", v1, storage.CondCompleted, "")
-		}, stop: true, result: storage.ResultTimeout, note: []string{"STOPPED", "timed out", "boot-1"}},
-		{name: "dead server", config: []string{storage.ConfigDeadServerGrace, "1s"}, drive: func(f *fleet) {
-			f.report("boot-0", v1, storage.CondCompleted, "")
+		{name: "all completed", drive: func(f *testFleet) {
+			f.report("boot-0", v1, fleet.CondCompleted, "")
+			f.report("boot-1", v1, fleet.CondCompleted, "")
+		}, result: fleet.ResultCompleted, note: []string{"completed", v1}},
+		{name: "abort", drive: func(f *testFleet) {
+			f.report("boot-0", v1, fleet.CondRunning, "")
+			f.report("boot-1", v1, fleet.CondAborted, "dpkg: error processing package")
+		}, stop: true, result: fleet.ResultAborted, note: []string{"STOPPED", "boot-1 aborted", "dpkg: error processing package"}},
+		{name: "timeout", config: []string{fleet.ConfigWorkerTimeout, "1s"}, drive: func(f *testFleet) {
+			f.report("boot-0", v1, fleet.CondCompleted, "")
+		}, stop: true, result: fleet.ResultTimeout, note: []string{"STOPPED", "timed out", "boot-1"}},
+		{name: "dead server", config: []string{fleet.ConfigDeadServerGrace, "1s"}, drive: func(f *testFleet) {
+			f.report("boot-0", v1, fleet.CondCompleted, "")
 			_, err := f.st.Client().Delete(f.ctx(), f.prefix+"alive/boot-1")
 			require.NoError(f.t, err)
-		}, stop: true, result: storage.ResultDead, note: []string{"STOPPED", "boot-1 has had no live worker"}},
+		}, stop: true, result: fleet.ResultDead, note: []string{"STOPPED", "boot-1 has had no live worker"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			f := newFleet(t, append([]string{storage.ConfigEnv, "prod"}, c.config...)...)
+			f := newFleet(t, append([]string{fleet.ConfigEnv, "prod"}, c.config...)...)
 			f.addRelease("release-"+v1, false, 1)
 			f.join("boot-0", "boot-1")
 			f.start("u0")
 			f.waitRequest(version(v1))
 			c.drive(f)
 
-			req := f.waitRequest(func(r *storage.UpdateRequest) bool { return r.Finished() })
+			req := f.waitRequest(func(r *fleet.UpdateRequest) bool { return r.Finished() })
 			require.Equal(t, c.stop, req.Stop)
 			f.notes.wait(t, c.note...)
 			hist, err := f.st.GetHistory(f.ctx(), 0)
@@ -491,9 +492,9 @@ func TestRolloutOutcomes(t *testing.T) {
 
 // oneServer runs an updater for boot-0 in env prod with release v1 on
 // GitHub, and returns once the rollout to v1 has started.
-func oneServer(t *testing.T, config ...string) (*fleet, *running, *storage.UpdateRequest) {
+func oneServer(t *testing.T, config ...string) (*testFleet, *running, *fleet.UpdateRequest) {
 	t.Helper()
-	f := newFleet(t, append([]string{storage.ConfigEnv, "prod"}, config...)...)
+	f := newFleet(t, append([]string{fleet.ConfigEnv, "prod"}, config...)...)
 	f.addRelease("release-"+v1, false, 1)
 	f.join("boot-0")
 	u := f.start("u0")
@@ -501,22 +502,22 @@ func oneServer(t *testing.T, config ...string) (*fleet, *running, *storage.Updat
 }
 
 // completeV1 reports boot-0 done and waits for the rollout to finish.
-func (f *fleet) completeV1() {
+func (f *testFleet) completeV1() {
 	f.t.Helper()
-	f.report("boot-0", v1, storage.CondCompleted, "")
-	f.waitRequest(func(r *storage.UpdateRequest) bool { return r.Finished() })
+	f.report("boot-0", v1, fleet.CondCompleted, "")
+	f.waitRequest(func(r *fleet.UpdateRequest) bool { return r.Finished() })
 }
 
 func TestStoppedRolloutRestartsAfterRecover(t *testing.T) {
 	t.Parallel()
 	f, _, first := oneServer(t)
-	f.report("boot-0", v1, storage.CondAborted, "boom")
-	stopped := f.waitRequest(func(r *storage.UpdateRequest) bool { return r.Stop })
+	f.report("boot-0", v1, fleet.CondAborted, "boom")
+	stopped := f.waitRequest(func(r *fleet.UpdateRequest) bool { return r.Stop })
 
 	_, rev, err := f.st.GetRequest(f.ctx())
 	require.NoError(t, err)
 	require.NoError(t, f.st.Recover(f.ctx(), rev, nil))
-	again := f.waitRequest(func(r *storage.UpdateRequest) bool { return !r.StartedAt.Equal(first.StartedAt) })
+	again := f.waitRequest(func(r *fleet.UpdateRequest) bool { return !r.StartedAt.Equal(first.StartedAt) })
 	require.Equal(t, v1, again.Version)
 	require.False(t, again.Stop)
 	require.True(t, stopped.Stop)
@@ -524,7 +525,7 @@ func TestStoppedRolloutRestartsAfterRecover(t *testing.T) {
 
 func TestNotificationFailureIsRetriedAndNeverBlocks(t *testing.T) {
 	t.Parallel()
-	f := newFleet(t, storage.ConfigEnv, "prod")
+	f := newFleet(t, fleet.ConfigEnv, "prod")
 	f.notes.fail = 2
 	f.addRelease("release-"+v1, false, 1)
 	f.join("boot-0")
@@ -540,7 +541,7 @@ func TestNotificationFailureIsRetriedAndNeverBlocks(t *testing.T) {
 func TestNotificationsLinkTheStatusPage(t *testing.T) {
 	t.Parallel()
 	const page = "https://ferry.dc1.example/status/"
-	f := newFleet(t, storage.ConfigEnv, "prod", storage.ConfigStatusURL, page)
+	f := newFleet(t, fleet.ConfigEnv, "prod", fleet.ConfigStatusURL, page)
 	f.addRelease("release-"+v1, false, 1)
 	f.join("boot-0")
 	f.start("u0")
@@ -557,7 +558,7 @@ func TestReconfigureOnJoin(t *testing.T) {
 	f.completeV1()
 
 	f.join("boot-1")
-	req := f.waitRequest(func(r *storage.UpdateRequest) bool { return r.Reason == storage.ReasonReconfigure })
+	req := f.waitRequest(func(r *fleet.UpdateRequest) bool { return r.Reason == fleet.ReasonReconfigure })
 	require.Equal(t, v1, req.Version)
 	require.Equal(t, []string{"boot-0", "boot-1"}, req.Servers)
 	require.False(t, req.Finished(), "old completed statuses must not finish the new rollout")
@@ -566,7 +567,7 @@ func TestReconfigureOnJoin(t *testing.T) {
 func TestWebhookTriggersACheck(t *testing.T) {
 	t.Parallel()
 	const secret = "hook-secret"
-	f, u, _ := oneServer(t, storage.ConfigCheckUpdateInterval, "1h", storage.ConfigWebhookSecret, secret)
+	f, u, _ := oneServer(t, fleet.ConfigCheckUpdateInterval, "1h", fleet.ConfigWebhookSecret, secret)
 	f.completeV1()
 
 	srv := httptest.NewServer(u.u.Handler())
@@ -613,14 +614,14 @@ func TestWebhookWithoutSecretIsRefused(t *testing.T) {
 
 func TestMetrics(t *testing.T) {
 	t.Parallel()
-	f := newFleet(t, storage.ConfigEnv, "prod", storage.ConfigCheckUpdateInterval, "10ms")
+	f := newFleet(t, fleet.ConfigEnv, "prod", fleet.ConfigCheckUpdateInterval, "10ms")
 	f.addRelease("release-"+v1, false, 1)
 	f.join("boot-0", "boot-1")
 	u := f.start("u0")
 	srv := httptest.NewServer(u.u.Handler())
 	defer srv.Close()
 	f.waitRequest(version(v1))
-	f.report("boot-0", v1, storage.CondCompleted, "")
+	f.report("boot-0", v1, fleet.CondCompleted, "")
 	require.Eventually(t, func() bool { return f.gh.Counters().NotModified >= 2 }, 10*time.Second, 10*time.Millisecond)
 
 	metrics := func() string {
@@ -659,7 +660,7 @@ func TestMetrics(t *testing.T) {
 // metric says so and one notification goes out, not one per check.
 func TestStaleReleaseAlerts(t *testing.T) {
 	t.Parallel()
-	f := newFleet(t, storage.ConfigEnv, "prod", storage.ConfigCheckUpdateInterval, "10ms", storage.ConfigReleaseMaxAge, "720h")
+	f := newFleet(t, fleet.ConfigEnv, "prod", fleet.ConfigCheckUpdateInterval, "10ms", fleet.ConfigReleaseMaxAge, "720h")
 	f.addRelease("release-"+v1, false, 1)
 	u := f.start("u0")
 	srv := httptest.NewServer(u.u.Handler())
@@ -690,7 +691,7 @@ func TestStaleReleaseAlerts(t *testing.T) {
 func TestWebhookGuards(t *testing.T) {
 	t.Parallel()
 	const secret = "hook-secret"
-	f := newFleet(t, storage.ConfigWebhookSecret, secret)
+	f := newFleet(t, fleet.ConfigWebhookSecret, secret)
 	h := WebhookHandler(f.st, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	post := func(remote, delivery, action, sig string) *httptest.ResponseRecorder {
 		body := []byte(`{"action":"` + action + `"}`)
@@ -808,16 +809,16 @@ func TestTokenNeverLeavesForAnEtcdChosenHost(t *testing.T) {
 	}))
 	defer evil.Close()
 
-	f := newFleet(t, storage.ConfigEnv, "prod")
+	f := newFleet(t, fleet.ConfigEnv, "prod")
 	f.gh.RequireToken(token)
 	api := f.gh.APIURL()
 	f.local = func() map[string]string {
-		return map[string]string{storage.ConfigGitHubAPIURL: api, storage.ConfigGitHubToken: token}
+		return map[string]string{fleet.ConfigGitHubAPIURL: api, fleet.ConfigGitHubToken: token}
 	}
 	f.st.UseLocal(f.local)
-	_, err := f.st.SetConfig(f.ctx(), storage.ConfigGitHubAPIURL, evil.URL+"/")
+	_, err := f.st.SetConfig(f.ctx(), fleet.ConfigGitHubAPIURL, evil.URL+"/")
 	require.ErrorContains(t, err, "no longer lives in etcd")
-	_, err = f.st.Client().Put(f.ctx(), f.prefix+"config/"+storage.ConfigGitHubAPIURL, evil.URL+"/")
+	_, err = f.st.Client().Put(f.ctx(), f.prefix+"config/"+fleet.ConfigGitHubAPIURL, evil.URL+"/")
 	require.NoError(t, err)
 
 	f.addRelease("release-"+v1, false, 1)
@@ -843,15 +844,15 @@ func TestForgedRollbackRefused(t *testing.T) {
 	}{{"forged from", "2025.06.01-1", false}, {"from the last completed", v1, true}} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			f := newFleet(t, storage.ConfigEnv, "prod", storage.ConfigCheckUpdateInterval, "100ms")
+			f := newFleet(t, fleet.ConfigEnv, "prod", fleet.ConfigCheckUpdateInterval, "100ms")
 			f.addRelease("release-"+v1, false, 1)
 			f.join("boot-0", "boot-1")
 			f.start("u0")
 			first := f.waitRequest(version(v1))
 			for _, id := range first.Servers {
-				require.NoError(t, f.st.PutStatus(f.ctx(), id, &storage.UpdateStatus{Version: v1, Rollout: first.StartedAt, Cond: storage.CondCompleted, UpdatedAt: time.Now().UTC()}))
+				require.NoError(t, f.st.PutStatus(f.ctx(), id, &fleet.UpdateStatus{Version: v1, Rollout: first.StartedAt, Cond: fleet.CondCompleted, UpdatedAt: time.Now().UTC()}))
 			}
-			f.waitRequest(func(r *storage.UpdateRequest) bool { return r.Version == v1 && r.Finished() })
+			f.waitRequest(func(r *fleet.UpdateRequest) bool { return r.Version == v1 && r.Finished() })
 
 			f.addRelease("release-"+v2, false, 2)
 			req := f.waitRequest(version(v2))
@@ -862,16 +863,16 @@ func TestForgedRollbackRefused(t *testing.T) {
 			require.NoError(t, err)
 			_, err = f.st.Client().Put(f.ctx(), f.prefix+"status/current", string(data))
 			require.NoError(t, err)
-			require.NoError(t, f.st.PutStatus(f.ctx(), "boot-1", &storage.UpdateStatus{
-				Version: v2, Rollout: req.StartedAt, Step: 1, StepName: "health", Cond: storage.CondAborted,
+			require.NoError(t, f.st.PutStatus(f.ctx(), "boot-1", &fleet.UpdateStatus{
+				Version: v2, Rollout: req.StartedAt, Step: 1, StepName: "health", Cond: fleet.CondAborted,
 				OnFailure: "rollback", Message: "health check failed", UpdatedAt: time.Now().UTC(),
 			}))
 			if c.rollback {
-				back := f.waitRequest(func(r *storage.UpdateRequest) bool { return r.Reason == storage.ReasonRollback })
+				back := f.waitRequest(func(r *fleet.UpdateRequest) bool { return r.Reason == fleet.ReasonRollback })
 				require.Equal(t, v1, back.Version)
 				return
 			}
-			stopped := f.waitRequest(func(r *storage.UpdateRequest) bool { return r.Stop })
+			stopped := f.waitRequest(func(r *fleet.UpdateRequest) bool { return r.Stop })
 			require.Equal(t, v2, stopped.Version, "no rollback started")
 			require.Contains(t, stopped.StopReason, "no rollback: the rollout says it came from 2025.06.01-1, but the last completed rollout was to "+v1)
 		})
@@ -895,7 +896,7 @@ func TestWithdrawnReleaseRefused(t *testing.T) {
 	}{{"signed by the release key", priv, v1}, {"signed by another key", otherPriv, v2}} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			f := newFleet(t, storage.ConfigEnv, "prod")
+			f := newFleet(t, fleet.ConfigEnv, "prod")
 			f.keys = t.TempDir()
 			require.NoError(t, os.WriteFile(filepath.Join(f.keys, "release.pub"), []byte(pub.String()+"\n"), 0o644))
 			s := &trust.Statement{Product: trust.Product, Kind: trust.KindWithdrawals, Serial: 1, Created: time.Now().UTC(), Withdrawn: []string{v2}}
@@ -906,7 +907,7 @@ func TestWithdrawnReleaseRefused(t *testing.T) {
 			f.addRelease("release-"+v2, false, 2)
 			f.join("boot-0")
 			f.start("u0")
-			require.Equal(t, c.want, f.waitRequest(func(*storage.UpdateRequest) bool { return true }).Version)
+			require.Equal(t, c.want, f.waitRequest(func(*fleet.UpdateRequest) bool { return true }).Version)
 		})
 	}
 }

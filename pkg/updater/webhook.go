@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/google/go-github/v84/github"
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -107,7 +108,7 @@ func WebhookHandler(st *storage.Storage, log *slog.Logger) http.Handler {
 			return
 		}
 		delivery := r.Header.Get("X-GitHub-Delivery")
-		if err := st.PutCheckTrigger(ctx, &storage.CheckTrigger{At: time.Now().UTC(), Delivery: delivery}); err != nil {
+		if err := st.PutCheckTrigger(ctx, &fleet.CheckTrigger{At: time.Now().UTC(), Delivery: delivery}); err != nil {
 			log.Error("webhook: cannot trigger a release check", "error", err)
 			http.Error(w, "cannot reach etcd", http.StatusServiceUnavailable)
 			return

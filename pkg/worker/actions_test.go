@@ -20,9 +20,9 @@ import (
 	"github.com/ferry-cd/ferry/pkg/artifacts"
 	"github.com/ferry-cd/ferry/pkg/bootcontents"
 	"github.com/ferry-cd/ferry/pkg/deb"
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/images"
 	"github.com/ferry-cd/ferry/pkg/release"
-	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/stretchr/testify/require"
 )
 
@@ -108,7 +108,7 @@ func TestPlanAgainstRealComponents(t *testing.T) {
 
 	f.request(v1, servers...)
 	for _, s := range servers {
-		f.waitStatus(s, cond(storage.CondCompleted))
+		f.waitStatus(s, cond(fleet.CondCompleted))
 	}
 	for _, s := range servers {
 		v, err := deb.InstalledVersion(f.ctx(), roots[s].AdminDir(), "acme-tools")
@@ -138,7 +138,7 @@ func TestPlanAgainstRealComponents(t *testing.T) {
 	blobs := reg.BlobGets()
 	f.request(v1, servers...)
 	for _, s := range servers {
-		f.waitStatus(s, cond(storage.CondCompleted))
+		f.waitStatus(s, cond(fleet.CondCompleted))
 	}
 	require.Equal(t, debDownloads, gh.Counters().Downloads["acme-tools_1.2.0_amd64.deb"], "no deb downloaded twice")
 	require.Equal(t, blobs, reg.BlobGets(), "no image pulled twice")

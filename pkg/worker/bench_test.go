@@ -10,6 +10,7 @@ import (
 	"github.com/ferry-cd/ferry/internal/etcdtest"
 	"github.com/ferry-cd/ferry/internal/fleettest"
 	"github.com/ferry-cd/ferry/pkg/artifacts"
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/storage"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -18,7 +19,7 @@ import (
 // wall time is coordination alone.
 type instant struct{}
 
-func (instant) FetchUpgrade(context.Context, *storage.Config, *storage.UpdateRequest) (Fetched, error) {
+func (instant) FetchUpgrade(context.Context, *fleet.Config, *fleet.UpdateRequest) (Fetched, error) {
 	return Fetched{}, nil
 }
 func (instant) Discard(Fetched) {}
@@ -64,7 +65,7 @@ func BenchmarkCoordination(b *testing.B) {
 			b.ResetTimer()
 			var total time.Duration
 			for r := 0; r < b.N; r++ {
-				req := &storage.UpdateRequest{Version: "1.0.0", Servers: ids, Reason: storage.ReasonUpdate, StartedAt: time.Now().UTC()}
+				req := &fleet.UpdateRequest{Version: "1.0.0", Servers: ids, Reason: fleet.ReasonUpdate, StartedAt: time.Now().UTC()}
 				began := time.Now()
 				fleettest.AsLeader(b, admin, func(key string) error { return admin.StartRequest(ctx, req, key) })
 				cctx, stop := context.WithCancel(ctx)
@@ -95,7 +96,7 @@ func waitAllCompleted(b *testing.B, st *storage.Storage, n int) {
 		if done == n {
 			return
 		}
-		if _, err := st.WaitChanges(ctx, resp.Header.Revision); err != nil {
+		if err := st.WaitChange(ctx, resp.Header.Revision); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -11,8 +11,8 @@ import (
 	"github.com/ferry-cd/ferry/internal/githubfake"
 	"github.com/ferry-cd/ferry/pkg/artifacts"
 	"github.com/ferry-cd/ferry/pkg/deb"
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/release"
-	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/stretchr/testify/require"
 )
 
@@ -43,7 +43,7 @@ func githubRequestsPerRollout(tb testing.TB, n int) githubCost {
 		Plan: artifacts.Plan{Steps: []artifacts.Step{{Name: "debs", Strategy: artifacts.Lockstep, Actions: []artifacts.Action{{Debs: &artifacts.DebsAction{}}}}}},
 	}
 	require.NoError(tb, set.Validate())
-	e.set(storage.ConfigCheckUpdateInterval, "1h")
+	e.set(fleet.ConfigCheckUpdateInterval, "1h")
 
 	ferryV1 := debtest.Build(tb, e.dir, ferryPackage(v1))
 	ids := make([]string, n)
@@ -58,7 +58,7 @@ func githubRequestsPerRollout(tb testing.TB, n int) githubCost {
 		o := *e.ops
 		o.DataDir, o.Installer, o.Metrics, o.Set, o.Storage = filepath.Join(e.dir, "data-"+ids[i]), inst, NewMetrics(), set, e.st
 		ops[i] = &o
-		_, err = e.st.JoinServer(e.ctx(), ids[i], &storage.ServerInfo{})
+		_, err = e.st.JoinServer(e.ctx(), ids[i], &fleet.ServerInfo{})
 		require.NoError(tb, err)
 		first[i] = e.start(ids[i], v1, &set.Plan, ops[i])
 	}
@@ -82,7 +82,7 @@ func githubRequestsPerRollout(tb testing.TB, n int) githubCost {
 		e.start(ids[i], v2, &set.Plan, ops[i])
 	}
 	for _, id := range ids {
-		e.waitStatus(id, cond(storage.CondCompleted))
+		e.waitStatus(id, cond(fleet.CondCompleted))
 	}
 	c := e.gh.fake.Counters()
 	require.Equal(tb, n, c.Downloads[release.DebAsset(v2)], "each server downloaded the package once")

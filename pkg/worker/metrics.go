@@ -3,7 +3,7 @@ package worker
 import (
 	"sync/atomic"
 
-	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/version"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -37,13 +37,13 @@ func (m *Metrics) addDownload(n int64) {
 }
 
 // setState makes state the worker's one state in ferry_worker_state.
-func (m *Metrics) setState(state string) {
-	for _, s := range storage.ServerStates {
+func (m *Metrics) setState(state fleet.State) {
+	for _, s := range fleet.ServerStates {
 		v := 0.0
 		if s == state {
 			v = 1
 		}
-		m.state.WithLabelValues(s).Set(v)
+		m.state.WithLabelValues(string(s)).Set(v)
 	}
 }
 
@@ -95,7 +95,7 @@ func NewMetrics() *Metrics {
 	}
 	m.Registry.MustRegister(m.step, m.stepSeconds, m.downloadBytes, m.downloadSeconds, m.installs, m.actions, m.repairs, m.transientErrors, m.stepRetries, m.retrying, m.retryingSince, m.overBudget, m.state,
 		version.BuildInfo("ferry-worker"), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m.setState(storage.StateIdle)
+	m.setState(fleet.StateIdle)
 	// Every counter exists from the start, at 0, so that rate() and
 	// alerts see its first increase.
 	for _, r := range []string{"ok", "failed"} {

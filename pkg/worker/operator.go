@@ -17,6 +17,7 @@ import (
 	"github.com/ferry-cd/ferry/pkg/bootcontents"
 	"github.com/ferry-cd/ferry/pkg/command"
 	"github.com/ferry-cd/ferry/pkg/deb"
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/images"
 	"github.com/ferry-cd/ferry/pkg/release"
 	"github.com/ferry-cd/ferry/pkg/storage"
@@ -56,7 +57,7 @@ type Ops struct {
 }
 
 // source reads releases of repo with the fleet's GitHub settings.
-func (o *Ops) source(cfg *storage.Config, repo string) (*release.Source, error) {
+func (o *Ops) source(cfg *fleet.Config, repo string) (*release.Source, error) {
 	newSource := o.NewSource
 	if newSource == nil {
 		newSource = release.NewSource
@@ -72,7 +73,7 @@ func (o *Ops) source(cfg *storage.Config, repo string) (*release.Source, error) 
 //
 // The release is the one the updater resolved into the request, when it
 // did: the worker then makes no GitHub API request at all.
-func (o *Ops) FetchUpgrade(ctx context.Context, cfg *storage.Config, req *storage.UpdateRequest) (Fetched, error) {
+func (o *Ops) FetchUpgrade(ctx context.Context, cfg *fleet.Config, req *fleet.UpdateRequest) (Fetched, error) {
 	began := time.Now()
 	version := req.Version
 	if err := o.applyKeyStatement(ctx); err != nil {
@@ -183,7 +184,7 @@ func (o *Ops) checkWithdrawn(ctx context.Context, keys trust.KeyRing, version st
 
 // findRelease is the request's resolved release when it is one of this
 // version in the configured repository, or else what the API says.
-func (o *Ops) findRelease(ctx context.Context, src *release.Source, cfg *storage.Config, req *storage.UpdateRequest) (*release.Release, error) {
+func (o *Ops) findRelease(ctx context.Context, src *release.Source, cfg *fleet.Config, req *fleet.UpdateRequest) (*release.Release, error) {
 	if ref := req.Release; ref != nil {
 		if _, v, ok := release.SplitTag(ref.Tag); ok && ref.Repo == src.Repo() && v.String() == req.Version {
 			return release.FromRef(ref), nil
@@ -316,14 +317,14 @@ func (o *Ops) debs(ctx context.Context, rc RunContext, a *artifacts.DebsAction) 
 		if err := o.installDeb(ctx, rc.Config, d, log); err != nil {
 			return fmt.Errorf("deb %s %s: %w", d.Name, d.Version, err)
 		}
-		if err := o.Storage.PutInstalled(ctx, rc.Server, "debs", d.Name, &storage.Installed{Version: d.Version, Digest: d.SHA256, InstalledAt: time.Now().UTC()}); err != nil {
+		if err := o.Storage.PutInstalled(ctx, rc.Server, "debs", d.Name, &fleet.Installed{Version: d.Version, Digest: d.SHA256, InstalledAt: time.Now().UTC()}); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (o *Ops) installDeb(ctx context.Context, cfg *storage.Config, d *artifacts.Deb, log *slog.Logger) error {
+func (o *Ops) installDeb(ctx context.Context, cfg *fleet.Config, d *artifacts.Deb, log *slog.Logger) error {
 	src, err := o.source(cfg, d.Repository)
 	if err != nil {
 		return err

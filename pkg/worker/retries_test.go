@@ -3,7 +3,6 @@ package worker
 import (
 	"context"
 	"fmt"
-	"github.com/ferry-cd/ferry/internal/etcdtest"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -12,7 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-cd/ferry/internal/etcdtest"
+
 	"github.com/ferry-cd/ferry/pkg/artifacts"
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/stretchr/testify/require"
 )
@@ -38,10 +40,10 @@ func TestStepRetries(t *testing.T) {
 	f.startUpdater()
 	w := f.start("boot-0", v1, plan, o)
 
-	st := f.waitStatus("boot-0", func(s *storage.UpdateStatus) bool { return s.Phase == storage.PhaseRetrying })
+	st := f.waitStatus("boot-0", func(s *fleet.UpdateStatus) bool { return s.Phase == fleet.PhaseRetrying })
 	require.Contains(t, st.Message, "attempt 1 of 4 failed")
 	require.Contains(t, st.Message, "the service did not come up")
-	done := f.waitStatus("boot-0", cond(storage.CondCompleted))
+	done := f.waitStatus("boot-0", cond(fleet.CondCompleted))
 	req, _, err := f.st.GetRequest(f.ctx())
 	require.NoError(t, err)
 	require.False(t, req.Stop, "a step that succeeds on a retry never stops the fleet")
@@ -50,7 +52,7 @@ func TestStepRetries(t *testing.T) {
 	rec := done.Timeline[1]
 	require.Equal(t, 2, rec.Step)
 	require.Equal(t, "step2", rec.Name)
-	require.Equal(t, storage.StepOK, rec.Result)
+	require.Equal(t, fleet.StepOK, rec.Result)
 	require.Len(t, rec.Attempts, 3, "two failed attempts and the one that worked")
 	require.Contains(t, rec.Attempts[0].Error, "attempt 1: the service did not come up")
 	require.Contains(t, rec.Attempts[1].Error, "attempt 2")
@@ -94,12 +96,12 @@ func TestStepRetriesRunOut(t *testing.T) {
 			c.step(&plan.Steps[0])
 			f.request(v1, "boot-0")
 			f.start("boot-0", v1, plan, ops(f))
-			st := f.waitStatus("boot-0", cond(storage.CondAborted))
+			st := f.waitStatus("boot-0", cond(fleet.CondAborted))
 			for _, w := range c.want {
 				require.Contains(t, st.Message, w)
 			}
 			require.Len(t, st.Timeline, 1)
-			require.Equal(t, storage.StepFailed, st.Timeline[0].Result)
+			require.Equal(t, fleet.StepFailed, st.Timeline[0].Result)
 			require.Len(t, st.Timeline[0].Attempts, plan.Steps[0].Retries+1)
 			for _, a := range st.Timeline[0].Attempts {
 				require.NotEmpty(t, a.Error)
@@ -129,7 +131,7 @@ func TestHealthGate(t *testing.T) {
 	s.Health = []artifacts.HealthCheck{{HTTP: &artifacts.HTTPCheck{URL: health.URL + "/healthz"}}, {Command: &artifacts.RunAction{Command: "true"}}}
 	f.request(v1, "boot-0")
 	f.start("boot-0", v1, plan, ops(f))
-	done := f.waitStatus("boot-0", cond(storage.CondCompleted))
+	done := f.waitStatus("boot-0", cond(fleet.CondCompleted))
 	rec := done.Timeline[0]
 	require.Len(t, rec.Attempts, 2)
 	require.Contains(t, rec.Attempts[0].Error, "health check 1 (GET "+health.URL+"/healthz) failed after")
@@ -143,7 +145,7 @@ func TestHealthGate(t *testing.T) {
 	bad.Steps[0].Health = []artifacts.HealthCheck{{Command: &artifacts.RunAction{Command: "sh", Args: []string{"-c", "echo 'dns: SERVFAIL' >&2; exit 1"}}}}
 	g.request(v1, "boot-0")
 	g.start("boot-0", v1, bad, ops(g))
-	st := g.waitStatus("boot-0", cond(storage.CondAborted))
+	st := g.waitStatus("boot-0", cond(fleet.CondAborted))
 	require.Contains(t, st.Message, "health check 1 (sh -c")
 	require.Contains(t, st.Message, "dns: SERVFAIL")
 }
@@ -153,7 +155,7 @@ func TestHealthGate(t *testing.T) {
 func TestWorkerAnnouncesItsLabels(t *testing.T) {
 	t.Parallel()
 	f := newFleet(t)
-	_, err := f.st.JoinServer(f.ctx(), "boot-0", &storage.ServerInfo{Labels: map[string]string{"role": "tftp"}})
+	_, err := f.st.JoinServer(f.ctx(), "boot-0", &fleet.ServerInfo{Labels: map[string]string{"role": "tftp"}})
 	require.NoError(t, err)
 	st, err := storage.New(etcdtest.Client(t), f.prefix)
 	require.NoError(t, err)

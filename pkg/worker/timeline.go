@@ -4,7 +4,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/ferry-cd/ferry/pkg/storage"
+	"github.com/ferry-cd/ferry/pkg/fleet"
 )
 
 // timeline is this worker's record of the steps of one rollout: when each
@@ -13,12 +13,12 @@ import (
 // it into the rollout's history record (`ferry history show`).
 type timeline struct {
 	rollout time.Time
-	steps   []storage.StepRecord
+	steps   []fleet.StepRecord
 }
 
 // forRollout makes the timeline that of req, taking up what the server's
 // last report held when this worker restarted in the middle of it.
-func (tl *timeline) forRollout(req *storage.UpdateRequest, own *storage.UpdateStatus) {
+func (tl *timeline) forRollout(req *fleet.UpdateRequest, own *fleet.UpdateStatus) {
 	if tl.rollout.Equal(req.StartedAt) {
 		return
 	}
@@ -29,7 +29,7 @@ func (tl *timeline) forRollout(req *storage.UpdateRequest, own *storage.UpdateSt
 }
 
 // of returns the records to report about req: none about another rollout.
-func (tl *timeline) of(req *storage.UpdateRequest) []storage.StepRecord {
+func (tl *timeline) of(req *fleet.UpdateRequest) []fleet.StepRecord {
 	if !tl.rollout.Equal(req.StartedAt) {
 		return nil
 	}
@@ -37,7 +37,7 @@ func (tl *timeline) of(req *storage.UpdateRequest) []storage.StepRecord {
 }
 
 // step returns the record of step k, nil when there is none yet.
-func (tl *timeline) step(k int) *storage.StepRecord {
+func (tl *timeline) step(k int) *fleet.StepRecord {
 	for i := range tl.steps {
 		if tl.steps[i].Step == k {
 			return &tl.steps[i]
@@ -50,18 +50,18 @@ func (tl *timeline) step(k int) *storage.StepRecord {
 // running (a restarted worker resumes the step).
 func (tl *timeline) begin(k int, name string, now time.Time) {
 	if r := tl.step(k); r != nil {
-		if r.Result == storage.StepRunning {
+		if r.Result == fleet.StepRunning {
 			return
 		}
-		tl.steps = slices.DeleteFunc(tl.steps, func(r storage.StepRecord) bool { return r.Step == k })
+		tl.steps = slices.DeleteFunc(tl.steps, func(r fleet.StepRecord) bool { return r.Step == k })
 	}
-	tl.steps = append(tl.steps, storage.StepRecord{Step: k, Name: name, Start: now.UTC(), Result: storage.StepRunning})
+	tl.steps = append(tl.steps, fleet.StepRecord{Step: k, Name: name, Start: now.UTC(), Result: fleet.StepRunning})
 }
 
 // attempt records that an attempt of step k's actions began now.
 func (tl *timeline) attempt(k int, now time.Time) {
 	if r := tl.step(k); r != nil {
-		r.Attempts = append(r.Attempts, storage.Attempt{Start: now.UTC()})
+		r.Attempts = append(r.Attempts, fleet.Attempt{Start: now.UTC()})
 	}
 }
 
@@ -81,13 +81,13 @@ func (tl *timeline) attemptEnded(k int, now time.Time, err error) {
 // skip records that step k's selector left this server out.
 func (tl *timeline) skip(k int) {
 	if r := tl.step(k); r != nil {
-		r.Result, r.Message = storage.StepSkipped, "the step's selector does not match this server's labels"
+		r.Result, r.Message = fleet.StepSkipped, "the step's selector does not match this server's labels"
 	}
 }
 
 // end records that step k ended now with result.
 func (tl *timeline) end(k int, now time.Time, result, msg string) {
-	if r := tl.step(k); r != nil && r.Result == storage.StepRunning {
+	if r := tl.step(k); r != nil && r.Result == fleet.StepRunning {
 		r.End, r.Result, r.Message = now.UTC(), result, msg
 	}
 }

@@ -16,8 +16,8 @@ import (
 	"github.com/ferry-cd/ferry/internal/githubfake"
 	"github.com/ferry-cd/ferry/pkg/artifacts"
 	"github.com/ferry-cd/ferry/pkg/deb"
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/release"
-	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/ferry-cd/ferry/pkg/trust"
 	"github.com/stretchr/testify/require"
 )
@@ -27,7 +27,7 @@ const repo = "ferry-cd/ferry"
 // upgradeEnv is a server whose dpkg root holds ferry v1, a GitHub fake and
 // a signing key that the fleet trusts.
 type upgradeEnv struct {
-	*fleet
+	*testFleet
 	gh    *ghEnv
 	root  string
 	admin string
@@ -75,12 +75,12 @@ func newUpgradeEnv(t testing.TB) *upgradeEnv {
 	require.NoError(t, os.Mkdir(keys, 0o755))
 	require.NoError(t, os.WriteFile(filepath.Join(keys, "release.pub"), []byte(pub.String()+"\n"), 0o644))
 
-	f.set(storage.ConfigEnv, "prod", storage.ConfigGitHubRepo, repo)
+	f.set(fleet.ConfigEnv, "prod", fleet.ConfigGitHubRepo, repo)
 	f.useGitHub(fake.APIURL())
 	return &upgradeEnv{
-		fleet: f,
-		gh:    &ghEnv{fake: fake, debs: map[string][]byte{}, priv: priv, otherPriv: otherPriv},
-		root:  root.Dir, admin: root.AdminDir(),
+		testFleet: f,
+		gh:        &ghEnv{fake: fake, debs: map[string][]byte{}, priv: priv, otherPriv: otherPriv},
+		root:      root.Dir, admin: root.AdminDir(),
 		ops: &Ops{
 			DataDir: filepath.Join(f.dir, "data"), Installer: inst, Log: quiet, Metrics: NewMetrics(), TrustedKeys: keys,
 			Channels: []string{trust.ChannelProduction}, Storage: f.st,
@@ -162,7 +162,7 @@ func (e *upgradeEnv) publish(v string, o publishOptions) {
 // it still runs v1 and kept no download.
 func (e *upgradeEnv) requireRefused(want string) {
 	e.t.Helper()
-	st := e.waitStatus("boot-0", cond(storage.CondAborted))
+	st := e.waitStatus("boot-0", cond(fleet.CondAborted))
 	require.Contains(e.t, st.Message, want)
 	v, err := deb.InstalledVersion(e.ctx(), e.admin, "ferry")
 	require.NoError(e.t, err)
@@ -172,23 +172,23 @@ func (e *upgradeEnv) requireRefused(want string) {
 
 // requestResolved starts a rollout to v whose request carries the release
 // as the updater resolves it.
-func (e *upgradeEnv) requestResolved(v string, servers ...string) *storage.UpdateRequest {
+func (e *upgradeEnv) requestResolved(v string, servers ...string) *fleet.UpdateRequest {
 	e.t.Helper()
 	src, err := release.NewSource(release.Options{APIURL: e.gh.fake.APIURL(), Repo: repo})
 	require.NoError(e.t, err)
-	ref, err := src.Resolve(e.ctx(), storage.EnvProd, v)
+	ref, err := src.Resolve(e.ctx(), fleet.EnvProd, v)
 	require.NoError(e.t, err)
 	return e.requestWith(v, ref, servers...)
 }
 
 // requestWith starts a rollout to v whose request carries ref.
-func (e *upgradeEnv) requestWith(v string, ref *storage.ReleaseRef, servers ...string) *storage.UpdateRequest {
+func (e *upgradeEnv) requestWith(v string, ref *fleet.ReleaseRef, servers ...string) *fleet.UpdateRequest {
 	e.t.Helper()
 	for _, s := range servers {
-		_, err := e.st.JoinServer(e.ctx(), s, &storage.ServerInfo{})
+		_, err := e.st.JoinServer(e.ctx(), s, &fleet.ServerInfo{})
 		require.NoError(e.t, err)
 	}
-	req := &storage.UpdateRequest{Version: v, Servers: servers, Reason: storage.ReasonUpdate, StartedAt: time.Now().UTC(), Release: ref}
+	req := &fleet.UpdateRequest{Version: v, Servers: servers, Reason: fleet.ReasonUpdate, StartedAt: time.Now().UTC(), Release: ref}
 	e.leader(func(key string) error { return e.st.StartRequest(e.ctx(), req, key) })
 	e.coordinate(req)
 	return req
@@ -219,8 +219,8 @@ func TestSelfUpgradeFromResolvedRequest(t *testing.T) {
 // release keys did not sign.
 func TestSelfUpgradeRefusesTamperedRequest(t *testing.T) {
 	t.Parallel()
-	cases := map[string]func(e *upgradeEnv, ref *storage.ReleaseRef){
-		"manifest edited": func(e *upgradeEnv, ref *storage.ReleaseRef) {
+	cases := map[string]func(e *upgradeEnv, ref *fleet.ReleaseRef){
+		"manifest edited": func(e *upgradeEnv, ref *fleet.ReleaseRef) {
 			edited := false
 			for i, a := range ref.Assets {
 				if a.Name == trust.ManifestAsset(trust.ChannelProduction) {
@@ -230,7 +230,7 @@ func TestSelfUpgradeRefusesTamperedRequest(t *testing.T) {
 			}
 			require.True(e.t, edited, "the manifest is in the request")
 		},
-		"package URL pointed at another file": func(e *upgradeEnv, ref *storage.ReleaseRef) {
+		"package URL pointed at another file": func(e *upgradeEnv, ref *fleet.ReleaseRef) {
 			evil := debtest.Build(e.t, e.t.TempDir(), ferryPackage(v2))
 			content, err := os.ReadFile(evil)
 			require.NoError(e.t, err)
@@ -252,7 +252,7 @@ func TestSelfUpgradeRefusesTamperedRequest(t *testing.T) {
 			e.publish(v2, publishOptions{})
 			src, err := release.NewSource(release.Options{APIURL: e.gh.fake.APIURL(), Repo: repo})
 			require.NoError(t, err)
-			ref, err := src.Resolve(e.ctx(), storage.EnvProd, v2)
+			ref, err := src.Resolve(e.ctx(), fleet.EnvProd, v2)
 			require.NoError(t, err)
 			tamper(e, ref)
 			e.requestWith(v2, ref, "boot-0")
@@ -290,7 +290,7 @@ func TestEtcdCannotWidenTheChannel(t *testing.T) {
 			ciDir := filepath.Join(e.ops.TrustedKeys, trust.ChannelTest)
 			require.NoError(t, os.Mkdir(ciDir, 0o755))
 			require.NoError(t, os.WriteFile(filepath.Join(ciDir, "nightly.pub"), []byte(ciPub.String()+"\n"), 0o644))
-			e.set(storage.ConfigEnv, "dev")
+			e.set(fleet.ConfigEnv, "dev")
 			e.publish(v2, c.opts)
 			e.request(v2, "boot-0")
 			if c.want == "" {
@@ -333,7 +333,7 @@ func TestStalledSelfUpgradeIsAbandoned(t *testing.T) {
 			e.publish(v2, publishOptions{})
 			src, err := release.NewSource(release.Options{APIURL: e.gh.fake.APIURL(), Repo: repo})
 			require.NoError(t, err)
-			ref, err := src.Resolve(e.ctx(), storage.EnvProd, v2)
+			ref, err := src.Resolve(e.ctx(), fleet.EnvProd, v2)
 			require.NoError(t, err)
 			for i, a := range ref.Assets {
 				if a.Name == release.DebAsset(v2) {
@@ -343,10 +343,10 @@ func TestStalledSelfUpgradeIsAbandoned(t *testing.T) {
 			e.requestWith(v2, ref, "boot-0")
 			e.start("boot-0", v1, &artifacts.Plan{}, e.ops)
 			if c.idle < time.Minute {
-				st := e.waitStatus("boot-0", func(st *storage.UpdateStatus) bool { return st.Phase == storage.PhaseRetrying })
+				st := e.waitStatus("boot-0", func(st *fleet.UpdateStatus) bool { return st.Phase == fleet.PhaseRetrying })
 				require.Contains(t, st.Message, "no data for 300ms")
 			} else {
-				e.waitStatus("boot-0", func(st *storage.UpdateStatus) bool { return st.Phase == storage.PhaseUpgrading })
+				e.waitStatus("boot-0", func(st *fleet.UpdateStatus) bool { return st.Phase == fleet.PhaseUpgrading })
 			}
 			e.stop("stopped by the operator")
 			e.requireRefused("stopped before this step: stopped by the operator")

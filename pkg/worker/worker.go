@@ -42,6 +42,7 @@ import (
 	"github.com/cenkalti/backoff/v5"
 	"github.com/ferry-cd/ferry/pkg/artifacts"
 	"github.com/ferry-cd/ferry/pkg/deb"
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/release"
 	"github.com/ferry-cd/ferry/pkg/retry"
 	"github.com/ferry-cd/ferry/pkg/storage"
@@ -75,7 +76,7 @@ func (e *errRetry) Unwrap() error { return e.err }
 // Past worker-retry-budget the worker still retries, but says so loudly:
 // in its status message, at error level, and in
 // ferry_worker_retry_budget_exceeded.
-func (w *Worker) retryLater(ctx context.Context, cfg *storage.Config, req *storage.UpdateRequest, k int, name string, cause error, log *slog.Logger) error {
+func (w *Worker) retryLater(ctx context.Context, cfg *fleet.Config, req *fleet.UpdateRequest, k int, name string, cause error, log *slog.Logger) error {
 	w.metrics.transientErrors.Inc()
 	now := time.Now()
 	if w.retryingSince.IsZero() {
@@ -91,7 +92,7 @@ func (w *Worker) retryLater(ctx context.Context, cfg *storage.Config, req *stora
 	} else {
 		log.Warn("transient error; retrying", "error", cause)
 	}
-	if err := w.report(ctx, req, k, name, storage.PhaseRetrying, storage.CondRunning, msg); err != nil {
+	if err := w.report(ctx, req, k, name, fleet.PhaseRetrying, fleet.CondRunning, msg); err != nil {
 		return err
 	}
 	return &errRetry{cause}
@@ -110,7 +111,7 @@ type Operator interface {
 	// FetchUpgrade downloads and verifies the ferry package of the
 	// request's version. Its context ends when the rollout is stopped or
 	// replaced.
-	FetchUpgrade(ctx context.Context, cfg *storage.Config, req *storage.UpdateRequest) (Fetched, error)
+	FetchUpgrade(ctx context.Context, cfg *fleet.Config, req *fleet.UpdateRequest) (Fetched, error)
 	// InstallUpgrade installs a fetched package, hashing it once more
 	// first; the file is removed either way. A stop does not interrupt it.
 	InstallUpgrade(ctx context.Context, f Fetched) error
@@ -135,7 +136,7 @@ type Fetched struct {
 // RunContext tells an action where it runs.
 type RunContext struct {
 	// Config is the fleet's configuration when the rollout step started.
-	Config   *storage.Config
+	Config   *fleet.Config
 	Server   string
 	Version  string
 	Step     int
@@ -305,7 +306,7 @@ func (w *Worker) wait(ctx context.Context, rev int64) {
 }
 
 // step decides on one snapshot and acts. nil means "wait for a change".
-func (w *Worker) step(ctx context.Context, snap *storage.Snapshot) error {
+func (w *Worker) step(ctx context.Context, snap *fleet.Snapshot) error {
 	req := snap.Request
 	if req == nil || !req.IsMember(w.o.ID) || req.Finished() {
 		return nil
@@ -318,10 +319,10 @@ func (w *Worker) step(ctx context.Context, snap *storage.Snapshot) error {
 	if !own.For(req) {
 		own = nil
 	}
-	if own != nil && own.Cond == storage.CondAborted {
+	if own != nil && own.Cond == fleet.CondAborted {
 		return nil
 	}
-	if own != nil && own.Cond == storage.CondCompleted {
+	if own != nil && own.Cond == fleet.CondCompleted {
 		if w.loadSteps(req).Completed {
 			return nil
 		}
@@ -337,7 +338,7 @@ func (w *Worker) step(ctx context.Context, snap *storage.Snapshot) error {
 		// back at most one step.
 		if err := w.floor.Allows(req.Version, release.CompareStrings); err != nil {
 			log.Error("refusing the requested version", "error", err)
-			return w.report(ctx, req, 0, "self-upgrade", storage.PhaseUpgrading, storage.CondAborted, "refused "+req.Version+": "+err.Error())
+			return w.report(ctx, req, 0, "self-upgrade", fleet.PhaseUpgrading, fleet.CondAborted, "refused "+req.Version+": "+err.Error())
 		}
 		return w.selfUpgrade(ctx, snap.Config, req, log)
 	}
@@ -347,7 +348,7 @@ func (w *Worker) step(ctx context.Context, snap *storage.Snapshot) error {
 	rec := w.loadSteps(req)
 	start := rec.Done + 1
 	if own != nil && own.Step > 0 {
-		if said := own.Step + boolInt(own.Phase == storage.PhaseDone); said != start {
+		if said := own.Step + boolInt(own.Phase == fleet.PhaseDone); said != start {
 			log.Warn("etcd's copy of this server's status disagrees with its own record; resuming from its record", "etcd_says_next_step", said, "own_record_next_step", start)
 		}
 	}
@@ -375,7 +376,7 @@ func (w *Worker) step(ctx context.Context, snap *storage.Snapshot) error {
 // of the done steps are installed ok, and repairs an interrupted install
 // first, reporting phase repairing meanwhile. It returns a
 // *deb.NotInstalledError for a package that a repair could not bring back.
-func (w *Worker) ensureInstalled(ctx context.Context, req *storage.UpdateRequest, k int, done []artifacts.Step, log *slog.Logger) error {
+func (w *Worker) ensureInstalled(ctx context.Context, req *fleet.UpdateRequest, k int, done []artifacts.Step, log *slog.Logger) error {
 	err := w.o.Operator.Verify(ctx, req.Version, done)
 	var bad *deb.NotInstalledError
 	if !errors.As(err, &bad) {
@@ -383,7 +384,7 @@ func (w *Worker) ensureInstalled(ctx context.Context, req *storage.UpdateRequest
 	}
 	w.metrics.repairs.Inc()
 	log.Warn("dpkg's database disagrees; repairing", "step", k, "dpkg", bad.State.String())
-	if err := w.report(ctx, req, k, stepName(w.o.Plan.Steps, k), storage.PhaseRepairing, storage.CondRunning, err.Error()+"; repairing"); err != nil {
+	if err := w.report(ctx, req, k, stepName(w.o.Plan.Steps, k), fleet.PhaseRepairing, fleet.CondRunning, err.Error()+"; repairing"); err != nil {
 		return err
 	}
 	if _, err := w.o.Operator.Repair(ctx); err != nil {
@@ -399,8 +400,8 @@ func stepName(steps []artifacts.Step, k int) string {
 	return steps[k-1].Name
 }
 
-func (w *Worker) report(ctx context.Context, req *storage.UpdateRequest, step int, name, phase string, cond storage.Cond, msg string) error {
-	st := &storage.UpdateStatus{Version: req.Version, Rollout: req.StartedAt, Step: step, StepName: name, Phase: phase, Cond: cond, Message: msg, UpdatedAt: time.Now().UTC(), Timeline: w.tl.of(req)}
+func (w *Worker) report(ctx context.Context, req *fleet.UpdateRequest, step int, name string, phase fleet.Phase, cond fleet.Cond, msg string) error {
+	st := &fleet.UpdateStatus{Version: req.Version, Rollout: req.StartedAt, Step: step, StepName: name, Phase: phase, Cond: cond, Message: msg, UpdatedAt: time.Now().UTC(), Timeline: w.tl.of(req)}
 	if step >= 1 && step <= len(w.o.Plan.Steps) {
 		// The updater does not read the plan: the step's tolerance rides
 		// on the report.
@@ -416,23 +417,8 @@ func (w *Worker) report(ctx context.Context, req *storage.UpdateRequest, step in
 	if err := w.st.PutStatus(ctx, w.o.ID, st); err != nil {
 		return fmt.Errorf("report status: %w", err)
 	}
-	w.metrics.setState(stateOf(phase, cond))
+	w.metrics.setState(fleet.StateOf(phase, cond))
 	return nil
-}
-
-// stateOf is the state a report puts the worker in.
-func stateOf(phase string, cond storage.Cond) string {
-	switch {
-	case cond == storage.CondCompleted:
-		return storage.StateCompleted
-	case cond == storage.CondAborted:
-		return storage.StateAborted
-	}
-	switch phase {
-	case storage.PhaseUpgrading, storage.PhaseWaiting, storage.PhaseRetrying, storage.PhaseRepairing, storage.PhasePaused:
-		return phase
-	}
-	return storage.StateRunning
 }
 
 // --- self-upgrade ---
@@ -495,7 +481,7 @@ func (w *Worker) countUpgrade() {
 func (w *Worker) upgradeRecordPath() string { return filepath.Join(w.o.DataDir, "self-upgrade.json") }
 
 // installsFor returns how many times this attempt installed its version.
-func (w *Worker) installsFor(req *storage.UpdateRequest) int {
+func (w *Worker) installsFor(req *fleet.UpdateRequest) int {
 	var rec upgradeRecord
 	data, err := os.ReadFile(w.upgradeRecordPath())
 	if err != nil || json.Unmarshal(data, &rec) != nil {
@@ -507,14 +493,14 @@ func (w *Worker) installsFor(req *storage.UpdateRequest) int {
 	return rec.Installs
 }
 
-func (w *Worker) selfUpgrade(ctx context.Context, cfg *storage.Config, req *storage.UpdateRequest, log *slog.Logger) error {
+func (w *Worker) selfUpgrade(ctx context.Context, cfg *fleet.Config, req *fleet.UpdateRequest, log *slog.Logger) error {
 	if n := w.installsFor(req); n >= 2 {
 		msg := fmt.Sprintf("self-upgrade to %s was installed %d times in this rollout but this worker still runs %s, or dpkg still disagrees; check install-command and the package", req.Version, n, w.o.Version)
 		log.Error(msg)
-		return w.report(ctx, req, 0, "self-upgrade", storage.PhaseUpgrading, storage.CondAborted, msg)
+		return w.report(ctx, req, 0, "self-upgrade", fleet.PhaseUpgrading, fleet.CondAborted, msg)
 	}
 	log.Info("self-upgrade", "from", w.o.Version)
-	if err := w.report(ctx, req, 0, "self-upgrade", storage.PhaseUpgrading, storage.CondRunning, "upgrading from "+w.o.Version); err != nil {
+	if err := w.report(ctx, req, 0, "self-upgrade", fleet.PhaseUpgrading, fleet.CondRunning, "upgrading from "+w.o.Version); err != nil {
 		return err
 	}
 	// A stop, or a new request, ends the download, however long it waits
@@ -540,7 +526,7 @@ func (w *Worker) selfUpgrade(ctx context.Context, cfg *storage.Config, req *stor
 			return w.retryLater(ctx, cfg, req, 0, "self-upgrade", fmt.Errorf("self-upgrade to %s: %w", req.Version, err), log)
 		}
 		log.Error("self-upgrade failed", "error", err)
-		return w.report(ctx, req, 0, "self-upgrade", storage.PhaseUpgrading, storage.CondAborted, "self-upgrade to "+req.Version+" failed: "+err.Error())
+		return w.report(ctx, req, 0, "self-upgrade", fleet.PhaseUpgrading, fleet.CondAborted, "self-upgrade to "+req.Version+" failed: "+err.Error())
 	}
 	w.metrics.installs.WithLabelValues("ok").Inc()
 	rec := upgradeRecord{Version: req.Version, Request: req.StartedAt, Installs: w.installsFor(req) + 1, Bytes: w.metrics.downloaded.Load()}
@@ -570,7 +556,7 @@ func (w *Worker) stepsPath() string { return filepath.Join(w.o.DataDir, "rollout
 
 // loadSteps is the record of req's rollout; an empty one when the record
 // is of another rollout, missing or unreadable (the steps run again).
-func (w *Worker) loadSteps(req *storage.UpdateRequest) stepRecord {
+func (w *Worker) loadSteps(req *fleet.UpdateRequest) stepRecord {
 	var rec stepRecord
 	data, err := os.ReadFile(w.stepsPath())
 	if err != nil || json.Unmarshal(data, &rec) != nil || rec.Version != req.Version || !rec.Rollout.Equal(req.StartedAt) {
@@ -589,7 +575,7 @@ const stepsRecordSize = 512
 // an unreadable one, and either makes the worker run a step again, never
 // skip one. (A rename, or a sync, per step and server would cost every
 // barrier: ext4 flushes a file replaced by a rename.)
-func (w *Worker) saveSteps(req *storage.UpdateRequest, rec stepRecord) error {
+func (w *Worker) saveSteps(req *fleet.UpdateRequest, rec stepRecord) error {
 	rec.Version, rec.Rollout = req.Version, req.StartedAt
 	data, err := json.Marshal(rec)
 	if err != nil {
@@ -622,7 +608,7 @@ func boolInt(b bool) int {
 // at its barrier: "waiting at step k", which also says "done with step
 // k-1"; the updater leader writes status/passed when every server has
 // written it, and one watch, open for the whole rollout, brings that here.
-func (w *Worker) runSteps(ctx context.Context, cfg *storage.Config, req *storage.UpdateRequest, start int, log *slog.Logger) error {
+func (w *Worker) runSteps(ctx context.Context, cfg *fleet.Config, req *fleet.UpdateRequest, start int, log *slog.Logger) error {
 	steps := w.o.Plan.Steps
 	var rw *storage.RolloutWatch
 	if start <= len(steps) {
@@ -636,7 +622,7 @@ func (w *Worker) runSteps(ctx context.Context, cfg *storage.Config, req *storage
 		s := &steps[k-1]
 		stepLog := log.With("step", s.Name)
 		// A safe point: nothing runs between the report and the barrier.
-		if err := w.report(ctx, req, k, s.Name, storage.PhaseWaiting, storage.CondRunning, ""); err != nil {
+		if err := w.report(ctx, req, k, s.Name, fleet.PhaseWaiting, fleet.CondRunning, ""); err != nil {
 			return err
 		}
 		if err := w.barrier(ctx, rw, k); err != nil {
@@ -646,7 +632,7 @@ func (w *Worker) runSteps(ctx context.Context, cfg *storage.Config, req *storage
 			return w.stopped(ctx, req, k, s.Name, err, stepLog)
 		}
 		w.tl.begin(k, s.Name, time.Now())
-		w.metrics.setState(storage.StateRunning)
+		w.metrics.setState(fleet.StateRunning)
 		w.metrics.step.Set(float64(k))
 		began := time.Now()
 		err := w.runStep(ctx, cfg, req, rw, k, s, stepLog)
@@ -662,8 +648,8 @@ func (w *Worker) runSteps(ctx context.Context, cfg *storage.Config, req *storage
 		if err != nil {
 			msg := fmt.Sprintf("step %d (%s) failed: %v", k, s.Name, err)
 			stepLog.Error("step failed", "error", err)
-			w.tl.end(k, time.Now(), storage.StepFailed, err.Error())
-			return w.report(ctx, req, k, s.Name, storage.PhaseRunning, storage.CondAborted, msg)
+			w.tl.end(k, time.Now(), fleet.StepFailed, err.Error())
+			return w.report(ctx, req, k, s.Name, fleet.PhaseRunning, fleet.CondAborted, msg)
 		}
 		// Never report a step done over a package that dpkg has not
 		// finished installing.
@@ -677,10 +663,10 @@ func (w *Worker) runSteps(ctx context.Context, cfg *storage.Config, req *storage
 			}
 			msg := fmt.Sprintf("step %d (%s): %v", k, s.Name, err)
 			stepLog.Error("a package is not installed after the step", "error", err)
-			w.tl.end(k, time.Now(), storage.StepFailed, err.Error())
-			return w.report(ctx, req, k, s.Name, storage.PhaseRunning, storage.CondAborted, msg)
+			w.tl.end(k, time.Now(), fleet.StepFailed, err.Error())
+			return w.report(ctx, req, k, s.Name, fleet.PhaseRunning, fleet.CondAborted, msg)
 		}
-		w.tl.end(k, time.Now(), storage.StepOK, "") // a skipped step keeps its result
+		w.tl.end(k, time.Now(), fleet.StepOK, "") // a skipped step keeps its result
 		// The step went through: a run of transient errors is over before
 		// the next report says so.
 		w.retried()
@@ -701,15 +687,15 @@ func (w *Worker) runSteps(ctx context.Context, cfg *storage.Config, req *storage
 		return w.cannotRecord(ctx, req, len(steps), lastName(steps), err, log)
 	}
 	log.Info("rollout completed on this server")
-	return w.report(ctx, req, len(steps), lastName(steps), storage.PhaseDone, storage.CondCompleted, "")
+	return w.report(ctx, req, len(steps), lastName(steps), fleet.PhaseDone, fleet.CondCompleted, "")
 }
 
 // cannotRecord aborts this server when it cannot record that it finished
 // step k: going on would leave it no way to resume without running the
 // step again, and trying again would run it again at once.
-func (w *Worker) cannotRecord(ctx context.Context, req *storage.UpdateRequest, k int, name string, err error, log *slog.Logger) error {
+func (w *Worker) cannotRecord(ctx context.Context, req *fleet.UpdateRequest, k int, name string, err error, log *slog.Logger) error {
 	log.Error("cannot record the steps done; stopping here", "error", err)
-	return w.report(ctx, req, k, name, storage.PhaseDone, storage.CondAborted, fmt.Sprintf("step %d (%s) is done, but %v; fix the data-dir, then `ferry recover`", k, name, err))
+	return w.report(ctx, req, k, name, fleet.PhaseDone, fleet.CondAborted, fmt.Sprintf("step %d (%s) is done, but %v; fix the data-dir, then `ferry recover`", k, name, err))
 }
 
 func lastName(steps []artifacts.Step) string {
@@ -720,7 +706,7 @@ func lastName(steps []artifacts.Step) string {
 }
 
 // stopped records that this worker stopped at a safe point before step k.
-func (w *Worker) stopped(ctx context.Context, req *storage.UpdateRequest, k int, name string, cause error, log *slog.Logger) error {
+func (w *Worker) stopped(ctx context.Context, req *fleet.UpdateRequest, k int, name string, cause error, log *slog.Logger) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -740,7 +726,7 @@ func (w *Worker) stopped(ctx context.Context, req *storage.UpdateRequest, k int,
 		log.Warn("the rollout goes on without this server; it waits for the next one")
 		return errStopped
 	}
-	if own := snap.Statuses[w.o.ID]; own != nil && own.Cond == storage.CondAborted {
+	if own := snap.Statuses[w.o.ID]; own != nil && own.Cond == fleet.CondAborted {
 		return errStopped
 	}
 	reason := cur.StopReason
@@ -748,7 +734,7 @@ func (w *Worker) stopped(ctx context.Context, req *storage.UpdateRequest, k int,
 		reason = "another server aborted"
 	}
 	log.Warn("stopped at a safe point", "reason", reason)
-	if err := w.report(ctx, req, k, name, storage.PhaseWaiting, storage.CondAborted, "stopped before this step: "+reason); err != nil {
+	if err := w.report(ctx, req, k, name, fleet.PhaseWaiting, fleet.CondAborted, "stopped before this step: "+reason); err != nil {
 		return err
 	}
 	return errStopped
@@ -771,7 +757,7 @@ func (w *Worker) barrier(ctx context.Context, rw *storage.RolloutWatch, k int) e
 // spreadLock waits until no other server with the same value of the
 // spread label is inside step k, and holds that place until unlock. The
 // lock is bound to the worker's alive lease: a dead worker frees it.
-func (w *Worker) spreadLock(ctx context.Context, req *storage.UpdateRequest, k int, key, value string) (func(), error) {
+func (w *Worker) spreadLock(ctx context.Context, req *fleet.UpdateRequest, k int, key, value string) (func(), error) {
 	sess, err := concurrency.NewSession(w.st.Client(), concurrency.WithLease(w.leaseID()))
 	if err != nil {
 		return nil, fmt.Errorf("spread session: %w", err)
@@ -800,12 +786,12 @@ func (w *Worker) spreadLock(ctx context.Context, req *storage.UpdateRequest, k i
 
 // holdWhilePaused waits at the start of step k while `ferry rollout pause`
 // holds the rollout.
-func (w *Worker) holdWhilePaused(ctx context.Context, rw *storage.RolloutWatch, req *storage.UpdateRequest, k int, name string, log *slog.Logger) error {
+func (w *Worker) holdWhilePaused(ctx context.Context, rw *storage.RolloutWatch, req *fleet.UpdateRequest, k int, name string, log *slog.Logger) error {
 	if !rw.Paused() {
 		return nil
 	}
 	log.Info("the rollout is paused; waiting for ferry rollout resume")
-	if err := w.report(ctx, req, k, name, storage.PhasePaused, storage.CondRunning, "paused by `ferry rollout pause`; `ferry rollout resume` goes on"); err != nil {
+	if err := w.report(ctx, req, k, name, fleet.PhasePaused, fleet.CondRunning, "paused by `ferry rollout pause`; `ferry rollout resume` goes on"); err != nil {
 		return err
 	}
 	res, err := rw.WaitFor(ctx, func() bool { return !rw.Paused() })
@@ -820,7 +806,7 @@ func (w *Worker) holdWhilePaused(ctx context.Context, rw *storage.RolloutWatch, 
 
 // behindCanary lets the first servers of a rolling step with a canary take
 // it, and holds the others, paused, until the rollout is resumed after it.
-func (w *Worker) behindCanary(ctx context.Context, rw *storage.RolloutWatch, req *storage.UpdateRequest, k int, s *artifacts.Step, log *slog.Logger) error {
+func (w *Worker) behindCanary(ctx context.Context, rw *storage.RolloutWatch, req *fleet.UpdateRequest, k int, s *artifacts.Step, log *slog.Logger) error {
 	n := s.CanaryCount(len(req.Active()))
 	if n == 0 || rw.Resumed() >= k {
 		return nil
@@ -838,7 +824,7 @@ func (w *Worker) behindCanary(ctx context.Context, rw *storage.RolloutWatch, req
 	}
 	msg := fmt.Sprintf("behind the canary: %d server(s) take step %d (%s) first; the rest go on %s", n, k, s.Name, how)
 	log.Info("waiting behind the canary", "canary", n)
-	if err := w.report(ctx, req, k, s.Name, storage.PhasePaused, storage.CondRunning, msg); err != nil {
+	if err := w.report(ctx, req, k, s.Name, fleet.PhasePaused, fleet.CondRunning, msg); err != nil {
 		return err
 	}
 	res, err := rw.WaitFor(ctx, func() bool { return rw.Resumed() >= k || rw.Request().IsFailed(w.o.ID) })
@@ -873,7 +859,7 @@ func (w *Worker) releaseSlot(ctx context.Context, step string, release func(cont
 
 // whileCurrent returns a context that ends when the request is stopped or
 // replaced, for waits that etcd does not wake (slots, elections).
-func (w *Worker) whileCurrent(ctx context.Context, req *storage.UpdateRequest) (context.Context, context.CancelFunc) {
+func (w *Worker) whileCurrent(ctx context.Context, req *fleet.UpdateRequest) (context.Context, context.CancelFunc) {
 	wctx, cancel := context.WithCancelCause(ctx)
 	go func() {
 		for wctx.Err() == nil {
@@ -893,7 +879,7 @@ func (w *Worker) whileCurrent(ctx context.Context, req *storage.UpdateRequest) (
 	return wctx, func() { cancel(nil) }
 }
 
-func (w *Worker) runStep(ctx context.Context, cfg *storage.Config, req *storage.UpdateRequest, rw *storage.RolloutWatch, k int, s *artifacts.Step, log *slog.Logger) error {
+func (w *Worker) runStep(ctx context.Context, cfg *fleet.Config, req *fleet.UpdateRequest, rw *storage.RolloutWatch, k int, s *artifacts.Step, log *slog.Logger) error {
 	rc := RunContext{Config: cfg, Server: w.o.ID, Version: req.Version, Step: k, StepName: s.Name, Log: log}
 	var labels map[string]string
 	if len(s.Selector) > 0 || s.Spread != "" {
@@ -931,7 +917,7 @@ func (w *Worker) runStep(ctx context.Context, cfg *storage.Config, req *storage.
 			return err
 		}
 		defer w.releaseSlot(ctx, s.Name, release)
-		if err := w.report(ctx, req, k, s.Name, storage.PhaseRunning, storage.CondRunning, ""); err != nil {
+		if err := w.report(ctx, req, k, s.Name, fleet.PhaseRunning, fleet.CondRunning, ""); err != nil {
 			return err
 		}
 		return w.runAttempts(ctx, req, rc, s)
@@ -947,7 +933,7 @@ func (w *Worker) runStep(ctx context.Context, cfg *storage.Config, req *storage.
 // timeout, and after a failure tries again up to the step's retries, with
 // backoff, reporting each failed attempt. A transient error is returned at
 // once, to be retried as every transient error is, at no cost in attempts.
-func (w *Worker) runAttempts(ctx context.Context, req *storage.UpdateRequest, rc RunContext, s *artifacts.Step) error {
+func (w *Worker) runAttempts(ctx context.Context, req *fleet.UpdateRequest, rc RunContext, s *artifacts.Step) error {
 	k := rc.Step
 	for n := 1; ; n++ {
 		actx, cancel := ctx, context.CancelFunc(func() {})
@@ -980,14 +966,14 @@ func (w *Worker) runAttempts(ctx context.Context, req *storage.UpdateRequest, rc
 		w.metrics.stepRetries.WithLabelValues(s.Name).Inc()
 		rc.Log.Warn("step attempt failed; trying again", "attempt", n, "attempts", s.Retries+1, "error", err, "retry_in_seconds", wait.Seconds())
 		msg := fmt.Sprintf("attempt %d of %d failed: %v; next attempt in %s", n, s.Retries+1, err, wait)
-		if err := w.report(ctx, req, k, s.Name, storage.PhaseRetrying, storage.CondRunning, msg); err != nil {
+		if err := w.report(ctx, req, k, s.Name, fleet.PhaseRetrying, fleet.CondRunning, msg); err != nil {
 			return err
 		}
 		sleep(ctx, wait)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if err := w.report(ctx, req, k, s.Name, storage.PhaseRunning, storage.CondRunning, fmt.Sprintf("attempt %d of %d", n+1, s.Retries+1)); err != nil {
+		if err := w.report(ctx, req, k, s.Name, fleet.PhaseRunning, fleet.CondRunning, fmt.Sprintf("attempt %d of %d", n+1, s.Retries+1)); err != nil {
 			return err
 		}
 	}
@@ -996,7 +982,7 @@ func (w *Worker) runAttempts(ctx context.Context, req *storage.UpdateRequest, rc
 // checkHealth runs the step's health checks until every one passed, and
 // then again until they stayed green for the step's soak. The first check
 // that fails fails the attempt.
-func (w *Worker) checkHealth(ctx context.Context, req *storage.UpdateRequest, rc RunContext, s *artifacts.Step) error {
+func (w *Worker) checkHealth(ctx context.Context, req *fleet.UpdateRequest, rc RunContext, s *artifacts.Step) error {
 	if len(s.Health) == 0 {
 		return nil
 	}
@@ -1018,7 +1004,7 @@ func (w *Worker) checkHealth(ctx context.Context, req *storage.UpdateRequest, rc
 		}
 		if pass == 1 {
 			msg := fmt.Sprintf("health checks green; soaking %s", soak)
-			if err := w.report(ctx, req, rc.Step, s.Name, storage.PhaseRunning, storage.CondRunning, msg); err != nil {
+			if err := w.report(ctx, req, rc.Step, s.Name, fleet.PhaseRunning, fleet.CondRunning, msg); err != nil {
 				return err
 			}
 		}
@@ -1071,7 +1057,7 @@ func (w *Worker) runActions(ctx context.Context, rc RunContext, s *artifacts.Ste
 // runLeaderStep lets every worker pass through an election in turn. The
 // first one runs the step and records contents/<target>; each later one
 // finds the record and goes on.
-func (w *Worker) runLeaderStep(ctx context.Context, rc RunContext, req *storage.UpdateRequest, s *artifacts.Step, log *slog.Logger) error {
+func (w *Worker) runLeaderStep(ctx context.Context, rc RunContext, req *fleet.UpdateRequest, s *artifacts.Step, log *slog.Logger) error {
 	k := rc.Step
 	target := s.ContentsTarget()
 	done := func() (bool, error) {
@@ -1125,7 +1111,7 @@ func (w *Worker) runLeaderStep(ctx context.Context, rc RunContext, req *storage.
 		return err
 	}
 	log.Info("running the once-per-fleet step", "target", target)
-	if err := w.report(ctx, req, k, s.Name, storage.PhaseRunning, storage.CondRunning, "running for the fleet"); err != nil {
+	if err := w.report(ctx, req, k, s.Name, fleet.PhaseRunning, fleet.CondRunning, "running for the fleet"); err != nil {
 		return err
 	}
 	runErr := w.runAttempts(ctx, req, rc, s)
@@ -1137,7 +1123,7 @@ func (w *Worker) runLeaderStep(ctx context.Context, rc RunContext, req *storage.
 		// (this worker, again, after a backoff) runs it.
 		return runErr
 	}
-	rec := &storage.ContentsStatus{Version: req.Version, Success: runErr == nil, UpdatedAt: time.Now().UTC()}
+	rec := &fleet.ContentsStatus{Version: req.Version, Success: runErr == nil, UpdatedAt: time.Now().UTC()}
 	if err := w.st.PutContents(ctx, target, rec); err != nil {
 		return errors.Join(runErr, fmt.Errorf("record contents/%s: %w", target, err))
 	}
@@ -1169,7 +1155,7 @@ func (w *Worker) announceLabels(ctx context.Context) {
 // alive until ctx ends. A lease lost to an etcd outage is replaced.
 func (w *Worker) startLiveness(ctx context.Context) error {
 	ttl := int64(max(w.o.LeaseTTL/time.Second, 1))
-	alive := &storage.Alive{Version: w.o.Version, PID: os.Getpid(), StartedAt: time.Now().UTC()}
+	alive := &fleet.Alive{Version: w.o.Version, PID: os.Getpid(), StartedAt: time.Now().UTC()}
 	grant := func() (<-chan *clientv3.LeaseKeepAliveResponse, error) {
 		gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()

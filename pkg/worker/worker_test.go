@@ -26,6 +26,7 @@ import (
 	"github.com/ferry-cd/ferry/pkg/artifacts"
 	"github.com/ferry-cd/ferry/pkg/cli"
 	"github.com/ferry-cd/ferry/pkg/deb"
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/release"
 	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/ferry-cd/ferry/pkg/trust"
@@ -42,7 +43,7 @@ const (
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-type fleet struct {
+type testFleet struct {
 	t      testing.TB
 	prefix string
 	st     *storage.Storage
@@ -53,22 +54,22 @@ type fleet struct {
 }
 
 // useGitHub makes the servers' own config name api as the GitHub API.
-func (f *fleet) useGitHub(api string) {
-	f.local = func() map[string]string { return map[string]string{storage.ConfigGitHubAPIURL: api} }
+func (f *testFleet) useGitHub(api string) {
+	f.local = func() map[string]string { return map[string]string{fleet.ConfigGitHubAPIURL: api} }
 	f.st.UseLocal(f.local)
 }
 
-func newFleet(t testing.TB) *fleet {
+func newFleet(t testing.TB) *testFleet {
 	t.Helper()
 	prefix := etcdtest.Prefix(t)
 	st, err := storage.New(etcdtest.Client(t), prefix)
 	require.NoError(t, err)
-	return &fleet{t: t, prefix: prefix, st: st, dir: t.TempDir()}
+	return &testFleet{t: t, prefix: prefix, st: st, dir: t.TempDir()}
 }
 
-func (f *fleet) ctx() context.Context { return fleettest.Ctx(f.t) }
+func (f *testFleet) ctx() context.Context { return fleettest.Ctx(f.t) }
 
-func (f *fleet) set(kv ...string) { fleettest.SetConfig(f.t, f.st, kv...) }
+func (f *testFleet) set(kv ...string) { fleettest.SetConfig(f.t, f.st, kv...) }
 
 type runningWorker struct {
 	w      *Worker
@@ -78,7 +79,7 @@ type runningWorker struct {
 }
 
 // start runs a worker with an etcd client of its own, as a process would.
-func (f *fleet) start(id, ver string, plan *artifacts.Plan, ops Operator) *runningWorker {
+func (f *testFleet) start(id, ver string, plan *artifacts.Plan, ops Operator) *runningWorker {
 	f.t.Helper()
 	st, err := storage.New(etcdtest.Client(f.t), f.prefix)
 	require.NoError(f.t, err)
@@ -110,15 +111,15 @@ func (r *runningWorker) kill() {
 	}
 }
 
-func (f *fleet) leader(fn func(key string) error) { fleettest.AsLeader(f.t, f.st, fn) }
+func (f *testFleet) leader(fn func(key string) error) { fleettest.AsLeader(f.t, f.st, fn) }
 
-func (f *fleet) request(v string, servers ...string) *storage.UpdateRequest {
+func (f *testFleet) request(v string, servers ...string) *fleet.UpdateRequest {
 	f.t.Helper()
 	for _, s := range servers {
-		_, err := f.st.JoinServer(f.ctx(), s, &storage.ServerInfo{})
+		_, err := f.st.JoinServer(f.ctx(), s, &fleet.ServerInfo{})
 		require.NoError(f.t, err)
 	}
-	req := &storage.UpdateRequest{Version: v, Servers: servers, Reason: storage.ReasonUpdate, StartedAt: time.Now().UTC()}
+	req := &fleet.UpdateRequest{Version: v, Servers: servers, Reason: fleet.ReasonUpdate, StartedAt: time.Now().UTC()}
 	f.leader(func(key string) error { return f.st.StartRequest(f.ctx(), req, key) })
 	f.coordinate(req)
 	return req
@@ -126,14 +127,14 @@ func (f *fleet) request(v string, servers ...string) *storage.UpdateRequest {
 
 // coordinate plays the updater leader's barrier coordinator for req, until
 // the test ends; a real updater's, when one runs, writes the same.
-func (f *fleet) coordinate(req *storage.UpdateRequest) {
+func (f *testFleet) coordinate(req *fleet.UpdateRequest) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); f.st.Coordinate(ctx, req, "") }()
 	f.t.Cleanup(func() { cancel(); <-done })
 }
 
-func (f *fleet) stop(reason string) {
+func (f *testFleet) stop(reason string) {
 	f.t.Helper()
 	req, _, err := f.st.GetRequest(f.ctx())
 	require.NoError(f.t, err)
@@ -142,7 +143,7 @@ func (f *fleet) stop(reason string) {
 }
 
 // startUpdater runs the real updater, which stops the fleet on an abort.
-func (f *fleet) startUpdater() {
+func (f *testFleet) startUpdater() {
 	st, err := storage.New(etcdtest.Client(f.t), f.prefix)
 	require.NoError(f.t, err)
 	if f.local != nil {
@@ -156,16 +157,16 @@ func (f *fleet) startUpdater() {
 }
 
 // waitRunning waits until the server runs step k, as `ferry status` would
-// say it (see storage.Snapshot.Phase).
-func (f *fleet) waitRunning(id string, k int) {
+// say it (see fleet.Snapshot.Phase).
+func (f *testFleet) waitRunning(id string, k int) {
 	f.t.Helper()
 	require.Eventually(f.t, func() bool {
 		snap, err := f.st.Snapshot(f.ctx())
-		return err == nil && snap.Statuses[id] != nil && snap.Statuses[id].Step == k && snap.Phase(id) == storage.PhaseRunning
+		return err == nil && snap.Statuses[id] != nil && snap.Statuses[id].Step == k && snap.Phase(id) == fleet.PhaseRunning
 	}, 30*time.Second, 10*time.Millisecond, "%s never ran step %d", id, k)
 }
 
-func (f *fleet) waitStatus(id string, ok func(*storage.UpdateStatus) bool) *storage.UpdateStatus {
+func (f *testFleet) waitStatus(id string, ok func(*fleet.UpdateStatus) bool) *fleet.UpdateStatus {
 	defer func() {
 		if f.t.Failed() {
 			st, _ := f.st.GetStatuses(f.ctx())
@@ -175,7 +176,7 @@ func (f *fleet) waitStatus(id string, ok func(*storage.UpdateStatus) bool) *stor
 		}
 	}()
 	f.t.Helper()
-	var got *storage.UpdateStatus
+	var got *fleet.UpdateStatus
 	require.Eventually(f.t, func() bool {
 		statuses, err := f.st.GetStatuses(f.ctx())
 		if err != nil {
@@ -187,8 +188,8 @@ func (f *fleet) waitStatus(id string, ok func(*storage.UpdateStatus) bool) *stor
 	return got
 }
 
-func cond(c storage.Cond) func(*storage.UpdateStatus) bool {
-	return func(s *storage.UpdateStatus) bool { return s.Cond == c }
+func cond(c fleet.Cond) func(*fleet.UpdateStatus) bool {
+	return func(s *fleet.UpdateStatus) bool { return s.Cond == c }
 }
 
 // journal is a file that the plan's run actions append timestamped lines
@@ -238,7 +239,7 @@ func lockstepPlan(j journal, bodies ...string) *artifacts.Plan {
 	return p
 }
 
-func ops(f *fleet) *Ops {
+func ops(f *testFleet) *Ops {
 	return &Ops{DataDir: f.dir, Log: quiet, Metrics: NewMetrics()}
 }
 
@@ -257,7 +258,7 @@ func TestLockstep(t *testing.T) {
 	}
 	f.request(v1, servers...)
 	for _, s := range servers {
-		st := f.waitStatus(s, cond(storage.CondCompleted))
+		st := f.waitStatus(s, cond(fleet.CondCompleted))
 		require.Equal(t, 3, st.Step)
 	}
 
@@ -280,7 +281,7 @@ func TestLockstep(t *testing.T) {
 func TestStepFailureStopsEveryServer(t *testing.T) {
 	t.Parallel()
 	f := newFleet(t)
-	f.set(storage.ConfigEnv, "none")
+	f.set(fleet.ConfigEnv, "none")
 	j := journal(filepath.Join(f.dir, "journal"))
 	plan := lockstepPlan(j,
 		`true`,
@@ -294,12 +295,12 @@ func TestStepFailureStopsEveryServer(t *testing.T) {
 	// The updater watches the request written above, as if it had made it.
 	f.startUpdater()
 
-	failed := f.waitStatus("boot-1", cond(storage.CondAborted))
+	failed := f.waitStatus("boot-1", cond(fleet.CondAborted))
 	require.Equal(t, 2, failed.Step)
 	require.Contains(t, failed.Message, "step 2 (step2) failed")
 	require.Contains(t, failed.Message, "E: disk full on /var", "the last output lines reach the status")
 
-	req := func() *storage.UpdateRequest {
+	req := func() *fleet.UpdateRequest {
 		r, _, err := f.st.GetRequest(f.ctx())
 		require.NoError(t, err)
 		return r
@@ -307,7 +308,7 @@ func TestStepFailureStopsEveryServer(t *testing.T) {
 	require.Eventually(t, func() bool { return req().Stop }, 20*time.Second, 20*time.Millisecond, "the updater stops the fleet")
 	require.Contains(t, req().StopReason, "boot-1 aborted")
 	for _, s := range []string{"boot-0", "boot-2"} {
-		st := f.waitStatus(s, cond(storage.CondAborted))
+		st := f.waitStatus(s, cond(fleet.CondAborted))
 		require.Contains(t, st.Message, "stopped before this step")
 		// At the barrier of step 2 or 3, depending on when the abort came.
 		require.GreaterOrEqual(t, st.Step, 2)
@@ -346,7 +347,7 @@ func TestStopAtTheNextSafePoint(t *testing.T) {
 	f.stop("operator test")
 	require.NoError(t, os.WriteFile(gate, nil, 0o644))
 	for _, s := range servers {
-		st := f.waitStatus(s, cond(storage.CondAborted))
+		st := f.waitStatus(s, cond(fleet.CondAborted))
 		require.Equal(t, 2, st.Step)
 		require.Contains(t, st.Message, "operator test")
 	}
@@ -388,7 +389,7 @@ func TestKilledWorkerResumesAndLeaderStepRunsOnce(t *testing.T) {
 	workers["boot-1"].kill()
 	f.start("boot-1", v1, plan, ops(f))
 	for _, s := range servers {
-		f.waitStatus(s, cond(storage.CondCompleted))
+		f.waitStatus(s, cond(fleet.CondCompleted))
 	}
 
 	runs, err := os.ReadFile(counter)
@@ -427,7 +428,7 @@ func TestNonMemberAndFinishedRequestsAreIgnored(t *testing.T) {
 	f.start("boot-9", v1, plan, ops(f))
 	f.start("boot-0", v1, plan, ops(f))
 	f.request(v1, "boot-0")
-	f.waitStatus("boot-0", cond(storage.CondCompleted))
+	f.waitStatus("boot-0", cond(fleet.CondCompleted))
 	statuses, err := f.st.GetStatuses(f.ctx())
 	require.NoError(t, err)
 	require.NotContains(t, statuses, "boot-9", "a server that is not in the request does nothing")
@@ -463,7 +464,7 @@ func TestSelfUpgrade(t *testing.T) {
 	ops2 := *e.ops
 	ops2.Metrics = NewMetrics()
 	w2 := e.start("boot-0", v2, &artifacts.Plan{}, &ops2)
-	e.waitStatus("boot-0", cond(storage.CondCompleted))
+	e.waitStatus("boot-0", cond(fleet.CondCompleted))
 
 	rec := httptest.NewRecorder()
 	w2.w.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
@@ -513,7 +514,7 @@ func TestSelfUpgradeRefusesBadReleases(t *testing.T) {
 					e.request(v2, "boot-0")
 				}
 				w := e.start("boot-0", v1, &artifacts.Plan{}, e.ops)
-				st := e.waitStatus("boot-0", cond(storage.CondAborted))
+				st := e.waitStatus("boot-0", cond(fleet.CondAborted))
 				require.Contains(t, st.Message, "self-upgrade to "+v2+" failed")
 				require.Contains(t, st.Message, c.want)
 
@@ -580,12 +581,12 @@ func TestUnfinishedInstallIsRepairedFirst(t *testing.T) {
 	j := journal(filepath.Join(e.dir, "journal"))
 	e.request(v2, "boot-0")
 	w := e.start("boot-0", v2, lockstepPlan(j, "true"), e.ops)
-	st := e.waitStatus("boot-0", func(s *storage.UpdateStatus) bool { return s.Phase == storage.PhaseRepairing })
+	st := e.waitStatus("boot-0", func(s *fleet.UpdateStatus) bool { return s.Phase == fleet.PhaseRepairing })
 	require.Contains(t, st.Message, "dpkg has ferry half-configured "+v2)
 	require.Empty(t, j.entries(t), "no step ran over a half-configured package")
 
 	require.NoError(t, os.WriteFile(gate, nil, 0o644))
-	e.waitStatus("boot-0", cond(storage.CondCompleted))
+	e.waitStatus("boot-0", cond(fleet.CondCompleted))
 	s, err := inst.Query(e.ctx(), "ferry")
 	require.NoError(t, err)
 	require.NoError(t, s.Expect(v2))
@@ -620,7 +621,7 @@ func TestSelfUpgradeLoopGuardIsPerRollout(t *testing.T) {
 	upgraded()
 	upgraded()
 	gaveUp := e.start("boot-0", v1, &artifacts.Plan{}, e.ops)
-	st := e.waitStatus("boot-0", cond(storage.CondAborted))
+	st := e.waitStatus("boot-0", cond(fleet.CondAborted))
 	require.Contains(t, st.Message, "installed 2 times in this rollout")
 	gaveUp.kill()
 
@@ -658,11 +659,11 @@ func TestTransientStepErrorsAreRetried(t *testing.T) {
 	f.startUpdater()
 	f.start("boot-0", v1, plan, ops(f))
 	w := f.start("boot-1", v1, plan, bad)
-	st := f.waitStatus("boot-1", func(s *storage.UpdateStatus) bool { return s.Phase == storage.PhaseRetrying })
+	st := f.waitStatus("boot-1", func(s *fleet.UpdateStatus) bool { return s.Phase == fleet.PhaseRetrying })
 	require.Contains(t, st.Message, "retrying: step 1 (step1)")
 	require.Contains(t, st.Message, "502")
 	for _, id := range []string{"boot-0", "boot-1"} {
-		f.waitStatus(id, cond(storage.CondCompleted))
+		f.waitStatus(id, cond(fleet.CondCompleted))
 	}
 	req, _, err := f.st.GetRequest(f.ctx())
 	require.NoError(t, err)
@@ -680,7 +681,7 @@ func TestTransientStepErrorsAreRetried(t *testing.T) {
 func TestRetryBudget(t *testing.T) {
 	t.Parallel()
 	f := newFleet(t)
-	f.set(storage.ConfigWorkerRetryBudget, "1ms")
+	f.set(fleet.ConfigWorkerRetryBudget, "1ms")
 	j := journal(filepath.Join(f.dir, "journal"))
 	plan := lockstepPlan(j, "true")
 	bad := &flaky{Operator: ops(f), server: "boot-0"}
@@ -688,11 +689,11 @@ func TestRetryBudget(t *testing.T) {
 	f.request(v1, "boot-0")
 	f.startUpdater()
 	w := f.start("boot-0", v1, plan, bad)
-	st := f.waitStatus("boot-0", func(s *storage.UpdateStatus) bool {
+	st := f.waitStatus("boot-0", func(s *fleet.UpdateStatus) bool {
 		return strings.Contains(s.Message, "past worker-retry-budget 1ms")
 	})
-	require.Equal(t, storage.PhaseRetrying, st.Phase)
-	require.Equal(t, storage.CondRunning, st.Cond, "a blip is never a stop")
+	require.Equal(t, fleet.PhaseRetrying, st.Phase)
+	require.Equal(t, fleet.CondRunning, st.Cond, "a blip is never a stop")
 	require.Contains(t, st.Message, "502")
 	metrics := func() string {
 		rec := httptest.NewRecorder()
@@ -703,7 +704,7 @@ func TestRetryBudget(t *testing.T) {
 	require.Regexp(t, `ferry_worker_retrying_since_timestamp_seconds [1-9]`, metrics())
 
 	bad.fails.Store(0)
-	f.waitStatus("boot-0", cond(storage.CondCompleted))
+	f.waitStatus("boot-0", cond(fleet.CondCompleted))
 	require.Contains(t, metrics(), "ferry_worker_retry_budget_exceeded 0")
 	require.Contains(t, metrics(), "ferry_worker_retrying_since_timestamp_seconds 0")
 	req, _, err := f.st.GetRequest(f.ctx())
@@ -722,7 +723,7 @@ func TestTransientSelfUpgradeErrorsAreRetried(t *testing.T) {
 	e.installsAndExits("boot-0", v1)
 	st, err := e.st.GetStatuses(e.ctx())
 	require.NoError(t, err)
-	require.NotEqual(t, storage.CondAborted, st["boot-0"].Cond)
+	require.NotEqual(t, fleet.CondAborted, st["boot-0"].Cond)
 	v, err := deb.InstalledVersion(e.ctx(), e.admin, "ferry")
 	require.NoError(t, err)
 	require.Equal(t, v2, v)
@@ -734,9 +735,9 @@ func TestTransientSelfUpgradeErrorsAreRetried(t *testing.T) {
 // every step, and reports completed only then.
 func TestForgedStatusDoesNotSkipSteps(t *testing.T) {
 	t.Parallel()
-	forgeries := map[string]storage.UpdateStatus{
-		"step 2 done": {Step: 2, StepName: "step2", Phase: storage.PhaseDone, Cond: storage.CondRunning},
-		"completed":   {Step: 3, StepName: "step3", Phase: storage.PhaseDone, Cond: storage.CondCompleted},
+	forgeries := map[string]fleet.UpdateStatus{
+		"step 2 done": {Step: 2, StepName: "step2", Phase: fleet.PhaseDone, Cond: fleet.CondRunning},
+		"completed":   {Step: 3, StepName: "step3", Phase: fleet.PhaseDone, Cond: fleet.CondCompleted},
 	}
 	for name, forged := range forgeries {
 		t.Run(name, func(t *testing.T) {
@@ -749,8 +750,8 @@ func TestForgedStatusDoesNotSkipSteps(t *testing.T) {
 			require.NoError(t, f.st.PutStatus(f.ctx(), "boot-0", &forged))
 
 			f.start("boot-0", v1, plan, ops(f))
-			f.waitStatus("boot-0", func(st *storage.UpdateStatus) bool {
-				return st.Cond == storage.CondCompleted && !st.UpdatedAt.Equal(forged.UpdatedAt)
+			f.waitStatus("boot-0", func(st *fleet.UpdateStatus) bool {
+				return st.Cond == fleet.CondCompleted && !st.UpdatedAt.Equal(forged.UpdatedAt)
 			})
 			var ran []int
 			for _, e := range j.entries(t) {
@@ -777,7 +778,7 @@ func TestResumesFromItsOwnRecord(t *testing.T) {
 	w.kill()
 	require.NoError(t, os.WriteFile(gate, nil, 0o644))
 	f.start("boot-0", v1, plan, ops(f))
-	f.waitStatus("boot-0", cond(storage.CondCompleted))
+	f.waitStatus("boot-0", cond(fleet.CondCompleted))
 	var ran []int
 	for _, e := range j.entries(t) {
 		if e.event == "end" {
@@ -799,7 +800,7 @@ func TestStepRecordThatCannotBeWrittenAborts(t *testing.T) {
 	require.NoError(t, os.MkdirAll(filepath.Join(f.dir, "boot-0", "rollout-steps.json"), 0o700))
 	f.request(v1, "boot-0")
 	f.start("boot-0", v1, plan, ops(f))
-	st := f.waitStatus("boot-0", cond(storage.CondAborted))
+	st := f.waitStatus("boot-0", cond(fleet.CondAborted))
 	require.Contains(t, st.Message, "step 1 (step1) is done, but record the steps done")
 	require.Contains(t, st.Message, "ferry recover")
 	var ran []int

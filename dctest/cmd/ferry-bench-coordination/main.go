@@ -27,6 +27,7 @@ import (
 
 	"github.com/ferry-cd/ferry/dctest/harness"
 	"github.com/ferry-cd/ferry/pkg/artifacts"
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/ferry-cd/ferry/pkg/worker"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -161,7 +162,7 @@ const (
 // noop is an Operator whose actions take no time.
 type noop struct{}
 
-func (noop) FetchUpgrade(context.Context, *storage.Config, *storage.UpdateRequest) (worker.Fetched, error) {
+func (noop) FetchUpgrade(context.Context, *fleet.Config, *fleet.UpdateRequest) (worker.Fetched, error) {
 	return worker.Fetched{}, nil
 }
 func (noop) InstallUpgrade(context.Context, worker.Fetched) error                  { return nil }
@@ -235,7 +236,7 @@ func runFerry(endpoints []string, members []*harness.EtcdMember, n, steps int) (
 	if err != nil {
 		return nil, err
 	}
-	req := &storage.UpdateRequest{Version: "1.0.0", Servers: ids, Reason: storage.ReasonUpdate, StartedAt: time.Now().UTC()}
+	req := &fleet.UpdateRequest{Version: "1.0.0", Servers: ids, Reason: fleet.ReasonUpdate, StartedAt: time.Now().UTC()}
 	began := time.Now()
 	if err := admin.StartRequest(ctx, req, elec.Key()); err != nil {
 		return nil, err

@@ -1,10 +1,12 @@
-package storage
+// Package fleet is ferry's model of a fleet and its rollouts, apart from
+// where it is kept: the request a rollout carries out, each server's
+// status, the barrier every member must reach, the typed config and its
+// checks, and a snapshot's reading of them in words (a server's phase and
+// state). It imports no etcd: pkg/storage keeps these values in etcd, and
+// the packages that only read or decide on them depend on this one.
+package fleet
 
-import (
-	"encoding/json"
-	"fmt"
-	"time"
-)
+import "time"
 
 // Cond is the condition a worker reports for the current request.
 type Cond string
@@ -16,21 +18,24 @@ const (
 	CondCompleted Cond = "completed"
 )
 
+// Phase is where a worker is within a step.
+type Phase string
+
 // Phases within a step.
 const (
-	PhaseUpgrading = "upgrading"
-	PhaseWaiting   = "waiting"
-	PhaseRunning   = "running"
-	PhaseDone      = "done"
+	PhaseUpgrading Phase = "upgrading"
+	PhaseWaiting   Phase = "waiting"
+	PhaseRunning   Phase = "running"
+	PhaseDone      Phase = "done"
 	// PhaseRepairing: dpkg's database showed an unfinished install, which
 	// the worker is finishing before it goes on.
-	PhaseRepairing = "repairing"
+	PhaseRepairing Phase = "repairing"
 	// PhaseRetrying: the step (or the self-upgrade) met a transient error
 	// (the network, GitHub, etcd) and the worker tries again with backoff.
-	PhaseRetrying = "retrying"
+	PhaseRetrying Phase = "retrying"
 	// PhasePaused: the server waits at the start of a step for the
 	// rollout to be resumed: behind a canary, or a `ferry rollout pause`.
-	PhasePaused = "paused"
+	PhasePaused Phase = "paused"
 )
 
 // Reasons for an update request.
@@ -199,7 +204,7 @@ type UpdateStatus struct {
 	// Phase is where the worker is within Step: upgrading (itself, before
 	// step 1), waiting (for the other servers or a rolling slot), running,
 	// or done.
-	Phase     string    `json:"phase,omitempty"`
+	Phase     Phase     `json:"phase,omitempty"`
 	Cond      Cond      `json:"cond"`
 	Message   string    `json:"message,omitempty"`
 	UpdatedAt time.Time `json:"updated_at"`
@@ -401,19 +406,4 @@ func (h *HistoryRecord) Duration() time.Duration { return h.FinishedAt.Sub(h.Sta
 type CheckTrigger struct {
 	At       time.Time `json:"at"`
 	Delivery string    `json:"delivery,omitempty"`
-}
-
-func encode(v any) (string, error) {
-	data, err := json.Marshal(v)
-	if err != nil {
-		return "", fmt.Errorf("encode %T: %w", v, err)
-	}
-	return string(data), nil
-}
-
-func decode(key string, data []byte, v any) error {
-	if err := json.Unmarshal(data, v); err != nil {
-		return fmt.Errorf("%w: %s holds malformed JSON: %v", ErrInvalid, key, err)
-	}
-	return nil
 }
