@@ -1,18 +1,26 @@
 // Package worker runs ferry-worker, the daemon that changes a boot server.
 //
 // The worker is a state machine driven by etcd. On every change it reads a
-// snapshot and decides:
+// snapshot, and a pure function, fleet.NextMove, decides from it and from
+// what the worker knows of itself (its binary, its own record of the steps
+// done, its version floor, dpkg's database):
 //
-//	no request, or not a member of it  -> wait
-//	request stopped or finished        -> wait (for `ferry recover` or the next request)
-//	own status aborted or completed    -> wait
+//	no request, not a member of it,    -> idle (wait for the next request)
+//	finished, or aborted or completed
+//	request stopped                    -> record the stop at a safe point
 //	own version differs from request   -> self-upgrade: download, verify,
 //	                                      install the .deb, exit ErrUpgraded
-//	                                      (systemd starts the new binary)
+//	                                      (systemd starts the new binary);
+//	                                      or refuse it (below the floor, or
+//	                                      installed twice already)
+//	dpkg says an install is unfinished -> repair; reinstall ferry if that
+//	                                      does not bring it back
 //	otherwise                          -> run the plan's steps, resuming
 //	                                      after the last step this server's
 //	                                      own record (in its data-dir) says
 //	                                      it finished
+//
+// The worker carries the move out through an Operator.
 //
 // Each step starts at a barrier: no server starts step k until every server
 // of the request has finished step k-1. Within a step the strategy decides
@@ -305,89 +313,122 @@ func (w *Worker) wait(ctx context.Context, rev int64) {
 	}
 }
 
-// step decides on one snapshot and acts. nil means "wait for a change".
+// step decides on one snapshot (fleet.NextMove) and carries the move out.
+// nil means "wait for a change".
 func (w *Worker) step(ctx context.Context, snap *fleet.Snapshot) error {
 	req := snap.Request
-	if req == nil || !req.IsMember(w.o.ID) || req.Finished() {
-		return nil
-	}
-	if req.IsFailed(w.o.ID) {
-		// The rollout goes on without this server: it waits for the next.
-		return nil
-	}
-	own := snap.Statuses[w.o.ID]
-	if !own.For(req) {
-		own = nil
-	}
-	if own != nil && own.Cond == fleet.CondAborted {
-		return nil
-	}
-	if own != nil && own.Cond == fleet.CondCompleted {
-		if w.loadSteps(req).Completed {
+	l := w.local(req)
+	var dpkgErr error
+	warned := ""
+	for {
+		mv := fleet.NextMove(l, snap)
+		if mv.Kind == fleet.MoveIdle {
 			return nil
 		}
-		w.log.Warn("etcd says this server completed the rollout, but its own record does not; running the steps", "version", req.Version)
-		own = nil
-	}
-	log := w.log.With("version", req.Version)
-	if w.o.Version != req.Version {
-		if snap.Config == nil {
-			return fmt.Errorf("cannot self-upgrade: %w", snap.ConfigErr)
+		log := w.log.With("version", req.Version)
+		if mv.Warning != "" && mv.Warning != warned {
+			log.Warn(mv.Warning)
+			warned = mv.Warning
 		}
-		// Whoever writes etcd may ask for any version; this server goes
-		// back at most one step.
-		if err := w.floor.Allows(req.Version, release.CompareStrings); err != nil {
-			log.Error("refusing the requested version", "error", err)
-			return w.report(ctx, req, 0, "self-upgrade", fleet.PhaseUpgrading, fleet.CondAborted, "refused "+req.Version+": "+err.Error())
-		}
-		return w.selfUpgrade(ctx, snap.Config, req, log)
-	}
-	// This server's own record says which steps it finished; etcd's copy
-	// of its status, which anyone who writes etcd can forge, never makes
-	// it skip one.
-	rec := w.loadSteps(req)
-	start := rec.Done + 1
-	if own != nil && own.Step > 0 {
-		if said := own.Step + boolInt(own.Phase == fleet.PhaseDone); said != start {
-			log.Warn("etcd's copy of this server's status disagrees with its own record; resuming from its record", "etcd_says_next_step", said, "own_record_next_step", start)
-		}
-	}
-	if start > 1 {
-		log.Info("resuming the rollout", "step", start)
-	}
-	// The binary says it is the requested version; dpkg's database says
-	// whether the install that brought it finished.
-	if err := w.ensureInstalled(ctx, req, start, w.o.Plan.Steps[:min(start-1, len(w.o.Plan.Steps))], log); err != nil {
-		var bad *deb.NotInstalledError
-		if errors.As(err, &bad) && bad.State.Package == w.o.Package {
-			if snap.Config == nil {
-				return fmt.Errorf("cannot reinstall: %w", snap.ConfigErr)
+		switch mv.Kind {
+		case fleet.MoveStopped:
+			return w.stopped(ctx, req, mv.Step, stepName(w.o.Plan.Steps, mv.Step), errStopped, log)
+		case fleet.MoveRefuse:
+			log.Error(mv.Reason)
+			return w.report(ctx, req, 0, "self-upgrade", fleet.PhaseUpgrading, fleet.CondAborted, mv.Reason)
+		case fleet.MoveSelfUpgrade:
+			if dpkgErr != nil {
+				log.Warn("reinstalling this server's ferry package", "dpkg", dpkgErr.Error())
 			}
-			log.Warn("reinstalling this server's ferry package", "dpkg", bad.State.String())
 			return w.selfUpgrade(ctx, snap.Config, req, log)
+		case fleet.MoveWait:
+			if dpkgErr != nil {
+				return fmt.Errorf("%s: %w", mv.Reason, dpkgErr)
+			}
+			return errors.New(mv.Reason)
+		case fleet.MoveCheckDpkg:
+			if l.Dpkg, dpkgErr = w.checkDpkg(ctx, req, mv.Step-1); l.Dpkg == fleet.DpkgUnknown {
+				return dpkgErr
+			}
+		case fleet.MoveRepair:
+			if err := w.repair(ctx, req, mv.Step, dpkgErr, log); err != nil {
+				return err
+			}
+			l.Repaired = true
+			if l.Dpkg, dpkgErr = w.checkDpkg(ctx, req, mv.Step-1); l.Dpkg == fleet.DpkgUnknown {
+				return dpkgErr
+			}
+		case fleet.MoveRunFrom:
+			if mv.Step > 1 {
+				log.Info("resuming the rollout", "step", mv.Step)
+			}
+			own := snap.Statuses[w.o.ID]
+			if !own.For(req) || own.Cond == fleet.CondCompleted {
+				own = nil // a forged "completed" does not start the timeline
+			}
+			w.tl.forRollout(req, own)
+			return w.runSteps(ctx, snap.Config, req, mv.Step, log)
+		default:
+			return fmt.Errorf("no way to carry out the move %s", mv)
 		}
+	}
+}
+
+// local is what the worker knows of itself about req, apart from etcd.
+func (w *Worker) local(req *fleet.UpdateRequest) fleet.Local {
+	l := fleet.Local{ID: w.o.ID, Version: w.o.Version}
+	if req == nil {
+		return l
+	}
+	rec := w.loadSteps(req)
+	l.Done, l.Completed = rec.Done, rec.Completed
+	l.Installs = w.installsFor(req)
+	if req.Version != w.o.Version {
+		l.Floor = w.floor.Allows(req.Version, release.CompareStrings)
+	}
+	return l
+}
+
+// checkDpkg asks dpkg's database about the ferry package and the packages
+// of the first done steps. An error that is not dpkg's verdict comes with
+// fleet.DpkgUnknown.
+func (w *Worker) checkDpkg(ctx context.Context, req *fleet.UpdateRequest, done int) (fleet.Dpkg, error) {
+	err := w.o.Operator.Verify(ctx, req.Version, w.o.Plan.Steps[:min(max(done, 0), len(w.o.Plan.Steps))])
+	var bad *deb.NotInstalledError
+	switch {
+	case err == nil:
+		return fleet.DpkgOK, nil
+	case !errors.As(err, &bad):
+		return fleet.DpkgUnknown, err
+	case bad.State.Package == w.o.Package:
+		return fleet.DpkgFerryBroken, err
+	}
+	return fleet.DpkgOtherBroken, err
+}
+
+// repair finishes interrupted dpkg runs that dpkg's verdict bad showed,
+// reporting phase repairing at step k meanwhile.
+func (w *Worker) repair(ctx context.Context, req *fleet.UpdateRequest, k int, bad error, log *slog.Logger) error {
+	w.metrics.repairs.Inc()
+	log.Warn("dpkg's database disagrees; repairing", "step", k, "dpkg", bad.Error())
+	if err := w.report(ctx, req, k, stepName(w.o.Plan.Steps, k), fleet.PhaseRepairing, fleet.CondRunning, bad.Error()+"; repairing"); err != nil {
 		return err
 	}
-	w.tl.forRollout(req, own)
-	return w.runSteps(ctx, snap.Config, req, start, log)
+	_, err := w.o.Operator.Repair(ctx)
+	return err
 }
 
 // ensureInstalled checks with dpkg that the ferry package and the packages
 // of the done steps are installed ok, and repairs an interrupted install
-// first, reporting phase repairing meanwhile. It returns a
-// *deb.NotInstalledError for a package that a repair could not bring back.
+// first. It returns a *deb.NotInstalledError for a package that a repair
+// could not bring back.
 func (w *Worker) ensureInstalled(ctx context.Context, req *fleet.UpdateRequest, k int, done []artifacts.Step, log *slog.Logger) error {
 	err := w.o.Operator.Verify(ctx, req.Version, done)
 	var bad *deb.NotInstalledError
 	if !errors.As(err, &bad) {
 		return err
 	}
-	w.metrics.repairs.Inc()
-	log.Warn("dpkg's database disagrees; repairing", "step", k, "dpkg", bad.State.String())
-	if err := w.report(ctx, req, k, stepName(w.o.Plan.Steps, k), fleet.PhaseRepairing, fleet.CondRunning, err.Error()+"; repairing"); err != nil {
-		return err
-	}
-	if _, err := w.o.Operator.Repair(ctx); err != nil {
+	if err := w.repair(ctx, req, k, err, log); err != nil {
 		return err
 	}
 	return w.o.Operator.Verify(ctx, req.Version, done)
@@ -494,11 +535,6 @@ func (w *Worker) installsFor(req *fleet.UpdateRequest) int {
 }
 
 func (w *Worker) selfUpgrade(ctx context.Context, cfg *fleet.Config, req *fleet.UpdateRequest, log *slog.Logger) error {
-	if n := w.installsFor(req); n >= 2 {
-		msg := fmt.Sprintf("self-upgrade to %s was installed %d times in this rollout but this worker still runs %s, or dpkg still disagrees; check install-command and the package", req.Version, n, w.o.Version)
-		log.Error(msg)
-		return w.report(ctx, req, 0, "self-upgrade", fleet.PhaseUpgrading, fleet.CondAborted, msg)
-	}
 	log.Info("self-upgrade", "from", w.o.Version)
 	if err := w.report(ctx, req, 0, "self-upgrade", fleet.PhaseUpgrading, fleet.CondRunning, "upgrading from "+w.o.Version); err != nil {
 		return err
@@ -595,13 +631,6 @@ func (w *Worker) saveSteps(req *fleet.UpdateRequest, rec stepRecord) error {
 		return fmt.Errorf("record the steps done in %s: %w", w.o.DataDir, err)
 	}
 	return nil
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // runSteps runs the plan from step start. Each step costs one status write
