@@ -18,9 +18,9 @@ func Ctx(t testing.TB) context.Context {
 	return ctx
 }
 
-// AsLeader runs fn with the key of an updater leader, for tests that play
-// the updater by hand. It blocks while a real updater leads.
-func AsLeader(t testing.TB, st *storage.Storage, fn func(key string) error) {
+// AsLeader runs fn as the updater leader, for tests that play the updater
+// by hand. It blocks while a real updater leads.
+func AsLeader(t testing.TB, st *storage.Storage, fn func(l *storage.Leader) error) {
 	t.Helper()
 	ctx := Ctx(t)
 	sess, err := concurrency.NewSession(st.Client())
@@ -28,7 +28,7 @@ func AsLeader(t testing.TB, st *storage.Storage, fn func(key string) error) {
 	defer sess.Close()
 	elec := concurrency.NewElection(sess, st.UpdaterElectionPrefix())
 	require.NoError(t, elec.Campaign(ctx, "test"))
-	require.NoError(t, fn(elec.Key()))
+	require.NoError(t, fn(st.AsLeader(elec.Key())))
 	require.NoError(t, elec.Resign(ctx))
 }
 
@@ -39,4 +39,15 @@ func SetConfig(t testing.TB, st *storage.Storage, kv ...string) {
 		_, err := st.SetConfig(Ctx(t), kv[i], kv[i+1])
 		require.NoError(t, err, "%s=%s", kv[i], kv[i+1])
 	}
+}
+
+// StandIn is a leader's writer fenced on a key of the test's own, outside
+// the election, which lasts until the test ends: for a test that plays the
+// barrier coordinator beside a real updater, which may lead or not.
+func StandIn(t testing.TB, st *storage.Storage) *storage.Leader {
+	t.Helper()
+	key := st.Prefix() + "test/stand-in/" + t.Name()
+	_, err := st.Client().Put(Ctx(t), key, "")
+	require.NoError(t, err)
+	return st.AsLeader(key)
 }

@@ -226,18 +226,18 @@ func TestJoinLeaveServers(t *testing.T) {
 	require.Contains(t, r.stderr, "not registered")
 }
 
-func (f *testFleet) asLeader(fn func(key string) error) { fleettest.AsLeader(f.t, f.st, fn) }
+func (f *testFleet) asLeader(fn func(*storage.Leader) error) { fleettest.AsLeader(f.t, f.st, fn) }
 
 func (f *testFleet) putRequest(req *fleet.UpdateRequest) {
 	f.t.Helper()
-	f.asLeader(func(key string) error { return f.st.PutRequest(f.ctx(), req, key) })
+	f.asLeader(func(l *storage.Leader) error { return l.PutRequest(f.ctx(), req) })
 }
 
 func (f *testFleet) finishRequest(req *fleet.UpdateRequest, h *fleet.HistoryRecord) {
 	f.t.Helper()
 	_, rev, err := f.st.GetRequest(f.ctx())
 	require.NoError(f.t, err)
-	f.asLeader(func(key string) error { return f.st.FinishRequest(f.ctx(), req, h, rev, key) })
+	f.asLeader(func(l *storage.Leader) error { return l.FinishRequest(f.ctx(), req, h, rev) })
 }
 
 func TestStatus(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ferry-cd/ferry/internal/fleettest"
 	"github.com/ferry-cd/ferry/pkg/fleet"
+	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/stretchr/testify/require"
 )
 
@@ -23,8 +24,8 @@ func TestCompletion(t *testing.T) {
 	for _, id := range []string{"boot-1", "boot-0"} {
 		require.Equal(t, ExitOK, f.run("", "join", id).code)
 	}
-	fleettest.AsLeader(t, f.st, func(key string) error {
-		return f.st.PutReleaseInfo(f.ctx(), &fleet.ReleaseInfo{Env: fleet.EnvProd, Version: "2026.01.03-1", Tag: "release-2026.01.03-1", PublishedAt: time.Now()}, key)
+	fleettest.AsLeader(t, f.st, func(l *storage.Leader) error {
+		return l.PutReleaseInfo(f.ctx(), &fleet.ReleaseInfo{Env: fleet.EnvProd, Version: "2026.01.03-1", Tag: "release-2026.01.03-1", PublishedAt: time.Now()})
 	})
 
 	complete := func(args ...string) []string {
@@ -57,11 +58,11 @@ func TestStatusShowsLeaderAndLastCheck(t *testing.T) {
 	require.Contains(t, r.stdout, "Last check:     none yet")
 
 	req := &fleet.UpdateRequest{Version: "2026.01.02-1", Servers: []string{"boot-0", "boot-1"}, Reason: fleet.ReasonUpdate, StartedAt: time.Now().UTC()}
-	fleettest.AsLeader(t, f.st, func(key string) error {
-		if err := f.st.StartRequest(f.ctx(), req, key); err != nil {
+	fleettest.AsLeader(t, f.st, func(l *storage.Leader) error {
+		if err := l.StartRequest(f.ctx(), req); err != nil {
 			return err
 		}
-		if err := f.st.PutCheckInfo(f.ctx(), &fleet.CheckInfo{At: time.Now(), Result: "error", Error: "dial tcp: lookup api.github.com: no such host", Leader: "test"}, key); err != nil {
+		if err := l.PutCheckInfo(f.ctx(), &fleet.CheckInfo{At: time.Now(), Result: "error", Error: "dial tcp: lookup api.github.com: no such host", Leader: "test"}); err != nil {
 			return err
 		}
 		require.NoError(t, f.st.PutStatus(f.ctx(), "boot-0", &fleet.UpdateStatus{Version: req.Version, Rollout: req.StartedAt, Step: 2, StepName: "images", Phase: fleet.PhaseWaiting, Cond: fleet.CondRunning, UpdatedAt: time.Now()}))
@@ -130,7 +131,7 @@ func TestStatusIgnoresAnEarlierRolloutsReport(t *testing.T) {
 	t.Parallel()
 	f := newFleet(t)
 	req := &fleet.UpdateRequest{Version: "2026.01.02-1", Servers: []string{"boot-0"}, Reason: fleet.ReasonReconfigure, StartedAt: time.Now().UTC()}
-	fleettest.AsLeader(t, f.st, func(key string) error { return f.st.StartRequest(f.ctx(), req, key) })
+	fleettest.AsLeader(t, f.st, func(l *storage.Leader) error { return l.StartRequest(f.ctx(), req) })
 	require.NoError(t, f.st.PutStatus(f.ctx(), "boot-0", &fleet.UpdateStatus{Version: req.Version, Rollout: req.StartedAt.Add(-time.Hour), Step: 4, Cond: fleet.CondCompleted, UpdatedAt: time.Now()}))
 	r := f.run("", "status")
 	require.Equal(t, ExitOK, r.code, r.stderr)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/ferry-cd/ferry/internal/fleettest"
 	"github.com/ferry-cd/ferry/pkg/fleet"
+	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/stretchr/testify/require"
 )
 
@@ -19,7 +20,7 @@ func TestHistoryShow(t *testing.T) {
 	started := time.Date(2026, 1, 2, 10, 0, 0, 123456789, time.UTC)
 	at := func(s float64) time.Time { return started.Add(time.Duration(s * float64(time.Second))) }
 	req := &fleet.UpdateRequest{Version: "2026.01.02-1", Servers: []string{"boot-0", "boot-1"}, StartedAt: started, Reason: fleet.ReasonUpdate}
-	fleettest.AsLeader(t, f.st, func(key string) error { return f.st.StartRequest(f.ctx(), req, key) })
+	fleettest.AsLeader(t, f.st, func(l *storage.Leader) error { return l.StartRequest(f.ctx(), req) })
 	_, rev, err := f.st.GetRequest(f.ctx())
 	require.NoError(t, err)
 	h := &fleet.HistoryRecord{
@@ -38,7 +39,7 @@ func TestHistoryShow(t *testing.T) {
 	}
 	done := *req
 	done.FinishedAt = h.FinishedAt
-	fleettest.AsLeader(t, f.st, func(key string) error { return f.st.FinishRequest(f.ctx(), &done, h, rev, key) })
+	fleettest.AsLeader(t, f.st, func(l *storage.Leader) error { return l.FinishRequest(f.ctx(), &done, h, rev) })
 
 	list := f.run("", "history")
 	require.Equal(t, ExitOK, list.code, list.stderr)

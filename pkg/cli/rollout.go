@@ -96,7 +96,7 @@ own checks): resume is what lets the rest of the fleet follow it.`,
 					did = true
 				}
 				if k := canaryStep(snap); k > 0 {
-					if err := st.PutResume(ctx, &fleet.Resume{Rollout: req.StartedAt, Step: k, At: time.Now().UTC(), By: operator()}, ""); err != nil {
+					if err := st.PutResume(ctx, &fleet.Resume{Rollout: req.StartedAt, Step: k, At: time.Now().UTC(), By: operator()}); err != nil {
 						return err
 					}
 					fmt.Fprintf(a.stdout, "resumed the rollout to %s after the canary of step %d: the rest of the servers take it\n", req.Version, k)

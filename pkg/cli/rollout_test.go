@@ -6,6 +6,7 @@ import (
 
 	"github.com/ferry-cd/ferry/internal/fleettest"
 	"github.com/ferry-cd/ferry/pkg/fleet"
+	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/stretchr/testify/require"
 )
 
@@ -22,7 +23,7 @@ func TestRolloutPauseAndResume(t *testing.T) {
 	_, err := f.st.JoinServer(f.ctx(), "boot-0", &fleet.ServerInfo{})
 	require.NoError(t, err)
 	req := &fleet.UpdateRequest{Version: "2", Servers: []string{"boot-0"}, StartedAt: time.Now().UTC(), Reason: fleet.ReasonUpdate}
-	fleettest.AsLeader(t, f.st, func(key string) error { return f.st.StartRequest(f.ctx(), req, key) })
+	fleettest.AsLeader(t, f.st, func(l *storage.Leader) error { return l.StartRequest(f.ctx(), req) })
 
 	r = f.run("", "rollout", "pause", "--reason", "change freeze")
 	require.Equal(t, ExitOK, r.code, r.stderr)

@@ -11,6 +11,7 @@ import (
 	"github.com/ferry-cd/ferry/internal/fleettest"
 	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/fleetview"
+	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/stretchr/testify/require"
 )
 
@@ -39,7 +40,7 @@ func TestTerminalEscapesSanitised(t *testing.T) {
 	evil := strings.Join(hostile, "|")
 	started := time.Date(2026, 1, 2, 10, 0, 0, 0, time.UTC)
 	req := &fleet.UpdateRequest{Version: "2026.01.02-1" + hostile[0], Servers: []string{"boot-0"}, StartedAt: started, Reason: evil, Stop: true, StopReason: evil}
-	fleettest.AsLeader(t, f.st, func(key string) error { return f.st.StartRequest(f.ctx(), req, key) })
+	fleettest.AsLeader(t, f.st, func(l *storage.Leader) error { return l.StartRequest(f.ctx(), req) })
 	require.NoError(t, f.st.PutStatus(f.ctx(), "boot-0", &fleet.UpdateStatus{Version: evil, Rollout: started, Step: 1, StepName: evil, Cond: fleet.CondAborted, Message: evil, UpdatedAt: started}))
 	done := *req
 	done.FinishedAt = started.Add(time.Minute)

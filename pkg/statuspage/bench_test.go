@@ -30,7 +30,7 @@ func BenchmarkStatusPageView(b *testing.B) {
 			for i := range n {
 				req.Servers = append(req.Servers, fmt.Sprintf("boot-%04d", i))
 			}
-			fleettest.AsLeader(b, st, func(key string) error { return st.StartRequest(ctx, req, key) })
+			fleettest.AsLeader(b, st, func(l *storage.Leader) error { return l.StartRequest(ctx, req) })
 			for i, id := range req.Servers {
 				if _, err := st.JoinServer(ctx, id, &fleet.ServerInfo{Labels: map[string]string{"rack": fmt.Sprintf("r%d", i%20)}}); err != nil {
 					b.Fatal(err)

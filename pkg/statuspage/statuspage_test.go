@@ -121,7 +121,7 @@ func TestPageFollowsTheFleet(t *testing.T) {
 		require.NoError(t, err)
 	}
 	req := &fleet.UpdateRequest{Version: "2", Servers: []string{"boot-0", "boot-1"}, StartedAt: time.Now().UTC().Truncate(time.Second), Reason: "update"}
-	fleettest.AsLeader(t, st, func(key string) error { return st.StartRequest(ctx, req, key) })
+	fleettest.AsLeader(t, st, func(l *storage.Leader) error { return l.StartRequest(ctx, req) })
 	lease, err := st.Client().Grant(ctx, 60)
 	require.NoError(t, err)
 	for _, id := range req.Servers {

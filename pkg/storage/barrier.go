@@ -282,12 +282,12 @@ func (rw *RolloutWatch) Close() {
 
 // Coordinate writes status/passed for the running request req whenever
 // every member has reached a further barrier (see UpdateStatus.Reached),
-// until ctx ends or the write is refused by the fence on leaderKey
+// until ctx ends or the write is refused by the leader's fence
 // (ErrNoLeader). It reads the statuses once and then follows them, and
 // status/passed, with one watch. The write is a compare-and-swap on
-// status/passed, so passed never goes back, whoever else writes it. An
-// empty leaderKey writes without a fence, for tests that play the updater.
-func (s *Storage) Coordinate(ctx context.Context, req *fleet.UpdateRequest, leaderKey string) error {
+// status/passed, so passed never goes back, whoever else writes it.
+func (l *Leader) Coordinate(ctx context.Context, req *fleet.UpdateRequest) error {
+	s := l.s
 	if len(req.Servers) <= fleet.LocalBarrier {
 		// Its workers count their arrivals themselves.
 		<-ctx.Done()
@@ -336,7 +336,7 @@ func (s *Storage) Coordinate(ctx context.Context, req *fleet.UpdateRequest, lead
 	}
 
 	for {
-		err := s.coordinate(ctx, req, leaderKey, members, reached, &passed, &passedRev, apply)
+		err := l.coordinate(ctx, req, reached, &passed, &passedRev, apply)
 		if err == nil || ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -353,8 +353,9 @@ func (s *Storage) Coordinate(ctx context.Context, req *fleet.UpdateRequest, lead
 
 // coordinate is one watch's worth of Coordinate; it returns an error when
 // the watch ends.
-func (s *Storage) coordinate(ctx context.Context, req *fleet.UpdateRequest, leaderKey string, members map[string]bool, reached map[string]int,
+func (l *Leader) coordinate(ctx context.Context, req *fleet.UpdateRequest, reached map[string]int,
 	passed *int, passedRev *int64, apply func(*mvccpb.KeyValue, bool) error) error {
+	s := l.s
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	// status/passed sorts just before status/servers/.
@@ -375,7 +376,7 @@ func (s *Storage) coordinate(ctx context.Context, req *fleet.UpdateRequest, lead
 	}
 	rev := resp.Header.Revision
 	for {
-		if err := s.advance(ctx, req, leaderKey, members, reached, passed, passedRev); err != nil {
+		if err := l.advance(ctx, req, reached, passed, passedRev); err != nil {
 			return err
 		}
 		var wr clientv3.WatchResponse
@@ -401,7 +402,8 @@ func (s *Storage) coordinate(ctx context.Context, req *fleet.UpdateRequest, lead
 
 // advance writes status/passed when every member has reached further than
 // it says.
-func (s *Storage) advance(ctx context.Context, req *fleet.UpdateRequest, leaderKey string, members map[string]bool, reached map[string]int, passed *int, passedRev *int64) error {
+func (l *Leader) advance(ctx context.Context, req *fleet.UpdateRequest, reached map[string]int, passed *int, passedRev *int64) error {
+	s := l.s
 	low := fleet.Lowest(req.Active(), reached)
 	if low <= *passed {
 		return nil
@@ -410,19 +412,13 @@ func (s *Storage) advance(ctx context.Context, req *fleet.UpdateRequest, leaderK
 	if err != nil {
 		return err
 	}
-	conds := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.abs(keyPassed)), "=", *passedRev)}
-	if leaderKey != "" {
-		conds = append(conds, clientv3.Compare(clientv3.CreateRevision(leaderKey), ">", 0))
-	}
-	resp, err := s.cli.Txn(ctx).If(conds...).Then(clientv3.OpPut(s.abs(keyPassed), data)).Commit()
+	resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(s.abs(keyPassed)), "=", *passedRev), l.fence()).Then(clientv3.OpPut(s.abs(keyPassed), data)).Commit()
 	if err != nil {
 		return fmt.Errorf("coordinate: write passed: %w", err)
 	}
 	if !resp.Succeeded {
-		if leaderKey != "" {
-			if g, err := s.cli.Get(ctx, leaderKey, clientv3.WithCountOnly()); err == nil && g.Count == 0 {
-				return ErrNoLeader
-			}
+		if g, err := s.cli.Get(ctx, l.key, clientv3.WithCountOnly()); err == nil && g.Count == 0 {
+			return ErrNoLeader
 		}
 		// Someone else wrote passed: its event is on the way.
 		return nil

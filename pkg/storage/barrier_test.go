@@ -43,11 +43,11 @@ func testBarrier(t *testing.T, n int) {
 		servers = append(servers, fmt.Sprintf("f%d", i))
 	}
 	req := &fleet.UpdateRequest{Version: "1", Servers: servers, StartedAt: time.Now().UTC()}
-	require.NoError(t, st.StartRequest(ctx, req, elec.Key()))
+	require.NoError(t, st.AsLeader(elec.Key()).StartRequest(ctx, req))
 	cctx, stopCoordinator := context.WithCancel(ctx)
 	defer stopCoordinator()
 	coordinatorDone := make(chan error, 1)
-	go func() { coordinatorDone <- st.Coordinate(cctx, req, elec.Key()) }()
+	go func() { coordinatorDone <- st.AsLeader(elec.Key()).Coordinate(cctx, req) }()
 	// Every other server is at step 2 already.
 	for _, id := range servers[2:] {
 		arrive(t, ctx, st, req, id, 2)
@@ -95,7 +95,7 @@ func testBarrier(t *testing.T, n int) {
 		}
 	}()
 	req.Stop = true
-	require.NoError(t, st.PutRequest(ctx, req, elec.Key()))
+	require.NoError(t, st.AsLeader(elec.Key()).PutRequest(ctx, req))
 	select {
 	case r := <-got:
 		require.Equal(t, BarrierGone, r)
@@ -114,13 +114,13 @@ func testBarrier(t *testing.T, n int) {
 	require.NoError(t, elec.Resign(ctx))
 	req2 := &fleet.UpdateRequest{Version: "1", Servers: servers, StartedAt: time.Now().UTC()}
 	elec2 := campaign(t, ctx, st)
-	require.NoError(t, st.StartRequest(ctx, req2, elec2.Key()))
+	require.NoError(t, st.AsLeader(elec2.Key()).StartRequest(ctx, req2))
 	stopCoordinator()
 	<-coordinatorDone
 	for _, id := range servers {
 		arrive(t, ctx, st, req2, id, 1)
 	}
-	require.ErrorIs(t, st.Coordinate(ctx, req2, oldKey), ErrNoLeader, "after the arrivals it must try to write")
+	require.ErrorIs(t, st.AsLeader(oldKey).Coordinate(ctx, req2), ErrNoLeader, "after the arrivals it must try to write")
 }
 
 // TestBarrierRandomized interleaves arrivals, worker deaths and restarts
@@ -174,7 +174,7 @@ func testBarrierRandomized(t *testing.T, members int) {
 			defer cwg.Done()
 			for cctx.Err() == nil {
 				rctx, rcancel := context.WithTimeout(cctx, time.Duration(50+rng.IntN(300))*time.Millisecond)
-				st.Coordinate(rctx, req, elec.Key())
+				st.AsLeader(elec.Key()).Coordinate(rctx, req)
 				rcancel()
 			}
 		}()
@@ -243,7 +243,7 @@ func testBarrierRandomized(t *testing.T, members int) {
 					if k == stopAt && id == ids[0] {
 						stopped := *req
 						stopped.Stop = true
-						if err := st.PutRequest(ctx, &stopped, elec.Key()); err != nil {
+						if err := st.AsLeader(elec.Key()).PutRequest(ctx, &stopped); err != nil {
 							errs <- err
 						}
 					}
@@ -264,7 +264,7 @@ func testBarrierRandomized(t *testing.T, members int) {
 	}
 
 	req := &fleet.UpdateRequest{Version: "1", Servers: ids, StartedAt: time.Now().UTC()}
-	require.NoError(t, st.StartRequest(ctx, req, elec.Key()))
+	require.NoError(t, st.AsLeader(elec.Key()).StartRequest(ctx, req))
 	stopAt := 1 + rng.IntN(steps-1)
 	where := runRollout(req, nil, stopAt)
 	for id, k := range where {
@@ -276,7 +276,7 @@ func testBarrierRandomized(t *testing.T, members int) {
 	clear(reached)
 	mu.Unlock()
 	req2 := &fleet.UpdateRequest{Version: "1", Servers: ids, StartedAt: time.Now().UTC()}
-	require.NoError(t, st.StartRequest(ctx, req2, elec.Key()))
+	require.NoError(t, st.AsLeader(elec.Key()).StartRequest(ctx, req2))
 	done := runRollout(req2, where, -1)
 	for _, id := range ids {
 		require.Equal(t, steps+1, done[id], "%s finished", id)
@@ -300,7 +300,7 @@ func TestBarrierGoesOnWithoutAFailedServer(t *testing.T) {
 				servers = append(servers, fmt.Sprintf("s%02d", i))
 			}
 			req := &fleet.UpdateRequest{Version: "1", Servers: servers, StartedAt: time.Now().UTC()}
-			require.NoError(t, st.StartRequest(ctx, req, elec.Key()))
+			require.NoError(t, st.AsLeader(elec.Key()).StartRequest(ctx, req))
 			arrive(t, ctx, st, req, "dead", 1)
 			for _, id := range servers[1:] {
 				arrive(t, ctx, st, req, id, 2)
@@ -324,11 +324,11 @@ func TestBarrierGoesOnWithoutAFailedServer(t *testing.T) {
 			require.NoError(t, err)
 			revised := *req
 			revised.Failed = []fleet.FailedServer{{ID: "dead", Step: 1, Reason: "no live worker for 2m", At: time.Now().UTC()}}
-			require.NoError(t, st.ReviseRequest(ctx, &revised, rev, elec.Key()))
-			require.ErrorIs(t, st.ReviseRequest(ctx, &revised, rev, elec.Key()), ErrConflict, "fenced on the request's revision")
+			require.NoError(t, st.AsLeader(elec.Key()).ReviseRequest(ctx, &revised, rev))
+			require.ErrorIs(t, st.AsLeader(elec.Key()).ReviseRequest(ctx, &revised, rev), ErrConflict, "fenced on the request's revision")
 			cctx, stop := context.WithCancel(ctx)
 			defer stop()
-			go st.Coordinate(cctx, &revised, elec.Key())
+			go st.AsLeader(elec.Key()).Coordinate(cctx, &revised)
 			select {
 			case r := <-got:
 				require.Equal(t, BarrierPassed, r)

@@ -391,8 +391,8 @@ func (s *Storage) GetRequest(ctx context.Context) (*fleet.UpdateRequest, int64, 
 // PutRequest writes the update request, fenced on the caller's leader key:
 // when leaderKey no longer exists nothing is written and ErrNoLeader is
 // returned.
-func (s *Storage) PutRequest(ctx context.Context, req *fleet.UpdateRequest, leaderKey string) error {
-	return s.fencedPut(ctx, leaderKey, s.abs(keyCurrent), req)
+func (l *Leader) PutRequest(ctx context.Context, req *fleet.UpdateRequest) error {
+	return l.fencedPut(ctx, l.s.abs(keyCurrent), req)
 }
 
 // ClaimCanary tries to make server id one of the n servers that take step
@@ -439,7 +439,8 @@ func (s *Storage) ClaimCanary(ctx context.Context, startedAt time.Time, step, n 
 // requestRev, so that a change of leader never leaves the fleet between a
 // failed rollout and its rollback. ErrConflict means the request changed
 // since it was read.
-func (s *Storage) RollBack(ctx context.Context, h *fleet.HistoryRecord, refused *fleet.Refused, next *fleet.UpdateRequest, requestRev int64, leaderKey string) error {
+func (l *Leader) RollBack(ctx context.Context, h *fleet.HistoryRecord, refused *fleet.Refused, next *fleet.UpdateRequest, requestRev int64) error {
+	s := l.s
 	histData, err := encode(h)
 	if err != nil {
 		return err
@@ -456,7 +457,7 @@ func (s *Storage) RollBack(ctx context.Context, h *fleet.HistoryRecord, refused 
 		clientv3.OpPut(s.historyKey(h.StartedAt), histData),
 		clientv3.OpPut(s.abs(keyRefusedDir)+refused.Version, refusedData),
 	}, s.clearRollout()...)
-	return s.revisionFenced(ctx, "roll back", leaderKey, requestRev, append(ops, clientv3.OpPut(s.abs(keyCurrent), nextData))...)
+	return l.revisionFenced(ctx, "roll back", requestRev, append(ops, clientv3.OpPut(s.abs(keyCurrent), nextData))...)
 }
 
 // clearRollout deletes what a rollout leaves besides its request: the
@@ -477,13 +478,13 @@ func (s *Storage) clearRollout() []clientv3.Op {
 // leader key and on the request's mod revision requestRev. ErrNoLeader
 // means the caller no longer leads; ErrConflict that the request changed
 // since it was read.
-func (s *Storage) revisionFenced(ctx context.Context, what, leaderKey string, requestRev int64, ops ...clientv3.Op) error {
-	if leaderKey == "" {
+func (l *Leader) revisionFenced(ctx context.Context, what string, requestRev int64, ops ...clientv3.Op) error {
+	if l.key == "" {
 		return fmt.Errorf("%s: no leader key: %w", what, ErrNoLeader)
 	}
-	resp, err := s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(leaderKey), ">", 0)).
-		Then(clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.abs(keyCurrent)), "=", requestRev)}, ops, nil)).
+	resp, err := l.s.cli.Txn(ctx).
+		If(l.fence()).
+		Then(clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(l.s.abs(keyCurrent)), "=", requestRev)}, ops, nil)).
 		Commit()
 	switch {
 	case err != nil:
@@ -571,37 +572,39 @@ func (s *Storage) DeletePause(ctx context.Context) error {
 }
 
 // PutResume lets the servers behind a canary take every step up to
-// r.Step. A leaderKey fences the write on it; "" writes without a fence
-// (ferry rollout resume).
-func (s *Storage) PutResume(ctx context.Context, r *fleet.Resume, leaderKey string) error {
-	if leaderKey == "" {
-		return s.put(ctx, s.abs(keyResume), r)
-	}
-	return s.fencedPut(ctx, leaderKey, s.abs(keyResume), r)
+// r.Step (ferry rollout resume).
+func (s *Storage) PutResume(ctx context.Context, r *fleet.Resume) error {
+	return s.put(ctx, s.abs(keyResume), r)
+}
+
+// PutResume lets the servers behind a canary take every step up to
+// r.Step, when the step's pause has passed.
+func (l *Leader) PutResume(ctx context.Context, r *fleet.Resume) error {
+	return l.fencedPut(ctx, l.s.abs(keyResume), r)
 }
 
 // ReviseRequest writes the running request again, changed (a server the
 // rollout goes on without), fenced on the caller's leader key and on the
 // request's mod revision requestRev. ErrConflict means the request changed
 // since it was read.
-func (s *Storage) ReviseRequest(ctx context.Context, req *fleet.UpdateRequest, requestRev int64, leaderKey string) error {
+func (l *Leader) ReviseRequest(ctx context.Context, req *fleet.UpdateRequest, requestRev int64) error {
 	data, err := encode(req)
 	if err != nil {
 		return err
 	}
-	return s.revisionFenced(ctx, "revise request", leaderKey, requestRev, clientv3.OpPut(s.abs(keyCurrent), data))
+	return l.revisionFenced(ctx, "revise request", requestRev, clientv3.OpPut(l.s.abs(keyCurrent), data))
 }
 
 // StartRequest writes a new update request and deletes every worker status
 // of the previous one, in one transaction fenced on the caller's leader key.
 // Clearing the statuses matters for a rollout at the same version: an old
 // "completed" must not count for the new one.
-func (s *Storage) StartRequest(ctx context.Context, req *fleet.UpdateRequest, leaderKey string) error {
+func (l *Leader) StartRequest(ctx context.Context, req *fleet.UpdateRequest) error {
 	data, err := encode(req)
 	if err != nil {
 		return err
 	}
-	return s.fencedTxn(ctx, leaderKey, "start request", append(s.clearRollout(), clientv3.OpPut(s.abs(keyCurrent), data))...)
+	return l.fencedTxn(ctx, "start request", append(l.s.clearRollout(), clientv3.OpPut(l.s.abs(keyCurrent), data))...)
 }
 
 // FinishRequest writes the finished request (completed or stopped) and its
@@ -610,7 +613,7 @@ func (s *Storage) StartRequest(ctx context.Context, req *fleet.UpdateRequest, le
 // one record even across a change of leader, and a request cleared by
 // `ferry recover` meanwhile is not written back. ErrConflict means the
 // request changed since it was read.
-func (s *Storage) FinishRequest(ctx context.Context, req *fleet.UpdateRequest, h *fleet.HistoryRecord, requestRev int64, leaderKey string) error {
+func (l *Leader) FinishRequest(ctx context.Context, req *fleet.UpdateRequest, h *fleet.HistoryRecord, requestRev int64) error {
 	reqData, err := encode(req)
 	if err != nil {
 		return err
@@ -619,7 +622,7 @@ func (s *Storage) FinishRequest(ctx context.Context, req *fleet.UpdateRequest, h
 	if err != nil {
 		return err
 	}
-	return s.revisionFenced(ctx, "finish request", leaderKey, requestRev, clientv3.OpPut(s.abs(keyCurrent), reqData), clientv3.OpPut(s.historyKey(h.StartedAt), histData))
+	return l.revisionFenced(ctx, "finish request", requestRev, clientv3.OpPut(l.s.abs(keyCurrent), reqData), clientv3.OpPut(l.s.historyKey(h.StartedAt), histData))
 }
 
 // GetHistory returns up to limit history records, newest first (all when
@@ -678,15 +681,14 @@ func (s *Storage) PutCheckTrigger(ctx context.Context, t *fleet.CheckTrigger) er
 	return s.put(ctx, s.abs(keyTrigger), t)
 }
 
-// PutReleaseInfo writes info/release, fenced on the caller's leader key.
-func (s *Storage) PutReleaseInfo(ctx context.Context, info *fleet.ReleaseInfo, leaderKey string) error {
-	return s.fencedPut(ctx, leaderKey, s.abs(keyReleaseInfo), info)
+// PutReleaseInfo writes info/release.
+func (l *Leader) PutReleaseInfo(ctx context.Context, info *fleet.ReleaseInfo) error {
+	return l.fencedPut(ctx, l.s.abs(keyReleaseInfo), info)
 }
 
-// PutCheckInfo records the leader's last release check, fenced on its
-// leader key.
-func (s *Storage) PutCheckInfo(ctx context.Context, c *fleet.CheckInfo, leaderKey string) error {
-	return s.fencedPut(ctx, leaderKey, s.abs(keyCheck), c)
+// PutCheckInfo records the leader's last release check.
+func (l *Leader) PutCheckInfo(ctx context.Context, c *fleet.CheckInfo) error {
+	return l.fencedPut(ctx, l.s.abs(keyCheck), c)
 }
 
 // GetReleaseInfo returns info/release, or ErrNotFound.
@@ -698,24 +700,39 @@ func (s *Storage) GetReleaseInfo(ctx context.Context) (*fleet.ReleaseInfo, error
 	return &info, nil
 }
 
-func (s *Storage) fencedPut(ctx context.Context, leaderKey, key string, v any) error {
+// Leader writes as the updater leader that holds one leader key (its
+// election key): every write it makes is fenced on that key, in the same
+// transaction, so that a write from a leader that lost its election
+// changes nothing and returns ErrNoLeader. The updater acts as leader only
+// through it; no leader write exists without the fence.
+type Leader struct {
+	s   *Storage
+	key string
+}
+
+// AsLeader returns the writer of the leader that holds key.
+func (s *Storage) AsLeader(key string) *Leader { return &Leader{s: s, key: key} }
+
+// fence holds while the leader key exists. An empty key never holds.
+func (l *Leader) fence() clientv3.Cmp {
+	return clientv3.Compare(clientv3.CreateRevision(l.key), ">", 0)
+}
+
+func (l *Leader) fencedPut(ctx context.Context, key string, v any) error {
 	data, err := encode(v)
 	if err != nil {
 		return err
 	}
-	return s.fencedTxn(ctx, leaderKey, "write "+key, clientv3.OpPut(key, data))
+	return l.fencedTxn(ctx, "write "+key, clientv3.OpPut(key, data))
 }
 
-// fencedTxn applies ops only while leaderKey exists; otherwise it changes
-// nothing and returns ErrNoLeader.
-func (s *Storage) fencedTxn(ctx context.Context, leaderKey, what string, ops ...clientv3.Op) error {
-	if leaderKey == "" {
+// fencedTxn applies ops only while the leader key exists; otherwise it
+// changes nothing and returns ErrNoLeader.
+func (l *Leader) fencedTxn(ctx context.Context, what string, ops ...clientv3.Op) error {
+	if l.key == "" {
 		return fmt.Errorf("%s: no leader key: %w", what, ErrNoLeader)
 	}
-	resp, err := s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(leaderKey), ">", 0)).
-		Then(ops...).
-		Commit()
+	resp, err := l.s.cli.Txn(ctx).If(l.fence()).Then(ops...).Commit()
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}

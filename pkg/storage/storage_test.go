@@ -339,7 +339,7 @@ func TestFencedPutRequest(t *testing.T) {
 
 	req := &fleet.UpdateRequest{Version: "2026.01.01-1", Servers: []string{"boot-0"}, Reason: fleet.ReasonUpdate, StartedAt: time.Now().UTC()}
 	leaderKey := elec.Key()
-	require.NoError(t, st.PutRequest(ctx, req, leaderKey))
+	require.NoError(t, st.AsLeader(leaderKey).PutRequest(ctx, req))
 	got, _, err := st.GetRequest(ctx)
 	require.NoError(t, err)
 	require.Equal(t, "2026.01.01-1", got.Version)
@@ -349,10 +349,10 @@ func TestFencedPutRequest(t *testing.T) {
 	// change the request.
 	require.NoError(t, elec.Resign(ctx))
 	req.Version = "2026.01.02-1"
-	err = st.PutRequest(ctx, req, leaderKey)
+	err = st.AsLeader(leaderKey).PutRequest(ctx, req)
 	require.ErrorIs(t, err, ErrNoLeader)
-	require.ErrorIs(t, st.PutReleaseInfo(ctx, &fleet.ReleaseInfo{Version: "x"}, leaderKey), ErrNoLeader)
-	require.ErrorIs(t, st.PutRequest(ctx, req, ""), ErrNoLeader)
+	require.ErrorIs(t, st.AsLeader(leaderKey).PutReleaseInfo(ctx, &fleet.ReleaseInfo{Version: "x"}), ErrNoLeader)
+	require.ErrorIs(t, st.AsLeader("").PutRequest(ctx, req), ErrNoLeader)
 	got, _, err = st.GetRequest(ctx)
 	require.NoError(t, err)
 	require.Equal(t, "2026.01.01-1", got.Version)
@@ -385,7 +385,7 @@ func TestRecover(t *testing.T) {
 	ctx := testContext(t)
 
 	elec := campaign(t, ctx, st)
-	require.NoError(t, st.PutRequest(ctx, &fleet.UpdateRequest{Version: "1", Servers: []string{"a"}, Stop: true}, elec.Key()))
+	require.NoError(t, st.AsLeader(elec.Key()).PutRequest(ctx, &fleet.UpdateRequest{Version: "1", Servers: []string{"a"}, Stop: true}))
 	require.NoError(t, st.PutStatus(ctx, "a", &fleet.UpdateStatus{Version: "1", Cond: fleet.CondAborted, Message: "boom"}))
 	require.NoError(t, st.PutContents(ctx, "boot", &fleet.ContentsStatus{Version: "1", Success: true}))
 	require.NoError(t, st.PutPin(ctx, &fleet.Pin{Version: "1"}))
@@ -393,7 +393,7 @@ func TestRecover(t *testing.T) {
 	_, rev, err := st.GetRequest(ctx)
 	require.NoError(t, err)
 	// The request changes after the operator looked: recover must refuse.
-	require.NoError(t, st.PutRequest(ctx, &fleet.UpdateRequest{Version: "1", Servers: []string{"a"}, Stop: true, StopReason: "again"}, elec.Key()))
+	require.NoError(t, st.AsLeader(elec.Key()).PutRequest(ctx, &fleet.UpdateRequest{Version: "1", Servers: []string{"a"}, Stop: true, StopReason: "again"}))
 	require.ErrorIs(t, st.Recover(ctx, rev, nil), ErrConflict)
 	_, err = st.GetContents(ctx, "boot")
 	require.NoError(t, err, "a refused recover deletes nothing")
@@ -444,22 +444,22 @@ func TestStartAndFinishRequest(t *testing.T) {
 
 	started := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
 	req := &fleet.UpdateRequest{Version: "1", Servers: []string{"a"}, Reason: fleet.ReasonUpdate, StartedAt: started}
-	require.NoError(t, st.StartRequest(ctx, req, key))
+	require.NoError(t, st.AsLeader(key).StartRequest(ctx, req))
 	require.NoError(t, st.PutStatus(ctx, "a", &fleet.UpdateStatus{Version: "1", Cond: fleet.CondCompleted}))
 	_, rev, err := st.GetRequest(ctx)
 	require.NoError(t, err)
 
 	req.FinishedAt = started.Add(time.Minute)
 	hist := &fleet.HistoryRecord{Version: "1", Servers: req.Servers, Result: fleet.ResultCompleted, StartedAt: started, FinishedAt: req.FinishedAt, Durations: map[string]float64{"a": 42}}
-	require.ErrorIs(t, st.FinishRequest(ctx, req, hist, rev-1, key), ErrConflict, "a request read before it changed is not finished")
-	require.NoError(t, st.FinishRequest(ctx, req, hist, rev, key))
+	require.ErrorIs(t, st.AsLeader(key).FinishRequest(ctx, req, hist, rev-1), ErrConflict, "a request read before it changed is not finished")
+	require.NoError(t, st.AsLeader(key).FinishRequest(ctx, req, hist, rev))
 	got, _, err := st.GetRequest(ctx)
 	require.NoError(t, err)
 	require.True(t, got.Finished())
 
 	// A reconfigure at the same version clears the old statuses with it.
 	req2 := &fleet.UpdateRequest{Version: "1", Servers: []string{"a", "b"}, Reason: fleet.ReasonReconfigure, StartedAt: started.Add(time.Hour)}
-	require.NoError(t, st.StartRequest(ctx, req2, key))
+	require.NoError(t, st.AsLeader(key).StartRequest(ctx, req2))
 	statuses, err := st.GetStatuses(ctx)
 	require.NoError(t, err)
 	require.Empty(t, statuses)
@@ -470,7 +470,7 @@ func TestStartAndFinishRequest(t *testing.T) {
 	_, rev, err = st.GetRequest(ctx)
 	require.NoError(t, err)
 	req2.FinishedAt = req2.StartedAt.Add(time.Minute)
-	require.NoError(t, st.FinishRequest(ctx, req2, &fleet.HistoryRecord{Version: "1", Result: fleet.ResultAborted, StartedAt: req2.StartedAt, FinishedAt: req2.FinishedAt}, rev, key))
+	require.NoError(t, st.AsLeader(key).FinishRequest(ctx, req2, &fleet.HistoryRecord{Version: "1", Result: fleet.ResultAborted, StartedAt: req2.StartedAt, FinishedAt: req2.FinishedAt}, rev))
 	hs, err := st.GetHistory(ctx, 0)
 	require.NoError(t, err)
 	require.Len(t, hs, 2)
@@ -483,8 +483,8 @@ func TestStartAndFinishRequest(t *testing.T) {
 
 	// Fenced: after resigning, nothing is written.
 	require.NoError(t, elec.Resign(ctx))
-	require.ErrorIs(t, st.StartRequest(ctx, &fleet.UpdateRequest{Version: "2"}, key), ErrNoLeader)
-	require.ErrorIs(t, st.FinishRequest(ctx, req2, &fleet.HistoryRecord{StartedAt: time.Now()}, rev, key), ErrNoLeader)
+	require.ErrorIs(t, st.AsLeader(key).StartRequest(ctx, &fleet.UpdateRequest{Version: "2"}), ErrNoLeader)
+	require.ErrorIs(t, st.AsLeader(key).FinishRequest(ctx, req2, &fleet.HistoryRecord{StartedAt: time.Now()}, rev), ErrNoLeader)
 	hs, err = st.GetHistory(ctx, 0)
 	require.NoError(t, err)
 	require.Len(t, hs, 2)

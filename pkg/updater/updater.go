@@ -244,7 +244,7 @@ func (u *Updater) campaignAndLead(ctx context.Context) error {
 		u.metrics.observeFleet(nil)
 	}()
 
-	err = u.lead(sctx, leaderKey)
+	err = u.lead(sctx, u.st.AsLeader(leaderKey))
 	if errors.Is(err, storage.ErrNoLeader) {
 		u.log.Warn("lost the lead: a write was refused by the fence")
 	}
@@ -294,7 +294,7 @@ type leaderState struct {
 
 // coordinate keeps a barrier coordinator (storage.Coordinate) running for
 // the running request, and none otherwise.
-func (u *Updater) coordinate(ctx context.Context, ls *leaderState, snap *fleet.Snapshot, leaderKey string) {
+func (u *Updater) coordinate(ctx context.Context, ls *leaderState, snap *fleet.Snapshot, leader *storage.Leader) {
 	req := snap.Request
 	running := req != nil && !req.Finished() && !req.Stop
 	// A revised request (a server the rollout goes on without) changes
@@ -313,13 +313,13 @@ func (u *Updater) coordinate(ctx context.Context, ls *leaderState, snap *fleet.S
 	ls.stopCoord, ls.coordFor, ls.coordFailed = cancel, req.StartedAt, len(req.Failed)
 	r := *req
 	go func() {
-		if err := u.st.Coordinate(cctx, &r, leaderKey); err != nil && cctx.Err() == nil {
+		if err := leader.Coordinate(cctx, &r); err != nil && cctx.Err() == nil {
 			u.log.Warn("the barrier coordinator stopped", "version", r.Version, "error", err)
 		}
 	}()
 }
 
-func (u *Updater) lead(ctx context.Context, leaderKey string) error {
+func (u *Updater) lead(ctx context.Context, leader *storage.Leader) error {
 	defaults, _ := fleet.ParseConfig(nil)
 	ls := &leaderState{lastGood: defaults, missingSince: map[string]time.Time{}}
 	defer func() {
@@ -345,10 +345,10 @@ func (u *Updater) lead(ctx context.Context, leaderKey string) error {
 		}
 		now := time.Now()
 		cfg, ok := u.config(ls, snap)
-		u.coordinate(ctx, ls, snap, leaderKey)
+		u.coordinate(ctx, ls, snap, leader)
 		u.metrics.observeFleet(snap)
 
-		if err := u.maybeCheck(ctx, ls, snap, cfg, ok, now, leaderKey); err != nil {
+		if err := u.maybeCheck(ctx, ls, snap, cfg, ok, now, leader); err != nil {
 			return err
 		}
 		ls.trackMissing(snap, now)
@@ -356,7 +356,7 @@ func (u *Updater) lead(ctx context.Context, leaderKey string) error {
 		if act.Kind == NewRequest {
 			act = u.resolve(ctx, ls, act, cfg, now)
 		}
-		if err := u.notePause(ctx, ls, snap, act, cfg, now, leaderKey); err != nil {
+		if err := u.notePause(ctx, ls, snap, act, cfg, now, leader); err != nil {
 			if errors.Is(err, storage.ErrNoLeader) {
 				return err
 			}
@@ -367,7 +367,7 @@ func (u *Updater) lead(ctx context.Context, leaderKey string) error {
 			ls.lastWhy = act.Why
 		}
 		if act.Kind != Wait {
-			if err := u.execute(ctx, act, snap, cfg, now, leaderKey); err != nil {
+			if err := u.execute(ctx, act, snap, cfg, now, leader); err != nil {
 				if errors.Is(err, storage.ErrNoLeader) || ctx.Err() != nil {
 					return err
 				}
@@ -493,7 +493,7 @@ func (ls *leaderState) nextCheck(cfg *fleet.Config, now time.Time) time.Time {
 	return next
 }
 
-func (u *Updater) maybeCheck(ctx context.Context, ls *leaderState, snap *fleet.Snapshot, cfg *fleet.Config, ok bool, now time.Time, leaderKey string) error {
+func (u *Updater) maybeCheck(ctx context.Context, ls *leaderState, snap *fleet.Snapshot, cfg *fleet.Config, ok bool, now time.Time, leader *storage.Leader) error {
 	if !ok || cfg.Env == fleet.EnvNone || cfg.GitHubRepo == "" {
 		return nil
 	}
@@ -520,7 +520,7 @@ func (u *Updater) maybeCheck(ctx context.Context, ls *leaderState, snap *fleet.S
 	if !due {
 		return nil
 	}
-	return u.check(ctx, ls, snap, cfg, now, leaderKey)
+	return u.check(ctx, ls, snap, cfg, now, leader)
 }
 
 // withdrawn lists the versions that a withdrawals statement, signed by a
@@ -549,7 +549,7 @@ func (u *Updater) withdrawn(ctx context.Context, ls *leaderState) []string {
 	return ls.withdrawals.Withdrawn
 }
 
-func (u *Updater) check(ctx context.Context, ls *leaderState, snap *fleet.Snapshot, cfg *fleet.Config, now time.Time, leaderKey string) error {
+func (u *Updater) check(ctx context.Context, ls *leaderState, snap *fleet.Snapshot, cfg *fleet.Config, now time.Time, leader *storage.Leader) error {
 	cctx, cancel := context.WithTimeout(ctx, u.opts.CheckTimeout)
 	withdrawn := u.withdrawn(cctx, ls)
 	rel, err := ls.source.Latest(cctx, cfg.Env, func(v string) bool { return slices.Contains(withdrawn, v) })
@@ -561,7 +561,7 @@ func (u *Updater) check(ctx context.Context, ls *leaderState, snap *fleet.Snapsh
 	} else {
 		u.metrics.lastCheckOK.Set(0)
 	}
-	defer func() { u.recordCheck(ctx, snap, rel, err, now, leaderKey) }()
+	defer func() { u.recordCheck(ctx, snap, rel, err, now, leader) }()
 	switch {
 	case err == nil:
 		u.metrics.checks.WithLabelValues("found").Inc()
@@ -571,7 +571,7 @@ func (u *Updater) check(ctx context.Context, ls *leaderState, snap *fleet.Snapsh
 		if old := snap.Release; old != nil && old.Env == info.Env && old.Version == info.Version && old.Tag == info.Tag && old.Prerelease == info.Prerelease {
 			return nil
 		}
-		if err := u.st.PutReleaseInfo(ctx, info, leaderKey); err != nil {
+		if err := leader.PutReleaseInfo(ctx, info); err != nil {
 			if errors.Is(err, storage.ErrNoLeader) {
 				return err
 			}
@@ -605,7 +605,7 @@ func (u *Updater) check(ctx context.Context, ls *leaderState, snap *fleet.Snapsh
 // recordCheck writes info/check, so that `ferry status` can say how the
 // leader's last check went: when the outcome changed, and otherwise at most
 // once a minute, so that a frequent check does not write etcd each time.
-func (u *Updater) recordCheck(ctx context.Context, snap *fleet.Snapshot, rel *release.Release, err error, now time.Time, leaderKey string) {
+func (u *Updater) recordCheck(ctx context.Context, snap *fleet.Snapshot, rel *release.Release, err error, now time.Time, leader *storage.Leader) {
 	c := &fleet.CheckInfo{At: now.UTC(), Result: "found", Leader: u.opts.ID}
 	switch {
 	case err == nil:
@@ -621,7 +621,7 @@ func (u *Updater) recordCheck(ctx context.Context, snap *fleet.Snapshot, rel *re
 	if old := snap.Check; old != nil && old.Result == c.Result && old.Version == c.Version && old.Error == c.Error && old.Leader == c.Leader && now.Sub(old.At) < time.Minute {
 		return
 	}
-	if err := u.st.PutCheckInfo(ctx, c, leaderKey); err != nil && ctx.Err() == nil {
+	if err := leader.PutCheckInfo(ctx, c); err != nil && ctx.Err() == nil {
 		u.log.Warn("cannot record the release check", "error", err)
 	}
 }
@@ -688,7 +688,7 @@ func (u *Updater) resolve(ctx context.Context, ls *leaderState, act Action, cfg 
 // notePause records in the request, and notifies, when the fleet comes to
 // wait in a pause (behind a canary, or ferry rollout pause) and when it goes
 // on again.
-func (u *Updater) notePause(ctx context.Context, ls *leaderState, snap *fleet.Snapshot, act Action, cfg *fleet.Config, now time.Time, leaderKey string) error {
+func (u *Updater) notePause(ctx context.Context, ls *leaderState, snap *fleet.Snapshot, act Action, cfg *fleet.Config, now time.Time, leader *storage.Leader) error {
 	req := snap.Request
 	if req == nil || req.Finished() {
 		ls.pausedNow = ""
@@ -722,7 +722,7 @@ func (u *Updater) notePause(ctx context.Context, ls *leaderState, snap *fleet.Sn
 	}
 	revised := *req
 	revised.Events = append(slices.Clone(req.Events), ev)
-	if err := u.st.ReviseRequest(ctx, &revised, snap.RequestRev, leaderKey); err != nil {
+	if err := leader.ReviseRequest(ctx, &revised, snap.RequestRev); err != nil {
 		if errors.Is(err, storage.ErrConflict) {
 			return nil // pausedNow is unchanged: the next look records it
 		}
@@ -741,11 +741,11 @@ func (u *Updater) notifyOf(cfg *fleet.Config, e Event) {
 	u.notify.enqueue(cfg.NotifyURL, e)
 }
 
-func (u *Updater) execute(ctx context.Context, act Action, snap *fleet.Snapshot, cfg *fleet.Config, now time.Time, leaderKey string) error {
+func (u *Updater) execute(ctx context.Context, act Action, snap *fleet.Snapshot, cfg *fleet.Config, now time.Time, leader *storage.Leader) error {
 	switch act.Kind {
 	case NewRequest:
 		req := act.Request
-		if err := u.st.StartRequest(ctx, req, leaderKey); err != nil {
+		if err := leader.StartRequest(ctx, req); err != nil {
 			return err
 		}
 		u.log.Info("rollout started", "version", req.Version, "reason", req.Reason, "servers", req.Servers)
@@ -761,7 +761,7 @@ func (u *Updater) execute(ctx context.Context, act Action, snap *fleet.Snapshot,
 			cause := *act.Cause
 			cause.Message += fmt.Sprintf("; no rollback: the rollout says it came from %s, but the last completed rollout was to %s", act.Request.Version, cmp.Or(last, "nothing"))
 			u.log.Error("refusing a rollback whose target is not the last completed version", "from", act.Request.Version, "last_completed", last)
-			return u.execute(ctx, Action{Kind: Stop, Why: cause.String(), Cause: &cause}, snap, cfg, now, leaderKey)
+			return u.execute(ctx, Action{Kind: Stop, Why: cause.String(), Cause: &cause}, snap, cfg, now, leader)
 		}
 		failed := *snap.Request
 		failed.FinishedAt = now.UTC()
@@ -771,7 +771,7 @@ func (u *Updater) execute(ctx context.Context, act Action, snap *fleet.Snapshot,
 		hist.StopReason = failed.StopReason
 		refused := &fleet.Refused{Version: failed.Version, At: now.UTC(), Reason: c.String(), Rollout: failed.StartedAt}
 		next := act.Request
-		if err := u.st.RollBack(ctx, hist, refused, next, snap.RequestRev, leaderKey); err != nil {
+		if err := leader.RollBack(ctx, hist, refused, next, snap.RequestRev); err != nil {
 			if errors.Is(err, storage.ErrConflict) {
 				u.log.Info("the rollout changed before it could be rolled back; deciding again", "version", failed.Version)
 				return nil
@@ -784,7 +784,7 @@ func (u *Updater) execute(ctx context.Context, act Action, snap *fleet.Snapshot,
 			Message: fmt.Sprintf("%s; rolling back to %s; %s is refused until a newer release or `ferry release unrefuse %s`", c, next.Version, failed.Version, failed.Version), StartedAt: failed.StartedAt})
 	case ResumeCanary:
 		req := snap.Request
-		if err := u.st.PutResume(ctx, &fleet.Resume{Rollout: req.StartedAt, Step: act.Step, At: now.UTC(), By: "ferry-updater " + u.opts.ID + ": the step's pause ended"}, leaderKey); err != nil {
+		if err := leader.PutResume(ctx, &fleet.Resume{Rollout: req.StartedAt, Step: act.Step, At: now.UTC(), By: "ferry-updater " + u.opts.ID + ": the step's pause ended"}); err != nil {
 			return err
 		}
 		u.log.Info("the canary's pause ended; the rest of the servers go on", "version", req.Version, "step", act.Step)
@@ -797,7 +797,7 @@ func (u *Updater) execute(ctx context.Context, act Action, snap *fleet.Snapshot,
 			reason = "no live worker for " + c.Message
 		}
 		req.Failed = append(append([]fleet.FailedServer(nil), req.Failed...), fleet.FailedServer{ID: c.Server, Step: c.Step, StepName: c.StepName, Reason: reason, At: now.UTC()})
-		if err := u.st.ReviseRequest(ctx, &req, snap.RequestRev, leaderKey); err != nil {
+		if err := leader.ReviseRequest(ctx, &req, snap.RequestRev); err != nil {
 			if errors.Is(err, storage.ErrConflict) {
 				u.log.Info("the rollout changed before the leader could go on without a server; deciding again", "version", req.Version)
 				return nil
@@ -821,7 +821,7 @@ func (u *Updater) execute(ctx context.Context, act Action, snap *fleet.Snapshot,
 			ev.Server, ev.Message = act.Cause.Server, act.Cause.Message
 			ev.Kind = map[string]EventKind{fleet.ResultAborted: EventAbort, fleet.ResultTimeout: EventTimeout, fleet.ResultDead: EventDeadServer}[act.Cause.Result]
 		}
-		if err := u.st.FinishRequest(ctx, &req, hist, snap.RequestRev, leaderKey); err != nil {
+		if err := leader.FinishRequest(ctx, &req, hist, snap.RequestRev); err != nil {
 			if errors.Is(err, storage.ErrConflict) {
 				// Recovered or replaced since the snapshot: decide again.
 				u.log.Info("the rollout changed before it could be finished; deciding again", "version", req.Version)

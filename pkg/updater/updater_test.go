@@ -423,7 +423,7 @@ func TestFailoverContinuesTheSameRollout(t *testing.T) {
 	require.Eventually(t, follower.u.IsLeader, 10*time.Second, 10*time.Millisecond, "the other updater takes over")
 
 	// The deposed leader's fenced write is refused.
-	err = f.st.PutRequest(f.ctx(), &fleet.UpdateRequest{Version: "9.9.9"}, string(oldKey.Kvs[0].Key))
+	err = f.st.AsLeader(string(oldKey.Kvs[0].Key)).PutRequest(f.ctx(), &fleet.UpdateRequest{Version: "9.9.9"})
 	require.ErrorIs(t, err, storage.ErrNoLeader)
 
 	f.report("boot-1", v1, fleet.CondCompleted, "")

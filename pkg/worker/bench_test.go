@@ -46,6 +46,7 @@ func BenchmarkCoordination(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
+			stand := fleettest.StandIn(b, admin)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			var ids []string
@@ -67,9 +68,9 @@ func BenchmarkCoordination(b *testing.B) {
 			for r := 0; r < b.N; r++ {
 				req := &fleet.UpdateRequest{Version: "1.0.0", Servers: ids, Reason: fleet.ReasonUpdate, StartedAt: time.Now().UTC()}
 				began := time.Now()
-				fleettest.AsLeader(b, admin, func(key string) error { return admin.StartRequest(ctx, req, key) })
+				fleettest.AsLeader(b, admin, func(l *storage.Leader) error { return l.StartRequest(ctx, req) })
 				cctx, stop := context.WithCancel(ctx)
-				go admin.Coordinate(cctx, req, "")
+				go stand.Coordinate(cctx, req)
 				waitAllCompleted(b, admin, len(ids))
 				stop()
 				total += time.Since(began)

@@ -18,6 +18,7 @@ import (
 	"github.com/ferry-cd/ferry/pkg/deb"
 	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/release"
+	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/ferry-cd/ferry/pkg/trust"
 	"github.com/stretchr/testify/require"
 )
@@ -189,7 +190,7 @@ func (e *upgradeEnv) requestWith(v string, ref *fleet.ReleaseRef, servers ...str
 		require.NoError(e.t, err)
 	}
 	req := &fleet.UpdateRequest{Version: v, Servers: servers, Reason: fleet.ReasonUpdate, StartedAt: time.Now().UTC(), Release: ref}
-	e.leader(func(key string) error { return e.st.StartRequest(e.ctx(), req, key) })
+	e.leader(func(l *storage.Leader) error { return l.StartRequest(e.ctx(), req) })
 	e.coordinate(req)
 	return req
 }

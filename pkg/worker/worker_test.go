@@ -111,7 +111,7 @@ func (r *runningWorker) kill() {
 	}
 }
 
-func (f *testFleet) leader(fn func(key string) error) { fleettest.AsLeader(f.t, f.st, fn) }
+func (f *testFleet) leader(fn func(*storage.Leader) error) { fleettest.AsLeader(f.t, f.st, fn) }
 
 func (f *testFleet) request(v string, servers ...string) *fleet.UpdateRequest {
 	f.t.Helper()
@@ -120,7 +120,7 @@ func (f *testFleet) request(v string, servers ...string) *fleet.UpdateRequest {
 		require.NoError(f.t, err)
 	}
 	req := &fleet.UpdateRequest{Version: v, Servers: servers, Reason: fleet.ReasonUpdate, StartedAt: time.Now().UTC()}
-	f.leader(func(key string) error { return f.st.StartRequest(f.ctx(), req, key) })
+	f.leader(func(l *storage.Leader) error { return l.StartRequest(f.ctx(), req) })
 	f.coordinate(req)
 	return req
 }
@@ -130,7 +130,8 @@ func (f *testFleet) request(v string, servers ...string) *fleet.UpdateRequest {
 func (f *testFleet) coordinate(req *fleet.UpdateRequest) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); f.st.Coordinate(ctx, req, "") }()
+	stand := fleettest.StandIn(f.t, f.st)
+	go func() { defer close(done); stand.Coordinate(ctx, req) }()
 	f.t.Cleanup(func() { cancel(); <-done })
 }
 
@@ -139,7 +140,7 @@ func (f *testFleet) stop(reason string) {
 	req, _, err := f.st.GetRequest(f.ctx())
 	require.NoError(f.t, err)
 	req.Stop, req.StopReason = true, reason
-	f.leader(func(key string) error { return f.st.PutRequest(f.ctx(), req, key) })
+	f.leader(func(l *storage.Leader) error { return l.PutRequest(f.ctx(), req) })
 }
 
 // startUpdater runs the real updater, which stops the fleet on an abort.

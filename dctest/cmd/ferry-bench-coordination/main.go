@@ -238,10 +238,10 @@ func runFerry(endpoints []string, members []*harness.EtcdMember, n, steps int) (
 	}
 	req := &fleet.UpdateRequest{Version: "1.0.0", Servers: ids, Reason: fleet.ReasonUpdate, StartedAt: time.Now().UTC()}
 	began := time.Now()
-	if err := admin.StartRequest(ctx, req, elec.Key()); err != nil {
+	if err := admin.AsLeader(elec.Key()).StartRequest(ctx, req); err != nil {
 		return nil, err
 	}
-	go admin.Coordinate(ctx, req, elec.Key())
+	go admin.AsLeader(elec.Key()).Coordinate(ctx, req)
 	rw, err := admin.WatchRollout(ctx, req)
 	if err != nil {
 		return nil, err
