@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ferry-cd/ferry/dctest/harness"
+	"github.com/ferry-cd/ferry/internal/fleettest"
 	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/stretchr/testify/require"
 )
@@ -36,7 +37,7 @@ func TestWorkerKilledDuringDpkg(t *testing.T) {
 	// The new binary starts, finds the install unfinished, and says so.
 	var seen *fleet.UpdateStatus
 	require.Eventually(t, func() bool {
-		statuses, err := d.st.GetStatuses(d.ctx)
+		statuses, err := fleettest.GetStatuses(d.ctx, d.st)
 		if err != nil {
 			return false
 		}

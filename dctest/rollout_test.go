@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ferry-cd/ferry/dctest/harness"
+	"github.com/ferry-cd/ferry/internal/fleettest"
 	"github.com/ferry-cd/ferry/pkg/artifacts"
 	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/stretchr/testify/require"
@@ -195,7 +196,7 @@ func TestHealthFailureRollsBack(t *testing.T) {
 
 	// The updater checks every second: it never picks N1 again.
 	require.Never(t, func() bool {
-		req, _, err := d.st.GetRequest(d.ctx)
+		req, _, err := fleettest.GetRequest(d.ctx, d.st)
 		return err == nil && req.Version == N1
 	}, 5*time.Second, 250*time.Millisecond, "the refused version was rolled out again")
 

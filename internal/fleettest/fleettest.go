@@ -3,9 +3,12 @@ package fleettest
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/stretchr/testify/require"
 	"go.etcd.io/etcd/client/v3/concurrency"
@@ -50,4 +53,48 @@ func StandIn(t testing.TB, st *storage.Storage) *storage.Leader {
 	_, err := st.Client().Put(Ctx(t), key, "")
 	require.NoError(t, err)
 	return st.AsLeader(key)
+}
+
+// GetRequest reads the current request and its mod revision;
+// storage.ErrNotFound when there is none.
+func GetRequest(ctx context.Context, st *storage.Storage) (*fleet.UpdateRequest, int64, error) {
+	snap, err := st.Snapshot(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	if snap.Request == nil {
+		return nil, 0, fmt.Errorf("status/current: %w", storage.ErrNotFound)
+	}
+	return snap.Request, snap.RequestRev, nil
+}
+
+// GetStatuses reads every worker's status, by server id.
+func GetStatuses(ctx context.Context, st *storage.Storage) (map[string]*fleet.UpdateStatus, error) {
+	snap, err := st.Snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return snap.Statuses, nil
+}
+
+// GetPin reads the pin; storage.ErrNotFound when there is none.
+func GetPin(ctx context.Context, st *storage.Storage) (*fleet.Pin, error) {
+	snap, err := st.Snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if snap.Pin == nil {
+		return nil, fmt.Errorf("pin: %w", storage.ErrNotFound)
+	}
+	return snap.Pin, nil
+}
+
+// PutRequest writes req as the current request, as leader l, whatever
+// request was there: for tests that set a fleet up.
+func PutRequest(ctx context.Context, st *storage.Storage, l *storage.Leader, req *fleet.UpdateRequest) error {
+	_, rev, err := GetRequest(ctx, st)
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return err
+	}
+	return l.ReviseRequest(ctx, req, rev)
 }

@@ -20,7 +20,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/hashicorp/go-version"
-	"gopkg.in/yaml.v3"
 )
 
 // Ignore lists upstream versions that generate-artifacts must skip, by
@@ -40,10 +39,8 @@ func LoadIgnore(p string) (*Ignore, error) {
 	if err != nil {
 		return nil, err
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
 	var ig Ignore
-	if err := dec.Decode(&ig); err != nil && !errors.Is(err, io.EOF) {
+	if err := decodeStrict(data, &ig); err != nil {
 		return nil, fmt.Errorf("%s: %w", p, err)
 	}
 	return &ig, nil

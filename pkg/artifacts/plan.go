@@ -2,17 +2,13 @@
 package artifacts
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
-
-	"gopkg.in/yaml.v3"
 )
 
 // Strategies of a step.
@@ -472,21 +468,6 @@ func (a *Action) validate() error {
 		}
 	}
 	return nil
-}
-
-// ParsePlan reads a plan strictly: unknown fields are errors.
-func ParsePlan(data []byte) (*Plan, error) {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	var p Plan
-	if err := dec.Decode(&p); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("plan: %w", err)
-	}
-	p.defaults()
-	if err := p.Validate(); err != nil {
-		return nil, fmt.Errorf("plan: %w", err)
-	}
-	return &p, nil
 }
 
 func (p *Plan) defaults() {

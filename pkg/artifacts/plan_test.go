@@ -1,6 +1,7 @@
 package artifacts
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -9,7 +10,7 @@ import (
 
 func TestParsePlan(t *testing.T) {
 	t.Parallel()
-	p, err := ParsePlan([]byte(`
+	p, err := parsePlan([]byte(`
 steps:
   - name: prepare
     strategy: lockstep
@@ -32,7 +33,7 @@ steps:
 	require.Equal(t, "prepare", p.Steps[0].ContentsTarget())
 	require.Equal(t, "run", p.Steps[0].Actions[0].Type())
 
-	retried, err := ParsePlan([]byte("steps:\n  - {name: a, strategy: lockstep, timeout: 2m, retries: 3, retry-backoff: 5s, actions: [{run: {command: x}}]}\n"))
+	retried, err := parsePlan([]byte("steps:\n  - {name: a, strategy: lockstep, timeout: 2m, retries: 3, retry-backoff: 5s, actions: [{run: {command: x}}]}\n"))
 	require.NoError(t, err)
 	s := retried.Steps[0]
 	require.Equal(t, 2*time.Minute, s.TimeoutDuration())
@@ -40,7 +41,7 @@ steps:
 		[]time.Duration{s.RetryWait(1), s.RetryWait(2), s.RetryWait(3), s.RetryWait(4), s.RetryWait(9)}, "doubling, at most 8 times the first")
 	require.Equal(t, DefaultRetryBackoff, p.Steps[0].RetryWait(1))
 
-	canary, err := ParsePlan([]byte("steps:\n  - {name: a, strategy: rolling, canary: 10%, pause: 15m, actions: [{run: {command: x}}]}\n  - {name: b, strategy: rolling, canary: 2, actions: [{run: {command: x}}]}\n"))
+	canary, err := parsePlan([]byte("steps:\n  - {name: a, strategy: rolling, canary: 10%, pause: 15m, actions: [{run: {command: x}}]}\n  - {name: b, strategy: rolling, canary: 2, actions: [{run: {command: x}}]}\n"))
 	require.NoError(t, err)
 	require.Equal(t, []int{1, 1, 3}, []int{canary.Steps[0].CanaryCount(3), canary.Steps[0].CanaryCount(10), canary.Steps[0].CanaryCount(30)}, "a share, at least one")
 	require.Equal(t, []int{1, 2}, []int{canary.Steps[1].CanaryCount(1), canary.Steps[1].CanaryCount(5)})
@@ -50,19 +51,19 @@ steps:
 	_, manual = canary.Steps[1].PauseFor()
 	require.True(t, manual, "manual by default")
 
-	policy, err := ParsePlan([]byte("on-failure: rollback\nsteps:\n  - {name: a, strategy: lockstep, actions: [{run: {command: x}}]}\n  - {name: b, strategy: lockstep, on-failure: stop, actions: [{run: {command: x}}]}\n"))
+	policy, err := parsePlan([]byte("on-failure: rollback\nsteps:\n  - {name: a, strategy: lockstep, actions: [{run: {command: x}}]}\n  - {name: b, strategy: lockstep, on-failure: stop, actions: [{run: {command: x}}]}\n"))
 	require.NoError(t, err)
 	require.Equal(t, []string{OnFailureRollback, OnFailureStop, OnFailureRollback}, []string{policy.OnFailureOf(1), policy.OnFailureOf(2), policy.OnFailureOf(0)})
 	require.Equal(t, OnFailureStop, p.OnFailureOf(1), "stop by default")
 
-	sel, err := ParsePlan([]byte("steps:\n  - {name: a, strategy: rolling, spread: rack, selector: {role: tftp}, actions: [{run: {command: x}}]}\n"))
+	sel, err := parsePlan([]byte("steps:\n  - {name: a, strategy: rolling, spread: rack, selector: {role: tftp}, actions: [{run: {command: x}}]}\n"))
 	require.NoError(t, err)
 	require.True(t, sel.Steps[0].Selects(map[string]string{"role": "tftp", "rack": "r1"}))
 	require.False(t, sel.Steps[0].Selects(map[string]string{"role": "dns"}))
 	require.False(t, sel.Steps[0].Selects(nil))
 	require.True(t, p.Steps[0].Selects(nil), "no selector: every server")
 
-	empty, err := ParsePlan(nil)
+	empty, err := parsePlan(nil)
 	require.NoError(t, err)
 	require.Empty(t, empty.Steps)
 }
@@ -105,8 +106,21 @@ func TestParsePlanRefuses(t *testing.T) {
 		"lone backoff":          "steps:\n  - {name: a, strategy: lockstep, retry-backoff: 5s, actions: [{run: {command: x}}]}\n",
 	}
 	for name, text := range cases {
-		_, err := ParsePlan([]byte(text))
+		_, err := parsePlan([]byte(text))
 		require.Error(t, err, name)
 		require.Contains(t, err.Error(), "plan", name)
 	}
+}
+
+// parsePlan reads a plan strictly: unknown fields are errors.
+func parsePlan(data []byte) (*Plan, error) {
+	var p Plan
+	if err := decodeStrict(data, &p); err != nil {
+		return nil, fmt.Errorf("plan: %w", err)
+	}
+	p.defaults()
+	if err := p.Validate(); err != nil {
+		return nil, fmt.Errorf("plan: %w", err)
+	}
+	return &p, nil
 }

@@ -106,10 +106,8 @@ var (
 // Parse reads an artifact set strictly: unknown fields, missing digests and
 // plan steps that name unknown components are errors.
 func Parse(data []byte) (*Set, error) {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
 	var s Set
-	if err := dec.Decode(&s); err != nil && !errors.Is(err, io.EOF) {
+	if err := decodeStrict(data, &s); err != nil {
 		return nil, fmt.Errorf("artifact set: %w", err)
 	}
 	s.Plan.defaults()
@@ -117,6 +115,17 @@ func Parse(data []byte) (*Set, error) {
 		return nil, fmt.Errorf("artifact set: %w", err)
 	}
 	return &s, nil
+}
+
+// decodeStrict decodes YAML into v: a field v does not have is an error,
+// and so is more than one document.
+func decodeStrict(data []byte, v any) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
 }
 
 // Load reads an artifact set file.

@@ -1,6 +1,7 @@
 package ci
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -29,38 +30,21 @@ pre-releases. The output is canonical (sorted), so an unchanged upstream
 gives a byte-identical file. If any source fails, the file is left as it was.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			set, err := artifacts.Load(file)
-			if err != nil {
-				return err
-			}
-			if ignoreFile == "" {
-				ignoreFile = filepath.Join(filepath.Dir(file), "artifacts_ignore.yaml")
-			}
-			ignore, err := artifacts.LoadIgnore(ignoreFile)
-			if err != nil {
-				return err
-			}
-			next, err := artifacts.Generate(cmd.Context(), set, artifacts.Sources{
+			changes, err := regenerate(cmd.Context(), file, ignoreFile, artifacts.Sources{
 				GitHubAPIURL: apiURL, GitHubToken: getenv(tokenEnv), Proxy: proxy,
-				Release: releaseOnly, Ignore: ignore, WorkDir: os.TempDir(),
+				Release: releaseOnly, WorkDir: os.TempDir(),
 			})
 			if err != nil {
 				return fmt.Errorf("%s left unchanged: %w", file, err)
 			}
-			data, err := next.Marshal()
-			if err != nil {
-				return err
-			}
-			wrote, err := artifacts.WriteFile(file, data)
-			if err != nil {
-				return err
-			}
-			if !wrote {
+			if changes == nil {
 				fmt.Fprintf(stdout, "%s is up to date\n", file)
 				return nil
 			}
 			fmt.Fprintf(stdout, "updated %s:\n", file)
-			printDiff(stdout, set, next)
+			for _, line := range changes {
+				fmt.Fprintln(stdout, "  "+line)
+			}
 			return nil
 		},
 	}
@@ -74,8 +58,32 @@ gives a byte-identical file. If any source fails, the file is left as it was.`,
 }
 
 // printDiff prints the components that differ between two sets.
-func printDiff(w io.Writer, from, to *artifacts.Set) {
-	for _, line := range artifacts.Diff(from, to) {
-		fmt.Fprintln(w, "  "+line)
+// regenerate updates the artifact set file to the newest upstream
+// versions from src, skipping those of the ignore file (by default
+// artifacts_ignore.yaml beside it), and returns the changes; none when the
+// file was up to date. A source that fails leaves the file as it was.
+func regenerate(ctx context.Context, file, ignoreFile string, src artifacts.Sources) ([]string, error) {
+	set, err := artifacts.Load(file)
+	if err != nil {
+		return nil, err
 	}
+	if ignoreFile == "" {
+		ignoreFile = filepath.Join(filepath.Dir(file), "artifacts_ignore.yaml")
+	}
+	if src.Ignore, err = artifacts.LoadIgnore(ignoreFile); err != nil {
+		return nil, err
+	}
+	next, err := artifacts.Generate(ctx, set, src)
+	if err != nil {
+		return nil, err
+	}
+	data, err := next.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	wrote, err := artifacts.WriteFile(file, data)
+	if err != nil || !wrote {
+		return nil, err
+	}
+	return artifacts.Diff(set, next), nil
 }

@@ -233,33 +233,17 @@ func (n *Nightly) finish(ctx context.Context, version string) error {
 }
 
 func (n *Nightly) generate(ctx context.Context) error {
-	file := filepath.Join(n.Dir, n.ArtifactsFile)
-	set, err := artifacts.Load(file)
-	if err != nil {
-		return err
-	}
 	src := n.Generate
 	src.Release = true
-	if src.Ignore, err = artifacts.LoadIgnore(filepath.Join(filepath.Dir(file), "artifacts_ignore.yaml")); err != nil {
-		return err
-	}
-	next, err := artifacts.Generate(ctx, set, src)
+	changes, err := regenerate(ctx, filepath.Join(n.Dir, n.ArtifactsFile), "", src)
 	if err != nil {
 		return fmt.Errorf("generate-artifacts: %w", err)
 	}
-	data, err := next.Marshal()
-	if err != nil {
-		return err
-	}
-	wrote, err := artifacts.WriteFile(file, data)
-	if err != nil {
-		return err
-	}
-	if !wrote {
+	if changes == nil {
 		n.say("the artifact set is up to date")
 		return nil
 	}
-	for _, line := range artifacts.Diff(set, next) {
+	for _, line := range changes {
 		n.say("  %s", line)
 	}
 	if _, err := n.git(ctx, "add", n.ArtifactsFile); err != nil {

@@ -89,9 +89,9 @@ func TestConfigCommands(t *testing.T) {
 
 	r = f.run("", "config", "set", "release-time", "* 9-16 * * 1-5", "0 20 * * 6")
 	require.Equal(t, ExitOK, r.code, r.stderr)
-	lines, err := f.st.GetReleaseTime(f.ctx())
+	cfg, err := f.st.GetConfig(f.ctx())
 	require.NoError(t, err)
-	require.Equal(t, []string{"* 9-16 * * 1-5", "0 20 * * 6"}, lines)
+	require.Equal(t, []string{"* 9-16 * * 1-5", "0 20 * * 6"}, cfg.ReleaseTime)
 
 	r = f.run("", "config", "set", "worker-timeout", "90m", "100m")
 	require.Equal(t, ExitUsage, r.code)
@@ -112,9 +112,9 @@ func TestConfigCommands(t *testing.T) {
 
 	r = f.run("", "config", "unset", "env")
 	require.Equal(t, ExitOK, r.code, r.stderr)
-	env, err := f.st.GetEnv(f.ctx())
+	cfg, err = f.st.GetConfig(f.ctx())
 	require.NoError(t, err)
-	require.Equal(t, fleet.EnvNone, env)
+	require.Equal(t, fleet.EnvNone, cfg.Env)
 
 	r = f.run("", "config", "sett", "env")
 	require.Equal(t, ExitUsage, r.code)
@@ -154,9 +154,9 @@ func TestSecretsAreNeverPrinted(t *testing.T) {
 	require.Equal(t, ExitOK, r.code, r.stderr)
 	r2 := f.run("", "config", "set", "webhook-secret", "hooksecretXYZZY")
 	require.Equal(t, ExitOK, r2.code, r2.stderr)
-	stored, err := f.st.GetGitHubToken(f.ctx())
+	stored, err := f.st.GetConfig(f.ctx())
 	require.NoError(t, err)
-	require.Equal(t, token, stored)
+	require.Equal(t, token, stored.GitHubToken)
 
 	outputs := []result{r, r2,
 		f.run("", "config", "get", "github-token"),
@@ -230,12 +230,12 @@ func (f *testFleet) asLeader(fn func(*storage.Leader) error) { fleettest.AsLeade
 
 func (f *testFleet) putRequest(req *fleet.UpdateRequest) {
 	f.t.Helper()
-	f.asLeader(func(l *storage.Leader) error { return l.PutRequest(f.ctx(), req) })
+	f.asLeader(func(l *storage.Leader) error { return fleettest.PutRequest(f.ctx(), f.st, l, req) })
 }
 
 func (f *testFleet) finishRequest(req *fleet.UpdateRequest, h *fleet.HistoryRecord) {
 	f.t.Helper()
-	_, rev, err := f.st.GetRequest(f.ctx())
+	_, rev, err := fleettest.GetRequest(f.ctx(), f.st)
 	require.NoError(f.t, err)
 	f.asLeader(func(l *storage.Leader) error { return l.FinishRequest(f.ctx(), req, h, rev) })
 }
@@ -345,16 +345,16 @@ func TestRecover(t *testing.T) {
 	r = f.run("", "recover")
 	require.Equal(t, ExitFailure, r.code)
 	require.Contains(t, r.stderr, "--yes")
-	_, _, err := f.st.GetRequest(ctx)
+	_, _, err := fleettest.GetRequest(ctx, f.st)
 	require.NoError(t, err, "a declined recover changes nothing")
 
 	r = f.run("y\n", "recover")
 	require.Equal(t, ExitOK, r.code, r.stderr)
-	_, _, err = f.st.GetRequest(ctx)
+	_, _, err = fleettest.GetRequest(ctx, f.st)
 	require.ErrorIs(t, err, storage.ErrNotFound)
 	_, err = f.st.GetContents(ctx, "boot")
 	require.ErrorIs(t, err, storage.ErrNotFound)
-	statuses, err := f.st.GetStatuses(ctx)
+	statuses, err := fleettest.GetStatuses(ctx, f.st)
 	require.NoError(t, err)
 	require.Empty(t, statuses)
 
@@ -381,7 +381,7 @@ func TestRecover(t *testing.T) {
 	f.putRequest(&fleet.UpdateRequest{Version: "4", Servers: []string{"boot-0"}, StartedAt: aborted.StartedAt.Add(time.Hour)})
 	r = f.run("", "recover", "--yes", "--force")
 	require.Equal(t, ExitOK, r.code, r.stderr)
-	_, _, err = f.st.GetRequest(ctx)
+	_, _, err = fleettest.GetRequest(ctx, f.st)
 	require.ErrorIs(t, err, storage.ErrNotFound)
 	hist, err = f.st.GetHistory(ctx, 0)
 	require.NoError(t, err)

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cenkalti/backoff/v5"
 	"github.com/ferry-cd/ferry/pkg/retry"
 	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/spf13/cobra"
@@ -47,28 +46,20 @@ func (a *app) storageCall(cmd *cobra.Command, idempotent bool, fn func(ctx conte
 	defer cancel(nil)
 	go a.probeWhileWaiting(ctx, cancel)
 
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval, b.MaxInterval = 200*time.Millisecond, 2*time.Second
-	for {
-		err := fn(ctx, st)
-		var unreachable *unreachableError
-		if errors.As(context.Cause(ctx), &unreachable) {
-			return unreachable
-		}
-		if err == nil || !idempotent || ctx.Err() != nil || !retry.Transient(err) {
-			return err
-		}
-		wait := b.NextBackOff()
-		if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < wait {
-			return err
-		}
+	_, err = retry.Do(ctx, retry.Policy{Base: 200 * time.Millisecond, Max: 2 * time.Second, Notify: func(err error, wait time.Duration) {
 		fmt.Fprintf(a.stderr, "ferry: %v; retrying in %.1fs\n", err, wait.Seconds())
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(wait):
+	}}, func() (struct{}, error) {
+		err := fn(ctx, st)
+		if !idempotent || context.Cause(ctx) != nil {
+			return struct{}{}, retry.Permanent(err)
 		}
+		return struct{}{}, retry.OnlyTransient(err)
+	})
+	var unreachable *unreachableError
+	if errors.As(context.Cause(ctx), &unreachable) {
+		return unreachable
 	}
+	return err
 }
 
 // probeWhileWaiting probes etcd's endpoints every probeAfter until ctx

@@ -21,7 +21,7 @@ func TestHistoryShow(t *testing.T) {
 	at := func(s float64) time.Time { return started.Add(time.Duration(s * float64(time.Second))) }
 	req := &fleet.UpdateRequest{Version: "2026.01.02-1", Servers: []string{"boot-0", "boot-1"}, StartedAt: started, Reason: fleet.ReasonUpdate}
 	fleettest.AsLeader(t, f.st, func(l *storage.Leader) error { return l.StartRequest(f.ctx(), req) })
-	_, rev, err := f.st.GetRequest(f.ctx())
+	_, rev, err := fleettest.GetRequest(f.ctx(), f.st)
 	require.NoError(t, err)
 	h := &fleet.HistoryRecord{
 		Version: req.Version, Reason: req.Reason, Servers: req.Servers, Result: fleet.ResultCompleted, StartedAt: started, FinishedAt: at(30),

@@ -12,6 +12,7 @@ import (
 
 	"aead.dev/minisign"
 	"github.com/ferry-cd/ferry/internal/debtest"
+	"github.com/ferry-cd/ferry/internal/fleettest"
 	"github.com/ferry-cd/ferry/internal/githubfake"
 	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/release"
@@ -241,7 +242,7 @@ func TestReleasePin(t *testing.T) {
 	r := f.run("", "release", "pin", "2026.01.02-1", "--allow-downgrade")
 	require.Equal(t, ExitOK, r.code, r.stderr)
 	require.Contains(t, r.stdout, "downgrade allowed")
-	p, err := f.st.GetPin(f.ctx())
+	p, err := fleettest.GetPin(f.ctx(), f.st)
 	require.NoError(t, err)
 	require.Equal(t, "2026.01.02-1", p.Version)
 	require.True(t, p.AllowDowngrade)
@@ -264,7 +265,7 @@ func TestReleasePin(t *testing.T) {
 	require.Equal(t, ExitOK, f.run("", "release", "pin", "2026.01.02-1", "--allow-downgrade").code)
 	require.Equal(t, ExitOK, f.run("", "release", "pin", "2026.01.01-1").code, "a pin that allows no downgrade holds the fleet where it is")
 	require.Equal(t, ExitOK, f.run("", "release", "unpin").code)
-	_, err = f.st.GetPin(f.ctx())
+	_, err = fleettest.GetPin(f.ctx(), f.st)
 	require.ErrorIs(t, err, storage.ErrNotFound)
 	require.Equal(t, ExitNotFound, f.run("", "release", "unpin").code)
 }

@@ -21,8 +21,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cenkalti/backoff/v5"
 	"github.com/ferry-cd/ferry/pkg/command"
+	"github.com/ferry-cd/ferry/pkg/retry"
 )
 
 // Defaults of an Installer.
@@ -135,19 +135,15 @@ func (i *Installer) installedAsFile(ctx context.Context, file string) (bool, err
 	if lockWait <= 0 {
 		lockWait = DefaultLockWait
 	}
-	deadline := time.Now().Add(lockWait)
-	for {
-		if _, held := lockHolder(i.adminDirOrSystem()); !held {
-			break
+	// Wait for the run that holds dpkg's lock, up to lockWait.
+	_, err = retry.Do(ctx, retry.Policy{Base: 200 * time.Millisecond, Max: 200 * time.Millisecond, Within: lockWait}, func() (struct{}, error) {
+		if _, held := lockHolder(i.adminDirOrSystem()); held {
+			return struct{}{}, ErrBusy
 		}
-		if time.Now().After(deadline) {
-			return false, ErrBusy
-		}
-		select {
-		case <-ctx.Done():
-			return false, ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
+		return struct{}{}, nil
+	})
+	if err != nil {
+		return false, err
 	}
 	st, err := i.Query(ctx, name)
 	if err != nil {
@@ -267,18 +263,16 @@ func (i *Installer) run(ctx context.Context, what string, argv []string) error {
 			repaired = true
 			log.Warn("dpkg was interrupted; running dpkg --configure -a before retrying", "run", what)
 			if rerr := command.RunDetached(rctx, command.Spec{Argv: append(i.prefix(), "--configure", "-a")}, output, log); rerr != nil {
-				return struct{}{}, backoff.Permanent(fmt.Errorf("%v; and dpkg --configure -a: %w", err, rerr))
+				return struct{}{}, retry.Permanent(fmt.Errorf("%v; and dpkg --configure -a: %w", err, rerr))
 			}
 			return struct{}{}, err
 		}
-		return struct{}{}, backoff.Permanent(err)
+		return struct{}{}, retry.Permanent(err)
 	}
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval, b.MaxInterval = 200*time.Millisecond, 5*time.Second
-	_, err := backoff.Retry(ctx, attempt, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(lockWait), backoff.WithMaxTries(0),
-		backoff.WithNotify(func(err error, next time.Duration) {
-			log.Warn("dpkg cannot run yet; retrying", "run", what, "error", err, "retry_in_seconds", next.Seconds())
-		}))
+	// Wait for the run that holds dpkg's lock, up to lockWait.
+	_, err := retry.Do(ctx, retry.Policy{Base: 200 * time.Millisecond, Max: 5 * time.Second, Within: lockWait, Notify: func(err error, next time.Duration) {
+		log.Warn("dpkg cannot run yet; retrying", "run", what, "error", err, "retry_in_seconds", next.Seconds())
+	}}, attempt)
 	if errors.Is(err, ErrBusy) {
 		return fmt.Errorf("waited %s for the dpkg lock: %w", lockWait, err)
 	}

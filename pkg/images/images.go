@@ -100,13 +100,6 @@ func (p *Puller) Pull(ctx context.Context, im *artifacts.Image) (Pulled, error) 
 	return Pulled{Image: img}, nil
 }
 
-func (p Pulled) digest() (v1.Hash, error) {
-	if p.Index != nil {
-		return p.Index.Digest()
-	}
-	return p.Image.Digest()
-}
-
 // appendTo adds the pulled image to an OCI layout, named for ctr and OCI.
 func (p Pulled) appendTo(l layout.Path, im *artifacts.Image) error {
 	annotations := layout.WithAnnotations(map[string]string{

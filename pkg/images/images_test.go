@@ -12,6 +12,7 @@ import (
 	"github.com/ferry-cd/ferry/internal/containerdtest"
 	"github.com/ferry-cd/ferry/internal/registrytest"
 	"github.com/ferry-cd/ferry/pkg/artifacts"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/stretchr/testify/require"
 )
 
@@ -102,4 +103,12 @@ func TestContainerd(t *testing.T) {
 	defer cancel()
 	_, err = bad.Present(short, im)
 	require.Error(t, err)
+}
+
+// digest is the digest of what was pulled: the index, or the image.
+func (p Pulled) digest() (v1.Hash, error) {
+	if p.Index != nil {
+		return p.Index.Digest()
+	}
+	return p.Image.Digest()
 }

@@ -243,7 +243,7 @@ var ErrTooLarge = errors.New("larger than its signed size")
 
 func (f *fileSink) Write(p []byte) (int, error) {
 	if f.limit > 0 && f.written+int64(len(p)) > f.limit {
-		return 0, &permanentError{fmt.Errorf("more than %d bytes: %w", f.limit, ErrTooLarge)}
+		return 0, retry.Permanent(fmt.Errorf("more than %d bytes: %w", f.limit, ErrTooLarge))
 	}
 	n, err := f.f.Write(p)
 	f.h.Write(p[:n])
@@ -277,33 +277,36 @@ type downloader struct {
 
 func (d *downloader) run(ctx context.Context, out sink, o DownloadOptions) error {
 	o.defaults()
-	var lastErr error
-	for attempt, total := 0, 0; attempt < o.Attempts && total < o.Attempts*8; total++ {
+	// A try that moved bytes starts the count and the backoff over: a
+	// slow but working link is not given up on.
+	tries, stalls := 0, 0
+	_, err := retry.Do(ctx, retry.Policy{Base: o.RetryBase, Max: o.RetryMax, Tries: uint(o.Attempts * 8)}, func() (struct{}, error) {
+		tries++
 		before := out.size()
 		err := d.once(ctx, out, o)
-		if err == nil {
-			return nil
+		switch {
+		case err == nil:
+			return struct{}{}, nil
+		case ctx.Err() != nil:
+			return struct{}{}, retry.Permanent(ctx.Err())
+		case out.size() > before:
+			stalls = 0
+			return struct{}{}, retry.Again(err, o.RetryBase)
 		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("download %s: %w", d.asset.Name, ctx.Err())
+		if stalls++; stalls >= o.Attempts {
+			return struct{}{}, retry.Permanent(err)
 		}
-		var perm *permanentError
-		if errors.As(err, &perm) {
-			return fmt.Errorf("download %s: %w", d.asset.Name, perm.err)
-		}
-		lastErr = err
-		if out.size() > before {
-			attempt = 0 // progress: a slow but working link is not given up on
-		} else {
-			attempt++
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("download %s: %w", d.asset.Name, ctx.Err())
-		case <-time.After(RetryDelay(err, attempt, o.RetryBase, o.RetryMax, time.Now())):
-		}
+		return struct{}{}, err
+	})
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return fmt.Errorf("download %s: %w", d.asset.Name, ctx.Err())
+	case stalls >= o.Attempts || tries >= o.Attempts*8:
+		return fmt.Errorf("download %s: giving up after %d attempts without progress: %w", d.asset.Name, o.Attempts, err)
 	}
-	return fmt.Errorf("download %s: giving up after %d attempts without progress: %w", d.asset.Name, o.Attempts, lastErr)
+	return fmt.Errorf("download %s: %w", d.asset.Name, err)
 }
 
 // StatusError is an HTTP answer a download could not use.
@@ -320,11 +323,6 @@ func (e *StatusError) Error() string { return e.Status }
 
 // HTTPStatus is the answer's status code.
 func (e *StatusError) HTTPStatus() int { return e.Code }
-
-type permanentError struct{ err error }
-
-func (p *permanentError) Error() string { return p.err.Error() }
-func (p *permanentError) Unwrap() error { return p.err }
 
 // once makes one request from the current offset and copies what arrives.
 // A watchdog abandons the request when its answer, or the next bytes of
@@ -347,7 +345,7 @@ func (d *downloader) once(ctx context.Context, out sink, o DownloadOptions) erro
 	defer idle.Stop()
 	req, err := http.NewRequestWithContext(rctx, http.MethodGet, d.location, nil)
 	if err != nil {
-		return &permanentError{err}
+		return retry.Permanent(err)
 	}
 	req.Header.Set("Accept", "application/octet-stream")
 	if offset > 0 {
@@ -362,13 +360,13 @@ func (d *downloader) once(ctx context.Context, out sink, o DownloadOptions) erro
 	switch {
 	case resp.StatusCode == http.StatusPartialContent && offset > 0:
 		if start := contentRangeStart(resp.Header.Get("Content-Range")); start != offset {
-			return &permanentError{fmt.Errorf("server resumed at byte %d, not %d", start, offset)}
+			return retry.Permanent(fmt.Errorf("server resumed at byte %d, not %d", start, offset))
 		}
 	case resp.StatusCode == http.StatusOK:
 		if offset > 0 {
 			// The server ignored Range: start over.
 			if err := out.reset(); err != nil {
-				return &permanentError{err}
+				return retry.Permanent(err)
 			}
 		}
 	case resp.StatusCode == http.StatusRequestedRangeNotSatisfiable && d.asset.Size == offset:
@@ -378,7 +376,7 @@ func (d *downloader) once(ctx context.Context, out sink, o DownloadOptions) erro
 		if resp.StatusCode == http.StatusNotFound {
 			err = fmt.Errorf("%w: %w", err, ErrNotFound)
 		}
-		return &permanentError{err}
+		return retry.Permanent(err)
 	case resp.StatusCode == http.StatusForbidden, resp.StatusCode == http.StatusUnauthorized, resp.StatusCode == http.StatusNotFound, resp.StatusCode == http.StatusGone:
 		// The short-lived URL expired: ask the API for a new one.
 		d.location = ""
@@ -394,8 +392,7 @@ func (d *downloader) once(ctx context.Context, out sink, o DownloadOptions) erro
 		}
 	}}
 	if _, err := io.Copy(out, bufio.NewReaderSize(r, 256<<10)); err != nil {
-		var perm *permanentError
-		if errors.As(err, &perm) {
+		if retry.IsPermanent(err) {
 			return err
 		}
 		return fmt.Errorf("read %s at byte %d: %w", d.asset.Name, out.size(), stalledOr(rctx, err))
@@ -421,7 +418,7 @@ func (s *Source) resolveAsset(ctx context.Context, a Asset) (string, error) {
 	u := fmt.Sprintf("repos/%s/%s/releases/assets/%d", s.owner, s.name, a.ID)
 	req, err := s.gh.NewRequest(http.MethodGet, u, nil)
 	if err != nil {
-		return "", &permanentError{err}
+		return "", retry.Permanent(err)
 	}
 	req = req.WithContext(ctx)
 	req.Header.Set("Accept", "application/octet-stream")
@@ -445,7 +442,7 @@ func (s *Source) resolveAsset(ctx context.Context, a Asset) (string, error) {
 		// Served directly: read it through the same URL.
 		return req.URL.String(), nil
 	case http.StatusNotFound:
-		return "", &permanentError{fmt.Errorf("asset %s: %w", a.Name, ErrNotFound)}
+		return "", retry.Permanent(fmt.Errorf("asset %s: %w", a.Name, ErrNotFound))
 	}
 	return "", fmt.Errorf("asset %s: the API answered %s", a.Name, resp.Status)
 }

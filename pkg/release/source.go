@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"slices"
@@ -14,7 +13,6 @@ import (
 	"time"
 
 	"github.com/ferry-cd/ferry/pkg/fleet"
-	"github.com/ferry-cd/ferry/pkg/retry"
 	"github.com/ferry-cd/ferry/pkg/version"
 	"github.com/google/go-github/v84/github"
 )
@@ -310,31 +308,4 @@ func (s *Source) wrap(what string, err error) error {
 		return fmt.Errorf("%s in %s/%s: %w", what, s.owner, s.name, ErrNotFound)
 	}
 	return fmt.Errorf("%s in %s/%s: %w", what, s.owner, s.name, err)
-}
-
-// RetryAfter returns how long GitHub (or a proxy in front of it) asked to
-// wait before the next request; see retry.After.
-func RetryAfter(err error, now time.Time) (wait time.Duration, ok bool) {
-	return retry.After(err, now)
-}
-
-// Backoff returns the delay before retry number attempt (0-based): base
-// doubled each time, capped at limit, with up to 20% jitter so that many
-// clients do not retry in step.
-func Backoff(attempt int, base, limit time.Duration) time.Duration {
-	d := base
-	for i := 0; i < attempt && d < limit; i++ {
-		d *= 2
-	}
-	d = min(d, limit)
-	return d + time.Duration(rand.Int64N(int64(d)/5+1))
-}
-
-// RetryDelay combines Backoff with what GitHub asked for: the longer wins.
-func RetryDelay(err error, attempt int, base, limit time.Duration, now time.Time) time.Duration {
-	d := Backoff(attempt, base, limit)
-	if w, ok := RetryAfter(err, now); ok && w > d {
-		return w
-	}
-	return d
 }

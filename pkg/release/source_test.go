@@ -10,6 +10,7 @@ import (
 
 	"github.com/ferry-cd/ferry/internal/githubfake"
 	"github.com/ferry-cd/ferry/pkg/fleet"
+	"github.com/ferry-cd/ferry/pkg/retry"
 	"github.com/stretchr/testify/require"
 )
 
@@ -134,24 +135,24 @@ func TestFailuresAreErrorsNotNoRelease(t *testing.T) {
 	_, err := src.Latest(ctx, fleet.EnvProd, nil)
 	require.Error(t, err)
 	require.False(t, errors.Is(err, ErrNoRelease))
-	_, limited := RetryAfter(err, now)
+	_, limited := retry.After(err, now)
 	require.False(t, limited)
 
 	fake.RateLimitSecondary(1, http.StatusTooManyRequests, 3*time.Second)
 	_, err = src.Latest(ctx, fleet.EnvProd, nil)
 	require.Error(t, err)
 	require.False(t, errors.Is(err, ErrNoRelease))
-	wait, limited := RetryAfter(err, now)
+	wait, limited := retry.After(err, now)
 	require.True(t, limited)
 	require.Equal(t, 3*time.Second, wait)
 
 	fake.RateLimitPrimary(1, http.StatusForbidden, 2*time.Second)
 	_, err = src.Latest(ctx, fleet.EnvProd, nil)
 	require.Error(t, err)
-	wait, limited = RetryAfter(err, time.Now())
+	wait, limited = retry.After(err, time.Now())
 	require.True(t, limited)
 	require.LessOrEqual(t, wait, 3*time.Second)
-	require.GreaterOrEqual(t, RetryDelay(err, 0, 10*time.Millisecond, time.Second, time.Now()), time.Second)
+	require.GreaterOrEqual(t, retry.Delay(retry.Policy{Base: 10 * time.Millisecond, Max: time.Second}.BackOff(), err, time.Now()), time.Second)
 
 	// Once the reset has passed, the source works again.
 	require.Eventually(t, func() bool {
@@ -174,14 +175,6 @@ func TestToken(t *testing.T) {
 	require.NoError(t, err)
 	_, err = src.Latest(ctx, fleet.EnvProd, nil)
 	require.NoError(t, err)
-}
-
-func TestBackoff(t *testing.T) {
-	t.Parallel()
-	require.GreaterOrEqual(t, Backoff(0, time.Second, time.Minute), time.Second)
-	require.Less(t, Backoff(0, time.Second, time.Minute), 1300*time.Millisecond)
-	require.GreaterOrEqual(t, Backoff(3, time.Second, time.Minute), 8*time.Second)
-	require.LessOrEqual(t, Backoff(30, time.Second, time.Minute), 72*time.Second)
 }
 
 func TestNewSourceRefusesBadOptions(t *testing.T) {

@@ -1,8 +1,10 @@
-// Package retry tells a transient error, worth trying again, from a
-// permanent one, in one place for the whole of ferry: the network, GitHub's
-// 5xx, 429 and rate-limit 403 answers, and an etcd that is unavailable or
-// changing leaders are transient; anything else (a bad signature,
-// checksum, version or manifest) is permanent.
+// Package retry is the one way ferry tries again. It tells a transient
+// error, worth trying again, from a permanent one, in one place for the
+// whole of ferry: the network, GitHub's 5xx, 429 and rate-limit 403
+// answers, and an etcd that is unavailable or changing leaders are
+// transient; anything else (a bad signature, checksum, version or
+// manifest) is permanent. Do retries an operation with backoff v5, and
+// waits what a server asked for (After) when it asked for longer.
 package retry
 
 import (

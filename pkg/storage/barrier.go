@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ferry-cd/ferry/pkg/fleet"
+	"github.com/ferry-cd/ferry/pkg/retry"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -258,19 +259,10 @@ func (rw *RolloutWatch) WaitFor(ctx context.Context, ok func() bool) (BarrierRes
 // reopen opens the watch again after etcd ended it, backing off while etcd
 // does not answer.
 func (rw *RolloutWatch) reopen(ctx context.Context) error {
-	wait := 100 * time.Millisecond
-	for {
-		err := rw.open(ctx)
-		if err == nil || ctx.Err() != nil {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 2*time.Second)
-	}
+	_, err := retry.Do(ctx, retry.Policy{Base: 100 * time.Millisecond, Max: 2 * time.Second}, func() (struct{}, error) {
+		return struct{}{}, rw.open(ctx)
+	})
+	return err
 }
 
 // Close ends the watch.
@@ -335,20 +327,19 @@ func (l *Leader) Coordinate(ctx context.Context, req *fleet.UpdateRequest) error
 		return nil
 	}
 
-	for {
+	// A watch that ends is opened again, from the statuses read anew,
+	// 200ms later: however long the coordinator ran before.
+	_, err := retry.Do(ctx, retry.Policy{Base: 200 * time.Millisecond, Max: 200 * time.Millisecond}, func() (struct{}, error) {
 		err := l.coordinate(ctx, req, reached, &passed, &passedRev, apply)
-		if err == nil || ctx.Err() != nil {
-			return ctx.Err()
-		}
 		if errors.Is(err, ErrNoLeader) {
-			return err
+			return struct{}{}, retry.Permanent(err)
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
+		return struct{}{}, err
+	})
+	if errors.Is(err, ErrNoLeader) {
+		return err
 	}
+	return ctx.Err()
 }
 
 // coordinate is one watch's worth of Coordinate; it returns an error when

@@ -95,7 +95,7 @@ func testBarrier(t *testing.T, n int) {
 		}
 	}()
 	req.Stop = true
-	require.NoError(t, st.AsLeader(elec.Key()).PutRequest(ctx, req))
+	require.NoError(t, putRequest(ctx, st.AsLeader(elec.Key()), req))
 	select {
 	case r := <-got:
 		require.Equal(t, BarrierGone, r)
@@ -243,7 +243,7 @@ func testBarrierRandomized(t *testing.T, members int) {
 					if k == stopAt && id == ids[0] {
 						stopped := *req
 						stopped.Stop = true
-						if err := st.AsLeader(elec.Key()).PutRequest(ctx, &stopped); err != nil {
+						if err := putRequest(ctx, st.AsLeader(elec.Key()), &stopped); err != nil {
 							errs <- err
 						}
 					}
@@ -320,7 +320,7 @@ func TestBarrierGoesOnWithoutAFailedServer(t *testing.T) {
 			case <-time.After(200 * time.Millisecond):
 			}
 
-			_, rev, err := st.GetRequest(ctx)
+			_, rev, err := getRequest(ctx, st)
 			require.NoError(t, err)
 			revised := *req
 			revised.Failed = []fleet.FailedServer{{ID: "dead", Step: 1, Reason: "no live worker for 2m", At: time.Now().UTC()}}

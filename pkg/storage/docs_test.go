@@ -21,7 +21,10 @@ func TestSchemaDocMentionsEveryKey(t *testing.T) {
 			require.Contains(t, doc, "`"+k.Default+"`", "docs/etcd-schema.md lacks the default of %s", k.Name)
 		}
 	}
-	for _, key := range []string{keyServersDir, keyReleaseInfo, keyAliveDir, keyPin, keyCurrent, keyServerStatus, keyContentsDir, keyHistoryDir, keyInstallDir, keyTrigger, keyRollingDir, keyBarrierDir, keyUpdaterLeader, keyWorkerLeader, keyPassed, keyCheck, keyPause, keyResume, keyCanaryDir, keyRefusedDir} {
+	for _, key := range allKeys {
+		if key == keyPing || key == keyStatusDir {
+			continue // no value is kept under them
+		}
 		require.True(t, strings.Contains(doc, "`"+key), "docs/etcd-schema.md lacks key %s", key)
 	}
 }

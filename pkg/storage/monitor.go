@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sync"
 	"time"
 
@@ -53,7 +54,7 @@ func (m *Monitor) Run(ctx context.Context) error {
 // Check asks etcd once, within timeout, and records and logs the outcome.
 func (m *Monitor) Check(ctx context.Context, timeout time.Duration) {
 	cctx, cancel := context.WithTimeout(ctx, timeout)
-	_, err := m.Storage.cli.Get(cctx, m.Storage.prefix+"ping", clientv3.WithCountOnly())
+	_, err := m.Storage.cli.Get(cctx, m.Storage.abs(keyPing), clientv3.WithCountOnly())
 	if err != nil && m.Explain != nil && ctx.Err() == nil {
 		if perr := m.Explain(cctx); perr != nil {
 			err = perr
@@ -98,4 +99,27 @@ func (m *Monitor) Err() error {
 		return nil
 	}
 	return fmt.Errorf("etcd unreachable for %s: %w", time.Since(m.since).Truncate(time.Second), m.cause)
+}
+
+// HealthHandler answers a daemon's /healthz: 200 and "ok", followed by
+// what detail adds (nil: nothing), while etcd answers within 3 seconds;
+// 503 and the cause otherwise, in the monitor's words when it knows one
+// (a nil monitor knows none).
+func (s *Storage) HealthHandler(m *Monitor, detail func() string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+		defer cancel()
+		if err := s.Ping(ctx); err != nil {
+			if known := m.Err(); known != nil {
+				err = known
+			}
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		line := "ok"
+		if detail != nil {
+			line += " " + detail()
+		}
+		fmt.Fprintln(w, line)
+	})
 }

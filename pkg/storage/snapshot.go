@@ -2,7 +2,6 @@ package storage
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/ferry-cd/ferry/pkg/fleet"
@@ -11,8 +10,6 @@ import (
 )
 
 type mvccKV = mvccpb.KeyValue
-
-func isNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
 
 // Snapshot reads config, request, statuses, servers, liveness, pin, release
 // info and contents in one transaction, so that they are consistent.

@@ -15,6 +15,7 @@ import (
 	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/trust"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
 )
 
 // Storage reads and writes ferry's keys under one prefix.
@@ -69,7 +70,7 @@ func New(cli *clientv3.Client, prefix string) (*Storage, error) {
 
 // Ping checks that etcd answers, for health checks.
 func (s *Storage) Ping(ctx context.Context) error {
-	if _, err := s.cli.Get(ctx, s.prefix+"ping", clientv3.WithCountOnly()); err != nil {
+	if _, err := s.cli.Get(ctx, s.abs(keyPing), clientv3.WithCountOnly()); err != nil {
 		return fmt.Errorf("etcd unreachable: %w", err)
 	}
 	return nil
@@ -174,6 +175,7 @@ func (s *Storage) GetConfig(ctx context.Context) (*fleet.Config, error) {
 	return s.parseConfig(values)
 }
 
+// typedConfig reads one config key, for a caller that needs no other.
 func (s *Storage) typedConfig(ctx context.Context, name string) (*fleet.Config, error) {
 	v, set, err := s.GetConfigValue(ctx, name)
 	if err != nil {
@@ -184,96 +186,6 @@ func (s *Storage) typedConfig(ctx context.Context, name string) (*fleet.Config, 
 		values[name] = v
 	}
 	return s.parseConfig(values)
-}
-
-// GetEnv returns env (default none).
-func (s *Storage) GetEnv(ctx context.Context) (fleet.Env, error) {
-	c, err := s.typedConfig(ctx, fleet.ConfigEnv)
-	if err != nil {
-		return "", err
-	}
-	return c.Env, nil
-}
-
-// GetGitHubRepo returns github-repo as owner/name, or "" when unset.
-func (s *Storage) GetGitHubRepo(ctx context.Context) (string, error) {
-	c, err := s.typedConfig(ctx, fleet.ConfigGitHubRepo)
-	if err != nil {
-		return "", err
-	}
-	return c.GitHubRepo, nil
-}
-
-// GetGitHubToken returns github-token, or "" when unset.
-func (s *Storage) GetGitHubToken(ctx context.Context) (string, error) {
-	c, err := s.typedConfig(ctx, fleet.ConfigGitHubToken)
-	if err != nil {
-		return "", err
-	}
-	return c.GitHubToken, nil
-}
-
-// GetCheckUpdateInterval returns check-update-interval (default 10m).
-func (s *Storage) GetCheckUpdateInterval(ctx context.Context) (time.Duration, error) {
-	c, err := s.typedConfig(ctx, fleet.ConfigCheckUpdateInterval)
-	if err != nil {
-		return 0, err
-	}
-	return c.CheckUpdateInterval, nil
-}
-
-// GetWorkerTimeout returns worker-timeout (default 60m).
-func (s *Storage) GetWorkerTimeout(ctx context.Context) (time.Duration, error) {
-	c, err := s.typedConfig(ctx, fleet.ConfigWorkerTimeout)
-	if err != nil {
-		return 0, err
-	}
-	return c.WorkerTimeout, nil
-}
-
-// GetDeadServerGrace returns dead-server-grace (default 2m).
-func (s *Storage) GetDeadServerGrace(ctx context.Context) (time.Duration, error) {
-	c, err := s.typedConfig(ctx, fleet.ConfigDeadServerGrace)
-	if err != nil {
-		return 0, err
-	}
-	return c.DeadServerGrace, nil
-}
-
-// GetReleaseTime returns the release-time cron lines (default none: any time).
-func (s *Storage) GetReleaseTime(ctx context.Context) ([]string, error) {
-	c, err := s.typedConfig(ctx, fleet.ConfigReleaseTime)
-	if err != nil {
-		return nil, err
-	}
-	return c.ReleaseTime, nil
-}
-
-// GetReleaseTimezone returns release-timezone (default UTC).
-func (s *Storage) GetReleaseTimezone(ctx context.Context) (*time.Location, error) {
-	c, err := s.typedConfig(ctx, fleet.ConfigReleaseTimezone)
-	if err != nil {
-		return nil, err
-	}
-	return c.ReleaseTimezone, nil
-}
-
-// GetProxy returns proxy, or "" when unset.
-func (s *Storage) GetProxy(ctx context.Context) (string, error) {
-	c, err := s.typedConfig(ctx, fleet.ConfigProxy)
-	if err != nil {
-		return "", err
-	}
-	return c.Proxy, nil
-}
-
-// GetNotifyURL returns notify-url, or "" when unset.
-func (s *Storage) GetNotifyURL(ctx context.Context) (string, error) {
-	c, err := s.typedConfig(ctx, fleet.ConfigNotifyURL)
-	if err != nil {
-		return "", err
-	}
-	return c.NotifyURL, nil
 }
 
 // GetWebhookSecret returns webhook-secret, or "" when unset.
@@ -297,12 +209,18 @@ func (s *Storage) JoinServer(ctx context.Context, id string, info *fleet.ServerI
 	}
 	key := s.serverKey(id)
 	want := *info
-	for {
-		var old fleet.ServerInfo
-		rev, err := s.get(ctx, key, &old)
+	err = s.update(ctx, func(stm concurrency.STM) error {
 		merged := want
-		switch {
-		case err == nil:
+		created = stm.Rev(key) == 0
+		if created {
+			if merged.Hostname == "" {
+				merged.Hostname = id
+			}
+		} else {
+			var old fleet.ServerInfo
+			if err := decode(key, []byte(stm.Get(key)), &old); err != nil {
+				return err
+			}
 			merged.JoinedAt = old.JoinedAt
 			if merged.Hostname == "" {
 				merged.Hostname = old.Hostname
@@ -310,32 +228,24 @@ func (s *Storage) JoinServer(ctx context.Context, id string, info *fleet.ServerI
 			if len(merged.Labels) == 0 {
 				merged.Labels = old.Labels
 			}
-		case isNotFound(err):
-			if merged.Hostname == "" {
-				merged.Hostname = id
-			}
-		default:
-			return false, err
 		}
+		data, err := encode(&merged)
+		if err != nil {
+			return err
+		}
+		stm.Put(key, data)
 		*info = merged
-		data, err := encode(info)
-		if err != nil {
-			return false, err
-		}
-		resp, err := s.cli.Txn(ctx).
-			If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
-			Then(clientv3.OpPut(key, data)).
-			Commit()
-		if err != nil {
-			return false, fmt.Errorf("write %s: %w", key, err)
-		}
-		if resp.Succeeded {
-			return rev == 0, nil
-		}
-		if err := ctx.Err(); err != nil {
-			return false, err
-		}
-	}
+		return nil
+	})
+	return created, err
+}
+
+// update runs apply as one software transaction (etcd's STM): the keys it
+// reads are compared at commit, and when another writer changed one
+// meanwhile, apply runs again on what is there now.
+func (s *Storage) update(ctx context.Context, apply func(concurrency.STM) error) error {
+	_, err := concurrency.NewSTM(s.cli, apply, concurrency.WithAbortContext(ctx))
+	return err
 }
 
 // LeaveServer removes a server's registration.
@@ -378,59 +288,43 @@ func (s *Storage) GetAlive(ctx context.Context) (map[string]*fleet.Alive, error)
 
 // --- status/ ---
 
-// GetRequest returns the current update request, or ErrNotFound.
-func (s *Storage) GetRequest(ctx context.Context) (*fleet.UpdateRequest, int64, error) {
-	var req fleet.UpdateRequest
-	rev, err := s.get(ctx, s.abs(keyCurrent), &req)
-	if err != nil {
-		return nil, 0, err
-	}
-	return &req, rev, nil
-}
-
-// PutRequest writes the update request, fenced on the caller's leader key:
-// when leaderKey no longer exists nothing is written and ErrNoLeader is
-// returned.
-func (l *Leader) PutRequest(ctx context.Context, req *fleet.UpdateRequest) error {
-	return l.fencedPut(ctx, l.s.abs(keyCurrent), req)
-}
-
 // ClaimCanary tries to make server id one of the n servers that take step
 // of the rollout started at startedAt first. It reports whether id is one
 // of them, now or from an earlier claim (a restarted worker).
 func (s *Storage) ClaimCanary(ctx context.Context, startedAt time.Time, step, n int, id string) (bool, error) {
-	dir := fmt.Sprintf("%s%s%s/%d/", s.prefix, keyCanaryDir, startedAt.UTC().Format(time.RFC3339Nano), step)
-	for {
-		resp, err := s.cli.Get(ctx, dir, clientv3.WithPrefix())
-		if err != nil {
-			return false, fmt.Errorf("read the canary: %w", err)
-		}
-		taken := map[string]bool{}
-		for _, kv := range resp.Kvs {
-			if string(kv.Value) == id {
-				return true, nil
-			}
-			taken[string(kv.Key)] = true
-		}
-		if len(resp.Kvs) >= n {
-			return false, nil
-		}
-		key := ""
-		for i := 0; i < n; i++ {
-			if k := fmt.Sprintf("%s%d", dir, i); !taken[k] {
-				key = k
-				break
-			}
-		}
-		txn, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).Then(clientv3.OpPut(key, id)).Commit()
-		if err != nil {
-			return false, fmt.Errorf("claim a canary place: %w", err)
-		}
-		if txn.Succeeded {
-			return true, nil
-		}
-		// Another server took that place first: look again.
+	places := make([]string, n)
+	for i := range places {
+		places[i] = s.canaryKey(startedAt, step, i)
 	}
+	var claimed bool
+	err := s.update(ctx, func(stm concurrency.STM) error {
+		claimed = false
+		if n == 0 {
+			return nil
+		}
+		stm.Get(places...) // one read for all the places
+		free := ""
+		for _, key := range places {
+			switch stm.Get(key) {
+			case id:
+				claimed = true
+				return nil
+			case "":
+				if free == "" {
+					free = key
+				}
+			}
+		}
+		if free != "" {
+			stm.Put(free, id)
+			claimed = true
+		}
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("claim a canary place: %w", err)
+	}
+	return claimed, nil
 }
 
 // RollBack ends the failed request with its history record, refuses its
@@ -455,7 +349,7 @@ func (l *Leader) RollBack(ctx context.Context, h *fleet.HistoryRecord, refused *
 	}
 	ops := append([]clientv3.Op{
 		clientv3.OpPut(s.historyKey(h.StartedAt), histData),
-		clientv3.OpPut(s.abs(keyRefusedDir)+refused.Version, refusedData),
+		clientv3.OpPut(s.refusedKey(refused.Version), refusedData),
 	}, s.clearRollout()...)
 	return l.revisionFenced(ctx, "roll back", requestRev, append(ops, clientv3.OpPut(s.abs(keyCurrent), nextData))...)
 }
@@ -463,15 +357,19 @@ func (l *Leader) RollBack(ctx context.Context, h *fleet.HistoryRecord, refused *
 // clearRollout deletes what a rollout leaves besides its request: the
 // statuses, barrier, slots, canary places, pause and resume.
 func (s *Storage) clearRollout() []clientv3.Op {
-	return []clientv3.Op{
+	ops := []clientv3.Op{
 		clientv3.OpDelete(s.abs(keyServerStatus), clientv3.WithPrefix()),
-		clientv3.OpDelete(s.abs(keyBarrierDir), clientv3.WithPrefix()),
 		clientv3.OpDelete(s.abs(keyRollingDir), clientv3.WithPrefix()),
 		clientv3.OpDelete(s.abs(keyCanaryDir), clientv3.WithPrefix()),
 		clientv3.OpDelete(s.abs(keyPassed)),
 		clientv3.OpDelete(s.abs(keyPause)),
 		clientv3.OpDelete(s.abs(keyResume)),
 	}
+	// What former versions left, in the formats they used.
+	for _, dir := range retiredRolloutDirs {
+		ops = append(ops, clientv3.OpDelete(s.abs(dir), clientv3.WithPrefix()))
+	}
+	return ops
 }
 
 // revisionFenced applies ops in a transaction fenced on the caller's
@@ -500,7 +398,7 @@ func (l *Leader) revisionFenced(ctx context.Context, what string, requestRev int
 // Unrefuse lets the updater roll a refused version out again. It reports
 // whether the version was refused.
 func (s *Storage) Unrefuse(ctx context.Context, version string) (bool, error) {
-	resp, err := s.cli.Delete(ctx, s.abs(keyRefusedDir)+version)
+	resp, err := s.cli.Delete(ctx, s.refusedKey(version))
 	if err != nil {
 		return false, fmt.Errorf("unrefuse %s: %w", version, err)
 	}
@@ -511,11 +409,14 @@ func (s *Storage) Unrefuse(ctx context.Context, version string) (bool, error) {
 // others, and returns its record. ErrNotFound means it has not joined.
 func (s *Storage) LabelServer(ctx context.Context, id string, set map[string]string, remove []string) (*fleet.ServerInfo, error) {
 	key := s.serverKey(id)
-	for {
-		var info fleet.ServerInfo
-		rev, err := s.get(ctx, key, &info)
-		if err != nil {
-			return nil, err
+	var info fleet.ServerInfo
+	err := s.update(ctx, func(stm concurrency.STM) error {
+		if stm.Rev(key) == 0 {
+			return fmt.Errorf("%s: %w", key, ErrNotFound)
+		}
+		info = fleet.ServerInfo{}
+		if err := decode(key, []byte(stm.Get(key)), &info); err != nil {
+			return err
 		}
 		labels := make(map[string]string, len(info.Labels)+len(set))
 		maps.Copy(labels, info.Labels)
@@ -524,21 +425,20 @@ func (s *Storage) LabelServer(ctx context.Context, id string, set map[string]str
 			delete(labels, k)
 		}
 		if maps.Equal(labels, info.Labels) || (len(labels) == 0 && len(info.Labels) == 0) {
-			return &info, nil
+			return nil
 		}
 		info.Labels = labels
 		data, err := encode(&info)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).Then(clientv3.OpPut(key, data)).Commit()
-		if err != nil {
-			return nil, fmt.Errorf("write %s: %w", key, err)
-		}
-		if resp.Succeeded {
-			return &info, nil
-		}
+		stm.Put(key, data)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
+	return &info, nil
 }
 
 // GetServer returns a joined server's record; ErrNotFound when it has not
@@ -549,12 +449,6 @@ func (s *Storage) GetServer(ctx context.Context, id string) (*fleet.ServerInfo, 
 		return nil, err
 	}
 	return &info, nil
-}
-
-// SpreadLock is the key prefix of the lock that keeps two servers whose
-// label key has the same value out of a rolling step at once.
-func (s *Storage) SpreadLock(startedAt time.Time, step int, key, value string) string {
-	return fmt.Sprintf("%s%s%s/%d/spread/%s=%s/", s.prefix, keyRollingDir, startedAt.UTC().Format(time.RFC3339Nano), step, key, value)
 }
 
 // PutPause holds the rollout at its next step boundary (ferry rollout
@@ -747,15 +641,6 @@ func (s *Storage) PutStatus(ctx context.Context, id string, st *fleet.UpdateStat
 	return s.put(ctx, s.statusKey(id), st)
 }
 
-// GetStatuses returns every worker status by server id.
-func (s *Storage) GetStatuses(ctx context.Context) (map[string]*fleet.UpdateStatus, error) {
-	resp, err := s.cli.Get(ctx, s.abs(keyServerStatus), clientv3.WithPrefix())
-	if err != nil {
-		return nil, fmt.Errorf("read statuses: %w", err)
-	}
-	return decodeMap[fleet.UpdateStatus](resp.Kvs, s.abs(keyServerStatus))
-}
-
 // Recover clears the current request, every worker status and every
 // contents/ record, so that the updater starts the rollout again. It acts
 // only when the request is still the one at requestRev (as returned by
@@ -789,15 +674,6 @@ func (s *Storage) Recover(ctx context.Context, requestRev int64, h *fleet.Histor
 }
 
 // --- pin ---
-
-// GetPin returns the pin, or ErrNotFound.
-func (s *Storage) GetPin(ctx context.Context) (*fleet.Pin, error) {
-	var p fleet.Pin
-	if _, err := s.get(ctx, s.abs(keyPin), &p); err != nil {
-		return nil, err
-	}
-	return &p, nil
-}
 
 // PutPin stores the pin.
 func (s *Storage) PutPin(ctx context.Context, p *fleet.Pin) error {
@@ -889,16 +765,11 @@ func (s *Storage) configFromKVs(kvs []*mvccKV) map[string]string {
 
 // --- rolling/ ---
 
-// rollingDir holds the slots of one rolling step of one rollout.
-func (s *Storage) rollingDir(startedAt time.Time, step string) string {
-	return s.prefix + keyRollingDir + startedAt.UTC().Format("20060102T150405.000000000Z") + "/" + step + "/"
-}
-
 // AcquireSlot blocks until the server holds one of n slots of a rolling
 // step, and returns a function that frees it. The slot is bound to lease,
 // so a worker that dies frees its slot with its lease.
 func (s *Storage) AcquireSlot(ctx context.Context, startedAt time.Time, step string, n int, id string, lease clientv3.LeaseID) (func(context.Context) error, error) {
-	dir := s.rollingDir(startedAt, step)
+	dir := s.slotsDir(startedAt, step)
 	for {
 		rev := int64(0)
 		for i := 0; i < n; i++ {
@@ -941,10 +812,6 @@ func (s *Storage) AcquireSlot(ctx context.Context, startedAt time.Time, step str
 }
 
 // --- install/ ---
-
-func (s *Storage) installKey(id, kind, name string) string {
-	return s.prefix + keyInstallDir + id + "/" + kind + "/" + name
-}
 
 // GetInstalled returns what a worker recorded as installed, or ErrNotFound.
 func (s *Storage) GetInstalled(ctx context.Context, id, kind, name string) (*fleet.Installed, error) {

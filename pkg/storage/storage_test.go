@@ -45,61 +45,29 @@ func TestConfigDefaults(t *testing.T) {
 	st := newTestStorage(t)
 	ctx := testContext(t)
 
-	env, err := st.GetEnv(ctx)
-	require.NoError(t, err)
-	require.Equal(t, fleet.EnvNone, env)
-
-	repo, err := st.GetGitHubRepo(ctx)
-	require.NoError(t, err)
-	require.Empty(t, repo)
-
 	cfg, err := st.GetConfig(ctx)
 	require.NoError(t, err)
+	require.Equal(t, fleet.EnvNone, cfg.Env)
+	require.Empty(t, cfg.GitHubRepo)
 	require.Equal(t, fleet.DefaultGitHubAPIURL, cfg.GitHubAPIURL)
 	require.True(t, strings.HasPrefix(cfg.GitHubAPIURL, "https://"), "the default API is reached over TLS")
-
-	token, err := st.GetGitHubToken(ctx)
-	require.NoError(t, err)
-	require.Empty(t, token)
-
-	interval, err := st.GetCheckUpdateInterval(ctx)
-	require.NoError(t, err)
-	require.Equal(t, 10*time.Minute, interval)
-
-	timeout, err := st.GetWorkerTimeout(ctx)
-	require.NoError(t, err)
-	require.Equal(t, 60*time.Minute, timeout)
-
-	rt, err := st.GetReleaseTime(ctx)
-	require.NoError(t, err)
-	require.Empty(t, rt)
-
-	tz, err := st.GetReleaseTimezone(ctx)
-	require.NoError(t, err)
-	require.Equal(t, "UTC", tz.String())
-
-	proxy, err := st.GetProxy(ctx)
-	require.NoError(t, err)
-	require.Empty(t, proxy)
-
-	notify, err := st.GetNotifyURL(ctx)
-	require.NoError(t, err)
-	require.Empty(t, notify)
+	require.Empty(t, cfg.GitHubToken)
+	require.Equal(t, 10*time.Minute, cfg.CheckUpdateInterval)
+	require.Equal(t, 60*time.Minute, cfg.WorkerTimeout)
+	require.Empty(t, cfg.ReleaseTime)
+	require.Equal(t, "UTC", cfg.ReleaseTimezone.String())
+	require.Empty(t, cfg.Proxy)
+	require.Empty(t, cfg.NotifyURL)
+	require.Empty(t, cfg.StatusURL)
+	require.Equal(t, 2*time.Minute, cfg.DeadServerGrace)
+	require.Zero(t, cfg.ReleaseMaxAge, "release-max-age is off by default")
+	require.Equal(t, 15*time.Minute, cfg.WorkerRetryBudget)
 
 	secret, err := st.GetWebhookSecret(ctx)
 	require.NoError(t, err)
 	require.Empty(t, secret)
 
-	// Every key has a getter above; a new key must get one and a line here.
-	grace, err := st.GetDeadServerGrace(ctx)
-	require.NoError(t, err)
-	require.Equal(t, 2*time.Minute, grace)
-
-	maxAge, err := st.GetConfig(ctx)
-	require.NoError(t, err)
-	require.Zero(t, maxAge.ReleaseMaxAge, "release-max-age is off by default")
-	require.Equal(t, 15*time.Minute, maxAge.WorkerRetryBudget)
-
+	// Every key has a line above; a new key must get one.
 	require.Len(t, fleet.ConfigKeys(), 14)
 }
 
@@ -152,9 +120,9 @@ func TestConfigSetAndGet(t *testing.T) {
 	require.Equal(t, "********", proxyKey.Display(badProxy))
 
 	require.NoError(t, st.UnsetConfig(ctx, fleet.ConfigWorkerTimeout))
-	d, err := st.GetWorkerTimeout(ctx)
+	d, err := st.GetConfig(ctx)
 	require.NoError(t, err)
-	require.Equal(t, 60*time.Minute, d)
+	require.Equal(t, 60*time.Minute, d.WorkerTimeout)
 }
 
 func TestConfigValidation(t *testing.T) {
@@ -209,7 +177,7 @@ func TestConfigStoredGarbage(t *testing.T) {
 	// a message that says how to fix it.
 	_, err := st.Client().Put(ctx, st.Prefix()+"config/worker-timeout", "soon")
 	require.NoError(t, err)
-	_, err = st.GetWorkerTimeout(ctx)
+	_, err = st.GetConfig(ctx)
 	require.ErrorIs(t, err, fleet.ErrInvalid)
 	require.Contains(t, err.Error(), "ferry config set worker-timeout")
 	snap, err := st.Snapshot(ctx)
@@ -339,8 +307,8 @@ func TestFencedPutRequest(t *testing.T) {
 
 	req := &fleet.UpdateRequest{Version: "2026.01.01-1", Servers: []string{"boot-0"}, Reason: fleet.ReasonUpdate, StartedAt: time.Now().UTC()}
 	leaderKey := elec.Key()
-	require.NoError(t, st.AsLeader(leaderKey).PutRequest(ctx, req))
-	got, _, err := st.GetRequest(ctx)
+	require.NoError(t, putRequest(ctx, st.AsLeader(leaderKey), req))
+	got, _, err := getRequest(ctx, st)
 	require.NoError(t, err)
 	require.Equal(t, "2026.01.01-1", got.Version)
 	require.True(t, got.IsMember("boot-0"))
@@ -349,11 +317,11 @@ func TestFencedPutRequest(t *testing.T) {
 	// change the request.
 	require.NoError(t, elec.Resign(ctx))
 	req.Version = "2026.01.02-1"
-	err = st.AsLeader(leaderKey).PutRequest(ctx, req)
+	err = putRequest(ctx, st.AsLeader(leaderKey), req)
 	require.ErrorIs(t, err, ErrNoLeader)
 	require.ErrorIs(t, st.AsLeader(leaderKey).PutReleaseInfo(ctx, &fleet.ReleaseInfo{Version: "x"}), ErrNoLeader)
-	require.ErrorIs(t, st.AsLeader("").PutRequest(ctx, req), ErrNoLeader)
-	got, _, err = st.GetRequest(ctx)
+	require.ErrorIs(t, putRequest(ctx, st.AsLeader(""), req), ErrNoLeader)
+	got, _, err = getRequest(ctx, st)
 	require.NoError(t, err)
 	require.Equal(t, "2026.01.01-1", got.Version)
 	_, err = st.GetReleaseInfo(ctx)
@@ -385,30 +353,30 @@ func TestRecover(t *testing.T) {
 	ctx := testContext(t)
 
 	elec := campaign(t, ctx, st)
-	require.NoError(t, st.AsLeader(elec.Key()).PutRequest(ctx, &fleet.UpdateRequest{Version: "1", Servers: []string{"a"}, Stop: true}))
+	require.NoError(t, putRequest(ctx, st.AsLeader(elec.Key()), &fleet.UpdateRequest{Version: "1", Servers: []string{"a"}, Stop: true}))
 	require.NoError(t, st.PutStatus(ctx, "a", &fleet.UpdateStatus{Version: "1", Cond: fleet.CondAborted, Message: "boom"}))
 	require.NoError(t, st.PutContents(ctx, "boot", &fleet.ContentsStatus{Version: "1", Success: true}))
 	require.NoError(t, st.PutPin(ctx, &fleet.Pin{Version: "1"}))
 
-	_, rev, err := st.GetRequest(ctx)
+	_, rev, err := getRequest(ctx, st)
 	require.NoError(t, err)
 	// The request changes after the operator looked: recover must refuse.
-	require.NoError(t, st.AsLeader(elec.Key()).PutRequest(ctx, &fleet.UpdateRequest{Version: "1", Servers: []string{"a"}, Stop: true, StopReason: "again"}))
+	require.NoError(t, putRequest(ctx, st.AsLeader(elec.Key()), &fleet.UpdateRequest{Version: "1", Servers: []string{"a"}, Stop: true, StopReason: "again"}))
 	require.ErrorIs(t, st.Recover(ctx, rev, nil), ErrConflict)
 	_, err = st.GetContents(ctx, "boot")
 	require.NoError(t, err, "a refused recover deletes nothing")
 
-	_, rev, err = st.GetRequest(ctx)
+	_, rev, err = getRequest(ctx, st)
 	require.NoError(t, err)
 	require.NoError(t, st.Recover(ctx, rev, nil))
-	_, _, err = st.GetRequest(ctx)
+	_, _, err = getRequest(ctx, st)
 	require.ErrorIs(t, err, ErrNotFound)
-	statuses, err := st.GetStatuses(ctx)
+	statuses, err := st.statuses(ctx)
 	require.NoError(t, err)
 	require.Empty(t, statuses)
 	_, err = st.GetContents(ctx, "boot")
 	require.ErrorIs(t, err, ErrNotFound)
-	_, err = st.GetPin(ctx)
+	_, err = getPin(ctx, st)
 	require.NoError(t, err, "recover leaves the pin alone")
 }
 
@@ -419,7 +387,7 @@ func TestMalformedValueIsInvalidNotNotFound(t *testing.T) {
 
 	_, err := st.Client().Put(ctx, st.Prefix()+"status/current", "{not json")
 	require.NoError(t, err)
-	_, _, err = st.GetRequest(ctx)
+	_, _, err = getRequest(ctx, st)
 	require.ErrorIs(t, err, fleet.ErrInvalid)
 	require.False(t, errors.Is(err, ErrNotFound))
 	require.True(t, strings.Contains(err.Error(), "status/current"))
@@ -446,28 +414,28 @@ func TestStartAndFinishRequest(t *testing.T) {
 	req := &fleet.UpdateRequest{Version: "1", Servers: []string{"a"}, Reason: fleet.ReasonUpdate, StartedAt: started}
 	require.NoError(t, st.AsLeader(key).StartRequest(ctx, req))
 	require.NoError(t, st.PutStatus(ctx, "a", &fleet.UpdateStatus{Version: "1", Cond: fleet.CondCompleted}))
-	_, rev, err := st.GetRequest(ctx)
+	_, rev, err := getRequest(ctx, st)
 	require.NoError(t, err)
 
 	req.FinishedAt = started.Add(time.Minute)
 	hist := &fleet.HistoryRecord{Version: "1", Servers: req.Servers, Result: fleet.ResultCompleted, StartedAt: started, FinishedAt: req.FinishedAt, Durations: map[string]float64{"a": 42}}
 	require.ErrorIs(t, st.AsLeader(key).FinishRequest(ctx, req, hist, rev-1), ErrConflict, "a request read before it changed is not finished")
 	require.NoError(t, st.AsLeader(key).FinishRequest(ctx, req, hist, rev))
-	got, _, err := st.GetRequest(ctx)
+	got, _, err := getRequest(ctx, st)
 	require.NoError(t, err)
 	require.True(t, got.Finished())
 
 	// A reconfigure at the same version clears the old statuses with it.
 	req2 := &fleet.UpdateRequest{Version: "1", Servers: []string{"a", "b"}, Reason: fleet.ReasonReconfigure, StartedAt: started.Add(time.Hour)}
 	require.NoError(t, st.AsLeader(key).StartRequest(ctx, req2))
-	statuses, err := st.GetStatuses(ctx)
+	statuses, err := st.statuses(ctx)
 	require.NoError(t, err)
 	require.Empty(t, statuses)
-	got, _, err = st.GetRequest(ctx)
+	got, _, err = getRequest(ctx, st)
 	require.NoError(t, err)
 	require.False(t, got.Finished())
 
-	_, rev, err = st.GetRequest(ctx)
+	_, rev, err = getRequest(ctx, st)
 	require.NoError(t, err)
 	req2.FinishedAt = req2.StartedAt.Add(time.Minute)
 	require.NoError(t, st.AsLeader(key).FinishRequest(ctx, req2, &fleet.HistoryRecord{Version: "1", Result: fleet.ResultAborted, StartedAt: req2.StartedAt, FinishedAt: req2.FinishedAt}, rev))

@@ -28,7 +28,7 @@ func FuzzManifest(f *testing.F) {
 	f.Add([]byte(`{"product":"ferry","extra":1}`))
 	f.Add([]byte("\x00\xff{"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		m, err := DecodeUnverified(data)
+		m, err := decodeManifest(data)
 		if err != nil {
 			return
 		}

@@ -127,10 +127,6 @@ func ParseManifest(data, sig []byte, keys []minisign.PublicKey) (*Manifest, erro
 	return decodeManifest(data)
 }
 
-// DecodeUnverified decodes a manifest without checking any signature: for
-// tools that show or re-sign one, never for deciding what to install.
-func DecodeUnverified(data []byte) (*Manifest, error) { return decodeManifest(data) }
-
 func decodeManifest(data []byte) (*Manifest, error) {
 	var m Manifest
 	dec := json.NewDecoder(bytes.NewReader(data))

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/ferry-cd/ferry/pkg/fleet"
-	"github.com/ferry-cd/ferry/pkg/release"
+	"github.com/ferry-cd/ferry/pkg/retry"
 )
 
 // EventKind is what a notification is about.
@@ -216,21 +216,22 @@ func (d *dispatcher) run(ctx context.Context) {
 }
 
 func (d *dispatcher) send(ctx context.Context, q queued) {
-	for attempt := 0; attempt < d.attempts; attempt++ {
+	tries := 0
+	_, err := retry.Do(ctx, retry.Policy{Base: d.backoff, Max: time.Minute, Tries: uint(d.attempts)}, func() (struct{}, error) {
+		tries++
 		sendCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
 		err := d.notifier.Notify(sendCtx, q.url, q.e)
-		cancel()
-		if err == nil {
-			d.metrics.notifications.WithLabelValues("sent").Inc()
-			return
+		if err != nil && tries < d.attempts {
+			d.log.Warn("notification failed; will retry", "event", q.e.Kind, "version", q.e.Version, "attempt", tries, "error", err)
 		}
-		d.log.Warn("notification failed; will retry", "event", q.e.Kind, "version", q.e.Version, "attempt", attempt+1, "error", err)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(release.Backoff(attempt, d.backoff, time.Minute)):
-		}
+		return struct{}{}, err
+	})
+	switch {
+	case err == nil:
+		d.metrics.notifications.WithLabelValues("sent").Inc()
+	case ctx.Err() == nil:
+		d.metrics.notifications.WithLabelValues("failed").Inc()
+		d.log.Error("notification given up", "event", q.e.Kind, "version", q.e.Version, "attempts", d.attempts, "error", err)
 	}
-	d.metrics.notifications.WithLabelValues("failed").Inc()
-	d.log.Error("notification given up", "event", q.e.Kind, "version", q.e.Version, "attempts", d.attempts)
 }

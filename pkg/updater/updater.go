@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/release"
 	"github.com/ferry-cd/ferry/pkg/retry"
@@ -141,18 +142,7 @@ func (u *Updater) StatusPage() http.Handler { return u.page.Handler() }
 func (u *Updater) opsMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(u.metrics.Registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
-		defer cancel()
-		if err := u.st.Ping(ctx); err != nil {
-			if known := u.opts.Etcd.Err(); known != nil {
-				err = known
-			}
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintf(w, "ok leader=%v\n", u.IsLeader())
-	})
+	mux.Handle("/healthz", u.st.HealthHandler(u.opts.Etcd, func() string { return fmt.Sprintf("leader=%v", u.IsLeader()) }))
 	mux.Handle("/webhook", WebhookHandler(u.st, u.log))
 	return mux
 }
@@ -161,20 +151,19 @@ func (u *Updater) opsMux() *http.ServeMux {
 // the leader loop. It returns nil when ctx ends.
 func (u *Updater) Run(ctx context.Context) error {
 	go u.notify.run(ctx)
-	for attempt := 0; ; attempt++ {
+	waits := retry.Policy{Base: 500 * time.Millisecond, Max: 30 * time.Second}.BackOff()
+	for {
 		err := u.campaignAndLead(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if err == nil {
-			attempt = 0
+			waits.Reset()
 		}
-		wait := release.Backoff(attempt, 500*time.Millisecond, 30*time.Second)
+		wait := waits.NextBackOff()
 		u.log.Warn("not leading; campaigning again", "error", err, "in", wait)
-		select {
-		case <-ctx.Done():
+		if !retry.Sleep(ctx, wait) {
 			return nil
-		case <-time.After(wait):
 		}
 	}
 }
@@ -279,12 +268,15 @@ type leaderState struct {
 	lastCheckAt time.Time
 	failures    int
 	retryAfter  time.Duration
+	// checkWaits are the waits after failed checks, from the first.
+	checkWaits backoff.BackOff
 	// staleNotified is the release last reported as stale.
 	staleNotified string
 	// resolveAt is when a release that could not be resolved for a new
 	// rollout is tried again; resolveFailures counts the tries.
 	resolveAt       time.Time
 	resolveFailures int
+	resolveWaits    backoff.BackOff
 	// coordFor is the rollout whose barriers this leader coordinates, and
 	// stopCoord ends that.
 	coordFor    time.Time
@@ -335,12 +327,12 @@ func (u *Updater) lead(ctx context.Context, leader *storage.Leader) error {
 		// A large fleet's statuses change many times a second during a
 		// rollout; reading the whole fleet at most every readEvery keeps
 		// the leader's cost from growing with the square of the fleet.
-		sleepCtx(ctx, time.Until(lastRead.Add(readEvery)))
+		retry.Sleep(ctx, time.Until(lastRead.Add(readEvery)))
 		lastRead = time.Now()
 		snap, err := u.st.Snapshot(ctx)
 		if err != nil {
 			u.log.Warn("cannot read etcd", "error", err)
-			sleepCtx(ctx, time.Second)
+			retry.Sleep(ctx, time.Second)
 			continue
 		}
 		now := time.Now()
@@ -372,7 +364,7 @@ func (u *Updater) lead(ctx context.Context, leader *storage.Leader) error {
 					return err
 				}
 				u.log.Error("cannot carry out the action", "action", act.Kind.String(), "error", err)
-				sleepCtx(ctx, time.Second)
+				retry.Sleep(ctx, time.Second)
 			}
 			continue
 		}
@@ -454,14 +446,7 @@ func (u *Updater) waitChanges(ctx context.Context, rev int64, wake time.Time) {
 	err := u.st.WaitChange(wctx, rev)
 	if err != nil && wctx.Err() == nil && !errors.Is(err, storage.ErrCompacted) {
 		u.log.Warn("watch failed", "error", err)
-		sleepCtx(ctx, time.Second)
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) {
-	select {
-	case <-ctx.Done():
-	case <-time.After(d):
+		retry.Sleep(ctx, time.Second)
 	}
 }
 
@@ -577,8 +562,7 @@ func (u *Updater) check(ctx context.Context, ls *leaderState, snap *fleet.Snapsh
 			}
 			// Not recorded, not done: retry soon rather than after a
 			// whole check-update-interval.
-			ls.retryAfter = release.RetryDelay(err, ls.failures, u.opts.RetryBase, u.opts.RetryMax, now)
-			ls.failures++
+			u.checkFailed(ls, err, now)
 			u.log.Error("cannot record the release; will check again", "version", info.Version, "error", err, "retry_in", ls.retryAfter)
 			return nil
 		}
@@ -589,17 +573,26 @@ func (u *Updater) check(ctx context.Context, ls *leaderState, snap *fleet.Snapsh
 		u.log.Debug("no release for this env", "env", cfg.Env, "detail", err)
 	default:
 		result := "error"
-		if _, limited := release.RetryAfter(err, now); limited {
+		if _, limited := retry.After(err, now); limited {
 			result = "rate_limited"
 		}
 		u.metrics.checks.WithLabelValues(result).Inc()
-		ls.retryAfter = release.RetryDelay(err, ls.failures, u.opts.RetryBase, u.opts.RetryMax, now)
-		ls.failures++
+		u.checkFailed(ls, err, now)
 		// A failed check says nothing about releases: info/release and any
 		// request stay as they are.
 		u.log.Warn("release check failed; will retry", "error", err, "result", result, "retry_in", ls.retryAfter, "failures", ls.failures)
 	}
 	return nil
+}
+
+// checkFailed schedules the next release check after a failed one: a
+// backoff from RetryBase to RetryMax, or what GitHub asked for when longer.
+func (u *Updater) checkFailed(ls *leaderState, err error, now time.Time) {
+	if ls.failures == 0 {
+		ls.checkWaits = retry.Policy{Base: u.opts.RetryBase, Max: u.opts.RetryMax}.BackOff()
+	}
+	ls.retryAfter = retry.Delay(ls.checkWaits, err, now)
+	ls.failures++
 }
 
 // recordCheck writes info/check, so that `ferry status` can say how the
@@ -614,7 +607,7 @@ func (u *Updater) recordCheck(ctx context.Context, snap *fleet.Snapshot, rel *re
 		c.Result = "none"
 	default:
 		c.Result, c.Error = "error", err.Error()
-		if _, limited := release.RetryAfter(err, now); limited {
+		if _, limited := retry.After(err, now); limited {
 			c.Result = "rate_limited"
 		}
 	}
@@ -672,7 +665,10 @@ func (u *Updater) resolve(ctx context.Context, ls *leaderState, act Action, cfg 
 	case retry.Transient(err):
 		// A rollout waits on this: back off as a worker does, from 1s to
 		// 1m, unless GitHub asks for longer.
-		delay := release.RetryDelay(err, ls.resolveFailures, min(u.opts.RetryBase, time.Second), min(u.opts.RetryMax, time.Minute), now)
+		if ls.resolveFailures == 0 {
+			ls.resolveWaits = retry.Policy{Base: min(u.opts.RetryBase, time.Second), Max: min(u.opts.RetryMax, time.Minute)}.BackOff()
+		}
+		delay := retry.Delay(ls.resolveWaits, err, now)
 		ls.resolveFailures++
 		ls.resolveAt = now.Add(delay)
 		u.log.Warn("cannot look the release up for the rollout; will try again", "version", req.Version, "error", err, "retry_in_seconds", delay.Seconds())

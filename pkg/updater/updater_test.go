@@ -3,6 +3,9 @@ package updater
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -129,7 +132,7 @@ func (r *running) stop() {
 }
 
 func (f *testFleet) request() *fleet.UpdateRequest {
-	req, _, err := f.st.GetRequest(f.ctx())
+	req, _, err := fleettest.GetRequest(f.ctx(), f.st)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil
 	}
@@ -423,7 +426,7 @@ func TestFailoverContinuesTheSameRollout(t *testing.T) {
 	require.Eventually(t, follower.u.IsLeader, 10*time.Second, 10*time.Millisecond, "the other updater takes over")
 
 	// The deposed leader's fenced write is refused.
-	err = f.st.AsLeader(string(oldKey.Kvs[0].Key)).PutRequest(f.ctx(), &fleet.UpdateRequest{Version: "9.9.9"})
+	err = fleettest.PutRequest(f.ctx(), f.st, f.st.AsLeader(string(oldKey.Kvs[0].Key)), &fleet.UpdateRequest{Version: "9.9.9"})
 	require.ErrorIs(t, err, storage.ErrNoLeader)
 
 	f.report("boot-1", v1, fleet.CondCompleted, "")
@@ -514,7 +517,7 @@ func TestStoppedRolloutRestartsAfterRecover(t *testing.T) {
 	f.report("boot-0", v1, fleet.CondAborted, "boom")
 	stopped := f.waitRequest(func(r *fleet.UpdateRequest) bool { return r.Stop })
 
-	_, rev, err := f.st.GetRequest(f.ctx())
+	_, rev, err := fleettest.GetRequest(f.ctx(), f.st)
 	require.NoError(t, err)
 	require.NoError(t, f.st.Recover(f.ctx(), rev, nil))
 	again := f.waitRequest(func(r *fleet.UpdateRequest) bool { return !r.StartedAt.Equal(first.StartedAt) })
@@ -587,7 +590,7 @@ func TestWebhookTriggersACheck(t *testing.T) {
 	}
 
 	counted := f.gh.Counters().Counted
-	require.Equal(t, http.StatusUnauthorized, post(SignWebhook("wrong", payload)))
+	require.Equal(t, http.StatusUnauthorized, post(signWebhook("wrong", payload)))
 	require.Equal(t, http.StatusUnauthorized, post("sha256=zz"))
 	require.Equal(t, http.StatusUnauthorized, post(""))
 	snap, err := f.st.Snapshot(f.ctx())
@@ -595,7 +598,7 @@ func TestWebhookTriggersACheck(t *testing.T) {
 	require.Zero(t, snap.TriggerRev, "a bad signature triggers nothing")
 	require.Equal(t, counted, f.gh.Counters().Counted)
 
-	require.Equal(t, http.StatusOK, post(SignWebhook(secret, payload)))
+	require.Equal(t, http.StatusOK, post(signWebhook(secret, payload)))
 	require.Equal(t, v2, f.waitRequest(version(v2)).Version, "the webhook made the leader check at once, not in an hour")
 }
 
@@ -606,7 +609,7 @@ func TestWebhookWithoutSecretIsRefused(t *testing.T) {
 	body := []byte(`{"action":"published"}`)
 	req := httptest.NewRequest(http.MethodPost, "/webhook", bytes.NewReader(body))
 	req.Header.Set("X-GitHub-Event", "release")
-	req.Header.Set("X-Hub-Signature-256", SignWebhook("", body))
+	req.Header.Set("X-Hub-Signature-256", signWebhook("", body))
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	require.Equal(t, http.StatusForbidden, rec.Code)
@@ -696,7 +699,7 @@ func TestWebhookGuards(t *testing.T) {
 	post := func(remote, delivery, action, sig string) *httptest.ResponseRecorder {
 		body := []byte(`{"action":"` + action + `"}`)
 		if sig == "" {
-			sig = SignWebhook(secret, body)
+			sig = signWebhook(secret, body)
 		}
 		req := httptest.NewRequest(http.MethodPost, "/webhook", bytes.NewReader(body))
 		req.RemoteAddr = remote
@@ -910,4 +913,11 @@ func TestWithdrawnReleaseRefused(t *testing.T) {
 			require.Equal(t, c.want, f.waitRequest(func(*fleet.UpdateRequest) bool { return true }).Version)
 		})
 	}
+}
+
+// signWebhook returns the X-Hub-Signature-256 value GitHub would send.
+func signWebhook(secret string, body []byte) string {
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write(body)
+	return "sha256=" + hex.EncodeToString(mac.Sum(nil))
 }

@@ -2,9 +2,7 @@ package updater
 
 import (
 	"context"
-	"crypto/hmac"
 	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -122,13 +120,6 @@ func WebhookHandler(st *storage.Storage, log *slog.Logger) http.Handler {
 // time.
 func validSignature(secret string, body []byte, header string) bool {
 	return strings.HasPrefix(header, "sha256=") && github.ValidateSignature(header, body, []byte(secret)) == nil
-}
-
-// SignWebhook returns the X-Hub-Signature-256 value GitHub would send.
-func SignWebhook(secret string, body []byte) string {
-	mac := hmac.New(sha256.New, []byte(secret))
-	mac.Write(body)
-	return "sha256=" + hex.EncodeToString(mac.Sum(nil))
 }
 
 // Webhook guard limits.

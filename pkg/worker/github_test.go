@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ferry-cd/ferry/internal/debtest"
+	"github.com/ferry-cd/ferry/internal/fleettest"
 	"github.com/ferry-cd/ferry/internal/githubfake"
 	"github.com/ferry-cd/ferry/pkg/artifacts"
 	"github.com/ferry-cd/ferry/pkg/deb"
@@ -70,8 +71,8 @@ func githubRequestsPerRollout(tb testing.TB, n int) githubCost {
 		case <-w.done:
 			require.ErrorIs(tb, w.err, ErrUpgraded, ids[i])
 		case <-time.After(2 * time.Minute):
-			statuses, _ := e.st.GetStatuses(e.ctx())
-			req, _, _ := e.st.GetRequest(e.ctx())
+			statuses, _ := fleettest.GetStatuses(e.ctx(), e.st)
+			req, _, _ := fleettest.GetRequest(e.ctx(), e.st)
 			tb.Fatalf("%s did not upgrade itself: status %+v, request %+v", ids[i], statuses[ids[i]], req)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ferry-cd/ferry/internal/etcdtest"
+	"github.com/ferry-cd/ferry/internal/fleettest"
 
 	"github.com/ferry-cd/ferry/pkg/artifacts"
 	"github.com/ferry-cd/ferry/pkg/fleet"
@@ -44,7 +45,7 @@ func TestStepRetries(t *testing.T) {
 	require.Contains(t, st.Message, "attempt 1 of 4 failed")
 	require.Contains(t, st.Message, "the service did not come up")
 	done := f.waitStatus("boot-0", cond(fleet.CondCompleted))
-	req, _, err := f.st.GetRequest(f.ctx())
+	req, _, err := fleettest.GetRequest(f.ctx(), f.st)
 	require.NoError(t, err)
 	require.False(t, req.Stop, "a step that succeeds on a retry never stops the fleet")
 

@@ -47,7 +47,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cenkalti/backoff/v5"
 	"github.com/ferry-cd/ferry/pkg/artifacts"
 	"github.com/ferry-cd/ferry/pkg/deb"
 	"github.com/ferry-cd/ferry/pkg/fleet"
@@ -251,7 +250,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		w.st.Client().Revoke(rctx, w.leaseID())
 	}()
 
-	backoff := newBackoff()
+	// The wait between tries of a step that met transient errors: from
+	// 1s, doubling, up to 30s, for as long as it takes.
+	backoff := retry.Policy{Base: time.Second, Max: 30 * time.Second}.BackOff()
 	for {
 		snap, err := w.st.WorkerSnapshot(ctx, w.o.ID)
 		if err != nil {
@@ -259,7 +260,7 @@ func (w *Worker) Run(ctx context.Context) error {
 				return nil
 			}
 			w.log.Warn("cannot read etcd", "error", err)
-			sleep(ctx, time.Second)
+			retry.Sleep(ctx, time.Second)
 			continue
 		}
 		err = w.step(ctx, snap)
@@ -271,15 +272,11 @@ func (w *Worker) Run(ctx context.Context) error {
 			return err
 		case errors.As(err, &again):
 			w.metrics.retrying.Set(1)
-			wait := backoff.NextBackOff()
-			if asked, ok := retry.After(again.err, time.Now()); ok && asked > wait {
-				wait = asked
-			}
-			sleep(ctx, wait)
+			retry.Sleep(ctx, retry.Delay(backoff, again.err, time.Now()))
 			continue
 		case err != nil && !errors.Is(err, errStopped):
 			w.log.Error("worker error", "error", err)
-			sleep(ctx, time.Second)
+			retry.Sleep(ctx, time.Second)
 		}
 		w.retried()
 		backoff.Reset()
@@ -289,27 +286,12 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 }
 
-// newBackoff is the wait between tries of a step that met transient
-// errors: from 1s, doubling, with jitter, up to 30s, for as long as it takes.
-func newBackoff() *backoff.ExponentialBackOff {
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval, b.MaxInterval = time.Second, 30*time.Second
-	return b
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	select {
-	case <-ctx.Done():
-	case <-time.After(d):
-	}
-}
-
 // wait returns when the request changes after rev: nothing else tells an
 // idle worker to act.
 func (w *Worker) wait(ctx context.Context, rev int64) {
 	if err := w.st.WaitRequest(ctx, rev); err != nil && ctx.Err() == nil && !errors.Is(err, storage.ErrCompacted) {
 		w.log.Warn("watch failed", "error", err)
-		sleep(ctx, time.Second)
+		retry.Sleep(ctx, time.Second)
 	}
 }
 
@@ -872,17 +854,11 @@ func (w *Worker) behindCanary(ctx context.Context, rw *storage.RolloutWatch, req
 func (w *Worker) releaseSlot(ctx context.Context, step string, release func(context.Context) error) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
-	for attempt := 0; ; attempt++ {
-		err := release(rctx)
-		if err == nil {
-			return
-		}
-		if rctx.Err() != nil {
-			w.log.Error("cannot free a rolling slot; it is freed when this worker stops", "step", step, "error", err)
-			return
-		}
+	_, err := retry.Do(rctx, retry.Policy{Base: 500 * time.Millisecond, Max: 5 * time.Second, Notify: func(err error, _ time.Duration) {
 		w.log.Warn("cannot free a rolling slot; retrying", "step", step, "error", err)
-		sleep(rctx, time.Duration(attempt+1)*500*time.Millisecond)
+	}}, func() (struct{}, error) { return struct{}{}, release(rctx) })
+	if err != nil {
+		w.log.Error("cannot free a rolling slot; it is freed when this worker stops", "step", step, "error", err)
 	}
 }
 
@@ -891,19 +867,19 @@ func (w *Worker) releaseSlot(ctx context.Context, step string, release func(cont
 func (w *Worker) whileCurrent(ctx context.Context, req *fleet.UpdateRequest) (context.Context, context.CancelFunc) {
 	wctx, cancel := context.WithCancelCause(ctx)
 	go func() {
-		for wctx.Err() == nil {
+		// Until the context ends, or the rollout is gone.
+		retry.Do(wctx, retry.Policy{Base: time.Second, Max: time.Second}, func() (struct{}, error) {
 			rw, err := w.st.WatchRollout(wctx, req)
 			if err != nil {
-				sleep(wctx, time.Second)
-				continue
+				return struct{}{}, err
 			}
-			res, err := rw.Wait(wctx, math.MaxInt)
-			rw.Close()
-			if err == nil && res == storage.BarrierGone {
-				cancel(errStopped)
-				return
+			defer rw.Close()
+			if res, err := rw.Wait(wctx, math.MaxInt); err != nil || res != storage.BarrierGone {
+				return struct{}{}, fmt.Errorf("the watch of the rollout ended: %v", err)
 			}
-		}
+			cancel(errStopped)
+			return struct{}{}, nil
+		})
 	}()
 	return wctx, func() { cancel(nil) }
 }
@@ -963,49 +939,56 @@ func (w *Worker) runStep(ctx context.Context, cfg *fleet.Config, req *fleet.Upda
 // backoff, reporting each failed attempt. A transient error is returned at
 // once, to be retried as every transient error is, at no cost in attempts.
 func (w *Worker) runAttempts(ctx context.Context, req *fleet.UpdateRequest, rc RunContext, s *artifacts.Step) error {
-	k := rc.Step
-	for n := 1; ; n++ {
-		actx, cancel := ctx, context.CancelFunc(func() {})
-		if d := s.TimeoutDuration(); d > 0 {
-			actx, cancel = context.WithTimeout(ctx, d)
-		}
-		w.tl.attempt(k, time.Now())
-		err := w.runActions(actx, rc, s)
-		if err == nil {
-			err = w.checkHealth(actx, req, rc, s)
-		}
-		timedOut := err != nil && actx.Err() != nil && ctx.Err() == nil
-		cancel()
-		if timedOut {
-			// A failure of the attempt, not a transient error to retry
-			// for ever: the context's error is not kept.
-			err = fmt.Errorf("timed out after %s (the step's timeout): %v", s.Timeout, err)
-		}
-		w.tl.attemptEnded(k, time.Now(), err)
-		if err == nil || ctx.Err() != nil || (retry.Transient(err) && !timedOut) {
-			return err
-		}
-		if n > s.Retries {
-			if s.Retries > 0 {
-				return fmt.Errorf("all %d attempts failed; the last: %w", n, err)
+	k, n := rc.Step, 0
+	_, err := retry.Do(ctx, retry.Policy{Tries: uint(s.Retries + 1), Waits: s.RetryWait}, func() (struct{}, error) {
+		if n++; n > 1 {
+			if err := w.report(ctx, req, k, s.Name, fleet.PhaseRunning, fleet.CondRunning, fmt.Sprintf("attempt %d of %d", n, s.Retries+1)); err != nil {
+				return struct{}{}, retry.Permanent(err)
 			}
-			return err
+		}
+		timedOut, err := w.attempt(ctx, req, rc, s)
+		switch {
+		case err == nil:
+			return struct{}{}, nil
+		case ctx.Err() != nil, retry.Transient(err) && !timedOut:
+			return struct{}{}, retry.Permanent(err)
+		case n > s.Retries && s.Retries > 0:
+			return struct{}{}, fmt.Errorf("all %d attempts failed; the last: %w", n, err)
+		case n > s.Retries:
+			return struct{}{}, err
 		}
 		wait := s.RetryWait(n)
 		w.metrics.stepRetries.WithLabelValues(s.Name).Inc()
 		rc.Log.Warn("step attempt failed; trying again", "attempt", n, "attempts", s.Retries+1, "error", err, "retry_in_seconds", wait.Seconds())
 		msg := fmt.Sprintf("attempt %d of %d failed: %v; next attempt in %s", n, s.Retries+1, err, wait)
 		if err := w.report(ctx, req, k, s.Name, fleet.PhaseRetrying, fleet.CondRunning, msg); err != nil {
-			return err
+			return struct{}{}, retry.Permanent(err)
 		}
-		sleep(ctx, wait)
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if err := w.report(ctx, req, k, s.Name, fleet.PhaseRunning, fleet.CondRunning, fmt.Sprintf("attempt %d of %d", n+1, s.Retries+1)); err != nil {
-			return err
-		}
+		return struct{}{}, err
+	})
+	return err
+}
+
+// attempt runs the step's actions and health checks once, within the
+// step's timeout, and records the attempt in the timeline. timedOut says
+// the timeout ended it: a failure of the attempt, not a transient error
+// to retry for ever (the context's error is not kept).
+func (w *Worker) attempt(ctx context.Context, req *fleet.UpdateRequest, rc RunContext, s *artifacts.Step) (timedOut bool, err error) {
+	actx, cancel := ctx, context.CancelFunc(func() {})
+	if d := s.TimeoutDuration(); d > 0 {
+		actx, cancel = context.WithTimeout(ctx, d)
 	}
+	defer cancel()
+	w.tl.attempt(rc.Step, time.Now())
+	err = w.runActions(actx, rc, s)
+	if err == nil {
+		err = w.checkHealth(actx, req, rc, s)
+	}
+	if timedOut = err != nil && actx.Err() != nil && ctx.Err() == nil; timedOut {
+		err = fmt.Errorf("timed out after %s (the step's timeout): %v", s.Timeout, err)
+	}
+	w.tl.attemptEnded(rc.Step, time.Now(), err)
+	return timedOut, err
 }
 
 // checkHealth runs the step's health checks until every one passed, and
@@ -1119,7 +1102,7 @@ func (w *Worker) runLeaderStep(ctx context.Context, rc RunContext, req *fleet.Up
 		return fmt.Errorf("election session: %w", err)
 	}
 	defer sess.Orphan() // the lease is the worker's alive lease: keep it
-	elec := concurrency.NewElection(sess, w.st.WorkerElectionPrefix()+target+"/")
+	elec := concurrency.NewElection(sess, w.st.WorkerElection(target))
 	wctx, stopWatch := w.whileCurrent(ctx, req)
 	err = elec.Campaign(wctx, w.o.ID)
 	stoppedWaiting := errors.Is(context.Cause(wctx), errStopped)
@@ -1219,7 +1202,7 @@ func (w *Worker) startLiveness(ctx context.Context) error {
 					break
 				}
 				w.log.Warn("cannot register as alive", "error", err)
-				sleep(ctx, time.Second)
+				retry.Sleep(ctx, time.Second)
 			}
 		}
 	}()
@@ -1230,17 +1213,6 @@ func (w *Worker) startLiveness(ctx context.Context) error {
 func (w *Worker) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(w.metrics.Registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(rw http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
-		defer cancel()
-		if err := w.st.Ping(ctx); err != nil {
-			if known := w.o.Etcd.Err(); known != nil {
-				err = known
-			}
-			http.Error(rw, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(rw, "ok")
-	})
+	mux.Handle("/healthz", w.st.HealthHandler(w.o.Etcd, nil))
 	return mux
 }

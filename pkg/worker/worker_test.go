@@ -137,10 +137,10 @@ func (f *testFleet) coordinate(req *fleet.UpdateRequest) {
 
 func (f *testFleet) stop(reason string) {
 	f.t.Helper()
-	req, _, err := f.st.GetRequest(f.ctx())
+	req, _, err := fleettest.GetRequest(f.ctx(), f.st)
 	require.NoError(f.t, err)
 	req.Stop, req.StopReason = true, reason
-	f.leader(func(l *storage.Leader) error { return l.PutRequest(f.ctx(), req) })
+	f.leader(func(l *storage.Leader) error { return fleettest.PutRequest(f.ctx(), f.st, l, req) })
 }
 
 // startUpdater runs the real updater, which stops the fleet on an abort.
@@ -170,7 +170,7 @@ func (f *testFleet) waitRunning(id string, k int) {
 func (f *testFleet) waitStatus(id string, ok func(*fleet.UpdateStatus) bool) *fleet.UpdateStatus {
 	defer func() {
 		if f.t.Failed() {
-			st, _ := f.st.GetStatuses(f.ctx())
+			st, _ := fleettest.GetStatuses(f.ctx(), f.st)
 			for k, v := range st {
 				f.t.Logf("status %s: %+v", k, v)
 			}
@@ -179,7 +179,7 @@ func (f *testFleet) waitStatus(id string, ok func(*fleet.UpdateStatus) bool) *fl
 	f.t.Helper()
 	var got *fleet.UpdateStatus
 	require.Eventually(f.t, func() bool {
-		statuses, err := f.st.GetStatuses(f.ctx())
+		statuses, err := fleettest.GetStatuses(f.ctx(), f.st)
 		if err != nil {
 			return false
 		}
@@ -302,7 +302,7 @@ func TestStepFailureStopsEveryServer(t *testing.T) {
 	require.Contains(t, failed.Message, "E: disk full on /var", "the last output lines reach the status")
 
 	req := func() *fleet.UpdateRequest {
-		r, _, err := f.st.GetRequest(f.ctx())
+		r, _, err := fleettest.GetRequest(f.ctx(), f.st)
 		require.NoError(t, err)
 		return r
 	}
@@ -430,7 +430,7 @@ func TestNonMemberAndFinishedRequestsAreIgnored(t *testing.T) {
 	f.start("boot-0", v1, plan, ops(f))
 	f.request(v1, "boot-0")
 	f.waitStatus("boot-0", cond(fleet.CondCompleted))
-	statuses, err := f.st.GetStatuses(f.ctx())
+	statuses, err := fleettest.GetStatuses(f.ctx(), f.st)
 	require.NoError(t, err)
 	require.NotContains(t, statuses, "boot-9", "a server that is not in the request does nothing")
 	alive, err := f.st.GetAlive(f.ctx())
@@ -666,7 +666,7 @@ func TestTransientStepErrorsAreRetried(t *testing.T) {
 	for _, id := range []string{"boot-0", "boot-1"} {
 		f.waitStatus(id, cond(fleet.CondCompleted))
 	}
-	req, _, err := f.st.GetRequest(f.ctx())
+	req, _, err := fleettest.GetRequest(f.ctx(), f.st)
 	require.NoError(t, err)
 	require.False(t, req.Stop, "a transient error never stops the fleet")
 	rec := httptest.NewRecorder()
@@ -708,7 +708,7 @@ func TestRetryBudget(t *testing.T) {
 	f.waitStatus("boot-0", cond(fleet.CondCompleted))
 	require.Contains(t, metrics(), "ferry_worker_retry_budget_exceeded 0")
 	require.Contains(t, metrics(), "ferry_worker_retrying_since_timestamp_seconds 0")
-	req, _, err := f.st.GetRequest(f.ctx())
+	req, _, err := fleettest.GetRequest(f.ctx(), f.st)
 	require.NoError(t, err)
 	require.False(t, req.Stop)
 }
@@ -722,7 +722,7 @@ func TestTransientSelfUpgradeErrorsAreRetried(t *testing.T) {
 	e.gh.fake.FailNext(3, http.StatusBadGateway)
 	e.request(v2, "boot-0")
 	e.installsAndExits("boot-0", v1)
-	st, err := e.st.GetStatuses(e.ctx())
+	st, err := fleettest.GetStatuses(e.ctx(), e.st)
 	require.NoError(t, err)
 	require.NotEqual(t, fleet.CondAborted, st["boot-0"].Cond)
 	v, err := deb.InstalledVersion(e.ctx(), e.admin, "ferry")
