@@ -32,7 +32,7 @@ func TestStepRetriesTransientFailure(t *testing.T) {
 	d.bootstrap("staging", three...)
 	require.NoError(t, d.EditArtifactSet(func(s *artifacts.Set) {
 		s.Plan.Steps = append(s.Plan.Steps, artifacts.Step{
-			Name: "health", Strategy: artifacts.Lockstep, Retries: 3, RetryBackoff: "1s", Timeout: "1m",
+			Name: "health", Strategy: artifacts.Lockstep, Retries: 3, RetryBackoff: artifacts.ParseDuration("1s"), Timeout: artifacts.ParseDuration("1m"),
 			Actions: []artifacts.Action{failsOn(t.TempDir(), "boot-1", 2)},
 		})
 	}))
@@ -112,7 +112,7 @@ func TestCanaryPausesThenResumes(t *testing.T) {
 	d.bootstrap("staging", three...)
 	require.NoError(t, d.EditArtifactSet(func(s *artifacts.Set) {
 		restart := artifacts.Step{
-			Name: "restart", Strategy: artifacts.Rolling, Parallel: 2, Canary: "1", Pause: "manual",
+			Name: "restart", Strategy: artifacts.Rolling, Parallel: 2, Canary: "1", Pause: artifacts.ParseDuration("manual"),
 			Actions: []artifacts.Action{{Run: &artifacts.RunAction{Command: "true"}}},
 		}
 		s.Plan.Steps = append([]artifacts.Step{restart}, s.Plan.Steps...)
@@ -172,7 +172,7 @@ func TestHealthFailureRollsBack(t *testing.T) {
 		s.Plan.OnFailure = artifacts.OnFailureRollback
 		check := fmt.Sprintf(`[ "$FERRY_VERSION" != %s ] || { echo "E: dns answers SERVFAIL" >&2; exit 1; }`, N1)
 		restart := artifacts.Step{
-			Name: "restart", Strategy: artifacts.Rolling, Parallel: 2, Canary: "1", Pause: "2s",
+			Name: "restart", Strategy: artifacts.Rolling, Parallel: 2, Canary: "1", Pause: artifacts.ParseDuration("2s"),
 			Actions: []artifacts.Action{{Run: &artifacts.RunAction{Command: "true"}}},
 			Health:  []artifacts.HealthCheck{{Command: &artifacts.RunAction{Command: "sh", Args: []string{"-c", check}}}},
 		}

@@ -62,14 +62,14 @@ type Step struct {
 	Target string `yaml:"target,omitempty" json:"target,omitempty"`
 	// Timeout bounds one attempt of the step's actions on a server (a Go
 	// duration); empty: no bound. An attempt that runs out fails.
-	Timeout string `yaml:"timeout,omitempty" json:"timeout,omitempty"`
+	Timeout Duration `yaml:"timeout,omitempty" json:"timeout,omitzero"`
 	// Retries is how many more attempts a server makes after a failed one
 	// before the step fails there (default 0). A transient error (the
 	// network, a registry's 5xx) is retried anyway and costs no attempt.
 	Retries int `yaml:"retries,omitempty" json:"retries,omitempty"`
 	// RetryBackoff is the wait before the first retry, doubled for each
 	// later one up to 8 times it (a Go duration; default 10s).
-	RetryBackoff string `yaml:"retry-backoff,omitempty" json:"retry-backoff,omitempty"`
+	RetryBackoff Duration `yaml:"retry-backoff,omitempty" json:"retry-backoff,omitzero"`
 	// MaxFailures is how many servers may fail a rolling step (after its
 	// retries, or by dying in it) before the fleet stops; the rollout goes
 	// on without them (default 0: the first failure stops the fleet).
@@ -81,7 +81,7 @@ type Step struct {
 	// Pause is how the rest go on once the canary finished the step:
 	// "manual" (`ferry rollout resume`, the default) or a Go duration (by
 	// itself that long after; `ferry rollout resume` goes on sooner).
-	Pause   string   `yaml:"pause,omitempty" json:"pause,omitempty"`
+	Pause   Duration `yaml:"pause,omitempty" json:"pause,omitzero"`
 	Actions []Action `yaml:"actions" json:"actions"`
 	// Health are checks that must pass on a server after the step's
 	// actions, and stay passing for Soak, before the server passes the
@@ -89,7 +89,7 @@ type Step struct {
 	Health []HealthCheck `yaml:"health,omitempty" json:"health,omitempty"`
 	// Soak is how long the health checks must stay green (a Go duration;
 	// default: one pass).
-	Soak string `yaml:"soak,omitempty" json:"soak,omitempty"`
+	Soak Duration `yaml:"soak,omitempty" json:"soak,omitzero"`
 	// OnFailure overrides the plan's on-failure for this step.
 	OnFailure string `yaml:"on-failure,omitempty" json:"on-failure,omitempty"`
 	// Selector runs the step only on servers whose labels have every one
@@ -123,13 +123,13 @@ type HealthCheck struct {
 type HTTPCheck struct {
 	URL string `yaml:"url" json:"url"`
 	// Timeout bounds the request (a Go duration; default 5s).
-	Timeout string `yaml:"timeout,omitempty" json:"timeout,omitempty"`
+	Timeout Duration `yaml:"timeout,omitempty" json:"timeout,omitzero"`
 }
 
 // TimeoutDuration is the check's timeout, 5s by default.
 func (h *HTTPCheck) TimeoutDuration() time.Duration {
-	if d, err := time.ParseDuration(h.Timeout); err == nil && d > 0 {
-		return d
+	if h.Timeout.positive() {
+		return h.Timeout.Std()
 	}
 	return 5 * time.Second
 }
@@ -145,11 +145,8 @@ func (c *HealthCheck) String() string {
 	return "empty check"
 }
 
-// SoakDuration parses Soak; 0 when unset.
-func (s *Step) SoakDuration() time.Duration {
-	d, _ := time.ParseDuration(s.Soak)
-	return d
-}
+// SoakDuration is Soak; 0 when unset.
+func (s *Step) SoakDuration() time.Duration { return s.Soak.Std() }
 
 // PauseManual waits for `ferry rollout resume`.
 const PauseManual = "manual"
@@ -172,11 +169,10 @@ func (s *Step) CanaryCount(n int) int {
 // PauseFor is how long the rest wait after the canary; manual is false
 // when they wait for `ferry rollout resume` alone.
 func (s *Step) PauseFor() (d time.Duration, manual bool) {
-	if s.Pause == "" || s.Pause == PauseManual {
+	if s.Pause.IsZero() || s.Pause.String() == PauseManual {
 		return 0, true
 	}
-	d, _ = time.ParseDuration(s.Pause)
-	return d, false
+	return s.Pause.Std(), false
 }
 
 // MaxRetries bounds a step's retries.
@@ -185,18 +181,15 @@ const MaxRetries = 100
 // DefaultRetryBackoff is the wait before a step's first retry.
 const DefaultRetryBackoff = 10 * time.Second
 
-// TimeoutDuration parses Timeout; 0 when unset.
-func (s *Step) TimeoutDuration() time.Duration {
-	d, _ := time.ParseDuration(s.Timeout)
-	return d
-}
+// TimeoutDuration is Timeout; 0 when unset.
+func (s *Step) TimeoutDuration() time.Duration { return s.Timeout.Std() }
 
 // RetryWait is the wait before retry n (1-based): RetryBackoff doubled for
 // each earlier retry, at most 8 times RetryBackoff.
 func (s *Step) RetryWait(n int) time.Duration {
 	base := DefaultRetryBackoff
-	if d, err := time.ParseDuration(s.RetryBackoff); err == nil && d > 0 {
-		base = d
+	if s.RetryBackoff.positive() {
+		base = s.RetryBackoff.Std()
 	}
 	return base << min(max(n-1, 0), 3)
 }
@@ -277,14 +270,11 @@ type RunAction struct {
 	Args    []string          `yaml:"args,omitempty" json:"args,omitempty"`
 	Env     map[string]string `yaml:"env,omitempty" json:"env,omitempty"`
 	// Timeout bounds the command (a Go duration); empty means no bound.
-	Timeout string `yaml:"timeout,omitempty" json:"timeout,omitempty"`
+	Timeout Duration `yaml:"timeout,omitempty" json:"timeout,omitzero"`
 }
 
-// TimeoutDuration parses Timeout; 0 when unset.
-func (r *RunAction) TimeoutDuration() time.Duration {
-	d, _ := time.ParseDuration(r.Timeout)
-	return d
-}
+// TimeoutDuration is Timeout; 0 when unset.
+func (r *RunAction) TimeoutDuration() time.Duration { return r.Timeout.Std() }
 
 var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*$`)
 
@@ -331,16 +321,16 @@ func (p *Plan) Validate() error {
 		} else if s.Target != "" {
 			return fmt.Errorf("%s: target applies to leader steps only", where)
 		}
-		if s.Timeout != "" {
-			if d, err := time.ParseDuration(s.Timeout); err != nil || d <= 0 {
+		if !s.Timeout.IsZero() {
+			if !s.Timeout.positive() {
 				return fmt.Errorf("%s: timeout %q is not a positive duration (e.g. 10m)", where, s.Timeout)
 			}
 		}
 		if s.Retries < 0 || s.Retries > MaxRetries {
 			return fmt.Errorf("%s: retries must be from 0 to %d, not %d", where, MaxRetries, s.Retries)
 		}
-		if s.RetryBackoff != "" {
-			if d, err := time.ParseDuration(s.RetryBackoff); err != nil || d <= 0 || d > time.Hour {
+		if !s.RetryBackoff.IsZero() {
+			if !s.RetryBackoff.positive() || s.RetryBackoff.Std() > time.Hour {
 				return fmt.Errorf("%s: retry-backoff %q is not a positive duration of at most 1h (e.g. 30s)", where, s.RetryBackoff)
 			}
 			if s.Retries == 0 {
@@ -363,11 +353,11 @@ func (p *Plan) Validate() error {
 				return fmt.Errorf("%s: canary %q is not a count of servers (1 or more) or a share (1%% to 100%%)", where, s.Canary)
 			}
 		}
-		if s.Pause != "" {
+		if !s.Pause.IsZero() {
 			if s.Canary == "" {
 				return fmt.Errorf("%s: pause applies only with canary: set canary: 1 (or a share such as 10%%)", where)
 			}
-			if d, err := time.ParseDuration(s.Pause); s.Pause != PauseManual && (err != nil || d <= 0) {
+			if s.Pause.String() != PauseManual && !s.Pause.positive() {
 				return fmt.Errorf("%s: pause %q is neither manual nor a positive duration (e.g. 15m)", where, s.Pause)
 			}
 		}
@@ -376,11 +366,11 @@ func (p *Plan) Validate() error {
 				return fmt.Errorf("%s, health check %d: %w", where, j+1, err)
 			}
 		}
-		if s.Soak != "" {
+		if !s.Soak.IsZero() {
 			if len(s.Health) == 0 {
 				return fmt.Errorf("%s: soak applies only with health checks: add a health list, or remove soak", where)
 			}
-			if d, err := time.ParseDuration(s.Soak); err != nil || d <= 0 {
+			if !s.Soak.positive() {
 				return fmt.Errorf("%s: soak %q is not a positive duration (e.g. 30s)", where, s.Soak)
 			}
 		}
@@ -421,8 +411,8 @@ func (c *HealthCheck) validate() error {
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return fmt.Errorf("http: url %q is not an http(s) URL", c.HTTP.URL)
 		}
-		if c.HTTP.Timeout != "" {
-			if d, err := time.ParseDuration(c.HTTP.Timeout); err != nil || d <= 0 {
+		if !c.HTTP.Timeout.IsZero() {
+			if !c.HTTP.Timeout.positive() {
 				return fmt.Errorf("http: timeout %q is not a positive duration (e.g. 5s)", c.HTTP.Timeout)
 			}
 		}
@@ -461,8 +451,8 @@ func (a *Action) validate() error {
 		if a.Run.Command == "" {
 			return errors.New("run: command is empty")
 		}
-		if a.Run.Timeout != "" {
-			if d, err := time.ParseDuration(a.Run.Timeout); err != nil || d <= 0 {
+		if !a.Run.Timeout.IsZero() {
+			if !a.Run.Timeout.positive() {
 				return fmt.Errorf("run: timeout %q is not a positive duration (e.g. 10m)", a.Run.Timeout)
 			}
 		}

@@ -1,11 +1,14 @@
 package artifacts
 
 import (
+	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"gopkg.in/yaml.v3"
 )
 
 func TestParsePlan(t *testing.T) {
@@ -123,4 +126,50 @@ func parsePlan(data []byte) (*Plan, error) {
 		return nil, fmt.Errorf("plan: %w", err)
 	}
 	return &p, nil
+}
+
+// TestDurationsAsWritten: a plan's durations are parsed once, when it is
+// read, and written back as they were written, in YAML and in JSON.
+func TestDurationsAsWritten(t *testing.T) {
+	t.Parallel()
+	p, err := parsePlan([]byte(`steps:
+  - name: a
+    strategy: rolling
+    timeout: 10m
+    retries: 1
+    retry-backoff: 1m30s
+    canary: "1"
+    pause: manual
+    soak: 30s
+    health: [{http: {url: "http://localhost/", timeout: 2s}}]
+    actions: [{run: {command: x, timeout: 90s}}]
+  - {name: b, strategy: rolling, canary: "1", pause: 15m, actions: [{run: {command: y}}]}
+`))
+	require.NoError(t, err)
+	a := p.Steps[0]
+	require.Equal(t, 10*time.Minute, a.TimeoutDuration())
+	require.Equal(t, 90*time.Second, a.RetryWait(1))
+	require.Equal(t, 30*time.Second, a.SoakDuration())
+	require.Equal(t, 2*time.Second, a.Health[0].HTTP.TimeoutDuration())
+	require.Equal(t, 90*time.Second, a.Actions[0].Run.TimeoutDuration())
+	_, manual := a.PauseFor()
+	require.True(t, manual)
+	d, manual := p.Steps[1].PauseFor()
+	require.False(t, manual)
+	require.Equal(t, 15*time.Minute, d)
+	require.Zero(t, p.Steps[1].TimeoutDuration(), "unset")
+
+	out, err := yaml.Marshal(p)
+	require.NoError(t, err)
+	for _, w := range []string{"timeout: 10m\n", "retry-backoff: 1m30s\n", "pause: manual\n", "soak: 30s\n", "timeout: 2s\n", "timeout: 90s\n", "pause: 15m\n"} {
+		require.Contains(t, string(out), w)
+	}
+	require.NotContains(t, string(out[strings.Index(string(out), "name: b"):]), "timeout", "an unset duration is left out")
+	js, err := json.Marshal(p.Steps[1])
+	require.NoError(t, err)
+	require.Equal(t, `{"name":"b","strategy":"rolling","parallel":1,"canary":"1","pause":"15m","actions":[{"run":{"command":"y"}}]}`, string(js))
+
+	bad, err := parsePlan([]byte("steps:\n  - {name: a, strategy: lockstep, timeout: soon, actions: [{run: {command: x}}]}\n"))
+	require.Nil(t, bad)
+	require.ErrorContains(t, err, `timeout "soon" is not a positive duration`)
 }

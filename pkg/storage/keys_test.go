@@ -27,7 +27,9 @@ func TestKeyOrder(t *testing.T) {
 		s.WorkerElection("boot")+"x", s.configKey("env"), s.statusKey("boot-0"))
 
 	in := func(key, from, to string) bool { return key >= from && key < to }
-	servers := func(key string) bool { return in(key, s.abs(keyServerStatus), clientv3.GetPrefixRangeEnd(s.abs(keyServerStatus))) }
+	servers := func(key string) bool {
+		return in(key, s.abs(keyServerStatus), clientv3.GetPrefixRangeEnd(s.abs(keyServerStatus)))
+	}
 	heads := map[string]bool{s.abs(keyCurrent): true, s.abs(keyPassed): true, s.abs(keyPause): true, s.abs(keyResume): true}
 	for _, key := range keys {
 		// A large fleet's workers: the request, passed, pause and resume.

@@ -29,8 +29,9 @@ func (instant) InstallUpgrade(context.Context, Fetched) error {
 func (instant) RunAction(context.Context, RunContext, *artifacts.Action) error {
 	return nil
 }
-func (instant) Verify(context.Context, string, []artifacts.Step) error { return nil }
-func (instant) Repair(context.Context) (string, error)                 { return "", nil }
+func (instant) Verify(context.Context, string, []artifacts.Step) error                { return nil }
+func (instant) Repair(context.Context) (string, error)                                { return "", nil }
+func (instant) CheckHealth(context.Context, RunContext, *artifacts.HealthCheck) error { return nil }
 
 // BenchmarkCoordination reports the wall time of a 3-step lockstep rollout
 // on N workers whose steps do nothing: the coordination overhead.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -422,4 +423,32 @@ func (o *Ops) bootContents(ctx context.Context, rc RunContext, a *artifacts.Boot
 	}
 	_, err := p.Publish(ctx, o.Set)
 	return err
+}
+
+// CheckHealth runs one check: a GET that must answer 2xx in time, or a
+// command that must exit 0.
+func (o *Ops) CheckHealth(ctx context.Context, rc RunContext, c *artifacts.HealthCheck) error {
+	if c.Command != nil {
+		return o.RunAction(ctx, rc, &artifacts.Action{Run: c.Command})
+	}
+	hctx, cancel := context.WithTimeout(ctx, c.HTTP.TimeoutDuration())
+	defer cancel()
+	r, err := http.NewRequestWithContext(hctx, http.MethodGet, c.HTTP.URL, nil)
+	if err != nil {
+		return err
+	}
+	// A health check asks this server's own services: never a proxy.
+	client := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
+	resp, err := client.Do(r)
+	if err != nil {
+		// Not transient: a service that does not answer is what the
+		// check is for.
+		return errors.New(err.Error())
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("answered %s", resp.Status)
+	}
+	return nil
 }

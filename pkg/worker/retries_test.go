@@ -35,7 +35,7 @@ func TestStepRetries(t *testing.T) {
 	f := newFleet(t)
 	j := journal(filepath.Join(f.dir, "journal"))
 	plan := lockstepPlan(j, "true", failingTimes(f.dir, 2), "true")
-	plan.Steps[1].Retries, plan.Steps[1].RetryBackoff = 3, "50ms"
+	plan.Steps[1].Retries, plan.Steps[1].RetryBackoff = 3, artifacts.ParseDuration("50ms")
 	o := ops(f)
 	f.request(v1, "boot-0")
 	f.startUpdater()
@@ -85,8 +85,8 @@ func TestStepRetriesRunOut(t *testing.T) {
 		body string
 		want []string
 	}{
-		{"retries", func(s *artifacts.Step) { s.Retries, s.RetryBackoff = 1, "10ms" }, failingTimes("DIR", 5), []string{"all 2 attempts failed", "attempt 2: the service did not come up"}},
-		{"timeout", func(s *artifacts.Step) { s.Timeout = "300ms" }, "sleep 20", []string{"timed out after 300ms (the step's timeout)"}},
+		{"retries", func(s *artifacts.Step) { s.Retries, s.RetryBackoff = 1, artifacts.ParseDuration("10ms") }, failingTimes("DIR", 5), []string{"all 2 attempts failed", "attempt 2: the service did not come up"}},
+		{"timeout", func(s *artifacts.Step) { s.Timeout = artifacts.ParseDuration("300ms") }, "sleep 20", []string{"timed out after 300ms (the step's timeout)"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -128,7 +128,7 @@ func TestHealthGate(t *testing.T) {
 	j := journal(filepath.Join(f.dir, "journal"))
 	plan := lockstepPlan(j, "true")
 	s := &plan.Steps[0]
-	s.Retries, s.RetryBackoff, s.Soak = 1, "10ms", "600ms"
+	s.Retries, s.RetryBackoff, s.Soak = 1, artifacts.ParseDuration("10ms"), artifacts.ParseDuration("600ms")
 	s.Health = []artifacts.HealthCheck{{HTTP: &artifacts.HTTPCheck{URL: health.URL + "/healthz"}}, {Command: &artifacts.RunAction{Command: "true"}}}
 	f.request(v1, "boot-0")
 	f.start("boot-0", v1, plan, ops(f))

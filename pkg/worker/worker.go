@@ -38,7 +38,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math"
 	"net/http"
@@ -133,6 +132,9 @@ type Operator interface {
 	// Repair finishes interrupted dpkg runs, waiting for one that still
 	// runs, and returns what it found ("" when nothing was wrong).
 	Repair(ctx context.Context) (string, error)
+	// CheckHealth runs one health check of a step: a GET that must
+	// answer 2xx in time, or a command that must exit 0.
+	CheckHealth(ctx context.Context, rc RunContext, c *artifacts.HealthCheck) error
 }
 
 // Fetched is a verified package, ready to install.
@@ -434,7 +436,7 @@ func (w *Worker) report(ctx context.Context, req *fleet.UpdateRequest, step int,
 			st.OnFailure = p
 		}
 		if st.Canary = s.CanaryCount(len(req.Active())); st.Canary > 0 {
-			st.Pause = cmp.Or(s.Pause, artifacts.PauseManual)
+			st.Pause = cmp.Or(s.Pause.String(), artifacts.PauseManual)
 		}
 	}
 	if err := w.st.PutStatus(ctx, w.o.ID, st); err != nil {
@@ -1004,7 +1006,7 @@ func (w *Worker) checkHealth(ctx context.Context, req *fleet.UpdateRequest, rc R
 	for pass := 1; ; pass++ {
 		for i := range s.Health {
 			c := &s.Health[i]
-			if err := w.healthCheck(ctx, rc, c); err != nil {
+			if err := w.o.Operator.CheckHealth(ctx, rc, c); err != nil {
 				if soak > 0 && pass > 1 {
 					return fmt.Errorf("health check %d (%s) failed after %s of %s soak: %w", i+1, c, time.Since(green).Truncate(time.Second), soak, err)
 				}
@@ -1026,34 +1028,6 @@ func (w *Worker) checkHealth(ctx context.Context, req *fleet.UpdateRequest, rc R
 		case <-time.After(min(interval, soak-time.Since(green))):
 		}
 	}
-}
-
-// healthCheck runs one check: a GET that must answer 2xx in time, or a
-// command that must exit 0.
-func (w *Worker) healthCheck(ctx context.Context, rc RunContext, c *artifacts.HealthCheck) error {
-	if c.Command != nil {
-		return w.o.Operator.RunAction(ctx, rc, &artifacts.Action{Run: c.Command})
-	}
-	hctx, cancel := context.WithTimeout(ctx, c.HTTP.TimeoutDuration())
-	defer cancel()
-	r, err := http.NewRequestWithContext(hctx, http.MethodGet, c.HTTP.URL, nil)
-	if err != nil {
-		return err
-	}
-	// A health check asks this server's own services: never a proxy.
-	client := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
-	resp, err := client.Do(r)
-	if err != nil {
-		// Not transient: a service that does not answer is what the
-		// check is for.
-		return errors.New(err.Error())
-	}
-	defer resp.Body.Close()
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("answered %s", resp.Status)
-	}
-	return nil
 }
 
 func (w *Worker) runActions(ctx context.Context, rc RunContext, s *artifacts.Step) error {

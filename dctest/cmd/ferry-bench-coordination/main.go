@@ -165,11 +165,12 @@ type noop struct{}
 func (noop) FetchUpgrade(context.Context, *fleet.Config, *fleet.UpdateRequest) (worker.Fetched, error) {
 	return worker.Fetched{}, nil
 }
-func (noop) InstallUpgrade(context.Context, worker.Fetched) error                  { return nil }
-func (noop) Discard(worker.Fetched)                                                {}
-func (noop) RunAction(context.Context, worker.RunContext, *artifacts.Action) error { return nil }
-func (noop) Verify(context.Context, string, []artifacts.Step) error                { return nil }
-func (noop) Repair(context.Context) (string, error)                                { return "", nil }
+func (noop) InstallUpgrade(context.Context, worker.Fetched) error                         { return nil }
+func (noop) Discard(worker.Fetched)                                                       {}
+func (noop) RunAction(context.Context, worker.RunContext, *artifacts.Action) error        { return nil }
+func (noop) Verify(context.Context, string, []artifacts.Step) error                       { return nil }
+func (noop) Repair(context.Context) (string, error)                                       { return "", nil }
+func (noop) CheckHealth(context.Context, worker.RunContext, *artifacts.HealthCheck) error { return nil }
 
 func runFerry(endpoints []string, members []*harness.EtcdMember, n, steps int) (*result, error) {
 	ctx, cancel := context.WithCancel(context.Background())

@@ -145,7 +145,7 @@ func demo(ctx context.Context, dc *harness.Datacenter, addr string) error {
 	if scenario == "canary" {
 		say("the new release's plan starts with a rolling step \"restart\" with canary: 1 and pause: manual")
 		if err := dc.EditArtifactSet(func(s *artifacts.Set) {
-			restart := artifacts.Step{Name: "restart", Strategy: artifacts.Rolling, Parallel: 2, Canary: "1", Pause: artifacts.PauseManual,
+			restart := artifacts.Step{Name: "restart", Strategy: artifacts.Rolling, Parallel: 2, Canary: "1", Pause: artifacts.ParseDuration(artifacts.PauseManual),
 				Actions: []artifacts.Action{{Run: &artifacts.RunAction{Command: "sleep", Args: []string{"2"}}}}}
 			s.Plan.Steps = append([]artifacts.Step{restart}, s.Plan.Steps...)
 		}); err != nil {
