@@ -62,8 +62,9 @@ vet:
 	$(GO) vet ./...
 
 .PHONY: lint
-lint: fmt-check vet ## gofmt, go vet and staticcheck
+lint: fmt-check vet ## gofmt, go vet, staticcheck, and no exported function without a caller outside tests
 	$(GO) tool staticcheck ./...
+	$(GO) run ./internal/unused
 
 # The Go vulnerability database govulncheck reads; a file:// mirror works.
 VULNDB ?= https://vuln.go.dev

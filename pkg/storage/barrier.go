@@ -129,74 +129,86 @@ func (rw *RolloutWatch) open(ctx context.Context) error {
 }
 
 func (rw *RolloutWatch) apply(kv *mvccpb.KeyValue, deleted bool) error {
-	switch string(kv.Key) {
-	case rw.s.abs(keyCurrent):
-		if deleted {
-			rw.gone = true
-			return nil
-		}
-		var req fleet.UpdateRequest
-		if err := decode(string(kv.Key), kv.Value, &req); err != nil {
-			return err
-		}
-		if !req.StartedAt.Equal(rw.startedAt) || req.Stop || req.Finished() {
+	k, err := rw.s.readRolloutKey(kv, deleted)
+	if err != nil {
+		return err
+	}
+	switch {
+	case k.request != nil:
+		req := k.request
+		if deleted || !req.StartedAt.Equal(rw.startedAt) || req.Stop || req.Finished() {
 			rw.gone = true
 			return nil
 		}
 		// The same rollout, revised: the leader gave up on a server.
-		rw.req = &req
+		rw.req = req
 		if rw.reached != nil {
 			rw.passed = max(rw.passed, fleet.Lowest(req.Active(), rw.reached))
 		}
-	case rw.s.abs(keyPassed):
+	case k.passed != nil:
+		if !deleted && k.passed.Rollout.Equal(rw.startedAt) {
+			rw.passed = max(rw.passed, k.passed.Step)
+		}
+	case k.pause != nil:
+		rw.paused = !deleted && k.pause.Rollout.Equal(rw.startedAt)
+	case k.resume != nil:
+		if !deleted && k.resume.Rollout.Equal(rw.startedAt) {
+			rw.resumed = max(rw.resumed, k.resume.Step)
+		}
+	case k.status != nil && rw.reached != nil:
 		if deleted {
+			delete(rw.reached, k.server)
 			return nil
 		}
-		var p fleet.Passed
-		if err := decode(string(kv.Key), kv.Value, &p); err != nil {
-			return err
-		}
-		if p.Rollout.Equal(rw.startedAt) {
-			rw.passed = max(rw.passed, p.Step)
-		}
-	case rw.s.abs(keyPause):
-		if deleted {
-			rw.paused = false
-			return nil
-		}
-		var p fleet.Pause
-		if err := decode(string(kv.Key), kv.Value, &p); err != nil {
-			return err
-		}
-		rw.paused = p.Rollout.Equal(rw.startedAt)
-	case rw.s.abs(keyResume):
-		if deleted {
-			return nil
-		}
-		var r fleet.Resume
-		if err := decode(string(kv.Key), kv.Value, &r); err != nil {
-			return err
-		}
-		if r.Rollout.Equal(rw.startedAt) {
-			rw.resumed = max(rw.resumed, r.Step)
-		}
-	default:
-		if rw.reached == nil || !strings.HasPrefix(string(kv.Key), rw.s.abs(keyServerStatus)) {
-			return nil
-		}
-		id := strings.TrimPrefix(string(kv.Key), rw.s.abs(keyServerStatus))
-		if deleted {
-			delete(rw.reached, id)
-			return nil
-		}
-		var st fleet.UpdateStatus
-		if err := decode(string(kv.Key), kv.Value, &st); err != nil {
-			return err
-		}
-		rw.reached[id] = st.Reached(rw.req)
+		rw.reached[k.server] = k.status.Reached(rw.req)
 		rw.passed = max(rw.passed, fleet.Lowest(rw.req.Active(), rw.reached))
 	}
 	return nil
+}
+
+// rolloutKey is one key of the range of a rollout's barrier, decoded: the
+// value of the kind of key it is, zero when the key was deleted; all nil
+// for a key of no such kind.
+type rolloutKey struct {
+	request *fleet.UpdateRequest
+	passed  *fleet.Passed
+	pause   *fleet.Pause
+	resume  *fleet.Resume
+	// server is the id of a status/servers/ key, status its status.
+	server string
+	status *fleet.UpdateStatus
+}
+
+// readRolloutKey decodes a key of the range that the barrier's watches
+// follow: the one place that reads the barrier's keys.
+func (s *Storage) readRolloutKey(kv *mvccpb.KeyValue, deleted bool) (rolloutKey, error) {
+	var k rolloutKey
+	var v any
+	switch key := string(kv.Key); key {
+	case s.abs(keyCurrent):
+		k.request = new(fleet.UpdateRequest)
+		v = k.request
+	case s.abs(keyPassed):
+		k.passed = new(fleet.Passed)
+		v = k.passed
+	case s.abs(keyPause):
+		k.pause = new(fleet.Pause)
+		v = k.pause
+	case s.abs(keyResume):
+		k.resume = new(fleet.Resume)
+		v = k.resume
+	default:
+		id, ok := strings.CutPrefix(key, s.abs(keyServerStatus))
+		if !ok {
+			return k, nil
+		}
+		k.server, k.status = id, new(fleet.UpdateStatus)
+		v = k.status
+	}
+	if deleted {
+		return k, nil
+	}
+	return k, decode(string(kv.Key), kv.Value, v)
 }
 
 // Paused reports whether `ferry rollout pause` holds the rollout.
@@ -292,38 +304,24 @@ func (l *Leader) Coordinate(ctx context.Context, req *fleet.UpdateRequest) error
 	reached := make(map[string]int, len(req.Servers))
 	passed, passedRev := 0, int64(0)
 	apply := func(kv *mvccpb.KeyValue, deleted bool) error {
-		key := string(kv.Key)
-		if key == s.abs(keyPassed) {
+		k, err := s.readRolloutKey(kv, deleted)
+		switch {
+		case err != nil:
+			return err
+		case k.passed != nil:
 			passedRev = kv.ModRevision
 			if deleted {
 				passedRev = 0
-				return nil
+			} else if k.passed.Rollout.Equal(req.StartedAt) {
+				passed = max(passed, k.passed.Step)
 			}
-			var p fleet.Passed
-			if err := decode(key, kv.Value, &p); err != nil {
-				return err
+		case k.status != nil && members[k.server]:
+			if deleted {
+				delete(reached, k.server)
+			} else {
+				reached[k.server] = k.status.Reached(req)
 			}
-			if p.Rollout.Equal(req.StartedAt) {
-				passed = max(passed, p.Step)
-			}
-			return nil
 		}
-		if !strings.HasPrefix(key, s.abs(keyServerStatus)) {
-			return nil // status/pause, status/resume
-		}
-		id := key[len(s.abs(keyServerStatus)):]
-		if !members[id] {
-			return nil
-		}
-		if deleted {
-			delete(reached, id)
-			return nil
-		}
-		var st fleet.UpdateStatus
-		if err := decode(key, kv.Value, &st); err != nil {
-			return err
-		}
-		reached[id] = st.Reached(req)
 		return nil
 	}
 
