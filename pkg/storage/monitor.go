@@ -55,12 +55,15 @@ func (m *Monitor) Run(ctx context.Context) error {
 func (m *Monitor) Check(ctx context.Context, timeout time.Duration) {
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	_, err := m.Storage.cli.Get(cctx, m.Storage.abs(keyPing), clientv3.WithCountOnly())
+	cancel()
 	if err != nil && m.Explain != nil && ctx.Err() == nil {
-		if perr := m.Explain(cctx); perr != nil {
+		// A time of its own: the request may have used all of its.
+		pctx, cancel := context.WithTimeout(ctx, timeout)
+		if perr := m.Explain(pctx); perr != nil {
 			err = perr
 		}
+		cancel()
 	}
-	cancel()
 	if ctx.Err() != nil {
 		return
 	}

@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ferry-cd/ferry/pkg/bootstrap"
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -53,4 +55,28 @@ func TestMonitorSaysWhyEtcdIsUnreachable(t *testing.T) {
 	m.Check(ctx, 5*time.Second)
 	require.NoError(t, m.Err())
 	require.Contains(t, logs.String(), `"msg":"etcd reachable again"`)
+}
+
+// TestMonitorNamesRefusedPort: with the daemons' own probe, an etcd
+// endpoint where nothing listens is named as such, not as the timeout of
+// the request that found it out.
+func TestMonitorNamesRefusedPort(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	endpoint := "http://" + l.Addr().String()
+	require.NoError(t, l.Close())
+
+	cfg := &bootstrap.Config{Endpoints: []string{endpoint}}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: cfg.Endpoints, Logger: zap.NewNop()})
+	require.NoError(t, err)
+	t.Cleanup(func() { cli.Close() })
+	st, err := New(cli, "/monitor/")
+	require.NoError(t, err)
+	var logs bytes.Buffer
+	m := &Monitor{Storage: st, Log: slog.New(slog.NewJSONHandler(&logs, nil)), Explain: cfg.Probe}
+	m.Check(testContext(t), 300*time.Millisecond)
+	require.ErrorContains(t, m.Err(), "connection refused: nothing listens there")
+	require.NotContains(t, m.Err().Error(), "deadline")
+	require.Contains(t, logs.String(), "connection refused: nothing listens there")
 }
