@@ -97,3 +97,27 @@ func TestDashboardAndRulesUseRealMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestOperatorGuideNamesWhatOpsUses: every metric that a shipped alert
+// rule or dashboard panel uses is in the operator's guide's metric tables,
+// and every shipped alert is in its list, so that an operator paged by one
+// can look it up.
+func TestOperatorGuideNamesWhatOpsUses(t *testing.T) {
+	t.Parallel()
+	guide, err := os.ReadFile("../docs/operator-guide.md")
+	require.NoError(t, err)
+	dash, err := os.ReadFile("grafana/ferry.json")
+	require.NoError(t, err)
+	rules, err := os.ReadFile("prometheus/ferry-alerts.yml")
+	require.NoError(t, err)
+	series := regexp.MustCompile(`_(bucket|sum|count)$`)
+	for _, m := range ferryMetric.FindAllString(string(dash)+string(rules), -1) {
+		m = series.ReplaceAllString(m, "")
+		require.True(t, strings.Contains(string(guide), "`"+m), "docs/operator-guide.md does not describe %s, which the shipped rules or dashboard use", m)
+	}
+	alerts := regexp.MustCompile(`(?m)^\s*- alert: (\S+)`).FindAllStringSubmatch(string(rules), -1)
+	require.NotEmpty(t, alerts)
+	for _, a := range alerts {
+		require.True(t, strings.Contains(string(guide), "`"+a[1]+"`"), "docs/operator-guide.md does not list the alert %s", a[1])
+	}
+}
