@@ -40,7 +40,7 @@ func NewFlags(program, summary string) *Flags {
 		fmt.Fprintf(os.Stderr, "%s: %s\n\nUsage: %s [flags]\n\nFlags:\n%s", program, summary, program, fs.FlagUsages())
 	}
 	f := &Flags{FS: fs, summary: summary}
-	f.bootstrap.Register(fs)
+	f.bootstrap.Register(fs, false)
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&f.version, "version", false, "print the version and exit")
 	fs.StringVar(&f.genMan, "gen-man", "", "write the man page into this directory and exit (for the package build)")

@@ -152,18 +152,21 @@ type field struct {
 	help string
 	ptr  func(c *Config) *string
 	list func(c *Config) *List // for list settings, given comma-separated
+	// admin settings are those the admin CLI uses; its --help shows no
+	// other (it still takes them, so that it can share a server's file).
+	admin bool
 }
 
 var fields = []field{
-	{name: "endpoints", help: "etcd endpoints, comma-separated (default " + DefaultEndpoint + ")", list: func(c *Config) *List { return &c.Endpoints }},
-	{name: "tls-cert-file", help: "client certificate for etcd", ptr: func(c *Config) *string { return &c.TLSCertFile }},
-	{name: "tls-key-file", help: "client key for etcd", ptr: func(c *Config) *string { return &c.TLSKeyFile }},
-	{name: "tls-ca-file", help: "CA bundle that signs the etcd servers' certificates", ptr: func(c *Config) *string { return &c.TLSCAFile }},
-	{name: "username", help: "etcd user, for an etcd with authentication enabled", ptr: func(c *Config) *string { return &c.Username }},
-	{name: "password-file", help: "file holding the etcd user's password (not readable by others; e.g. systemd's $CREDENTIALS_DIRECTORY/etcd-password)", ptr: func(c *Config) *string { return &c.PasswordFile }},
+	{name: "endpoints", admin: true, help: "etcd endpoints, comma-separated (default " + DefaultEndpoint + ")", list: func(c *Config) *List { return &c.Endpoints }},
+	{name: "tls-cert-file", admin: true, help: "client certificate for etcd", ptr: func(c *Config) *string { return &c.TLSCertFile }},
+	{name: "tls-key-file", admin: true, help: "client key for etcd", ptr: func(c *Config) *string { return &c.TLSKeyFile }},
+	{name: "tls-ca-file", admin: true, help: "CA bundle that signs the etcd servers' certificates", ptr: func(c *Config) *string { return &c.TLSCAFile }},
+	{name: "username", admin: true, help: "etcd user, for an etcd with authentication enabled", ptr: func(c *Config) *string { return &c.Username }},
+	{name: "password-file", admin: true, help: "file holding the etcd user's password (not readable by others; e.g. systemd's $CREDENTIALS_DIRECTORY/etcd-password)", ptr: func(c *Config) *string { return &c.PasswordFile }},
 	{name: "credentials-dir", help: "directory of local secrets (files github-token, webhook-secret, notify-url, proxy) that take the place of etcd's (default $CREDENTIALS_DIRECTORY, as systemd's LoadCredential= sets it)", ptr: func(c *Config) *string { return &c.CredentialsDir }},
-	{name: "github-api-url", help: "GitHub REST API that this server asks for releases and sends its token to; for GitHub Enterprise https://HOST/api/v3/ (default " + fleet.DefaultGitHubAPIURL + ")", ptr: func(c *Config) *string { return &c.GitHubAPIURL }},
-	{name: "prefix", help: "etcd key prefix (default " + fleet.DefaultPrefix + ")", ptr: func(c *Config) *string { return &c.Prefix }},
+	{name: "github-api-url", admin: true, help: "GitHub REST API that this server asks for releases and sends its token to; for GitHub Enterprise https://HOST/api/v3/ (default " + fleet.DefaultGitHubAPIURL + ")", ptr: func(c *Config) *string { return &c.GitHubAPIURL }},
+	{name: "prefix", admin: true, help: "etcd key prefix (default " + fleet.DefaultPrefix + ")", ptr: func(c *Config) *string { return &c.Prefix }},
 	{name: "server-id", help: "this boot server's id, as given to ferry join", ptr: func(c *Config) *string { return &c.ServerID }},
 	{name: "data-dir", help: "directory for downloads and state (default " + DefaultDataDir + ")", ptr: func(c *Config) *string { return &c.DataDir }},
 	{name: "image-runtime", help: "where images go: containerd or oci-dir (default containerd)", ptr: func(c *Config) *string { return &c.ImageRuntime }},
@@ -174,9 +177,9 @@ var fields = []field{
 	{name: "boot-content-dir", help: "netboot content directory (default /srv/ferry/boot)", ptr: func(c *Config) *string { return &c.BootContentDir }},
 	{name: "ignition-dir", help: "directory of the ignition templates (default /usr/share/ferry)", ptr: func(c *Config) *string { return &c.IgnitionDir }},
 	{name: "restart-command", help: "command that restarts units, comma-separated; the units are appended (default systemctl,restart)", list: func(c *Config) *List { return &c.RestartCommand }},
-	{name: "trusted-keys", help: "directory of trusted release public keys (*.pub), or one key file (default " + trust.DefaultKeysDir + ")", ptr: func(c *Config) *string { return &c.TrustedKeys }},
+	{name: "trusted-keys", admin: true, help: "directory of trusted release public keys (*.pub), or one key file (default " + trust.DefaultKeysDir + ")", ptr: func(c *Config) *string { return &c.TrustedKeys }},
 	{name: "channels", help: "release channels this server takes, comma-separated: test, staging, production (default production); the fleet's env can narrow them, never widen them", list: func(c *Config) *List { return &c.Channels }},
-	{name: "allow-unsigned", help: "lab switch: install releases without a signed manifest; never in production (default false)", ptr: func(c *Config) *string { return &c.AllowUnsigned }},
+	{name: "allow-unsigned", admin: true, help: "lab switch: install releases without a signed manifest; never in production (default false)", ptr: func(c *Config) *string { return &c.AllowUnsigned }},
 	{name: "install-command", help: "command that installs a .deb, comma-separated; the file is appended (default systemd-run,--wait,--pipe,--quiet,--collect,dpkg,--force-confdef,--force-confold,-i); it must end with -i", list: func(c *Config) *List { return &c.InstallCommand }},
 }
 
@@ -195,13 +198,17 @@ type Flags struct {
 	values      map[string]*string
 }
 
-// Register adds --config and one flag per setting to fs.
-func (f *Flags) Register(fs *pflag.FlagSet) {
+// Register adds --config and one flag per setting to fs. For the admin
+// CLI (admin), the settings only daemons use are hidden from --help.
+func (f *Flags) Register(fs *pflag.FlagSet, admin bool) {
 	f.fs = fs
 	f.values = make(map[string]*string, len(fields))
 	fs.StringVar(&f.path, "config", DefaultPath, "bootstrap config file (env FERRY_CONFIG)")
 	for _, fd := range fields {
 		f.values[fd.name] = fs.String(fd.name, "", fd.help+" (env "+EnvName(fd.name)+")")
+		if admin && !fd.admin {
+			fs.MarkHidden(fd.name)
+		}
 	}
 }
 

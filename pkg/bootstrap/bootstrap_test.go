@@ -25,7 +25,7 @@ func load(t *testing.T, args []string, vars map[string]string) (*Config, error) 
 	t.Helper()
 	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
 	f := Flags{defaultPath: filepath.Join(t.TempDir(), "absent.yml")}
-	f.Register(fs)
+	f.Register(fs, false)
 	require.NoError(t, fs.Parse(args))
 	return f.Load(env(vars))
 }

@@ -479,3 +479,20 @@ func TestStatusUntilFinished(t *testing.T) {
 	require.Equal(t, ExitFailure, r.code)
 	require.Contains(t, r.stderr, "a aborted: x")
 }
+
+// TestHelpShowsTheAdminsFlags: `ferry --help` lists the settings the admin
+// CLI uses, not those only the daemons read, and still takes those, so
+// that a server's own config file and FERRY_* variables work with it.
+func TestHelpShowsTheAdminsFlags(t *testing.T) {
+	t.Parallel()
+	r := runCLI(t, "", "--help")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	for _, shown := range []string{"--endpoints", "--prefix", "--tls-ca-file", "--github-api-url", "--command-timeout", "--output"} {
+		require.Contains(t, r.stdout, shown)
+	}
+	for _, hidden := range []string{"--install-command", "--containerd-address", "--image-runtime", "--boot-content-dir", "--restart-command", "--data-dir"} {
+		require.NotContains(t, r.stdout, hidden)
+	}
+	r = runCLI(t, "", "--install-command", "dpkg,-i", "version")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+}

@@ -163,7 +163,7 @@ talks to the fleet's etcd, found through the bootstrap config file
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
 
 	pf := root.PersistentFlags()
-	a.flags.Register(pf)
+	a.flags.Register(pf, true)
 	pf.DurationVar(&a.commandTimeout, "command-timeout", 10*time.Second, "time limit of each etcd request")
 	pf.StringVarP(&a.output, "output", "o", "table", "output format: table or json")
 
