@@ -496,3 +496,24 @@ func TestHelpShowsTheAdminsFlags(t *testing.T) {
 	r = runCLI(t, "", "--install-command", "dpkg,-i", "version")
 	require.Equal(t, ExitOK, r.code, r.stderr)
 }
+
+// TestUnsetRetiredKey: a value an older version left under a key that left
+// etcd can be removed, and the command says where the setting lives now.
+func TestUnsetRetiredKey(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	_, err := f.st.Client().Put(f.ctx(), f.prefix+"config/signing-keys", "RWQ-stale")
+	require.NoError(t, err)
+	r := f.run("", "config", "unset", "signing-keys")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	require.Contains(t, r.stdout, "signing-keys removed from etcd")
+	require.Contains(t, r.stdout, "/etc/ferry/trusted-keys")
+	resp, err := f.st.Client().Get(f.ctx(), f.prefix+"config/signing-keys")
+	require.NoError(t, err)
+	require.Zero(t, resp.Count)
+
+	r = f.run("", "config", "unset", "no-such-key")
+	require.Equal(t, ExitUsage, r.code)
+	r = f.run("", "config", "set", "--help")
+	require.NotContains(t, r.stdout, "signing-keys")
+}

@@ -44,6 +44,7 @@ func TestCompletion(t *testing.T) {
 	require.Equal(t, []string{"boot-0", "boot-1"}, complete("leave", ""))
 	require.Equal(t, []string{"2026.01.03-1"}, complete("release", "pin", ""))
 	require.Empty(t, complete("status", ""))
+	require.Equal(t, []string{"table", "json"}, complete("status", "-o", ""), "formats, not file names")
 }
 
 // TestStatusShowsLeaderAndLastCheck: `ferry status` names the updater that

@@ -58,7 +58,7 @@ func (a *app) newConfigSetCommand() *cobra.Command {
 		Use:               "set KEY VALUE [VALUE...]",
 		Short:             "Check and store a config value",
 		Long: `Check and store a config value. Keys that hold several lines
-(release-time, signing-keys) take one argument a line. A VALUE of "-" reads
+(release-time) take one argument a line. A VALUE of "-" reads
 the value from standard input, which keeps secrets out of shell history:
 
   ferry config set github-token - < token.txt`,
@@ -171,11 +171,30 @@ func (a *app) newConfigListCommand() *cobra.Command {
 }
 
 func (a *app) newConfigUnsetCommand() *cobra.Command {
-	return a.keyCommand("unset", "Remove a config value, so that the key takes its default", func(ctx context.Context, st *storage.Storage, k fleet.ConfigKey) error {
+	cmd := a.keyCommand("unset", "Remove a config value, so that the key takes its default", func(ctx context.Context, st *storage.Storage, k fleet.ConfigKey) error {
 		if err := st.UnsetConfig(ctx, k.Name); err != nil {
 			return err
 		}
 		fmt.Fprintf(a.stdout, "%s unset (now %s)\n", k.Name, orDash(k.Display(k.Default)))
 		return nil
 	})
+	cmd.Long = `Remove a config value, so that the key takes its default. A key that
+left etcd for each server's own files (signing-keys, allow-unsigned,
+github-api-url) is removed too: an older version may have left a value
+under it, which nothing reads.`
+	keyed := cmd.RunE
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		where, retired := fleet.RetiredConfigKey(args[0])
+		if !retired {
+			return keyed(cmd, args)
+		}
+		return a.withStorage(cmd, func(ctx context.Context, st *storage.Storage) error {
+			if err := st.UnsetConfig(ctx, args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "%s removed from etcd: it no longer lives there, and nothing read it (%s)\n", args[0], where)
+			return nil
+		})
+	}
+	return cmd
 }

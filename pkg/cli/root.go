@@ -166,6 +166,7 @@ talks to the fleet's etcd, found through the bootstrap config file
 	a.flags.Register(pf, true)
 	pf.DurationVar(&a.commandTimeout, "command-timeout", 10*time.Second, "time limit of each etcd request")
 	pf.StringVarP(&a.output, "output", "o", "table", "output format: table or json")
+	root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"table", "json"}, cobra.ShellCompDirectiveNoFileComp))
 
 	root.AddCommand(
 		a.newConfigCommand(),

@@ -52,6 +52,13 @@ var retiredKeys = map[string]string{
 	ConfigGitHubAPIURL: "set it in each server's /etc/ferry/config.yml (github-api-url: https://HOST/api/v3/), and in the admin's: the GitHub token goes only to the host a server's own config names; see docs/security.md",
 }
 
+// RetiredConfigKey reports whether name is a former config/ key that left
+// etcd, and says where its setting lives now.
+func RetiredConfigKey(name string) (where string, ok bool) {
+	where, ok = retiredKeys[name]
+	return where, ok
+}
+
 // DefaultGitHubAPIURL is GitHub's REST API, used unless a server's own
 // config names another (bootstrap github-api-url).
 const DefaultGitHubAPIURL = "https://api.github.com/"

@@ -155,10 +155,13 @@ func (s *Storage) SetConfig(ctx context.Context, name, value string) (string, er
 	return v, nil
 }
 
-// UnsetConfig removes a config key, so that it takes its default.
+// UnsetConfig removes a config key, so that it takes its default; or
+// what an older version left under a retired key, which nothing reads.
 func (s *Storage) UnsetConfig(ctx context.Context, name string) error {
-	if _, err := fleet.LookupConfigKey(name); err != nil {
-		return err
+	if _, retired := fleet.RetiredConfigKey(name); !retired {
+		if _, err := fleet.LookupConfigKey(name); err != nil {
+			return err
+		}
 	}
 	if _, err := s.cli.Delete(ctx, s.configKey(name)); err != nil {
 		return fmt.Errorf("delete config %s: %w", name, err)
