@@ -110,8 +110,9 @@ func (o *Ops) FetchUpgrade(ctx context.Context, cfg *fleet.Config, req *fleet.Up
 	if err != nil {
 		return Fetched{}, err
 	}
-	o.Metrics.downloadSeconds.Observe(time.Since(began).Seconds())
-	return Fetched{Path: path, SHA256: sum, Version: version}, nil
+	took := time.Since(began)
+	o.Metrics.downloadSeconds.Observe(took.Seconds())
+	return Fetched{Path: path, SHA256: sum, Version: version, Took: took}, nil
 }
 
 // InstallUpgrade hashes the fetched package once more, right before dpkg
@@ -340,10 +341,12 @@ func (o *Ops) installDeb(ctx context.Context, cfg *fleet.Config, d *artifacts.De
 	dl := o.Download
 	dl.Progress = o.Metrics.addDownload
 	dl.MaxSize = d.Size
+	began := time.Now()
 	path, err := src.DownloadFile(ctx, asset, filepath.Join(o.DataDir, "downloads"), d.SHA256, dl)
 	if err != nil {
 		return err
 	}
+	o.Metrics.downloadSeconds.Observe(time.Since(began).Seconds())
 	defer os.Remove(path)
 	if v, err := deb.Field(ctx, path, "Version"); err != nil {
 		return err

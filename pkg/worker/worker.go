@@ -140,6 +140,8 @@ type Operator interface {
 // Fetched is a verified package, ready to install.
 type Fetched struct {
 	Path, SHA256, Version string
+	// Took is how long it took to download and verify.
+	Took time.Duration
 }
 
 // RunContext tells an action where it runs.
@@ -481,8 +483,9 @@ type upgradeRecord struct {
 	// Bytes were downloaded by the process that installed it; Counted is
 	// set once the next process (the new version) has added the install
 	// and the bytes to its metrics, which start from zero.
-	Bytes   int64 `json:"bytes,omitempty"`
-	Counted bool  `json:"counted,omitempty"`
+	Bytes   int64   `json:"bytes,omitempty"`
+	Seconds float64 `json:"seconds,omitempty"`
+	Counted bool    `json:"counted,omitempty"`
 }
 
 // countUpgrade adds the self-upgrade that installed this binary to its
@@ -495,6 +498,9 @@ func (w *Worker) countUpgrade() {
 	}
 	w.metrics.installs.WithLabelValues("ok").Inc()
 	w.metrics.addDownload(rec.Bytes)
+	if rec.Seconds > 0 {
+		w.metrics.downloadSeconds.Observe(rec.Seconds)
+	}
 	rec.Counted = true
 	if data, err := json.Marshal(rec); err == nil {
 		if err := os.WriteFile(w.upgradeRecordPath(), data, 0o600); err != nil {
@@ -549,7 +555,7 @@ func (w *Worker) selfUpgrade(ctx context.Context, cfg *fleet.Config, req *fleet.
 		return w.report(ctx, req, 0, "self-upgrade", fleet.PhaseUpgrading, fleet.CondAborted, "self-upgrade to "+req.Version+" failed: "+err.Error())
 	}
 	w.metrics.installs.WithLabelValues("ok").Inc()
-	rec := upgradeRecord{Version: req.Version, Request: req.StartedAt, Installs: w.installsFor(req) + 1, Bytes: w.metrics.downloaded.Load()}
+	rec := upgradeRecord{Version: req.Version, Request: req.StartedAt, Installs: w.installsFor(req) + 1, Bytes: w.metrics.downloaded.Load(), Seconds: pkg.Took.Seconds()}
 	if data, err := json.Marshal(rec); err == nil {
 		os.MkdirAll(w.o.DataDir, 0o700)
 		if err := os.WriteFile(w.upgradeRecordPath(), data, 0o600); err != nil {

@@ -471,6 +471,7 @@ func TestSelfUpgrade(t *testing.T) {
 	w2.w.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 	require.Contains(t, rec.Body.String(), `ferry_worker_self_upgrades_total{result="ok"} 1`)
 	require.Contains(t, rec.Body.String(), fmt.Sprintf("ferry_worker_download_bytes_total %d\n", len(e.gh.debs[v2])), "the old process's download, counted once")
+	require.Contains(t, rec.Body.String(), "ferry_worker_download_duration_seconds_count 1\n", "and its time")
 	rec = httptest.NewRecorder()
 	w2.w.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/healthz", nil))
 	require.Equal(t, http.StatusOK, rec.Code)
