@@ -457,6 +457,10 @@ func TestUsageErrors(t *testing.T) {
 func TestStatusUntilFinished(t *testing.T) {
 	t.Parallel()
 	f := newFleet(t)
+	r := f.run("", "status", "--until-finished")
+	require.Equal(t, ExitNotFound, r.code, "no rollout: nothing to wait for")
+	require.Contains(t, r.stderr, "no rollout to wait for")
+
 	req := &fleet.UpdateRequest{Version: "2", Servers: []string{"a"}, Reason: fleet.ReasonUpdate, StartedAt: time.Now().UTC()}
 	f.putRequest(req)
 
@@ -475,7 +479,7 @@ func TestStatusUntilFinished(t *testing.T) {
 
 	req2 := &fleet.UpdateRequest{Version: "3", Servers: []string{"a"}, StartedAt: time.Now().UTC(), Stop: true, StopReason: "a aborted: x", FinishedAt: time.Now().UTC()}
 	f.putRequest(req2)
-	r := f.run("", "status", "--until-finished")
+	r = f.run("", "status", "--until-finished")
 	require.Equal(t, ExitFailure, r.code)
 	require.Contains(t, r.stderr, "a aborted: x")
 }
@@ -516,4 +520,20 @@ func TestUnsetRetiredKey(t *testing.T) {
 	require.Equal(t, ExitUsage, r.code)
 	r = f.run("", "config", "set", "--help")
 	require.NotContains(t, r.stdout, "signing-keys")
+}
+
+// TestPipedWatchWritesChanges: away from a terminal, `ferry status
+// --watch` writes a frame when the fleet changes, not every second.
+func TestPipedWatchWritesChanges(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3500*time.Millisecond)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	emptyConfig := filepath.Join(t.TempDir(), "config.yml")
+	require.NoError(t, os.WriteFile(emptyConfig, nil, 0o644))
+	code := Main(ctx, []string{"--config", emptyConfig, "--endpoints", etcdtest.Endpoint(), "--prefix", f.prefix, "status", "--watch"},
+		strings.NewReader(""), &out, &errOut, func(string) string { return "" })
+	require.Equal(t, ExitOK, code, errOut.String())
+	require.Equal(t, 1, strings.Count(out.String(), "--- "), "one frame for a fleet that did not change in 3.5s: %s", out.String())
 }

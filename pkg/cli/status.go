@@ -2,7 +2,9 @@ package cli
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -28,7 +30,9 @@ running, aborted (a server failed; the updater will stop the fleet),
 stopped (needs ferry recover) or completed.
 
 With --watch the view is drawn again at every change, with each server's
-time in its current step.`,
+time in its current step; on a terminal also every second, elsewhere (a
+pipe, a log) only when the fleet changed. --until-finished watches until
+the current rollout finishes, and exits at once with 3 when there is none.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if watch || untilFinished {
@@ -45,7 +49,7 @@ time in its current step.`,
 		},
 	}
 	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "show the status again at every change, until interrupted")
-	cmd.Flags().BoolVar(&untilFinished, "until-finished", false, "watch until the current rollout finishes; exit 0 when it completed, 1 when it stopped")
+	cmd.Flags().BoolVar(&untilFinished, "until-finished", false, "watch until the current rollout finishes; exit 0 when it completed, 1 when it stopped, 3 when there is none")
 	return cmd
 }
 
@@ -59,7 +63,10 @@ func (a *app) watchStatus(cmd *cobra.Command, untilFinished bool) error {
 	defer closeStorage()
 	ctx := cmd.Context()
 	tty := isTerminal(a.rawStdout)
-	for {
+	// Away from a terminal (a pipe, a log), a frame is written only when
+	// etcd changed: not once a second for the elapsed times.
+	var shown []byte
+	for first := true; ; first = false {
 		rctx, cancel := context.WithTimeout(ctx, a.commandTimeout)
 		snap, err := st.Snapshot(rctx)
 		cancel()
@@ -79,16 +86,26 @@ func (a *app) watchStatus(cmd *cobra.Command, untilFinished bool) error {
 			}
 			continue
 		}
+		if untilFinished && first && snap.Request == nil {
+			return fmt.Errorf("there is no rollout to wait for (ferry status shows the fleet): %w", storage.ErrNotFound)
+		}
 		v := fleetview.New(snap)
-		if a.output == "json" {
-			a.printJSON(v)
-		} else {
-			if tty {
-				fmt.Fprint(a.rawStdout, "\033[H\033[2J")
+		view, _ := json.Marshal(v) // the view holds no clock: equal views, equal JSON
+		if snap.ConfigErr != nil {
+			view = append(view, snap.ConfigErr.Error()...)
+		}
+		if tty || !bytes.Equal(view, shown) {
+			shown = view
+			if a.output == "json" {
+				a.printJSON(v)
 			} else {
-				fmt.Fprintln(a.stdout, "---", a.now().Format(time.RFC3339))
+				if tty {
+					fmt.Fprint(a.rawStdout, "\033[H\033[2J")
+				} else {
+					fmt.Fprintln(a.stdout, "---", a.now().Format(time.RFC3339))
+				}
+				a.printStatus(v, snap.ConfigErr)
 			}
-			a.printStatus(v, snap.ConfigErr)
 		}
 		if untilFinished && snap.Request != nil && snap.Request.Finished() {
 			if snap.Request.Stop {
