@@ -251,6 +251,11 @@ func TestStatus(t *testing.T) {
 
 	started := time.Now().Add(-5 * time.Minute).UTC()
 	f.putRequest(&fleet.UpdateRequest{Version: "2026.01.02-1", Servers: []string{"boot-0", "boot-1", "boot-2"}, Reason: fleet.ReasonUpdate, StartedAt: started})
+	lease, err := f.st.Client().Grant(ctx, 60)
+	require.NoError(t, err)
+	for _, id := range []string{"boot-0", "boot-1", "boot-2"} {
+		require.NoError(t, f.st.PutAlive(ctx, id, &fleet.Alive{Version: "2026.01.02-1", PID: 7, StartedAt: time.Now()}, lease.ID))
+	}
 	require.NoError(t, f.st.PutStatus(ctx, "boot-0", &fleet.UpdateStatus{Version: "2026.01.02-1", Step: 2, StepName: "images", Cond: fleet.CondRunning, UpdatedAt: time.Now()}))
 	require.NoError(t, f.st.PutStatus(ctx, "boot-1", &fleet.UpdateStatus{Version: "2026.01.02-1", Step: 1, StepName: "debs", Cond: fleet.CondAborted, Message: "dpkg: error processing archive", UpdatedAt: time.Now()}))
 	require.NoError(t, f.st.PutStatus(ctx, "boot-2", &fleet.UpdateStatus{Version: "2026.01.02-1", Step: 1, StepName: "debs", Phase: fleet.PhaseRepairing, Cond: fleet.CondRunning, Message: "dpkg has ferry half-configured 2026.01.02-1; repairing", UpdatedAt: time.Now()}))
@@ -258,9 +263,9 @@ func TestStatus(t *testing.T) {
 	r = f.run("", "status")
 	require.Equal(t, ExitOK, r.code, r.stderr)
 	require.Contains(t, r.stdout, "ABORTED to 2026.01.02-1, update")
-	require.Regexp(t, `boot-0\s+no\s+2026.01.02-1\s+2 images\s+running`, r.stdout)
-	require.Regexp(t, `boot-1\s+no\s+2026.01.02-1\s+1 debs\s+aborted\s+\S+ ago\s+dpkg: error processing archive`, r.stdout)
-	require.Regexp(t, `boot-2\s+no\s+2026.01.02-1\s+1 debs\s+REPAIRING dpkg\s+\S+ ago\s+dpkg has ferry half-configured`, r.stdout)
+	require.Regexp(t, `boot-0\s+yes\s+2026.01.02-1\s+2026.01.02-1\s+2 images\s+running`, r.stdout)
+	require.Regexp(t, `boot-1\s+yes\s+2026.01.02-1\s+2026.01.02-1\s+1 debs\s+aborted\s+\S+ ago\s+dpkg: error processing archive`, r.stdout)
+	require.Regexp(t, `boot-2\s+yes\s+2026.01.02-1\s+2026.01.02-1\s+1 debs\s+REPAIRING dpkg\s+\S+ ago\s+dpkg has ferry half-configured`, r.stdout)
 
 	r = f.run("", "-o", "json", "status")
 	require.Equal(t, ExitOK, r.code, r.stderr)
@@ -282,12 +287,12 @@ func TestStatus(t *testing.T) {
 	require.NoError(t, f.st.PutStatus(ctx, "boot-0", &fleet.UpdateStatus{Version: "2026.01.02-1", Step: 2, StepName: "images", Phase: fleet.PhaseRetrying, Cond: fleet.CondRunning, Message: "retrying: step 2 (images): download answered 502 Bad Gateway", UpdatedAt: time.Now()}))
 	r = f.run("", "status")
 	require.Equal(t, ExitOK, r.code, r.stderr)
-	require.Regexp(t, `boot-0\s+no\s+2026.01.02-1\s+2 images\s+RETRYING\s+\S+ ago\s+retrying: step 2`, r.stdout)
+	require.Regexp(t, `boot-0\s+yes\s+2026.01.02-1\s+2026.01.02-1\s+2 images\s+RETRYING\s+\S+ ago\s+retrying: step 2`, r.stdout)
 
 	require.NoError(t, f.st.PutStatus(ctx, "boot-2", &fleet.UpdateStatus{Version: "2026.01.01-1", Cond: fleet.CondCompleted}))
 	r = f.run("", "status")
 	require.Equal(t, ExitOK, r.code, r.stderr)
-	require.Regexp(t, `boot-2\s+no\s+2026.01.01-1\s+-\s+waiting`, r.stdout, "a status of an older rollout")
+	require.Regexp(t, `boot-2\s+yes\s+2026.01.02-1\s+2026.01.02-1\s+-\s+waiting`, r.stdout, "a status of an older rollout")
 }
 
 func TestRolloutState(t *testing.T) {
@@ -536,4 +541,57 @@ func TestPipedWatchWritesChanges(t *testing.T) {
 		strings.NewReader(""), &out, &errOut, func(string) string { return "" })
 	require.Equal(t, ExitOK, code, errOut.String())
 	require.Equal(t, 1, strings.Count(out.String(), "--- "), "one frame for a fleet that did not change in 3.5s: %s", out.String())
+}
+
+// TestStatusShowsInstalledVersion: `ferry status` shows the version each
+// server has, as dpkg says, apart from the rollout's target; a server whose
+// worker never came up is not-alive, not waiting; one that stopped because
+// another failed is told apart from the one that failed.
+func TestStatusShowsInstalledVersion(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	ctx := f.ctx()
+	const old, target = "2026.12.04-1", "2026.12.05-1"
+	started := time.Now().Add(-time.Minute).UTC()
+	f.putRequest(&fleet.UpdateRequest{Version: target, Servers: []string{"boot-0", "boot-1", "boot-2", "boot-3"}, Reason: fleet.ReasonUpdate,
+		StartedAt: started, Stop: true, StopReason: "boot-2 aborted: self-upgrade failed"})
+	lease, err := f.st.Client().Grant(ctx, 60)
+	require.NoError(t, err)
+	alive := map[string]*fleet.Alive{
+		"boot-0": {Version: target, Installed: target},
+		"boot-1": {Version: target, Installed: target + " half-configured"},
+		"boot-2": {Version: old, Installed: old}, // its self-upgrade failed
+	}
+	for id, a := range alive {
+		require.NoError(t, f.st.PutAlive(ctx, id, a, lease.ID))
+	}
+	report := func(id string, step int, phase fleet.Phase, c fleet.Cond, msg string) {
+		require.NoError(t, f.st.PutStatus(ctx, id, &fleet.UpdateStatus{Version: target, Rollout: started, Step: step, StepName: "debs", Phase: phase, Cond: c, Message: msg, UpdatedAt: time.Now()}))
+	}
+	report("boot-0", 1, fleet.PhaseWaiting, fleet.CondAborted, "stopped before this step: boot-2 aborted: self-upgrade failed")
+	report("boot-1", 1, fleet.PhaseRepairing, fleet.CondRunning, "repairing")
+	require.NoError(t, f.st.PutStatus(ctx, "boot-2", &fleet.UpdateStatus{Version: target, Rollout: started, StepName: "self-upgrade", Phase: fleet.PhaseUpgrading, Cond: fleet.CondAborted, Message: "self-upgrade failed", UpdatedAt: time.Now()}))
+
+	r := f.run("", "status")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	require.Regexp(t, `(?m)^SERVER\s+ALIVE\s+VERSION\s+TARGET\s+STEP\s+STATE`, r.stdout)
+	require.Regexp(t, `boot-0\s+yes\s+`+target+`\s+`+target+`\s+1 debs\s+stopped \(the rollout stopped\)`, r.stdout)
+	require.Regexp(t, `boot-1\s+yes\s+`+target+` half-configured\s+`+target+`\s+1 debs\s+REPAIRING dpkg`, r.stdout)
+	require.Regexp(t, `boot-2\s+yes\s+`+old+`\s+`+target+`\s+self-upgrade\s+aborted\s+\S+ ago\s+self-upgrade failed`, r.stdout)
+	require.Regexp(t, `boot-3\s+no\s+-\s+`+target+`\s+-\s+not-alive`, r.stdout, "never alive: not waiting")
+
+	r = f.run("", "-o", "json", "status")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	var v fleetview.Fleet
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &v))
+	byID := map[string]fleetview.Server{}
+	for _, s := range v.Servers {
+		byID[s.ID] = s
+	}
+	require.Equal(t, old, byID["boot-2"].Installed)
+	require.Equal(t, target, byID["boot-2"].Target)
+	require.Equal(t, fleet.StateAborted, byID["boot-2"].State)
+	require.Equal(t, fleet.StateStopped, byID["boot-0"].State)
+	require.Equal(t, fleet.StateNotAlive, byID["boot-3"].State)
+	require.Empty(t, byID["boot-3"].Installed)
 }

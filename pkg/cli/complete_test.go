@@ -66,6 +66,11 @@ func TestStatusShowsLeaderAndLastCheck(t *testing.T) {
 		if err := l.PutCheckInfo(f.ctx(), &fleet.CheckInfo{At: time.Now(), Result: "error", Error: "dial tcp: lookup api.github.com: no such host", Leader: "test"}); err != nil {
 			return err
 		}
+		lease, err := f.st.Client().Grant(f.ctx(), 60)
+		require.NoError(t, err)
+		for _, id := range req.Servers {
+			require.NoError(t, f.st.PutAlive(f.ctx(), id, &fleet.Alive{Version: req.Version}, lease.ID))
+		}
 		require.NoError(t, f.st.PutStatus(f.ctx(), "boot-0", &fleet.UpdateStatus{Version: req.Version, Rollout: req.StartedAt, Step: 2, StepName: "images", Phase: fleet.PhaseWaiting, Cond: fleet.CondRunning, UpdatedAt: time.Now()}))
 		require.NoError(t, f.st.PutStatus(f.ctx(), "boot-1", &fleet.UpdateStatus{Version: req.Version, Rollout: req.StartedAt, Step: 1, StepName: "debs", Phase: fleet.PhaseWaiting, Cond: fleet.CondRunning, UpdatedAt: time.Now()}))
 		r = f.run("", "status")
@@ -74,8 +79,8 @@ func TestStatusShowsLeaderAndLastCheck(t *testing.T) {
 	require.Equal(t, ExitOK, r.code, r.stderr)
 	require.Contains(t, r.stdout, "Leader:         test")
 	require.Regexp(t, `Last check:     \S+ \(\S+ ago, by test\): error: dial tcp: lookup api.github.com: no such host`, r.stdout)
-	require.Regexp(t, `boot-0\s+no\s+2026.01.02-1\s+2 images\s+waiting`, r.stdout, "boot-1 has not finished step 1")
-	require.Regexp(t, `boot-1\s+no\s+2026.01.02-1\s+1 debs\s+running`, r.stdout, "barrier 1 passed: every server reached it")
+	require.Regexp(t, `boot-0\s+yes\s+2026.01.02-1\s+2026.01.02-1\s+2 images\s+waiting`, r.stdout, "boot-1 has not finished step 1")
+	require.Regexp(t, `boot-1\s+yes\s+2026.01.02-1\s+2026.01.02-1\s+1 debs\s+running`, r.stdout, "barrier 1 passed: every server reached it")
 }
 
 // signalWriter closes seen the first time what it is written contains want.

@@ -188,7 +188,7 @@ func (a *app) printStatus(v *fleetview.Fleet, configErr error) {
 	for _, s := range v.Servers {
 		labelled = labelled || len(s.Labels) > 0
 	}
-	header := []string{"SERVER", "ALIVE", "VERSION", "STEP", "STATE", "UPDATED", "MESSAGE"}
+	header := []string{"SERVER", "ALIVE", "VERSION", "TARGET", "STEP", "STATE", "UPDATED", "MESSAGE"}
 	if labelled {
 		header = append(header, "LABELS")
 	}
@@ -198,42 +198,42 @@ func (a *app) printStatus(v *fleetview.Fleet, configErr error) {
 		if s.Alive {
 			alive = "yes"
 		}
-		ver, step, state, updated, msg := "-", "-", "waiting", "-", "-"
-		if !s.InRequest {
-			state = "not in rollout"
-		}
+		step, updated, msg := "-", "-", "-"
 		if st := s.Status; st != nil {
-			ver, updated, msg = st.Version, age(now, st.UpdatedAt), orDash(st.Message)
+			updated, msg = age(now, st.UpdatedAt), orDash(st.Message)
 			step = orDash(st.StepName)
 			if st.Step > 0 {
 				step = fmt.Sprintf("%d %s", st.Step, st.StepName)
 			}
-			if st.For(req) || !s.InRequest {
-				state = string(st.Cond)
-			}
-			if st.Cond == fleet.CondRunning && st.For(req) {
-				switch s.Phase {
-				case fleet.PhaseRepairing:
-					// dpkg's database shows an unfinished install.
-					state = "REPAIRING dpkg"
-				case fleet.PhaseRetrying:
-					state = "RETRYING"
-				case fleet.PhaseWaiting, fleet.PhaseUpgrading, fleet.PhasePaused:
-					// At a barrier, or upgrading itself: not running a step.
-					state = string(s.Phase)
-				}
-			}
 		}
-		if req.IsFailed(s.ID) {
-			state = "FAILED, skipped"
-		}
-		row := []string{s.ID, alive, ver, step, state, updated, msg}
+		row := []string{s.ID, alive, orDash(s.Installed), orDash(s.Target), step, stateWord(s), updated, msg}
 		if labelled {
 			row = append(row, orDash(formatLabels(s.Labels)))
 		}
 		t.row(row...)
 	}
 	t.flush()
+}
+
+// stateWord is a server's STATE as `ferry status` shows it: what needs
+// a look in capitals.
+func stateWord(s fleetview.Server) string {
+	switch s.State {
+	case fleet.StateFailed:
+		return "FAILED, skipped"
+	case fleet.StateIdle:
+		if !s.InRequest {
+			return "not in rollout"
+		}
+		return "waiting" // alive, and has not reported on the rollout yet
+	case fleet.StateRepairing:
+		return "REPAIRING dpkg" // dpkg's database shows an unfinished install
+	case fleet.StateRetrying:
+		return "RETRYING"
+	case fleet.StateStopped:
+		return "stopped (the rollout stopped)"
+	}
+	return string(s.State)
 }
 
 func (a *app) newRecoverCommand() *cobra.Command {

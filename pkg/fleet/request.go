@@ -293,6 +293,11 @@ type ServerInfo struct {
 
 // Alive is alive/<id>: a running worker, bound to its lease.
 type Alive struct {
+	// Version is the version of the running worker's binary; Installed
+	// what dpkg said of ferry's package when it started: its version, with
+	// its condition when that is not installed ok ("2026.12.05-1
+	// half-configured"); "" when dpkg could not be asked.
+	Installed string    `json:"installed,omitempty"`
 	Version   string    `json:"version"`
 	PID       int       `json:"pid"`
 	StartedAt time.Time `json:"started_at"`

@@ -118,13 +118,14 @@ const (
 	StateRetrying  State = "retrying"
 	StateRepairing State = "repairing"
 	StateCompleted State = "completed"
-	StateAborted   State = "aborted"
+	StateAborted   State = "aborted" // failed, and the fleet stops
+	StateStopped   State = "stopped" // stopped at a safe point because the rollout stopped
 	StateFailed    State = "failed" // failed a step that tolerated it; the rollout goes on without it
 	StatePaused    State = "paused" // waits for the canary, or for ferry rollout resume
 )
 
 // ServerStates are every state State returns.
-var ServerStates = []State{StateIdle, StateNotAlive, StateUpgrading, StateWaiting, StateRunning, StateRetrying, StateRepairing, StateCompleted, StateAborted, StateFailed, StatePaused}
+var ServerStates = []State{StateIdle, StateNotAlive, StateUpgrading, StateWaiting, StateRunning, StateRetrying, StateRepairing, StateCompleted, StateAborted, StateStopped, StateFailed, StatePaused}
 
 // State is one server's state in the request, in a word.
 func (s *Snapshot) State(id string) State {
@@ -147,6 +148,10 @@ func StateOf(phase Phase, cond Cond) State {
 	case CondCompleted:
 		return StateCompleted
 	case CondAborted:
+		if phase == PhaseWaiting {
+			// At a barrier: it did not fail, the rollout stopped.
+			return StateStopped
+		}
 		return StateAborted
 	}
 	switch phase {

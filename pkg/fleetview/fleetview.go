@@ -5,6 +5,7 @@
 package fleetview
 
 import (
+	"cmp"
 	"time"
 
 	"github.com/ferry-cd/ferry/pkg/fleet"
@@ -44,11 +45,16 @@ type Server struct {
 	Alive     bool                `json:"alive"`
 	Status    *fleet.UpdateStatus `json:"status"`
 	// State is the server's state in a word (fleet.Snapshot.State);
-	// Phase its phase in the step, a passed barrier counted as running;
-	// Installed the version its live worker runs.
-	State     fleet.State `json:"state"`
-	Phase     fleet.Phase `json:"phase,omitempty"`
-	Installed string      `json:"installed,omitempty"`
+	// Phase its phase in the step, a passed barrier counted as running.
+	State fleet.State `json:"state"`
+	Phase fleet.Phase `json:"phase,omitempty"`
+	// Installed is the version of ferry that dpkg says the server has
+	// (with its condition when not installed ok), Runs that of its live
+	// worker's binary: both "" without a live worker. Target is the
+	// version the rollout takes it to, "" when it is not in one.
+	Installed string `json:"installed,omitempty"`
+	Runs      string `json:"runs,omitempty"`
+	Target    string `json:"target,omitempty"`
 	// Labels are the server's labels from servers/<id>.
 	Labels map[string]string `json:"labels,omitempty"`
 	// LastSeen is the last sign of its worker: its last status or the
@@ -87,13 +93,14 @@ func New(snap *fleet.Snapshot) *Fleet {
 		sv := Server{
 			ID:        id,
 			InRequest: snap.Request != nil && snap.Request.IsMember(id),
+			Target:    target(snap.Request, id),
 			Alive:     snap.Alive[id] != nil,
 			Status:    snap.Statuses[id],
 			State:     snap.State(id),
 			Phase:     snap.Phase(id),
 		}
 		if a := snap.Alive[id]; a != nil {
-			sv.Installed, sv.LastSeen = a.Version, a.StartedAt
+			sv.Installed, sv.Runs, sv.LastSeen = cmp.Or(a.Installed, a.Version), a.Version, a.StartedAt
 		}
 		if st := sv.Status; st != nil && st.UpdatedAt.After(sv.LastSeen) {
 			sv.LastSeen = st.UpdatedAt
@@ -109,6 +116,14 @@ func New(snap *fleet.Snapshot) *Fleet {
 	v.State = State(snap)
 	v.Steps = steps(snap)
 	return v
+}
+
+// target is the version req takes server id to; "" when it does not.
+func target(req *fleet.UpdateRequest, id string) string {
+	if req == nil || !req.IsMember(id) {
+		return ""
+	}
+	return req.Version
 }
 
 // State is the rollout's state in a word.

@@ -63,7 +63,7 @@ func NewMetrics() *Metrics {
 			Name: "ferry_updater_last_check_success", Help: "1 when this leader's last release check got an answer (a release or none), 0 when it failed.",
 		}),
 		servers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "ferry_updater_servers", Help: "Registered servers by state (idle, not-alive, upgrading, waiting, running, retrying, repairing, completed, aborted), as the leader sees them; 0 on an updater that does not lead.",
+			Name: "ferry_updater_servers", Help: "Registered servers by state (idle, not-alive, upgrading, waiting, running, retrying, repairing, paused, completed, aborted, stopped, failed), as the leader sees them; 0 on an updater that does not lead.",
 		}, []string{"state"}),
 		releaseStale: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "ferry_updater_newest_release_stale", Help: "1 when the newest release of the env is older than release-max-age.",

@@ -87,7 +87,7 @@ func NewMetrics() *Metrics {
 			Name: "ferry_worker_retry_budget_exceeded", Help: "1 while this worker has retried transient errors for longer than worker-retry-budget.",
 		}),
 		state: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "ferry_worker_state", Help: "1 for this worker's state (idle, upgrading, waiting, running, retrying, repairing, completed, aborted), 0 for the others.",
+			Name: "ferry_worker_state", Help: "1 for this worker's state (idle, upgrading, waiting, running, retrying, repairing, paused, completed, aborted, stopped), 0 for the others.",
 		}, []string{"state"}),
 		repairs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ferry_worker_dpkg_repairs_total", Help: "Times dpkg's database showed an unfinished install that the worker had to repair.",

@@ -1143,11 +1143,29 @@ func (w *Worker) announceLabels(ctx context.Context) {
 
 // --- liveness ---
 
+// installed is what dpkg says of ferry's own package (see fleet.Alive).
+func (w *Worker) installed(ctx context.Context) string {
+	err := w.o.Operator.Verify(ctx, w.o.Version, nil)
+	var bad *deb.NotInstalledError
+	switch {
+	case err == nil:
+		return w.o.Version
+	case !errors.As(err, &bad) || bad.State.Package != w.o.Package:
+		w.log.Warn("cannot ask dpkg which ferry is installed", "error", err)
+		return ""
+	case bad.State.Status == "":
+		return "not installed"
+	case bad.State.Installed():
+		return bad.State.Version
+	}
+	return bad.State.Version + " " + bad.State.Condition()
+}
+
 // startLiveness writes alive/<id> bound to a lease and keeps the lease
 // alive until ctx ends. A lease lost to an etcd outage is replaced.
 func (w *Worker) startLiveness(ctx context.Context) error {
 	ttl := int64(max(w.o.LeaseTTL/time.Second, 1))
-	alive := &fleet.Alive{Version: w.o.Version, PID: os.Getpid(), StartedAt: time.Now().UTC()}
+	alive := &fleet.Alive{Version: w.o.Version, Installed: w.installed(ctx), PID: os.Getpid(), StartedAt: time.Now().UTC()}
 	grant := func() (<-chan *clientv3.LeaseKeepAliveResponse, error) {
 		gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()

@@ -324,7 +324,8 @@ func TestStepFailureStopsEveryServer(t *testing.T) {
 		strings.NewReader(""), &out, &errOut, func(string) string { return "" })
 	require.Equal(t, cli.ExitOK, code, errOut.String())
 	require.Contains(t, out.String(), "STOPPED")
-	require.Regexp(t, `boot-1\s+yes\s+`+v1+`\s+2 step2\s+aborted.*E: disk full on /var`, out.String())
+	require.Regexp(t, `boot-1\s+yes\s+`+v1+`\s+`+v1+`\s+2 step2\s+aborted.*E: disk full on /var`, out.String())
+	require.Regexp(t, `boot-0\s+yes\s+`+v1+`\s+`+v1+`\s+\d \S+\s+stopped \(the rollout stopped\)`, out.String(), "the servers that did not fail stopped")
 }
 
 func TestStopAtTheNextSafePoint(t *testing.T) {
