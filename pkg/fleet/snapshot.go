@@ -120,8 +120,8 @@ const (
 	StateCompleted State = "completed"
 	StateAborted   State = "aborted" // failed, and the fleet stops
 	StateStopped   State = "stopped" // stopped at a safe point because the rollout stopped
-	StateFailed    State = "failed" // failed a step that tolerated it; the rollout goes on without it
-	StatePaused    State = "paused" // waits for the canary, or for ferry rollout resume
+	StateFailed    State = "failed"  // failed a step that tolerated it; the rollout goes on without it
+	StatePaused    State = "paused"  // waits for the canary, or for ferry rollout resume
 )
 
 // ServerStates are every state State returns.
