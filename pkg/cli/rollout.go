@@ -1,12 +1,15 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
+	"os/user"
 	"time"
 
 	"github.com/ferry-cd/ferry/pkg/fleet"
+	"github.com/ferry-cd/ferry/pkg/fleetview"
 	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/spf13/cobra"
 )
@@ -28,11 +31,11 @@ step with canary: and pause: in the plan).`,
 // operator names who acted, for the record.
 func operator() string {
 	host, _ := os.Hostname()
-	user := os.Getenv("SUDO_USER")
-	if user == "" {
-		user = os.Getenv("USER")
+	name := cmp.Or(os.Getenv("SUDO_USER"), os.Getenv("USER"))
+	if u, err := user.Current(); name == "" && err == nil {
+		name = u.Username
 	}
-	return fmt.Sprintf("ferry rollout, %s@%s", user, host)
+	return fmt.Sprintf("ferry rollout, %s@%s", cmp.Or(name, "?"), host)
 }
 
 // withRunningRollout calls fn with a snapshot and the running rollout's
@@ -80,29 +83,35 @@ func (a *app) newRolloutResumeCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "resume",
 		Short: "Let a paused rollout go on, or the servers behind a step's canary",
-		Long: `Let the running rollout go on: lift a ` + "`ferry rollout pause`" + `, and let the
-servers that wait behind a step's canary take that step. Look at the
-canary first (` + "`ferry status`" + `, ` + "`ferry history show`" + ` once it finished, your
-own checks): resume is what lets the rest of the fleet follow it.`,
+		Long: `Let the running rollout go on: lift a ` + "`ferry rollout pause`" + `, or else let the
+servers that wait behind a step's canary take that step. The two are lifted
+one at a time: when both hold the rollout, the first resume lifts the pause
+and says that the canary still holds. Look at the canary first (` + "`ferry status`" + `,
+` + "`ferry history show`" + ` once it finished, your own checks): resume is what lets the
+rest of the fleet follow it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.withRunningRollout(cmd, func(ctx context.Context, st *storage.Storage, snap *fleet.Snapshot, req *fleet.UpdateRequest) error {
-				did := false
-				if snap.Pause != nil {
+				// A pause and a canary hold are lifted one at a time, so
+				// that lifting an operator's pause never lets the rest
+				// follow a canary nobody has looked at.
+				held := fleetview.CanaryHold(snap)
+				switch {
+				case snap.Pause != nil:
 					if err := st.DeletePause(ctx); err != nil {
 						return err
 					}
-					fmt.Fprintf(a.stdout, "lifted the pause of the rollout to %s\n", req.Version)
-					did = true
-				}
-				if k := canaryStep(snap); k > 0 {
-					if err := st.PutResume(ctx, &fleet.Resume{Rollout: req.StartedAt, Step: k, At: time.Now().UTC(), By: operator()}); err != nil {
+					p := snap.Pause
+					fmt.Fprintf(a.stdout, "lifted the pause of the rollout to %s (by %s, since %s%s)\n", req.Version, p.By, p.At.Format(time.RFC3339), reasonSuffix(p.Reason))
+					if held > 0 {
+						fmt.Fprintf(a.stdout, "servers still wait behind the canary of step %d: look at it, then run `ferry rollout resume` again to let them take it\n", held)
+					}
+				case held > 0:
+					if err := st.PutResume(ctx, &fleet.Resume{Rollout: req.StartedAt, Step: held, At: time.Now().UTC(), By: operator()}); err != nil {
 						return err
 					}
-					fmt.Fprintf(a.stdout, "resumed the rollout to %s after the canary of step %d: the rest of the servers take it\n", req.Version, k)
-					did = true
-				}
-				if !did {
+					fmt.Fprintf(a.stdout, "resumed the rollout to %s after the canary of step %d: the rest of the servers take it\n", req.Version, held)
+				default:
 					fmt.Fprintf(a.stdout, "the rollout to %s is not paused; nothing to resume\n", req.Version)
 				}
 				return nil
@@ -111,17 +120,10 @@ own checks): resume is what lets the rest of the fleet follow it.`,
 	}
 }
 
-// canaryStep is the highest step at which a server of the running rollout
-// waits behind a canary that has not been resumed; 0 when none does.
-func canaryStep(snap *fleet.Snapshot) int {
-	req, k := snap.Request, 0
-	for _, id := range req.Active() {
-		if st := snap.Statuses[id]; st.For(req) && st.Phase == fleet.PhasePaused && st.Canary > 0 && st.Step > k {
-			k = st.Step
-		}
+// reasonSuffix is ": reason", or nothing when there is none.
+func reasonSuffix(reason string) string {
+	if reason == "" {
+		return ""
 	}
-	if snap.Resume != nil && snap.Resume.Step >= k {
-		return 0
-	}
-	return k
+	return ": " + reason
 }

@@ -173,8 +173,11 @@ func (a *app) printStatus(v *fleetview.Fleet, configErr error) {
 	}
 	fmt.Fprintf(w, "Rollout:        %s to %s, %s, started %s (%s)\n",
 		strings.ToUpper(v.State), req.Version, req.Reason, req.StartedAt.Format(time.RFC3339), age(now, req.StartedAt))
-	if v.State == fleetview.StatePaused {
-		fmt.Fprintln(w, "Paused:         `ferry rollout resume` goes on (see each server's message)")
+	if p := v.Pause; p != nil {
+		fmt.Fprintf(w, "Paused:         by %s, since %s (%s)%s; `ferry rollout resume` lifts it\n", p.By, p.At.Format(time.RFC3339), age(now, p.At), reasonSuffix(p.Reason))
+	}
+	if v.CanaryHold > 0 {
+		fmt.Fprintf(w, "Canary:         the rest wait behind the canary of step %d; look at it, then `ferry rollout resume` lets them take it\n", v.CanaryHold)
 	}
 	for _, f := range req.Failed {
 		fmt.Fprintf(w, "Went on without: %s, failed at step %d %s: %s\n", f.ID, f.Step, f.StepName, f.Reason)

@@ -36,6 +36,12 @@ type Fleet struct {
 	Passed int `json:"passed"`
 	// Steps is the rollout's progress through each step seen so far.
 	Steps []Step `json:"steps,omitempty"`
+	// Pause is the operator's pause of the rollout (`ferry rollout
+	// pause`): who, why and since when; nil when there is none.
+	Pause *fleet.Pause `json:"pause,omitempty"`
+	// CanaryHold is the step whose canary the rest of the servers wait
+	// behind, for a resume or the step's pause; 0 when none do.
+	CanaryHold int `json:"canary_hold,omitempty"`
 }
 
 // Server is one server in the view.
@@ -114,8 +120,27 @@ func New(snap *fleet.Snapshot) *Fleet {
 		v.Passed = snap.Passed.Step
 	}
 	v.State = State(snap)
+	v.Pause, v.CanaryHold = snap.Pause, CanaryHold(snap)
 	v.Steps = steps(snap)
 	return v
+}
+
+// CanaryHold is the highest step at which a server of the running rollout
+// waits behind a canary that has not been resumed; 0 when none does.
+func CanaryHold(snap *fleet.Snapshot) int {
+	req, k := snap.Request, 0
+	if req == nil || req.Finished() {
+		return 0
+	}
+	for _, id := range req.Active() {
+		if st := snap.Statuses[id]; st.For(req) && st.Cond == fleet.CondRunning && st.Phase == fleet.PhasePaused && st.Canary > 0 && st.Step > k {
+			k = st.Step
+		}
+	}
+	if snap.Resume != nil && snap.Resume.Step >= k {
+		return 0
+	}
+	return k
 }
 
 // target is the version req takes server id to; "" when it does not.

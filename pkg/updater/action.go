@@ -255,8 +255,12 @@ func watchRollout(in Input) Action {
 // finished it, or else a Wait that says why and until when.
 func canaryPause(snap *fleet.Snapshot, now time.Time) (Action, bool) {
 	req := snap.Request
-	if snap.Pause != nil {
-		return Action{Kind: Wait, Paused: "pause", Why: "the rollout to " + req.Version + " is paused by `ferry rollout pause`; `ferry rollout resume` goes on"}, true
+	if p := snap.Pause; p != nil {
+		why := fmt.Sprintf("the rollout to %s is paused by `ferry rollout pause` (by %s, since %s)", req.Version, p.By, p.At.Format(time.RFC3339))
+		if p.Reason != "" {
+			why += ": " + p.Reason
+		}
+		return Action{Kind: Wait, Paused: "pause", Why: why + "; `ferry rollout resume` goes on"}, true
 	}
 	var held *fleet.UpdateStatus
 	for _, id := range req.Active() {

@@ -211,6 +211,14 @@ func TestNextAction(t *testing.T) {
 		{name: "canary: a manual pause waits for the operator", w: newWorld(fleet.EnvProd, "a", "b").release(v2).request(v2, "a", "b").behindCanary(v2, 1, "manual", t0.Add(-time.Hour)).config(fleet.ConfigWorkerTimeout, "5m"), kind: Wait, check: func(t *testing.T, a Action) {
 			require.Contains(t, a.Why, "ferry rollout resume", "and no worker-timeout while paused")
 		}},
+		{name: "an operator's pause says who, since when and why", w: func() *world {
+			w := newWorld(fleet.EnvProd, "a", "b").release(v2).request(v2, "a", "b")
+			w.in.Snap.Pause = &fleet.Pause{Rollout: w.in.Snap.Request.StartedAt, At: t0.Add(-time.Minute), By: "ferry rollout, ops@admin", Reason: "DNS looks odd on boot-0"}
+			return w
+		}(), kind: Wait, check: func(t *testing.T, a Action) {
+			require.Equal(t, "pause", a.Paused)
+			require.Contains(t, a.Why, "by ferry rollout, ops@admin, since "+t0.Add(-time.Minute).Format(time.RFC3339)+"): DNS looks odd on boot-0")
+		}},
 		{name: "canary: a timed pause waits until it ends", w: newWorld(fleet.EnvProd, "a", "b").release(v2).request(v2, "a", "b").behindCanary(v2, 1, "10m", t0.Add(-4*time.Minute)), kind: Wait, check: func(t *testing.T, a Action) {
 			require.Equal(t, t0.Add(6*time.Minute), a.Until)
 		}},

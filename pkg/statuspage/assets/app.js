@@ -71,12 +71,29 @@ function renderEtcd() {
     page.etcd.error + (isSet(page.etcd.read_at) ? " — showing the state read " + ago(page.etcd.read_at) : "");
 }
 
+// renderPause says who holds the rollout, why and since when, and what
+// lets it go on.
+function renderPause(f) {
+  const p = $("rollout-pause");
+  const lines = [];
+  if (f.pause) {
+    lines.push("Paused by " + f.pause.by + " since " + when(f.pause.at) + " (" + ago(f.pause.at) + ")" +
+      (f.pause.reason ? ": " + f.pause.reason : "") + " — `ferry rollout resume` lifts it.");
+  }
+  if (f.canary_hold) {
+    lines.push("The rest wait behind the canary of step " + f.canary_hold + " — look at it, then `ferry rollout resume` lets them take it.");
+  }
+  p.hidden = lines.length === 0;
+  p.textContent = lines.join(" ");
+}
+
 function renderRollout(f) {
   const st = $("rollout-state");
   st.dataset.state = f.state;
   st.textContent = f.state;
   const req = f.request;
   $("rollout-stop").hidden = true;
+  renderPause(f);
   if (!req) {
     $("rollout-versions").textContent = "no rollout yet";
     $("rollout-elapsed").textContent = "";
