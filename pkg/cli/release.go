@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -229,7 +230,7 @@ func (a *app) publishStaging(ctx context.Context, src *release.Source, tr releas
 }
 
 func (a *app) newReleasePinCommand() *cobra.Command {
-	var downgrade bool
+	var downgrade, stopRunning, letRunning bool
 	cmd := &cobra.Command{
 		Use:   "pin VERSION",
 		Short: "Hold the fleet at a version: never newer, older only with --allow-downgrade",
@@ -237,7 +238,13 @@ func (a *app) newReleasePinCommand() *cobra.Command {
 something newer stays there, unless --allow-downgrade is given: then the
 fleet goes to VERSION. Servers go back only one step: to the version they ran
 before the current one, and never older. --allow-downgrade refuses any other
-VERSION, by the fleet's history.`,
+VERSION, by the fleet's history.
+
+A rollout to another version that is running when the pin is set is not
+touched by itself: pin asks whether to stop it at its next safe point, or
+takes --stop-running (the updater stops it, and ` + "`ferry recover`" + ` then rolls out
+VERSION) or --let-running (it finishes; the pin holds the rollouts after
+it). Without an answer, or either flag, nothing is changed.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if _, err := release.ParseVersion(args[0]); err != nil {
@@ -253,7 +260,23 @@ VERSION, by the fleet's history.`,
 						return &usageError{err}
 					}
 				}
-				p := &fleet.Pin{Version: args[0], AllowDowngrade: downgrade, PinnedAt: a.now().UTC()}
+				snap, err := st.Snapshot(ctx)
+				if err != nil {
+					return err
+				}
+				p := &fleet.Pin{Version: args[0], AllowDowngrade: downgrade, PinnedAt: a.now().UTC(), By: operator("ferry release pin")}
+				running := snap.Request
+				if running != nil && (running.Finished() || running.Version == p.Version) {
+					running = nil
+				}
+				if running != nil && !stopRunning && !letRunning {
+					var err error
+					if stopRunning, err = a.askStopRunning(running, p.Version); err != nil {
+						return err
+					}
+					letRunning = !stopRunning
+				}
+				p.StopRunning = running != nil && stopRunning
 				if err := st.PutPin(ctx, p); err != nil {
 					return err
 				}
@@ -262,12 +285,33 @@ VERSION, by the fleet's history.`,
 					extra = " (downgrade allowed)"
 				}
 				fmt.Fprintf(a.stdout, "pinned to %s%s\n", p.Version, extra)
+				switch {
+				case p.StopRunning:
+					fmt.Fprintf(a.stdout, "the updater stops the rollout to %s at its next safe point; then `ferry recover` rolls out %s\n", running.Version, p.Version)
+				case running != nil:
+					fmt.Fprintf(a.stdout, "the rollout to %s goes on; the pin holds the rollouts after it\n", running.Version)
+				}
 				return nil
 			})
 		},
 	}
 	cmd.Flags().BoolVar(&downgrade, "allow-downgrade", false, "let the fleet go back to VERSION if it runs something newer")
+	cmd.Flags().BoolVar(&stopRunning, "stop-running", false, "a rollout to another version is running: stop it at its next safe point")
+	cmd.Flags().BoolVar(&letRunning, "let-running", false, "a rollout to another version is running: let it finish; the pin holds the next ones")
+	cmd.MarkFlagsMutuallyExclusive("stop-running", "let-running")
 	return cmd
+}
+
+// askStopRunning asks whether to stop the running rollout for a pin.
+func (a *app) askStopRunning(req *fleet.UpdateRequest, pinned string) (bool, error) {
+	fmt.Fprintf(a.stdout, "A rollout to %s is running; the pin to %s holds only the rollouts after it.\n", req.Version, pinned)
+	fmt.Fprintf(a.stdout, "Stop the running rollout at its next safe point? [y/N] ")
+	line, err := bufio.NewReader(a.stdin).ReadString('\n')
+	answer := strings.ToLower(strings.TrimSpace(line))
+	if err != nil && answer == "" {
+		return false, usagef("a rollout to %s is running: pass --stop-running to stop it at its next safe point, or --let-running to let it finish; nothing was changed", req.Version)
+	}
+	return answer == "y" || answer == "yes", nil
 }
 
 // oneStepBack applies the servers' version floor to a pinned downgrade:

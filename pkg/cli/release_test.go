@@ -269,3 +269,49 @@ func TestReleasePin(t *testing.T) {
 	require.ErrorIs(t, err, storage.ErrNotFound)
 	require.Equal(t, ExitNotFound, f.run("", "release", "unpin").code)
 }
+
+// TestPinDuringRollout: a pin set while a rollout to another version runs
+// asks what to do with it: --stop-running has the updater stop it,
+// --let-running lets it finish, and no answer changes nothing.
+func TestPinDuringRollout(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	const pinned, running = "2026.01.02-1", "2026.01.03-1"
+	req := &fleet.UpdateRequest{Version: running, Servers: []string{"a"}, Reason: fleet.ReasonUpdate, StartedAt: time.Now().Add(-time.Minute).UTC()}
+	f.putRequest(req)
+
+	r := f.run("", "release", "pin", pinned)
+	require.Equal(t, ExitUsage, r.code)
+	require.Contains(t, r.stdout, "A rollout to "+running+" is running")
+	require.Contains(t, r.stderr, "--stop-running")
+	require.Contains(t, r.stderr, "--let-running")
+	require.Contains(t, r.stderr, "nothing was changed")
+	_, err := fleettest.GetPin(f.ctx(), f.st)
+	require.ErrorIs(t, err, storage.ErrNotFound)
+
+	r = f.run("n\n", "release", "pin", pinned)
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	require.Contains(t, r.stdout, "the rollout to "+running+" goes on")
+	p, err := fleettest.GetPin(f.ctx(), f.st)
+	require.NoError(t, err)
+	require.False(t, p.StopRunning)
+
+	r = f.run("", "release", "pin", pinned, "--stop-running")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	require.Contains(t, r.stdout, "the updater stops the rollout to "+running+" at its next safe point; then `ferry recover` rolls out "+pinned)
+	p, err = fleettest.GetPin(f.ctx(), f.st)
+	require.NoError(t, err)
+	require.True(t, p.StopRunning)
+	require.Contains(t, p.By, "ferry release pin, ")
+
+	r = f.run("", "release", "pin", pinned, "--let-running")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	p, err = fleettest.GetPin(f.ctx(), f.st)
+	require.NoError(t, err)
+	require.False(t, p.StopRunning)
+
+	// A rollout to the pinned version itself, or none, asks nothing.
+	r = f.run("", "release", "pin", running)
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	require.NotContains(t, r.stdout, "goes on")
+}

@@ -28,14 +28,14 @@ step with canary: and pause: in the plan).`,
 	return cmd
 }
 
-// operator names who acted, for the record.
-func operator() string {
+// operator names who acted, and with what command, for the record.
+func operator(command string) string {
 	host, _ := os.Hostname()
 	name := cmp.Or(os.Getenv("SUDO_USER"), os.Getenv("USER"))
 	if u, err := user.Current(); name == "" && err == nil {
 		name = u.Username
 	}
-	return fmt.Sprintf("ferry rollout, %s@%s", cmp.Or(name, "?"), host)
+	return fmt.Sprintf("%s, %s@%s", command, cmp.Or(name, "?"), host)
 }
 
 // withRunningRollout calls fn with a snapshot and the running rollout's
@@ -67,7 +67,7 @@ next one starts unpaused.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.withRunningRollout(cmd, func(ctx context.Context, st *storage.Storage, snap *fleet.Snapshot, req *fleet.UpdateRequest) error {
-				if err := st.PutPause(ctx, &fleet.Pause{Rollout: req.StartedAt, At: time.Now().UTC(), By: operator(), Reason: reason}); err != nil {
+				if err := st.PutPause(ctx, &fleet.Pause{Rollout: req.StartedAt, At: time.Now().UTC(), By: operator("ferry rollout pause"), Reason: reason}); err != nil {
 					return err
 				}
 				fmt.Fprintf(a.stdout, "the rollout to %s pauses at its next step boundary; `ferry rollout resume` goes on\n", req.Version)
@@ -107,7 +107,7 @@ rest of the fleet follow it.`,
 						fmt.Fprintf(a.stdout, "servers still wait behind the canary of step %d: look at it, then run `ferry rollout resume` again to let them take it\n", held)
 					}
 				case held > 0:
-					if err := st.PutResume(ctx, &fleet.Resume{Rollout: req.StartedAt, Step: held, At: time.Now().UTC(), By: operator()}); err != nil {
+					if err := st.PutResume(ctx, &fleet.Resume{Rollout: req.StartedAt, Step: held, At: time.Now().UTC(), By: operator("ferry rollout resume")}); err != nil {
 						return err
 					}
 					fmt.Fprintf(a.stdout, "resumed the rollout to %s after the canary of step %d: the rest of the servers take it\n", req.Version, held)

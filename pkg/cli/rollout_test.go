@@ -73,21 +73,21 @@ func TestPauseReasonShown(t *testing.T) {
 	r := f.run("", "rollout", "pause", "--reason", "DNS looks odd on boot-0")
 	require.Equal(t, ExitOK, r.code, r.stderr)
 	r = f.run("", "status")
-	require.Regexp(t, `Paused:\s+by ferry rollout, \S+@\S+, since \S+ \(\S+ ago\): DNS looks odd on boot-0; `+"`ferry rollout resume`"+` lifts it`, r.stdout)
+	require.Regexp(t, `Paused:\s+by ferry rollout pause, \S+@\S+, since \S+ \(\S+ ago\): DNS looks odd on boot-0; `+"`ferry rollout resume`"+` lifts it`, r.stdout)
 	require.Contains(t, r.stdout, "Canary:         the rest wait behind the canary of step 1")
 	r = f.run("", "-o", "json", "status")
 	var v fleetview.Fleet
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &v))
 	require.NotNil(t, v.Pause)
 	require.Equal(t, "DNS looks odd on boot-0", v.Pause.Reason)
-	require.Contains(t, v.Pause.By, "ferry rollout")
+	require.Contains(t, v.Pause.By, "ferry rollout pause, ")
 	require.Equal(t, 1, v.CanaryHold)
 
 	// The first resume lifts the operator's pause and says the canary
 	// still holds; the second lets the rest follow the canary.
 	r = f.run("", "rollout", "resume")
 	require.Equal(t, ExitOK, r.code, r.stderr)
-	require.Contains(t, r.stdout, "lifted the pause of the rollout to 2 (by ferry rollout")
+	require.Contains(t, r.stdout, "lifted the pause of the rollout to 2 (by ferry rollout pause, ")
 	require.Contains(t, r.stdout, ": DNS looks odd on boot-0)")
 	require.Contains(t, r.stdout, "still wait behind the canary of step 1")
 	snap, err := f.st.Snapshot(f.ctx())

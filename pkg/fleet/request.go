@@ -331,6 +331,12 @@ type Pin struct {
 	Version        string    `json:"version"`
 	AllowDowngrade bool      `json:"allow_downgrade"`
 	PinnedAt       time.Time `json:"pinned_at"`
+	// StopRunning asks the updater leader to stop a rollout to another
+	// version that was running when the pin was set, at its next safe
+	// point (`ferry release pin --stop-running`).
+	StopRunning bool `json:"stop_running,omitempty"`
+	// By is who pinned.
+	By string `json:"by,omitempty"`
 }
 
 // ContentsStatus is contents/<target>: the outcome of a once-per-fleet action.

@@ -1,6 +1,7 @@
 package updater
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"time"
@@ -198,6 +199,10 @@ func watchRollout(in Input) Action {
 			}
 			return stopOrRollBack(req, st, now, Action{Kind: Stop, Why: "a server aborted", Cause: cause})
 		}
+	}
+	if p := snap.Pin; p != nil && p.StopRunning && p.Version != req.Version && p.PinnedAt.After(req.StartedAt) {
+		return Action{Kind: Stop, Why: "pinned to " + p.Version + " with --stop-running", Cause: &StopCause{Result: fleet.ResultAborted,
+			Message: fmt.Sprintf("pinned to %s by %s with --stop-running; `ferry recover` rolls out %s", p.Version, cmp.Or(p.By, "an operator"), p.Version)}}
 	}
 	canary, paused := canaryPause(snap, now)
 	if canary.Kind == ResumeCanary {

@@ -211,6 +211,25 @@ func TestNextAction(t *testing.T) {
 		{name: "canary: a manual pause waits for the operator", w: newWorld(fleet.EnvProd, "a", "b").release(v2).request(v2, "a", "b").behindCanary(v2, 1, "manual", t0.Add(-time.Hour)).config(fleet.ConfigWorkerTimeout, "5m"), kind: Wait, check: func(t *testing.T, a Action) {
 			require.Contains(t, a.Why, "ferry rollout resume", "and no worker-timeout while paused")
 		}},
+		{name: "a pin set with --stop-running during a rollout to another version stops it", w: func() *world {
+			w := newWorld(fleet.EnvProd, "a", "b").release(v2).request(v2, "a", "b").pin(v1, true)
+			w.in.Snap.Pin.StopRunning, w.in.Snap.Pin.By = true, "ferry release pin, ops@admin"
+			w.in.Snap.Pin.PinnedAt = w.in.Snap.Request.StartedAt.Add(time.Minute)
+			return w
+		}(), kind: Stop, check: func(t *testing.T, a Action) {
+			require.Equal(t, "pinned to "+v1+" by ferry release pin, ops@admin with --stop-running; `ferry recover` rolls out "+v1, a.Cause.String())
+		}},
+		{name: "a pin set without --stop-running lets the rollout run", w: func() *world {
+			w := newWorld(fleet.EnvProd, "a", "b").release(v2).request(v2, "a", "b").pin(v1, true)
+			w.in.Snap.Pin.PinnedAt = w.in.Snap.Request.StartedAt.Add(time.Minute)
+			return w
+		}(), kind: Wait},
+		{name: "a --stop-running pin of an earlier rollout does not stop the next", w: func() *world {
+			w := newWorld(fleet.EnvProd, "a", "b").release(v2).request(v2, "a", "b").pin(v1, true)
+			w.in.Snap.Pin.StopRunning = true
+			w.in.Snap.Pin.PinnedAt = w.in.Snap.Request.StartedAt.Add(-time.Minute)
+			return w
+		}(), kind: Wait},
 		{name: "an operator's pause says who, since when and why", w: func() *world {
 			w := newWorld(fleet.EnvProd, "a", "b").release(v2).request(v2, "a", "b")
 			w.in.Snap.Pause = &fleet.Pause{Rollout: w.in.Snap.Request.StartedAt, At: t0.Add(-time.Minute), By: "ferry rollout, ops@admin", Reason: "DNS looks odd on boot-0"}
