@@ -291,6 +291,11 @@ func canaryPause(snap *fleet.Snapshot, now time.Time) (Action, bool) {
 		return Action{Kind: Wait, Why: why + fmt.Sprintf(": %d of %d canary server(s) finished it", done, held.Canary)}, true
 	}
 	paused := fmt.Sprintf("canary/%d", k)
+	if req.Reason == fleet.ReasonRollback && (held.Pause == "" || held.Pause == "manual") {
+		// A rollback runs when nobody may be watching: it keeps its
+		// canary and health gates, and waits for no one.
+		return Action{Kind: ResumeCanary, Step: k, Why: fmt.Sprintf("the canary finished step %d (%s); a rollback skips the plan's manual pauses", k, held.StepName)}, true
+	}
 	if held.Pause == "" || held.Pause == "manual" {
 		return Action{Kind: Wait, Paused: paused, Why: why + ": the canary finished it; `ferry rollout resume` goes on"}, true
 	}

@@ -238,6 +238,22 @@ func TestNextAction(t *testing.T) {
 			require.Equal(t, "pause", a.Paused)
 			require.Contains(t, a.Why, "by ferry rollout, ops@admin, since "+t0.Add(-time.Minute).Format(time.RFC3339)+"): DNS looks odd on boot-0")
 		}},
+		{name: "canary: a rollback skips a manual pause once the canary finished", w: func() *world {
+			w := newWorld(fleet.EnvProd, "a", "b").release(v2).request(v2, "a", "b").behindCanary(v2, 1, "manual", t0.Add(-time.Second))
+			w.in.Snap.Request.Reason, w.in.Snap.Request.From = fleet.ReasonRollback, v3
+			return w
+		}(), kind: ResumeCanary, check: func(t *testing.T, a Action) {
+			require.Equal(t, 1, a.Step)
+			require.Contains(t, a.Why, "a rollback skips the plan's manual pauses")
+		}},
+		{name: "canary: a rollback still waits for its canary", w: func() *world {
+			w := newWorld(fleet.EnvProd, "a", "b").release(v2).request(v2, "a", "b").behindCanary(v2, 1, "manual", t0.Add(-time.Second))
+			w.in.Snap.Request.Reason = fleet.ReasonRollback
+			w.in.Snap.Statuses["a"].Cond, w.in.Snap.Statuses["a"].Step, w.in.Snap.Statuses["a"].Phase = fleet.CondRunning, 1, fleet.PhaseRunning
+			return w
+		}(), kind: Wait, check: func(t *testing.T, a Action) {
+			require.Contains(t, a.Why, "0 of 1 canary server(s) finished it")
+		}},
 		{name: "canary: a timed pause waits until it ends", w: newWorld(fleet.EnvProd, "a", "b").release(v2).request(v2, "a", "b").behindCanary(v2, 1, "10m", t0.Add(-4*time.Minute)), kind: Wait, check: func(t *testing.T, a Action) {
 			require.Equal(t, t0.Add(6*time.Minute), a.Until)
 		}},

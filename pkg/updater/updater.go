@@ -780,10 +780,19 @@ func (u *Updater) execute(ctx context.Context, act Action, snap *fleet.Snapshot,
 			Message: fmt.Sprintf("%s; rolling back to %s; %s is refused until a newer release or `ferry release unrefuse %s`", c, next.Version, failed.Version, failed.Version), StartedAt: failed.StartedAt})
 	case ResumeCanary:
 		req := snap.Request
-		if err := leader.PutResume(ctx, &fleet.Resume{Rollout: req.StartedAt, Step: act.Step, At: now.UTC(), By: "ferry-updater " + u.opts.ID + ": the step's pause ended"}); err != nil {
+		if err := leader.PutResume(ctx, &fleet.Resume{Rollout: req.StartedAt, Step: act.Step, At: now.UTC(), By: "ferry-updater " + u.opts.ID + ": " + act.Why}); err != nil {
 			return err
 		}
-		u.log.Info("the canary's pause ended; the rest of the servers go on", "version", req.Version, "step", act.Step)
+		u.log.Info("the rest of the servers go on after the canary", "version", req.Version, "step", act.Step, "why", act.Why)
+		if req.Reason == fleet.ReasonRollback {
+			// No pause was recorded, so no resume will be: the record
+			// says here why nobody was waited for.
+			revised := *req
+			revised.Events = append(slices.Clone(req.Events), fleet.RolloutEvent{At: now.UTC(), Kind: "resumed", Message: act.Why})
+			if err := leader.ReviseRequest(ctx, &revised, snap.RequestRev); err != nil && !errors.Is(err, storage.ErrConflict) {
+				return err
+			}
+		}
 		u.notifyOf(cfg, Event{Kind: EventResumed, Version: req.Version, Reason: req.Reason, Servers: req.Servers, Message: act.Why, StartedAt: req.StartedAt})
 	case GoOnWithout:
 		req := *snap.Request

@@ -921,3 +921,48 @@ func signWebhook(secret string, body []byte) string {
 	mac.Write(body)
 	return "sha256=" + hex.EncodeToString(mac.Sum(nil))
 }
+
+// TestRollbackIsUnattended: a rollback keeps its canary, but does not
+// stop at the plan's manual pause behind it: once the canary finished the
+// step, the leader lets the rest go on, and the rollout's history says why.
+func TestRollbackIsUnattended(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t, fleet.ConfigEnv, "prod", fleet.ConfigCheckUpdateInterval, "100ms")
+	f.addRelease("release-"+v1, false, 1)
+	f.join("boot-0", "boot-1")
+	f.start("u0")
+	first := f.waitRequest(version(v1))
+	for _, id := range first.Servers {
+		require.NoError(t, f.st.PutStatus(f.ctx(), id, &fleet.UpdateStatus{Version: v1, Rollout: first.StartedAt, Cond: fleet.CondCompleted, UpdatedAt: time.Now().UTC()}))
+	}
+	f.waitRequest(func(r *fleet.UpdateRequest) bool { return r.Version == v1 && r.Finished() })
+	f.addRelease("release-"+v2, false, 2)
+	req := f.waitRequest(version(v2))
+	require.NoError(t, f.st.PutStatus(f.ctx(), "boot-1", &fleet.UpdateStatus{
+		Version: v2, Rollout: req.StartedAt, Step: 1, StepName: "health", Cond: fleet.CondAborted,
+		OnFailure: "rollback", Message: "health check failed", UpdatedAt: time.Now().UTC(),
+	}))
+	back := f.waitRequest(func(r *fleet.UpdateRequest) bool { return r.Reason == fleet.ReasonRollback })
+
+	// boot-0, the canary of step 1 of the old release's plan, finished it;
+	// boot-1 waits behind it, the plan says for a person.
+	status := func(step int, phase fleet.Phase) *fleet.UpdateStatus {
+		return &fleet.UpdateStatus{Version: v1, Rollout: back.StartedAt, Step: step, StepName: "restart", Phase: phase, Cond: fleet.CondRunning,
+			Canary: 1, Pause: "manual", UpdatedAt: time.Now().UTC()}
+	}
+	require.NoError(t, f.st.PutStatus(f.ctx(), "boot-0", status(2, fleet.PhaseWaiting)))
+	require.NoError(t, f.st.PutStatus(f.ctx(), "boot-1", status(1, fleet.PhasePaused)))
+	require.Eventually(t, func() bool {
+		snap, err := f.st.Snapshot(f.ctx())
+		return err == nil && snap.Resume != nil && snap.Resume.Step == 1
+	}, 10*time.Second, 20*time.Millisecond, "the leader lets the rest follow the canary")
+	snap, err := f.st.Snapshot(f.ctx())
+	require.NoError(t, err)
+	require.Contains(t, snap.Resume.By, "a rollback skips the plan's manual pauses")
+	resumed := f.waitRequest(func(r *fleet.UpdateRequest) bool {
+		return slices.ContainsFunc(r.Events, func(e fleet.RolloutEvent) bool { return e.Kind == "resumed" })
+	})
+	require.True(t, slices.ContainsFunc(resumed.Events, func(e fleet.RolloutEvent) bool {
+		return strings.Contains(e.Message, "a rollback skips the plan's manual pauses")
+	}), "the rollout's record says why: %+v", resumed.Events)
+}

@@ -838,8 +838,11 @@ func (w *Worker) behindCanary(ctx context.Context, rw *storage.RolloutWatch, req
 		return err
 	}
 	how := "after `ferry rollout resume`"
-	if d, manual := s.PauseFor(); !manual {
+	switch d, manual := s.PauseFor(); {
+	case !manual:
 		how = fmt.Sprintf("by itself %s after the canary finished it, or sooner after `ferry rollout resume`", d)
+	case req.Reason == fleet.ReasonRollback:
+		how = "as soon as the canary finished it: a rollback skips manual pauses"
 	}
 	msg := fmt.Sprintf("behind the canary: %d server(s) take step %d (%s) first; the rest go on %s", n, k, s.Name, how)
 	log.Info("waiting behind the canary", "canary", n)
