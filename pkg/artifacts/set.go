@@ -254,15 +254,21 @@ func (s *Set) Marshal() ([]byte, error) {
 	sort.Slice(c.Ignitions, func(i, j int) bool { return c.Ignitions[i].Role < c.Ignitions[j].Role })
 	var b bytes.Buffer
 	b.WriteString("# The artifact set of this ferry release; see docs/artifacts.md.\n# Versions and digests are written by `ferry-ci generate-artifacts`.\n")
-	enc := yaml.NewEncoder(&b)
-	enc.SetIndent(2)
-	if err := enc.Encode(&c); err != nil {
-		return nil, err
-	}
-	if err := enc.Close(); err != nil {
+	if err := writeYAML(&b, &c); err != nil {
 		return nil, err
 	}
 	return b.Bytes(), nil
+}
+
+// writeYAML writes v as the artifact set files are written: block style,
+// indented by two.
+func writeYAML(b *bytes.Buffer, v any) error {
+	enc := yaml.NewEncoder(b)
+	enc.SetIndent(2)
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	return enc.Close()
 }
 
 // Select returns the components named, or all when names is empty.

@@ -26,8 +26,11 @@ component: the latest GitHub release of each deb (its asset picked by
 assetGlob, hashed), the latest version tag of each image in its registry
 (resolved to a digest), and the latest version in the OS channel's feed.
 Versions listed in the ignore file are skipped; --release also skips
-pre-releases. The output is canonical (sorted), so an unchanged upstream
-gives a byte-identical file. If any source fails, the file is left as it was.`,
+pre-releases. Only the values that changed are edited, where they stand:
+comments, the order of components and keys, and the style of what a person
+wrote stay, so an unchanged upstream gives a byte-identical file and a
+hand edit of the plan merges with the nightly's. If any source fails, the
+file is left as it was.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			changes, err := regenerate(cmd.Context(), file, ignoreFile, artifacts.Sources{
@@ -63,9 +66,13 @@ gives a byte-identical file. If any source fails, the file is left as it was.`,
 // artifacts_ignore.yaml beside it), and returns the changes; none when the
 // file was up to date. A source that fails leaves the file as it was.
 func regenerate(ctx context.Context, file, ignoreFile string, src artifacts.Sources) ([]string, error) {
-	set, err := artifacts.Load(file)
+	orig, err := os.ReadFile(file)
 	if err != nil {
 		return nil, err
+	}
+	set, err := artifacts.Parse(orig)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
 	}
 	if ignoreFile == "" {
 		ignoreFile = filepath.Join(filepath.Dir(file), "artifacts_ignore.yaml")
@@ -77,9 +84,11 @@ func regenerate(ctx context.Context, file, ignoreFile string, src artifacts.Sour
 	if err != nil {
 		return nil, err
 	}
-	data, err := next.Marshal()
+	// Only the values that changed are edited, where they stand: what a
+	// person wrote (comments, order, style) stays.
+	data, err := artifacts.Rewrite(orig, set, next)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("edit %s: %w", file, err)
 	}
 	wrote, err := artifacts.WriteFile(file, data)
 	if err != nil || !wrote {

@@ -112,8 +112,9 @@ func (n *Nightly) Run(ctx context.Context) (string, error) {
 	}
 	n.say("merging %s/%s into %s", n.Remote, n.MainBranch, n.ReleaseBranch)
 	if _, err := n.git(ctx, "merge", "--no-edit", n.Remote+"/"+n.MainBranch); err != nil {
+		where := n.conflicts(ctx)
 		n.git(ctx, "merge", "--abort")
-		return "", fmt.Errorf("merge conflict between %s and %s; resolve it on %s by hand, nothing was pushed: %w", n.MainBranch, n.ReleaseBranch, n.ReleaseBranch, err)
+		return "", fmt.Errorf("merge conflict between %s and %s in %s; resolve it on %s by hand, nothing was pushed: %w", n.MainBranch, n.ReleaseBranch, where, n.ReleaseBranch, err)
 	}
 	if err := n.generate(ctx); err != nil {
 		return "", err
@@ -331,7 +332,7 @@ func (n *Nightly) dctest(ctx context.Context, version, dist string) error {
 		env = append(env, "FERRY_DCTEST_FROM_DEB="+path, "FERRY_DCTEST_FROM_VERSION="+from.Version.String())
 		n.say("running dctest: %s -> %s", from.Version, version)
 	} else {
-		n.say("running dctest: no release exists yet, dctest picks its own starting version")
+		n.say("running dctest: no %s release exists yet (a nightly's %s build is never the starting point), dctest picks its own starting version", release.PrefixRelease, release.PrefixTest)
 	}
 	return n.run(ctx, n.DctestCommand, env...)
 }
@@ -388,4 +389,38 @@ func (n *Nightly) publish(ctx context.Context, version, dist string) error {
 		}
 	}
 	return nil
+}
+
+// conflicts names the files a failed merge left in conflict, each with
+// the lines of its conflict markers ("README (lines 1-5)").
+func (n *Nightly) conflicts(ctx context.Context) string {
+	out, err := n.git(ctx, "diff", "--name-only", "--diff-filter=U")
+	if err != nil || strings.TrimSpace(out) == "" {
+		return "files git did not name"
+	}
+	var where []string
+	for _, file := range strings.Fields(out) {
+		data, err := os.ReadFile(filepath.Join(n.Dir, file))
+		if err != nil {
+			where = append(where, file)
+			continue
+		}
+		var spans []string
+		start := 0
+		for i, line := range strings.Split(string(data), "\n") {
+			switch {
+			case strings.HasPrefix(line, "<<<<<<< "):
+				start = i + 1
+			case strings.HasPrefix(line, ">>>>>>> ") && start > 0:
+				spans = append(spans, fmt.Sprintf("%d-%d", start, i+1))
+				start = 0
+			}
+		}
+		if len(spans) == 0 {
+			where = append(where, file)
+			continue
+		}
+		where = append(where, fmt.Sprintf("%s (lines %s)", file, strings.Join(spans, ", ")))
+	}
+	return strings.Join(where, ", ")
 }

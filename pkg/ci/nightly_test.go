@@ -173,6 +173,7 @@ func TestNightlyMergeConflictStops(t *testing.T) {
 
 	_, err := e.nightly().Run(context.Background())
 	require.ErrorContains(t, err, "merge conflict")
+	require.ErrorContains(t, err, "in README (lines 1-5)")
 	require.ErrorContains(t, err, "nothing was pushed")
 	require.Empty(t, e.remoteTags())
 	require.Equal(t, before, e.remoteHead("release"))
@@ -213,4 +214,57 @@ func TestNightlyDryRun(t *testing.T) {
 	code, _, errOut = runCI(nil, "nightly", "--repo-dir", e.work, "--github-api-url", e.gh.APIURL())
 	require.Equal(t, ExitUsage, code)
 	require.Contains(t, errOut, "signing key")
+}
+
+// TestNightlyKeepsHandEdits: the nightly edits only the versions and
+// digests of the artifact set, where they stand; a person's edit of the
+// plan on main between two nightlies merges, and both nightlies succeed.
+func TestNightlyKeepsHandEdits(t *testing.T) {
+	t.Parallel()
+	e := newGitEnv(t)
+	dir := t.TempDir()
+	publish := func(ver string, day int) {
+		deb := debtest.Build(t, dir, debtest.Package{Name: "acme-tools", Version: ver})
+		data, err := os.ReadFile(deb)
+		require.NoError(t, err)
+		e.gh.AddRelease("acme/tools", githubfake.ReleaseSpec{Tag: "v" + ver, CreatedAt: time.Date(2026, 11, day, 0, 0, 0, 0, time.UTC),
+			Assets: map[string][]byte{"acme-tools_" + ver + "_amd64.deb": data}})
+	}
+	publish("1.2.0", 1)
+	publish("1.3.0", 2)
+	const set = `# Our stack; see docs/artifacts.md.
+debs:
+  - name: acme-tools # our fork
+    repository: acme/tools
+    release: v1.2.0
+    asset: acme-tools_1.2.0_amd64.deb
+    assetGlob: acme-tools_*_amd64.deb
+    version: 1.2.0
+    size: 1
+    sha256: 0000000000000000000000000000000000000000000000000000000000000000
+plan:
+  steps:
+    - {name: debs, strategy: rolling, canary: 1, actions: [{debs: {}}]}
+`
+	e.pushToMain(DefaultArtifactsFile, set)
+
+	v, err := e.nightly().Run(context.Background())
+	require.NoError(t, err, e.out.String())
+	require.Equal(t, today+"-1", v)
+	first := gitIn(t, e.work, "show", "origin/release:"+DefaultArtifactsFile)
+	require.Contains(t, first, "release: v1.3.0")
+	require.Contains(t, first, "# our fork", "comments stay")
+	require.Contains(t, first, "- {name: debs, strategy: rolling, canary: 1, actions: [{debs: {}}]}", "so does the plan as written")
+
+	// A person edits the plan on main; upstream moves on.
+	e.pushToMain(DefaultArtifactsFile, strings.Replace(set, "    - {name: debs,", "    # Two at a time since the rack move.\n    - {name: debs, parallel: 2,", 1))
+	publish("1.4.0", 3)
+	e.out.Reset()
+	v, err = e.nightly().Run(context.Background())
+	require.NoError(t, err, e.out.String())
+	require.Equal(t, today+"-2", v)
+	second := gitIn(t, e.work, "show", "origin/release:"+DefaultArtifactsFile)
+	require.Contains(t, second, "release: v1.4.0")
+	require.Contains(t, second, "# Two at a time since the rack move.\n    - {name: debs, parallel: 2, strategy: rolling, canary: 1, actions: [{debs: {}}]}")
+	require.Contains(t, second, "# our fork")
 }
