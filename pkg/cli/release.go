@@ -30,7 +30,7 @@ func (a *app) newReleaseCommand() *cobra.Command {
 		RunE:  groupRunE,
 	}
 	cmd.AddCommand(a.newReleaseListCommand(), a.newReleasePublishCommand(), a.newReleasePinCommand(), a.newReleaseUnpinCommand(), a.newReleaseUnrefuseCommand(),
-		a.newReleaseWithdrawCommand(), a.newReleaseRotateKeysCommand())
+		a.newReleaseWithdrawCommand(), a.newReleaseRotateKeysCommand(), a.newReleaseCheckNowCommand())
 	return cmd
 }
 
@@ -642,4 +642,64 @@ func eventTitle(kind string) string {
 	}
 	r, size := utf8.DecodeRuneInString(kind)
 	return string(unicode.ToUpper(r)) + kind[size:]
+}
+
+func (a *app) newReleaseCheckNowCommand() *cobra.Command {
+	var wait time.Duration
+	cmd := &cobra.Command{
+		Use:   "check-now",
+		Short: "Have the updater leader look for a new release now, and say what it found",
+		Long: `Ask the updater leader to look for a new release now, instead of at its
+next check-update-interval, and print what the check found. The request is
+trigger/check in etcd, as a GitHub webhook writes it; the leader answers it
+within a second or so and records the outcome (` + "`ferry status`" + ` shows it as Last
+check). --wait bounds how long to wait for the answer: with no updater
+leading, nobody answers, and the command says so.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, closeStorage, err := a.open()
+			if err != nil {
+				return err
+			}
+			defer closeStorage()
+			ctx, cancel := context.WithTimeout(cmd.Context(), a.commandTimeout)
+			rev, err := st.PutCheckTrigger(ctx, &fleet.CheckTrigger{At: a.now().UTC(), Delivery: operator("ferry release check-now")})
+			cancel()
+			if err != nil {
+				return err
+			}
+			wctx, cancel := context.WithTimeout(cmd.Context(), wait)
+			defer cancel()
+			for {
+				snap, err := st.Snapshot(wctx)
+				if err != nil && wctx.Err() == nil {
+					return err
+				}
+				if err == nil && snap.Check != nil && snap.Check.Trigger >= rev {
+					c := snap.Check
+					switch c.Result {
+					case "found":
+						fmt.Fprintf(a.stdout, "%s checked at %s: the newest release the fleet may take is %s\n", c.Leader, c.At.Format(time.RFC3339), c.Version)
+					case "none":
+						fmt.Fprintf(a.stdout, "%s checked at %s: no release for the fleet's env\n", c.Leader, c.At.Format(time.RFC3339))
+					default:
+						return fmt.Errorf("%s checked at %s: %s: %s", c.Leader, c.At.Format(time.RFC3339), c.Result, c.Error)
+					}
+					return nil
+				}
+				if wctx.Err() != nil {
+					leader := "no updater leads (`ferry status` says Leader: -)"
+					if err == nil && snap.Leader != "" {
+						leader = snap.Leader + " leads, but did not answer"
+					}
+					return fmt.Errorf("asked for a release check; %s within %s; the check runs when a leader sees the request", leader, wait)
+				}
+				if err == nil {
+					st.WaitChange(wctx, snap.Revision)
+				}
+			}
+		},
+	}
+	cmd.Flags().DurationVar(&wait, "wait", 30*time.Second, "how long to wait for the leader's answer")
+	return cmd
 }

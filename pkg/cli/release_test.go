@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -314,4 +315,39 @@ func TestPinDuringRollout(t *testing.T) {
 	r = f.run("", "release", "pin", running)
 	require.Equal(t, ExitOK, r.code, r.stderr)
 	require.NotContains(t, r.stdout, "goes on")
+}
+
+// TestReleaseCheckNow: check-now writes the trigger, waits for the check
+// that answers it (not an older one), and prints what it found; with
+// nobody answering, it says so within --wait.
+func TestReleaseCheckNow(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	r := f.run("", "release", "check-now", "--wait", "300ms")
+	require.Equal(t, ExitFailure, r.code)
+	require.Contains(t, r.stderr, "no updater leads")
+
+	// A stand-in leader answers each trigger once; an old answer is there
+	// already and must not count.
+	fleettest.AsLeader(t, f.st, func(l *storage.Leader) error {
+		return l.PutCheckInfo(f.ctx(), &fleet.CheckInfo{At: time.Now().UTC(), Result: "found", Version: "2026.01.01-1", Leader: "old", Trigger: 1})
+	})
+	ctx, cancel := context.WithCancel(f.ctx())
+	defer cancel()
+	l := fleettest.StandIn(t, f.st)
+	go func() {
+		for ctx.Err() == nil {
+			snap, err := f.st.Snapshot(ctx)
+			if err != nil {
+				return
+			}
+			if snap.Check != nil && snap.TriggerRev > snap.Check.Trigger {
+				l.PutCheckInfo(ctx, &fleet.CheckInfo{At: time.Now().UTC(), Result: "found", Version: "2026.01.03-1", Leader: "boot-1", Trigger: snap.TriggerRev})
+			}
+			f.st.WaitChange(ctx, snap.Revision)
+		}
+	}()
+	r = f.run("", "release", "check-now")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	require.Regexp(t, `^boot-1 checked at \S+: the newest release the fleet may take is 2026.01.03-1\n$`, r.stdout)
 }

@@ -109,7 +109,7 @@ fleet stays on what it runs until one comes.`,
 					return err
 				}
 				// The leader looks again at once, and picks around them.
-				if err := st.PutCheckTrigger(ctx, &fleet.CheckTrigger{At: a.now().UTC(), Delivery: "ferry release withdraw"}); err != nil {
+				if _, err := st.PutCheckTrigger(ctx, &fleet.CheckTrigger{At: a.now().UTC(), Delivery: "ferry release withdraw"}); err != nil {
 					return err
 				}
 				fmt.Fprintf(a.stdout, "withdrawn: %s (statement %d, signed with key %X); workers refuse them from their next install on\n", strings.Join(withdrawn, ", "), serial, key.ID())

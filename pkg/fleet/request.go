@@ -324,6 +324,9 @@ type CheckInfo struct {
 	Error   string `json:"error,omitempty"`
 	// Leader is the updater that checked.
 	Leader string `json:"leader"`
+	// Trigger is the revision of the trigger/check this check answered
+	// (`ferry release check-now`, a webhook); 0 for a scheduled one.
+	Trigger int64 `json:"trigger,omitempty"`
 }
 
 // Pin is the version the fleet must hold.

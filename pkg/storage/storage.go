@@ -574,8 +574,18 @@ func (s *Storage) GetHistoryStarted(ctx context.Context, from, to time.Time) ([]
 
 // PutCheckTrigger asks the updater leader for an immediate release check.
 // Any updater may write it; the leader notices the change.
-func (s *Storage) PutCheckTrigger(ctx context.Context, t *fleet.CheckTrigger) error {
-	return s.put(ctx, s.abs(keyTrigger), t)
+// It returns the revision of the write, which the check that answers it
+// records (fleet.CheckInfo.Trigger).
+func (s *Storage) PutCheckTrigger(ctx context.Context, t *fleet.CheckTrigger) (int64, error) {
+	data, err := encode(t)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := s.cli.Put(ctx, s.abs(keyTrigger), data)
+	if err != nil {
+		return 0, fmt.Errorf("write %s: %w", s.abs(keyTrigger), err)
+	}
+	return resp.Header.Revision, nil
 }
 
 // PutReleaseInfo writes info/release.

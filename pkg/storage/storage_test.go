@@ -465,10 +465,12 @@ func TestTriggerInSnapshot(t *testing.T) {
 	snap, err := st.Snapshot(ctx)
 	require.NoError(t, err)
 	require.Zero(t, snap.TriggerRev)
-	require.NoError(t, st.PutCheckTrigger(ctx, &fleet.CheckTrigger{At: time.Now(), Delivery: "abc"}))
+	rev, err := st.PutCheckTrigger(ctx, &fleet.CheckTrigger{At: time.Now(), Delivery: "abc"})
+	require.NoError(t, err)
 	snap2, err := st.Snapshot(ctx)
 	require.NoError(t, err)
 	require.Greater(t, snap2.TriggerRev, snap.Revision)
+	require.Equal(t, rev, snap2.TriggerRev, "the revision of the write")
 }
 
 // TestLocalSecretsTakeThePlaceOfEtcd: a server that keeps its secrets on

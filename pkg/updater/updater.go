@@ -495,8 +495,9 @@ func (u *Updater) maybeCheck(ctx context.Context, ls *leaderState, snap *fleet.S
 		ls.source, ls.sourceKey, ls.failures, ls.lastCheckAt = src, key, 0, time.Time{}
 		due = true
 	}
+	trigger := int64(0)
 	if snap.TriggerRev > ls.triggerRev {
-		ls.triggerRev = snap.TriggerRev
+		ls.triggerRev, trigger = snap.TriggerRev, snap.TriggerRev
 		due = true
 	}
 	if next := ls.nextCheck(cfg, now); !next.After(now) {
@@ -505,7 +506,7 @@ func (u *Updater) maybeCheck(ctx context.Context, ls *leaderState, snap *fleet.S
 	if !due {
 		return nil
 	}
-	return u.check(ctx, ls, snap, cfg, now, leader)
+	return u.check(ctx, ls, snap, cfg, now, trigger, leader)
 }
 
 // withdrawn lists the versions that a withdrawals statement, signed by a
@@ -534,7 +535,9 @@ func (u *Updater) withdrawn(ctx context.Context, ls *leaderState) []string {
 	return ls.withdrawals.Withdrawn
 }
 
-func (u *Updater) check(ctx context.Context, ls *leaderState, snap *fleet.Snapshot, cfg *fleet.Config, now time.Time, leader *storage.Leader) error {
+// check asks GitHub for the newest release; trigger is the revision of the
+// trigger/check it answers, 0 for a scheduled check.
+func (u *Updater) check(ctx context.Context, ls *leaderState, snap *fleet.Snapshot, cfg *fleet.Config, now time.Time, trigger int64, leader *storage.Leader) error {
 	cctx, cancel := context.WithTimeout(ctx, u.opts.CheckTimeout)
 	withdrawn := u.withdrawn(cctx, ls)
 	rel, err := ls.source.Latest(cctx, cfg.Env, func(v string) bool { return slices.Contains(withdrawn, v) })
@@ -546,7 +549,7 @@ func (u *Updater) check(ctx context.Context, ls *leaderState, snap *fleet.Snapsh
 	} else {
 		u.metrics.lastCheckOK.Set(0)
 	}
-	defer func() { u.recordCheck(ctx, snap, rel, err, now, leader) }()
+	defer func() { u.recordCheck(ctx, snap, rel, err, now, trigger, leader) }()
 	switch {
 	case err == nil:
 		u.metrics.checks.WithLabelValues("found").Inc()
@@ -596,10 +599,11 @@ func (u *Updater) checkFailed(ls *leaderState, err error, now time.Time) {
 }
 
 // recordCheck writes info/check, so that `ferry status` can say how the
-// leader's last check went: when the outcome changed, and otherwise at most
-// once a minute, so that a frequent check does not write etcd each time.
-func (u *Updater) recordCheck(ctx context.Context, snap *fleet.Snapshot, rel *release.Release, err error, now time.Time, leader *storage.Leader) {
-	c := &fleet.CheckInfo{At: now.UTC(), Result: "found", Leader: u.opts.ID}
+// leader's last check went: when the outcome changed, for a check that a
+// trigger asked for, and otherwise at most once a minute, so that a
+// frequent check does not write etcd each time.
+func (u *Updater) recordCheck(ctx context.Context, snap *fleet.Snapshot, rel *release.Release, err error, now time.Time, trigger int64, leader *storage.Leader) {
+	c := &fleet.CheckInfo{At: now.UTC(), Result: "found", Leader: u.opts.ID, Trigger: trigger}
 	switch {
 	case err == nil:
 		c.Version = rel.Version.String()
@@ -611,7 +615,7 @@ func (u *Updater) recordCheck(ctx context.Context, snap *fleet.Snapshot, rel *re
 			c.Result = "rate_limited"
 		}
 	}
-	if old := snap.Check; old != nil && old.Result == c.Result && old.Version == c.Version && old.Error == c.Error && old.Leader == c.Leader && now.Sub(old.At) < time.Minute {
+	if old := snap.Check; trigger == 0 && old != nil && old.Result == c.Result && old.Version == c.Version && old.Error == c.Error && old.Leader == c.Leader && now.Sub(old.At) < time.Minute {
 		return
 	}
 	if err := leader.PutCheckInfo(ctx, c); err != nil && ctx.Err() == nil {

@@ -966,3 +966,25 @@ func TestRollbackIsUnattended(t *testing.T) {
 		return strings.Contains(e.Message, "a rollback skips the plan's manual pauses")
 	}), "the rollout's record says why: %+v", resumed.Events)
 }
+
+// TestTriggeredCheckIsRecorded: a check that a trigger asked for (`ferry
+// release check-now`) is recorded with the trigger's revision, even when
+// it found what the last check found a moment ago.
+func TestTriggeredCheckIsRecorded(t *testing.T) {
+	t.Parallel()
+	f, _, _ := oneServer(t, fleet.ConfigCheckUpdateInterval, "1h")
+	var first *fleet.CheckInfo
+	require.Eventually(t, func() bool {
+		snap, err := f.st.Snapshot(f.ctx())
+		first = snap.Check
+		return err == nil && first != nil
+	}, 10*time.Second, 20*time.Millisecond)
+	for range 2 {
+		rev, err := f.st.PutCheckTrigger(f.ctx(), &fleet.CheckTrigger{At: time.Now().UTC(), Delivery: "test"})
+		require.NoError(t, err)
+		require.Eventually(t, func() bool {
+			snap, err := f.st.Snapshot(f.ctx())
+			return err == nil && snap.Check != nil && snap.Check.Trigger == rev
+		}, 10*time.Second, 20*time.Millisecond, "the check that answers trigger %d is recorded", rev)
+	}
+}

@@ -106,7 +106,7 @@ func WebhookHandler(st *storage.Storage, log *slog.Logger) http.Handler {
 			return
 		}
 		delivery := r.Header.Get("X-GitHub-Delivery")
-		if err := st.PutCheckTrigger(ctx, &fleet.CheckTrigger{At: time.Now().UTC(), Delivery: delivery}); err != nil {
+		if _, err := st.PutCheckTrigger(ctx, &fleet.CheckTrigger{At: time.Now().UTC(), Delivery: delivery}); err != nil {
 			log.Error("webhook: cannot trigger a release check", "error", err)
 			http.Error(w, "cannot reach etcd", http.StatusServiceUnavailable)
 			return
