@@ -61,6 +61,9 @@ type Server struct {
 	Installed string `json:"installed,omitempty"`
 	Runs      string `json:"runs,omitempty"`
 	Target    string `json:"target,omitempty"`
+	// Canary is the step this server took before the rest, who wait
+	// behind it; 0 when it is no canary now.
+	Canary int `json:"canary,omitempty"`
 	// Labels are the server's labels from servers/<id>.
 	Labels map[string]string `json:"labels,omitempty"`
 	// LastSeen is the last sign of its worker: its last status or the
@@ -121,6 +124,13 @@ func New(snap *fleet.Snapshot) *Fleet {
 	}
 	v.State = State(snap)
 	v.Pause, v.CanaryHold = snap.Pause, CanaryHold(snap)
+	if k := v.CanaryHold; k > 0 {
+		for i := range v.Servers {
+			if st := v.Servers[i].Status; st.For(snap.Request) && st.Step >= k && !(st.Step == k && st.Phase == fleet.PhasePaused) {
+				v.Servers[i].Canary = k
+			}
+		}
+	}
 	v.Steps = steps(snap)
 	return v
 }

@@ -47,3 +47,27 @@ func TestStepsCountArrivalsAndDone(t *testing.T) {
 	require.False(t, v.Servers[4].InRequest)
 	require.Equal(t, fleet.StateIdle, v.Servers[3].State, "d's report is about an earlier rollout")
 }
+
+// TestCanaryIsMarked: while the rest wait behind a step's canary, the
+// server that took the step first is marked as its canary, and the hold
+// is named; after the resume, neither is.
+func TestCanaryIsMarked(t *testing.T) {
+	started := time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC)
+	req := &fleet.UpdateRequest{Version: "2", Servers: []string{"a", "b", "c"}, StartedAt: started}
+	st := func(step int, phase fleet.Phase) *fleet.UpdateStatus {
+		return &fleet.UpdateStatus{Version: "2", Step: step, StepName: "restart", Phase: phase, Cond: fleet.CondRunning, Rollout: started, Canary: 1, Pause: "manual"}
+	}
+	snap := &fleet.Snapshot{
+		Request:  req,
+		Statuses: map[string]*fleet.UpdateStatus{"a": st(2, fleet.PhaseWaiting), "b": st(2, fleet.PhasePaused), "c": st(2, fleet.PhasePaused)},
+		Alive:    map[string]*fleet.Alive{"a": {}, "b": {}, "c": {}},
+	}
+	v := New(snap)
+	require.Equal(t, 2, v.CanaryHold)
+	require.Equal(t, []int{2, 0, 0}, []int{v.Servers[0].Canary, v.Servers[1].Canary, v.Servers[2].Canary})
+
+	snap.Resume = &fleet.Resume{Rollout: started, Step: 2}
+	v = New(snap)
+	require.Zero(t, v.CanaryHold)
+	require.Zero(t, v.Servers[0].Canary)
+}

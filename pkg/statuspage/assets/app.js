@@ -100,7 +100,9 @@ function renderRollout(f) {
     $("steps").replaceChildren();
     return;
   }
-  $("rollout-versions").textContent = (page.from ? page.from + " → " : "to ") + req.version + " (" + req.reason + ", " + req.servers.length + " servers)";
+  // The request says where the rollout came from; history only guesses.
+  const from = req.from || page.from;
+  $("rollout-versions").textContent = (from ? from + " → " : "to ") + req.version + " (" + req.reason + ", " + req.servers.length + " servers)";
   const end = isSet(req.finished_at) ? Date.parse(req.finished_at) : now();
   $("rollout-elapsed").textContent = "started " + when(req.started_at) + " · " +
     (isSet(req.finished_at) ? "took " : "running for ") + duration(end - Date.parse(req.started_at));
@@ -136,6 +138,9 @@ function renderServers(f) {
   const rows = (f.servers || []).map((s) => {
     const st = s.status;
     const step = st ? (st.step > 0 ? st.step + " " : "") + (st.step_name || "") : "";
+    // A canary takes its step before the rest: say so, so that it does
+    // not look like a server ahead of its barrier.
+    const canary = s.canary ? el("span", { class: "label canary", title: "takes step " + s.canary + " before the rest" }, "canary") : null;
     let msg = st && st.message ? st.message : "";
     if (!s.alive && st && st.phase === "upgrading") msg = "restarting after its self-upgrade? " + msg;
     const labels = Object.entries(s.labels || {}).sort().map(([k, v]) => el("span", { class: "label" }, k + "=" + v));
@@ -144,7 +149,7 @@ function renderServers(f) {
       el("td", { class: s.alive ? "alive yes" : "alive no" }, s.alive ? "yes" : "no"),
       el("td", { class: "installed" }, s.installed || "–"),
       el("td", { class: "target" }, req && s.in_request ? req.version : "–"),
-      el("td", { class: "step" }, step || "–"),
+      el("td", { class: "step" }, step || "–", canary),
       el("td", { class: "state" }, badge(serverState(s))),
       el("td", { class: "message" }, msg || "–"),
       el("td", { class: "labels" }, ...labels),
@@ -235,8 +240,10 @@ function connect() {
   es.addEventListener("status", (ev) => {
     page = JSON.parse(ev.data);
     skew = Date.parse(page.now) - Date.now();
-    conn.dataset.state = "live";
-    conn.textContent = "live";
+    // Live means the view is current: the updater answers and so does
+    // etcd behind it.
+    conn.dataset.state = page.etcd.reachable ? "live" : "lost";
+    conn.textContent = page.etcd.reachable ? "live" : "etcd unreachable";
     render();
   });
   es.onerror = () => {
