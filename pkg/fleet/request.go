@@ -276,6 +276,14 @@ func (st *UpdateStatus) Reached(req *UpdateRequest) int {
 	return st.Step
 }
 
+// PlanSteps is status/plan: the names of the steps of the plan that a
+// rollout carries out, in order, as a worker at its version read them from
+// its artifact set; for the operator's view of the whole plan.
+type PlanSteps struct {
+	Rollout time.Time `json:"rollout"`
+	Steps   []string  `json:"steps"`
+}
+
 // Passed is status/passed: the highest barrier of the current rollout that
 // every server of it has reached, so that all may start that step. The
 // updater leader writes it; workers watch it.

@@ -38,6 +38,9 @@ type Snapshot struct {
 	// about the current request; nil otherwise.
 	Pause  *Pause
 	Resume *Resume
+	// Plan is status/plan when it is about the current request; nil
+	// otherwise.
+	Plan *PlanSteps
 	// Refused are the refused versions, by version.
 	Refused map[string]*Refused
 	// Leader is the id of the updater that leads, "" while none does.

@@ -202,8 +202,9 @@ func State(snap *fleet.Snapshot) string {
 	return StateRunning
 }
 
-// steps is the progress through every step that a server of the rollout
-// has reached, named as the statuses name them.
+// steps is the progress through every step of the plan (status/plan), or
+// else every step that a server of the rollout has reached, named as the
+// statuses name them.
 func steps(snap *fleet.Snapshot) []Step {
 	req := snap.Request
 	if req == nil {
@@ -225,6 +226,14 @@ func steps(snap *fleet.Snapshot) []Step {
 		}
 		if st.Step > 0 && st.StepName != "" {
 			names[st.Step] = st.StepName
+		}
+	}
+	// The plan, when a worker recorded it, names every step, the ones
+	// nobody reached yet too.
+	if p := snap.Plan; p != nil {
+		last = max(last, len(p.Steps))
+		for i, name := range p.Steps {
+			names[i+1] = name
 		}
 	}
 	out := make([]Step, 0, last)

@@ -71,3 +71,22 @@ func TestCanaryIsMarked(t *testing.T) {
 	require.Zero(t, v.CanaryHold)
 	require.Zero(t, v.Servers[0].Canary)
 }
+
+// TestStepsListThePlan: with the plan recorded, every step is listed by
+// name, those nobody reached yet too.
+func TestStepsListThePlan(t *testing.T) {
+	started := time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC)
+	req := &fleet.UpdateRequest{Version: "2", Servers: []string{"a", "b"}, StartedAt: started}
+	snap := &fleet.Snapshot{
+		Request: req,
+		Statuses: map[string]*fleet.UpdateStatus{
+			"a": {Version: "2", Step: 1, StepName: "debs", Phase: fleet.PhaseWaiting, Cond: fleet.CondRunning, Rollout: started},
+		},
+		Plan: &fleet.PlanSteps{Rollout: started, Steps: []string{"debs", "images", "boot"}},
+	}
+	require.Equal(t, []Step{
+		{Step: 1, Name: "debs", Arrived: 1, Of: 2},
+		{Step: 2, Name: "images", Of: 2},
+		{Step: 3, Name: "boot", Of: 2},
+	}, New(snap).Steps)
+}

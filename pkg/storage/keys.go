@@ -20,6 +20,7 @@ const (
 	keyCurrent       = "status/current"
 	keyPassed        = "status/passed"
 	keyPause         = "status/pause"
+	keyPlan          = "status/plan"
 	keyResume        = "status/resume"
 	keyServerStatus  = "status/servers/"
 	keyContentsDir   = "contents/"
@@ -38,7 +39,7 @@ const (
 // allKeys are every key and directory above, for the tests that check
 // their order and their documentation.
 var allKeys = []string{keyConfigDir, keyServersDir, keyReleaseInfo, keyCheck, keyAliveDir, keyPin, keyPing, keyStatusDir, keyCurrent, keyPassed,
-	keyPause, keyResume, keyServerStatus, keyContentsDir, keyHistoryDir, keyInstallDir, keyTrigger, keyRollingDir, keyCanaryDir, keyRefusedDir,
+	keyPause, keyPlan, keyResume, keyServerStatus, keyContentsDir, keyHistoryDir, keyInstallDir, keyTrigger, keyRollingDir, keyCanaryDir, keyRefusedDir,
 	keyTrustKeys, keyTrustWithdraw, keyUpdaterLeader, keyWorkerLeader}
 
 // rolloutID names a rollout in keys: its start, in UTC, at a fixed width,

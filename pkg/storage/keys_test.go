@@ -30,7 +30,7 @@ func TestKeyOrder(t *testing.T) {
 	servers := func(key string) bool {
 		return in(key, s.abs(keyServerStatus), clientv3.GetPrefixRangeEnd(s.abs(keyServerStatus)))
 	}
-	heads := map[string]bool{s.abs(keyCurrent): true, s.abs(keyPassed): true, s.abs(keyPause): true, s.abs(keyResume): true}
+	heads := map[string]bool{s.abs(keyCurrent): true, s.abs(keyPassed): true, s.abs(keyPause): true, s.abs(keyPlan): true, s.abs(keyResume): true}
 	for _, key := range keys {
 		// A large fleet's workers: the request, passed, pause and resume.
 		require.Equal(t, heads[key], in(key, s.abs(keyCurrent), s.abs(keyResume)+"\x00"), key)

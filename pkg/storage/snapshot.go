@@ -30,6 +30,7 @@ func (s *Storage) Snapshot(ctx context.Context) (*fleet.Snapshot, error) {
 		clientv3.OpGet(s.abs(keyPause)),
 		clientv3.OpGet(s.abs(keyResume)),
 		clientv3.OpGet(s.abs(keyRefusedDir), clientv3.WithPrefix()),
+		clientv3.OpGet(s.abs(keyPlan)),
 	).Commit()
 	if err != nil {
 		return nil, fmt.Errorf("read snapshot: %w", err)
@@ -98,6 +99,15 @@ func (s *Storage) Snapshot(ctx context.Context) (*fleet.Snapshot, error) {
 		}
 		if res.Rollout.Equal(snap.Request.StartedAt) {
 			snap.Resume = res
+		}
+	}
+	if r := kvs(15); len(r) > 0 && snap.Request != nil {
+		p := new(fleet.PlanSteps)
+		if err := decode(string(r[0].Key), r[0].Value, p); err != nil {
+			return nil, err
+		}
+		if p.Rollout.Equal(snap.Request.StartedAt) {
+			snap.Plan = p
 		}
 	}
 	// A small fleet counts its arrivals itself (LocalBarrier): so does

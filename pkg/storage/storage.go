@@ -366,6 +366,7 @@ func (s *Storage) clearRollout() []clientv3.Op {
 		clientv3.OpDelete(s.abs(keyCanaryDir), clientv3.WithPrefix()),
 		clientv3.OpDelete(s.abs(keyPassed)),
 		clientv3.OpDelete(s.abs(keyPause)),
+		clientv3.OpDelete(s.abs(keyPlan)),
 		clientv3.OpDelete(s.abs(keyResume)),
 	}
 	// What former versions left, in the formats they used.
@@ -452,6 +453,20 @@ func (s *Storage) GetServer(ctx context.Context, id string) (*fleet.ServerInfo, 
 		return nil, err
 	}
 	return &info, nil
+}
+
+// PutPlan records the steps of the plan of the rollout p is about, unless
+// they are recorded already.
+func (s *Storage) PutPlan(ctx context.Context, p *fleet.PlanSteps) error {
+	data, err := encode(p)
+	if err != nil {
+		return err
+	}
+	key := s.abs(keyPlan)
+	if _, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).Then(clientv3.OpPut(key, data)).Commit(); err != nil {
+		return fmt.Errorf("write %s: %w", key, err)
+	}
+	return nil
 }
 
 // PutPause holds the rollout at its next step boundary (ferry rollout

@@ -636,6 +636,7 @@ func (w *Worker) runSteps(ctx context.Context, cfg *fleet.Config, req *fleet.Upd
 			return err
 		}
 		defer rw.Close()
+		w.recordPlan(ctx, req, log)
 	}
 	for k := start; k <= len(steps); k++ {
 		s := &steps[k-1]
@@ -707,6 +708,22 @@ func (w *Worker) runSteps(ctx context.Context, cfg *fleet.Config, req *fleet.Upd
 	}
 	log.Info("rollout completed on this server")
 	return w.report(ctx, req, len(steps), lastName(steps), fleet.PhaseDone, fleet.CondCompleted, "")
+}
+
+// recordPlan writes the names of the plan's steps for the operator's view
+// (status/plan), once per rollout: the first server of the request does,
+// as it runs the plan at the request's version.
+func (w *Worker) recordPlan(ctx context.Context, req *fleet.UpdateRequest, log *slog.Logger) {
+	if active := req.Active(); len(active) == 0 || active[0] != w.o.ID {
+		return
+	}
+	p := &fleet.PlanSteps{Rollout: req.StartedAt}
+	for _, s := range w.o.Plan.Steps {
+		p.Steps = append(p.Steps, s.Name)
+	}
+	if err := w.st.PutPlan(ctx, p); err != nil {
+		log.Warn("cannot record the plan's steps for ferry status and the page", "error", err)
+	}
 }
 
 // cannotRecord aborts this server when it cannot record that it finished

@@ -262,6 +262,11 @@ func TestLockstep(t *testing.T) {
 		st := f.waitStatus(s, cond(fleet.CondCompleted))
 		require.Equal(t, 3, st.Step)
 	}
+	snap, err := f.st.Snapshot(f.ctx())
+	require.NoError(t, err)
+	require.NotNil(t, snap.Plan, "the first server recorded the plan's steps")
+	require.Len(t, snap.Plan.Steps, 3)
+	require.Equal(t, plan.Steps[0].Name, snap.Plan.Steps[0])
 
 	entries := j.entries(t)
 	require.Len(t, entries, 3*3*2)
