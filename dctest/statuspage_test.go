@@ -3,6 +3,7 @@ package dctest
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/ferry-cd/ferry/dctest/harness"
+	"github.com/ferry-cd/ferry/pkg/artifacts"
 	"github.com/stretchr/testify/require"
 )
 
@@ -128,9 +130,11 @@ func (b *browser) waitText(sel string, limit time.Duration, want ...string) {
 }
 
 // TestStatusPageInBrowser: a headless Chromium opens boot-0's status page
-// on a live 3-server fleet and, without a reload, sees the servers, a step
-// advance, the stop of the fleet when a worker dies, and "etcd unreachable"
-// when the etcd cluster is gone.
+// on a live 3-server fleet and, without a reload, sees the servers; the
+// whole plan of N1, its canary marked, while the rest wait behind it, and
+// what lets them go on; a step advance; the rollback to N after a failed
+// health gate, from N1 to N; the stop of the fleet when a worker dies; and
+// "etcd unreachable" when the etcd cluster is gone.
 func TestStatusPageInBrowser(t *testing.T) {
 	d := start(t)
 	d.bootstrap("staging", three...)
@@ -154,19 +158,40 @@ func TestStatusPageInBrowser(t *testing.T) {
 	b.waitText("#leader", 10*time.Second, "boot-")
 	b.waitText(`#config tr[data-key="env"]`, 10*time.Second, "staging")
 
-	// N1: the page shows the rollout and a step advance on boot-2.
+	// N1's plan has a canary first, and rolls back when boot-2's health
+	// gate at its last step fails.
+	require.NoError(t, d.EditArtifactSet(func(s *artifacts.Set) {
+		s.Plan.OnFailure = artifacts.OnFailureRollback
+		restart := artifacts.Step{Name: "restart", Strategy: artifacts.Rolling, Parallel: 2, Canary: "1", Pause: artifacts.ParseDuration(artifacts.PauseManual),
+			Actions: []artifacts.Action{{Run: &artifacts.RunAction{Command: "true"}}}}
+		s.Plan.Steps = append([]artifacts.Step{restart}, s.Plan.Steps...)
+		check := fmt.Sprintf(`[ "$FERRY_VERSION" != %s ] || [ "$FERRY_SERVER" != boot-2 ] || { echo "E: dns answers SERVFAIL" >&2; exit 1; }`, N1)
+		last := &s.Plan.Steps[len(s.Plan.Steps)-1]
+		last.Health = []artifacts.HealthCheck{{Command: &artifacts.RunAction{Command: "sh", Args: []string{"-c", check}}}}
+	}))
+
+	// N1: the page shows the rollout and every step of its plan while the
+	// rest wait behind the canary of the first, the canary marked.
 	require.NoError(t, d.Publish(N1, harness.PublishOptions{Prerelease: true, CreatedAt: day(2)}))
 	b.waitText("#rollout-versions", time.Minute, N+" → "+N1)
-	b.waitText("#rollout-state", time.Minute, "running")
+	b.waitText("#rollout-state", time.Minute, "paused")
+	b.waitText("#steps", 10*time.Second, "restart", "packages", "images", "boot", "services")
+	b.waitText("#rollout-pause", 10*time.Second, "canary of step 1", "ferry rollout resume")
+	b.waitText("#servers tbody", 10*time.Second, "canary")
+	d.ferry("rollout", "resume")
 	d.waitStep("boot-2", "services")
 	b.waitText(`tr[data-server="boot-2"] td.step`, 30*time.Second, "services")
-	b.waitText(`#steps`, 10*time.Second, "services")
 	if name := os.Getenv(screenshotEnv); name != "" {
 		require.NoError(t, b.screenshot(name))
 		t.Logf("screenshot of the running rollout: %s", name)
 	}
 
-	// boot-2's worker dies: the fleet stops, and the page says why.
+	// boot-2's health gate fails: the fleet rolls back, from N1 to N.
+	b.waitText("#rollout-versions", 2*time.Minute, N1+" → "+N, "rollback")
+
+	// boot-2's worker dies in the rollback: the fleet stops, and the page
+	// says why.
+	d.waitStep("boot-2", "images")
 	s2, err := d.Server("boot-2")
 	require.NoError(t, err)
 	s2.StopWorker()

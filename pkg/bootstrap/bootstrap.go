@@ -526,7 +526,15 @@ func (c *Config) Probe(ctx context.Context) error {
 			causes = append(causes, ep+": "+explainDialError(err, c, strings.HasPrefix(ep, "http://")))
 			continue
 		}
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		resp.Body.Close()
+		// etcd answers {"health":"true"|"false",...}; anything else is
+		// another server on that port, which the gRPC client would wait
+		// on until its deadline.
+		if !strings.Contains(string(body), `"health"`) {
+			causes = append(causes, fmt.Sprintf("%s: something answers there, but not etcd (GET /health: %s); check the endpoint's port", ep, resp.Status))
+			continue
+		}
 		return nil
 	}
 	return errors.New(strings.Join(causes, "; "))
@@ -552,6 +560,8 @@ func explainDialError(err error, c *Config, plain bool) string {
 		return "etcd speaks plain http there: use an http:// endpoint"
 	case plain && (strings.Contains(msg, "malformed HTTP response") || errors.Is(err, io.EOF)):
 		return "etcd speaks TLS there (it closed a plain http connection): use an https:// endpoint and tls-ca-file"
+	case !plain && (errors.Is(err, io.EOF) || strings.Contains(msg, "first record does not look like a TLS handshake")):
+		return "etcd speaks plain http there (it closed the TLS handshake): use an http:// endpoint, or give etcd a certificate"
 	}
 	return msg
 }

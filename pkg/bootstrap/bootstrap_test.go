@@ -2,6 +2,8 @@ package bootstrap
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -196,6 +198,14 @@ func TestEtcdPasswordAuth(t *testing.T) {
 	require.NoError(t, cfg.Probe(ctx), "the probe reaches the endpoint")
 	cfg.Endpoints = []string{"http://127.0.0.1:1"}
 	require.ErrorContains(t, cfg.Probe(ctx), "connection refused")
+	// https:// against an etcd that speaks plain http says so, not EOF.
+	cfg.Endpoints = []string{strings.Replace(srv.Endpoint, "http://", "https://", 1)}
+	require.ErrorContains(t, cfg.Probe(ctx), "etcd speaks plain http there")
+	// A web server that is not etcd.
+	web := httptest.NewServer(http.NotFoundHandler())
+	defer web.Close()
+	cfg.Endpoints = []string{web.URL}
+	require.ErrorContains(t, cfg.Probe(ctx), "something answers there, but not etcd (GET /health: 404 Not Found)")
 }
 
 func TestLocalSecretsFromCredentialsDir(t *testing.T) {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -428,6 +430,24 @@ func TestRefusedEtcdFailsWithItsCause(t *testing.T) {
 		require.Contains(t, r.stderr, "connection refused: nothing listens there")
 	case <-time.After(time.Minute):
 		t.Fatal("ferry config set waited for --command-timeout on a refused connection")
+	}
+}
+
+// TestNotEtcdFailsWithItsCause: an endpoint where another web server
+// answers ends a command within seconds, saying so, rather than at a
+// generous --command-timeout.
+func TestNotEtcdFailsWithItsCause(t *testing.T) {
+	t.Parallel()
+	web := httptest.NewServer(http.NotFoundHandler())
+	defer web.Close()
+	done := make(chan result, 1)
+	go func() { done <- runCLI(t, "", "--endpoints", web.URL, "--command-timeout", "10m", "status") }()
+	select {
+	case r := <-done:
+		require.Equal(t, ExitUnreachable, r.code)
+		require.Contains(t, r.stderr, "something answers there, but not etcd")
+	case <-time.After(time.Minute):
+		t.Fatal("ferry status waited for --command-timeout on a web server that is not etcd")
 	}
 }
 
