@@ -308,7 +308,7 @@ func (c *Config) readFile(path string, explicit bool) error {
 		return nil
 	}
 	if errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("config file %s does not exist: create it (see docs/operator-guide.md) or point --config elsewhere", path)
+		return fmt.Errorf("config file %s does not exist: create it (see /usr/share/doc/ferry/operator-guide.md) or point --config elsewhere", path)
 	}
 	if err != nil {
 		return fmt.Errorf("read config file: %w", err)

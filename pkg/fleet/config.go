@@ -47,9 +47,9 @@ const (
 // They left etcd, whose every writer could otherwise make the fleet install
 // their package, for files on each server.
 var retiredKeys = map[string]string{
-	"signing-keys":     "put the release public keys on every server as /etc/ferry/trusted-keys/NAME.pub (bootstrap setting trusted-keys); see docs/security.md",
-	"allow-unsigned":   "it is a lab switch in each server's /etc/ferry/config.yml now (allow-unsigned: true), never for production; see docs/security.md",
-	ConfigGitHubAPIURL: "set it in each server's /etc/ferry/config.yml (github-api-url: https://HOST/api/v3/), and in the admin's: the GitHub token goes only to the host a server's own config names; see docs/security.md",
+	"signing-keys":     "put the release public keys on every server as /etc/ferry/trusted-keys/NAME.pub (bootstrap setting trusted-keys); see /usr/share/doc/ferry/security.md",
+	"allow-unsigned":   "it is a lab switch in each server's /etc/ferry/config.yml now (allow-unsigned: true), never for production; see /usr/share/doc/ferry/security.md",
+	ConfigGitHubAPIURL: "set it in each server's /etc/ferry/config.yml (github-api-url: https://HOST/api/v3/), and in the admin's: the GitHub token goes only to the host a server's own config names; see /usr/share/doc/ferry/security.md",
 }
 
 // RetiredConfigKey reports whether name is a former config/ key that left
