@@ -39,7 +39,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, getenv f
 		},
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newKeygenCommand(stdout, getenv), newSignCommand(stdout, getenv), newVerifyCommand(stdout), newGenerateCommand(stdout, getenv), newNightlyCommand(stdout, getenv),
+	root.AddCommand(newKeygenCommand(stdout, getenv), newSignCommand(stdout, getenv), newVerifyCommand(stdout), newGenerateCommand(stdout, getenv), newNightlyCommand(stdout, getenv), newServeReleasesCommand(stdout, getenv),
 		&cobra.Command{
 			Use:    "gen-docs DIR",
 			Short:  "Write the man pages into DIR/man1, for the package build",
