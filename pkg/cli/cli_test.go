@@ -485,6 +485,9 @@ func TestStatusUntilFinished(t *testing.T) {
 	r := f.run("", "status", "--until-finished")
 	require.Equal(t, ExitNotFound, r.code, "no rollout: nothing to wait for")
 	require.Contains(t, r.stderr, "no rollout to wait for")
+	// --for waits for a rollout that has not started yet.
+	later := make(chan result, 1)
+	go func() { later <- f.run("", "status", "--until-finished", "--for", "2") }()
 
 	req := &fleet.UpdateRequest{Version: "2", Servers: []string{"a"}, Reason: fleet.ReasonUpdate, StartedAt: time.Now().UTC()}
 	f.putRequest(req)
@@ -501,6 +504,9 @@ func TestStatusUntilFinished(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("--until-finished did not return when the rollout finished")
 	}
+	r = <-later
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	require.Contains(t, r.stdout, "COMPLETED to 2")
 
 	req2 := &fleet.UpdateRequest{Version: "3", Servers: []string{"a"}, StartedAt: time.Now().UTC(), Stop: true, StopReason: "a aborted: x", FinishedAt: time.Now().UTC()}
 	f.putRequest(req2)

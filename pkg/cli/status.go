@@ -20,6 +20,7 @@ import (
 
 func (a *app) newStatusCommand() *cobra.Command {
 	var watch, untilFinished bool
+	var forVersion string
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show the current rollout and every server's progress",
@@ -32,11 +33,16 @@ stopped (needs ferry recover) or completed.
 With --watch the view is drawn again at every change, with each server's
 time in its current step; on a terminal also every second, elsewhere (a
 pipe, a log) only when the fleet changed. --until-finished watches until
-the current rollout finishes, and exits at once with 3 when there is none.`,
+the current rollout finishes, and exits at once with 3 when there is none;
+with --for VERSION, until the rollout to VERSION finishes, whenever it
+starts.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if forVersion != "" {
+				untilFinished = true
+			}
 			if watch || untilFinished {
-				return a.watchStatus(cmd, untilFinished)
+				return a.watchStatus(cmd, untilFinished, forVersion)
 			}
 			return a.withSnapshot(cmd, func(snap *fleet.Snapshot) error {
 				v := fleetview.New(snap)
@@ -50,12 +56,13 @@ the current rollout finishes, and exits at once with 3 when there is none.`,
 	}
 	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "show the status again at every change, until interrupted")
 	cmd.Flags().BoolVar(&untilFinished, "until-finished", false, "watch until the current rollout finishes; exit 0 when it completed, 1 when it stopped, 3 when there is none")
+	cmd.Flags().StringVar(&forVersion, "for", "", "with --until-finished: wait for the rollout to this version, one that has not started yet too")
 	return cmd
 }
 
 // watchStatus redraws the status whenever etcd changes (and every second,
 // for the elapsed times). On a terminal it redraws in place.
-func (a *app) watchStatus(cmd *cobra.Command, untilFinished bool) error {
+func (a *app) watchStatus(cmd *cobra.Command, untilFinished bool, forVersion string) error {
 	st, closeStorage, err := a.open()
 	if err != nil {
 		return err
@@ -86,7 +93,7 @@ func (a *app) watchStatus(cmd *cobra.Command, untilFinished bool) error {
 			}
 			continue
 		}
-		if untilFinished && first && snap.Request == nil {
+		if untilFinished && forVersion == "" && first && snap.Request == nil {
 			return fmt.Errorf("there is no rollout to wait for (ferry status shows the fleet): %w", storage.ErrNotFound)
 		}
 		v := fleetview.New(snap)
@@ -107,7 +114,7 @@ func (a *app) watchStatus(cmd *cobra.Command, untilFinished bool) error {
 				a.printStatus(v, snap.ConfigErr)
 			}
 		}
-		if untilFinished && snap.Request != nil && snap.Request.Finished() {
+		if untilFinished && snap.Request != nil && snap.Request.Finished() && (forVersion == "" || snap.Request.Version == forVersion) {
 			if snap.Request.Stop {
 				return fmt.Errorf("the rollout to %s stopped: %s", snap.Request.Version, snap.Request.StopReason)
 			}

@@ -201,7 +201,17 @@ func (u *Updater) campaignAndLead(ctx context.Context) error {
 	}()
 
 	elec := concurrency.NewElection(sess, u.st.UpdaterElectionPrefix())
-	if err := elec.Campaign(sctx, u.opts.ID); err != nil {
+	// A Campaign that is cancelled resigns with the client's own context,
+	// which waits for etcd however long it is away: shutdown does not
+	// wait for that.
+	campaigned := make(chan error, 1)
+	go func() { campaigned <- elec.Campaign(sctx, u.opts.ID) }()
+	select {
+	case err = <-campaigned:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if err != nil {
 		if cause := context.Cause(sctx); ctx.Err() == nil && cause != nil {
 			err = cause
 		}

@@ -32,6 +32,7 @@ import (
 	"github.com/ferry-cd/ferry/pkg/trust"
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 )
 
 func TestMain(m *testing.M) { etcdtest.Main(m) }
@@ -987,4 +988,53 @@ func TestTriggeredCheckIsRecorded(t *testing.T) {
 			return err == nil && snap.Check != nil && snap.Check.Trigger == rev
 		}, 10*time.Second, 20*time.Millisecond, "the check that answers trigger %d is recorded", rev)
 	}
+}
+
+// TestShutdownWhileEtcdIsAway: an updater that waits in the election ends
+// when it is told to, even with etcd gone: etcd's Campaign, cancelled,
+// resigns with a context that waits for etcd for as long as it is away.
+func TestShutdownWhileEtcdIsAway(t *testing.T) {
+	t.Parallel()
+	srv, err := etcdtest.Start(t.TempDir())
+	require.NoError(t, err)
+	run := func(id string) (*Updater, context.CancelFunc, chan error) {
+		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{srv.Endpoint}, DialTimeout: time.Second, Logger: zap.NewNop()})
+		require.NoError(t, err)
+		t.Cleanup(func() { cli.Close() })
+		st, err := storage.New(cli, "/shutdown/")
+		require.NoError(t, err)
+		u := New(Options{Storage: st, ID: id, SessionTTL: 2 * time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- u.Run(ctx) }()
+		return u, cancel, done
+	}
+	leader, stopLeader, leaderDone := run("u0")
+	require.Eventually(t, leader.IsLeader, 10*time.Second, 20*time.Millisecond)
+	_, stopFollower, followerDone := run("u1")
+	admin, err := clientv3.New(clientv3.Config{Endpoints: []string{srv.Endpoint}, Logger: zap.NewNop()})
+	require.NoError(t, err)
+	defer admin.Close()
+	require.Eventually(t, func() bool {
+		resp, err := admin.Get(context.Background(), "/shutdown/leader/updater/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+		return err == nil && resp.Count == 2
+	}, 10*time.Second, 20*time.Millisecond, "the follower campaigns")
+	srv.Close()
+	began := time.Now()
+	stopFollower()
+	select {
+	case err := <-followerDone:
+		require.NoError(t, err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the follower did not stop while etcd was away")
+	}
+	t.Logf("the follower stopped in %s", time.Since(began))
+	began = time.Now()
+	stopLeader()
+	select {
+	case <-leaderDone:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the leader did not stop while etcd was away")
+	}
+	t.Logf("the leader stopped in %s", time.Since(began))
 }
