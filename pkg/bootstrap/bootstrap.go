@@ -548,6 +548,8 @@ func explainDialError(err error, c *Config, plain bool) string {
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return "connection refused: nothing listens there; check that etcd runs and the endpoint's port"
+	case os.IsTimeout(err) || errors.Is(err, context.DeadlineExceeded):
+		return "no answer in time: something accepts connections there but does not answer (a frozen etcd, or another service on the port)"
 	case errors.As(err, &unknownAuthority):
 		return "x509: the server's certificate is signed by an unknown authority; set tls-ca-file to the CA that signed it"
 	case errors.As(err, &hostname):

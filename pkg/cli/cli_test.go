@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -407,7 +408,7 @@ func TestUnreachableEtcdFailsWithinTimeout(t *testing.T) {
 	select {
 	case r := <-done:
 		require.Equal(t, ExitUnreachable, r.code)
-		require.Contains(t, r.stderr, "http://127.0.0.1:1 did not answer within 300ms")
+		require.Contains(t, r.stderr, "etcd at http://127.0.0.1:1 cannot be reached", "the probe that goes out with the command names it")
 		require.Contains(t, r.stderr, "connection refused: nothing listens there")
 	case <-time.After(20 * time.Second):
 		t.Fatal("ferry status hung on an unreachable etcd")
@@ -448,6 +449,36 @@ func TestNotEtcdFailsWithItsCause(t *testing.T) {
 		require.Contains(t, r.stderr, "something answers there, but not etcd")
 	case <-time.After(time.Minute):
 		t.Fatal("ferry status waited for --command-timeout on a web server that is not etcd")
+	}
+}
+
+// TestFrozenEtcdFailsWithinTheDialTimeout: an endpoint that accepts
+// connections and never answers ends a command within about the dial
+// timeout, named as such.
+func TestFrozenEtcdFailsWithinTheDialTimeout(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // held open, never answered
+		}
+	}()
+	done := make(chan result, 1)
+	go func() {
+		done <- runCLI(t, "", "--endpoints", "http://"+l.Addr().String(), "--command-timeout", "10m", "status")
+	}()
+	select {
+	case r := <-done:
+		require.Equal(t, ExitUnreachable, r.code)
+		require.Contains(t, r.stderr, "does not answer")
+	case <-time.After(time.Minute):
+		t.Fatal("ferry status waited for --command-timeout on an endpoint that never answers")
 	}
 }
 

@@ -12,10 +12,11 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// probeAfter is how long a command waits for etcd before it asks each
-// endpoint whether it is there at all (bootstrap.Config.Probe): a refused
-// connection or a certificate etcd rejects then fails the command at once,
-// with its cause, instead of at --command-timeout.
+// probeAfter bounds each probe of the endpoints (bootstrap.Config.Probe),
+// and is the time between two: the first goes out with the command, and a
+// refused connection, a certificate etcd rejects, a server that is not
+// etcd or one that does not answer fails the command within it, with its
+// cause, instead of at --command-timeout.
 const probeAfter = 2 * time.Second
 
 // unreachableError is etcd found unreachable by a probe, with the cause.
@@ -68,13 +69,18 @@ func (a *app) probeWhileWaiting(ctx context.Context, cancel context.CancelCauseF
 	if a.cfg == nil {
 		return
 	}
+	// The first probe goes out with the command: an endpoint that does
+	// not answer at all is named within probeAfter, the dial timeout, not
+	// at the command's own timeout.
 	t := time.NewTicker(probeAfter)
 	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
 		}
 		pctx, pcancel := context.WithTimeout(ctx, probeAfter)
 		err := a.cfg.Probe(pctx)
