@@ -80,7 +80,7 @@ vuln: ## check the module and binaries for known vulnerabilities (govulncheck; n
 
 .PHONY: check
 check: fmt-check vet ## fast edit loop: gofmt, vet, unit and integration tests (no dctest, no packaging)
-	$(GO) test -count=1 $$($(GO) list ./... | grep -v -e /dctest -e /debian)
+	set -o pipefail; $(GO) test -count=1 -json $$($(GO) list ./... | grep -v -e /dctest -e /debian) 2>&1 | $(GO) run ./internal/testtimes
 
 # The machine scenarios' base image (a Debian root with systemd), cached
 # outside the tree and rebuilt when dctest/machine/image.sh changes.
@@ -96,8 +96,8 @@ machines: machine-image ## only the machine scenarios: ferry on systemd machines
 	set -o pipefail; $(GO) test -count=1 -v -run '^TestMachines' -timeout 30m ./dctest/ 2>&1 | grep -E '^(---|=== RUN|ok|FAIL|PASS)|scenario took|dctest:|Error|leads|stopped'
 
 .PHONY: test
-test: deps lint build machine-image ## everything: lint, build, all tests and dctest (what CI runs)
-	$(GO) test -count=1 -timeout 45m ./...
+test: deps lint build machine-image ## everything: lint, build, all tests and dctest (what CI runs); ends with the slowest tests and packages
+	set -o pipefail; $(GO) test -count=1 -timeout 45m -json ./... 2>&1 | $(GO) run ./internal/testtimes
 
 .PHONY: dctest
 dctest: deps ## the datacenter test: every scenario on a virtual datacenter
