@@ -420,18 +420,10 @@ func TestUnreachableEtcdFailsWithinTimeout(t *testing.T) {
 // --command-timeout.
 func TestRefusedEtcdFailsWithItsCause(t *testing.T) {
 	t.Parallel()
-	done := make(chan result, 1)
-	go func() {
-		done <- runCLI(t, "", "--endpoints", "http://127.0.0.1:1", "--command-timeout", "10m", "config", "set", "env", "dev")
-	}()
-	select {
-	case r := <-done:
-		require.Equal(t, ExitUnreachable, r.code)
-		require.Contains(t, r.stderr, "etcd at http://127.0.0.1:1 cannot be reached", "endpoints written as in every other message")
-		require.Contains(t, r.stderr, "connection refused: nothing listens there")
-	case <-time.After(time.Minute):
-		t.Fatal("ferry config set waited for --command-timeout on a refused connection")
-	}
+	r := requireEndsSoon(t, "--endpoints", "http://127.0.0.1:1", "--command-timeout", "10m", "config", "set", "env", "dev")
+	require.Equal(t, ExitUnreachable, r.code)
+	require.Contains(t, r.stderr, "etcd at http://127.0.0.1:1 cannot be reached", "endpoints written as in every other message")
+	require.Contains(t, r.stderr, "connection refused: nothing listens there")
 }
 
 // TestNotEtcdFailsWithItsCause: an endpoint where another web server
@@ -441,15 +433,9 @@ func TestNotEtcdFailsWithItsCause(t *testing.T) {
 	t.Parallel()
 	web := httptest.NewServer(http.NotFoundHandler())
 	defer web.Close()
-	done := make(chan result, 1)
-	go func() { done <- runCLI(t, "", "--endpoints", web.URL, "--command-timeout", "10m", "status") }()
-	select {
-	case r := <-done:
-		require.Equal(t, ExitUnreachable, r.code)
-		require.Contains(t, r.stderr, "something answers there, but not etcd")
-	case <-time.After(time.Minute):
-		t.Fatal("ferry status waited for --command-timeout on a web server that is not etcd")
-	}
+	r := requireEndsSoon(t, "--endpoints", web.URL, "--command-timeout", "10m", "status")
+	require.Equal(t, ExitUnreachable, r.code)
+	require.Contains(t, r.stderr, "something answers there, but not etcd")
 }
 
 // TestFrozenEtcdFailsWithinTheDialTimeout: an endpoint that accepts
@@ -469,16 +455,23 @@ func TestFrozenEtcdFailsWithinTheDialTimeout(t *testing.T) {
 			defer c.Close() // held open, never answered
 		}
 	}()
+	r := requireEndsSoon(t, "--endpoints", "http://"+l.Addr().String(), "--command-timeout", "10m", "status")
+	require.Equal(t, ExitUnreachable, r.code)
+	require.Contains(t, r.stderr, "does not answer")
+}
+
+// requireEndsSoon runs the CLI, whose --command-timeout is far off, and
+// fails the test when the command is still waiting after a minute.
+func requireEndsSoon(t *testing.T, args ...string) result {
+	t.Helper()
 	done := make(chan result, 1)
-	go func() {
-		done <- runCLI(t, "", "--endpoints", "http://"+l.Addr().String(), "--command-timeout", "10m", "status")
-	}()
+	go func() { done <- runCLI(t, "", args...) }()
 	select {
 	case r := <-done:
-		require.Equal(t, ExitUnreachable, r.code)
-		require.Contains(t, r.stderr, "does not answer")
+		return r
 	case <-time.After(time.Minute):
-		t.Fatal("ferry status waited for --command-timeout on an endpoint that never answers")
+		t.Fatalf("ferry %s waited for --command-timeout", strings.Join(args, " "))
+		return result{}
 	}
 }
 
@@ -516,9 +509,6 @@ func TestStatusUntilFinished(t *testing.T) {
 	r := f.run("", "status", "--until-finished")
 	require.Equal(t, ExitNotFound, r.code, "no rollout: nothing to wait for")
 	require.Contains(t, r.stderr, "no rollout to wait for")
-	// --for waits for a rollout that has not started yet.
-	later := make(chan result, 1)
-	go func() { later <- f.run("", "status", "--until-finished", "--for", "2") }()
 
 	req := &fleet.UpdateRequest{Version: "2", Servers: []string{"a"}, Reason: fleet.ReasonUpdate, StartedAt: time.Now().UTC()}
 	f.putRequest(req)
@@ -535,15 +525,24 @@ func TestStatusUntilFinished(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("--until-finished did not return when the rollout finished")
 	}
-	r = <-later
-	require.Equal(t, ExitOK, r.code, r.stderr)
-	require.Contains(t, r.stdout, "COMPLETED to 2")
-
 	req2 := &fleet.UpdateRequest{Version: "3", Servers: []string{"a"}, StartedAt: time.Now().UTC(), Stop: true, StopReason: "a aborted: x", FinishedAt: time.Now().UTC()}
 	f.putRequest(req2)
 	r = f.run("", "status", "--until-finished")
 	require.Equal(t, ExitFailure, r.code)
 	require.Contains(t, r.stderr, "a aborted: x")
+
+	// --for waits past the finished rollout to 3 for the one to 4, which
+	// starts and completes later.
+	later := make(chan result, 1)
+	go func() { later <- f.run("", "status", "--until-finished", "--for", "4") }()
+	req4 := &fleet.UpdateRequest{Version: "4", Servers: []string{"a"}, Reason: fleet.ReasonUpdate, StartedAt: time.Now().UTC()}
+	f.putRequest(req4)
+	require.NoError(t, f.st.PutStatus(f.ctx(), "a", &fleet.UpdateStatus{Version: "4", Cond: fleet.CondCompleted}))
+	req4.FinishedAt = time.Now().UTC()
+	f.finishRequest(req4, &fleet.HistoryRecord{Version: "4", StartedAt: req4.StartedAt, FinishedAt: req4.FinishedAt})
+	r = <-later
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	require.Contains(t, r.stdout, "COMPLETED to 4")
 }
 
 // TestHelpShowsTheAdminsFlags: `ferry --help` lists the settings the admin

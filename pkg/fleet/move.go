@@ -156,7 +156,7 @@ func NextMove(l Local, snap *Snapshot) Move {
 	case l.Dpkg == DpkgFerryBroken:
 		return selfUpgrade(l, snap, req, warning)
 	}
-	return Move{Kind: MoveWait, Step: start, Reason: "a package of a done step is not installed, and a repair did not bring it back", Warning: warning}
+	return Move{Kind: MoveWait, Step: start, Reason: "a package of a done step is not installed, and a repair did not bring it back (dpkg-output.log in the data-dir says why); the worker asks dpkg again every second, so fix the package by hand and it goes on", Warning: warning}
 }
 
 func selfUpgrade(l Local, snap *Snapshot, req *UpdateRequest, warning string) Move {

@@ -97,14 +97,21 @@ func (s *Storage) get(ctx context.Context, key string, v any) (int64, error) {
 }
 
 func (s *Storage) put(ctx context.Context, key string, v any, opts ...clientv3.OpOption) error {
+	_, err := s.putRev(ctx, key, v, opts...)
+	return err
+}
+
+// putRev is put, which also returns the revision of the write.
+func (s *Storage) putRev(ctx context.Context, key string, v any, opts ...clientv3.OpOption) (int64, error) {
 	data, err := encode(v)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	if _, err := s.cli.Put(ctx, key, data, opts...); err != nil {
-		return fmt.Errorf("write %s: %w", key, err)
+	resp, err := s.cli.Put(ctx, key, data, opts...)
+	if err != nil {
+		return 0, fmt.Errorf("write %s: %w", key, err)
 	}
-	return nil
+	return resp.Header.Revision, nil
 }
 
 // --- config/ ---
@@ -381,19 +388,12 @@ func (s *Storage) clearRollout() []clientv3.Op {
 // means the caller no longer leads; ErrConflict that the request changed
 // since it was read.
 func (l *Leader) revisionFenced(ctx context.Context, what string, requestRev int64, ops ...clientv3.Op) error {
-	if l.key == "" {
-		return fmt.Errorf("%s: no leader key: %w", what, ErrNoLeader)
+	unchanged := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(l.s.abs(keyCurrent)), "=", requestRev)}
+	resp, err := l.fencedTxn(ctx, what, clientv3.OpTxn(unchanged, ops, nil))
+	if err != nil {
+		return err
 	}
-	resp, err := l.s.cli.Txn(ctx).
-		If(l.fence()).
-		Then(clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(l.s.abs(keyCurrent)), "=", requestRev)}, ops, nil)).
-		Commit()
-	switch {
-	case err != nil:
-		return fmt.Errorf("%s: %w", what, err)
-	case !resp.Succeeded:
-		return fmt.Errorf("%s: %w", what, ErrNoLeader)
-	case !resp.Responses[0].GetResponseTxn().Succeeded:
+	if !resp.Responses[0].GetResponseTxn().Succeeded {
 		return fmt.Errorf("%s: the request changed since it was read: %w", what, ErrConflict)
 	}
 	return nil
@@ -516,7 +516,8 @@ func (l *Leader) StartRequest(ctx context.Context, req *fleet.UpdateRequest) err
 	if err != nil {
 		return err
 	}
-	return l.fencedTxn(ctx, "start request", append(l.s.clearRollout(), clientv3.OpPut(l.s.abs(keyCurrent), data))...)
+	_, err = l.fencedTxn(ctx, "start request", append(l.s.clearRollout(), clientv3.OpPut(l.s.abs(keyCurrent), data))...)
+	return err
 }
 
 // FinishRequest writes the finished request (completed or stopped) and its
@@ -592,15 +593,7 @@ func (s *Storage) GetHistoryStarted(ctx context.Context, from, to time.Time) ([]
 // It returns the revision of the write, which the check that answers it
 // records (fleet.CheckInfo.Trigger).
 func (s *Storage) PutCheckTrigger(ctx context.Context, t *fleet.CheckTrigger) (int64, error) {
-	data, err := encode(t)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := s.cli.Put(ctx, s.abs(keyTrigger), data)
-	if err != nil {
-		return 0, fmt.Errorf("write %s: %w", s.abs(keyTrigger), err)
-	}
-	return resp.Header.Revision, nil
+	return s.putRev(ctx, s.abs(keyTrigger), t)
 }
 
 // PutReleaseInfo writes info/release.
@@ -645,23 +638,24 @@ func (l *Leader) fencedPut(ctx context.Context, key string, v any) error {
 	if err != nil {
 		return err
 	}
-	return l.fencedTxn(ctx, "write "+key, clientv3.OpPut(key, data))
+	_, err = l.fencedTxn(ctx, "write "+key, clientv3.OpPut(key, data))
+	return err
 }
 
 // fencedTxn applies ops only while the leader key exists; otherwise it
 // changes nothing and returns ErrNoLeader.
-func (l *Leader) fencedTxn(ctx context.Context, what string, ops ...clientv3.Op) error {
+func (l *Leader) fencedTxn(ctx context.Context, what string, ops ...clientv3.Op) (*clientv3.TxnResponse, error) {
 	if l.key == "" {
-		return fmt.Errorf("%s: no leader key: %w", what, ErrNoLeader)
+		return nil, fmt.Errorf("%s: no leader key: %w", what, ErrNoLeader)
 	}
 	resp, err := l.s.cli.Txn(ctx).If(l.fence()).Then(ops...).Commit()
 	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	if !resp.Succeeded {
-		return fmt.Errorf("%s: %w", what, ErrNoLeader)
+		return nil, fmt.Errorf("%s: %w", what, ErrNoLeader)
 	}
-	return nil
+	return resp, nil
 }
 
 // PutStatus writes a worker's status.

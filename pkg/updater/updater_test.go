@@ -848,18 +848,7 @@ func TestForgedRollbackRefused(t *testing.T) {
 	}{{"forged from", "2025.06.01-1", false}, {"from the last completed", v1, true}} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			f := newFleet(t, fleet.ConfigEnv, "prod", fleet.ConfigCheckUpdateInterval, "100ms")
-			f.addRelease("release-"+v1, false, 1)
-			f.join("boot-0", "boot-1")
-			f.start("u0")
-			first := f.waitRequest(version(v1))
-			for _, id := range first.Servers {
-				require.NoError(t, f.st.PutStatus(f.ctx(), id, &fleet.UpdateStatus{Version: v1, Rollout: first.StartedAt, Cond: fleet.CondCompleted, UpdatedAt: time.Now().UTC()}))
-			}
-			f.waitRequest(func(r *fleet.UpdateRequest) bool { return r.Version == v1 && r.Finished() })
-
-			f.addRelease("release-"+v2, false, 2)
-			req := f.waitRequest(version(v2))
+			f, req := upgradeFromV1(t)
 			require.Equal(t, v1, req.From)
 			forged := *req
 			forged.From = c.from
@@ -881,6 +870,23 @@ func TestForgedRollbackRefused(t *testing.T) {
 			require.Contains(t, stopped.StopReason, "no rollback: the rollout says it came from 2025.06.01-1, but the last completed rollout was to "+v1)
 		})
 	}
+}
+
+// upgradeFromV1 is a two-server fleet whose updater completed a rollout to
+// v1 and started one to v2, which it returns.
+func upgradeFromV1(t *testing.T) (*testFleet, *fleet.UpdateRequest) {
+	t.Helper()
+	f := newFleet(t, fleet.ConfigEnv, "prod", fleet.ConfigCheckUpdateInterval, "100ms")
+	f.addRelease("release-"+v1, false, 1)
+	f.join("boot-0", "boot-1")
+	f.start("u0")
+	first := f.waitRequest(version(v1))
+	for _, id := range first.Servers {
+		require.NoError(t, f.st.PutStatus(f.ctx(), id, &fleet.UpdateStatus{Version: v1, Rollout: first.StartedAt, Cond: fleet.CondCompleted, UpdatedAt: time.Now().UTC()}))
+	}
+	f.waitRequest(func(r *fleet.UpdateRequest) bool { return r.Version == v1 && r.Finished() })
+	f.addRelease("release-"+v2, false, 2)
+	return f, f.waitRequest(version(v2))
 }
 
 // TestWithdrawnReleaseRefused: the leader never picks a version that a
@@ -928,17 +934,7 @@ func signWebhook(secret string, body []byte) string {
 // step, the leader lets the rest go on, and the rollout's history says why.
 func TestRollbackIsUnattended(t *testing.T) {
 	t.Parallel()
-	f := newFleet(t, fleet.ConfigEnv, "prod", fleet.ConfigCheckUpdateInterval, "100ms")
-	f.addRelease("release-"+v1, false, 1)
-	f.join("boot-0", "boot-1")
-	f.start("u0")
-	first := f.waitRequest(version(v1))
-	for _, id := range first.Servers {
-		require.NoError(t, f.st.PutStatus(f.ctx(), id, &fleet.UpdateStatus{Version: v1, Rollout: first.StartedAt, Cond: fleet.CondCompleted, UpdatedAt: time.Now().UTC()}))
-	}
-	f.waitRequest(func(r *fleet.UpdateRequest) bool { return r.Version == v1 && r.Finished() })
-	f.addRelease("release-"+v2, false, 2)
-	req := f.waitRequest(version(v2))
+	f, req := upgradeFromV1(t)
 	require.NoError(t, f.st.PutStatus(f.ctx(), "boot-1", &fleet.UpdateStatus{
 		Version: v2, Rollout: req.StartedAt, Step: 1, StepName: "health", Cond: fleet.CondAborted,
 		OnFailure: "rollback", Message: "health check failed", UpdatedAt: time.Now().UTC(),

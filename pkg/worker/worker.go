@@ -43,6 +43,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -333,7 +334,7 @@ func (w *Worker) step(ctx context.Context, snap *fleet.Snapshot) error {
 			}
 			return errors.New(mv.Reason)
 		case fleet.MoveCheckDpkg:
-			if l.Dpkg, dpkgErr = w.checkDpkg(ctx, req, mv.Step-1); l.Dpkg == fleet.DpkgUnknown {
+			if l.Dpkg, dpkgErr = w.checkDpkg(ctx, req.Version, mv.Step-1); l.Dpkg == fleet.DpkgUnknown {
 				return dpkgErr
 			}
 		case fleet.MoveRepair:
@@ -341,7 +342,7 @@ func (w *Worker) step(ctx context.Context, snap *fleet.Snapshot) error {
 				return err
 			}
 			l.Repaired = true
-			if l.Dpkg, dpkgErr = w.checkDpkg(ctx, req, mv.Step-1); l.Dpkg == fleet.DpkgUnknown {
+			if l.Dpkg, dpkgErr = w.checkDpkg(ctx, req.Version, mv.Step-1); l.Dpkg == fleet.DpkgUnknown {
 				return dpkgErr
 			}
 		case fleet.MoveRunFrom:
@@ -375,11 +376,11 @@ func (w *Worker) local(req *fleet.UpdateRequest) fleet.Local {
 	return l
 }
 
-// checkDpkg asks dpkg's database about the ferry package and the packages
-// of the first done steps. An error that is not dpkg's verdict comes with
-// fleet.DpkgUnknown.
-func (w *Worker) checkDpkg(ctx context.Context, req *fleet.UpdateRequest, done int) (fleet.Dpkg, error) {
-	err := w.o.Operator.Verify(ctx, req.Version, w.o.Plan.Steps[:min(max(done, 0), len(w.o.Plan.Steps))])
+// checkDpkg asks dpkg's database about the ferry package at version and
+// the packages of the first done steps. An error that is not dpkg's
+// verdict comes with fleet.DpkgUnknown.
+func (w *Worker) checkDpkg(ctx context.Context, version string, done int) (fleet.Dpkg, error) {
+	err := w.o.Operator.Verify(ctx, version, w.o.Plan.Steps[:min(max(done, 0), len(w.o.Plan.Steps))])
 	var bad *deb.NotInstalledError
 	switch {
 	case err == nil:
@@ -1165,20 +1166,18 @@ func (w *Worker) announceLabels(ctx context.Context) {
 
 // installed is what dpkg says of ferry's own package (see fleet.Alive).
 func (w *Worker) installed(ctx context.Context) string {
-	err := w.o.Operator.Verify(ctx, w.o.Version, nil)
+	verdict, err := w.checkDpkg(ctx, w.o.Version, 0)
 	var bad *deb.NotInstalledError
 	switch {
-	case err == nil:
+	case verdict == fleet.DpkgOK:
 		return w.o.Version
-	case !errors.As(err, &bad) || bad.State.Package != w.o.Package:
+	case verdict != fleet.DpkgFerryBroken || !errors.As(err, &bad):
 		w.log.Warn("cannot ask dpkg which ferry is installed", "error", err)
 		return ""
-	case bad.State.Status == "":
-		return "not installed"
 	case bad.State.Installed():
-		return bad.State.Version
+		return bad.State.Version // installed ok, at another version
 	}
-	return bad.State.Version + " " + bad.State.Condition()
+	return strings.TrimSpace(bad.State.Version + " " + bad.State.Condition())
 }
 
 // startLiveness writes alive/<id> bound to a lease and keeps the lease
