@@ -95,9 +95,38 @@ machine-image: deps ## build (or find cached) the base image of dctest's systemd
 machines: machine-image ## only the machine scenarios: ferry on systemd machines on a private network (root)
 	set -o pipefail; $(GO) test -count=1 -v -run '^TestMachines' -timeout 30m ./dctest/ 2>&1 | grep -E '^(---|=== RUN|ok|FAIL|PASS)|scenario took|dctest:|Error|leads|stopped'
 
+# The versions of ferry's package that the tests install (dctest's N and
+# N1, debian's v1 and v2). `make test` builds each once, before the tests,
+# into a temporary directory it removes afterwards, and hands them to every
+# test that needs one (FERRY_TEST_PACKAGES); a test run on its own builds
+# what it needs.
+TEST_VERSIONS := 2026.01.01-1 2026.01.02-1
+
+# with-test-packages runs the shell command that follows it with
+# FERRY_TEST_PACKAGES set, after building the packages (side by side).
+define with-test-packages
+set -o pipefail; pkgs=$$(mktemp -d /tmp/ferry-test-packages-XXXXXX); trap 'rm -rf "$$pkgs"' EXIT; \
+began=$$SECONDS; pids=""; \
+for v in $(TEST_VERSIONS); do \
+	$(MAKE) --no-print-directory deb VERSION=$$v DIST=$$pkgs/$$v BUILD=$$pkgs/$$v/build BIN=$$pkgs/$$v/bin > $$pkgs/$$v.log 2>&1 & pids="$$pids $$!"; \
+done; \
+for p in $$pids; do wait $$p || { cat $$pkgs/*.log >&2; echo "building the test packages failed" >&2; exit 1; }; done; \
+echo "built ferry $(TEST_VERSIONS) for the tests in $$((SECONDS - began))s"; \
+export FERRY_TEST_PACKAGES=$$pkgs;
+endef
+
 .PHONY: test
-test: deps lint build machine-image ## everything: lint, build, all tests and dctest (what CI runs); ends with the slowest tests and packages
-	set -o pipefail; $(GO) test -count=1 -timeout 45m -json ./... 2>&1 | $(GO) run ./internal/testtimes
+test: deps lint machine-image ## everything: lint, build, all tests and dctest (what CI runs); ends with the slowest tests and packages
+	@$(with-test-packages) \
+	echo "$(GO) test -count=1 -timeout 45m -json ./... | $(GO) run ./internal/testtimes"; \
+	$(GO) test -count=1 -timeout 45m -json ./... 2>&1 | $(GO) run ./internal/testtimes
+
+.PHONY: test-under-load
+test-under-load: deps machine-image ## dctest while another process keeps one core busy: the scenarios' timings must hold on a loaded machine
+	@$(with-test-packages) \
+	(while :; do :; done) & hog=$$!; trap 'kill $$hog; rm -rf "$$pkgs"' EXIT; \
+	echo "a busy loop (pid $$hog) keeps one core busy; $(GO) test -count=1 -timeout 45m -json ./dctest/"; \
+	$(GO) test -count=1 -timeout 45m -json ./dctest/ 2>&1 | $(GO) run ./internal/testtimes
 
 .PHONY: dctest
 dctest: deps ## the datacenter test: every scenario on a virtual datacenter

@@ -60,7 +60,7 @@ func TestChaosRollouts(t *testing.T) {
 	t.Logf("chaos: seed %d, %d rounds (replay: %s=%d)", seed, rounds, chaosSeedEnv, seed)
 	rng := rand.New(rand.NewSource(seed))
 
-	d := startFor(t, time.Duration(rounds)*3*time.Minute+2*time.Minute)
+	d := startFor(t, within(time.Duration(rounds)*3*time.Minute+2*time.Minute))
 	var table []chaosRound
 	t.Cleanup(func() { printChaosTable(t, seed, table) })
 	d.bootstrap("staging", three...)
@@ -131,7 +131,7 @@ func (d *dc) chaos(rng *rand.Rand, target string) []string {
 			defer wg.Done()
 			switch kind {
 			case 0:
-				if id := d.killWorkerInDpkg(20 * time.Second); id != "" {
+				if id := d.killWorkerInDpkg(within(20 * time.Second)); id != "" {
 					record("worker "+id+" in dpkg", nil)
 				}
 			case 1:

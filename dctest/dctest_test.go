@@ -9,8 +9,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -20,8 +20,6 @@ import (
 	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
-	"google.golang.org/grpc"
 )
 
 // Two versions: the fleet starts at N and upgrades to N1. By default both
@@ -70,6 +68,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	fmt.Fprintf(os.Stderr, "dctest: built ferry %s and %s in %s\n", N, N1, time.Since(began).Round(time.Second))
+	unlimitGoParallel()
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -85,7 +84,7 @@ type dc struct {
 
 func start(t *testing.T) *dc {
 	t.Helper()
-	return startFor(t, 4*time.Minute)
+	return startFor(t, within(4*time.Minute))
 }
 
 // startFor starts a datacenter for a scenario that may take up to limit.
@@ -97,6 +96,7 @@ func startFor(t *testing.T, limit time.Duration) *dc {
 // startWith starts a datacenter shaped by o (Dir and Build are filled in).
 func startWith(t *testing.T, limit time.Duration, o harness.Options) *dc {
 	t.Helper()
+	runs.run(t)
 	began := time.Now()
 	t.Cleanup(func() { t.Logf("scenario took %s", time.Since(began).Round(100*time.Millisecond)) })
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
@@ -121,19 +121,7 @@ func startWith(t *testing.T, limit time.Duration, o harness.Options) *dc {
 		}
 		d.Close()
 	})
-	ec := clientv3.Config{Endpoints: d.Endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
-		// On a lab network the test reaches etcd from the admin host.
-		DialOptions: []grpc.DialOption{grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-			return d.DialContext(ctx, "tcp", addr)
-		})}}
-	if d.TLS != nil {
-		ec.TLS, err = d.TLS.ClientConfig()
-		require.NoError(t, err)
-	}
-	cli, err := clientv3.New(ec)
-	require.NoError(t, err)
-	t.Cleanup(func() { cli.Close() })
-	st, err := storage.New(cli, d.Prefix)
+	st, err := storage.New(d.Client, d.Prefix)
 	require.NoError(t, err)
 	return &dc{Datacenter: d, t: t, ctx: ctx, st: st}
 }
@@ -181,7 +169,7 @@ func day(n int) time.Time { return time.Date(2026, 1, n, 0, 0, 0, 0, time.UTC) }
 
 func (d *dc) waitState(version string, states ...string) *harness.Status {
 	d.t.Helper()
-	ctx, cancel := context.WithTimeout(d.ctx, 3*time.Minute)
+	ctx, cancel := context.WithTimeout(d.ctx, within(3*time.Minute))
 	defer cancel()
 	s, err := d.WaitState(ctx, version, states...)
 	require.NoError(d.t, err)
@@ -217,14 +205,87 @@ func (d *dc) requireInstalled(version string, servers ...string) {
 // waitStep waits until a server reports that it runs the named step.
 func (d *dc) waitStep(id, step string) {
 	d.t.Helper()
-	require.Eventually(d.t, func() bool {
+	waitFor(d.t, 3*time.Minute, id+" to run step "+step, func() (bool, string) {
 		snap, err := d.st.Snapshot(d.ctx)
 		if err != nil {
-			return false
+			return false, err.Error()
 		}
 		st := snap.Statuses[id]
-		return st != nil && st.StepName == step && snap.Phase(id) == fleet.PhaseRunning
-	}, 3*time.Minute, 100*time.Millisecond, "%s never ran step %s", id, step)
+		return st != nil && st.StepName == step && snap.Phase(id) == fleet.PhaseRunning, phases(snap)
+	})
+}
+
+// waitFleet is waitFor for a condition on what the fleet wrote to etcd:
+// cond is asked again after each change there (and every few seconds),
+// rather than many times a second, since it may run the CLI.
+func (d *dc) waitFleet(limit time.Duration, what string, cond func() (ok bool, last string)) {
+	d.t.Helper()
+	limit = within(limit)
+	ctx, cancel := context.WithTimeout(d.ctx, limit)
+	defer cancel()
+	changes := d.Changes(ctx)
+	for {
+		ok, last := cond()
+		if ok {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			d.t.Fatalf("waited %s for %s; last seen: %s", limit, what, last)
+		case <-changes:
+		}
+	}
+}
+
+// waitNote waits for a notification that contains every fragment.
+func (d *dc) waitNote(what string, fragments ...string) {
+	d.t.Helper()
+	waitFor(d.t, time.Minute, what, func() (bool, string) {
+		return d.Notes.Has(fragments...), fmt.Sprintf("notifications so far: %q", d.Notes.All())
+	})
+}
+
+// jsonOf is v as JSON, for a message that says what a wait saw last.
+func jsonOf(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err.Error()
+	}
+	return string(b)
+}
+
+// phases says where each server of a snapshot is: its step and phase.
+func phases(snap *fleet.Snapshot) string {
+	ids := make([]string, 0, len(snap.Statuses))
+	for id := range snap.Statuses {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	var b strings.Builder
+	for _, id := range ids {
+		st := snap.Statuses[id]
+		fmt.Fprintf(&b, "%s: %s step %d %s %s (%q); ", id, st.Version, st.Step, st.StepName, snap.Phase(id), st.Message)
+	}
+	return strings.TrimSuffix(b.String(), "; ")
+}
+
+// waitFor waits until cond holds, asking every 100ms, for at most limit
+// stretched by FERRY_DCTEST_SCALE. When it gives up, it says what it was
+// waiting for and what cond saw last.
+func waitFor(t *testing.T, limit time.Duration, what string, cond func() (ok bool, last string)) {
+	t.Helper()
+	limit = within(limit)
+	deadline := time.Now().Add(limit)
+	for {
+		ok, last := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %s for %s; last seen: %s", limit, what, last)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func (d *dc) history() []fleet.HistoryRecord {
@@ -300,11 +361,11 @@ func TestUpdaterLeaderKilled(t *testing.T) {
 	s, err := d.Server(leader)
 	require.NoError(t, err)
 	require.True(t, s.KillUpdater())
-	require.Eventually(t, func() bool {
+	waitFor(t, time.Minute, "an updater to lead again", func() (bool, string) {
 		// The restarted updater may well win the election again.
-		id, _ := d.updaterLeader()
-		return id != ""
-	}, time.Minute, 100*time.Millisecond, "an updater leads again")
+		id, err := d.updaterLeader()
+		return id != "", fmt.Sprintf("no leader (%v)", err)
+	})
 	d.waitCompleted(N1)
 	var n1 int
 	for _, h := range d.history() {
@@ -338,7 +399,7 @@ func TestDeadServerStopsTheFleetThenRecover(t *testing.T) {
 
 	st := d.waitState(N1, "stopped")
 	require.Contains(t, st.Request.StopReason, "boot-2 has had no live worker")
-	require.Eventually(t, func() bool { return d.Notes.Has("STOPPED", "boot-2") }, time.Minute, 100*time.Millisecond, "the dead-server notification")
+	d.waitNote("the dead-server notification", "STOPPED", "boot-2")
 	out := d.ferry("status")
 	require.Contains(t, out, "STOPPED")
 	require.Contains(t, out, "ferry recover")
@@ -356,16 +417,17 @@ func TestJoinReconfigures(t *testing.T) {
 	_, err := d.AddServer(d.ctx, "boot-3", N)
 	require.NoError(t, err)
 	d.ferry("join", "boot-3")
-	require.Eventually(t, func() bool {
+	d.waitFleet(time.Minute, "a rollout to reconfigure the fleet", func() (bool, string) {
 		s, err := d.Status(d.ctx)
-		return err == nil && s.Request != nil && s.Request.Reason == fleet.ReasonReconfigure
-	}, time.Minute, 200*time.Millisecond)
+		return err == nil && s.Request != nil && s.Request.Reason == fleet.ReasonReconfigure, fmt.Sprintf("status %s (%v)", jsonOf(s), err)
+	})
 	s := d.waitCompleted(N)
 	require.ElementsMatch(t, []string{"boot-0", "boot-1", "boot-3"}, s.Request.Servers)
 	d.requireInstalled(N, "boot-0", "boot-1", "boot-3")
 }
 
 func TestTamperedReleasesAreNeverInstalled(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		name string
 		opts harness.PublishOptions
@@ -401,7 +463,9 @@ func TestReleasesTheFleetMustNotTake(t *testing.T) {
 	waitChecks := func() {
 		t.Helper()
 		n := checks()
-		require.Eventually(t, func() bool { return checks() >= n+3 }, time.Minute, 100*time.Millisecond)
+		waitFor(t, time.Minute, "3 more release checks", func() (bool, string) {
+			return checks() >= n+3, fmt.Sprintf("%d since", checks()-n)
+		})
 	}
 	stillAt := func(v string) {
 		t.Helper()

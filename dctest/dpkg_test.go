@@ -1,6 +1,7 @@
 package dctest
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -27,25 +28,25 @@ func TestWorkerKilledDuringDpkg(t *testing.T) {
 
 	s, err := d.Server("boot-1")
 	require.NoError(t, err)
-	require.Eventually(t, func() bool {
+	waitFor(t, 2*time.Minute, "boot-1's dpkg to run the postinst of "+N1, func() (bool, string) {
 		st, err := s.Dpkg(d.ctx, "ferry")
-		return err == nil && st.Condition() == "half-configured" && st.Version == N1
-	}, 2*time.Minute, 20*time.Millisecond, "boot-1's dpkg never reached the postinst of %s", N1)
+		return err == nil && st.Condition() == "half-configured" && st.Version == N1, fmt.Sprintf("%+v (%v)", st, err)
+	})
 	starts := s.Worker.Starts()
 	require.True(t, s.KillWorker(), "the worker was waiting for dpkg")
 
 	// The new binary starts, finds the install unfinished, and says so.
 	var seen *fleet.UpdateStatus
-	require.Eventually(t, func() bool {
+	waitFor(t, 2*time.Minute, "the restarted worker to report that it repairs", func() (bool, string) {
 		statuses, err := fleettest.GetStatuses(d.ctx, d.st)
 		if err != nil {
-			return false
+			return false, err.Error()
 		}
 		seen = statuses["boot-1"]
 		require.False(t, seen != nil && seen.Version == N1 && seen.Cond == fleet.CondCompleted,
 			"boot-1 reported completed while dpkg had ferry half-configured")
-		return seen != nil && seen.Phase == fleet.PhaseRepairing
-	}, 2*time.Minute, 20*time.Millisecond, "the restarted worker never reported that it repairs; last: %+v", seen)
+		return seen != nil && seen.Phase == fleet.PhaseRepairing, "boot-1's status " + jsonOf(seen)
+	})
 	require.Greater(t, s.Worker.Starts(), starts)
 	require.Contains(t, seen.Message, "half-configured")
 	require.NotEqual(t, N1, s.Marker(), "no step ran over the half-configured package")

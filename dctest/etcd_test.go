@@ -2,6 +2,7 @@ package dctest
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -45,20 +46,23 @@ func TestEtcdLeaderKilledDuringRollout(t *testing.T) {
 func (d *dc) raftLeader() *harness.EtcdMember {
 	d.t.Helper()
 	var leader *harness.EtcdMember
-	require.Eventually(d.t, func() bool {
+	waitFor(d.t, time.Minute, "an etcd member to lead", func() (bool, string) {
+		var seen []string
 		for _, m := range d.Etcd {
 			if !m.Running() {
+				seen = append(seen, m.Name+" down")
 				continue
 			}
-			ctx, cancel := context.WithTimeout(d.ctx, 2*time.Second)
+			ctx, cancel := context.WithTimeout(d.ctx, within(2*time.Second))
 			resp, err := d.st.Client().Status(ctx, m.ClientURL)
 			cancel()
 			if err == nil && resp.Leader == resp.Header.MemberId {
 				leader = m
-				return true
+				return true, ""
 			}
+			seen = append(seen, fmt.Sprintf("%s: %v", m.Name, err))
 		}
-		return false
-	}, time.Minute, 100*time.Millisecond, "no etcd member leads")
+		return false, strings.Join(seen, ", ")
+	})
 	return leader
 }

@@ -34,9 +34,12 @@ import (
 // leases, so that a dead worker or leader is noticed in seconds, and the
 // test's artifact set. None of them touches the sandbox.
 var machineDropIns = map[string]string{
-	"ferry-worker.service":  "[Service]\nExecStart=\nExecStart=/usr/sbin/ferry-worker --config /etc/ferry/config.yml --lease-ttl 3s --artifacts " + harness.MachineArtifacts + "\n",
-	"ferry-updater.service": "[Service]\nExecStart=\nExecStart=/usr/sbin/ferry-updater --config /etc/ferry/config.yml --session-ttl 3s\n",
+	"ferry-worker.service":  "[Service]\nExecStart=\nExecStart=/usr/sbin/ferry-worker --config /etc/ferry/config.yml --lease-ttl " + machineTTL.String() + " --artifacts " + harness.MachineArtifacts + "\n",
+	"ferry-updater.service": "[Service]\nExecStart=\nExecStart=/usr/sbin/ferry-updater --config /etc/ferry/config.yml --session-ttl " + machineTTL.String() + "\n",
 }
+
+// machineTTL is the machines' lease-ttl and session-ttl.
+var machineTTL = harness.Scaled(3 * time.Second)
 
 // startMachines starts a lab datacenter for a machine scenario, and checks
 // when it ends that nothing of it is left on the host.
@@ -45,9 +48,6 @@ func startMachines(t *testing.T, limit time.Duration) *dc {
 	if os.Geteuid() != 0 {
 		t.Fatal("the machine scenarios need root (network namespaces, systemd-nspawn); run them as root, after make deps")
 	}
-	// Machine scenarios share nothing but the base image: they run side by
-	// side (go test's -parallel, 2 on 2 cores), after the process ones.
-	t.Parallel()
 	var lab string
 	t.Cleanup(func() {
 		// Runs after the datacenter's own cleanup (cleanups run last first).
@@ -154,7 +154,7 @@ func (d *dc) requireRunning(version string, ids ...string) {
 // processes run the N1 binaries, journald holds the rollout's logs and
 // dpkg's database is clean.
 func TestMachinesSelfUpgradeUnderSystemd(t *testing.T) {
-	d := startMachines(t, 5*time.Minute)
+	d := startMachines(t, within(5*time.Minute))
 	d.bootstrapMachines("staging", three...)
 	d.requireRunning(N, three...)
 
@@ -173,20 +173,6 @@ func TestMachinesSelfUpgradeUnderSystemd(t *testing.T) {
 
 // waitFor polls cond until it holds or timeout passes, then fails saying
 // what it waited for and the last state cond saw.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, last := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waited %s for %s; last seen: %s", timeout, what, last)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
 
 // holdStep is a step that waits on every machine until the test releases
 // it (releaseHold), so that a fault lands at a known point of a rollout.
@@ -244,7 +230,7 @@ func (d *dc) waitAllInStep(step string, ids ...string) {
 // systemd restarts the worker, which waits for dpkg, and the rollout
 // completes with the package installed (ii) everywhere.
 func TestMachinesWorkerKilledDuringDpkg(t *testing.T) {
-	d := startMachines(t, 5*time.Minute)
+	d := startMachines(t, within(5*time.Minute))
 	d.bootstrapMachines("staging", three...)
 	const gate = "/var/lib/dctest-postinst-gate"
 	gated, err := harness.GatedPackage(build.Debs[N1], gate, d.Dir)
@@ -259,10 +245,10 @@ func TestMachinesWorkerKilledDuringDpkg(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, d.Publish(N1, harness.PublishOptions{Prerelease: true, CreatedAt: day(2), Deb: gated}))
 
-	require.Eventually(t, func() bool {
+	waitFor(t, 2*time.Minute, "boot-1's dpkg to run the postinst of "+N1, func() (bool, string) {
 		st, err := m.Dpkg(d.ctx, "ferry")
-		return err == nil && st.Condition() == "half-configured" && st.Version == N1
-	}, 2*time.Minute, 50*time.Millisecond, "boot-1's dpkg never reached the postinst of %s", N1)
+		return err == nil && st.Condition() == "half-configured" && st.Version == N1, fmt.Sprintf("%+v (%v)", st, err)
+	})
 	_, err = m.Exec(d.ctx, "systemctl", "kill", "-s", "KILL", "ferry-worker.service")
 	// systemd in a machine on a cgroup v1 host kills the unit's processes
 	// but then fails to walk the controllers' read-only hierarchies.
@@ -271,10 +257,10 @@ func TestMachinesWorkerKilledDuringDpkg(t *testing.T) {
 	}
 
 	// systemd starts the worker again while dpkg still waits in its own unit.
-	require.Eventually(t, func() bool {
+	waitFor(t, time.Minute, "systemd to restart the killed worker", func() (bool, string) {
 		pid, err := m.MainPID(d.ctx, "ferry-worker.service")
-		return err == nil && pid != 0 && pid != before
-	}, time.Minute, 100*time.Millisecond, "systemd never restarted the killed worker")
+		return err == nil && pid != 0 && pid != before, fmt.Sprintf("main pid %d, was %d (%v)", pid, before, err)
+	})
 	// dpkg runs on, in systemd-run's transient unit, not the worker's.
 	out, err := m.Exec(d.ctx, "sh", "-c", `for c in /proc/[0-9]*/comm; do [ "$(cat $c 2>/dev/null)" = dpkg ] && cat ${c%comm}cgroup; done; true`)
 	require.NoError(t, err)
@@ -297,7 +283,7 @@ func TestMachinesWorkerKilledDuringDpkg(t *testing.T) {
 // worker for dead-server-grace. The link comes back, `ferry recover`
 // clears the stop, and the rollout completes with no server half-upgraded.
 func TestMachinesPartitionedServer(t *testing.T) {
-	d := startMachines(t, 5*time.Minute)
+	d := startMachines(t, within(5*time.Minute))
 	d.bootstrapMachines("staging", three...)
 	d.rollOutToHold(nil)
 	m, err := d.Machine("boot-2")
@@ -307,7 +293,7 @@ func TestMachinesPartitionedServer(t *testing.T) {
 	stopped := d.waitState(N1, "stopped")
 	t.Logf("the fleet stopped %s after the cut: %s", time.Since(cut).Round(100*time.Millisecond), stopped.Request.StopReason)
 	require.Contains(t, stopped.Request.StopReason, "boot-2")
-	require.GreaterOrEqual(t, time.Since(cut), 5*time.Second, "not before dead-server-grace")
+	require.GreaterOrEqual(t, time.Since(cut), harness.DeadServerGrace, "not before dead-server-grace")
 
 	require.NoError(t, m.Host.Mend())
 	d.releaseHold(three...)
@@ -326,7 +312,7 @@ func TestMachinesPartitionedServer(t *testing.T) {
 // the change of leader names the new leader, the old one stands again
 // with a new session, and the rollout has one history record.
 func TestMachinesPartitionedLeader(t *testing.T) {
-	d := startMachines(t, 5*time.Minute)
+	d := startMachines(t, within(5*time.Minute))
 	d.bootstrapMachines("staging", three...)
 	d.rollOutToHold(nil)
 	// The updaters restart after the upgrade too (the postinst's restart,
@@ -344,11 +330,11 @@ func TestMachinesPartitionedLeader(t *testing.T) {
 	require.NoError(t, m.Firewall(d.ctx, `chain out { type filter hook output priority 0; policy accept; meta skuid "ferry" tcp dport 2379 drop; }`))
 	cut := time.Now()
 	var next string
-	require.Eventually(t, func() bool {
+	waitFor(t, 3*time.Second+15*time.Second, "another updater to lead after "+old+" was cut off", func() (bool, string) {
 		next, _ = d.updaterLeader()
-		return next != "" && next != old
-	}, 3*time.Second+15*time.Second, 100*time.Millisecond, "no other updater leads after %s was cut off", old)
-	t.Logf("%s leads %s after %s was cut off (session-ttl 3s)", next, time.Since(cut).Round(100*time.Millisecond), old)
+		return next != "" && next != old, fmt.Sprintf("leader %q", next)
+	})
+	t.Logf("%s leads %s after %s was cut off (session-ttl %s)", next, time.Since(cut).Round(100*time.Millisecond), old, machineTTL)
 	electedRev := d.electionRev(next)
 
 	// GitHub fails: the new leader records the failed check.
@@ -372,31 +358,33 @@ func TestMachinesPartitionedLeader(t *testing.T) {
 			}
 		}
 	}
-	require.Eventually(t, func() bool {
+	waitFor(t, time.Minute, "the new leader to record the failing check", func() (bool, string) {
 		seen(200 * time.Millisecond)
-		return len(checks) > 0 && checks[len(checks)-1].Result == "error"
-	}, time.Minute, 10*time.Millisecond, "the new leader never recorded the failing check")
+		return len(checks) > 0 && checks[len(checks)-1].Result == "error", fmt.Sprintf("checks %+v", checks)
+	})
 
 	// The old leader reaches etcd again while GitHub still fails.
 	require.NoError(t, m.Firewall(d.ctx, ""))
-	require.Eventually(t, func() bool {
+	waitFor(t, time.Minute, "the old leader to notice it lost the lead", func() (bool, string) {
 		j, _ := m.Journal(d.ctx, "ferry-updater")
-		return strings.Contains(j, "campaigning again") || strings.Contains(j, "lost the lead")
-	}, time.Minute, 200*time.Millisecond, "the old leader never noticed it lost the lead")
+		return strings.Contains(j, "campaigning again") || strings.Contains(j, "lost the lead"), "its journal: " + tail(j, 5)
+	})
 	// It stands again with a new session: its key in the election is
 	// younger than the new leader's, so it cannot fence a write on the old.
-	require.Eventually(t, func() bool {
+	waitFor(t, time.Minute, old+" to campaign again with a new session", func() (bool, string) {
 		resp, err := cli.Get(d.ctx, d.st.UpdaterElectionPrefix(), clientv3.WithPrefix())
 		if err != nil {
-			return false
+			return false, err.Error()
 		}
+		var keys []string
 		for _, kv := range resp.Kvs {
-			if string(kv.Value) == old {
-				return kv.CreateRevision > electedRev
+			if string(kv.Value) == old && kv.CreateRevision > electedRev {
+				return true, ""
 			}
+			keys = append(keys, fmt.Sprintf("%s at revision %d", kv.Value, kv.CreateRevision))
 		}
-		return false
-	}, time.Minute, 200*time.Millisecond, "%s never campaigned again with a new session", old)
+		return false, fmt.Sprintf("candidates %v; the leader's since %d", keys, electedRev)
+	})
 	// A few of its check intervals (1s) with etcd back and GitHub failing.
 	seen(4 * time.Second)
 	d.GitHub.ClearFaults()
@@ -422,7 +410,7 @@ func TestMachinesPartitionedLeader(t *testing.T) {
 func (d *dc) machineLeader() (string, *harness.Machine) {
 	d.t.Helper()
 	var id string
-	waitFor(d.t, time.Minute, "a running updater that says it leads with the election's first key", func() (bool, string) {
+	waitFor(d.t, within(time.Minute), "a running updater that says it leads with the election's first key", func() (bool, string) {
 		resp, err := d.st.Client().Get(d.ctx, d.st.UpdaterElectionPrefix(), clientv3.WithFirstCreate()...)
 		if err != nil || len(resp.Kvs) == 0 {
 			return false, fmt.Sprintf("no election key (%v)", err)
@@ -461,7 +449,7 @@ func (d *dc) electionRev(id string) int64 {
 // fetch an extra package from it. They retry, say RETRYING, and the
 // rollout completes once GitHub answers again, never stopped.
 func TestMachinesGitHubUnreachable(t *testing.T) {
-	d := startMachines(t, 7*time.Minute)
+	d := startMachines(t, within(7*time.Minute))
 	d.bootstrapMachines("staging", three...)
 	// N1 brings acme-tools 1.0.1, from GitHub, after a hold.
 	data := buildDeb(t, d.Dir, "acme-tools", "1.0.1")
@@ -477,18 +465,18 @@ func TestMachinesGitHubUnreachable(t *testing.T) {
 	d.releaseHold(three...)
 
 	retrying := map[string]bool{}
-	require.Eventually(t, func() bool {
+	waitFor(t, 100*time.Second, "every worker to say it retries", func() (bool, string) {
 		snap, err := d.st.Snapshot(d.ctx)
 		if err != nil {
-			return false
+			return false, err.Error()
 		}
 		for _, id := range three {
 			if snap.Phase(id) == fleet.PhaseRetrying {
 				retrying[id] = true
 			}
 		}
-		return len(retrying) == len(three)
-	}, 100*time.Second, 200*time.Millisecond, "every worker says it retries; seen %v", retrying)
+		return len(retrying) == len(three), fmt.Sprintf("retrying so far: %v; phases now %s", retrying, phases(snap))
+	})
 	status := d.ferry("status")
 	require.Contains(t, strings.ToUpper(status), "RETRYING", status)
 	// The whole outage: the rollout must not stop in it.
@@ -515,7 +503,7 @@ func TestMachinesGitHubUnreachable(t *testing.T) {
 // units at boot, the worker resumes where the fleet is, and the rollout
 // completes.
 func TestMachinesRebootMidRollout(t *testing.T) {
-	d := startMachines(t, 5*time.Minute)
+	d := startMachines(t, within(5*time.Minute))
 	d.bootstrapMachines("staging", three...)
 	d.rollOutToHold(nil)
 	m, err := d.Machine("boot-1")
@@ -536,7 +524,7 @@ func TestMachinesRebootMidRollout(t *testing.T) {
 // worker unit with its sandbox. The running units score in `systemd-analyze
 // security` what the unit files score offline.
 func TestMachinesEveryActionUnderTheSandbox(t *testing.T) {
-	d := startMachines(t, 5*time.Minute)
+	d := startMachines(t, within(5*time.Minute))
 	d.bootstrapMachines("staging", three...)
 	require.NoError(t, d.EditArtifactSet(func(s *artifacts.Set) {
 		s.Plan.Steps = append(s.Plan.Steps, artifacts.Step{
@@ -609,9 +597,10 @@ func TestMachinesEveryActionUnderTheSandbox(t *testing.T) {
 		require.NoError(t, err)
 		return out
 	}
-	require.Eventually(t, func() bool {
-		return strings.Contains(show("ferry-worker.service"), "ActiveState=failed")
-	}, 30*time.Second, 200*time.Millisecond, "ferry-worker with a bad config: %s", show("ferry-worker.service"))
+	waitFor(t, 30*time.Second, "ferry-worker with a bad config to fail", func() (bool, string) {
+		s := show("ferry-worker.service")
+		return strings.Contains(s, "ActiveState=failed"), s
+	})
 	require.Contains(t, show("ferry-worker.service"), "ExecMainStatus=78")
 	require.Contains(t, show("ferry-worker.service"), "NRestarts=0", "exit status 78 is not restarted")
 	j, err := m.Journal(d.ctx, "ferry-worker")

@@ -74,14 +74,14 @@ func TestMaxFailuresTolerated(t *testing.T) {
 		s.Plan.Steps = append([]artifacts.Step{drain}, s.Plan.Steps...)
 	}))
 	require.NoError(t, d.Publish(N1, harness.PublishOptions{Prerelease: true, CreatedAt: day(2)}))
-	require.Eventually(t, func() bool {
+	waitFor(t, 3*time.Minute, "boot-2 to reach the drain step of "+N1, func() (bool, string) {
 		snap, err := d.st.Snapshot(d.ctx)
 		if err != nil {
-			return false
+			return false, err.Error()
 		}
 		st := snap.Statuses["boot-2"]
-		return st.For(snap.Request) && st.Version == N1 && st.StepName == "drain" && st.MaxFailures == 1
-	}, 3*time.Minute, 50*time.Millisecond, "boot-2 never reached the drain step of N1")
+		return st.For(snap.Request) && st.Version == N1 && st.StepName == "drain" && st.MaxFailures == 1, phases(snap)
+	})
 	s2, err := d.Server("boot-2")
 	require.NoError(t, err)
 	s2.StopWorker()
@@ -98,8 +98,8 @@ func TestMaxFailuresTolerated(t *testing.T) {
 	require.Contains(t, h.Failed[0].Reason, "no live worker")
 	require.Contains(t, d.ferry("status"), "Went on without: boot-2, failed at step 1 drain")
 	require.Contains(t, d.ferry("history"), "completed (1 failed)")
-	require.Eventually(t, func() bool { return d.Notes.Has("goes on without boot-2", "max-failures 1") }, time.Minute, 100*time.Millisecond, "the notification")
-	require.Eventually(t, func() bool { return d.Notes.Has("completed on 2 of 3 servers", "went on without boot-2") }, time.Minute, 100*time.Millisecond, "the completion notification")
+	d.waitNote("the notification", "goes on without boot-2", "max-failures 1")
+	d.waitNote("the completion notification", "completed on 2 of 3 servers", "went on without boot-2")
 }
 
 // TestCanaryPausesThenResumes: N1's plan has a rolling step whose canary
@@ -138,10 +138,8 @@ func TestCanaryPausesThenResumes(t *testing.T) {
 	require.Never(t, func() bool {
 		s, err := d.Status(d.ctx)
 		return err != nil || s.State != "paused"
-	}, 2*time.Second, 200*time.Millisecond, "a manual pause waits for ferry rollout resume")
-	require.Eventually(t, func() bool {
-		return d.Notes.Has("rollout to "+N1+" is paused behind the canary of step 1", "ferry rollout resume")
-	}, time.Minute, 100*time.Millisecond, "the paused notification")
+	}, within(2*time.Second), 200*time.Millisecond, "a manual pause waits for ferry rollout resume")
+	d.waitNote("the paused notification", "rollout to "+N1+" is paused behind the canary of step 1", "ferry rollout resume")
 	require.Contains(t, d.ferry("rollout", "resume"), "resumed the rollout to "+N1+" after the canary of step 1")
 	d.waitCompleted(N1)
 	d.requireInstalled(N1, three...)
@@ -181,10 +179,10 @@ func TestHealthFailureRollsBack(t *testing.T) {
 	require.NoError(t, d.Publish(N1, harness.PublishOptions{Prerelease: true, CreatedAt: day(2)}))
 
 	var h []fleet.HistoryRecord
-	require.Eventually(t, func() bool {
+	d.waitFleet(3*time.Minute, "the rollback to complete", func() (bool, string) {
 		h = d.history()
-		return len(h) >= 3 && h[0].Reason == fleet.ReasonRollback && h[0].Result == fleet.ResultCompleted
-	}, 3*time.Minute, 500*time.Millisecond, "the rollback completes")
+		return len(h) >= 3 && h[0].Reason == fleet.ReasonRollback && h[0].Result == fleet.ResultCompleted, "history " + jsonOf(h)
+	})
 	d.requireInstalled(N, three...)
 	require.Equal(t, N, h[0].Version)
 	require.Equal(t, N1, h[1].Version)
@@ -192,13 +190,13 @@ func TestHealthFailureRollsBack(t *testing.T) {
 	require.Contains(t, h[1].StopReason, "E: dns answers SERVFAIL")
 	require.Contains(t, h[1].StopReason, "rolled back to "+N)
 	require.Contains(t, d.ferry("release", "list"), "REFUSED")
-	require.Eventually(t, func() bool { return d.Notes.Has("rollout to "+N1+" FAILED", "rolling back to "+N) }, time.Minute, 100*time.Millisecond, "the notification")
+	d.waitNote("the notification", "rollout to "+N1+" FAILED", "rolling back to "+N)
 
 	// The updater checks every second: it never picks N1 again.
 	require.Never(t, func() bool {
 		req, _, err := fleettest.GetRequest(d.ctx, d.st)
 		return err == nil && req.Version == N1
-	}, 5*time.Second, 250*time.Millisecond, "the refused version was rolled out again")
+	}, within(5*time.Second), 250*time.Millisecond, "the refused version was rolled out again")
 
 	// The cause is fixed (here: the check), and an operator clears N1.
 	require.NoError(t, d.EditArtifactSet(func(s *artifacts.Set) { s.Plan.Steps[0].Health = nil }))

@@ -87,7 +87,7 @@ func (b *browser) messages() []chromedp.ConsoleMessage {
 }
 
 func (b *browser) screenshot(name string) error {
-	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
+	ctx, cancel := context.WithTimeout(b.ctx, within(20*time.Second))
 	defer cancel()
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	if err != nil {
@@ -98,7 +98,7 @@ func (b *browser) screenshot(name string) error {
 
 // eval evaluates a JavaScript expression in the page.
 func eval[T any](b *browser, expr string) (T, error) {
-	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(b.ctx, within(10*time.Second))
 	defer cancel()
 	return chromedp.Run(ctx, chromedp.Evaluate[T](expr))
 }
@@ -116,17 +116,15 @@ func (b *browser) text(sel string) string {
 // waitText waits until the text of sel contains every want.
 func (b *browser) waitText(sel string, limit time.Duration, want ...string) {
 	b.t.Helper()
-	var got string
-	ok := func() bool {
-		got = b.text(sel)
+	waitFor(b.t, limit, fmt.Sprintf("the page's %s to show %q", sel, want), func() (bool, string) {
+		got := b.text(sel)
 		for _, w := range want {
 			if !strings.Contains(got, w) {
-				return false
+				return false, fmt.Sprintf("%q", got)
 			}
 		}
-		return true
-	}
-	require.Eventually(b.t, ok, limit, 100*time.Millisecond, "the page's %s never showed %q; last: %q", sel, want, got)
+		return true, ""
+	})
 }
 
 // TestStatusPageInBrowser: a headless Chromium opens boot-0's status page
@@ -142,7 +140,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 	require.NoError(t, err)
 	b := newBrowser(t, d.ctx)
 
-	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(b.ctx, within(30*time.Second))
 	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(s0.StatusURL())))
 	cancel()
 	// A reload would clear this: the page must follow the fleet by itself.

@@ -140,7 +140,7 @@ func TestExpiredManifestRefused(t *testing.T) {
 // certificates. The fleet, configured with one, rolls out as usual; an
 // admin without one, or without the CA, is told exactly that.
 func TestEtcdClientCertRequired(t *testing.T) {
-	d := startWith(t, 4*time.Minute, harness.Options{ClientCerts: true})
+	d := startWith(t, within(4*time.Minute), harness.Options{ClientCerts: true})
 	d.bootstrap("staging", three...)
 	require.NoError(t, d.Publish(N1, harness.PublishOptions{Prerelease: true, CreatedAt: day(2)}))
 	d.waitCompleted(N1)

@@ -24,15 +24,14 @@ const (
 	v2 = "2026.01.02-1"
 )
 
-// makeDeb runs `make deb` at a version into dir and returns the .deb.
+// makeDeb returns the package `make deb` built at a version: the run's
+// (make test builds it once for every test) or one built now under dir.
 func makeDeb(t *testing.T, version, dir string) string {
 	t.Helper()
-	cmd := exec.Command("make", "-C", "..", "deb", "VERSION="+version, "DIST="+dir, "BUILD="+filepath.Join(dir, "build"), "BIN="+filepath.Join(dir, "bin"))
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "make deb: %s", out)
-	path := filepath.Join(dir, "ferry_"+version+"_amd64.deb")
+	path, err := debtest.FerryPackage("..", dir, version)
+	require.NoError(t, err)
 	require.FileExists(t, path)
-	require.FileExists(t, filepath.Join(dir, "SHA256SUMS"))
+	require.FileExists(t, filepath.Join(filepath.Dir(path), "SHA256SUMS"))
 	return path
 }
 
@@ -45,8 +44,8 @@ func run(t *testing.T, name string, args ...string) string {
 
 func TestPackage(t *testing.T) {
 	dir := t.TempDir()
-	deb1 := makeDeb(t, v1, filepath.Join(dir, "v1"))
-	deb2 := makeDeb(t, v2, filepath.Join(dir, "v2"))
+	deb1 := makeDeb(t, v1, dir)
+	deb2 := makeDeb(t, v2, dir)
 
 	t.Run("layout", func(t *testing.T) {
 		info := run(t, "dpkg-deb", "--info", deb2)
@@ -161,10 +160,15 @@ func TestPackage(t *testing.T) {
 	})
 
 	t.Run("the signature verifies with minisign", func(t *testing.T) {
-		keys := filepath.Join(t.TempDir(), "release")
+		tmp := t.TempDir()
+		keys := filepath.Join(tmp, "release")
 		_, err := trust.WriteKeyPair(keys, "")
 		require.NoError(t, err)
-		sums := filepath.Join(filepath.Dir(deb2), "SHA256SUMS")
+		// A copy: the package's directory may be the whole run's.
+		data, err := os.ReadFile(filepath.Join(filepath.Dir(deb2), "SHA256SUMS"))
+		require.NoError(t, err)
+		sums := filepath.Join(tmp, "SHA256SUMS")
+		require.NoError(t, os.WriteFile(sums, data, 0o644))
 		run(t, filepath.Join(filepath.Dir(deb2), "bin", "ferry-ci"), "sign", "--key", keys+".key", sums)
 		out := run(t, "minisign", "-Vm", sums, "-p", keys+".pub")
 		require.Contains(t, out, "Signature and comment signature verified")

@@ -32,12 +32,22 @@ import (
 	"github.com/ferry-cd/ferry/internal/githubfake"
 	"github.com/ferry-cd/ferry/internal/registrytest"
 	"github.com/ferry-cd/ferry/pkg/artifacts"
+	"github.com/ferry-cd/ferry/pkg/fleet"
+	"github.com/ferry-cd/ferry/pkg/fleetview"
 	"github.com/ferry-cd/ferry/pkg/release"
+	"github.com/ferry-cd/ferry/pkg/storage"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
 	"gopkg.in/yaml.v3"
 )
 
 // Repo is the GitHub repository that publishes ferry in the datacenter.
 const Repo = "ferry-cd/ferry"
+
+// DeadServerGrace is the fleet's dead-server-grace in a datacenter: how
+// long a server may have no live worker before the rollout stops.
+var DeadServerGrace = Scaled(5 * time.Second)
 
 // Build holds what the harness runs: ferry packages by version, and the
 // etcd member helper.
@@ -66,13 +76,12 @@ func BuildAllWith(repoRoot, dir string, progress func(what string, took time.Dur
 	b := &Build{Debs: map[string]string{}, Ferry: filepath.Join(dir, "ferry"), EtcdMember: filepath.Join(dir, "ferry-dctest-etcd")}
 	for _, v := range versions {
 		began := time.Now()
-		out := filepath.Join(dir, v)
-		cmd := exec.Command("make", "-C", repoRoot, "deb", "VERSION="+v, "DIST="+out, "BUILD="+filepath.Join(out, "build"), "BIN="+filepath.Join(out, "bin"))
-		if msg, err := cmd.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("make deb %s: %v\n%s", v, err, msg)
+		deb, err := debtest.FerryPackage(repoRoot, dir, v)
+		if err != nil {
+			return nil, err
 		}
-		b.Debs[v] = filepath.Join(out, release.DebAsset(v))
-		progress(release.DebAsset(v), time.Since(began))
+		b.Debs[v] = deb
+		progress(filepath.Base(deb), time.Since(began))
 	}
 	for _, bp := range []struct{ bin, pkg string }{{b.Ferry, "./cmd/ferry"}, {b.EtcdMember, "./dctest/cmd/ferry-dctest-etcd"}} {
 		began := time.Now()
@@ -124,7 +133,11 @@ type Datacenter struct {
 	// TLS is set when etcd requires client certificates.
 	TLS *TLSFiles
 	// SetFile is the artifact set the workers roll out.
-	SetFile    string
+	SetFile string
+	// Client is an etcd client of the test's own, reaching the cluster
+	// as the admin host does.
+	Client     *clientv3.Client
+	store      *storage.Storage
 	containerd *containerdtest.Containerd
 	ctdDir     string
 	net        network
@@ -144,10 +157,10 @@ func Start(o Options) (dc *Datacenter, err error) {
 		o.EtcdMembers = 3
 	}
 	if o.LeaseTTL == 0 {
-		o.LeaseTTL = 3 * time.Second
+		o.LeaseTTL = Scaled(3 * time.Second)
 	}
 	if o.SessionTTL == 0 {
-		o.SessionTTL = 2 * time.Second
+		o.SessionTTL = Scaled(2 * time.Second)
 	}
 	dc = &Datacenter{opts: o, Dir: o.Dir, Prefix: "/ferry/", Servers: map[string]*Server{}, Machines: map[string]*Machine{}, net: loopback{}}
 	// A failure returns a nil datacenter: close the one made so far.
@@ -175,6 +188,12 @@ func Start(o Options) (dc *Datacenter, err error) {
 	if err := dc.startEtcd(); err != nil {
 		return nil, err
 	}
+	if dc.Client, err = dc.newClient(); err != nil {
+		return nil, err
+	}
+	if dc.store, err = storage.New(dc.Client, dc.Prefix); err != nil {
+		return nil, err
+	}
 	listeners := map[string]net.Listener{}
 	for _, svc := range []struct {
 		name, host string
@@ -196,7 +215,9 @@ func Start(o Options) (dc *Datacenter, err error) {
 	// Machines run containerd of their own.
 	if _, err := exec.LookPath("containerd"); err == nil && !o.Machines {
 		// A short path: containerd's socket must fit in 108 bytes.
-		dc.ctdDir = mustMkdir(filepath.Join(os.TempDir(), fmt.Sprintf("ferry-dc-ctd-%d-%d", os.Getpid(), time.Now().UnixNano()%1e6)))
+		if dc.ctdDir, err = os.MkdirTemp("", "ferry-dc-ctd-"); err != nil {
+			return nil, err
+		}
 		if dc.containerd, err = containerdtest.Start(dc.ctdDir); err != nil {
 			return nil, err
 		}
@@ -219,12 +240,6 @@ func Start(o Options) (dc *Datacenter, err error) {
 
 // KeyFile is the release key's private half, for ferry release publish.
 func (dc *Datacenter) KeyFile() string { return filepath.Join(dc.Dir, "release.key") }
-
-func mustMkdir(dir string) string {
-	os.RemoveAll(dir)
-	os.MkdirAll(dir, 0o755)
-	return dir
-}
 
 func osContent(path string) string { return "os image " + path + "\n" }
 
@@ -353,6 +368,9 @@ func (dc *Datacenter) Close() {
 			dc.net.close()
 		}
 	}()
+	if dc.Client != nil {
+		dc.Client.Close()
+	}
 	for _, m := range dc.Etcd {
 		m.Kill()
 	}
@@ -389,15 +407,6 @@ type EtcdMember struct {
 	cmd                           *exec.Cmd
 	// exited is closed when the process has exited.
 	exited chan struct{}
-}
-
-func freePort() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }
 
 func (dc *Datacenter) startEtcd() error {
@@ -698,7 +707,7 @@ func (dc *Datacenter) Configure(ctx context.Context, kv ...string) error {
 	}
 	base := []string{
 		"github-repo", Repo,
-		"check-update-interval", "1s", "dead-server-grace", "5s", "worker-timeout", "10m",
+		"check-update-interval", "1s", "dead-server-grace", DeadServerGrace.String(), "worker-timeout", "10m",
 		"notify-url", dc.Notes.URL(),
 	}
 	kv = append(base, kv...)
@@ -768,30 +777,110 @@ func (dc *Datacenter) Status(ctx context.Context) (*Status, error) {
 	return &s, nil
 }
 
+// newClient connects to the cluster from the admin host.
+func (dc *Datacenter) newClient() (*clientv3.Client, error) {
+	ec := clientv3.Config{Endpoints: dc.Endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
+		// On a lab network the test reaches etcd from the admin host.
+		DialOptions: []grpc.DialOption{grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			return dc.net.dial(ctx, "tcp", addr)
+		})}}
+	if dc.TLS != nil {
+		var err error
+		if ec.TLS, err = dc.TLS.ClientConfig(); err != nil {
+			return nil, err
+		}
+	}
+	return clientv3.New(ec)
+}
+
+// Changes signals after every change under the fleet's prefix in etcd,
+// several changes at once as one, until ctx ends; and every few seconds
+// besides, so that a wait also looks again while etcd cannot tell it
+// anything (a member down, a watch being restored). Waits that ask the
+// CLI use it instead of asking it many times a second.
+func (dc *Datacenter) Changes(ctx context.Context) <-chan struct{} {
+	out := make(chan struct{}, 1)
+	signal := func() {
+		select {
+		case out <- struct{}{}:
+		default:
+		}
+	}
+	events := dc.Client.Watch(clientv3.WithRequireLeader(ctx), dc.Prefix, clientv3.WithPrefix())
+	go func() {
+		tick := time.NewTicker(Scaled(3 * time.Second))
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case _, ok := <-events:
+				if !ok {
+					// Closed (leader lost, compaction): watch anew after a pause.
+					select {
+					case <-ctx.Done():
+						return
+					case <-tick.C:
+					}
+					events = dc.Client.Watch(clientv3.WithRequireLeader(ctx), dc.Prefix, clientv3.WithPrefix())
+				}
+				signal()
+			case <-tick.C:
+				signal()
+			}
+		}
+	}()
+	return out
+}
+
 // WaitState waits until the rollout to version reaches one of the states;
 // for completed and stopped, also until the updater recorded the outcome.
+// The answer is `ferry status`'s: after each change in etcd, the wait
+// reads the fleet itself, and asks the CLI once that says it is there
+// (the CLI costs a process, which many times a second adds up).
 func (dc *Datacenter) WaitState(ctx context.Context, version string, states ...string) (*Status, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	changes := dc.Changes(ctx)
+	reached := func(state, v string, finished bool) bool {
+		for _, st := range states {
+			recorded := finished || (st != "completed" && st != "stopped")
+			if v == version && state == st && recorded {
+				return true
+			}
+		}
+		return false
+	}
 	var last *Status
 	for {
-		s, err := dc.Status(ctx)
-		if err == nil {
-			last = s
-			if s.Request != nil && s.Request.Version == version {
-				for _, st := range states {
-					recorded := s.Request.FinishedAt != "" || (st != "completed" && st != "stopped")
-					if s.State == st && recorded {
-						return s, nil
-					}
+		snap, err := dc.store.Snapshot(ctx)
+		// A snapshot that cannot be read leaves the answer to the CLI.
+		if err != nil || dc.snapshotReached(snap, reached) {
+			s, err := dc.Status(ctx)
+			if err == nil {
+				last = s
+				if s.Request != nil && reached(s.State, s.Request.Version, s.Request.FinishedAt != "") {
+					return s, nil
 				}
 			}
 		}
 		select {
 		case <-ctx.Done():
+			if s, err := dc.Status(context.Background()); err == nil {
+				last = s
+			}
 			b, _ := json.Marshal(last)
 			return nil, fmt.Errorf("rollout to %s never reached %v; last status: %s", version, states, b)
-		case <-time.After(300 * time.Millisecond):
+		case <-changes:
 		}
 	}
+}
+
+// snapshotReached applies reached to the fleet as the CLI's view of snap
+// has it.
+func (dc *Datacenter) snapshotReached(snap *fleet.Snapshot, reached func(state, version string, finished bool) bool) bool {
+	v := fleetview.New(snap)
+	return v.Request != nil && reached(v.State, v.Request.Version, !v.Request.FinishedAt.IsZero())
 }
 
 // --- notifications ---
@@ -832,6 +921,13 @@ func (r *Receiver) URL() string { return r.srv.URL }
 
 // Close stops the receiver.
 func (r *Receiver) Close() { r.srv.Close() }
+
+// All is every notification received so far.
+func (r *Receiver) All() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.Text...)
+}
 
 // Has reports whether a notification contains every fragment.
 func (r *Receiver) Has(fragments ...string) bool {

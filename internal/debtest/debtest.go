@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -68,12 +69,32 @@ func BuildErr(dir string, p Package) (string, error) {
 		return "", err
 	}
 	out := filepath.Join(dir, fmt.Sprintf("%s_%s_amd64.deb", p.Name, p.Version))
-	cmd := exec.Command("go", "tool", "nfpm", "package", "-f", cfgPath, "-p", "deb", "-t", out)
+	nfpm, err := nfpmPath()
+	if err != nil {
+		return "", err
+	}
+	cmd := exec.Command(nfpm, "package", "-f", cfgPath, "-p", "deb", "-t", out)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("nfpm: %v: %s", err, b)
 	}
 	return out, nil
 }
+
+// nfpmPath is the nfpm binary of the module's tool directive, as `go
+// tool` built it. Asked once per process: each `go tool nfpm` would first
+// hash nfpm's whole source to see whether its binary is up to date, which
+// costs more than building the package.
+var nfpmPath = sync.OnceValues(func() (string, error) {
+	out, err := exec.Command("go", "tool", "-n", "nfpm").Output()
+	if err != nil {
+		var stderr []byte
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = ee.Stderr
+		}
+		return "", fmt.Errorf("go tool -n nfpm: %v: %s", err, stderr)
+	}
+	return strings.TrimSpace(string(out)), nil
+})
 
 // Root is a directory that dpkg treats as a machine's root.
 type Root struct {
@@ -100,4 +121,29 @@ func (r *Root) AdminDir() string { return filepath.Join(r.Dir, "var/lib/dpkg") }
 // (the file is appended), as ferry's install-command.
 func (r *Root) InstallCommand() []string {
 	return []string{"dpkg", "--root=" + r.Dir, "--admindir=" + r.AdminDir(), "--force-not-root", "--force-script-chrootless", "--log=" + filepath.Join(r.Dir, "dpkg.log"), "-i"}
+}
+
+// PackagesEnv names a directory of ferry's own packages that `make test`
+// built once for the whole run, one directory per version as `make deb`
+// writes it (DIST=dir/VERSION): the package, SHA256SUMS and bin/. Tests
+// that need ferry's package take it from there instead of building it.
+const PackagesEnv = "FERRY_TEST_PACKAGES"
+
+// FerryPackage is the ferry package of version: the one `make test` built
+// for the run when there is one, or one built now with `make deb` into
+// dir/VERSION. repoRoot is the repository's top directory.
+func FerryPackage(repoRoot, dir, version string) (string, error) {
+	name := "ferry_" + version + "_amd64.deb"
+	if built := os.Getenv(PackagesEnv); built != "" {
+		path := filepath.Join(built, version, name)
+		if _, err := os.Stat(path); err == nil {
+			return path, nil
+		}
+	}
+	out := filepath.Join(dir, version)
+	cmd := exec.Command("make", "-C", repoRoot, "deb", "VERSION="+version, "DIST="+out, "BUILD="+filepath.Join(out, "build"), "BIN="+filepath.Join(out, "bin"))
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("make deb %s: %v\n%s", version, err, msg)
+	}
+	return filepath.Join(out, name), nil
 }

@@ -1,0 +1,184 @@
+package dctest
+
+import (
+	"flag"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ferry-cd/ferry/dctest/harness"
+)
+
+// Scenarios run side by side. Each brings up a datacenter of its own
+// (its own directories, ports, etcd cluster and, for machine scenarios, a
+// lab network whose names carry a number of their own), so they share
+// nothing but the packages TestMain built and the machines' base image.
+//
+// How many run at once is a budget of slots, FERRY_DCTEST_PARALLEL (3 by
+// default, which fits 2 cores: a datacenter mostly waits on its leases,
+// steps and etcd). A scenario takes one slot, or the whole budget when it
+// must have the machine to itself. Waiting scenarios start longest first,
+// by the time each took when last measured (the table below), so that the
+// run does not end on a long one started late.
+
+// parallelEnv sets the budget; 1 runs the scenarios one after another.
+const parallelEnv = "FERRY_DCTEST_PARALLEL"
+
+// scenario is what the scheduler knows of a scenario before it runs.
+type scenario struct {
+	// took is its time in a full run on 2 cores, beside other scenarios
+	// (make test's slowest-tests list); only the order depends on it.
+	took time.Duration
+	// alone makes it wait until nothing else runs, and run by itself.
+	alone bool
+}
+
+// scenarios lists every scenario. A new one must be added here: the
+// scheduler refuses a name it does not know, so that none runs unplanned.
+// Subtests are listed by their parent, each taking the time given; the
+// parent must call t.Parallel first, or its subtests wait for ever for
+// the scenarios that wait behind it.
+var scenarios = map[string]scenario{
+	"TestMachinesGitHubUnreachable":           {took: 185 * time.Second},
+	"TestChaosRollouts":                       {took: 100 * time.Second},
+	"TestMachinesWorkerKilledDuringDpkg":      {took: 85 * time.Second},
+	"TestMachinesEveryActionUnderTheSandbox":  {took: 57 * time.Second},
+	"TestMachinesPartitionedLeader":           {took: 52 * time.Second},
+	"TestWorkerKilledDuringDpkg":              {took: 51 * time.Second},
+	"TestMachinesSelfUpgradeUnderSystemd":     {took: 44 * time.Second},
+	"TestStatusPageInBrowser":                 {took: 43 * time.Second},
+	"TestMachinesPartitionedServer":           {took: 40 * time.Second},
+	"TestMachinesRebootMidRollout":            {took: 35 * time.Second},
+	"TestGitHubFlakyDuringRollout":            {took: 35 * time.Second},
+	"TestCanaryPausesThenResumes":             {took: 30 * time.Second},
+	"TestHealthFailureRollsBack":              {took: 30 * time.Second},
+	"TestReleasesTheFleetMustNotTake":         {took: 30 * time.Second},
+	"TestDeadServerStopsTheFleetThenRecover":  {took: 23 * time.Second},
+	"TestSelectorAndRackSpread":               {took: 25 * time.Second},
+	"TestMaxFailuresTolerated":                {took: 22 * time.Second},
+	"TestStepRetriesTransientFailure":         {took: 22 * time.Second},
+	"TestEtcdLeaderKilledDuringRollout":       {took: 20 * time.Second},
+	"TestEtcdMemberDown":                      {took: 18 * time.Second},
+	"TestWorkerKilledMidStep":                 {took: 17 * time.Second},
+	"TestUpdaterLeaderKilled":                 {took: 17 * time.Second},
+	"TestBootstrapAndUpgrade":                 {took: 16 * time.Second},
+	"TestJoinReconfigures":                    {took: 16 * time.Second},
+	"TestTamperedReleasesAreNeverInstalled":   {took: 12 * time.Second},
+	"TestTrustRootIsLocal":                    {took: 15 * time.Second},
+	"TestDowngradeBeyondPreviousRefused":      {took: 15 * time.Second},
+	"TestTestBuildCannotBePromotedWithoutKey": {took: 15 * time.Second},
+	"TestOversizedAssetRefused":               {took: 12 * time.Second},
+	"TestExpiredManifestRefused":              {took: 12 * time.Second},
+	"TestEtcdClientCertRequired":              {took: 15 * time.Second},
+	"TestFirstInstallFromPackage":             {took: 12 * time.Second},
+}
+
+// runs is the run's scheduler.
+var runs = newScheduler(parallelism())
+
+// parallelism is the budget the environment asks for, 3 by default.
+func parallelism() int {
+	n, err := strconv.Atoi(os.Getenv(parallelEnv))
+	if err != nil || n < 1 {
+		return 3
+	}
+	return n
+}
+
+// unlimitGoParallel lifts go test's own limit on parallel tests (GOMAXPROCS
+// by default), which would otherwise cap the budget, unless -parallel was
+// given. TestMain calls it before the tests run.
+func unlimitGoParallel() {
+	if !flag.Parsed() {
+		flag.Parse()
+	}
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
+	if !set {
+		flag.Set("test.parallel", "64")
+	}
+}
+
+// scheduler hands out the budget's slots.
+type scheduler struct {
+	mu    sync.Mutex
+	slots int
+	free  int
+	// registered counts the scenarios that said they will run; queued
+	// those that then came back from t.Parallel and wait for a slot.
+	// Nothing starts until every registered one has queued, so that the
+	// first slots go to the longest, not to whichever came back first.
+	registered, queued int
+	waiting            []*ticket
+}
+
+type ticket struct {
+	name  string
+	need  int
+	took  time.Duration
+	ready chan struct{}
+}
+
+func newScheduler(slots int) *scheduler {
+	return &scheduler{slots: slots, free: slots}
+}
+
+// run makes t a parallel scenario and returns once a slot is its own; the
+// slot is given back when t ends. Call it first thing in a scenario (the
+// start helpers do).
+func (s *scheduler) run(t *testing.T) {
+	t.Helper()
+	name, _, _ := strings.Cut(t.Name(), "/")
+	sc, ok := scenarios[name]
+	if !ok {
+		t.Fatalf("%s is not in dctest's scenarios table (schedule_test.go): add it, with its time", name)
+	}
+	need := 1
+	if sc.alone {
+		need = s.slots
+	}
+	s.mu.Lock()
+	s.registered++
+	s.mu.Unlock()
+	t.Parallel()
+	tk := &ticket{name: t.Name(), need: need, took: sc.took, ready: make(chan struct{})}
+	s.mu.Lock()
+	s.queued++
+	s.waiting = append(s.waiting, tk)
+	s.grant()
+	s.mu.Unlock()
+	<-tk.ready
+	t.Cleanup(func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.free += tk.need
+		s.grant()
+	})
+}
+
+// grant starts waiting scenarios, longest first, while slots are free. A
+// scenario that needs more slots than are free holds the ones behind it
+// back, so that one that runs alone is not starved. s.mu is held.
+func (s *scheduler) grant() {
+	if s.queued < s.registered {
+		return
+	}
+	sort.SliceStable(s.waiting, func(i, j int) bool { return s.waiting[i].took > s.waiting[j].took })
+	for len(s.waiting) > 0 {
+		tk := s.waiting[0]
+		if tk.need > s.free {
+			return
+		}
+		s.free -= tk.need
+		s.waiting = s.waiting[1:]
+		close(tk.ready)
+	}
+}
+
+// within is how long a scenario waits for something that takes d on an
+// idle machine: d stretched by FERRY_DCTEST_SCALE.
+func within(d time.Duration) time.Duration { return harness.Scaled(d) }
