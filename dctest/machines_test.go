@@ -1,6 +1,7 @@
 package dctest
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -85,9 +86,16 @@ func labProcesses(lab string) []string {
 	return left
 }
 
-// bootstrapMachines installs N on every machine with apt, configures and
-// joins the fleet, and waits until it completed N.
+// bootstrapMachines starts every machine at N, from the run's image with N
+// installed by apt, configures and joins the fleet, and waits until it
+// completed N.
 func (d *dc) bootstrapMachines(env string, ids ...string) {
+	d.t.Helper()
+	d.bootstrapMachinesBy(d.AddMachineFromImage, env, ids...)
+}
+
+// bootstrapMachinesBy is bootstrapMachines with each machine made by add.
+func (d *dc) bootstrapMachinesBy(add func(ctx context.Context, id, version string) (*harness.Machine, error), env string, ids ...string) {
 	d.t.Helper()
 	require.NoError(d.t, d.Publish(N, harness.PublishOptions{CreatedAt: day(1)}))
 	require.NoError(d.t, d.Configure(d.ctx, "env", "none"))
@@ -97,7 +105,7 @@ func (d *dc) bootstrapMachines(env string, ids ...string) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, errs[i] = d.AddMachine(d.ctx, id, N)
+			_, errs[i] = add(d.ctx, id, N)
 		}()
 	}
 	wg.Wait()
@@ -148,14 +156,16 @@ func (d *dc) requireRunning(version string, ids ...string) {
 	}
 }
 
-// TestMachinesSelfUpgradeUnderSystemd: 3 machines at N roll out N1 with
-// the default install command (systemd-run from inside the worker's
-// sandbox). The postinst restarts both units: afterwards both units' main
-// processes run the N1 binaries, journald holds the rollout's logs and
-// dpkg's database is clean.
+// TestMachinesSelfUpgradeUnderSystemd: 3 machines get N the way an
+// operator installs it (apt-get install on the running machine, whose
+// postinst starts both units), then roll out N1 with the default install
+// command (systemd-run from inside the worker's sandbox). The postinst
+// restarts both units: afterwards both units' main processes run the N1
+// binaries, journald holds the rollout's logs and dpkg's database is clean.
+// The other machine scenarios start from the run's image with N installed.
 func TestMachinesSelfUpgradeUnderSystemd(t *testing.T) {
 	d := startMachines(t, within(5*time.Minute))
-	d.bootstrapMachines("staging", three...)
+	d.bootstrapMachinesBy(d.AddMachine, "staging", three...)
 	d.requireRunning(N, three...)
 
 	require.NoError(t, d.Publish(N1, harness.PublishOptions{Prerelease: true, CreatedAt: day(2)}))

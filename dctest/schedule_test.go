@@ -30,8 +30,8 @@ const parallelEnv = "FERRY_DCTEST_PARALLEL"
 
 // scenario is what the scheduler knows of a scenario before it runs.
 type scenario struct {
-	// took is its time in a full run on 2 cores, beside other scenarios
-	// (make test's slowest-tests list); only the order depends on it.
+	// took is its time when it ran alone on 2 cores (a run with
+	// FERRY_DCTEST_PARALLEL=1, 2026-12-06); only the order depends on it.
 	took time.Duration
 	// alone makes it wait until nothing else runs, and run by itself.
 	alone bool
@@ -43,38 +43,38 @@ type scenario struct {
 // parent must call t.Parallel first, or its subtests wait for ever for
 // the scenarios that wait behind it.
 var scenarios = map[string]scenario{
-	"TestMachinesGitHubUnreachable":           {took: 185 * time.Second},
-	"TestChaosRollouts":                       {took: 100 * time.Second},
-	"TestMachinesWorkerKilledDuringDpkg":      {took: 85 * time.Second},
-	"TestMachinesEveryActionUnderTheSandbox":  {took: 57 * time.Second},
-	"TestMachinesPartitionedLeader":           {took: 52 * time.Second},
-	"TestWorkerKilledDuringDpkg":              {took: 51 * time.Second},
-	"TestMachinesSelfUpgradeUnderSystemd":     {took: 44 * time.Second},
-	"TestStatusPageInBrowser":                 {took: 43 * time.Second},
+	"TestMachinesGitHubUnreachable":           {took: 202 * time.Second},
+	"TestChaosRollouts":                       {took: 96 * time.Second},
+	"TestMachinesWorkerKilledDuringDpkg":      {took: 76 * time.Second},
+	"TestMachinesEveryActionUnderTheSandbox":  {took: 67 * time.Second},
+	"TestWorkerKilledDuringDpkg":              {took: 62 * time.Second},
+	"TestMachinesRebootMidRollout":            {took: 58 * time.Second},
+	"TestMachinesSelfUpgradeUnderSystemd":     {took: 52 * time.Second},
+	"TestMachinesPartitionedLeader":           {took: 45 * time.Second},
 	"TestMachinesPartitionedServer":           {took: 40 * time.Second},
-	"TestMachinesRebootMidRollout":            {took: 35 * time.Second},
-	"TestGitHubFlakyDuringRollout":            {took: 35 * time.Second},
-	"TestCanaryPausesThenResumes":             {took: 30 * time.Second},
-	"TestHealthFailureRollsBack":              {took: 30 * time.Second},
-	"TestReleasesTheFleetMustNotTake":         {took: 30 * time.Second},
+	"TestStatusPageInBrowser":                 {took: 40 * time.Second},
+	"TestHealthFailureRollsBack":              {took: 35 * time.Second},
+	"TestMaxFailuresTolerated":                {took: 26 * time.Second},
+	"TestReleasesTheFleetMustNotTake":         {took: 25 * time.Second},
 	"TestDeadServerStopsTheFleetThenRecover":  {took: 23 * time.Second},
-	"TestSelectorAndRackSpread":               {took: 25 * time.Second},
-	"TestMaxFailuresTolerated":                {took: 22 * time.Second},
-	"TestStepRetriesTransientFailure":         {took: 22 * time.Second},
-	"TestEtcdLeaderKilledDuringRollout":       {took: 20 * time.Second},
+	"TestGitHubFlakyDuringRollout":            {took: 23 * time.Second},
+	"TestEtcdLeaderKilledDuringRollout":       {took: 22 * time.Second},
+	"TestTestBuildCannotBePromotedWithoutKey": {took: 22 * time.Second},
+	"TestSelectorAndRackSpread":               {took: 22 * time.Second},
+	"TestStepRetriesTransientFailure":         {took: 21 * time.Second},
+	"TestCanaryPausesThenResumes":             {took: 20 * time.Second},
+	"TestEtcdClientCertRequired":              {took: 18 * time.Second},
 	"TestEtcdMemberDown":                      {took: 18 * time.Second},
 	"TestWorkerKilledMidStep":                 {took: 17 * time.Second},
 	"TestUpdaterLeaderKilled":                 {took: 17 * time.Second},
 	"TestBootstrapAndUpgrade":                 {took: 16 * time.Second},
-	"TestJoinReconfigures":                    {took: 16 * time.Second},
-	"TestTamperedReleasesAreNeverInstalled":   {took: 12 * time.Second},
-	"TestTrustRootIsLocal":                    {took: 15 * time.Second},
-	"TestDowngradeBeyondPreviousRefused":      {took: 15 * time.Second},
-	"TestTestBuildCannotBePromotedWithoutKey": {took: 15 * time.Second},
-	"TestOversizedAssetRefused":               {took: 12 * time.Second},
-	"TestExpiredManifestRefused":              {took: 12 * time.Second},
-	"TestEtcdClientCertRequired":              {took: 15 * time.Second},
-	"TestFirstInstallFromPackage":             {took: 12 * time.Second},
+	"TestJoinReconfigures":                    {took: 14 * time.Second},
+	"TestExpiredManifestRefused":              {took: 13 * time.Second},
+	"TestTamperedReleasesAreNeverInstalled":   {took: 11 * time.Second},
+	"TestTrustRootIsLocal":                    {took: 11 * time.Second},
+	"TestOversizedAssetRefused":               {took: 11 * time.Second},
+	"TestDowngradeBeyondPreviousRefused":      {took: 10 * time.Second},
+	"TestFirstInstallFromPackage":             {took: 7 * time.Second},
 }
 
 // runs is the run's scheduler.

@@ -45,6 +45,12 @@ import (
 // Repo is the GitHub repository that publishes ferry in the datacenter.
 const Repo = "ferry-cd/ferry"
 
+// oneProc runs a Go program the harness starts (an etcd member, a
+// daemon) on one P: datacenters run side by side on 2 cores, a dozen Go
+// processes each, and their schedulers' idle spinning took a tenth of
+// the suite's CPU time. It changes no behaviour of the programs.
+const oneProc = "GOMAXPROCS=1"
+
 // DeadServerGrace is the fleet's dead-server-grace in a datacenter: how
 // long a server may have no live worker before the rollout stops.
 var DeadServerGrace = Scaled(5 * time.Second)
@@ -58,6 +64,12 @@ type Build struct {
 	Ferry string
 	// EtcdMember is the ferry-dctest-etcd binary.
 	EtcdMember string
+	// Dir holds what the build made, and what scenarios share for the
+	// whole run (the machines' layers with ferry installed).
+	Dir string
+
+	mu     sync.Mutex
+	layers map[string]*layer
 }
 
 // BuildAll builds the packages of the versions with `make deb`, the admin
@@ -73,7 +85,8 @@ func BuildAllWith(repoRoot, dir string, progress func(what string, took time.Dur
 	if progress == nil {
 		progress = func(string, time.Duration) {}
 	}
-	b := &Build{Debs: map[string]string{}, Ferry: filepath.Join(dir, "ferry"), EtcdMember: filepath.Join(dir, "ferry-dctest-etcd")}
+	b := &Build{Debs: map[string]string{}, Ferry: filepath.Join(dir, "ferry"), EtcdMember: filepath.Join(dir, "ferry-dctest-etcd"), Dir: dir}
+	builds := []struct{ bin, pkg string }{{b.EtcdMember, "./dctest/cmd/ferry-dctest-etcd"}}
 	for _, v := range versions {
 		began := time.Now()
 		deb, err := debtest.FerryPackage(repoRoot, dir, v)
@@ -83,7 +96,18 @@ func BuildAllWith(repoRoot, dir string, progress func(what string, took time.Dur
 		b.Debs[v] = deb
 		progress(filepath.Base(deb), time.Since(began))
 	}
-	for _, bp := range []struct{ bin, pkg string }{{b.Ferry, "./cmd/ferry"}, {b.EtcdMember, "./dctest/cmd/ferry-dctest-etcd"}} {
+	// The admin CLI `make deb` built beside the last package serves; a
+	// package from elsewhere comes without one.
+	if len(versions) > 0 {
+		cli := filepath.Join(filepath.Dir(b.Debs[versions[len(versions)-1]]), "bin", "ferry")
+		if _, err := os.Stat(cli); err == nil {
+			b.Ferry = cli
+		}
+	}
+	if b.Ferry == filepath.Join(dir, "ferry") {
+		builds = append(builds, struct{ bin, pkg string }{b.Ferry, "./cmd/ferry"})
+	}
+	for _, bp := range builds {
 		began := time.Now()
 		cmd := exec.Command("go", "build", "-o", bp.bin, bp.pkg)
 		cmd.Dir = repoRoot
@@ -499,6 +523,7 @@ func (m *EtcdMember) start(state string) error {
 		client.Transport = &http.Transport{TLSClientConfig: tlsCfg, DialContext: m.net.dial}
 	}
 	cmd := m.net.command(context.Background(), m.host, m.bin, args...)
+	cmd.Env = append(os.Environ(), oneProc)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	out := &lockedWriter{w: &bytes.Buffer{}}
 	cmd.Stdout, cmd.Stderr = out, out

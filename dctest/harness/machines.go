@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ferry-cd/ferry/dctest/machine"
@@ -38,23 +39,12 @@ type Machine struct {
 // release key in /etc/ferry, then `apt-get install ./ferry_….deb`, whose
 // postinst starts both units. It does not join the fleet.
 func (dc *Datacenter) AddMachine(ctx context.Context, id, version string) (*Machine, error) {
-	l, ok := dc.net.(*lab)
-	if !ok {
-		return nil, errors.New("AddMachine needs a datacenter started with Options.Machines")
-	}
 	pkg, ok := dc.opts.Build.Debs[version]
 	if !ok {
 		return nil, fmt.Errorf("no package of %s was built", version)
 	}
-	mm, err := l.NewMachine(id, dc.base, filepath.Join(dc.Dir, "machines"))
+	m, err := dc.newMachine(id, dc.base)
 	if err != nil {
-		return nil, err
-	}
-	m := &Machine{ID: id, Machine: mm, dc: dc}
-	dc.mu.Lock()
-	dc.Machines[id] = m
-	dc.mu.Unlock()
-	if err := m.provision(); err != nil {
 		return nil, err
 	}
 	data, err := os.ReadFile(pkg)
@@ -71,6 +61,78 @@ func (dc *Datacenter) AddMachine(ctx context.Context, id, version string) (*Mach
 		return nil, err
 	}
 	return m, m.WaitActive(ctx, "ferry-worker.service", "ferry-updater.service")
+}
+
+// AddMachineFromImage makes a machine whose root already has the ferry
+// package of version, installed by apt over the base image once for the
+// whole run (Build's layers), and boots it with its bootstrap config and
+// release key in place: systemd starts both units at boot, as after a
+// reboot. It saves each machine its own apt run; AddMachine is the
+// operator's first install. It does not join the fleet.
+func (dc *Datacenter) AddMachineFromImage(ctx context.Context, id, version string) (*Machine, error) {
+	layer, err := dc.opts.Build.layer(dc.base, version)
+	if err != nil {
+		return nil, err
+	}
+	m, err := dc.newMachine(id, machine.Over(layer, dc.base))
+	if err != nil {
+		return nil, err
+	}
+	if err := m.Boot(ctx); err != nil {
+		return nil, err
+	}
+	return m, m.WaitActive(ctx, "ferry-worker.service", "ferry-updater.service")
+}
+
+// newMachine makes a machine over base and provisions it.
+func (dc *Datacenter) newMachine(id, base string) (*Machine, error) {
+	l, ok := dc.net.(*lab)
+	if !ok {
+		return nil, errors.New("machines need a datacenter started with Options.Machines")
+	}
+	mm, err := l.NewMachine(id, base, filepath.Join(dc.Dir, "machines"))
+	if err != nil {
+		return nil, err
+	}
+	m := &Machine{ID: id, Machine: mm, dc: dc}
+	dc.mu.Lock()
+	dc.Machines[id] = m
+	dc.mu.Unlock()
+	return m, m.provision()
+}
+
+// layer is one version's layer: made once, by the first machine that
+// needs it, while the others wait.
+type layer struct {
+	once sync.Once
+	dir  string
+	err  error
+}
+
+// layer returns the layer in which apt installed the package of version
+// over base, making it the first time (with a time limit of its own: the
+// scenario that happens to make it must not be the one whose end stops it).
+func (b *Build) layer(base, version string) (string, error) {
+	pkg, ok := b.Debs[version]
+	if !ok {
+		return "", fmt.Errorf("no package of %s was built", version)
+	}
+	b.mu.Lock()
+	if b.layers == nil {
+		b.layers = map[string]*layer{}
+	}
+	l := b.layers[version]
+	if l == nil {
+		l = &layer{}
+		b.layers[version] = l
+	}
+	b.mu.Unlock()
+	l.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		l.dir, l.err = machine.InstallLayer(ctx, base, pkg, filepath.Join(b.Dir, "layers", version))
+	})
+	return l.dir, l.err
 }
 
 // provision writes what an operator puts on a boot server before it

@@ -57,7 +57,7 @@ func (d *daemon) loop() {
 			return
 		}
 		cmd := exec.Command(d.bin, d.args...)
-		cmd.Env = append(os.Environ(), d.env...)
+		cmd.Env = append(append(os.Environ(), oneProc), d.env...)
 		// A group of its own: a Ctrl-C at the terminal reaches only the
 		// harness, which then stops the daemons in order. If the harness
 		// dies without stopping them (SIGKILL, a closed pipe), they die
