@@ -17,6 +17,7 @@ import (
 
 	"github.com/ferry-cd/ferry/dctest/harness"
 	"github.com/ferry-cd/ferry/pkg/fleet"
+	"github.com/ferry-cd/ferry/pkg/retry"
 	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -225,14 +226,17 @@ func (d *dc) waitFleet(limit time.Duration, what string, cond func() (ok bool, l
 	defer cancel()
 	changes := d.Changes(ctx)
 	for {
+		asked := time.Now()
 		ok, last := cond()
 		if ok {
 			return
 		}
+		// A rollout changes etcd many times a second: ask twice a second at most.
 		select {
 		case <-ctx.Done():
 			d.t.Fatalf("waited %s for %s; last seen: %s", limit, what, last)
 		case <-changes:
+			retry.Sleep(ctx, time.Until(asked.Add(500*time.Millisecond)))
 		}
 	}
 }

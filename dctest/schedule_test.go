@@ -80,11 +80,11 @@ var scenarios = map[string]scenario{
 // runs is the run's scheduler.
 var runs = newScheduler(parallelism())
 
-// parallelism is the budget the environment asks for, 3 by default.
+// parallelism is the budget the environment asks for, 4 by default.
 func parallelism() int {
 	n, err := strconv.Atoi(os.Getenv(parallelEnv))
 	if err != nil || n < 1 {
-		return 3
+		return 4
 	}
 	return n
 }
@@ -146,12 +146,15 @@ func (s *scheduler) run(t *testing.T) {
 	s.mu.Unlock()
 	t.Parallel()
 	tk := &ticket{name: t.Name(), need: need, took: sc.took, ready: make(chan struct{})}
+	queued := time.Now()
 	s.mu.Lock()
 	s.queued++
 	s.waiting = append(s.waiting, tk)
 	s.grant()
 	s.mu.Unlock()
 	<-tk.ready
+	// internal/testtimes subtracts this from the test's time.
+	t.Logf("waited %s for a slot", time.Since(queued).Round(time.Millisecond))
 	t.Cleanup(func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()

@@ -3,6 +3,11 @@
 // that failed. At the end it lists the slowest tests and packages, so that
 // whoever makes `make test` slower sees where. It exits 1 when a test, a
 // package or a build failed.
+//
+// A test's time is go test's, less what the test says it spent waiting
+// for its turn: a line "waited 1m2s for a slot" in its output (dctest's
+// scheduler writes one when a scenario starts), so that scenarios queued
+// behind others do not crowd the list.
 package main
 
 import (
@@ -11,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -47,6 +53,7 @@ func main() {
 func summarize(in io.Reader, out io.Writer, n int) (bool, error) {
 	failed := false
 	output := map[string][]string{} // by package and test
+	waited := map[string]time.Duration{}
 	var tests, pkgs []timing
 	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 1<<20), 16<<20)
@@ -61,12 +68,17 @@ func summarize(in io.Reader, out io.Writer, n int) (bool, error) {
 		switch e.Action {
 		case "output":
 			output[key] = append(output[key], e.Output)
+			if m := slotWait.FindStringSubmatch(e.Output); m != nil {
+				if d, err := time.ParseDuration(m[1]); err == nil {
+					waited[key] += d
+				}
+			}
 		case "build-output":
 			fmt.Fprint(out, e.Output)
 		case "build-fail":
 			failed = true
 		case "pass", "fail", "skip":
-			d := time.Duration(e.Elapsed * float64(time.Second))
+			d := time.Duration(e.Elapsed*float64(time.Second)) - waited[key]
 			switch {
 			case e.Test != "" && e.Action == "fail":
 				failed = true
@@ -89,6 +101,7 @@ func summarize(in io.Reader, out io.Writer, n int) (bool, error) {
 				}
 			}
 			delete(output, key)
+			delete(waited, key)
 		}
 	}
 	if err := sc.Err(); err != nil {
@@ -98,6 +111,9 @@ func summarize(in io.Reader, out io.Writer, n int) (bool, error) {
 	list(out, "slowest packages", pkgs, n)
 	return failed, nil
 }
+
+// slotWait is the line in which a test says how long it waited for its turn.
+var slotWait = regexp.MustCompile(`waited (\S+) for a slot`)
 
 // last is the package's verdict line ("ok  \tpkg\t1.2s"), the last line of
 // its output.

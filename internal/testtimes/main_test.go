@@ -14,6 +14,9 @@ const events = `{"Action":"start","Package":"a"}
 {"Action":"run","Package":"a","Test":"TestSlow"}
 {"Action":"output","Package":"a","Test":"TestSlow","Output":"    slow_test.go:9: still here\n"}
 {"Action":"pass","Package":"a","Test":"TestSlow","Elapsed":7.5}
+{"Action":"run","Package":"a","Test":"TestQueued"}
+{"Action":"output","Package":"a","Test":"TestQueued","Output":"    schedule_test.go:1: waited 6s for a slot\n"}
+{"Action":"pass","Package":"a","Test":"TestQueued","Elapsed":7}
 {"Action":"output","Package":"a","Output":"ok  \ta\t7.6s\n"}
 {"Action":"pass","Package":"a","Elapsed":7.6}
 {"Action":"run","Package":"b","Test":"TestBroken"}
@@ -37,6 +40,7 @@ func TestSummarize(t *testing.T) {
 	slow := got[strings.Index(got, "slowest tests:"):]
 	require.Less(t, strings.Index(slow, "a TestSlow"), strings.Index(slow, "a TestFast"), "slowest first")
 	require.Contains(t, got, "slowest packages:\n       7.6s  a\n")
+	require.Contains(t, got, "       1.0s  a TestQueued\n", "less the wait for a slot")
 
 	failed, err = summarize(strings.NewReader(strings.Split(events, `{"Action":"run","Package":"b"`)[0]), &out, 10)
 	require.NoError(t, err)
