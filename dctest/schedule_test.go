@@ -16,9 +16,10 @@ import (
 // Scenarios run side by side. Each brings up a datacenter of its own
 // (its own directories, ports, etcd cluster and, for machine scenarios, a
 // lab network whose names carry a number of their own), so they share
-// nothing but the packages TestMain built and the machines' base image.
+// nothing but the packages TestMain built, the machines' base image and
+// the layer with N installed.
 //
-// How many run at once is a budget of slots, FERRY_DCTEST_PARALLEL (3 by
+// How many run at once is a budget of slots, FERRY_DCTEST_PARALLEL (4 by
 // default, which fits 2 cores: a datacenter mostly waits on its leases,
 // steps and etcd). A scenario takes one slot, or the whole budget when it
 // must have the machine to itself. Waiting scenarios start longest first,
@@ -45,15 +46,15 @@ type scenario struct {
 var scenarios = map[string]scenario{
 	"TestMachinesGitHubUnreachable":           {took: 202 * time.Second},
 	"TestChaosRollouts":                       {took: 96 * time.Second},
-	"TestMachinesWorkerKilledDuringDpkg":      {took: 76 * time.Second},
 	"TestMachinesEveryActionUnderTheSandbox":  {took: 67 * time.Second},
-	"TestWorkerKilledDuringDpkg":              {took: 62 * time.Second},
 	"TestMachinesRebootMidRollout":            {took: 58 * time.Second},
 	"TestMachinesSelfUpgradeUnderSystemd":     {took: 52 * time.Second},
 	"TestMachinesPartitionedLeader":           {took: 45 * time.Second},
 	"TestMachinesPartitionedServer":           {took: 40 * time.Second},
 	"TestStatusPageInBrowser":                 {took: 40 * time.Second},
 	"TestHealthFailureRollsBack":              {took: 35 * time.Second},
+	"TestMachinesWorkerKilledDuringDpkg":      {took: 34 * time.Second},
+	"TestWorkerKilledDuringDpkg":              {took: 26 * time.Second},
 	"TestMaxFailuresTolerated":                {took: 26 * time.Second},
 	"TestReleasesTheFleetMustNotTake":         {took: 25 * time.Second},
 	"TestDeadServerStopsTheFleetThenRecover":  {took: 23 * time.Second},
