@@ -487,8 +487,12 @@ func TestMachinesGitHubUnreachable(t *testing.T) {
 		}
 		return len(retrying) == len(three), fmt.Sprintf("retrying so far: %v; phases now %s", retrying, phases(snap))
 	})
-	status := d.ferry("status")
-	require.Contains(t, strings.ToUpper(status), "RETRYING", status)
+	// ferry status says so too, while a worker waits for its next try (a
+	// try lasts until the download gives up, so ask until one is seen).
+	d.waitFleet(time.Minute, "ferry status to show a worker RETRYING", func() (bool, string) {
+		status := d.ferry("status")
+		return strings.Contains(strings.ToUpper(status), "RETRYING"), status
+	})
 	// The whole outage: the rollout must not stop in it.
 	for time.Since(cut) < 2*time.Minute {
 		s, err := d.Status(d.ctx)

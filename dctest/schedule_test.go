@@ -118,7 +118,6 @@ type scheduler struct {
 }
 
 type ticket struct {
-	name  string
 	need  int
 	took  time.Duration
 	ready chan struct{}
@@ -146,7 +145,7 @@ func (s *scheduler) run(t *testing.T) {
 	s.registered++
 	s.mu.Unlock()
 	t.Parallel()
-	tk := &ticket{name: t.Name(), need: need, took: sc.took, ready: make(chan struct{})}
+	tk := &ticket{need: need, took: sc.took, ready: make(chan struct{})}
 	queued := time.Now()
 	s.mu.Lock()
 	s.queued++
