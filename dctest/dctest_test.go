@@ -18,7 +18,6 @@ import (
 	"github.com/ferry-cd/ferry/dctest/harness"
 	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/retry"
-	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -80,7 +79,6 @@ type dc struct {
 	*harness.Datacenter
 	t   *testing.T
 	ctx context.Context
-	st  *storage.Storage
 }
 
 func start(t *testing.T) *dc {
@@ -122,9 +120,7 @@ func startWith(t *testing.T, limit time.Duration, o harness.Options) *dc {
 		}
 		d.Close()
 	})
-	st, err := storage.New(d.Client, d.Prefix)
-	require.NoError(t, err)
-	return &dc{Datacenter: d, t: t, ctx: ctx, st: st}
+	return &dc{Datacenter: d, t: t, ctx: ctx}
 }
 
 func tail(s string, n int) string {
@@ -207,7 +203,7 @@ func (d *dc) requireInstalled(version string, servers ...string) {
 func (d *dc) waitStep(id, step string) {
 	d.t.Helper()
 	waitFor(d.t, 3*time.Minute, id+" to run step "+step, func() (bool, string) {
-		snap, err := d.st.Snapshot(d.ctx)
+		snap, err := d.Store.Snapshot(d.ctx)
 		if err != nil {
 			return false, err.Error()
 		}
@@ -310,7 +306,7 @@ func (d *dc) leaderOfUpdaters() string {
 // updaterLeader is the id of the updater that leads, or "" while none
 // does (an election in progress); safe to call from any goroutine.
 func (d *dc) updaterLeader() (string, error) {
-	resp, err := d.st.Client().Get(d.ctx, d.st.UpdaterElectionPrefix(), clientv3.WithFirstCreate()...)
+	resp, err := d.Store.Client().Get(d.ctx, d.Store.UpdaterElectionPrefix(), clientv3.WithFirstCreate()...)
 	if err != nil || len(resp.Kvs) == 0 {
 		return "", err
 	}
@@ -490,13 +486,13 @@ func TestReleasesTheFleetMustNotTake(t *testing.T) {
 	stillAt(N)
 
 	// staging would take it, but a pin holds the fleet at N.
-	require.NoError(t, d.st.PutPin(d.ctx, &fleet.Pin{Version: N, PinnedAt: time.Now()}))
+	require.NoError(t, d.Store.PutPin(d.ctx, &fleet.Pin{Version: N, PinnedAt: time.Now()}))
 	d.ferry("config", "set", "env", "staging")
 	waitChecks()
 	stillAt(N)
 
 	// Without the pin, it goes.
-	require.NoError(t, d.st.DeletePin(d.ctx))
+	require.NoError(t, d.Store.DeletePin(d.ctx))
 	d.waitCompleted(N1)
 	d.requireInstalled(N1, three...)
 }

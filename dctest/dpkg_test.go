@@ -38,7 +38,7 @@ func TestWorkerKilledDuringDpkg(t *testing.T) {
 	// The new binary starts, finds the install unfinished, and says so.
 	var seen *fleet.UpdateStatus
 	waitFor(t, 2*time.Minute, "the restarted worker to report that it repairs", func() (bool, string) {
-		statuses, err := fleettest.GetStatuses(d.ctx, d.st)
+		statuses, err := fleettest.GetStatuses(d.ctx, d.Store)
 		if err != nil {
 			return false, err.Error()
 		}

@@ -54,7 +54,7 @@ func (d *dc) raftLeader() *harness.EtcdMember {
 				continue
 			}
 			ctx, cancel := context.WithTimeout(d.ctx, within(2*time.Second))
-			resp, err := d.st.Client().Status(ctx, m.ClientURL)
+			resp, err := d.Store.Client().Status(ctx, m.ClientURL)
 			cancel()
 			if err == nil && resp.Leader == resp.Header.MemberId {
 				leader = m

@@ -181,9 +181,6 @@ func TestMachinesSelfUpgradeUnderSystemd(t *testing.T) {
 	}
 }
 
-// waitFor polls cond until it holds or timeout passes, then fails saying
-// what it waited for and the last state cond saw.
-
 // holdStep is a step that waits on every machine until the test releases
 // it (releaseHold), so that a fault lands at a known point of a rollout.
 func holdStep(name string) artifacts.Step {
@@ -332,7 +329,7 @@ func TestMachinesPartitionedLeader(t *testing.T) {
 	old, m := d.machineLeader()
 
 	// Everything written from here on, in order.
-	cli := d.st.Client()
+	cli := d.Store.Client()
 	from, err := cli.Get(d.ctx, d.Prefix+"info/check")
 	require.NoError(t, err)
 	events := cli.Watch(d.ctx, d.Prefix, clientv3.WithPrefix(), clientv3.WithRev(from.Header.Revision+1))
@@ -382,7 +379,7 @@ func TestMachinesPartitionedLeader(t *testing.T) {
 	// It stands again with a new session: its key in the election is
 	// younger than the new leader's, so it cannot fence a write on the old.
 	waitFor(t, time.Minute, old+" to campaign again with a new session", func() (bool, string) {
-		resp, err := cli.Get(d.ctx, d.st.UpdaterElectionPrefix(), clientv3.WithPrefix())
+		resp, err := cli.Get(d.ctx, d.Store.UpdaterElectionPrefix(), clientv3.WithPrefix())
 		if err != nil {
 			return false, err.Error()
 		}
@@ -421,7 +418,7 @@ func (d *dc) machineLeader() (string, *harness.Machine) {
 	d.t.Helper()
 	var id string
 	waitFor(d.t, within(time.Minute), "a running updater that says it leads with the election's first key", func() (bool, string) {
-		resp, err := d.st.Client().Get(d.ctx, d.st.UpdaterElectionPrefix(), clientv3.WithFirstCreate()...)
+		resp, err := d.Store.Client().Get(d.ctx, d.Store.UpdaterElectionPrefix(), clientv3.WithFirstCreate()...)
 		if err != nil || len(resp.Kvs) == 0 {
 			return false, fmt.Sprintf("no election key (%v)", err)
 		}
@@ -447,7 +444,7 @@ func (d *dc) machineLeader() (string, *harness.Machine) {
 // election: when it became a candidate that now leads.
 func (d *dc) electionRev(id string) int64 {
 	d.t.Helper()
-	resp, err := d.st.Client().Get(d.ctx, d.st.UpdaterElectionPrefix(), clientv3.WithFirstCreate()...)
+	resp, err := d.Store.Client().Get(d.ctx, d.Store.UpdaterElectionPrefix(), clientv3.WithFirstCreate()...)
 	require.NoError(d.t, err)
 	require.NotEmpty(d.t, resp.Kvs)
 	require.Equal(d.t, id, string(resp.Kvs[0].Value))
@@ -476,7 +473,7 @@ func TestMachinesGitHubUnreachable(t *testing.T) {
 
 	retrying := map[string]bool{}
 	waitFor(t, 100*time.Second, "every worker to say it retries", func() (bool, string) {
-		snap, err := d.st.Snapshot(d.ctx)
+		snap, err := d.Store.Snapshot(d.ctx)
 		if err != nil {
 			return false, err.Error()
 		}
@@ -561,7 +558,7 @@ func TestMachinesEveryActionUnderTheSandbox(t *testing.T) {
 
 	set, err := artifacts.Load(d.SetFile)
 	require.NoError(t, err)
-	contents, err := d.st.GetContents(d.ctx, "boot")
+	contents, err := d.Store.GetContents(d.ctx, "boot")
 	require.NoError(t, err)
 	require.NotNil(t, contents)
 	for _, id := range three {

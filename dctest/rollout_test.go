@@ -75,7 +75,7 @@ func TestMaxFailuresTolerated(t *testing.T) {
 	}))
 	require.NoError(t, d.Publish(N1, harness.PublishOptions{Prerelease: true, CreatedAt: day(2)}))
 	waitFor(t, 3*time.Minute, "boot-2 to reach the drain step of "+N1, func() (bool, string) {
-		snap, err := d.st.Snapshot(d.ctx)
+		snap, err := d.Store.Snapshot(d.ctx)
 		if err != nil {
 			return false, err.Error()
 		}
@@ -194,7 +194,7 @@ func TestHealthFailureRollsBack(t *testing.T) {
 
 	// The updater checks every second: it never picks N1 again.
 	require.Never(t, func() bool {
-		req, _, err := fleettest.GetRequest(d.ctx, d.st)
+		req, _, err := fleettest.GetRequest(d.ctx, d.Store)
 		return err == nil && req.Version == N1
 	}, within(5*time.Second), 250*time.Millisecond, "the refused version was rolled out again")
 

@@ -2,6 +2,7 @@ package dctest
 
 import (
 	"flag"
+	"fmt"
 	"os"
 	"sort"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ferry-cd/ferry/dctest/harness"
+	"github.com/stretchr/testify/require"
 )
 
 // Scenarios run side by side. Each brings up a datacenter of its own
@@ -81,11 +83,17 @@ var scenarios = map[string]scenario{
 // runs is the run's scheduler.
 var runs = newScheduler(parallelism())
 
-// parallelism is the budget the environment asks for, 4 by default.
+// parallelism is the budget the environment asks for, 4 by default; a
+// value that is not a whole number of at least 1 stops the run, saying so.
 func parallelism() int {
-	n, err := strconv.Atoi(os.Getenv(parallelEnv))
-	if err != nil || n < 1 {
+	v := os.Getenv(parallelEnv)
+	if v == "" {
 		return 4
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		fmt.Fprintf(os.Stderr, "%s=%q: want how many scenarios run at once, 1 or more (1 runs them one after another); unset it for 4\n", parallelEnv, v)
+		os.Exit(2)
 	}
 	return n
 }
@@ -185,3 +193,50 @@ func (s *scheduler) grant() {
 // within is how long a scenario waits for something that takes d on an
 // idle machine: d stretched by FERRY_DCTEST_SCALE.
 func within(d time.Duration) time.Duration { return harness.Scaled(d) }
+
+// TestSchedulerGrantsLongestFirst checks the scheduler's order: nothing
+// starts before every registered scenario queued, the longest go first,
+// and one that runs alone holds back those behind it until it has the
+// whole budget.
+func TestSchedulerGrantsLongestFirst(t *testing.T) {
+	started := func(tks ...*ticket) []bool {
+		var got []bool
+		for _, tk := range tks {
+			select {
+			case <-tk.ready:
+				got = append(got, true)
+			default:
+				got = append(got, false)
+			}
+		}
+		return got
+	}
+	newTicket := func(took time.Duration, need int) *ticket {
+		return &ticket{need: need, took: took, ready: make(chan struct{})}
+	}
+	s := newScheduler(2)
+	short, long, middle := newTicket(10*time.Second, 1), newTicket(30*time.Second, 1), newTicket(20*time.Second, 1)
+	s.registered = 3
+	s.queued, s.waiting = 2, []*ticket{short, long}
+	s.grant()
+	require.Equal(t, []bool{false, false}, started(short, long), "one registered scenario has not queued yet")
+	s.queued, s.waiting = 3, append(s.waiting, middle)
+	s.grant()
+	require.Equal(t, []bool{false, true, true}, started(short, long, middle), "the two longest first")
+	s.free++
+	s.grant()
+	require.Equal(t, []bool{true}, started(short))
+
+	s = newScheduler(2)
+	s.registered, s.queued, s.free = 2, 2, 1 // one slot is taken
+	alone, quick := newTicket(50*time.Second, 2), newTicket(5*time.Second, 1)
+	s.waiting = []*ticket{quick, alone}
+	s.grant()
+	require.Equal(t, []bool{false, false}, started(alone, quick), "the one that runs alone waits for the whole budget, and nothing passes it")
+	s.free++
+	s.grant()
+	require.Equal(t, []bool{true, false}, started(alone, quick))
+	s.free += 2
+	s.grant()
+	require.Equal(t, []bool{true}, started(quick))
+}

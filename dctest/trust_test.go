@@ -51,7 +51,7 @@ func TestTrustRootIsLocal(t *testing.T) {
 	}
 	// Written straight into etcd, as an etcd writer can, they change nothing.
 	for k, v := range map[string]string{"signing-keys": evilPub.String(), "allow-unsigned": "true"} {
-		_, err := d.st.Client().Put(d.ctx, d.Prefix+"config/"+k, v)
+		_, err := d.Store.Client().Put(d.ctx, d.Prefix+"config/"+k, v)
 		require.NoError(t, err)
 	}
 	require.NoError(t, d.Publish(N1, harness.PublishOptions{Prerelease: true, CreatedAt: day(2), WrongKey: true}))
@@ -79,7 +79,7 @@ func TestDowngradeBeyondPreviousRefused(t *testing.T) {
 	req := &fleet.UpdateRequest{Version: N, Servers: three, Reason: fleet.ReasonUpdate, StartedAt: time.Now().UTC()}
 	data, err := json.Marshal(req)
 	require.NoError(t, err)
-	_, err = d.st.Client().Put(d.ctx, d.Prefix+"status/current", string(data))
+	_, err = d.Store.Client().Put(d.ctx, d.Prefix+"status/current", string(data))
 	require.NoError(t, err)
 	d.refused(N, N1, "only one step back")
 }

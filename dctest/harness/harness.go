@@ -86,7 +86,6 @@ func BuildAllWith(repoRoot, dir string, progress func(what string, took time.Dur
 		progress = func(string, time.Duration) {}
 	}
 	b := &Build{Debs: map[string]string{}, Ferry: filepath.Join(dir, "ferry"), EtcdMember: filepath.Join(dir, "ferry-dctest-etcd"), Dir: dir}
-	builds := []struct{ bin, pkg string }{{b.EtcdMember, "./dctest/cmd/ferry-dctest-etcd"}}
 	for _, v := range versions {
 		began := time.Now()
 		deb, err := debtest.FerryPackage(repoRoot, dir, v)
@@ -96,15 +95,12 @@ func BuildAllWith(repoRoot, dir string, progress func(what string, took time.Dur
 		b.Debs[v] = deb
 		progress(filepath.Base(deb), time.Since(began))
 	}
+	builds := []struct{ bin, pkg string }{{b.EtcdMember, "./dctest/cmd/ferry-dctest-etcd"}}
 	// The admin CLI `make deb` built beside the last package serves; a
-	// package from elsewhere comes without one.
-	if len(versions) > 0 {
-		cli := filepath.Join(filepath.Dir(b.Debs[versions[len(versions)-1]]), "bin", "ferry")
-		if _, err := os.Stat(cli); err == nil {
-			b.Ferry = cli
-		}
-	}
-	if b.Ferry == filepath.Join(dir, "ferry") {
+	// package from elsewhere comes without one, and it is built.
+	if cli, ok := cliBeside(b.Debs, versions); ok {
+		b.Ferry = cli
+	} else {
 		builds = append(builds, struct{ bin, pkg string }{b.Ferry, "./cmd/ferry"})
 	}
 	for _, bp := range builds {
@@ -117,6 +113,17 @@ func BuildAllWith(repoRoot, dir string, progress func(what string, took time.Dur
 		progress(filepath.Base(bp.bin), time.Since(began))
 	}
 	return b, nil
+}
+
+// cliBeside is the admin CLI in the bin/ that `make deb` wrote beside the
+// package of the last version, when it is there.
+func cliBeside(debs map[string]string, versions []string) (string, bool) {
+	if len(versions) == 0 {
+		return "", false
+	}
+	cli := filepath.Join(filepath.Dir(debs[versions[len(versions)-1]]), "bin", "ferry")
+	_, err := os.Stat(cli)
+	return cli, err == nil
 }
 
 // Options shape a datacenter.
@@ -160,8 +167,9 @@ type Datacenter struct {
 	SetFile string
 	// Client is an etcd client of the test's own, reaching the cluster
 	// as the admin host does.
-	Client     *clientv3.Client
-	store      *storage.Storage
+	Client *clientv3.Client
+	// Store reads and writes the fleet's keys through Client.
+	Store      *storage.Storage
 	containerd *containerdtest.Containerd
 	ctdDir     string
 	net        network
@@ -215,7 +223,7 @@ func Start(o Options) (dc *Datacenter, err error) {
 	if dc.Client, err = dc.newClient(); err != nil {
 		return nil, err
 	}
-	if dc.store, err = storage.New(dc.Client, dc.Prefix); err != nil {
+	if dc.Store, err = storage.New(dc.Client, dc.Prefix); err != nil {
 		return nil, err
 	}
 	listeners := map[string]net.Listener{}
@@ -880,7 +888,7 @@ func (dc *Datacenter) WaitState(ctx context.Context, version string, states ...s
 	}
 	var last *Status
 	for {
-		snap, err := dc.store.Snapshot(ctx)
+		snap, err := dc.Store.Snapshot(ctx)
 		// A snapshot that cannot be read leaves the answer to the CLI.
 		if err != nil || dc.snapshotReached(snap, reached) {
 			s, err := dc.Status(ctx)

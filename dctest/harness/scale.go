@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"fmt"
 	"os"
 	"strconv"
 	"time"
@@ -13,13 +14,21 @@ import (
 // machine.
 const ScaleEnv = "FERRY_DCTEST_SCALE"
 
-// Scale is the factor FERRY_DCTEST_SCALE sets (at least 1).
+// Scale is the factor FERRY_DCTEST_SCALE sets. A value that is not a
+// number of at least 1 stops the program, saying so: timings shorter than
+// the tuned ones, or a typo taken silently for 1, would only make a run
+// fail later for a reason it does not show.
 var Scale = scale()
 
 func scale() float64 {
-	f, err := strconv.ParseFloat(os.Getenv(ScaleEnv), 64)
-	if err != nil || f < 1 {
+	v := os.Getenv(ScaleEnv)
+	if v == "" {
 		return 1
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || f < 1 {
+		fmt.Fprintf(os.Stderr, "%s=%q: want a number of at least 1 (2 doubles every lease, grace and wait); unset it for 1\n", ScaleEnv, v)
+		os.Exit(2)
 	}
 	return f
 }

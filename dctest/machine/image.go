@@ -75,14 +75,27 @@ func InstallLayer(ctx context.Context, base, deb, dir string) (string, error) {
 	if err := unix.Mount("overlay", root, "overlay", 0, opts); err != nil {
 		return "", fmt.Errorf("overlay for the layer: %w", err)
 	}
-	defer unmount(root)
+	if err := installInto(ctx, root, deb); err != nil {
+		unmount(root)
+		return "", err
+	}
+	// Machines stack upper under overlays of their own: it must be an
+	// upper directory no more, or what they see is undefined.
+	if err := unmount(root); err != nil {
+		return "", fmt.Errorf("the layer's overlay: %w", err)
+	}
+	return upper, nil
+}
+
+// installInto has apt install the package deb into root, in a chroot.
+func installInto(ctx context.Context, root, deb string) error {
 	name := "/root/" + filepath.Base(deb)
 	data, err := os.ReadFile(deb)
 	if err != nil {
-		return "", err
+		return err
 	}
 	if err := os.WriteFile(filepath.Join(root, name), data, 0o644); err != nil {
-		return "", err
+		return err
 	}
 	// Private mounts, pids and network: nothing of it outlives the command.
 	script := `r=$1; shift
@@ -91,12 +104,9 @@ exec chroot "$r" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=nonin
 	cmd := exec.CommandContext(ctx, "unshare", "--mount", "--pid", "--fork", "--net", "sh", "-c", script, "sh", root,
 		"apt-get", "install", "-y", "-q", "--no-install-recommends", name)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("apt-get install %s over the base image: %v: %s", filepath.Base(deb), err, out)
+		return fmt.Errorf("apt-get install %s over the base image: %v: %s", filepath.Base(deb), err, out)
 	}
-	if err := os.Remove(filepath.Join(root, name)); err != nil {
-		return "", err
-	}
-	return upper, nil
+	return os.Remove(filepath.Join(root, name))
 }
 
 // Over is the base of a machine whose root is layer stacked over base.
