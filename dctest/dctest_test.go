@@ -17,6 +17,7 @@ import (
 
 	"github.com/ferry-cd/ferry/dctest/harness"
 	"github.com/ferry-cd/ferry/pkg/fleet"
+	"github.com/ferry-cd/ferry/pkg/release"
 	"github.com/ferry-cd/ferry/pkg/retry"
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -336,6 +337,10 @@ func TestBootstrapAndUpgrade(t *testing.T) {
 	require.Equal(t, N, hist[1].Version)
 	require.True(t, d.Notes.Has("completed", N1))
 	require.Contains(t, d.ferry("history"), N1)
+	// The site's uplink carried the package once: the first worker to
+	// need it downloaded it, the others took it from that one.
+	deb, _ := d.GitHub.Asset(harness.Repo, release.PrefixRelease+N1, release.DebAsset(N1))
+	require.EqualValues(t, len(deb), d.GitHub.Counters().BytesServed[release.DebAsset(N1)], "bytes of %s that GitHub served to three servers", release.DebAsset(N1))
 }
 
 func TestWorkerKilledMidStep(t *testing.T) {

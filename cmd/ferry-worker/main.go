@@ -22,8 +22,11 @@ import (
 	"github.com/ferry-cd/ferry/pkg/bootstrap"
 	"github.com/ferry-cd/ferry/pkg/deb"
 	"github.com/ferry-cd/ferry/pkg/images"
+	"github.com/ferry-cd/ferry/pkg/peer"
 	"github.com/ferry-cd/ferry/pkg/release"
+	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/ferry-cd/ferry/pkg/trust"
+	"github.com/ferry-cd/ferry/pkg/version"
 	"github.com/ferry-cd/ferry/pkg/worker"
 )
 
@@ -105,7 +108,24 @@ func main() {
 	if err := checkTrust(cfg, log); err != nil {
 		daemon.Fatal(program, &daemon.ConfigError{Err: err})
 	}
+	peers, peerServer, err := peerLayer(cfg, env.Storage, metrics, log)
+	if err != nil {
+		daemon.Fatal(program, &daemon.ConfigError{Err: err})
+	}
+	ops.Peers = peers
 	w := worker.New(worker.Options{Storage: env.Storage, ID: env.Config.ServerID, Plan: &set.Plan, Operator: ops, DataDir: env.Config.DataDir, Logger: log, Metrics: metrics, LeaseTTL: *leaseTTL, Etcd: env.Etcd, Labels: cfg.Labels})
+	if peers != nil {
+		peers.Lease = w.Lease
+		l, err := daemon.Listen(log, cfg.PeerListen, "the peer server (verified packages and image blobs, read-only)")
+		if err != nil {
+			daemon.Fatal(program, err)
+		}
+		srv := &well.HTTPServer{Server: &http.Server{Handler: peerServer, ReadHeaderTimeout: 10 * time.Second}, AccessLog: daemon.QuietAccessLog(), ShutdownTimeout: 5 * time.Second}
+		srv.Serve(l)
+		log.Info("fetching from peers first", "peer_url", peers.URL)
+	} else {
+		log.Warn("peer-listen is off: every package and image is fetched upstream, by every server")
+	}
 	well.Go(env.Etcd.Run)
 	well.Go(w.Run)
 	l, err := daemon.Listen(log, *listen, "/metrics and /healthz")
@@ -124,4 +144,20 @@ func main() {
 		log.Error("stopped with an error", "error", err)
 		os.Exit(1)
 	}
+}
+
+// peerLayer builds the fetcher and the server of the peer layer (nil, nil
+// when peer-listen is off).
+func peerLayer(cfg *bootstrap.Config, st *storage.Storage, metrics *worker.Metrics, log *slog.Logger) (*peer.Fetcher, *peer.Server, error) {
+	if cfg.PeerListen == bootstrap.PeersOff {
+		return nil, nil, nil
+	}
+	url, err := cfg.AdvertisedPeerURL()
+	if err != nil {
+		return nil, nil, err
+	}
+	cache := &peer.Cache{Dir: filepath.Join(cfg.DataDir, "peer")}
+	m := peer.NewMetrics(metrics.Registry)
+	f := &peer.Fetcher{Cache: cache, Storage: st, ID: cfg.ServerID, URL: url, Metrics: m, Log: log, Running: version.Version}
+	return f, &peer.Server{Cache: cache, Metrics: m, Log: log}, nil
 }

@@ -24,6 +24,9 @@ type Server struct {
 	// server's life, so that a browser on its status page finds it again
 	// after a restart, as it would on a real server.
 	updaterAddr string
+	// peerAddr is where the worker serves its peers, for the server's
+	// life: the others have it in etcd.
+	peerAddr string
 }
 
 // StatusURL is the URL of the status page the server's updater serves.
@@ -136,6 +139,12 @@ func (s *Server) writeConfig() error {
 		// Stands in for systemctl restart: records what it was asked.
 		"restart-command": []string{"sh", "-c", `echo "$*" >> ` + filepath.Join(s.Root.Dir, "restarts.log"), "restart"},
 	})
+	if s.peerAddr == "" {
+		if s.peerAddr, err = freePort(); err != nil {
+			return err
+		}
+	}
+	cfg["peer-listen"] = s.peerAddr
 	if dc.containerd != nil {
 		cfg["image-runtime"] = "containerd"
 		cfg["containerd-address"] = dc.containerd.Address

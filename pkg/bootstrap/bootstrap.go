@@ -5,12 +5,14 @@ package bootstrap
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -38,6 +40,8 @@ const DefaultPath = "/etc/ferry/config.yml"
 const (
 	DefaultEndpoint = "http://127.0.0.1:2379"
 	DefaultDataDir  = "/var/lib/ferry"
+	// DefaultPeerListen is where a worker serves its peers.
+	DefaultPeerListen = ":9714"
 )
 
 // Config is the bootstrap configuration.
@@ -88,6 +92,13 @@ type Config struct {
 	IgnitionDir           string `yaml:"ignition-dir"`
 	RestartCommand        List   `yaml:"restart-command"`
 
+	// PeerListen is where the worker serves what it verified to the other
+	// boot servers ("off": it neither serves nor asks them); PeerURL is
+	// the URL they reach it at (default: http://, this server's address
+	// towards etcd, and PeerListen's port).
+	PeerListen string `yaml:"peer-listen"`
+	PeerURL    string `yaml:"peer-url"`
+
 	// Labels are this server's labels (e.g. rack: r1), which its worker
 	// announces in etcd when it starts, for plan steps' selector and
 	// spread. Only the file sets them.
@@ -137,7 +148,65 @@ func Default() *Config {
 		TrustedKeys:         trust.DefaultKeysDir,
 		Channels:            []string{trust.ChannelProduction},
 		AllowUnsigned:       "false",
+		PeerListen:          DefaultPeerListen,
 	}
+}
+
+// PeersOff is the peer-listen that switches the peer layer off.
+const PeersOff = "off"
+
+// AdvertisedPeerURL is the URL the other boot servers reach this one's
+// peer server at: peer-url, or peer-listen when it names a host, or else
+// the address this server reaches its first etcd endpoint from (the first
+// non-loopback address when that is loopback), with peer-listen's port.
+func (c *Config) AdvertisedPeerURL() (string, error) {
+	if c.PeerURL != "" {
+		return strings.TrimSuffix(c.PeerURL, "/"), nil
+	}
+	host, port, err := net.SplitHostPort(c.PeerListen)
+	if err != nil {
+		return "", fmt.Errorf("peer-listen %q: %w", c.PeerListen, err)
+	}
+	if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
+		return "http://" + net.JoinHostPort(host, port), nil
+	}
+	ip, err := c.localAddress()
+	if err != nil {
+		return "", fmt.Errorf("cannot tell the address the other boot servers reach this one at (%w): set peer-url in %s", err, c.where())
+	}
+	return "http://" + net.JoinHostPort(ip.String(), port), nil
+}
+
+// localAddress is the address this server sends from towards its first
+// etcd endpoint; when that is loopback (an etcd member on every boot
+// server), the first address of an interface that is up and not loopback.
+func (c *Config) localAddress() (net.IP, error) {
+	if u, err := url.Parse(c.Endpoints[0]); err == nil {
+		// A UDP "connection" sends nothing: it only picks the route.
+		if conn, err := net.Dial("udp", net.JoinHostPort(u.Hostname(), cmp.Or(u.Port(), "2379"))); err == nil {
+			ip := conn.LocalAddr().(*net.UDPAddr).IP
+			conn.Close()
+			if !ip.IsLoopback() {
+				return ip, nil
+			}
+		}
+	}
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		return nil, err
+	}
+	for _, ifc := range ifaces {
+		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		addrs, _ := ifc.Addrs()
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && n.IP.IsGlobalUnicast() {
+				return n.IP, nil
+			}
+		}
+	}
+	return nil, errors.New("no interface other than loopback has an address")
 }
 
 // Unsigned reports whether the lab switch allow-unsigned is on.
@@ -180,6 +249,8 @@ var fields = []field{
 	{name: "trusted-keys", admin: true, help: "directory of trusted release public keys (*.pub), or one key file (default " + trust.DefaultKeysDir + ")", ptr: func(c *Config) *string { return &c.TrustedKeys }},
 	{name: "channels", help: "release channels this server takes, comma-separated: test, staging, production (default production); the fleet's env can narrow them, never widen them", list: func(c *Config) *List { return &c.Channels }},
 	{name: "allow-unsigned", admin: true, help: "lab switch: install releases without a signed manifest; never in production (default false)", ptr: func(c *Config) *string { return &c.AllowUnsigned }},
+	{name: "peer-listen", help: "address where the worker serves the packages and image blobs it verified to the other boot servers, read-only; off: it neither serves nor asks them, and fetches everything upstream (default " + DefaultPeerListen + ")", ptr: func(c *Config) *string { return &c.PeerListen }},
+	{name: "peer-url", help: "URL the other boot servers reach this one's peer-listen at (default: http://, the address this server reaches etcd from, and peer-listen's port)", ptr: func(c *Config) *string { return &c.PeerURL }},
 	{name: "install-command", help: "command that installs a .deb, comma-separated; the file is appended (default systemd-run,--wait,--pipe,--quiet,--collect,dpkg,--force-confdef,--force-confold,-i); it must end with -i", list: func(c *Config) *List { return &c.InstallCommand }},
 }
 
@@ -419,6 +490,16 @@ func (c *Config) validate() error {
 	}
 	if c.DataDir == "" {
 		return fmt.Errorf("data-dir must not be empty (in %s)", c.where())
+	}
+	if c.PeerListen != PeersOff {
+		if _, port, err := net.SplitHostPort(c.PeerListen); err != nil || port == "" {
+			return fmt.Errorf("peer-listen: %q is not host:port, :port or off (in %s); e.g. %s", c.PeerListen, c.where(), DefaultPeerListen)
+		}
+	}
+	if c.PeerURL != "" {
+		if u, err := url.Parse(c.PeerURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") {
+			return fmt.Errorf("peer-url: %q is not http(s)://host:port (in %s); e.g. http://10.0.0.11:9714", c.PeerURL, c.where())
+		}
 	}
 	return nil
 }

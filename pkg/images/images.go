@@ -68,6 +68,15 @@ func (p *Puller) transport() (http.RoundTripper, error) {
 	return t, nil
 }
 
+// Options are how the registry client reaches registries.
+func (p *Puller) Options() ([]remote.Option, error) {
+	tr, err := p.transport()
+	if err != nil {
+		return nil, err
+	}
+	return []remote.Option{remote.WithTransport(tr)}, nil
+}
+
 // Pull fetches the image by digest and checks that the registry's answer
 // has that digest.
 func (p *Puller) Pull(ctx context.Context, im *artifacts.Image) (Pulled, error) {

@@ -148,48 +148,84 @@ func (s *Source) Manifest(ctx context.Context, rel *Release, version string, tr 
 // check is removed; only a package that passed every check is returned,
 // with its SHA-256.
 func (s *Source) FetchPackage(ctx context.Context, rel *Release, version string, tr Trust, dir string, o DownloadOptions) (string, string, error) {
+	p, err := s.SignedPackage(ctx, rel, version, tr)
+	if err != nil {
+		return "", "", err
+	}
+	path, err := s.DownloadPackage(ctx, p, dir, o)
+	if err != nil {
+		return "", "", err
+	}
+	if err := p.CheckVersion(ctx, path); err != nil {
+		os.Remove(path)
+		return "", "", err
+	}
+	return path, p.Want.SHA256, nil
+}
+
+// SignedPackage is the ferry package of a release, as the release's
+// signed manifest gives it (or, with the lab switch, SHA256SUMS).
+type SignedPackage struct {
+	// Asset is the release asset to download.
+	Asset Asset
+	// Want is the manifest's entry: name, size and SHA-256. Its size
+	// is 0 when only an unsigned SHA256SUMS gave the SHA-256.
+	Want    trust.Asset
+	Version string
+}
+
+// SignedPackage verifies the release's signed manifest (see Manifest) and
+// returns the entry of the ferry package of version, refusing a release
+// whose asset GitHub announces at another size.
+func (s *Source) SignedPackage(ctx context.Context, rel *Release, version string, tr Trust) (*SignedPackage, error) {
 	name := DebAsset(version)
 	debAsset, ok := rel.Asset(name)
 	if !ok {
-		return "", "", fmt.Errorf("release %s has no asset %s", rel.Tag, name)
+		return nil, fmt.Errorf("release %s has no asset %s", rel.Tag, name)
 	}
 	var want trust.Asset
 	m, err := s.Manifest(ctx, rel, version, tr)
 	switch {
 	case err == nil:
 		if want, ok = m.Asset(name); !ok {
-			return "", "", fmt.Errorf("release %s: the signed manifest lists no %s: %w", rel.Tag, name, trust.ErrManifest)
+			return nil, fmt.Errorf("release %s: the signed manifest lists no %s: %w", rel.Tag, name, trust.ErrManifest)
 		}
 	case tr.AllowUnsigned && errors.Is(err, trust.ErrManifest):
 		// The lab switch: SHA256SUMS, unsigned, is all there is.
 		if want, err = s.unsignedEntry(ctx, rel, name); err != nil {
-			return "", "", err
+			return nil, err
 		}
 	default:
-		return "", "", err
+		return nil, err
 	}
 	if want.Size > 0 && debAsset.Size != want.Size {
 		err := fmt.Errorf("release %s: GitHub announces %s as %d bytes, the signed manifest says %d", rel.Tag, name, debAsset.Size, want.Size)
 		if debAsset.Size > want.Size {
 			err = fmt.Errorf("%w: %w", err, ErrTooLarge)
 		}
-		return "", "", err
+		return nil, err
 	}
-	o.MaxSize = want.Size
-	path, err := s.DownloadFile(ctx, debAsset, dir, want.SHA256, o)
-	if err != nil {
-		return "", "", err
-	}
+	return &SignedPackage{Asset: debAsset, Want: want, Version: version}, nil
+}
+
+// DownloadPackage downloads p into dir, reading no more bytes than its
+// signed size, and checks its SHA-256.
+func (s *Source) DownloadPackage(ctx context.Context, p *SignedPackage, dir string, o DownloadOptions) (string, error) {
+	o.MaxSize = p.Want.Size
+	return s.DownloadFile(ctx, p.Asset, dir, p.Want.SHA256, o)
+}
+
+// CheckVersion checks that the package at path is a Debian package of
+// p's version.
+func (p *SignedPackage) CheckVersion(ctx context.Context, path string) error {
 	got, err := deb.Field(ctx, path, "Version")
 	if err != nil {
-		os.Remove(path)
-		return "", "", fmt.Errorf("%s is not a Debian package: %w", name, err)
+		return fmt.Errorf("%s is not a Debian package: %w", p.Want.Name, err)
 	}
-	if got != version {
-		os.Remove(path)
-		return "", "", fmt.Errorf("%s holds version %s, not %s", name, got, version)
+	if got != p.Version {
+		return fmt.Errorf("%s holds version %s, not %s", p.Want.Name, got, p.Version)
 	}
-	return path, want.SHA256, nil
+	return nil
 }
 
 // unsignedEntry is the SHA256SUMS line of name, for the allow-unsigned lab

@@ -30,6 +30,7 @@ const (
 	keyRollingDir    = "rolling/"
 	keyCanaryDir     = "canary/"
 	keyRefusedDir    = "refused/"
+	keyPeersDir      = "peers/"
 	keyTrustKeys     = "trust/keys"
 	keyTrustWithdraw = "trust/withdrawn"
 	keyUpdaterLeader = "leader/updater/"
@@ -39,7 +40,7 @@ const (
 // allKeys are every key and directory above, for the tests that check
 // their order and their documentation.
 var allKeys = []string{keyConfigDir, keyServersDir, keyReleaseInfo, keyCheck, keyAliveDir, keyPin, keyPing, keyStatusDir, keyCurrent, keyPassed,
-	keyPause, keyPlan, keyResume, keyServerStatus, keyContentsDir, keyHistoryDir, keyInstallDir, keyTrigger, keyRollingDir, keyCanaryDir, keyRefusedDir,
+	keyPause, keyPlan, keyResume, keyServerStatus, keyContentsDir, keyHistoryDir, keyInstallDir, keyTrigger, keyRollingDir, keyCanaryDir, keyRefusedDir, keyPeersDir,
 	keyTrustKeys, keyTrustWithdraw, keyUpdaterLeader, keyWorkerLeader}
 
 // rolloutID names a rollout in keys: its start, in UTC, at a fixed width,
@@ -81,6 +82,13 @@ func (s *Storage) slotsDir(startedAt time.Time, step string) string {
 func (s *Storage) SpreadLock(startedAt time.Time, k int, key, value string) string {
 	return s.abs(fmt.Sprintf("%s%s/spread/%d/%s=%s/", keyRollingDir, rolloutID(startedAt), k, key, value))
 }
+
+// peerClaim is the claim of the server that fetches digest of release
+// from upstream for the site; peerDir holds the servers that hold it.
+func (s *Storage) peerClaim(release, digest string) string {
+	return s.abs(keyPeersDir + release + "/" + digest)
+}
+func (s *Storage) peerDir(release, digest string) string { return s.peerClaim(release, digest) + "/" }
 
 // UpdaterElectionPrefix is the key prefix of the updater leader election.
 func (s *Storage) UpdaterElectionPrefix() string { return s.abs(keyUpdaterLeader) }

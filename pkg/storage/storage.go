@@ -796,15 +796,11 @@ func (s *Storage) AcquireSlot(ctx context.Context, startedAt time.Time, step str
 		rev := int64(0)
 		for i := 0; i < n; i++ {
 			key := fmt.Sprintf("%s%d", dir, i)
-			resp, err := s.cli.Txn(ctx).
-				If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-				Then(clientv3.OpPut(key, id, clientv3.WithLease(lease))).
-				Else(clientv3.OpGet(key)).
-				Commit()
+			created, holder, answered, err := s.createOrGet(ctx, key, id, lease)
 			if err != nil {
 				return nil, fmt.Errorf("acquire a slot of %s: %w", step, err)
 			}
-			if resp.Succeeded {
+			if created {
 				return func(ctx context.Context) error {
 					_, err := s.cli.Txn(ctx).
 						If(clientv3.Compare(clientv3.Value(key), "=", id)).
@@ -813,11 +809,11 @@ func (s *Storage) AcquireSlot(ctx context.Context, startedAt time.Time, step str
 					return err
 				}, nil
 			}
-			if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 && string(kvs[0].Value) == id {
+			if holder == id {
 				// A slot taken before a restart, with the same lease.
 				return func(ctx context.Context) error { _, err := s.cli.Delete(ctx, key); return err }, nil
 			}
-			rev = max(rev, resp.Header.Revision)
+			rev = max(rev, answered)
 		}
 		// Every slot is taken: wait for one to be freed.
 		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))

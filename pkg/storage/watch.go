@@ -45,18 +45,19 @@ func (s *Storage) waitChanges(ctx context.Context, afterRev int64) ([]Change, er
 			}
 			return nil, fmt.Errorf("watch %s: %w", s.prefix, err)
 		}
-		if len(resp.Events) == 0 {
-			continue
-		}
-		changes := make([]Change, len(resp.Events))
-		for i, ev := range resp.Events {
-			changes[i] = Change{
-				Key:      strings.TrimPrefix(string(ev.Kv.Key), s.prefix),
-				Revision: ev.Kv.ModRevision,
-				Deleted:  ev.Type == clientv3.EventTypeDelete,
+		var changes []Change
+		for _, ev := range resp.Events {
+			key := strings.TrimPrefix(string(ev.Kv.Key), s.prefix)
+			// Which server holds which asset is for workers only; a
+			// rollout's fetches must not wake the updater.
+			if strings.HasPrefix(key, keyPeersDir) {
+				continue
 			}
+			changes = append(changes, Change{Key: key, Revision: ev.Kv.ModRevision, Deleted: ev.Type == clientv3.EventTypeDelete})
 		}
-		return changes, nil
+		if len(changes) > 0 {
+			return changes, nil
+		}
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err

@@ -20,9 +20,11 @@ import (
 	"github.com/ferry-cd/ferry/pkg/deb"
 	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/ferry-cd/ferry/pkg/images"
+	"github.com/ferry-cd/ferry/pkg/peer"
 	"github.com/ferry-cd/ferry/pkg/release"
 	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/ferry-cd/ferry/pkg/trust"
+	"github.com/google/go-containerregistry/pkg/name"
 )
 
 // Ops is the Operator of a real boot server.
@@ -55,6 +57,10 @@ type Ops struct {
 	Channels []string
 	// NewSource builds the release source; default release.NewSource.
 	NewSource func(release.Options) (*release.Source, error)
+	// Peers fetches packages and images from the other boot servers
+	// before upstream, and keeps what it fetched for them; nil fetches
+	// every asset upstream.
+	Peers *peer.Fetcher
 }
 
 // source reads releases of repo with the fleet's GitHub settings.
@@ -103,22 +109,52 @@ func (o *Ops) FetchUpgrade(ctx context.Context, cfg *fleet.Config, req *fleet.Up
 	if err := trust.EnsurePrivateDir(downloads); err != nil {
 		return Fetched{}, err
 	}
-	dl := o.Download
-	dl.Progress = o.Metrics.addDownload
 	tr := release.Trust{Keys: keys, Channels: channels, AllowUnsigned: o.AllowUnsigned}
-	path, sum, err := src.FetchPackage(ctx, rel, version, tr, downloads, dl)
+	p, err := src.SignedPackage(ctx, rel, version, tr)
 	if err != nil {
 		return Fetched{}, err
 	}
-	took := time.Since(began)
-	o.Metrics.downloadSeconds.Observe(took.Seconds())
-	return Fetched{Path: path, SHA256: sum, Version: version, Took: took}, nil
+	download := func(ctx context.Context, dir string, progress func(int64)) (string, error) {
+		dl := o.Download
+		dl.Progress = func(n int64) { o.Metrics.addDownload(n); progress(n) }
+		return src.DownloadPackage(ctx, p, dir, dl)
+	}
+	f := Fetched{SHA256: p.Want.SHA256, Version: version}
+	if o.Peers != nil {
+		f.Path, f.Cached, err = o.viaPeers(ctx, version, p.Want.Name, p.Want.SHA256, p.Want.Size, download)
+	} else {
+		f.Path, err = download(ctx, downloads, func(int64) {})
+	}
+	if err != nil {
+		return Fetched{}, err
+	}
+	if err := p.CheckVersion(ctx, f.Path); err != nil {
+		o.Discard(f)
+		return Fetched{}, err
+	}
+	f.Took = time.Since(began)
+	o.Metrics.downloadSeconds.Observe(f.Took.Seconds())
+	return f, nil
+}
+
+// viaPeers fetches a file of the release being rolled out through the
+// peer layer: from this server's cache, a peer, or (download) upstream.
+// The file stays in the cache for the peers.
+func (o *Ops) viaPeers(ctx context.Context, rel, name, sum string, size int64, download func(context.Context, string, func(int64)) (string, error)) (string, bool, error) {
+	if err := o.Peers.Begin(ctx, rel); err != nil {
+		return "", false, err
+	}
+	if size <= 0 {
+		size = -1
+	}
+	path, err := o.Peers.File(ctx, peer.Asset{Release: rel, Name: name, Digest: peer.DigestOf(sum), Size: size}, download)
+	return path, err == nil, err
 }
 
 // InstallUpgrade hashes the fetched package once more, right before dpkg
 // reads it, and installs it. The file is removed either way.
 func (o *Ops) InstallUpgrade(ctx context.Context, f Fetched) error {
-	defer os.Remove(f.Path)
+	defer o.Discard(f)
 	// The file waited on disk since it was checked: check it again.
 	if err := release.CheckFile(f.Path, f.SHA256); err != nil {
 		return err
@@ -129,7 +165,7 @@ func (o *Ops) InstallUpgrade(ctx context.Context, f Fetched) error {
 
 // Discard removes a fetched package that will not be installed.
 func (o *Ops) Discard(f Fetched) {
-	if f.Path != "" {
+	if f.Path != "" && !f.Cached {
 		os.Remove(f.Path)
 	}
 }
@@ -316,7 +352,7 @@ func (o *Ops) debs(ctx context.Context, rc RunContext, a *artifacts.DebsAction) 
 			}
 			log.Warn("recorded as installed, but dpkg disagrees; installing again", "dpkg", st.String())
 		}
-		if err := o.installDeb(ctx, rc.Config, d, log); err != nil {
+		if err := o.installDeb(ctx, rc, d, log); err != nil {
 			return fmt.Errorf("deb %s %s: %w", d.Name, d.Version, err)
 		}
 		if err := o.Storage.PutInstalled(ctx, rc.Server, "debs", d.Name, &fleet.Installed{Version: d.Version, Digest: d.SHA256, InstalledAt: time.Now().UTC()}); err != nil {
@@ -326,8 +362,8 @@ func (o *Ops) debs(ctx context.Context, rc RunContext, a *artifacts.DebsAction) 
 	return nil
 }
 
-func (o *Ops) installDeb(ctx context.Context, cfg *fleet.Config, d *artifacts.Deb, log *slog.Logger) error {
-	src, err := o.source(cfg, d.Repository)
+func (o *Ops) installDeb(ctx context.Context, rc RunContext, d *artifacts.Deb, log *slog.Logger) error {
+	src, err := o.source(rc.Config, d.Repository)
 	if err != nil {
 		return err
 	}
@@ -338,16 +374,27 @@ func (o *Ops) installDeb(ctx context.Context, cfg *fleet.Config, d *artifacts.De
 	if asset.Size > 0 && asset.Size != d.Size {
 		return fmt.Errorf("GitHub announces %s as %d bytes, the artifact set says %d", d.Asset, asset.Size, d.Size)
 	}
-	dl := o.Download
-	dl.Progress = o.Metrics.addDownload
-	dl.MaxSize = d.Size
+	download := func(ctx context.Context, dir string, progress func(int64)) (string, error) {
+		dl := o.Download
+		dl.Progress = func(n int64) { o.Metrics.addDownload(n); progress(n) }
+		dl.MaxSize = d.Size
+		return src.DownloadFile(ctx, asset, dir, d.SHA256, dl)
+	}
 	began := time.Now()
-	path, err := src.DownloadFile(ctx, asset, filepath.Join(o.DataDir, "downloads"), d.SHA256, dl)
+	var path string
+	cached := false
+	if o.Peers != nil {
+		path, cached, err = o.viaPeers(ctx, rc.Version, d.Asset, d.SHA256, d.Size, download)
+	} else {
+		path, err = download(ctx, filepath.Join(o.DataDir, "downloads"), func(int64) {})
+	}
 	if err != nil {
 		return err
 	}
 	o.Metrics.downloadSeconds.Observe(time.Since(began).Seconds())
-	defer os.Remove(path)
+	if !cached {
+		defer os.Remove(path)
+	}
 	if v, err := deb.Field(ctx, path, "Version"); err != nil {
 		return err
 	} else if v != d.Version {
@@ -379,7 +426,7 @@ func (o *Ops) images(ctx context.Context, rc RunContext, a *artifacts.ImagesActi
 			log.Info("image already present")
 			continue
 		}
-		pulled, err := puller.Pull(ctx, im)
+		pulled, err := o.pull(ctx, rc, puller, im)
 		if err != nil {
 			return err
 		}
@@ -393,6 +440,30 @@ func (o *Ops) images(ctx context.Context, rc RunContext, a *artifacts.ImagesActi
 		return nil
 	}
 	return o.restart(ctx, rc, units)
+}
+
+// pull fetches an image through the peer layer (then it stays in the
+// cache, for the peers), or straight from its registry.
+func (o *Ops) pull(ctx context.Context, rc RunContext, puller *images.Puller, im *artifacts.Image) (images.Pulled, error) {
+	if o.Peers == nil {
+		return puller.Pull(ctx, im)
+	}
+	if err := o.Peers.Begin(ctx, rc.Version); err != nil {
+		return images.Pulled{}, err
+	}
+	ref, err := name.NewDigest(im.DigestRef())
+	if err != nil {
+		return images.Pulled{}, fmt.Errorf("image %s: %w", im.Name, err)
+	}
+	opts, err := puller.Options()
+	if err != nil {
+		return images.Pulled{}, err
+	}
+	img, err := o.Peers.Image(ctx, peer.Asset{Release: rc.Version, Name: im.DigestRef(), Digest: im.Digest, Size: -1}, ref.Context(), opts...)
+	if err != nil {
+		return images.Pulled{}, fmt.Errorf("pull %s: %w", im.DigestRef(), err)
+	}
+	return images.Pulled{Image: img.Image, Index: img.Index}, nil
 }
 
 func (o *Ops) restart(ctx context.Context, rc RunContext, units []string) error {

@@ -141,6 +141,9 @@ type Operator interface {
 // Fetched is a verified package, ready to install.
 type Fetched struct {
 	Path, SHA256, Version string
+	// Cached is set when the file is in the peer cache, which keeps it
+	// for the other servers after the install.
+	Cached bool
 	// Took is how long it took to download and verify.
 	Took time.Duration
 }
@@ -201,6 +204,10 @@ type Worker struct {
 }
 
 func (w *Worker) leaseID() clientv3.LeaseID { return clientv3.LeaseID(w.lease.Load()) }
+
+// Lease is the lease of alive/<id>, which what the worker announces to
+// its peers lives with; 0 before Run registered the worker.
+func (w *Worker) Lease() clientv3.LeaseID { return w.leaseID() }
 
 // New builds a Worker; Run starts it.
 func New(o Options) *Worker {

@@ -1,0 +1,165 @@
+package peer
+
+import (
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// DefaultMaxUploads bounds the blobs one server sends to peers at once.
+const DefaultMaxUploads = 4
+
+// Server serves a Cache to peers, read-only, in the shape of the registry
+// API: GET or HEAD /v2/<name>/blobs/<digest> and
+// /v2/<name>/manifests/<digest>. The name is ignored: content is found by
+// its digest alone, and only content the cache holds, which was checked
+// against a signed digest before it was stored, is served. Anything else,
+// a tag included, is 404, so that a registry client goes on to the next
+// host.
+type Server struct {
+	Cache *Cache
+	// MaxUploads bounds the blobs served at once; past it a peer is
+	// answered 503 with Retry-After and asks another. Default
+	// DefaultMaxUploads.
+	MaxUploads int
+	Metrics    *Metrics
+	Log        *slog.Logger
+
+	once  sync.Once
+	slots chan struct{}
+}
+
+// route splits a registry API path into kind (blobs, manifests) and
+// reference; ok is false for any other path.
+func route(path string) (kind, ref string, ok bool) {
+	rest, found := strings.CutPrefix(path, "/v2/")
+	if !found {
+		return "", "", false
+	}
+	i := strings.LastIndex(rest, "/")
+	if i < 0 {
+		return "", "", false
+	}
+	head, ref := rest[:i], rest[i+1:]
+	j := strings.LastIndex(head, "/")
+	if j <= 0 {
+		return "", "", false
+	}
+	kind = head[j+1:]
+	if kind != "blobs" && kind != "manifests" {
+		return "", "", false
+	}
+	return kind, ref, true
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "read-only", http.StatusMethodNotAllowed)
+		return
+	}
+	if r.URL.Path == "/v2/" || r.URL.Path == "/v2" {
+		w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte("{}\n"))
+		return
+	}
+	kind, ref, ok := route(r.URL.Path)
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	if _, err := ParseDigest(ref); err != nil {
+		http.Error(w, "content is served by digest only", http.StatusNotFound)
+		return
+	}
+	path, _, ok := s.Cache.Find(ref)
+	if !ok {
+		http.Error(w, "not here", http.StatusNotFound)
+		return
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		http.Error(w, "not here", http.StatusNotFound)
+		return
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Docker-Content-Digest", ref)
+	w.Header().Set("Content-Type", "application/octet-stream")
+	if kind == "manifests" {
+		w.Header().Set("Content-Type", string(manifestType(f)))
+		if _, err := f.Seek(0, 0); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+	}
+	if r.Method == http.MethodGet && kind == "blobs" {
+		release, ok := s.acquire()
+		if !ok {
+			s.Metrics.busy.Inc()
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "serving as many peers as it may; ask another", http.StatusServiceUnavailable)
+			return
+		}
+		defer release()
+	}
+	cw := &countingWriter{ResponseWriter: w}
+	http.ServeContent(cw, r, "", fi.ModTime(), f)
+	if s.Metrics != nil {
+		s.Metrics.out(cw.n)
+	}
+}
+
+func (s *Server) acquire() (func(), bool) {
+	s.once.Do(func() {
+		n := s.MaxUploads
+		if n <= 0 {
+			n = DefaultMaxUploads
+		}
+		s.slots = make(chan struct{}, n)
+	})
+	select {
+	case s.slots <- struct{}{}:
+		return func() { <-s.slots }, true
+	default:
+		return nil, false
+	}
+}
+
+// manifestType reads a manifest's media type from its mediaType field; an
+// OCI manifest may leave it out, and then has "manifests" when it is an
+// index.
+func manifestType(f *os.File) types.MediaType {
+	var m struct {
+		MediaType types.MediaType  `json:"mediaType"`
+		Manifests *json.RawMessage `json:"manifests"`
+	}
+	if err := json.NewDecoder(f).Decode(&m); err != nil || m.MediaType != "" {
+		return m.MediaType
+	}
+	if m.Manifests != nil {
+		return types.OCIImageIndex
+	}
+	return types.OCIManifestSchema1
+}
+
+type countingWriter struct {
+	http.ResponseWriter
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(p)
+	c.n += int64(n)
+	return n, err
+}
