@@ -141,7 +141,7 @@ chaos: deps ## many rollouts with random SIGKILLs (ROUNDS=50, SEED=n replays); p
 		| grep --line-buffered -E 'chaos:|^(---|ok|FAIL)|scenario took|Error'
 
 .PHONY: bench
-bench: ## print figures: download RSS and throughput vs curl, idle GitHub cost, coordination overhead
+bench: ## print figures: download RSS and throughput vs curl, idle GitHub cost, coordination overhead, uplink bytes per rollout with and without peers
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./pkg/...
 
 .PHONY: bench-coordination
@@ -149,6 +149,10 @@ bench-coordination: ## barrier cost on a 3-member etcd cluster (fsync on) for 5,
 	@mkdir -p $(BUILD)
 	$(GO) build -o $(BUILD)/ferry-dctest-etcd ./dctest/cmd/ferry-dctest-etcd
 	$(GO) run ./dctest/cmd/ferry-bench-coordination --etcd $(BUILD)/ferry-dctest-etcd $(if $(SERVERS),--servers $(SERVERS))
+
+.PHONY: bench-uplink
+bench-uplink: deps machine-image ## what a rollout costs the site's uplink: a 64 MiB package and a 256 MiB image to 1 and 10 systemd machines behind a 100 Mbit/s uplink, peer layer off and on (root; about 15 minutes)
+	$(GO) run ./dctest/cmd/ferry-bench-uplink $(if $(SERVERS),--servers $(SERVERS))
 
 # Where the demo's status page listens (a busy port falls back to a free one).
 DEMO_LISTEN ?= 127.0.0.1:9711

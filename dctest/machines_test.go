@@ -22,6 +22,7 @@ import (
 	"github.com/ferry-cd/ferry/internal/githubfake"
 	"github.com/ferry-cd/ferry/pkg/artifacts"
 	"github.com/ferry-cd/ferry/pkg/fleet"
+	"github.com/ferry-cd/ferry/pkg/release"
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -31,13 +32,8 @@ import (
 // private lab network where every etcd member, the GitHub fake and the
 // registry have addresses of their own. ferry's package is installed with
 // apt on the machine's own root and its shipped units run unchanged, but
-// for these drop-ins, the only settings the scenarios change: shorter
-// leases, so that a dead worker or leader is noticed in seconds, and the
-// test's artifact set. None of them touches the sandbox.
-var machineDropIns = map[string]string{
-	"ferry-worker.service":  "[Service]\nExecStart=\nExecStart=/usr/sbin/ferry-worker --config /etc/ferry/config.yml --lease-ttl " + machineTTL.String() + " --artifacts " + harness.MachineArtifacts + "\n",
-	"ferry-updater.service": "[Service]\nExecStart=\nExecStart=/usr/sbin/ferry-updater --config /etc/ferry/config.yml --session-ttl " + machineTTL.String() + "\n",
-}
+// for harness.MachineDropIns.
+var machineDropIns = harness.MachineDropIns(machineTTL)
 
 // machineTTL is the machines' lease-ttl and session-ttl.
 var machineTTL = harness.Scaled(3 * time.Second)
@@ -542,6 +538,15 @@ func TestMachinesRebootMidRollout(t *testing.T) {
 func TestMachinesEveryActionUnderTheSandbox(t *testing.T) {
 	d := startMachines(t, within(5*time.Minute))
 	d.bootstrapMachines("staging", three...)
+	// Each asset crossed the uplink once for the three machines: the first
+	// to need it fetched it, the others took it from that machine's peer
+	// server, on the lab network.
+	set, err := artifacts.Load(d.SetFile)
+	require.NoError(t, err)
+	require.EqualValues(t, 3*len(set.Images), d.Registry.BlobGets(), "blobs the registry served: a config and two layers per image, once")
+	for _, deb := range set.Debs {
+		require.EqualValues(t, deb.Size, d.GitHub.Counters().BytesServed[deb.Asset], "bytes of %s GitHub served", deb.Asset)
+	}
 	require.NoError(t, d.EditArtifactSet(func(s *artifacts.Set) {
 		s.Plan.Steps = append(s.Plan.Steps, artifacts.Step{
 			Name: "checks", Strategy: artifacts.Lockstep,
@@ -555,9 +560,9 @@ func TestMachinesEveryActionUnderTheSandbox(t *testing.T) {
 	require.NoError(t, d.Publish(N1, harness.PublishOptions{Prerelease: true, CreatedAt: day(2)}))
 	d.waitCompleted(N1)
 	d.requireOnMachines(N1, three...)
+	ferry, _ := d.GitHub.Asset(harness.Repo, release.PrefixRelease+N1, release.DebAsset(N1))
+	require.EqualValues(t, len(ferry), d.GitHub.Counters().BytesServed[release.DebAsset(N1)], "bytes of ferry's package GitHub served to three machines")
 
-	set, err := artifacts.Load(d.SetFile)
-	require.NoError(t, err)
 	contents, err := d.Store.GetContents(d.ctx, "boot")
 	require.NoError(t, err)
 	require.NotNil(t, contents)

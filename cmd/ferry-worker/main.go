@@ -28,6 +28,7 @@ import (
 	"github.com/ferry-cd/ferry/pkg/trust"
 	"github.com/ferry-cd/ferry/pkg/version"
 	"github.com/ferry-cd/ferry/pkg/worker"
+	"github.com/google/go-containerregistry/pkg/name"
 )
 
 const program = "ferry-worker"
@@ -112,6 +113,11 @@ func main() {
 	if err != nil {
 		daemon.Fatal(program, &daemon.ConfigError{Err: err})
 	}
+	if peers != nil && cfg.ContainerdHostsDir != "" {
+		if err := mirrorImages(cfg.ContainerdHostsDir, peers.URL, set, log); err != nil {
+			daemon.Fatal(program, &daemon.ConfigError{Err: err})
+		}
+	}
 	ops.Peers = peers
 	w := worker.New(worker.Options{Storage: env.Storage, ID: env.Config.ServerID, Plan: &set.Plan, Operator: ops, DataDir: env.Config.DataDir, Logger: log, Metrics: metrics, LeaseTTL: *leaseTTL, Etcd: env.Etcd, Labels: cfg.Labels})
 	if peers != nil {
@@ -159,5 +165,26 @@ func peerLayer(cfg *bootstrap.Config, st *storage.Storage, metrics *worker.Metri
 	cache := &peer.Cache{Dir: filepath.Join(cfg.DataDir, "peer")}
 	m := peer.NewMetrics(metrics.Registry)
 	f := &peer.Fetcher{Cache: cache, Storage: st, ID: cfg.ServerID, URL: url, Metrics: m, Log: log, Running: version.Version}
-	return f, &peer.Server{Cache: cache, Metrics: m, Log: log}, nil
+	return f, &peer.Server{Cache: cache, Metrics: m, Log: log, Fill: f.Fill}, nil
+}
+
+// mirrorImages writes containerd's hosts.toml for the registries of the
+// set's images, with this server's peer server as their mirror.
+func mirrorImages(dir, mirror string, set *artifacts.Set, log *slog.Logger) error {
+	var repos []name.Repository
+	for _, im := range set.Images {
+		ref, err := name.NewDigest(im.DigestRef())
+		if err != nil {
+			return fmt.Errorf("image %s: %w", im.Name, err)
+		}
+		repos = append(repos, ref.Context())
+	}
+	skipped, err := peer.WriteHostsTOML(dir, mirror, repos)
+	if err != nil {
+		return fmt.Errorf("containerd-hosts-dir %s: %w", dir, err)
+	}
+	for _, path := range skipped {
+		log.Warn("a hosts.toml that ferry did not write is left alone: containerd's own pulls of that registry do not ask the peers", "path", path)
+	}
+	return nil
 }

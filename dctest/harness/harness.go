@@ -148,6 +148,9 @@ type Options struct {
 	// example ferry-worker.service): the few settings a test needs, such
 	// as a shorter lease. They never weaken the shipped sandbox.
 	DropIns map[string]string
+	// MachineConfig adds settings to every machine's bootstrap config
+	// (image-runtime, peer-listen).
+	MachineConfig map[string]any
 }
 
 // Datacenter is a running virtual datacenter.

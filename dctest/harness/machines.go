@@ -135,6 +135,17 @@ func (b *Build) layer(base, version string) (string, error) {
 	return l.dir, l.err
 }
 
+// MachineDropIns are the drop-ins a machine scenario gives the shipped
+// units, and nothing else: shorter leases (ttl), so that a dead worker or
+// leader is noticed in seconds, and the test's artifact set. None of them
+// touches the sandbox.
+func MachineDropIns(ttl time.Duration) map[string]string {
+	return map[string]string{
+		"ferry-worker.service":  "[Service]\nExecStart=\nExecStart=/usr/sbin/ferry-worker --config /etc/ferry/config.yml --lease-ttl " + ttl.String() + " --artifacts " + MachineArtifacts + "\n",
+		"ferry-updater.service": "[Service]\nExecStart=\nExecStart=/usr/sbin/ferry-updater --config /etc/ferry/config.yml --session-ttl " + ttl.String() + "\n",
+	}
+}
+
 // provision writes what an operator puts on a boot server before it
 // installs ferry, and what the test plan's actions act on.
 func (m *Machine) provision() error {
@@ -148,6 +159,9 @@ func (m *Machine) provision() error {
 		// snapshotter cannot stack on it.
 		"containerd-snapshotter": "native",
 	})
+	for k, v := range dc.opts.MachineConfig {
+		cfg[k] = v
+	}
 	data, err := yaml.Marshal(cfg)
 	if err != nil {
 		return err

@@ -114,3 +114,41 @@ func listenAddr(n network, host string, port int) (string, error) {
 	}
 	return net.JoinHostPort(n.addr(host), strconv.Itoa(port)), nil
 }
+
+// uplinkHosts are the lab's "internet": GitHub, and the registry beside the
+// other services.
+var uplinkHosts = []string{hostGitHub, hostServices}
+
+// ShapeUplink limits what GitHub and the registry send into a lab
+// datacenter to rate (tc's notation, such as 100mbit), as the site's
+// uplink would.
+func (dc *Datacenter) ShapeUplink(rate string) error {
+	l, ok := dc.net.(*lab)
+	if !ok {
+		return fmt.Errorf("only a lab datacenter has an uplink to shape")
+	}
+	for _, h := range uplinkHosts {
+		if err := l.host(h).Shape(rate); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// UplinkBytes is how many bytes GitHub and the registry have sent into a
+// lab datacenter.
+func (dc *Datacenter) UplinkBytes() (int64, error) {
+	l, ok := dc.net.(*lab)
+	if !ok {
+		return 0, fmt.Errorf("only a lab datacenter has an uplink")
+	}
+	var total int64
+	for _, h := range uplinkHosts {
+		n, err := l.host(h).SentBytes()
+		if err != nil {
+			return 0, err
+		}
+		total += n
+	}
+	return total, nil
+}

@@ -11,6 +11,7 @@ package machine
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -145,6 +146,37 @@ func (h *Host) Cut() error { return h.lab.ip("-n", h.lab.labNS(), "link", "set",
 
 // Mend brings the host's link up again.
 func (h *Host) Mend() error { return h.lab.ip("-n", h.lab.labNS(), "link", "set", h.veth, "up") }
+
+// Shape limits what the host sends into the lab to rate (tc's notation,
+// such as 100mbit), as a thin uplink would: a token bucket on its end of
+// the link.
+func (h *Host) Shape(rate string) error {
+	out, err := exec.Command("tc", "-n", h.NS, "qdisc", "replace", "dev", "eth0", "root", "tbf",
+		"rate", rate, "burst", "256kb", "latency", "100ms").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("tc: shape %s to %s: %v: %s", h.Name, rate, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// SentBytes is how many bytes the host has sent into the lab.
+func (h *Host) SentBytes() (int64, error) {
+	out, err := exec.Command("ip", "-n", h.NS, "-j", "-s", "link", "show", "dev", "eth0").Output()
+	if err != nil {
+		return 0, fmt.Errorf("ip -s link of %s: %w", h.Name, err)
+	}
+	var links []struct {
+		Stats struct {
+			TX struct {
+				Bytes int64 `json:"bytes"`
+			} `json:"tx"`
+		} `json:"stats64"`
+	}
+	if err := json.Unmarshal(out, &links); err != nil || len(links) != 1 {
+		return 0, fmt.Errorf("ip -s link of %s: %q: %v", h.Name, out, err)
+	}
+	return links[0].Stats.TX.Bytes, nil
+}
 
 // Command runs a program in the host's network namespace (and nothing else
 // of it: the file system is the host's).

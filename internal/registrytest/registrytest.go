@@ -24,8 +24,10 @@ import (
 // Registry is a registry on loopback.
 type Registry struct {
 	srv *httptest.Server
-	// blobGets counts blob downloads, so tests can tell a pull happened.
+	// blobGets counts blob downloads, so tests can tell a pull happened;
+	// bytesOut counts the bytes of every answer's body.
 	blobGets atomic.Int64
+	bytesOut atomic.Int64
 	// Host is host:port, the registry part of image names.
 	Host string
 	// Dial, when set, is how pushes reach the registry (from outside the
@@ -44,7 +46,7 @@ func NewOn(l net.Listener) *Registry {
 		if req.Method == http.MethodGet && strings.Contains(req.URL.Path, "/blobs/") {
 			r.blobGets.Add(1)
 		}
-		h.ServeHTTP(w, req)
+		h.ServeHTTP(&counting{ResponseWriter: w, n: &r.bytesOut}, req)
 	}))
 	if l != nil {
 		r.srv.Listener.Close()
@@ -57,6 +59,20 @@ func NewOn(l net.Listener) *Registry {
 
 // BlobGets is how many blob downloads the registry served.
 func (r *Registry) BlobGets() int64 { return r.blobGets.Load() }
+
+// BytesOut is how many bytes of answers the registry sent.
+func (r *Registry) BytesOut() int64 { return r.bytesOut.Load() }
+
+type counting struct {
+	http.ResponseWriter
+	n *atomic.Int64
+}
+
+func (c *counting) Write(p []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(p)
+	c.n.Add(int64(n))
+	return n, err
+}
 
 // Close stops the registry.
 func (r *Registry) Close() { r.srv.Close() }

@@ -98,6 +98,11 @@ type Config struct {
 	// towards etcd, and PeerListen's port).
 	PeerListen string `yaml:"peer-listen"`
 	PeerURL    string `yaml:"peer-url"`
+	// ContainerdHostsDir is containerd's registry config_path: when set,
+	// the worker writes a hosts.toml there for each registry of the
+	// artifact set, so that containerd's own pulls of the release's images
+	// ask the peer layer first.
+	ContainerdHostsDir string `yaml:"containerd-hosts-dir"`
 
 	// Labels are this server's labels (e.g. rack: r1), which its worker
 	// announces in etcd when it starts, for plan steps' selector and
@@ -251,6 +256,7 @@ var fields = []field{
 	{name: "allow-unsigned", admin: true, help: "lab switch: install releases without a signed manifest; never in production (default false)", ptr: func(c *Config) *string { return &c.AllowUnsigned }},
 	{name: "peer-listen", help: "address where the worker serves the packages and image blobs it verified to the other boot servers, read-only; off: it neither serves nor asks them, and fetches everything upstream (default " + DefaultPeerListen + ")", ptr: func(c *Config) *string { return &c.PeerListen }},
 	{name: "peer-url", help: "URL the other boot servers reach this one's peer-listen at (default: http://, the address this server reaches etcd from, and peer-listen's port)", ptr: func(c *Config) *string { return &c.PeerURL }},
+	{name: "containerd-hosts-dir", help: "containerd's registry config_path (such as /etc/containerd/certs.d): the worker writes there a hosts.toml for each registry of the artifact set, so that containerd's own pulls by digest ask the peer layer first; a hosts.toml ferry did not write is left alone (default: none written)", ptr: func(c *Config) *string { return &c.ContainerdHostsDir }},
 	{name: "install-command", help: "command that installs a .deb, comma-separated; the file is appended (default systemd-run,--wait,--pipe,--quiet,--collect,dpkg,--force-confdef,--force-confold,-i); it must end with -i", list: func(c *Config) *List { return &c.InstallCommand }},
 }
 

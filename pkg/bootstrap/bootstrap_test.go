@@ -219,3 +219,40 @@ func TestLocalSecretsFromCredentialsDir(t *testing.T) {
 	require.Equal(t, dir, cfg.CredentialsDir, "systemd's credentials directory is the default")
 	require.Equal(t, map[string]string{"github-token": "ghp_local"}, cfg.LocalSecrets(), "a file others can read is not taken")
 }
+
+func TestPeerSettings(t *testing.T) {
+	_, err := loadFile(t, writeFile(t, "peer-listen: 9714\n"))
+	require.ErrorContains(t, err, `peer-listen: "9714" is not host:port, :port or off`)
+	_, err = loadFile(t, writeFile(t, "peer-url: ftp://10.0.0.1:9714\n"))
+	require.ErrorContains(t, err, "peer-url")
+	_, err = loadFile(t, writeFile(t, "peer-url: http://user:secret@10.0.0.1:9714\n"))
+	require.ErrorContains(t, err, "peer-url")
+
+	cfg, err := loadFile(t, writeFile(t, "peer-url: http://10.0.0.11:9714/\n"))
+	require.NoError(t, err)
+	u, err := cfg.AdvertisedPeerURL()
+	require.NoError(t, err)
+	require.Equal(t, "http://10.0.0.11:9714", u, "peer-url as given")
+
+	cfg, err = loadFile(t, writeFile(t, "peer-listen: 10.0.0.12:9800\n"))
+	require.NoError(t, err)
+	u, err = cfg.AdvertisedPeerURL()
+	require.NoError(t, err)
+	require.Equal(t, "http://10.0.0.12:9800", u, "the address it listens on")
+
+	// Listening on every address: the one this host reaches etcd from.
+	cfg, err = loadFile(t, writeFile(t, "endpoints: http://127.0.0.1:2379\n"))
+	require.NoError(t, err)
+	require.Equal(t, DefaultPeerListen, cfg.PeerListen)
+	u, err = cfg.AdvertisedPeerURL()
+	if err == nil {
+		require.Regexp(t, `^http://[0-9a-f.:\[\]]+:9714$`, u)
+		require.NotContains(t, u, "127.0.0.1", "a loopback etcd endpoint does not make the server advertise loopback")
+	} else {
+		require.ErrorContains(t, err, "set peer-url", "a host with only loopback says what to do")
+	}
+
+	cfg, err = loadFile(t, writeFile(t, "peer-listen: off\n"))
+	require.NoError(t, err)
+	require.Equal(t, PeersOff, cfg.PeerListen)
+}

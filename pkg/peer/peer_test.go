@@ -13,17 +13,20 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/ferry-cd/ferry/internal/containerdtest"
 	"github.com/ferry-cd/ferry/internal/etcdtest"
 	"github.com/ferry-cd/ferry/internal/registrytest"
 	"github.com/ferry-cd/ferry/pkg/release"
 	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
@@ -280,15 +283,23 @@ func TestServerAnswers(t *testing.T) {
 	require.Equal(t, float64(len(data)+6), testutil.ToFloat64(m.bytes.WithLabelValues("out")))
 }
 
+// image pushes a small image to a registry of its own, closed when the
+// test ends, and returns it as an asset of the site's release.
+func (s *site) image() (*registrytest.Registry, name.Repository, Asset) {
+	s.t.Helper()
+	reg := registrytest.New()
+	s.t.Cleanup(reg.Close)
+	digest, err := reg.Push("site/app", "v1")
+	require.NoError(s.t, err)
+	repo, err := name.NewRepository(reg.Host + "/site/app")
+	require.NoError(s.t, err)
+	return reg, repo, Asset{Release: s.asset.Release, Name: repo.String(), Digest: digest, Size: -1}
+}
+
 func TestImageOncePerSite(t *testing.T) {
 	s := newSite(t, 1)
-	reg := registrytest.New()
-	defer reg.Close()
-	digest, err := reg.Push("site/app", "v1")
-	require.NoError(t, err)
-	repo, err := name.NewRepository(reg.Host + "/site/app")
-	require.NoError(t, err)
-	a := Asset{Release: s.asset.Release, Name: repo.String(), Digest: digest, Size: -1}
+	reg, repo, a := s.image()
+	digest := a.Digest
 
 	// A hostile peer serves a manifest of its own under the digest.
 	hostile := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -333,4 +344,55 @@ func TestImageOncePerSite(t *testing.T) {
 		}
 	}
 	require.NotZero(t, dropped)
+}
+
+// blobSizes are the sizes of an image's manifest, config and layers.
+func blobSizes(t testing.TB, img v1.Image) []int64 {
+	t.Helper()
+	raw, err := img.RawManifest()
+	require.NoError(t, err)
+	m, err := img.Manifest()
+	require.NoError(t, err)
+	sizes := []int64{int64(len(raw)), m.Config.Size}
+	for _, l := range m.Layers {
+		sizes = append(sizes, l.Size)
+	}
+	return sizes
+}
+
+// TestContainerdPullsThroughTheMirror: containerd, given the hosts.toml
+// ferry writes, pulls an image of the release by digest from this
+// server's mirror, which takes it from the peer that holds it; the
+// registry serves no blob.
+func TestContainerdPullsThroughTheMirror(t *testing.T) {
+	ctd := containerdtest.New(t)
+	s := newSite(t, 1)
+	reg, repo, a := s.image()
+	digest := a.Digest
+
+	holder := s.server("bs-holder")
+	_, err := holder.fetcher.Image(t.Context(), a, repo)
+	require.NoError(t, err)
+	pulled := reg.BlobGets()
+
+	// This server holds nothing yet; its containerd asks its mirror.
+	local := s.server("bs-local")
+	local.fetcher.Running = a.Release
+	local.srv.Config.Handler.(*Server).Fill = local.fetcher.Fill
+	hosts := t.TempDir()
+	skipped, err := WriteHostsTOML(hosts, local.srv.URL, []name.Repository{repo})
+	require.NoError(t, err)
+	require.Empty(t, skipped)
+	out, err := exec.Command("ctr", "--address", ctd.Address, "-n", "mirror", "images", "pull", "--hosts-dir", hosts, repo.String()+"@"+digest).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.Equal(t, pulled, reg.BlobGets(), "containerd pulled every blob from the mirror, not from the registry")
+	_, _, ok := local.fetcher.Cache.Find(digest)
+	require.True(t, ok, "the mirror keeps what it fetched")
+
+	// An operator's own hosts.toml is left alone.
+	mine := filepath.Join(hosts, reg.Host, "hosts.toml")
+	require.NoError(t, os.WriteFile(mine, []byte("server = \"https://elsewhere\"\n"), 0o644))
+	skipped, err = WriteHostsTOML(hosts, local.srv.URL, []name.Repository{repo})
+	require.NoError(t, err)
+	require.Equal(t, []string{mine}, skipped)
 }

@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"context"
 	"encoding/json"
 	"log/slog"
 	"net/http"
@@ -10,6 +11,11 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
+
+// MirrorPath is where the server is a registry mirror for this server's
+// own containerd (hosts.toml's host, with override_path): the registry API
+// at MirrorPath+"/v2/...".
+const MirrorPath = "/mirror"
 
 // DefaultMaxUploads bounds the blobs one server sends to peers at once.
 const DefaultMaxUploads = 4
@@ -29,6 +35,12 @@ type Server struct {
 	MaxUploads int
 	Metrics    *Metrics
 	Log        *slog.Logger
+	// Fill, when set, tries to bring content the cache lacks into it (from
+	// the other peers) before the server answers 404, for requests under
+	// MirrorPath: the server is there a pull-through mirror for this
+	// server's own containerd. Peers ask under /v2/, which never fills,
+	// so that one request never becomes many.
+	Fill func(ctx context.Context, digest string, manifest bool) bool
 
 	once  sync.Once
 	slots chan struct{}
@@ -63,13 +75,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "read-only", http.StatusMethodNotAllowed)
 		return
 	}
-	if r.URL.Path == "/v2/" || r.URL.Path == "/v2" {
+	path, mirror := strings.CutPrefix(r.URL.Path, MirrorPath)
+	if mirror {
+		path = "/v2" + path
+	}
+	if path == "/v2/" || path == "/v2" {
 		w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 		w.Header().Set("Content-Type", "application/json")
 		w.Write([]byte("{}\n"))
 		return
 	}
-	kind, ref, ok := route(r.URL.Path)
+	kind, ref, ok := route(path)
 	if !ok {
 		http.NotFound(w, r)
 		return
@@ -78,12 +94,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "content is served by digest only", http.StatusNotFound)
 		return
 	}
-	path, _, ok := s.Cache.Find(ref)
+	file, _, ok := s.Cache.Find(ref)
+	if !ok && mirror && s.Fill != nil && s.Fill(r.Context(), ref, kind == "manifests") {
+		file, _, ok = s.Cache.Find(ref)
+	}
 	if !ok {
 		http.Error(w, "not here", http.StatusNotFound)
 		return
 	}
-	f, err := os.Open(path)
+	f, err := os.Open(file)
 	if err != nil {
 		http.Error(w, "not here", http.StatusNotFound)
 		return

@@ -99,3 +99,21 @@ func (s *Storage) WaitPeers(ctx context.Context, release, digest string, afterRe
 	}
 	return fmt.Errorf("watch %s: channel closed", key)
 }
+
+// PeersOf returns every server that announced holding some content of
+// release, by id, with its URL.
+func (s *Storage) PeersOf(ctx context.Context, release string) (map[string]string, error) {
+	dir := s.abs(keyPeersDir + release + "/")
+	resp, err := s.cli.Get(ctx, dir, clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", dir, err)
+	}
+	peers := map[string]string{}
+	for _, kv := range resp.Kvs {
+		// <digest>/<id>; a claim is <digest> alone.
+		if _, id, ok := strings.Cut(strings.TrimPrefix(string(kv.Key), dir), "/"); ok && id != "" {
+			peers[id] = string(kv.Value)
+		}
+	}
+	return peers, nil
+}
