@@ -163,7 +163,7 @@ func peerLayer(cfg *bootstrap.Config, st *storage.Storage, metrics *worker.Metri
 		return nil, nil, err
 	}
 	cache := &peer.Cache{Dir: filepath.Join(cfg.DataDir, "peer")}
-	m := peer.NewMetrics(metrics.Registry)
+	m := metrics.Peer
 	f := &peer.Fetcher{Cache: cache, Storage: st, ID: cfg.ServerID, URL: url, Metrics: m, Log: log, Running: version.Version}
 	return f, &peer.Server{Cache: cache, Metrics: m, Log: log, Fill: f.Fill}, nil
 }

@@ -4,6 +4,7 @@ import (
 	"sync/atomic"
 
 	"github.com/ferry-cd/ferry/pkg/fleet"
+	"github.com/ferry-cd/ferry/pkg/peer"
 	"github.com/ferry-cd/ferry/pkg/version"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -25,6 +26,8 @@ type Metrics struct {
 	retryingSince   prometheus.Gauge
 	overBudget      prometheus.Gauge
 	state           *prometheus.GaugeVec
+	// Peer are the peer layer's metrics, in the same registry.
+	Peer *peer.Metrics
 	// downloaded is downloadBytes as a number, for the record a
 	// self-upgrade leaves to the next process.
 	downloaded atomic.Int64
@@ -95,6 +98,7 @@ func NewMetrics() *Metrics {
 	}
 	m.Registry.MustRegister(m.step, m.stepSeconds, m.downloadBytes, m.downloadSeconds, m.installs, m.actions, m.repairs, m.transientErrors, m.stepRetries, m.retrying, m.retryingSince, m.overBudget, m.state,
 		version.BuildInfo("ferry-worker"), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.Peer = peer.NewMetrics(m.Registry)
 	m.setState(fleet.StateIdle)
 	// Every counter exists from the start, at 0, so that rate() and
 	// alerts see its first increase.
