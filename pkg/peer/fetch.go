@@ -66,6 +66,31 @@ type Fetcher struct {
 	mu      sync.Mutex
 	rollout string
 	dropped map[string]error
+	// busy holds one token per asset being fetched, so that a fetch ahead
+	// and a step's own fetch of the same asset are one fetch.
+	busy map[string]chan struct{}
+}
+
+// one waits until no other fetch of a runs in this worker, and returns
+// the function that ends this one.
+func (f *Fetcher) one(ctx context.Context, a Asset) (func(), error) {
+	key := a.Release + "/" + a.Digest
+	f.mu.Lock()
+	if f.busy == nil {
+		f.busy = map[string]chan struct{}{}
+	}
+	token := f.busy[key]
+	if token == nil {
+		token = make(chan struct{}, 1)
+		f.busy[key] = token
+	}
+	f.mu.Unlock()
+	select {
+	case token <- struct{}{}:
+		return func() { <-token }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 func (f *Fetcher) init() {
@@ -120,7 +145,7 @@ func (f *Fetcher) Begin(ctx context.Context, release string) error {
 		}
 	}
 	f.mu.Lock()
-	f.rollout, f.dropped = release, nil
+	f.rollout, f.dropped, f.busy = release, nil, nil
 	f.mu.Unlock()
 	return nil
 }
@@ -163,6 +188,11 @@ type source struct {
 
 // get runs the fetch of one asset.
 func (f *Fetcher) get(ctx context.Context, a Asset, store *Store, src source) error {
+	done, err := f.one(ctx, a)
+	if err != nil {
+		return err
+	}
+	defer done()
 	log := f.Log.With("asset", a.Name, "digest", a.Digest)
 	tried := map[string]bool{}
 	for {

@@ -396,3 +396,16 @@ func TestContainerdPullsThroughTheMirror(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []string{mine}, skipped)
 }
+
+// TestOneFetchPerWorker: a fetch ahead and a step's own fetch of the same
+// asset, in one worker, are one fetch.
+func TestOneFetchPerWorker(t *testing.T) {
+	s := newSite(t, 1<<20)
+	srv := s.server("bs0")
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() { s.fetch(srv) })
+	}
+	wg.Wait()
+	require.EqualValues(t, 1, s.calls.Load())
+}

@@ -2,8 +2,10 @@ package worker
 
 import (
 	"fmt"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,8 +15,11 @@ import (
 	"github.com/ferry-cd/ferry/pkg/artifacts"
 	"github.com/ferry-cd/ferry/pkg/deb"
 	"github.com/ferry-cd/ferry/pkg/fleet"
+	"github.com/ferry-cd/ferry/pkg/peer"
 	"github.com/ferry-cd/ferry/pkg/release"
+	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // githubCost is what one rollout asked of GitHub.
@@ -24,6 +29,9 @@ type githubCost struct {
 	API, Web int
 	// Workers is the API requests the workers made themselves.
 	Workers int
+	// Bytes is the bytes of packages GitHub served: what crossed the
+	// site's uplink.
+	Bytes int64
 }
 
 // githubRequestsPerRollout runs the whole rollout of v2 on n servers that
@@ -31,8 +39,9 @@ type githubCost struct {
 // real updater finds the release and starts the rollout, and n workers
 // upgrade themselves through real dpkg (each with its own root), start
 // again as v2 and run a plan that installs an extra package from another
-// repository's release.
-func githubRequestsPerRollout(tb testing.TB, n int) githubCost {
+// repository's release. With peers, each worker has the peer layer (a
+// cache served over HTTP): each package crosses GitHub once for the site.
+func githubRequestsPerRollout(tb testing.TB, n int, peers bool) githubCost {
 	e := newUpgradeEnv(tb)
 	e.publish(v2, publishOptions{})
 	tools := debtest.Build(tb, e.dir, debtest.Package{Name: "acme-tools", Version: "1.2.0"})
@@ -50,6 +59,7 @@ func githubRequestsPerRollout(tb testing.TB, n int) githubCost {
 	ids := make([]string, n)
 	ops := make([]*Ops, n)
 	first := make([]*runningWorker, n)
+	running := make([]atomic.Pointer[Worker], n)
 	for i := range n {
 		ids[i] = fmt.Sprintf("boot-%02d", i)
 		root, err := debtest.NewRoot(filepath.Join(e.dir, "root-"+ids[i]))
@@ -58,10 +68,14 @@ func githubRequestsPerRollout(tb testing.TB, n int) githubCost {
 		require.NoError(tb, inst.Install(e.ctx(), ferryV1))
 		o := *e.ops
 		o.DataDir, o.Installer, o.Metrics, o.Set, o.Storage = filepath.Join(e.dir, "data-"+ids[i]), inst, NewMetrics(), set, e.st
+		if peers {
+			o.Peers = peerLayer(tb, e.st, ids[i], filepath.Join(o.DataDir, "peer"), &running[i])
+		}
 		ops[i] = &o
 		_, err = e.st.JoinServer(e.ctx(), ids[i], &fleet.ServerInfo{})
 		require.NoError(tb, err)
 		first[i] = e.start(ids[i], v1, &set.Plan, ops[i])
+		running[i].Store(first[i].w)
 	}
 
 	e.gh.fake.ResetCounters()
@@ -80,15 +94,42 @@ func githubRequestsPerRollout(tb testing.TB, n int) githubCost {
 	// the workers' own API requests are told apart by a second count.
 	afterUpgrade := e.gh.fake.Counters()
 	for i := range n {
-		e.start(ids[i], v2, &set.Plan, ops[i])
+		running[i].Store(e.start(ids[i], v2, &set.Plan, ops[i]).w)
 	}
 	for _, id := range ids {
 		e.waitStatus(id, cond(fleet.CondCompleted))
 	}
 	c := e.gh.fake.Counters()
-	require.Equal(tb, n, c.Downloads[release.DebAsset(v2)], "each server downloaded the package once")
-	require.Equal(tb, n, c.Downloads["acme-tools_1.2.0_amd64.deb"], "each server downloaded the extra package once")
-	return githubCost{API: c.Counted, Web: c.Web, Workers: c.Counted - afterUpgrade.Counted}
+	downloads := n
+	if peers {
+		downloads = 1
+	}
+	cost := githubCost{API: c.Counted, Web: c.Web, Workers: c.Counted - afterUpgrade.Counted}
+	for _, a := range []struct{ repo, tag, name string }{
+		{repo, release.PrefixRelease + v2, release.DebAsset(v2)},
+		{"acme/tools", "v1.2.0", "acme-tools_1.2.0_amd64.deb"},
+	} {
+		require.Equal(tb, downloads, c.Downloads[a.name], "downloads of %s from GitHub, for %d servers (peers: %v)", a.name, n, peers)
+		data, ok := e.gh.fake.Asset(a.repo, a.tag, a.name)
+		require.True(tb, ok, a.name)
+		require.EqualValues(tb, int64(downloads)*int64(len(data)), c.BytesServed[a.name], "bytes of %s GitHub served", a.name)
+		cost.Bytes += c.BytesServed[a.name]
+	}
+	return cost
+}
+
+// peerLayer gives a worker the peer layer: a cache under dir, served on
+// loopback, announced under the lease of the worker that runs now.
+func peerLayer(tb testing.TB, st *storage.Storage, id, dir string, running *atomic.Pointer[Worker]) *peer.Fetcher {
+	cache := &peer.Cache{Dir: dir}
+	srv := httptest.NewServer(&peer.Server{Cache: cache})
+	tb.Cleanup(srv.Close)
+	return &peer.Fetcher{Cache: cache, Storage: st, ID: id, URL: srv.URL, Log: quiet, Lease: func() clientv3.LeaseID {
+		if w := running.Load(); w != nil {
+			return w.Lease()
+		}
+		return clientv3.NoLease
+	}}
 }
 
 // TestGitHubRequestsDoNotGrowWithTheFleet: the updater resolves the release
@@ -97,11 +138,12 @@ func githubRequestsPerRollout(tb testing.TB, n int) githubCost {
 // prints the figures for 3 and 30 servers.)
 func TestGitHubRequestsDoNotGrowWithTheFleet(t *testing.T) {
 	t.Parallel()
-	small, large := githubRequestsPerRollout(t, 2), githubRequestsPerRollout(t, 5)
+	small, large := githubRequestsPerRollout(t, 2, true), githubRequestsPerRollout(t, 5, true)
 	t.Logf("2 servers: %+v; 5 servers: %+v", small, large)
 	require.Positive(t, small.API, "the updater asked the API")
 	require.Equal(t, small.API, large.API, "API requests per rollout: 2 servers %+v, 5 servers %+v", small, large)
 	require.Zero(t, large.Workers, "the workers made no API request after their upgrade")
+	require.Equal(t, small.Web, large.Web, "web downloads: each package once for the site, whatever its size")
 }
 
 // BenchmarkGitHubRequestsPerRollout prints what one whole rollout (the
@@ -111,13 +153,16 @@ func TestGitHubRequestsDoNotGrowWithTheFleet(t *testing.T) {
 // downloads, which do not.
 func BenchmarkGitHubRequestsPerRollout(b *testing.B) {
 	for _, n := range []int{3, 30} {
-		b.Run(fmt.Sprintf("servers=%d", n), func(b *testing.B) {
-			var c githubCost
-			for range b.N {
-				c = githubRequestsPerRollout(b, n)
-			}
-			b.ReportMetric(float64(c.API), "api-requests/rollout")
-			b.ReportMetric(float64(c.Web), "web-downloads/rollout")
-		})
+		for _, peers := range []bool{true, false} {
+			b.Run(fmt.Sprintf("servers=%d/peers=%v", n, peers), func(b *testing.B) {
+				var c githubCost
+				for range b.N {
+					c = githubRequestsPerRollout(b, n, peers)
+				}
+				b.ReportMetric(float64(c.API), "api-requests/rollout")
+				b.ReportMetric(float64(c.Web), "web-downloads/rollout")
+				b.ReportMetric(float64(c.Bytes)/(1<<20), "uplink-MiB/rollout")
+			})
+		}
 	}
 }

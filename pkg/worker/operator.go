@@ -362,36 +362,87 @@ func (o *Ops) debs(ctx context.Context, rc RunContext, a *artifacts.DebsAction) 
 	return nil
 }
 
-func (o *Ops) installDeb(ctx context.Context, rc RunContext, d *artifacts.Deb, log *slog.Logger) error {
-	src, err := o.source(rc.Config, d.Repository)
-	if err != nil {
-		return err
-	}
-	asset, err := src.WebAsset(ctx, d.Release, d.Asset)
-	if err != nil {
-		return err
-	}
-	if asset.Size > 0 && asset.Size != d.Size {
-		return fmt.Errorf("GitHub announces %s as %d bytes, the artifact set says %d", d.Asset, asset.Size, d.Size)
-	}
+// fetchDeb downloads an extra package, checked against the set's size and
+// SHA-256: through the peer layer (then it stays in the cache, and cached
+// is set), or from its GitHub release into the downloads directory.
+func (o *Ops) fetchDeb(ctx context.Context, rc RunContext, d *artifacts.Deb) (path string, cached bool, err error) {
 	download := func(ctx context.Context, dir string, progress func(int64)) (string, error) {
+		src, err := o.source(rc.Config, d.Repository)
+		if err != nil {
+			return "", err
+		}
+		asset, err := src.WebAsset(ctx, d.Release, d.Asset)
+		if err != nil {
+			return "", err
+		}
+		if asset.Size > 0 && asset.Size != d.Size {
+			return "", fmt.Errorf("GitHub announces %s as %d bytes, the artifact set says %d", d.Asset, asset.Size, d.Size)
+		}
 		dl := o.Download
 		dl.Progress = func(n int64) { o.Metrics.addDownload(n); progress(n) }
 		dl.MaxSize = d.Size
 		return src.DownloadFile(ctx, asset, dir, d.SHA256, dl)
 	}
 	began := time.Now()
-	var path string
-	cached := false
 	if o.Peers != nil {
 		path, cached, err = o.viaPeers(ctx, rc.Version, d.Asset, d.SHA256, d.Size, download)
 	} else {
 		path, err = download(ctx, filepath.Join(o.DataDir, "downloads"), func(int64) {})
 	}
+	if err == nil {
+		o.Metrics.downloadSeconds.Observe(time.Since(began).Seconds())
+	}
+	return path, cached, err
+}
+
+// Prefetch fetches into the peer cache the packages and images that the
+// steps' debs and images actions need, in the steps' order, while earlier
+// steps run. Without the peer layer there is no cache to fill, and it
+// does nothing. A failure is only logged: the action itself fetches again,
+// and reports.
+func (o *Ops) Prefetch(ctx context.Context, rc RunContext, steps []artifacts.Step) {
+	if o.Peers == nil || o.Set == nil {
+		return
+	}
+	proxy := ""
+	if rc.Config != nil {
+		proxy = rc.Config.Proxy
+	}
+	puller := &images.Puller{Proxy: proxy}
+	for _, s := range steps {
+		for _, a := range s.Actions {
+			if a.Debs != nil {
+				for _, d := range o.Set.SelectDebs(a.Debs.Names) {
+					if rec, err := o.Storage.GetInstalled(ctx, rc.Server, "debs", d.Name); err == nil && rec.Version == d.Version && rec.Digest == d.SHA256 {
+						continue
+					}
+					if _, _, err := o.fetchDeb(ctx, rc, d); err != nil && ctx.Err() == nil {
+						rc.Log.Debug("could not fetch ahead; the step will", "deb", d.Name, "error", err)
+					}
+				}
+			}
+			if a.Images != nil {
+				for _, im := range o.Set.SelectImages(a.Images.Names) {
+					if present, err := o.Images.Present(ctx, im); err != nil || present {
+						continue
+					}
+					if _, err := o.pull(ctx, rc, puller, im); err != nil && ctx.Err() == nil {
+						rc.Log.Debug("could not fetch ahead; the step will", "image", im.Name, "error", err)
+					}
+				}
+			}
+			if ctx.Err() != nil {
+				return
+			}
+		}
+	}
+}
+
+func (o *Ops) installDeb(ctx context.Context, rc RunContext, d *artifacts.Deb, log *slog.Logger) error {
+	path, cached, err := o.fetchDeb(ctx, rc, d)
 	if err != nil {
 		return err
 	}
-	o.Metrics.downloadSeconds.Observe(time.Since(began).Seconds())
 	if !cached {
 		defer os.Remove(path)
 	}

@@ -43,6 +43,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -136,6 +137,12 @@ type Operator interface {
 	// CheckHealth runs one health check of a step: a GET that must
 	// answer 2xx in time, or a command that must exit 0.
 	CheckHealth(ctx context.Context, rc RunContext, c *artifacts.HealthCheck) error
+	// Prefetch fetches ahead what the steps' actions will need (packages,
+	// images), while earlier steps run, so that the uplink and the peers
+	// are never idle between steps. It installs nothing and reports
+	// nothing: each action fetches what it needs as if nothing had been
+	// fetched ahead. It returns when done or when ctx ends.
+	Prefetch(ctx context.Context, rc RunContext, steps []artifacts.Step)
 }
 
 // Fetched is a verified package, ready to install.
@@ -646,6 +653,12 @@ func (w *Worker) runSteps(ctx context.Context, cfg *fleet.Config, req *fleet.Upd
 		defer rw.Close()
 		w.recordPlan(ctx, req, log)
 	}
+	if start <= len(steps) {
+		pctx, stopPrefetch := context.WithCancel(ctx)
+		defer stopPrefetch()
+		ahead := w.ownSteps(ctx, steps[start-1:])
+		go w.o.Operator.Prefetch(pctx, RunContext{Config: cfg, Server: w.o.ID, Version: req.Version, Log: log}, ahead)
+	}
 	for k := start; k <= len(steps); k++ {
 		s := &steps[k-1]
 		stepLog := log.With("step", s.Name)
@@ -716,6 +729,25 @@ func (w *Worker) runSteps(ctx context.Context, cfg *fleet.Config, req *fleet.Upd
 	}
 	log.Info("rollout completed on this server")
 	return w.report(ctx, req, len(steps), lastName(steps), fleet.PhaseDone, fleet.CondCompleted, "")
+}
+
+// ownSteps are the steps of steps that this server runs itself: those
+// whose selector takes it, and no leader step (one server runs it for
+// the fleet). Without its labels, it counts the steps with a selector out.
+func (w *Worker) ownSteps(ctx context.Context, steps []artifacts.Step) []artifacts.Step {
+	var labels map[string]string
+	if slices.ContainsFunc(steps, func(s artifacts.Step) bool { return len(s.Selector) > 0 }) {
+		if info, err := w.st.GetServer(ctx, w.o.ID); err == nil {
+			labels = info.Labels
+		}
+	}
+	var own []artifacts.Step
+	for _, s := range steps {
+		if s.Strategy != artifacts.Leader && (len(s.Selector) == 0 || labels != nil) && s.Selects(labels) {
+			own = append(own, s)
+		}
+	}
+	return own
 }
 
 // recordPlan writes the names of the plan's steps for the operator's view
