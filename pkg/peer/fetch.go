@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -66,6 +67,10 @@ type Fetcher struct {
 	mu      sync.Mutex
 	rollout string
 	dropped map[string]error
+	// down are the peers that did not answer, until when they are not
+	// asked again: a dead or silent peer costs one timeout, not one per
+	// asset.
+	down map[string]time.Time
 	// busy holds one token per asset being fetched, so that a fetch ahead
 	// and a step's own fetch of the same asset are one fetch.
 	busy map[string]chan struct{}
@@ -145,7 +150,7 @@ func (f *Fetcher) Begin(ctx context.Context, release string) error {
 		}
 	}
 	f.mu.Lock()
-	f.rollout, f.dropped, f.busy = release, nil, nil
+	f.rollout, f.dropped, f.down, f.busy = release, nil, nil, nil
 	f.mu.Unlock()
 	return nil
 }
@@ -154,11 +159,7 @@ func (f *Fetcher) Begin(ctx context.Context, release string) error {
 func (f *Fetcher) droppedPeers() map[string]error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out := make(map[string]error, len(f.dropped))
-	for id, err := range f.dropped {
-		out[id] = err
-	}
-	return out
+	return maps.Clone(f.dropped)
 }
 
 func (f *Fetcher) drop(id string, err error) {
@@ -174,7 +175,19 @@ func (f *Fetcher) isDropped(id string) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	_, ok := f.dropped[id]
-	return ok
+	return ok || time.Now().Before(f.down[id])
+}
+
+// downFor is how long a peer that did not answer is left alone.
+const downFor = time.Minute
+
+func (f *Fetcher) markDown(id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down == nil {
+		f.down = map[string]time.Time{}
+	}
+	f.down[id] = time.Now().Add(downFor)
 }
 
 // source is how one asset is fetched: have reports whether the store
@@ -230,9 +243,15 @@ func (f *Fetcher) get(ctx context.Context, a Asset, store *Store, src source) er
 				log.Error("a peer served content that is not the release's: dropped for the rest of the rollout", "peer", id, "error", err)
 			case errors.As(err, &status) && status.Code == http.StatusServiceUnavailable:
 				busy = true
-			default:
+			case errors.As(err, &status), errors.Is(err, release.ErrNotFound):
+				// It answered, without the asset (404: gone from its
+				// cache); it may well have the next one.
 				tried[id] = true
 				log.Warn("a peer could not serve; trying the next", "peer", id, "error", err)
+			default:
+				tried[id] = true
+				f.markDown(id)
+				log.Warn("a peer did not answer; trying the next, and leaving it alone for a minute", "peer", id, "error", err)
 			}
 		}
 		if busy {
@@ -253,9 +272,11 @@ func (f *Fetcher) get(ctx context.Context, a Asset, store *Store, src source) er
 				// finds neither and goes upstream too.
 				err = f.holds(ctx, a, store)
 			}
-			if derr := f.Storage.DropUpstreamClaim(context.WithoutCancel(ctx), a.Release, a.Digest, f.ID); derr != nil {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			if derr := f.Storage.DropUpstreamClaim(dctx, a.Release, a.Digest, f.ID); derr != nil {
 				log.Warn("cannot drop the upstream claim; it ends with this worker's lease", "error", derr)
 			}
+			cancel()
 			return err
 		}
 		log.Info("waiting for a peer that fetches it from upstream", "peer", holder)

@@ -55,11 +55,17 @@ func newSite(t *testing.T, size int) *site {
 	require.NoError(t, err)
 	lease, err := cli.Grant(t.Context(), 60)
 	require.NoError(t, err)
-	file := make([]byte, size)
-	rand.Read(file)
-	sum := sha256.Sum256(file)
-	return &site{t: t, st: st, lease: lease.ID, file: file,
-		asset: Asset{Release: "2026.12.06-1", Name: "big_1.0_amd64.deb", Digest: DigestOf(hex.EncodeToString(sum[:])), Size: int64(size)}}
+	s := &site{t: t, st: st, lease: lease.ID}
+	s.newAsset(size)
+	return s
+}
+
+// newAsset makes the site's asset a new file of size random bytes.
+func (s *site) newAsset(size int) {
+	s.file = make([]byte, size)
+	rand.Read(s.file)
+	sum := sha256.Sum256(s.file)
+	s.asset = Asset{Release: "2026.12.06-1", Name: "big_1.0_amd64.deb", Digest: DigestOf(hex.EncodeToString(sum[:])), Size: int64(size)}
 }
 
 // server is one boot server: its cache, served over HTTP, and its fetcher.
@@ -195,12 +201,14 @@ func TestPeersDownFallBackToUpstream(t *testing.T) {
 	silent, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	defer silent.Close()
+	var accepted atomic.Int64
 	go func() {
 		for {
 			c, err := silent.Accept()
 			if err != nil {
 				return
 			}
+			accepted.Add(1)
 			defer c.Close()
 		}
 	}()
@@ -213,6 +221,14 @@ func TestPeersDownFallBackToUpstream(t *testing.T) {
 	require.EqualValues(t, 1, s.calls.Load(), "with no peer answering, the server fetched upstream")
 	require.Empty(t, client.fetcher.droppedPeers(), "a peer that does not answer is not one that lied")
 	t.Logf("two dead peers cost %s (peer timeout %s)", took, client.fetcher.Timeout)
+
+	// The next asset: the two are not asked again for a while.
+	s.newAsset(1 << 10)
+	s.announce("bs-gone", gone)
+	s.announce("bs-silent", "http://"+silent.Addr().String())
+	s.fetch(client)
+	require.EqualValues(t, 2, s.calls.Load())
+	require.EqualValues(t, 1, accepted.Load(), "the silent peer cost one timeout, not one per asset")
 }
 
 func TestStoreRefusesWhatIsNotItsDigest(t *testing.T) {
