@@ -71,6 +71,8 @@ data-dir: $T/$s/data
 trusted-keys: $T/$s/keys
 github-api-url: http://127.0.0.1:8480/api/v3/
 install-command: [$(echo "$install" | sed "s/,/, /g")]
+# Three servers on one host: each serves its peers on a port of its own.
+peer-listen: 127.0.0.1:97${i}4
 EOF
 	# A worker that upgraded itself exits 75; systemd would start the new
 	# binary, this loop does.

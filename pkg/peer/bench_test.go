@@ -126,7 +126,7 @@ func fetchBoth(ctx context.Context, f *Fetcher, peers bool, pkgURL string, pkg, 
 		if _, err := upstream(ctx, store.TempDir(), func(int64) {}); err != nil {
 			return err
 		}
-		_, err = store.pullImage(ctx, &upstreamRegistry{repo: repo, progress: func(int64) {}}, im.Digest)
+		_, err = store.pullImage(ctx, store.fromRegistry(&upstreamRegistry{repo: repo, progress: func(int64) {}}), im.Digest)
 		return err
 	}
 	if _, err := f.File(ctx, pkg, upstream); err != nil {

@@ -61,8 +61,9 @@ type Fetcher struct {
 	// keeps beside that of the release rolled out.
 	Running string
 
-	once   sync.Once
-	client *http.Client
+	once      sync.Once
+	client    *http.Client
+	beginning sync.Mutex
 
 	mu      sync.Mutex
 	rollout string
@@ -127,6 +128,9 @@ func (f *Fetcher) init() {
 // process (a restarted worker has a new lease).
 func (f *Fetcher) Begin(ctx context.Context, release string) error {
 	f.init()
+	// One Begin at a time: a fetch ahead and a step begin together.
+	f.beginning.Lock()
+	defer f.beginning.Unlock()
 	f.mu.Lock()
 	begun := f.rollout == release
 	f.mu.Unlock()
@@ -150,7 +154,7 @@ func (f *Fetcher) Begin(ctx context.Context, release string) error {
 		}
 	}
 	f.mu.Lock()
-	f.rollout, f.dropped, f.down, f.busy = release, nil, nil, nil
+	f.rollout, f.dropped, f.down = release, nil, nil
 	f.mu.Unlock()
 	return nil
 }

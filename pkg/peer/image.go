@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/ferry-cd/ferry/pkg/release"
@@ -27,17 +28,49 @@ type registry interface {
 	blob(ctx context.Context, digest string) (io.ReadCloser, error)
 }
 
-// PullImage fetches the image or image index digest, every manifest and
-// blob below it, from reg into the store, each checked against its digest
-// (and a blob against the size its manifest gives), and lists it in the
-// store's index. Blobs the store has already are not fetched again.
-func (s *Store) pullImage(ctx context.Context, reg registry, digest string) (v1.Descriptor, error) {
-	raw, err := reg.manifest(ctx, digest)
-	if err != nil {
+// fetchContent puts one manifest or blob (size: -1 for a manifest) into
+// the store, checked against its digest and size.
+type fetchContent func(ctx context.Context, digest string, size int64, manifest bool) error
+
+// fromRegistry fetches content straight from reg.
+func (s *Store) fromRegistry(reg registry) fetchContent {
+	return func(ctx context.Context, digest string, size int64, manifest bool) error {
+		if _, ok := s.Has(digest); ok {
+			return nil // a digest has one content: what is held is it
+		}
+		if manifest {
+			raw, err := reg.manifest(ctx, digest)
+			if err != nil {
+				return err
+			}
+			if err := s.Write(digest, int64(len(raw)), bytes.NewReader(raw)); err != nil {
+				return fmt.Errorf("manifest %s: %w", digest, err)
+			}
+			return nil
+		}
+		rc, err := reg.blob(ctx, digest)
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		if err := s.Write(digest, size, rc); err != nil {
+			return fmt.Errorf("blob %s: %w", digest, err)
+		}
+		return nil
+	}
+}
+
+// pullImage fetches the image or image index digest, every manifest and
+// blob below it, into the store with fetch, in order: the manifest first,
+// then what it lists (checked against the sizes it gives). It returns the
+// descriptor to list the image under in the store's index.
+func (s *Store) pullImage(ctx context.Context, fetch fetchContent, digest string) (v1.Descriptor, error) {
+	if err := fetch(ctx, digest, -1, true); err != nil {
 		return v1.Descriptor{}, err
 	}
-	if err := s.Write(digest, int64(len(raw)), bytes.NewReader(raw)); err != nil {
-		return v1.Descriptor{}, fmt.Errorf("manifest %s: %w", digest, err)
+	raw, err := os.ReadFile(s.Path(digest))
+	if err != nil {
+		return v1.Descriptor{}, err
 	}
 	mt := manifestTypeOf(raw)
 	desc := v1.Descriptor{MediaType: mt, Size: int64(len(raw))}
@@ -51,7 +84,7 @@ func (s *Store) pullImage(ctx context.Context, reg registry, digest string) (v1.
 			return v1.Descriptor{}, retry.Permanent(fmt.Errorf("index %s: %w", digest, err))
 		}
 		for _, m := range idx.Manifests {
-			if _, err := s.pullImage(ctx, reg, m.Digest.String()); err != nil {
+			if _, err := s.pullImage(ctx, fetch, m.Digest.String()); err != nil {
 				return v1.Descriptor{}, err
 			}
 		}
@@ -64,18 +97,8 @@ func (s *Store) pullImage(ctx context.Context, reg registry, digest string) (v1.
 			if !b.MediaType.IsDistributable() {
 				continue
 			}
-			d := b.Digest.String()
-			if size, ok := s.Has(d); ok && size == b.Size {
-				continue
-			}
-			rc, err := reg.blob(ctx, d)
-			if err != nil {
+			if err := fetch(ctx, b.Digest.String(), b.Size, false); err != nil {
 				return v1.Descriptor{}, err
-			}
-			err = s.Write(d, b.Size, rc)
-			rc.Close()
-			if err != nil {
-				return v1.Descriptor{}, fmt.Errorf("blob %s: %w", d, err)
 			}
 		}
 	default:
@@ -161,16 +184,20 @@ func (s *Store) Image(digest string) (Image, error) {
 	return Image{}, fmt.Errorf("image %s: not in the cache", digest)
 }
 
-// hasImage reports whether the store lists the image digest whole.
+// hasImage reports whether the store's index lists the image digest: it
+// is listed once every manifest and blob below it is in the store.
 func (s *Store) hasImage(digest string) bool {
-	list, err := s.Assets()
+	idx, err := s.Layout().ImageIndex()
 	if err != nil {
 		return false
 	}
-	for _, d := range list {
-		if d == digest {
-			_, ok := s.Has(digest)
-			return ok
+	m, err := idx.IndexManifest()
+	if err != nil {
+		return false
+	}
+	for _, d := range m.Manifests {
+		if d.Digest.String() == digest {
+			return true
 		}
 	}
 	return false
@@ -284,32 +311,49 @@ func (c *countingReader) Close() error {
 
 // Image returns a verified copy of the image a (a.Digest is the digest
 // the artifact set names) of the repository repo, from this server's
-// cache, a peer, or the upstream registry, which opts reach. The copy stays
-// in the cache, for peers.
+// cache, peers, or the upstream registry, which opts reach. Each manifest
+// and blob is an asset of its own: announced as soon as this server holds
+// it, so that the fleet takes a layer from the first server that has it
+// while that server fetches the next one, and fetched upstream by one
+// server for the site. The copy stays in the cache, for peers.
 func (f *Fetcher) Image(ctx context.Context, a Asset, repo name.Repository, opts ...remote.Option) (Image, error) {
 	f.init()
 	store, err := f.Cache.Store(a.Release)
 	if err != nil {
 		return Image{}, err
 	}
-	pull := func(ctx context.Context, reg registry) error {
-		desc, err := store.pullImage(ctx, reg, a.Digest)
-		if err != nil {
-			return err
+	if !store.hasImage(a.Digest) {
+		up := &upstreamRegistry{repo: repo, opts: opts, progress: f.Metrics.fromUpstream}
+		fetch := func(ctx context.Context, digest string, size int64, manifest bool) error {
+			return f.content(ctx, a.Release, store, up, digest, size, manifest)
 		}
-		return store.addImage(desc)
-	}
-	src := source{
-		have: func() bool { return store.hasImage(a.Digest) },
-		fromPeer: func(ctx context.Context, base string) error {
-			return pull(ctx, &peerRegistry{base: base, repo: repo.RepositoryStr(), client: f.client, timeout: f.Timeout, progress: f.Metrics.in})
-		},
-		fromUpstream: func(ctx context.Context) error {
-			return pull(ctx, &upstreamRegistry{repo: repo, opts: opts, progress: f.Metrics.fromUpstream})
-		},
-	}
-	if err := f.get(ctx, a, store, src); err != nil {
-		return Image{}, err
+		desc, err := store.pullImage(ctx, fetch, a.Digest)
+		if err != nil {
+			return Image{}, err
+		}
+		if err := store.addImage(desc); err != nil {
+			return Image{}, err
+		}
 	}
 	return store.Image(a.Digest)
+}
+
+// content fetches one manifest or blob of an image into the store through
+// the peer layer (see get).
+func (f *Fetcher) content(ctx context.Context, rel string, store *Store, up registry, digest string, size int64, manifest bool) error {
+	a := Asset{Release: rel, Name: digest, Digest: digest, Size: size}
+	src := source{
+		have: func() bool {
+			got, ok := store.Has(digest)
+			return ok && (size < 0 || got == size)
+		},
+		fromPeer: func(ctx context.Context, base string) error {
+			reg := &peerRegistry{base: base, repo: "ferry", client: f.client, timeout: f.Timeout, progress: f.Metrics.in}
+			return store.fromRegistry(reg)(ctx, digest, size, manifest)
+		},
+		fromUpstream: func(ctx context.Context) error {
+			return store.fromRegistry(up)(ctx, digest, size, manifest)
+		},
+	}
+	return f.get(ctx, a, store, src)
 }

@@ -420,7 +420,11 @@ func TestOneFetchPerWorker(t *testing.T) {
 	srv := s.server("bs0")
 	var wg sync.WaitGroup
 	for range 4 {
-		wg.Go(func() { s.fetch(srv) })
+		wg.Go(func() {
+			// As the worker does: each fetch begins the rollout first.
+			require.NoError(t, srv.fetcher.Begin(t.Context(), s.asset.Release))
+			s.fetch(srv)
+		})
 	}
 	wg.Wait()
 	require.EqualValues(t, 1, s.calls.Load())
