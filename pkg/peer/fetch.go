@@ -68,10 +68,10 @@ type Fetcher struct {
 	mu      sync.Mutex
 	rollout string
 	dropped map[string]error
-	// down are the peers that did not answer, until when they are not
-	// asked again: a dead or silent peer costs one timeout, not one per
-	// asset.
-	down map[string]time.Time
+	// down are the peers that did not answer: they are not asked again
+	// for a while, so that a dead or silent peer costs one timeout, not
+	// one per asset; unless they announce again (a restarted worker).
+	down map[string]downMark
 	// busy holds one token per asset being fetched, so that a fetch ahead
 	// and a step's own fetch of the same asset are one fetch.
 	busy map[string]chan struct{}
@@ -140,6 +140,34 @@ func (f *Fetcher) Begin(ctx context.Context, release string) error {
 	if err := f.Cache.Keep(release, f.Running); err != nil {
 		return err
 	}
+	if err := f.announce(ctx, release); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	f.rollout, f.dropped, f.down = release, nil, nil
+	f.mu.Unlock()
+	return nil
+}
+
+// Announce says, under this worker's lease, that it holds what its cache
+// holds, of every release the cache keeps: a worker that restarted (after
+// its self-upgrade, say) serves its peers again at once.
+func (f *Fetcher) Announce(ctx context.Context) error {
+	f.init()
+	rels, err := f.Cache.Releases()
+	if err != nil {
+		return err
+	}
+	for _, rel := range rels {
+		if err := f.announce(ctx, rel); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// announce announces what the cache holds of release.
+func (f *Fetcher) announce(ctx context.Context, release string) error {
 	s, err := f.Cache.Store(release)
 	if err != nil {
 		return err
@@ -153,9 +181,6 @@ func (f *Fetcher) Begin(ctx context.Context, release string) error {
 			return err
 		}
 	}
-	f.mu.Lock()
-	f.rollout, f.dropped, f.down = release, nil, nil
-	f.mu.Unlock()
 	return nil
 }
 
@@ -179,19 +204,36 @@ func (f *Fetcher) isDropped(id string) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	_, ok := f.dropped[id]
-	return ok || time.Now().Before(f.down[id])
+	return ok
 }
 
 // downFor is how long a peer that did not answer is left alone.
 const downFor = time.Minute
 
-func (f *Fetcher) markDown(id string) {
+// downMark is when a peer that did not answer may be asked again, and
+// the lease of the announcement it did not answer on: a restarted worker
+// announces under another.
+type downMark struct {
+	until time.Time
+	lease clientv3.LeaseID
+}
+
+func (f *Fetcher) markDown(id string, h storage.Holder) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.down == nil {
-		f.down = map[string]time.Time{}
+		f.down = map[string]downMark{}
 	}
-	f.down[id] = time.Now().Add(downFor)
+	f.down[id] = downMark{until: time.Now().Add(downFor), lease: h.Lease}
+}
+
+// isDown reports whether a peer is left alone: it did not answer lately,
+// and has not restarted since.
+func (f *Fetcher) isDown(id string, h storage.Holder) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	m, ok := f.down[id]
+	return ok && time.Now().Before(m.until) && h.Lease == m.lease
 }
 
 // source is how one asset is fetched: have reports whether the store
@@ -211,7 +253,10 @@ func (f *Fetcher) get(ctx context.Context, a Asset, store *Store, src source) er
 	}
 	defer done()
 	log := f.Log.With("asset", a.Name, "digest", a.Digest)
-	tried := map[string]bool{}
+	// tried are the peers asked already, by the revision of the
+	// announcement they were asked on.
+	tried := map[string]int64{}
+	waited := false
 	for {
 		if src.have() {
 			return f.holds(ctx, a, store)
@@ -221,8 +266,14 @@ func (f *Fetcher) get(ctx context.Context, a Asset, store *Store, src source) er
 			return err
 		}
 		ids := make([]string, 0, len(holders))
-		for id := range holders {
-			if id != f.ID && !tried[id] && !f.isDropped(id) {
+		unanswered := 0
+		for id, h := range holders {
+			switch {
+			case id == f.ID || f.isDropped(id):
+			case tried[id] >= h.Revision:
+			case f.isDown(id, h):
+				unanswered++
+			default:
 				ids = append(ids, id)
 			}
 		}
@@ -230,7 +281,7 @@ func (f *Fetcher) get(ctx context.Context, a Asset, store *Store, src source) er
 		rand.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
 		busy := false
 		for _, id := range ids {
-			base, err := peerURL(holders[id])
+			base, err := peerURL(holders[id].URL)
 			if err == nil {
 				err = src.fromPeer(ctx, base)
 			}
@@ -250,11 +301,12 @@ func (f *Fetcher) get(ctx context.Context, a Asset, store *Store, src source) er
 			case errors.As(err, &status), errors.Is(err, release.ErrNotFound):
 				// It answered, without the asset (404: gone from its
 				// cache); it may well have the next one.
-				tried[id] = true
+				tried[id] = holders[id].Revision
 				log.Warn("a peer could not serve; trying the next", "peer", id, "error", err)
 			default:
-				tried[id] = true
-				f.markDown(id)
+				tried[id] = holders[id].Revision
+				unanswered++
+				f.markDown(id, holders[id])
 				log.Warn("a peer did not answer; trying the next, and leaving it alone for a minute", "peer", id, "error", err)
 			}
 		}
@@ -264,9 +316,20 @@ func (f *Fetcher) get(ctx context.Context, a Asset, store *Store, src source) er
 			f.wait(ctx, a, rev, 500*time.Millisecond)
 			continue
 		}
-		holder, crev, err := f.Storage.ClaimUpstream(ctx, a.Release, a.Digest, f.ID, f.Lease())
+		if unanswered > 0 && !waited {
+			// Servers hold it but do not answer: one restarting after
+			// its self-upgrade announces again within moments. Give
+			// them one timeout before going upstream.
+			waited = true
+			f.wait(ctx, a, rev, f.Timeout)
+			continue
+		}
+		holder, crev, err := f.Storage.ClaimUpstream(ctx, a.Release, a.Digest, f.ID, f.Lease(), rev)
 		if err != nil {
 			return err
+		}
+		if holder == "" {
+			continue // a server announced it since: ask it
 		}
 		if holder == f.ID {
 			log.Info("fetching from upstream for the site")

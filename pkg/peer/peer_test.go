@@ -162,7 +162,7 @@ func TestPeerServesBadBytes(t *testing.T) {
 
 			// The good peer is busy fetching from upstream; the
 			// hostile one says it holds the asset already.
-			holder, _, err := s.st.ClaimUpstream(t.Context(), s.asset.Release, s.asset.Digest, good.id, s.lease)
+			holder, _, err := s.st.ClaimUpstream(t.Context(), s.asset.Release, s.asset.Digest, good.id, s.lease, 0)
 			require.NoError(t, err)
 			require.Equal(t, good.id, holder)
 			s.announce("bs-hostile", hostile.URL)

@@ -10,18 +10,27 @@ import (
 
 // --- peers/ ---
 
+// Holder is a server that announced it holds some content.
+type Holder struct {
+	// URL is where it serves it.
+	URL string
+	// Revision is that of the announcement; Lease the lease it lives
+	// with, which is another one after the server restarted.
+	Revision int64
+	Lease    clientv3.LeaseID
+}
+
 // PeerHolders returns the servers that announced that they hold the
-// content digest of release, by id, with the URL each serves it at, and
-// the revision of the read.
-func (s *Storage) PeerHolders(ctx context.Context, release, digest string) (map[string]string, int64, error) {
+// content digest of release, by id, and the revision of the read.
+func (s *Storage) PeerHolders(ctx context.Context, release, digest string) (map[string]Holder, int64, error) {
 	dir := s.peerDir(release, digest)
 	resp, err := s.cli.Get(ctx, dir, clientv3.WithPrefix())
 	if err != nil {
 		return nil, 0, fmt.Errorf("read %s: %w", dir, err)
 	}
-	holders := make(map[string]string, len(resp.Kvs))
+	holders := make(map[string]Holder, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
-		holders[strings.TrimPrefix(string(kv.Key), dir)] = string(kv.Value)
+		holders[strings.TrimPrefix(string(kv.Key), dir)] = Holder{URL: string(kv.Value), Revision: kv.ModRevision, Lease: clientv3.LeaseID(kv.Lease)}
 	}
 	return holders, resp.Header.Revision, nil
 }
@@ -37,16 +46,30 @@ func (s *Storage) AnnouncePeer(ctx context.Context, release, digest, id, url str
 }
 
 // ClaimUpstream makes server id the one that fetches digest of release
-// from upstream for the site, unless another server holds the claim. The
-// claim lives with the lease, so that it passes on when its holder dies.
-// It returns the holder (id when claimed) and the revision of the answer.
-func (s *Storage) ClaimUpstream(ctx context.Context, release, digest, id string, lease clientv3.LeaseID) (holder string, rev int64, err error) {
-	key := s.peerClaim(release, digest)
-	_, holder, rev, err = s.createOrGet(ctx, key, id, lease)
+// from upstream for the site, unless another server holds the claim, or a
+// server announced that it holds the content after revision seen (when
+// the caller read the holders). The claim lives with the lease, so that
+// it passes on when its holder dies. It returns the claim's holder (id
+// when claimed; "" when a server announced the content since: look
+// again) and the revision of the answer.
+func (s *Storage) ClaimUpstream(ctx context.Context, release, digest, id string, lease clientv3.LeaseID, seen int64) (holder string, rev int64, err error) {
+	key, dir := s.peerClaim(release, digest), s.peerDir(release, digest)
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0),
+			clientv3.Compare(clientv3.ModRevision(dir), "<", seen+1).WithPrefix()).
+		Then(clientv3.OpPut(key, id, clientv3.WithLease(lease))).
+		Else(clientv3.OpGet(key)).
+		Commit()
 	if err != nil {
 		return "", 0, fmt.Errorf("claim %s: %w", key, err)
 	}
-	return holder, rev, nil
+	if resp.Succeeded {
+		return id, resp.Header.Revision, nil
+	}
+	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+		holder = string(kvs[0].Value)
+	}
+	return holder, resp.Header.Revision, nil
 }
 
 // createOrGet writes value at key, bound to lease, unless key exists. It

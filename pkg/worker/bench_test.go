@@ -33,6 +33,7 @@ func (instant) Verify(context.Context, string, []artifacts.Step) error          
 func (instant) Repair(context.Context) (string, error)                                { return "", nil }
 func (instant) CheckHealth(context.Context, RunContext, *artifacts.HealthCheck) error { return nil }
 func (instant) Prefetch(context.Context, RunContext, []artifacts.Step)                {}
+func (instant) Announce(context.Context)                                              {}
 
 // BenchmarkCoordination reports the wall time of a 3-step lockstep rollout
 // on N workers whose steps do nothing: the coordination overhead.

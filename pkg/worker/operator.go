@@ -395,6 +395,18 @@ func (o *Ops) fetchDeb(ctx context.Context, rc RunContext, d *artifacts.Deb) (pa
 	return path, cached, err
 }
 
+// Announce tells the other servers what this one's peer cache holds, so
+// that a worker that restarted serves them again at once. A failure is
+// only logged: the next fetch announces again.
+func (o *Ops) Announce(ctx context.Context) {
+	if o.Peers == nil {
+		return
+	}
+	if err := o.Peers.Announce(ctx); err != nil && ctx.Err() == nil {
+		o.Log.Warn("cannot announce what this server holds for its peers", "error", err)
+	}
+}
+
 // Prefetch fetches into the peer cache the packages and images that the
 // steps' debs and images actions need, in the steps' order, while earlier
 // steps run. Without the peer layer there is no cache to fill, and it

@@ -143,6 +143,9 @@ type Operator interface {
 	// nothing: each action fetches what it needs as if nothing had been
 	// fetched ahead. It returns when done or when ctx ends.
 	Prefetch(ctx context.Context, rc RunContext, steps []artifacts.Step)
+	// Announce tells the other servers what this one holds for them,
+	// once the worker registered as alive (its lease binds it).
+	Announce(ctx context.Context)
 }
 
 // Fetched is a verified package, ready to install.
@@ -245,7 +248,7 @@ func New(o Options) *Worker {
 
 // Run registers the worker as alive and follows requests until ctx ends
 // (nil) or the worker upgraded itself (ErrUpgraded).
-func (w *Worker) Run(ctx context.Context) error {
+func (w *Worker) Run(ctx context.Context) (err error) {
 	if err := w.observeFloor(); err != nil {
 		return err
 	}
@@ -262,7 +265,14 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := w.startLiveness(lctx); err != nil {
 		return err
 	}
+	go w.o.Operator.Announce(lctx)
 	defer func() {
+		// A worker that upgraded itself is back within seconds, under
+		// a new lease: the old one runs out meanwhile, so that its peers
+		// wait for it rather than fetch upstream what it holds.
+		if errors.Is(err, ErrUpgraded) {
+			return
+		}
 		// Revoke even when ctx has ended, so that the alive key goes now.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
 		defer cancel()

@@ -172,6 +172,7 @@ func (noop) Verify(context.Context, string, []artifacts.Step) error             
 func (noop) Repair(context.Context) (string, error)                                       { return "", nil }
 func (noop) CheckHealth(context.Context, worker.RunContext, *artifacts.HealthCheck) error { return nil }
 func (noop) Prefetch(context.Context, worker.RunContext, []artifacts.Step)                {}
+func (noop) Announce(context.Context)                                                     {}
 
 func runFerry(endpoints []string, members []*harness.EtcdMember, n, steps int) (*result, error) {
 	ctx, cancel := context.WithCancel(context.Background())
