@@ -248,10 +248,23 @@ func (p *Publisher) prune(current string) error {
 		if i < keep-1 {
 			continue
 		}
-		if err := os.RemoveAll(filepath.Join(versions, o.name)); err != nil {
+		// Renamed out of the way first, in one step: a netboot server
+		// that resolved the version finds it whole or not at all, never
+		// half removed.
+		gone := filepath.Join(versions, ".removing-"+o.name)
+		if err := os.Rename(filepath.Join(versions, o.name), gone); err != nil {
+			return err
+		}
+		if err := os.RemoveAll(gone); err != nil {
 			return err
 		}
 		p.log().Info("removed old boot contents", "os_version", o.name)
+	}
+	// What a crash left half removed.
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".removing-") {
+			os.RemoveAll(filepath.Join(versions, e.Name()))
+		}
 	}
 	return nil
 }
