@@ -414,16 +414,14 @@ func (f *Fetcher) File(ctx context.Context, a Asset, upstream func(ctx context.C
 			if err != nil {
 				return err
 			}
-			_, err = store.Adopt(path, a.Digest)
-			return err
+			return store.Adopt(path, a.Digest)
 		},
 		fromUpstream: func(ctx context.Context) error {
 			path, err := upstream(ctx, store.TempDir(), f.Metrics.fromUpstream)
 			if err != nil {
 				return err
 			}
-			_, err = store.Adopt(path, a.Digest)
-			return err
+			return store.Adopt(path, a.Digest)
 		},
 	}
 	if err := f.get(ctx, a, store, src); err != nil {

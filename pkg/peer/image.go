@@ -107,7 +107,9 @@ func (s *Store) pullImage(ctx context.Context, fetch fetchContent, digest string
 	return desc, nil
 }
 
-// manifestTypeOf reads a manifest's media type (see manifestType).
+// manifestTypeOf reads a manifest's media type from its mediaType field;
+// an OCI manifest may leave it out, and then has "manifests" when it is an
+// index.
 func manifestTypeOf(raw []byte) types.MediaType {
 	var m struct {
 		MediaType types.MediaType  `json:"mediaType"`

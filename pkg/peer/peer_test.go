@@ -429,3 +429,40 @@ func TestOneFetchPerWorker(t *testing.T) {
 	wg.Wait()
 	require.EqualValues(t, 1, s.calls.Load())
 }
+
+// TestServerBoundsUploads: a server sends at most MaxUploads blobs at
+// once and tells the next peer to ask another (503, Retry-After).
+func TestServerBoundsUploads(t *testing.T) {
+	c := &Cache{Dir: t.TempDir()}
+	s, err := c.Store("1.0")
+	require.NoError(t, err)
+	data := make([]byte, 32<<20)
+	rand.Read(data)
+	sum := sha256.Sum256(data)
+	d := DigestOf(hex.EncodeToString(sum[:]))
+	require.NoError(t, s.Write(d, int64(len(data)), bytes.NewReader(data)))
+	m := NewMetrics(nil)
+	srv := httptest.NewServer(&Server{Cache: c, Metrics: m, MaxUploads: 1})
+	defer srv.Close()
+	// The first download is not read: the server is still sending it.
+	first, err := http.Get(srv.URL + "/v2/ferry/blobs/" + d)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, first.StatusCode)
+	second, err := http.Get(srv.URL + "/v2/ferry/blobs/" + d)
+	require.NoError(t, err)
+	second.Body.Close()
+	require.Equal(t, http.StatusServiceUnavailable, second.StatusCode)
+	require.Equal(t, "1", second.Header.Get("Retry-After"))
+	require.Equal(t, 1.0, testutil.ToFloat64(m.busy))
+	io.Copy(io.Discard, first.Body)
+	first.Body.Close()
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(srv.URL + "/v2/ferry/blobs/" + d)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		io.Copy(io.Discard, resp.Body)
+		return resp.StatusCode == http.StatusOK
+	}, 10*time.Second, 50*time.Millisecond, "the slot is free once the first download ended")
+}

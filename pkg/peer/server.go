@@ -2,14 +2,11 @@ package peer
 
 import (
 	"context"
-	"encoding/json"
 	"log/slog"
 	"net/http"
 	"os"
 	"strings"
 	"sync"
-
-	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 // MirrorPath is where the server is a registry mirror for this server's
@@ -70,6 +67,7 @@ func route(path string) (kind, ref string, ok bool) {
 }
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.init()
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		http.Error(w, "read-only", http.StatusMethodNotAllowed)
@@ -115,12 +113,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Docker-Content-Digest", ref)
 	w.Header().Set("Content-Type", "application/octet-stream")
-	if kind == "manifests" {
-		w.Header().Set("Content-Type", string(manifestType(f)))
-		if _, err := f.Seek(0, 0); err != nil {
+	if kind == "manifests" && fi.Size() <= maxManifestSize {
+		raw, err := os.ReadFile(file)
+		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
+		w.Header().Set("Content-Type", string(manifestTypeOf(raw)))
 	}
 	if r.Method == http.MethodGet && kind == "blobs" {
 		release, ok := s.acquire()
@@ -134,42 +133,29 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	cw := &countingWriter{ResponseWriter: w}
 	http.ServeContent(cw, r, "", fi.ModTime(), f)
-	if s.Metrics != nil {
-		s.Metrics.out(cw.n)
-	}
+	s.Metrics.out(cw.n)
 }
 
-func (s *Server) acquire() (func(), bool) {
+func (s *Server) init() {
 	s.once.Do(func() {
 		n := s.MaxUploads
 		if n <= 0 {
 			n = DefaultMaxUploads
 		}
 		s.slots = make(chan struct{}, n)
+		if s.Metrics == nil {
+			s.Metrics = NewMetrics(nil)
+		}
 	})
+}
+
+func (s *Server) acquire() (func(), bool) {
 	select {
 	case s.slots <- struct{}{}:
 		return func() { <-s.slots }, true
 	default:
 		return nil, false
 	}
-}
-
-// manifestType reads a manifest's media type from its mediaType field; an
-// OCI manifest may leave it out, and then has "manifests" when it is an
-// index.
-func manifestType(f *os.File) types.MediaType {
-	var m struct {
-		MediaType types.MediaType  `json:"mediaType"`
-		Manifests *json.RawMessage `json:"manifests"`
-	}
-	if err := json.NewDecoder(f).Decode(&m); err != nil || m.MediaType != "" {
-		return m.MediaType
-	}
-	if m.Manifests != nil {
-		return types.OCIImageIndex
-	}
-	return types.OCIManifestSchema1
 }
 
 type countingWriter struct {

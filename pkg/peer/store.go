@@ -215,20 +215,19 @@ func (s *Store) Write(digest string, size int64, r io.Reader) error {
 }
 
 // Adopt moves a file that the caller verified to have digest into the
-// store (the same file system: a rename, not a copy), and returns its
-// path in the store.
-func (s *Store) Adopt(path, digest string) (string, error) {
+// store (the same file system: a rename, not a copy), at Path(digest).
+func (s *Store) Adopt(path, digest string) error {
 	if _, err := ParseDigest(digest); err != nil {
-		return "", err
+		return err
 	}
 	final := s.Path(digest)
 	if err := os.MkdirAll(filepath.Dir(final), 0o700); err != nil {
-		return "", err
+		return err
 	}
 	if err := os.Rename(path, final); err != nil {
-		return "", fmt.Errorf("keep %s for peers: %w", filepath.Base(path), err)
+		return fmt.Errorf("keep %s for peers: %w", filepath.Base(path), err)
 	}
-	return final, nil
+	return nil
 }
 
 // TempDir is where downloads into the store are written before they are

@@ -120,8 +120,8 @@ func (o *Ops) FetchUpgrade(ctx context.Context, cfg *fleet.Config, req *fleet.Up
 		return src.DownloadPackage(ctx, p, dir, dl)
 	}
 	f := Fetched{SHA256: p.Want.SHA256, Version: version}
-	if o.Peers != nil {
-		f.Path, f.Cached, err = o.viaPeers(ctx, version, p.Want.Name, p.Want.SHA256, p.Want.Size, download)
+	if f.Cached = o.Peers != nil; f.Cached {
+		f.Path, err = o.viaPeers(ctx, version, p.Want.Name, p.Want.SHA256, p.Want.Size, download)
 	} else {
 		f.Path, err = download(ctx, downloads, func(int64) {})
 	}
@@ -140,15 +140,14 @@ func (o *Ops) FetchUpgrade(ctx context.Context, cfg *fleet.Config, req *fleet.Up
 // viaPeers fetches a file of the release being rolled out through the
 // peer layer: from this server's cache, a peer, or (download) upstream.
 // The file stays in the cache for the peers.
-func (o *Ops) viaPeers(ctx context.Context, rel, name, sum string, size int64, download func(context.Context, string, func(int64)) (string, error)) (string, bool, error) {
+func (o *Ops) viaPeers(ctx context.Context, rel, name, sum string, size int64, download func(context.Context, string, func(int64)) (string, error)) (string, error) {
 	if err := o.Peers.Begin(ctx, rel); err != nil {
-		return "", false, err
+		return "", err
 	}
 	if size <= 0 {
 		size = -1
 	}
-	path, err := o.Peers.File(ctx, peer.Asset{Release: rel, Name: name, Digest: peer.DigestOf(sum), Size: size}, download)
-	return path, err == nil, err
+	return o.Peers.File(ctx, peer.Asset{Release: rel, Name: name, Digest: peer.DigestOf(sum), Size: size}, download)
 }
 
 // InstallUpgrade hashes the fetched package once more, right before dpkg
@@ -384,8 +383,8 @@ func (o *Ops) fetchDeb(ctx context.Context, rc RunContext, d *artifacts.Deb) (pa
 		return src.DownloadFile(ctx, asset, dir, d.SHA256, dl)
 	}
 	began := time.Now()
-	if o.Peers != nil {
-		path, cached, err = o.viaPeers(ctx, rc.Version, d.Asset, d.SHA256, d.Size, download)
+	if cached = o.Peers != nil; cached {
+		path, err = o.viaPeers(ctx, rc.Version, d.Asset, d.SHA256, d.Size, download)
 	} else {
 		path, err = download(ctx, filepath.Join(o.DataDir, "downloads"), func(int64) {})
 	}
