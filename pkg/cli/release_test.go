@@ -257,7 +257,7 @@ func TestReleasePin(t *testing.T) {
 		started := time.Date(2026, 1, 1+i, 0, 0, 0, 0, time.UTC)
 		req := &fleet.UpdateRequest{Version: v, Servers: []string{"a"}, Reason: fleet.ReasonUpdate, StartedAt: started, FinishedAt: started.Add(time.Minute)}
 		f.putRequest(&fleet.UpdateRequest{Version: v, Servers: []string{"a"}, StartedAt: started})
-		f.finishRequest(req, fleet.NewHistoryRecord(req, nil, fleet.ResultCompleted, req.FinishedAt))
+		f.finishRequest(req, fleet.NewHistoryRecord(req, nil, nil, fleet.ResultCompleted, req.FinishedAt))
 	}
 	r = f.run("", "release", "pin", "2026.01.01-1", "--allow-downgrade")
 	require.Equal(t, ExitUsage, r.code)

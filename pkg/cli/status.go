@@ -276,11 +276,18 @@ It asks for confirmation unless --yes is given.`,
 					return err
 				}
 			}
-			hist := unrecorded(snap, state, time.Now())
 			// Not retried: Recover is fenced on the request's revision, and
 			// a retry after an attempt that did apply would say the rollout
 			// changed.
 			return a.storageCall(cmd, false, func(ctx context.Context, st *storage.Storage) error {
+				var timeline map[string][]fleet.StepRecord
+				if snap.Request != nil {
+					var err error
+					if timeline, err = st.Timeline(ctx, snap.Request.StartedAt); err != nil {
+						return err
+					}
+				}
+				hist := unrecorded(snap, timeline, state, time.Now())
 				if err := st.Recover(ctx, snap.RequestRev, hist); err != nil {
 					return err
 				}
@@ -296,13 +303,14 @@ It asks for confirmation unless --yes is given.`,
 
 // unrecorded is the history record of a rollout that the updater has not
 // finished, and so not recorded: one that a server aborted before the
-// updater stopped it, or one cleared with --force. nil when there is none.
-func unrecorded(snap *fleet.Snapshot, state string, now time.Time) *fleet.HistoryRecord {
+// updater stopped it, or one cleared with --force; timeline is its step
+// records. nil when there is none.
+func unrecorded(snap *fleet.Snapshot, timeline map[string][]fleet.StepRecord, state string, now time.Time) *fleet.HistoryRecord {
 	req := snap.Request
 	if req == nil || req.Finished() {
 		return nil
 	}
-	h := fleet.NewHistoryRecord(req, snap.Statuses, fleet.ResultCleared, now.UTC())
+	h := fleet.NewHistoryRecord(req, snap.Statuses, timeline, fleet.ResultCleared, now.UTC())
 	h.StopReason = "cleared by ferry recover while " + state
 	if state == fleetview.StateAborted {
 		h.Result = fleet.ResultAborted

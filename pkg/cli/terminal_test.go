@@ -107,7 +107,7 @@ func FuzzTerminalOutput(f *testing.F) {
 		var out bytes.Buffer
 		app := &app{stdout: newSafeWriter(&out), now: func() time.Time { return now }}
 		app.printStatus(fleetview.New(snap), nil)
-		h := fleet.NewHistoryRecord(req, snap.Statuses, b, now)
+		h := fleet.NewHistoryRecord(req, snap.Statuses, nil, b, now)
 		h.Timeline = map[string][]fleet.StepRecord{a: {{Name: b, Result: a, Attempts: []fleet.Attempt{{Error: b}}}}}
 		app.printTimeline(h)
 		requireSafe(t, out.String())

@@ -221,10 +221,6 @@ type UpdateStatus struct {
 	// take it first, and how the rest go on ("manual" or a duration).
 	Canary int    `json:"canary,omitempty"`
 	Pause  string `json:"pause,omitempty"`
-	// Timeline is what the server did in each step of the rollout so far.
-	// It rides on the reports the worker writes anyway, so it costs no
-	// write of its own.
-	Timeline []StepRecord `json:"timeline,omitempty"`
 }
 
 // Results of a StepRecord.
@@ -237,7 +233,9 @@ const (
 
 // StepRecord is one server's record of one step: when it started (the
 // barrier passed), when it ended, every attempt of its actions, and how it
-// ended.
+// ended. The worker writes it beside its status, in the same transaction,
+// when it changed: each record once or a few times, so that a status write
+// costs the same bytes at the last step as at the first.
 type StepRecord struct {
 	Step     int       `json:"step"`
 	Name     string    `json:"name"`
@@ -390,7 +388,7 @@ type HistoryRecord struct {
 	// Durations is each server's time from the start of the rollout to its
 	// last status, in seconds.
 	Durations map[string]float64 `json:"durations"`
-	// Timeline is each server's step records (UpdateStatus.Timeline).
+	// Timeline is each server's step records, in the order of the steps.
 	Timeline map[string][]StepRecord `json:"timeline,omitempty"`
 	// Failed are the servers the rollout went on without.
 	Failed []FailedServer `json:"failed,omitempty"`
@@ -399,8 +397,8 @@ type HistoryRecord struct {
 }
 
 // NewHistoryRecord is the record of req, finished at finishedAt with
-// result, from the servers' statuses.
-func NewHistoryRecord(req *UpdateRequest, statuses map[string]*UpdateStatus, result string, finishedAt time.Time) *HistoryRecord {
+// result, from the servers' statuses and their step records (by server).
+func NewHistoryRecord(req *UpdateRequest, statuses map[string]*UpdateStatus, timeline map[string][]StepRecord, result string, finishedAt time.Time) *HistoryRecord {
 	h := &HistoryRecord{
 		Version: req.Version, Reason: req.Reason, Servers: req.Servers, Result: result,
 		StartedAt: req.StartedAt, FinishedAt: finishedAt, Durations: map[string]float64{}, Failed: req.Failed, Events: req.Events,
@@ -410,11 +408,11 @@ func NewHistoryRecord(req *UpdateRequest, statuses map[string]*UpdateStatus, res
 		if st.For(req) && !st.UpdatedAt.IsZero() {
 			h.Durations[id] = st.UpdatedAt.Sub(req.StartedAt).Seconds()
 		}
-		if st.For(req) && len(st.Timeline) > 0 {
+		if recs := timeline[id]; len(recs) > 0 {
 			if h.Timeline == nil {
 				h.Timeline = map[string][]StepRecord{}
 			}
-			h.Timeline[id] = st.Timeline
+			h.Timeline[id] = recs
 		}
 	}
 	return h

@@ -174,9 +174,26 @@ type rolloutKey struct {
 	passed  *fleet.Passed
 	pause   *fleet.Pause
 	resume  *fleet.Resume
-	// server is the id of a status/servers/ key, status its status.
+	// server is the id of a status/servers/ key, status what the barrier
+	// reads of its status.
 	server string
-	status *fleet.UpdateStatus
+	status *arrival
+}
+
+// arrival is what the barrier reads of a server's status: the fields that
+// say which barrier it reached, and no others, so that the statuses that a
+// coordinator or a small fleet's worker takes in cost little to decode.
+type arrival struct {
+	Version string     `json:"version"`
+	Rollout time.Time  `json:"rollout"`
+	Step    int        `json:"step"`
+	Cond    fleet.Cond `json:"cond"`
+}
+
+// Reached is UpdateStatus.Reached.
+func (a *arrival) Reached(req *fleet.UpdateRequest) int {
+	st := fleet.UpdateStatus{Version: a.Version, Rollout: a.Rollout, Step: a.Step, Cond: a.Cond}
+	return st.Reached(req)
 }
 
 // readRolloutKey decodes a key of the range that the barrier's watches
@@ -202,7 +219,7 @@ func (s *Storage) readRolloutKey(kv *mvccpb.KeyValue, deleted bool) (rolloutKey,
 		if !ok {
 			return k, nil
 		}
-		k.server, k.status = id, new(fleet.UpdateStatus)
+		k.server, k.status = id, new(arrival)
 		v = k.status
 	}
 	if deleted {

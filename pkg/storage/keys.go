@@ -31,6 +31,7 @@ const (
 	keyCanaryDir     = "canary/"
 	keyRefusedDir    = "refused/"
 	keyPeersDir      = "peers/"
+	keyTimelineDir   = "timeline/"
 	keyTrustKeys     = "trust/keys"
 	keyTrustWithdraw = "trust/withdrawn"
 	keyUpdaterLeader = "leader/updater/"
@@ -41,7 +42,7 @@ const (
 // their order and their documentation.
 var allKeys = []string{keyConfigDir, keyServersDir, keyReleaseInfo, keyCheck, keyAliveDir, keyPin, keyPing, keyStatusDir, keyCurrent, keyPassed,
 	keyPause, keyPlan, keyResume, keyServerStatus, keyContentsDir, keyHistoryDir, keyInstallDir, keyTrigger, keyRollingDir, keyCanaryDir, keyRefusedDir, keyPeersDir,
-	keyTrustKeys, keyTrustWithdraw, keyUpdaterLeader, keyWorkerLeader}
+	keyTimelineDir, keyTrustKeys, keyTrustWithdraw, keyUpdaterLeader, keyWorkerLeader}
 
 // rolloutID names a rollout in keys: its start, in UTC, at a fixed width,
 // so that keys sort by time.
@@ -89,6 +90,15 @@ func (s *Storage) peerClaim(release, digest string) string {
 	return s.abs(keyPeersDir + release + "/" + digest)
 }
 func (s *Storage) peerDir(release, digest string) string { return s.peerClaim(release, digest) + "/" }
+
+// timelineDir holds the step records of the rollout that started at
+// startedAt; stepKey is server id's record of step k in it.
+func (s *Storage) timelineDir(startedAt time.Time) string {
+	return s.abs(keyTimelineDir + rolloutID(startedAt) + "/")
+}
+func (s *Storage) stepKey(startedAt time.Time, id string, k int) string {
+	return fmt.Sprintf("%s%s/%04d", s.timelineDir(startedAt), id, k)
+}
 
 // UpdaterElectionPrefix is the key prefix of the updater leader election.
 func (s *Storage) UpdaterElectionPrefix() string { return s.abs(keyUpdaterLeader) }

@@ -365,7 +365,7 @@ func (l *Leader) RollBack(ctx context.Context, h *fleet.HistoryRecord, refused *
 }
 
 // clearRollout deletes what a rollout leaves besides its request: the
-// statuses, barrier, slots, canary places, pause and resume.
+// statuses, step records, barrier, slots, canary places, pause and resume.
 func (s *Storage) clearRollout() []clientv3.Op {
 	ops := []clientv3.Op{
 		clientv3.OpDelete(s.abs(keyServerStatus), clientv3.WithPrefix()),
@@ -375,6 +375,7 @@ func (s *Storage) clearRollout() []clientv3.Op {
 		clientv3.OpDelete(s.abs(keyPause)),
 		clientv3.OpDelete(s.abs(keyPlan)),
 		clientv3.OpDelete(s.abs(keyResume)),
+		clientv3.OpDelete(s.abs(keyTimelineDir), clientv3.WithPrefix()),
 	}
 	// What former versions left, in the formats they used.
 	for _, dir := range retiredRolloutDirs {
@@ -535,7 +536,9 @@ func (l *Leader) FinishRequest(ctx context.Context, req *fleet.UpdateRequest, h 
 	if err != nil {
 		return err
 	}
-	return l.revisionFenced(ctx, "finish request", requestRev, clientv3.OpPut(l.s.abs(keyCurrent), reqData), clientv3.OpPut(l.s.historyKey(h.StartedAt), histData))
+	// The step records are in the history record now.
+	return l.revisionFenced(ctx, "finish request", requestRev, clientv3.OpPut(l.s.abs(keyCurrent), reqData), clientv3.OpPut(l.s.historyKey(h.StartedAt), histData),
+		clientv3.OpDelete(l.s.timelineDir(h.StartedAt), clientv3.WithPrefix()))
 }
 
 // GetHistory returns up to limit history records, newest first (all when
@@ -658,9 +661,29 @@ func (l *Leader) fencedTxn(ctx context.Context, what string, ops ...clientv3.Op)
 	return resp, nil
 }
 
-// PutStatus writes a worker's status.
-func (s *Storage) PutStatus(ctx context.Context, id string, st *fleet.UpdateStatus) error {
-	return s.put(ctx, s.statusKey(id), st)
+// PutStatus writes a worker's status, and in the same transaction the
+// records of the steps that changed since its last report (see
+// fleet.StepRecord), so that neither is ever seen without the other.
+func (s *Storage) PutStatus(ctx context.Context, id string, st *fleet.UpdateStatus, records ...fleet.StepRecord) error {
+	if len(records) == 0 {
+		return s.put(ctx, s.statusKey(id), st)
+	}
+	data, err := encode(st)
+	if err != nil {
+		return err
+	}
+	ops := []clientv3.Op{clientv3.OpPut(s.statusKey(id), data)}
+	for _, r := range records {
+		rd, err := encode(&r)
+		if err != nil {
+			return err
+		}
+		ops = append(ops, clientv3.OpPut(s.stepKey(st.Rollout, id, r.Step), rd))
+	}
+	if _, err := s.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+		return fmt.Errorf("write %s: %w", s.statusKey(id), err)
+	}
+	return nil
 }
 
 // Recover clears the current request, every worker status and every
@@ -674,6 +697,7 @@ func (s *Storage) Recover(ctx context.Context, requestRev int64, h *fleet.Histor
 	ops := []clientv3.Op{
 		clientv3.OpDelete(s.abs(keyStatusDir), clientv3.WithPrefix()),
 		clientv3.OpDelete(s.abs(keyContentsDir), clientv3.WithPrefix()),
+		clientv3.OpDelete(s.abs(keyTimelineDir), clientv3.WithPrefix()),
 	}
 	if h != nil {
 		data, err := encode(h)

@@ -777,7 +777,11 @@ func (u *Updater) execute(ctx context.Context, act Action, snap *fleet.Snapshot,
 		failed.FinishedAt = now.UTC()
 		c := act.Cause
 		failed.StopReason = fmt.Sprintf("%s; rolled back to %s", c, failed.From)
-		hist := fleet.NewHistoryRecord(&failed, snap.Statuses, fleet.ResultFailed, failed.FinishedAt)
+		timeline, err := u.st.Timeline(ctx, failed.StartedAt)
+		if err != nil {
+			return err
+		}
+		hist := fleet.NewHistoryRecord(&failed, snap.Statuses, timeline, fleet.ResultFailed, failed.FinishedAt)
 		hist.StopReason = failed.StopReason
 		refused := &fleet.Refused{Version: failed.Version, At: now.UTC(), Reason: c.String(), Rollout: failed.StartedAt}
 		next := act.Request
@@ -829,7 +833,11 @@ func (u *Updater) execute(ctx context.Context, act Action, snap *fleet.Snapshot,
 	case Stop, Complete:
 		req := *snap.Request
 		req.FinishedAt = now.UTC()
-		hist := fleet.NewHistoryRecord(&req, snap.Statuses, fleet.ResultCompleted, req.FinishedAt)
+		timeline, err := u.st.Timeline(ctx, req.StartedAt)
+		if err != nil {
+			return err
+		}
+		hist := fleet.NewHistoryRecord(&req, snap.Statuses, timeline, fleet.ResultCompleted, req.FinishedAt)
 		ev := Event{Kind: EventSuccess, Version: req.Version, Reason: req.Reason, Servers: req.Servers, StartedAt: req.StartedAt, Duration: req.FinishedAt.Sub(req.StartedAt)}
 		for _, f := range req.Failed {
 			ev.Failed = append(ev.Failed, f.ID)

@@ -49,8 +49,16 @@ func TestStepRetries(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, req.Stop, "a step that succeeds on a retry never stops the fleet")
 
-	require.Len(t, done.Timeline, 3)
-	rec := done.Timeline[1]
+	// The history record keeps the timeline, which the status reports
+	// carried record by record.
+	var h []*fleet.HistoryRecord
+	require.Eventually(t, func() bool {
+		h, err = f.st.GetHistory(f.ctx(), 1)
+		return err == nil && len(h) == 1
+	}, 20*time.Second, 20*time.Millisecond, "the rollout's history record")
+	require.Equal(t, done.Rollout, h[0].StartedAt)
+	require.Len(t, h[0].Timeline["boot-0"], 3)
+	rec := h[0].Timeline["boot-0"][1]
 	require.Equal(t, 2, rec.Step)
 	require.Equal(t, "step2", rec.Name)
 	require.Equal(t, fleet.StepOK, rec.Result)
@@ -68,11 +76,10 @@ func TestStepRetries(t *testing.T) {
 	require.Contains(t, m.Body.String(), `ferry_worker_step_retries_total{step="step2"} 2`)
 	require.Contains(t, m.Body.String(), `ferry_worker_step_retries_total{step="step1"} 0`)
 
-	// The history record keeps the timeline.
-	require.Eventually(t, func() bool {
-		h, err := f.st.GetHistory(f.ctx(), 1)
-		return err == nil && len(h) == 1 && len(h[0].Timeline["boot-0"]) == 3 && len(h[0].Timeline["boot-0"][1].Attempts) == 3
-	}, 20*time.Second, 20*time.Millisecond, "the history record holds the timeline")
+	// Folded into the history record, the step records left etcd.
+	left, err := f.st.Timeline(f.ctx(), done.Rollout)
+	require.NoError(t, err)
+	require.Empty(t, left)
 }
 
 // TestStepRetriesRunOut: when every attempt fails, the step fails there
@@ -101,10 +108,11 @@ func TestStepRetriesRunOut(t *testing.T) {
 			for _, w := range c.want {
 				require.Contains(t, st.Message, w)
 			}
-			require.Len(t, st.Timeline, 1)
-			require.Equal(t, fleet.StepFailed, st.Timeline[0].Result)
-			require.Len(t, st.Timeline[0].Attempts, plan.Steps[0].Retries+1)
-			for _, a := range st.Timeline[0].Attempts {
+			recs := f.stepRecords(st, "boot-0")
+			require.Len(t, recs, 1)
+			require.Equal(t, fleet.StepFailed, recs[0].Result)
+			require.Len(t, recs[0].Attempts, plan.Steps[0].Retries+1)
+			for _, a := range recs[0].Attempts {
 				require.NotEmpty(t, a.Error)
 			}
 		})
@@ -133,7 +141,7 @@ func TestHealthGate(t *testing.T) {
 	f.request(v1, "boot-0")
 	f.start("boot-0", v1, plan, ops(f))
 	done := f.waitStatus("boot-0", cond(fleet.CondCompleted))
-	rec := done.Timeline[0]
+	rec := f.stepRecords(done, "boot-0")[0]
 	require.Len(t, rec.Attempts, 2)
 	require.Contains(t, rec.Attempts[0].Error, "health check 1 (GET "+health.URL+"/healthz) failed after")
 	require.Contains(t, rec.Attempts[0].Error, "of 600ms soak: answered 503 Service Unavailable")

@@ -373,16 +373,34 @@ func (w *Worker) step(ctx context.Context, snap *fleet.Snapshot) error {
 			if mv.Step > 1 {
 				log.Info("resuming the rollout", "step", mv.Step)
 			}
-			own := snap.Statuses[w.o.ID]
-			if !own.For(req) || own.Cond == fleet.CondCompleted {
-				own = nil // a forged "completed" does not start the timeline
+			if err := w.takeUpTimeline(ctx, req, snap.Statuses[w.o.ID]); err != nil {
+				return err
 			}
-			w.tl.forRollout(req, own)
 			return w.runSteps(ctx, snap.Config, req, mv.Step, log)
 		default:
 			return fmt.Errorf("no way to carry out the move %s", mv)
 		}
 	}
+}
+
+// takeUpTimeline makes the worker's timeline that of req. A worker that
+// restarted in the middle of req (its status is about req) takes up the
+// records it wrote; one that starts req reads nothing, so that a fleet that
+// wakes on a new request costs etcd no read for it.
+func (w *Worker) takeUpTimeline(ctx context.Context, req *fleet.UpdateRequest, own *fleet.UpdateStatus) error {
+	if w.tl.rollout.Equal(req.StartedAt) {
+		return nil
+	}
+	var saved []fleet.StepRecord
+	// A forged "completed" does not start the timeline.
+	if own.For(req) && !own.Rollout.IsZero() && own.Cond != fleet.CondCompleted {
+		var err error
+		if saved, err = w.st.ServerTimeline(ctx, req.StartedAt, w.o.ID); err != nil {
+			return err
+		}
+	}
+	w.tl.forRollout(req, saved)
+	return nil
 }
 
 // local is what the worker knows of itself about req, apart from etcd.
@@ -453,7 +471,7 @@ func stepName(steps []artifacts.Step, k int) string {
 }
 
 func (w *Worker) report(ctx context.Context, req *fleet.UpdateRequest, step int, name string, phase fleet.Phase, cond fleet.Cond, msg string) error {
-	st := &fleet.UpdateStatus{Version: req.Version, Rollout: req.StartedAt, Step: step, StepName: name, Phase: phase, Cond: cond, Message: msg, UpdatedAt: time.Now().UTC(), Timeline: w.tl.of(req)}
+	st := &fleet.UpdateStatus{Version: req.Version, Rollout: req.StartedAt, Step: step, StepName: name, Phase: phase, Cond: cond, Message: msg, UpdatedAt: time.Now().UTC()}
 	if step >= 1 && step <= len(w.o.Plan.Steps) {
 		// The updater does not read the plan: the step's tolerance rides
 		// on the report.
@@ -466,9 +484,11 @@ func (w *Worker) report(ctx context.Context, req *fleet.UpdateRequest, step int,
 			st.Pause = cmp.Or(s.Pause.String(), artifacts.PauseManual)
 		}
 	}
-	if err := w.st.PutStatus(ctx, w.o.ID, st); err != nil {
+	recs := w.tl.unsaved(req)
+	if err := w.st.PutStatus(ctx, w.o.ID, st, recs...); err != nil {
 		return fmt.Errorf("report status: %w", err)
 	}
+	w.tl.saved(recs)
 	w.metrics.setState(fleet.StateOf(phase, cond))
 	return nil
 }

@@ -189,6 +189,15 @@ func (f *testFleet) waitStatus(id string, ok func(*fleet.UpdateStatus) bool) *fl
 	return got
 }
 
+// stepRecords are the step records that server id wrote beside its
+// status st, about st's rollout.
+func (f *testFleet) stepRecords(st *fleet.UpdateStatus, id string) []fleet.StepRecord {
+	f.t.Helper()
+	recs, err := f.st.ServerTimeline(f.ctx(), st.Rollout, id)
+	require.NoError(f.t, err)
+	return recs
+}
+
 func cond(c fleet.Cond) func(*fleet.UpdateStatus) bool {
 	return func(s *fleet.UpdateStatus) bool { return s.Cond == c }
 }
