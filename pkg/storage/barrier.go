@@ -1,9 +1,12 @@
 package storage
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -11,6 +14,7 @@ import (
 	"github.com/ferry-cd/ferry/pkg/retry"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/metadata"
 )
 
 // The lockstep barrier costs one write per server per step. A worker's
@@ -39,7 +43,7 @@ type RolloutWatch struct {
 	startedAt time.Time
 	// reached is each member's barrier, for a fleet of at most
 	// LocalBarrier servers that counts its arrivals itself; nil otherwise.
-	reached map[string]int
+	reached *arrivals
 	cancel  context.CancelFunc
 	wch     clientv3.WatchChan
 	// rev is the revision the state below was read at; events at or
@@ -67,7 +71,7 @@ func (rw *RolloutWatch) Revision() int64 { return rw.last }
 func (s *Storage) WatchRollout(ctx context.Context, req *fleet.UpdateRequest) (*RolloutWatch, error) {
 	rw := &RolloutWatch{s: s, req: req, startedAt: req.StartedAt}
 	if len(req.Servers) <= fleet.LocalBarrier {
-		rw.reached = map[string]int{}
+		rw.reached = newArrivals(req.Active())
 	}
 	if err := rw.open(ctx); err != nil {
 		return nil, err
@@ -105,7 +109,7 @@ func (rw *RolloutWatch) open(ctx context.Context) error {
 	}
 	ops := []clientv3.Op{clientv3.OpGet(s.abs(keyCurrent)), clientv3.OpGet(s.abs(keyPassed)), clientv3.OpGet(s.abs(keyPause)), clientv3.OpGet(s.abs(keyResume))}
 	if rw.reached != nil {
-		clear(rw.reached)
+		rw.reached.reset()
 		ops = append(ops, clientv3.OpGet(s.abs(keyServerStatus), clientv3.WithPrefix()))
 	}
 	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
@@ -143,7 +147,8 @@ func (rw *RolloutWatch) apply(kv *mvccpb.KeyValue, deleted bool) error {
 		// The same rollout, revised: the leader gave up on a server.
 		rw.req = req
 		if rw.reached != nil {
-			rw.passed = max(rw.passed, fleet.Lowest(req.Active(), rw.reached))
+			rw.reached.setMembers(req.Active())
+			rw.passed = max(rw.passed, rw.reached.lowest())
 		}
 	case k.passed != nil:
 		if !deleted && k.passed.Rollout.Equal(rw.startedAt) {
@@ -157,11 +162,11 @@ func (rw *RolloutWatch) apply(kv *mvccpb.KeyValue, deleted bool) error {
 		}
 	case k.status != nil && rw.reached != nil:
 		if deleted {
-			delete(rw.reached, k.server)
+			rw.reached.set(k.server, 0)
 			return nil
 		}
-		rw.reached[k.server] = k.status.Reached(rw.req)
-		rw.passed = max(rw.passed, fleet.Lowest(rw.req.Active(), rw.reached))
+		rw.reached.set(k.server, k.status.Reached(rw.req))
+		rw.passed = max(rw.passed, rw.reached.lowest())
 	}
 	return nil
 }
@@ -201,21 +206,26 @@ func (a *arrival) Reached(req *fleet.UpdateRequest) int {
 func (s *Storage) readRolloutKey(kv *mvccpb.KeyValue, deleted bool) (rolloutKey, error) {
 	var k rolloutKey
 	var v any
-	switch key := string(kv.Key); key {
-	case s.abs(keyCurrent):
+	// Cut, not built: a coordinator reads a thousand of these a step.
+	rel, ok := strings.CutPrefix(string(kv.Key), s.prefix)
+	if !ok {
+		return k, nil
+	}
+	switch rel {
+	case keyCurrent:
 		k.request = new(fleet.UpdateRequest)
 		v = k.request
-	case s.abs(keyPassed):
+	case keyPassed:
 		k.passed = new(fleet.Passed)
 		v = k.passed
-	case s.abs(keyPause):
+	case keyPause:
 		k.pause = new(fleet.Pause)
 		v = k.pause
-	case s.abs(keyResume):
+	case keyResume:
 		k.resume = new(fleet.Resume)
 		v = k.resume
 	default:
-		id, ok := strings.CutPrefix(key, s.abs(keyServerStatus))
+		id, ok := strings.CutPrefix(rel, keyServerStatus)
 		if !ok {
 			return k, nil
 		}
@@ -314,11 +324,7 @@ func (l *Leader) Coordinate(ctx context.Context, req *fleet.UpdateRequest) error
 		<-ctx.Done()
 		return ctx.Err()
 	}
-	members := make(map[string]bool, len(req.Servers))
-	for _, id := range req.Servers {
-		members[id] = true
-	}
-	reached := make(map[string]int, len(req.Servers))
+	reached := newArrivals(req.Active())
 	passed, passedRev := 0, int64(0)
 	apply := func(kv *mvccpb.KeyValue, deleted bool) error {
 		k, err := s.readRolloutKey(kv, deleted)
@@ -332,12 +338,10 @@ func (l *Leader) Coordinate(ctx context.Context, req *fleet.UpdateRequest) error
 			} else if k.passed.Rollout.Equal(req.StartedAt) {
 				passed = max(passed, k.passed.Step)
 			}
-		case k.status != nil && members[k.server]:
-			if deleted {
-				delete(reached, k.server)
-			} else {
-				reached[k.server] = k.status.Reached(req)
-			}
+		case k.status != nil && deleted:
+			reached.set(k.server, 0)
+		case k.status != nil:
+			reached.set(k.server, k.status.Reached(req))
 		}
 		return nil
 	}
@@ -359,22 +363,22 @@ func (l *Leader) Coordinate(ctx context.Context, req *fleet.UpdateRequest) error
 
 // coordinate is one watch's worth of Coordinate; it returns an error when
 // the watch ends.
-func (l *Leader) coordinate(ctx context.Context, req *fleet.UpdateRequest, reached map[string]int,
+func (l *Leader) coordinate(ctx context.Context, req *fleet.UpdateRequest, reached *arrivals,
 	passed *int, passedRev *int64, apply func(*mvccpb.KeyValue, bool) error) error {
 	s := l.s
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
+	wch, err := s.watchArrivals(wctx, req.Servers)
+	if err != nil {
+		return err
+	}
 	// status/passed sorts just before status/servers/.
 	from, to := s.abs(keyPassed), clientv3.GetPrefixRangeEnd(s.abs(keyServerStatus))
-	wch := s.cli.Watch(wctx, from, clientv3.WithRange(to), clientv3.WithCreatedNotify())
-	if resp, ok := <-wch; !ok || resp.Err() != nil {
-		return fmt.Errorf("coordinate: watch: %v", resp.Err())
-	}
 	resp, err := s.cli.Get(ctx, from, clientv3.WithRange(to))
 	if err != nil {
 		return fmt.Errorf("coordinate: %w", err)
 	}
-	clear(reached)
+	reached.reset()
 	for _, kv := range resp.Kvs {
 		if err := apply(kv, false); err != nil {
 			return err
@@ -406,11 +410,58 @@ func (l *Leader) coordinate(ctx context.Context, req *fleet.UpdateRequest, reach
 	}
 }
 
+// arrivalsPerWatch is how many servers' statuses one of the coordinator's
+// watches follows at most. etcd queues at most 128 responses per watch
+// stream, one per write; a stream that falls behind a burst of arrivals
+// has its watch set aside and caught up only every 100ms. So the
+// coordinator of a large fleet splits the statuses over several watches,
+// each on a gRPC stream of its own (streams are told apart by the
+// context's metadata).
+const arrivalsPerWatch = 64
+
+// watchArrivals watches status/passed and the statuses of servers, and
+// returns the responses of every watch on one channel, once each watch is
+// in place. The watches end with ctx.
+func (s *Storage) watchArrivals(ctx context.Context, servers []string) (<-chan clientv3.WatchResponse, error) {
+	ids := slices.Sorted(slices.Values(servers))
+	// Contiguous ranges, from status/passed, which sorts just before
+	// status/servers/, to the end of status/servers/.
+	bounds := []string{s.abs(keyPassed)}
+	per := cmp.Or(s.arrivalsPerWatch, arrivalsPerWatch)
+	for i := per; i < len(ids); i += per {
+		bounds = append(bounds, s.statusKey(ids[i]))
+	}
+	bounds = append(bounds, clientv3.GetPrefixRangeEnd(s.abs(keyServerStatus)))
+	out := make(chan clientv3.WatchResponse)
+	for i := range len(bounds) - 1 {
+		sctx := metadata.AppendToOutgoingContext(ctx, "ferry-arrivals-watch", strconv.Itoa(i))
+		wch := s.cli.Watch(sctx, bounds[i], clientv3.WithRange(bounds[i+1]), clientv3.WithCreatedNotify())
+		if resp, ok := <-wch; !ok || resp.Err() != nil {
+			return nil, fmt.Errorf("coordinate: watch: %v", resp.Err())
+		}
+		go func() {
+			for resp := range wch {
+				select {
+				case out <- resp:
+				case <-ctx.Done():
+					return
+				}
+			}
+			// The watch ended: a response that says so.
+			select {
+			case out <- clientv3.WatchResponse{Canceled: true}:
+			case <-ctx.Done():
+			}
+		}()
+	}
+	return out, nil
+}
+
 // advance writes status/passed when every member has reached further than
 // it says.
-func (l *Leader) advance(ctx context.Context, req *fleet.UpdateRequest, reached map[string]int, passed *int, passedRev *int64) error {
+func (l *Leader) advance(ctx context.Context, req *fleet.UpdateRequest, reached *arrivals, passed *int, passedRev *int64) error {
 	s := l.s
-	low := fleet.Lowest(req.Active(), reached)
+	low := reached.lowest()
 	if low <= *passed {
 		return nil
 	}

@@ -149,6 +149,8 @@ func testBarrierRandomized(t *testing.T, members int) {
 	t.Logf("seed %d (FERRY_BARRIER_SEED replays it)", seed)
 	rng := rand.New(rand.NewPCG(seed, seed))
 	st := newTestStorage(t)
+	// A coordinated fleet's statuses come through several watches.
+	st.arrivalsPerWatch = 3
 	ctx := testContext(t)
 	elec := campaign(t, ctx, st)
 
@@ -341,5 +343,47 @@ func TestBarrierGoesOnWithoutAFailedServer(t *testing.T) {
 			require.Equal(t, fleet.StateFailed, snap.State("dead"))
 			require.Equal(t, 2, snap.Passed.Step)
 		})
+	}
+}
+
+// TestCoordinatorFollowsEveryServer: the coordinator of a large fleet
+// follows the statuses through several watches; each server in turn is
+// the last to arrive at a barrier, and the barrier passes as it arrives,
+// whichever of the watches its status comes through.
+func TestCoordinatorFollowsEveryServer(t *testing.T) {
+	t.Parallel()
+	st := newTestStorage(t)
+	st.arrivalsPerWatch = 3
+	ctx := testContext(t)
+	elec := campaign(t, ctx, st)
+	var servers []string
+	for i := range fleet.LocalBarrier + 4 {
+		servers = append(servers, fmt.Sprintf("s%02d", i))
+	}
+	req := &fleet.UpdateRequest{Version: "1", Servers: servers, StartedAt: time.Now().UTC()}
+	require.NoError(t, st.AsLeader(elec.Key()).StartRequest(ctx, req))
+	cctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go st.AsLeader(elec.Key()).Coordinate(cctx, req)
+	rw, err := st.WatchRollout(ctx, req)
+	require.NoError(t, err)
+	defer rw.Close()
+	for k, last := range servers {
+		k++
+		for _, id := range servers {
+			if id != last {
+				arrive(t, ctx, st, req, id, k)
+			}
+		}
+		wctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		_, err := rw.Wait(wctx, k)
+		cancel()
+		require.ErrorIs(t, err, context.DeadlineExceeded, "barrier %d passed without %s", k, last)
+		arrive(t, ctx, st, req, last, k)
+		wctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+		res, err := rw.Wait(wctx, k)
+		cancel()
+		require.NoError(t, err, "barrier %d did not pass when %s arrived last", k, last)
+		require.Equal(t, BarrierPassed, res)
 	}
 }

@@ -92,12 +92,12 @@ func (s *Storage) peerClaim(release, digest string) string {
 func (s *Storage) peerDir(release, digest string) string { return s.peerClaim(release, digest) + "/" }
 
 // timelineDir holds the step records of the rollout that started at
-// startedAt; stepKey is server id's record of step k in it.
+// startedAt; timelineKey is server id's, all in one key.
 func (s *Storage) timelineDir(startedAt time.Time) string {
 	return s.abs(keyTimelineDir + rolloutID(startedAt) + "/")
 }
-func (s *Storage) stepKey(startedAt time.Time, id string, k int) string {
-	return fmt.Sprintf("%s%s/%04d", s.timelineDir(startedAt), id, k)
+func (s *Storage) timelineKey(startedAt time.Time, id string) string {
+	return s.timelineDir(startedAt) + id
 }
 
 // UpdaterElectionPrefix is the key prefix of the updater leader election.

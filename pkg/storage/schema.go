@@ -20,8 +20,8 @@ package storage
 //     left etcd for each server's own disk (fleet's retired config keys say
 //     where to); a value left under them is never read.
 //   - status/servers/<id> carried the server's whole step timeline
-//     (timeline: [...]) before timeline/<started_at>/<id>/<step> held one
-//     record per key. A status with it still decodes; its timeline is not
+//     (timeline: [...]) before timeline/<started_at>/<id> held it apart
+//     from the status. A status with it still decodes; its timeline is not
 //     read, so a rollout whose history an updater of this version writes
 //     over workers of the former one has no timeline in its record.
 //   - A status/servers/<id> without rollout, and a status/current without

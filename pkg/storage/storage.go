@@ -25,6 +25,8 @@ type Storage struct {
 	// local, when set, gives config values from this server's disk; they
 	// take the place of etcd's.
 	local func() map[string]string
+	// arrivalsPerWatch, when set, replaces arrivalsPerWatch (tests).
+	arrivalsPerWatch int
 }
 
 // UseLocal makes the typed config take github-token, webhook-secret,
@@ -661,29 +663,33 @@ func (l *Leader) fencedTxn(ctx context.Context, what string, ops ...clientv3.Op)
 	return resp, nil
 }
 
-// PutStatus writes a worker's status, and in the same transaction the
-// records of the steps that changed since its last report (see
-// fleet.StepRecord), so that neither is ever seen without the other.
-func (s *Storage) PutStatus(ctx context.Context, id string, st *fleet.UpdateStatus, records ...fleet.StepRecord) error {
-	if len(records) == 0 {
-		return s.put(ctx, s.statusKey(id), st)
-	}
+// PutStatus writes a worker's status.
+func (s *Storage) PutStatus(ctx context.Context, id string, st *fleet.UpdateStatus) error {
+	return s.put(ctx, s.statusKey(id), st)
+}
+
+// PutStatusAndRecords writes a worker's status and, in the same
+// transaction, this server's step records of the status's rollout (see
+// fleet.StepRecord).
+func (s *Storage) PutStatusAndRecords(ctx context.Context, id string, st *fleet.UpdateStatus, records []fleet.StepRecord) error {
 	data, err := encode(st)
 	if err != nil {
 		return err
 	}
-	ops := []clientv3.Op{clientv3.OpPut(s.statusKey(id), data)}
-	for _, r := range records {
-		rd, err := encode(&r)
-		if err != nil {
-			return err
-		}
-		ops = append(ops, clientv3.OpPut(s.stepKey(st.Rollout, id, r.Step), rd))
+	recs, err := encode(records)
+	if err != nil {
+		return err
 	}
-	if _, err := s.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+	if _, err := s.cli.Txn(ctx).Then(clientv3.OpPut(s.timelineKey(st.Rollout, id), recs), clientv3.OpPut(s.statusKey(id), data)).Commit(); err != nil {
 		return fmt.Errorf("write %s: %w", s.statusKey(id), err)
 	}
 	return nil
+}
+
+// PutStepRecords writes server id's step records of the rollout that
+// started at rollout.
+func (s *Storage) PutStepRecords(ctx context.Context, id string, rollout time.Time, records []fleet.StepRecord) error {
+	return s.put(ctx, s.timelineKey(rollout, id), records)
 }
 
 // Recover clears the current request, every worker status and every

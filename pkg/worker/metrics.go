@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"sync"
 	"sync/atomic"
 
 	"github.com/ferry-cd/ferry/pkg/fleet"
@@ -26,6 +27,11 @@ type Metrics struct {
 	retryingSince   prometheus.Gauge
 	overBudget      prometheus.Gauge
 	state           *prometheus.GaugeVec
+	// stateMu guards shown, the state ferry_worker_state shows, and states,
+	// its series by state, resolved once: a step sets the state twice.
+	stateMu sync.Mutex
+	shown   fleet.State
+	states  map[fleet.State]prometheus.Gauge
 	// Peer are the peer layer's metrics, in the same registry.
 	Peer *peer.Metrics
 	// downloaded is downloadBytes as a number, for the record a
@@ -41,13 +47,24 @@ func (m *Metrics) addDownload(n int64) {
 
 // setState makes state the worker's one state in ferry_worker_state.
 func (m *Metrics) setState(state fleet.State) {
-	for _, s := range fleet.ServerStates {
+	m.stateMu.Lock()
+	defer m.stateMu.Unlock()
+	if m.states == nil {
+		m.states = map[fleet.State]prometheus.Gauge{}
+		for _, s := range fleet.ServerStates {
+			m.states[s] = m.state.WithLabelValues(string(s))
+		}
+	} else if state == m.shown {
+		return
+	}
+	for s, g := range m.states {
 		v := 0.0
 		if s == state {
 			v = 1
 		}
-		m.state.WithLabelValues(string(s)).Set(v)
+		g.Set(v)
 	}
+	m.shown = state
 }
 
 // NewMetrics creates the metrics in a new registry.

@@ -1,85 +1,143 @@
 package worker
 
 import (
+	"context"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/ferry-cd/ferry/pkg/fleet"
 )
 
 // timeline is this worker's record of the steps of one rollout: when each
-// began and ended, every attempt of its actions and the result. A record
-// that changed goes out with the worker's next report, in the same
-// transaction (storage.PutStatus), and only then: a report carries what
-// changed since the last one, so its size does not grow with the plan.
-// The updater folds the records into the rollout's history record (`ferry
-// history show`).
+// began and ended, every attempt of its actions and the result. The
+// records leave the barrier's path: a server's arrival at a barrier writes
+// its status alone, the same bytes at every step. A record that changed
+// goes out
+//   - with the worker's next report that is not an arrival (a retry, a
+//     failure, a stop, a pause, its completion), in the same transaction;
+//   - or on its own once no record has changed for a while (writeBehind):
+//     during any step or barrier that lasts longer than that.
+//
+// So a rollout of quick steps writes its records once, with each server's
+// completion, and one of slow steps writes each record while the fleet
+// waits anyway. The updater folds them into the rollout's history record
+// (`ferry history show`).
+//
+// Run's goroutine changes it; writeBehind's reads and marks what it wrote.
 type timeline struct {
+	mu      sync.Mutex
 	rollout time.Time
 	steps   []fleet.StepRecord
-	// changed are the steps whose records the last report did not carry.
-	changed []int
+	// changes counts the changes to the records, saved is the count that
+	// the last write carried.
+	changes, saved int
+	// kick wakes writeBehind on a change.
+	kick chan struct{}
+	// writing is held from unsaved to markSaved around a write of the
+	// records, so that an older copy never lands after a newer one.
+	writing sync.Mutex
 }
 
 // forRollout makes the timeline that of req, taking up saved, this
 // server's records of req, when this worker restarted in the middle of it.
 func (tl *timeline) forRollout(req *fleet.UpdateRequest, saved []fleet.StepRecord) {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
 	if tl.rollout.Equal(req.StartedAt) {
 		return
 	}
-	tl.rollout, tl.steps, tl.changed = req.StartedAt, slices.Clone(saved), nil
+	tl.rollout, tl.steps, tl.changes, tl.saved = req.StartedAt, slices.Clone(saved), 0, 0
 }
 
-// unsaved returns the records to report about req that changed since the
-// last report: none about another rollout. saved says they went out.
-func (tl *timeline) unsaved(req *fleet.UpdateRequest) []fleet.StepRecord {
-	if !tl.rollout.Equal(req.StartedAt) {
-		return nil
+// isFor reports whether the timeline is that of req.
+func (tl *timeline) isFor(req *fleet.UpdateRequest) bool {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	return tl.rollout.Equal(req.StartedAt)
+}
+
+// unsaved returns a copy of the records about req when one changed since a
+// write last carried them (nil otherwise, and about another rollout), and
+// what markSaved needs to say that a write carried them.
+func (tl *timeline) unsaved(req *fleet.UpdateRequest) ([]fleet.StepRecord, int) {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	if !tl.rollout.Equal(req.StartedAt) || tl.changes == tl.saved {
+		return nil, 0
 	}
-	var out []fleet.StepRecord
-	for _, k := range tl.changed {
-		if r := tl.step(k); r != nil {
-			out = append(out, *r)
+	out := slices.Clone(tl.steps)
+	for i := range out {
+		out[i].Attempts = slices.Clone(out[i].Attempts)
+	}
+	return out, tl.changes
+}
+
+// markSaved records that a write carried the records as they were after
+// change number upTo.
+func (tl *timeline) markSaved(upTo int) {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	tl.saved = max(tl.saved, upTo)
+}
+
+// writeBehind writes the records of req, with write, once they changed
+// and have not changed for quiet, until ctx ends. A failed write is tried
+// again after the next quiet spell.
+func (tl *timeline) writeBehind(ctx context.Context, req *fleet.UpdateRequest, quiet time.Duration, write func(context.Context, []fleet.StepRecord) error) {
+	t := time.NewTimer(quiet)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tl.kick:
+			t.Reset(quiet)
+			continue
+		case <-t.C:
+		}
+		tl.writing.Lock()
+		recs, upTo := tl.unsaved(req)
+		var err error
+		if recs != nil {
+			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			if err = write(wctx, recs); err == nil {
+				tl.markSaved(upTo)
+			}
+			cancel()
+		}
+		tl.writing.Unlock()
+		if err != nil {
+			t.Reset(quiet)
 		}
 	}
-	return out
-}
-
-// saved records that the records unsaved returned went out.
-func (tl *timeline) saved(recs []fleet.StepRecord) {
-	tl.changed = slices.DeleteFunc(tl.changed, func(k int) bool {
-		return slices.ContainsFunc(recs, func(r fleet.StepRecord) bool { return r.Step == k })
-	})
-}
-
-// step returns the record of step k, nil when there is none yet.
-func (tl *timeline) step(k int) *fleet.StepRecord {
-	for i := range tl.steps {
-		if tl.steps[i].Step == k {
-			return &tl.steps[i]
-		}
-	}
-	return nil
 }
 
 // touch returns the record of step k to change, nil when there is none,
-// and marks it for the next report.
+// and marks it changed. The caller holds mu.
 func (tl *timeline) touch(k int) *fleet.StepRecord {
-	r := tl.step(k)
-	if r != nil && !slices.Contains(tl.changed, k) {
-		tl.changed = append(tl.changed, k)
+	i := slices.IndexFunc(tl.steps, func(r fleet.StepRecord) bool { return r.Step == k })
+	if i < 0 {
+		return nil
 	}
-	return r
+	tl.changes++
+	select {
+	case tl.kick <- struct{}{}:
+	default:
+	}
+	return &tl.steps[i]
 }
 
 // begin records that step k began now, unless a record of it is already
 // running (a restarted worker resumes the step).
 func (tl *timeline) begin(k int, name string, now time.Time) {
-	if r := tl.step(k); r != nil {
-		if r.Result == fleet.StepRunning {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	if i := slices.IndexFunc(tl.steps, func(r fleet.StepRecord) bool { return r.Step == k }); i >= 0 {
+		if tl.steps[i].Result == fleet.StepRunning {
 			return
 		}
-		tl.steps = slices.DeleteFunc(tl.steps, func(r fleet.StepRecord) bool { return r.Step == k })
+		tl.steps = slices.Delete(tl.steps, i, i+1)
 	}
 	tl.steps = append(tl.steps, fleet.StepRecord{Step: k, Name: name, Start: now.UTC(), Result: fleet.StepRunning})
 	tl.touch(k)
@@ -87,6 +145,8 @@ func (tl *timeline) begin(k int, name string, now time.Time) {
 
 // attempt records that an attempt of step k's actions began now.
 func (tl *timeline) attempt(k int, now time.Time) {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
 	if r := tl.touch(k); r != nil {
 		r.Attempts = append(r.Attempts, fleet.Attempt{Start: now.UTC()})
 	}
@@ -94,6 +154,8 @@ func (tl *timeline) attempt(k int, now time.Time) {
 
 // attemptEnded records how the last attempt of step k ended.
 func (tl *timeline) attemptEnded(k int, now time.Time, err error) {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
 	r := tl.touch(k)
 	if r == nil || len(r.Attempts) == 0 {
 		return
@@ -107,6 +169,8 @@ func (tl *timeline) attemptEnded(k int, now time.Time, err error) {
 
 // skip records that step k's selector left this server out.
 func (tl *timeline) skip(k int) {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
 	if r := tl.touch(k); r != nil {
 		r.Result, r.Message = fleet.StepSkipped, "the step's selector does not match this server's labels"
 	}
@@ -114,8 +178,11 @@ func (tl *timeline) skip(k int) {
 
 // end records that step k ended now with result.
 func (tl *timeline) end(k int, now time.Time, result, msg string) {
-	if r := tl.step(k); r != nil && r.Result == fleet.StepRunning {
-		tl.touch(k)
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	i := slices.IndexFunc(tl.steps, func(r fleet.StepRecord) bool { return r.Step == k })
+	if i >= 0 && tl.steps[i].Result == fleet.StepRunning {
+		r := tl.touch(k)
 		r.End, r.Result, r.Message = now.UTC(), result, msg
 	}
 }

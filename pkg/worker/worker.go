@@ -190,6 +190,9 @@ type Options struct {
 	// Labels are announced as this server's labels when the worker starts
 	// (bootstrap labels:).
 	Labels map[string]string
+	// TimelineQuiet is how long no step record must change before the
+	// worker writes the changed ones on their own; default 1s.
+	TimelineQuiet time.Duration
 }
 
 // Worker is one ferry-worker.
@@ -241,9 +244,13 @@ func New(o Options) *Worker {
 	}
 	for _, s := range o.Plan.Steps {
 		o.Metrics.stepRetries.WithLabelValues(s.Name) // 0 from the start
+		o.Metrics.stepSeconds.WithLabelValues(s.Name)
 	}
 	// The daemon's logger names the server already; one key per line.
-	return &Worker{o: o, st: o.Storage, log: o.Logger, metrics: o.Metrics}
+	if o.TimelineQuiet <= 0 {
+		o.TimelineQuiet = time.Second
+	}
+	return &Worker{o: o, st: o.Storage, log: o.Logger, metrics: o.Metrics, tl: timeline{kick: make(chan struct{}, 1)}}
 }
 
 // Run registers the worker as alive and follows requests until ctx ends
@@ -259,6 +266,10 @@ func (w *Worker) Run(ctx context.Context) (err error) {
 		}
 	}()
 	w.countUpgrade()
+	if err := w.openSteps(); err != nil {
+		// Said again, and fatal to the rollout, at the first step done.
+		w.log.Warn("cannot open the record of the steps done", "error", err)
+	}
 	lctx, stopLiveness := context.WithCancel(ctx)
 	defer stopLiveness()
 	w.announceLabels(ctx)
@@ -388,7 +399,7 @@ func (w *Worker) step(ctx context.Context, snap *fleet.Snapshot) error {
 // records it wrote; one that starts req reads nothing, so that a fleet that
 // wakes on a new request costs etcd no read for it.
 func (w *Worker) takeUpTimeline(ctx context.Context, req *fleet.UpdateRequest, own *fleet.UpdateStatus) error {
-	if w.tl.rollout.Equal(req.StartedAt) {
+	if w.tl.isFor(req) {
 		return nil
 	}
 	var saved []fleet.StepRecord
@@ -484,11 +495,26 @@ func (w *Worker) report(ctx context.Context, req *fleet.UpdateRequest, step int,
 			st.Pause = cmp.Or(s.Pause.String(), artifacts.PauseManual)
 		}
 	}
-	recs := w.tl.unsaved(req)
-	if err := w.st.PutStatus(ctx, w.o.ID, st, recs...); err != nil {
+	// An arrival at a barrier is the one write a lockstep step costs: it
+	// carries the status alone. Any other report carries the records
+	// that changed.
+	var recs []fleet.StepRecord
+	var upTo int
+	if phase != fleet.PhaseWaiting || cond != fleet.CondRunning {
+		w.tl.writing.Lock()
+		defer w.tl.writing.Unlock()
+		recs, upTo = w.tl.unsaved(req)
+	}
+	var err error
+	if recs != nil {
+		err = w.st.PutStatusAndRecords(ctx, w.o.ID, st, recs)
+	} else {
+		err = w.st.PutStatus(ctx, w.o.ID, st)
+	}
+	if err != nil {
 		return fmt.Errorf("report status: %w", err)
 	}
-	w.tl.saved(recs)
+	w.tl.markSaved(upTo)
 	w.metrics.setState(fleet.StateOf(phase, cond))
 	return nil
 }
@@ -640,6 +666,21 @@ func (w *Worker) loadSteps(req *fleet.UpdateRequest) stepRecord {
 // rewritten in place.
 const stepsRecordSize = 512
 
+// openSteps opens the record of the steps done for writing, once per Run:
+// the worker opens it when it starts, so that the first step of a rollout
+// does not pay for creating it.
+func (w *Worker) openSteps() error {
+	if w.stepsFile != nil {
+		return nil
+	}
+	f, err := os.OpenFile(w.stepsPath(), os.O_WRONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("record the steps done in %s: %w", w.o.DataDir, err)
+	}
+	w.stepsFile = f
+	return nil
+}
+
 // saveSteps records rec for req's rollout before the report that says the
 // same in etcd. The record is one sector, overwritten in place and not
 // synced: a write that a power loss takes away leaves the older record, or
@@ -655,10 +696,8 @@ func (w *Worker) saveSteps(req *fleet.UpdateRequest, rec stepRecord) error {
 	if len(data) > stepsRecordSize {
 		return fmt.Errorf("the record of the steps done is %d bytes, more than %d: version %q is too long", len(data), stepsRecordSize, req.Version)
 	}
-	if w.stepsFile == nil {
-		if w.stepsFile, err = os.OpenFile(w.stepsPath(), os.O_WRONLY|os.O_CREATE, 0o600); err != nil {
-			return fmt.Errorf("record the steps done in %s: %w", w.o.DataDir, err)
-		}
+	if err := w.openSteps(); err != nil {
+		return err
 	}
 	if _, err := w.stepsFile.WriteAt(append(data, bytes.Repeat([]byte{' '}, stepsRecordSize-len(data))...), 0); err != nil {
 		w.stepsFile.Close()
@@ -684,6 +723,11 @@ func (w *Worker) runSteps(ctx context.Context, cfg *fleet.Config, req *fleet.Upd
 		w.recordPlan(ctx, req, log)
 	}
 	if start <= len(steps) {
+		tctx, stopWriting := context.WithCancel(ctx)
+		defer stopWriting()
+		go w.tl.writeBehind(tctx, req, w.o.TimelineQuiet, func(ctx context.Context, recs []fleet.StepRecord) error {
+			return w.st.PutStepRecords(ctx, w.o.ID, req.StartedAt, recs)
+		})
 		pctx, stopPrefetch := context.WithCancel(ctx)
 		defer stopPrefetch()
 		ahead := w.ownSteps(ctx, steps[start-1:])

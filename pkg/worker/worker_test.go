@@ -51,6 +51,8 @@ type testFleet struct {
 	// local is what the servers' own config says of the fleet config
 	// (github-api-url): every storage of the fleet uses it.
 	local func() map[string]string
+	// timelineQuiet is the workers' TimelineQuiet.
+	timelineQuiet time.Duration
 }
 
 // useGitHub makes the servers' own config name api as the GitHub API.
@@ -90,7 +92,8 @@ func (f *testFleet) start(id, ver string, plan *artifacts.Plan, ops Operator) *r
 	if o, ok := ops.(*Ops); ok {
 		metrics = o.Metrics
 	}
-	w := New(Options{Storage: st, ID: id, Version: ver, Plan: plan, Operator: ops, DataDir: filepath.Join(f.dir, id), Logger: quiet, LeaseTTL: 2 * time.Second, Metrics: metrics})
+	w := New(Options{Storage: st, ID: id, Version: ver, Plan: plan, Operator: ops, DataDir: filepath.Join(f.dir, id), Logger: quiet, LeaseTTL: 2 * time.Second, Metrics: metrics,
+		TimelineQuiet: f.timelineQuiet})
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &runningWorker{w: w, cancel: cancel, done: make(chan struct{})}
 	go func() {

@@ -1,59 +1,81 @@
 // Command ferry-bench-coordination measures what a rollout's coordination
-// costs: it starts a three-member etcd cluster on loopback (fsync on, as in
-// production), runs N workers through the real worker code with steps that
-// do nothing, coordinated by the updater's barrier coordinator, and prints,
-// for each N, the time per step, the whole rollout's time per step, and the
-// writes per server per step in the steady state (etcd revisions from the
-// first barrier's passing to the fleet's completion, the arrival at the
-// barrier after the last step), and the puts, transactions and watch events
-// of the whole rollout from etcd's /metrics. In the
-// same run it measures the limit: each server doing one plain put per step
-// and nothing else. `make bench-coordination` runs it.
+// costs. It starts a three-member etcd cluster on loopback (fsync on, as
+// in production) and, for each fleet size N and plan length S, runs
+// several rounds of, one after another on the same cluster:
+//
+//   - the limit: each of N servers doing one plain put of one byte per
+//     step and nothing else;
+//   - ferry: N workers through the real worker code, steps that do
+//     nothing, coordinated by the updater's barrier coordinator;
+//   - the payload-matched limit: the same puts carrying as many bytes as
+//     ferry's writes did, on average, in that round;
+//   - neco's barrier (neco.go), which the workers of cybozu-go/neco use.
+//
+// It prints the median and the range of each over the rounds, the ratios
+// of each round's pair, the bytes ferry's workers wrote, and etcd's
+// counts. `make bench-coordination` runs it.
 package main
 
 import (
 	"bufio"
-	"context"
 	"flag"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"os"
+	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
-	"sync"
+	"syscall"
 	"time"
 
 	"github.com/ferry-cd/ferry/dctest/harness"
-	"github.com/ferry-cd/ferry/pkg/artifacts"
-	"github.com/ferry-cd/ferry/pkg/fleet"
-	"github.com/ferry-cd/ferry/pkg/storage"
-	"github.com/ferry-cd/ferry/pkg/worker"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 )
 
 // perClient is how many workers share an etcd client, as if they ran on
 // hosts of that many.
 const perClient = 25
 
+// shared is how many clients n workers share.
+func shared(n int) int { return (n + perClient - 1) / perClient }
+
 func main() {
 	etcdBin := flag.String("etcd", "", "the ferry-dctest-etcd binary (make bench-coordination builds it)")
 	sizes := flag.String("servers", "5,100,1000", "fleet sizes, comma-separated")
-	steps := flag.Int("steps", 10, "lockstep steps per rollout")
+	plans := flag.String("steps", "10,30", "lockstep steps per rollout, comma-separated")
+	rounds := flag.Int("rounds", 3, "rounds per size and plan: each runs the limit, ferry, the payload-matched limit and neco once")
+	necoRounds := flag.Int("neco-rounds", -1, "rounds that also run neco's barrier (-1: all; at 1000 servers it takes 3 s a step)")
+	cpuProfile := flag.String("cpuprofile", "", "write the benchmark process's CPU profile (workers, coordinator, clients) to this file")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fail(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fail(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if *etcdBin == "" {
 		fail(fmt.Errorf("--etcd is required"))
 	}
-	var ns []int
-	for _, f := range strings.Split(*sizes, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 1 {
-			fail(fmt.Errorf("--servers: %q is not a size", f))
-		}
-		ns = append(ns, n)
+	ns, err := ints("--servers", *sizes)
+	if err != nil {
+		fail(err)
+	}
+	ss, err := ints("--steps", *plans)
+	if err != nil {
+		fail(err)
+	}
+	if *rounds < 1 {
+		fail(fmt.Errorf("--rounds must be at least 1"))
+	}
+	if *necoRounds < 0 || *necoRounds > *rounds {
+		*necoRounds = *rounds
 	}
 	dir, err := os.MkdirTemp("", "ferry-bench-coordination-")
 	if err != nil {
@@ -73,35 +95,267 @@ func main() {
 	for _, m := range members {
 		endpoints = append(endpoints, m.ClientURL)
 	}
-	fmt.Printf("3-member etcd cluster on loopback, fsync on; %d lockstep steps that do nothing; %d workers per etcd client; alive lease %s, keepalives counted over %s idle\n\n", *steps, perClient, leaseTTL, keepaliveWindow)
-	fmt.Println("| servers | ferry ms/step | rollout/steps | limit ms/step | ratio | writes/server/step | puts/server/step, whole rollout | txns/server/step | watch events/step | events/server/step | lease keepalives/s |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
-	for _, n := range ns {
-		limit, err := runLimit(endpoints, n, *steps)
-		if err != nil {
-			fail(err)
-		}
-		r, err := runFerry(endpoints, members, n, *steps)
-		if err != nil {
-			fail(err)
-		}
-		fmt.Printf("| %d | %.1f | %.1f | %.1f | %.2f | %.2f | %.2f | %.2f | %.0f | %.2f | %.0f |\n", n, ms(r.perStep), ms(r.rollout), ms(limit), float64(r.perStep)/float64(limit),
-			r.writes/float64(n**steps), r.puts/float64(n**steps), r.txns/float64(n**steps), r.events/float64(*steps), r.events/float64(n**steps), r.renewals)
+	load := loadAverage()
+	fmt.Printf("3-member etcd cluster on loopback, fsync on; lockstep steps that do nothing; %d workers per etcd client; %d rounds (neco in %d); load average %s before\n\n", perClient, *rounds, *necoRounds, load)
+
+	// The first puts after the cluster starts are slower: one round of
+	// the largest limit warms it up, and is not counted.
+	if _, err := runLimit(endpoints, members, slices.Max(ns), 3, 1); err != nil {
+		fail(err)
 	}
+	var cells []*cell
+	for _, n := range ns {
+		for _, s := range ss {
+			cells = append(cells, &cell{n: n, steps: s})
+		}
+	}
+	for _, n := range ns {
+		for round := range *rounds {
+			for _, c := range cells {
+				if c.n != n {
+					continue
+				}
+				if err := c.round(endpoints, members, round == 0 && c.steps == ss[0], round < *necoRounds); err != nil {
+					fail(err)
+				}
+				fmt.Fprintf(os.Stderr, "%d servers, %d steps, round %d: ferry %.1f ms/step, limit %.1f, payload-matched limit %.1f%s\n",
+					c.n, c.steps, round+1, ms(last(c.ferry)), ms(last(c.limit)), ms(last(c.payload)), c.necoNote())
+			}
+		}
+	}
+	printTables(cells, ss)
+	fmt.Printf("\nload average %s after\n", loadAverage())
+}
+
+// cell is one fleet size and plan length, over the rounds.
+type cell struct {
+	n, steps                    int
+	ferry, limit, payload, neco []time.Duration
+	rollout                     []time.Duration
+	runs                        []*ferryRun
+	limitCPU                    []cpuUse
+	renewals                    float64
+}
+
+func (c *cell) round(endpoints []string, members []*harness.EtcdMember, keepalives, neco bool) error {
+	limit, err := runLimit(endpoints, members, c.n, c.steps, 1)
+	if err != nil {
+		return err
+	}
+	r, err := runFerry(endpoints, members, c.n, c.steps, keepalives)
+	if err != nil {
+		return err
+	}
+	size := max(1, int(float64(r.wrote.values)/float64(max(r.wrote.writes, 1))+0.5))
+	payload, err := runLimit(endpoints, members, c.n, c.steps, size)
+	if err != nil {
+		return err
+	}
+	c.limit, c.ferry, c.payload = append(c.limit, limit.perStep), append(c.ferry, r.perStep), append(c.payload, payload.perStep)
+	c.limitCPU = append(c.limitCPU, limit.cpu)
+	c.rollout, c.runs = append(c.rollout, r.rollout), append(c.runs, r)
+	if keepalives {
+		c.renewals = r.renewals
+	}
+	if neco {
+		d, err := runNeco(endpoints, c.n, c.steps)
+		if err != nil {
+			return err
+		}
+		c.neco = append(c.neco, d)
+	}
+	return nil
+}
+
+func (c *cell) necoNote() string {
+	if len(c.neco) < len(c.ferry) {
+		return ""
+	}
+	return fmt.Sprintf(", neco %.1f", ms(last(c.neco)))
+}
+
+func printTables(cells []*cell, plans []int) {
+	fmt.Println("Time per step (median, and the range over the rounds, in ms); ratios are each round's ferry over that round's reference, median and range:")
+	fmt.Println()
+	fmt.Println("| servers | steps | ferry ms/step | limit (1 byte) | ferry ÷ limit | limit (ferry's bytes) | ferry ÷ it | neco | ferry ÷ neco | rollout/steps |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
+	for _, c := range cells {
+		nc := "–"
+		nr := "–"
+		if len(c.neco) > 0 {
+			nc = spread(c.neco)
+			nr = ratios(c.ferry[:len(c.neco)], c.neco)
+		}
+		fmt.Printf("| %d | %d | %s | %s | %s | %s | %s | %s | %s | %s |\n", c.n, c.steps, spread(c.ferry), spread(c.limit), ratios(c.ferry, c.limit),
+			spread(c.payload), ratios(c.ferry, c.payload), nc, nr, spread(c.rollout))
+	}
+	fmt.Println()
+	fmt.Println("What ferry's workers wrote and what etcd counted, medians over the rounds:")
+	fmt.Println()
+	fmt.Println("| servers | steps | bytes/server/step | bytes/write (values) | arrival at step 1, S: status bytes | the write carrying it, at 2 and S | writes/server/step | puts/server/step, whole rollout | txns/server/step | watch events/step | events/server/step |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
+	for _, c := range cells {
+		f := func(v func(r *ferryRun) float64) float64 {
+			var xs []float64
+			for _, r := range c.runs {
+				xs = append(xs, v(r))
+			}
+			return median(xs)
+		}
+		per := float64(c.n * c.steps)
+		fmt.Printf("| %d | %d | %.0f | %.0f | %.0f, %.0f | %.0f, %.0f | %.2f | %.2f | %.2f | %.0f | %.2f |\n", c.n, c.steps,
+			f(func(r *ferryRun) float64 { return float64(r.wrote.bytes) / per }),
+			f(func(r *ferryRun) float64 { return float64(r.wrote.values) / float64(r.wrote.writes) }),
+			f(func(r *ferryRun) float64 { return r.wrote.arrival[1] }), f(func(r *ferryRun) float64 { return r.wrote.arrival[c.steps] }),
+			f(func(r *ferryRun) float64 { return r.wrote.arrivalWrite[min(2, c.steps)] }), f(func(r *ferryRun) float64 { return r.wrote.arrivalWrite[c.steps] }),
+			f(func(r *ferryRun) float64 { return float64(r.writes) / per }), f(func(r *ferryRun) float64 { return r.puts / per }),
+			f(func(r *ferryRun) float64 { return r.txns / per }), f(func(r *ferryRun) float64 { return r.events / float64(c.steps) }),
+			f(func(r *ferryRun) float64 { return r.events / per }))
+	}
+	fmt.Println()
+	fmt.Println("CPU per server and step (µs, medians over the rounds; ferry's from the request to the completion, the start included):")
+	fmt.Println()
+	fmt.Println("| servers | steps | etcd's members, ferry | etcd's members, limit | ferry's workers and coordinator | the limit's clients |")
+	fmt.Println("|---|---|---|---|---|---|")
+	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+	for _, c := range cells {
+		var fe, fs, le, ls []float64
+		for i, r := range c.runs {
+			fe, fs = append(fe, us(r.cpu.etcd)), append(fs, us(r.cpu.self))
+			le, ls = append(le, us(c.limitCPU[i].etcd)), append(ls, us(c.limitCPU[i].self))
+		}
+		fmt.Printf("| %d | %d | %.0f | %.0f | %.0f | %.0f |\n", c.n, c.steps, median(fe), median(le), median(fs), median(ls))
+	}
+	fmt.Println()
+	fmt.Println("Where a ferry step's time goes, from a barrier's passing as a spectator worker saw it (ms, medians over the steps, then over the rounds):")
+	fmt.Println()
+	fmt.Println("| servers | steps | first arrival sent | last arrival sent | last arrival answered | next barrier passed |")
+	fmt.Println("|---|---|---|---|---|---|")
+	for _, c := range cells {
+		var ph [4]string
+		for i := range ph {
+			var xs []float64
+			for _, r := range c.runs {
+				xs = append(xs, ms(r.phases[i]))
+			}
+			ph[i] = fmt.Sprintf("%.1f", median(xs))
+		}
+		fmt.Printf("| %d | %d | %s | %s | %s | %s |\n", c.n, c.steps, ph[0], ph[1], ph[2], ph[3])
+	}
+	fmt.Println()
+	if len(plans) > 1 {
+		fmt.Printf("ferry ms/step at %d steps over %d steps (medians): ", plans[len(plans)-1], plans[0])
+		for _, n := range sizes(cells) {
+			var a, b []time.Duration
+			for _, c := range cells {
+				if c.n == n && c.steps == plans[0] {
+					a = c.ferry
+				}
+				if c.n == n && c.steps == plans[len(plans)-1] {
+					b = c.ferry
+				}
+			}
+			fmt.Printf("%d servers %.2f; ", n, float64(medianD(b))/float64(medianD(a)))
+		}
+		fmt.Println()
+	}
+	fmt.Print("lease keepalives/s of the idle fleet: ")
+	for _, c := range cells {
+		if c.steps == plans[0] {
+			fmt.Printf("%d servers %.0f; ", c.n, c.renewals)
+		}
+	}
+	fmt.Println()
+}
+
+func sizes(cells []*cell) []int {
+	var out []int
+	for _, c := range cells {
+		if !slices.Contains(out, c.n) {
+			out = append(out, c.n)
+		}
+	}
+	return out
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func last(ds []time.Duration) time.Duration { return ds[len(ds)-1] }
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func medianD(ds []time.Duration) time.Duration {
+	var xs []float64
+	for _, d := range ds {
+		xs = append(xs, float64(d))
+	}
+	return time.Duration(median(xs))
+}
+
+// spread is "median (min–max)" in ms.
+func spread(ds []time.Duration) string {
+	if len(ds) == 1 {
+		return fmt.Sprintf("%.1f", ms(ds[0]))
+	}
+	return fmt.Sprintf("%.1f (%.1f–%.1f)", ms(medianD(ds)), ms(slices.Min(ds)), ms(slices.Max(ds)))
+}
+
+// ratios is the median and range of a[i]/b[i].
+func ratios(a, b []time.Duration) string {
+	var xs []float64
+	for i := range b {
+		xs = append(xs, float64(a[i])/float64(b[i]))
+	}
+	if len(xs) == 1 {
+		return fmt.Sprintf("%.2f", xs[0])
+	}
+	return fmt.Sprintf("%.2f (%.2f–%.2f)", median(xs), slices.Min(xs), slices.Max(xs))
+}
+
+func ints(flagName, list string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(list, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("%s: %q is not a positive number", flagName, f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func loadAverage() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(data))
+	return strings.Join(f[:3], " ")
+}
 
 func fail(err error) {
 	fmt.Fprintln(os.Stderr, "ferry-bench-coordination:", err)
 	os.Exit(1)
 }
 
-func clients(endpoints []string, n int) ([]*clientv3.Client, error) {
+// clients are count etcd clients; writes through them go into log, if any.
+func clients(endpoints []string, count int, log *writeLog) ([]*clientv3.Client, error) {
+	var opts []grpc.DialOption
+	if log != nil {
+		opts = append(opts, grpc.WithChainUnaryInterceptor(log.intercept))
+	}
 	var out []*clientv3.Client
-	for i := 0; i < (n+perClient-1)/perClient; i++ {
-		c, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	for range count {
+		c, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop(), DialOptions: opts})
 		if err != nil {
+			closeAll(out)
 			return nil, err
 		}
 		out = append(out, c)
@@ -115,181 +369,9 @@ func closeAll(cs []*clientv3.Client) {
 	}
 }
 
-// runLimit is the reference: each of n servers puts one key per step, all
-// at once, and the step ends when every put returned.
-func runLimit(endpoints []string, n, steps int) (time.Duration, error) {
-	cs, err := clients(endpoints, n)
-	if err != nil {
-		return 0, err
-	}
-	defer closeAll(cs)
-	ctx := context.Background()
-	prefix := fmt.Sprintf("/limit/%d/%d/", n, time.Now().UnixNano())
-	began := time.Now()
-	for s := 0; s < steps; s++ {
-		var wg sync.WaitGroup
-		errs := make(chan error, n)
-		for i := 0; i < n; i++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if _, err := cs[i/perClient].Put(ctx, fmt.Sprintf("%s%04d", prefix, i), strconv.Itoa(s)); err != nil {
-					errs <- err
-				}
-			}()
-		}
-		wg.Wait()
-		close(errs)
-		if err := <-errs; err != nil {
-			return 0, err
-		}
-	}
-	return time.Since(began) / time.Duration(steps), nil
-}
-
-type result struct {
-	perStep, rollout                     time.Duration
-	writes, puts, txns, events, renewals float64
-}
-
-// keepaliveWindow is how long the lease keepalives of idle workers are
-// counted; leaseTTL is the workers' alive lease, ferry-worker's default.
-const (
-	keepaliveWindow = 10 * time.Second
-	leaseTTL        = 10 * time.Second
-)
-
-// noop is an Operator whose actions take no time.
-type noop struct{}
-
-func (noop) FetchUpgrade(context.Context, *fleet.Config, *fleet.UpdateRequest) (worker.Fetched, error) {
-	return worker.Fetched{}, nil
-}
-func (noop) InstallUpgrade(context.Context, worker.Fetched) error                         { return nil }
-func (noop) Discard(worker.Fetched)                                                       {}
-func (noop) RunAction(context.Context, worker.RunContext, *artifacts.Action) error        { return nil }
-func (noop) Verify(context.Context, string, []artifacts.Step) error                       { return nil }
-func (noop) Repair(context.Context) (string, error)                                       { return "", nil }
-func (noop) CheckHealth(context.Context, worker.RunContext, *artifacts.HealthCheck) error { return nil }
-func (noop) Prefetch(context.Context, worker.RunContext, []artifacts.Step)                {}
-func (noop) Announce(context.Context)                                                     {}
-
-func runFerry(endpoints []string, members []*harness.EtcdMember, n, steps int) (*result, error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	cs, err := clients(endpoints, n+1)
-	if err != nil {
-		return nil, err
-	}
-	defer closeAll(cs)
-	prefix := fmt.Sprintf("/bench/%d/%d/", n, time.Now().UnixNano())
-	admin, err := storage.New(cs[len(cs)-1], prefix)
-	if err != nil {
-		return nil, err
-	}
-	sess, err := concurrency.NewSession(admin.Client())
-	if err != nil {
-		return nil, err
-	}
-	defer sess.Close()
-	elec := concurrency.NewElection(sess, admin.UpdaterElectionPrefix())
-	if err := elec.Campaign(ctx, "bench"); err != nil {
-		return nil, err
-	}
-	plan := &artifacts.Plan{}
-	for i := 1; i <= steps; i++ {
-		plan.Steps = append(plan.Steps, artifacts.Step{Name: fmt.Sprintf("s%d", i), Strategy: artifacts.Lockstep, Actions: []artifacts.Action{{Run: &artifacts.RunAction{Command: "true"}}}})
-	}
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	ids := make([]string, n)
-	dataDir, err := os.MkdirTemp("", "ferry-bench-workers-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dataDir)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
-	for i := range ids {
-		ids[i] = fmt.Sprintf("w%04d", i)
-		st, err := storage.New(cs[i/perClient], prefix)
-		if err != nil {
-			return nil, err
-		}
-		w := worker.New(worker.Options{Storage: st, ID: ids[i], Version: "1.0.0", Plan: plan, Operator: noop{}, DataDir: fmt.Sprintf("%s/%s", dataDir, ids[i]), Logger: quiet, LeaseTTL: leaseTTL})
-		wg.Add(1)
-		go func() { defer wg.Done(); w.Run(ctx) }()
-	}
-	// Every worker is alive and idle before the rollout starts.
-	for {
-		alive, err := admin.GetAlive(ctx)
-		if err != nil {
-			return nil, err
-		}
-		if len(alive) == n {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-
-	// A spectator follows the rollout as a worker does, with the same
-	// watch: it sees each barrier pass, and barrier steps+1 is the fleet's
-	// completion. Its own events are not counted.
-	before, err := scrape(members)
-	if err != nil {
-		return nil, err
-	}
-	req := &fleet.UpdateRequest{Version: "1.0.0", Servers: ids, Reason: fleet.ReasonUpdate, StartedAt: time.Now().UTC()}
-	began := time.Now()
-	if err := admin.AsLeader(elec.Key()).StartRequest(ctx, req); err != nil {
-		return nil, err
-	}
-	go admin.AsLeader(elec.Key()).Coordinate(ctx, req)
-	rw, err := admin.WatchRollout(ctx, req)
-	if err != nil {
-		return nil, err
-	}
-	defer rw.Close()
-	passedAt := make([]time.Time, steps+2)
-	passedRev := make([]int64, steps+2)
-	wctx, stop := context.WithTimeout(ctx, 10*time.Minute)
-	defer stop()
-	for k := 1; k <= steps+1; k++ {
-		res, err := rw.Wait(wctx, k)
-		if err != nil {
-			return nil, fmt.Errorf("%d servers, barrier %d: %w", n, k, err)
-		}
-		if res != storage.BarrierPassed {
-			return nil, fmt.Errorf("%d servers: the rollout ended at barrier %d", n, k)
-		}
-		passedAt[k], passedRev[k] = time.Now(), rw.Revision()
-	}
-	done := time.Now()
-	after, err := scrape(members)
-	if err != nil {
-		return nil, err
-	}
-	// The keepalives of N idle workers, one lease each, over a while.
-	time.Sleep(keepaliveWindow)
-	later, err := scrape(members)
-	if err != nil {
-		return nil, err
-	}
-	renewals := (later.renewed - after.renewed) / keepaliveWindow.Seconds()
-	return &result{
-		perStep: passedAt[steps+1].Sub(passedAt[1]) / time.Duration(steps),
-		rollout: done.Sub(began) / time.Duration(steps),
-		// Every write is a revision of its own: from the first barrier's
-		// passing to the completion, the writes of the steady state.
-		writes:   float64(passedRev[steps+1] - passedRev[1]),
-		puts:     after.puts - before.puts,
-		txns:     after.txns - before.txns,
-		events:   after.events - before.events - float64(rw.Events()),
-		renewals: renewals,
-	}, nil
-}
-
-type counts struct{ puts, txns, events, renewed float64 }
+// counts are etcd's counters; cpu is the members' CPU seconds, self the
+// benchmark process's.
+type counts struct{ puts, txns, events, renewed, cpu, self float64 }
 
 // scrape reads the counters of every member: puts and transactions are
 // applied by every member, so the largest count is the cluster's; watch
@@ -297,6 +379,10 @@ type counts struct{ puts, txns, events, renewed float64 }
 // up.
 func scrape(members []*harness.EtcdMember) (counts, error) {
 	var c counts
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil {
+		c.self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+	}
 	for _, m := range members {
 		resp, err := http.Get(m.ClientURL + "/metrics")
 		if err != nil {
@@ -320,6 +406,8 @@ func scrape(members []*harness.EtcdMember) (counts, error) {
 				c.txns = max(c.txns, v)
 			case "etcd_debugging_mvcc_events_total":
 				c.events += v
+			case "process_cpu_seconds_total":
+				c.cpu += v
 			case "etcd_debugging_lease_renewed_total":
 				// Counted by the raft leader alone.
 				c.renewed += v

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"google.golang.org/grpc"
+)
+
+// writeLog records the writes that go through the etcd clients it is
+// installed in: for each Put, and each transaction that puts, the bytes
+// of its keys and values, and the values. It only appends under a lock;
+// what the values say is read after the run, so that the measuring costs
+// the rollout nothing it would not cost anyway.
+type writeLog struct {
+	mu     sync.Mutex
+	writes []write
+}
+
+type write struct {
+	keys, values int
+	puts         [][]byte
+	// sent is when the client was asked to write, done when etcd answered.
+	sent, done time.Time
+}
+
+func (l *writeLog) intercept(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	var w write
+	switch r := req.(type) {
+	case *pb.PutRequest:
+		w.add(r)
+	case *pb.TxnRequest:
+		for _, op := range r.Success {
+			if p := op.GetRequestPut(); p != nil {
+				w.add(p)
+			}
+		}
+	}
+	if len(w.puts) == 0 {
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	w.sent = time.Now()
+	err := invoker(ctx, method, req, reply, cc, opts...)
+	w.done = time.Now()
+	l.mu.Lock()
+	l.writes = append(l.writes, w)
+	l.mu.Unlock()
+	return err
+}
+
+func (w *write) add(p *pb.PutRequest) {
+	w.keys += len(p.Key)
+	w.values += len(p.Value)
+	w.puts = append(w.puts, p.Value)
+}
+
+// writeStats is what the workers wrote over one rollout.
+type writeStats struct {
+	writes int
+	// bytes are the keys' and values' bytes; values the values' alone.
+	bytes, values int
+	// arrival[k] is the mean value size of the status reports "waiting
+	// at step k", arrivalWrite[k] that of the whole writes carrying them
+	// (a status and the step records beside it).
+	arrival, arrivalWrite map[int]float64
+	// sent[k] and done[k] are when the arrivals at barrier k were sent and
+	// answered (a completion is the arrival at the barrier after the last
+	// step).
+	sent, done map[int][]time.Time
+}
+
+// stats reads what the log holds. A status report is a value with a phase
+// and a cond; an arrival is one whose phase is waiting and whose cond is
+// running.
+func (l *writeLog) stats() writeStats {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := writeStats{arrival: map[int]float64{}, arrivalWrite: map[int]float64{}, sent: map[int][]time.Time{}, done: map[int][]time.Time{}}
+	n := map[int]int{}
+	for _, w := range l.writes {
+		s.writes++
+		s.bytes += w.keys + w.values
+		s.values += w.values
+		for _, v := range w.puts {
+			var st struct {
+				Step  int    `json:"step"`
+				Phase string `json:"phase"`
+				Cond  string `json:"cond"`
+			}
+			if json.Unmarshal(v, &st) != nil {
+				continue
+			}
+			if st.Cond == "completed" {
+				s.sent[st.Step+1] = append(s.sent[st.Step+1], w.sent)
+				s.done[st.Step+1] = append(s.done[st.Step+1], w.done)
+			}
+			if st.Phase != "waiting" || st.Cond != "running" {
+				continue
+			}
+			s.sent[st.Step] = append(s.sent[st.Step], w.sent)
+			s.done[st.Step] = append(s.done[st.Step], w.done)
+			s.arrival[st.Step] += float64(len(v))
+			s.arrivalWrite[st.Step] += float64(w.keys + w.values)
+			n[st.Step]++
+		}
+	}
+	for k, c := range n {
+		s.arrival[k] /= float64(c)
+		s.arrivalWrite[k] /= float64(c)
+	}
+	return s
+}
