@@ -79,10 +79,77 @@ func (s *Storage) WatchRollout(ctx context.Context, req *fleet.UpdateRequest) (*
 	return rw, nil
 }
 
+// WatchRolloutAt is WatchRollout for the request of snap, a snapshot that
+// read status/passed, status/pause and status/resume with it. A fleet
+// counted by the coordinator starts from what snap read, and reads only
+// the revisions of those keys, not their values, unless one changed since:
+// a thousand workers that start a rollout do not read the request again.
+func (s *Storage) WatchRolloutAt(ctx context.Context, snap *fleet.Snapshot) (*RolloutWatch, error) {
+	req := snap.Request
+	if len(req.Servers) <= fleet.LocalBarrier {
+		return s.WatchRollout(ctx, req)
+	}
+	rw := &RolloutWatch{s: s, req: req, startedAt: req.StartedAt}
+	if err := rw.openAt(ctx, snap); err != nil {
+		return nil, err
+	}
+	return rw, nil
+}
+
+// openAt starts the watch at the current revision, and takes the state of
+// the keys from snap when none of them changed since snap's revision; it
+// reads them all, as open does, when one did.
+func (rw *RolloutWatch) openAt(ctx context.Context, snap *fleet.Snapshot) error {
+	rev, err := rw.watch(ctx)
+	if err != nil {
+		return err
+	}
+	s := rw.s
+	resp, err := s.cli.Get(ctx, s.abs(keyCurrent), clientv3.WithRange(s.abs(keyResume)+"\x00"), clientv3.WithKeysOnly(), clientv3.WithRev(rev))
+	if err != nil {
+		return fmt.Errorf("read the rollout: %w", err)
+	}
+	now := map[string]int64{}
+	for _, kv := range resp.Kvs {
+		if rel, ok := strings.CutPrefix(string(kv.Key), s.prefix); ok {
+			now[rel] = kv.ModRevision
+		}
+	}
+	// snap read the request at RequestRev, and the other keys at its
+	// revision: present (about this rollout) or not.
+	changed := now[keyCurrent] != snap.RequestRev
+	for k, present := range map[string]bool{keyPassed: snap.Passed != nil, keyPause: snap.Pause != nil, keyResume: snap.Resume != nil} {
+		if present {
+			changed = changed || now[k] == 0 || now[k] > snap.Revision
+		} else {
+			changed = changed || now[k] != 0
+		}
+	}
+	if changed {
+		return rw.read(ctx)
+	}
+	rw.rev, rw.passed, rw.paused, rw.resumed = rev, 0, snap.Pause != nil, 0
+	if snap.Passed != nil {
+		rw.passed = snap.Passed.Step
+	}
+	if snap.Resume != nil {
+		rw.resumed = snap.Resume.Step
+	}
+	return nil
+}
+
 // open starts the watch, then reads both keys. The watch starts at the
 // current revision, so etcd serves it from its synced set at once; events
 // that the read already reflects are skipped by revision.
 func (rw *RolloutWatch) open(ctx context.Context) error {
+	if _, err := rw.watch(ctx); err != nil {
+		return err
+	}
+	return rw.read(ctx)
+}
+
+// watch starts the watch at the current revision, which it returns.
+func (rw *RolloutWatch) watch(ctx context.Context) (int64, error) {
 	if rw.cancel != nil {
 		rw.cancel()
 	}
@@ -98,15 +165,21 @@ func (rw *RolloutWatch) open(ctx context.Context) error {
 	rw.wch = s.cli.Watch(wctx, s.abs(keyCurrent), clientv3.WithRange(end), clientv3.WithCreatedNotify())
 	select {
 	case <-ctx.Done():
-		return ctx.Err()
+		return 0, ctx.Err()
 	case resp, ok := <-rw.wch:
 		if !ok {
-			return fmt.Errorf("watch the rollout: closed")
+			return 0, fmt.Errorf("watch the rollout: closed")
 		}
 		if err := resp.Err(); err != nil {
-			return fmt.Errorf("watch the rollout: %w", err)
+			return 0, fmt.Errorf("watch the rollout: %w", err)
 		}
+		return resp.Header.Revision, nil
 	}
+}
+
+// read reads the keys the watch follows, and takes them as its state.
+func (rw *RolloutWatch) read(ctx context.Context) error {
+	s := rw.s
 	ops := []clientv3.Op{clientv3.OpGet(s.abs(keyCurrent)), clientv3.OpGet(s.abs(keyPassed)), clientv3.OpGet(s.abs(keyPause)), clientv3.OpGet(s.abs(keyResume))}
 	if rw.reached != nil {
 		rw.reached.reset()

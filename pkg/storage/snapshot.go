@@ -2,10 +2,12 @@ package storage
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/ferry-cd/ferry/pkg/fleet"
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -83,23 +85,8 @@ func (s *Storage) Snapshot(ctx context.Context) (*fleet.Snapshot, error) {
 	if snap.Refused, err = decodeMap[fleet.Refused](kvs(14), s.abs(keyRefusedDir)); err != nil {
 		return nil, err
 	}
-	if r := kvs(12); len(r) > 0 && snap.Request != nil {
-		p := new(fleet.Pause)
-		if err := decode(string(r[0].Key), r[0].Value, p); err != nil {
-			return nil, err
-		}
-		if p.Rollout.Equal(snap.Request.StartedAt) {
-			snap.Pause = p
-		}
-	}
-	if r := kvs(13); len(r) > 0 && snap.Request != nil {
-		res := new(fleet.Resume)
-		if err := decode(string(r[0].Key), r[0].Value, res); err != nil {
-			return nil, err
-		}
-		if res.Rollout.Equal(snap.Request.StartedAt) {
-			snap.Resume = res
-		}
+	if err := s.readPauseResume(snap, kvs(12), kvs(13)); err != nil {
+		return nil, err
 	}
 	if r := kvs(15); len(r) > 0 && snap.Request != nil {
 		p := new(fleet.PlanSteps)
@@ -117,33 +104,68 @@ func (s *Storage) Snapshot(ctx context.Context) (*fleet.Snapshot, error) {
 }
 
 // WorkerSnapshot reads what one worker decides on, and nothing else: the
-// config, the request, its own status and status/passed, in one
-// transaction. Its cost does not grow with the fleet, so that a fleet that
-// wakes on a new request does not read every server's keys N times over.
-// Servers, Alive and Contents are left empty.
+// config, the request, its own status, status/passed, status/pause and
+// status/resume, in one transaction. Its cost does not grow with the
+// fleet, so that a fleet that wakes on a new request does not read every
+// server's keys N times over. Servers, Alive and Contents are left empty.
 func (s *Storage) WorkerSnapshot(ctx context.Context, id string) (*fleet.Snapshot, error) {
-	resp, err := s.cli.Txn(ctx).Then(
-		clientv3.OpGet(s.abs(keyConfigDir), clientv3.WithPrefix()),
-		clientv3.OpGet(s.abs(keyCurrent)),
-		clientv3.OpGet(s.statusKey(id)),
-		clientv3.OpGet(s.abs(keyPassed)),
-	).Commit()
+	return s.workerSnapshot(ctx, id, nil)
+}
+
+// WorkerSnapshotAt is WorkerSnapshot at the revision of ch, with the
+// request that ch carries: a worker woken by a new request does not read
+// it again (a thousand servers would read the list of a thousand). It
+// falls back to WorkerSnapshot when etcd has compacted that revision.
+func (s *Storage) WorkerSnapshotAt(ctx context.Context, id string, ch *RequestChange) (*fleet.Snapshot, error) {
+	snap, err := s.workerSnapshot(ctx, id, ch)
+	if errors.Is(err, rpctypes.ErrCompacted) {
+		return s.WorkerSnapshot(ctx, id)
+	}
+	return snap, err
+}
+
+func (s *Storage) workerSnapshot(ctx context.Context, id string, ch *RequestChange) (*fleet.Snapshot, error) {
+	var at []clientv3.OpOption
+	if ch != nil {
+		at = append(at, clientv3.WithRev(ch.kv.ModRevision))
+	}
+	ops := []clientv3.Op{
+		clientv3.OpGet(s.abs(keyConfigDir), append(at, clientv3.WithPrefix())...),
+		clientv3.OpGet(s.statusKey(id), at...),
+		clientv3.OpGet(s.abs(keyPassed), at...),
+		clientv3.OpGet(s.abs(keyPause), at...),
+		clientv3.OpGet(s.abs(keyResume), at...),
+	}
+	if ch == nil {
+		ops = append(ops, clientv3.OpGet(s.abs(keyCurrent)))
+	}
+	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
 	if err != nil {
 		return nil, fmt.Errorf("read snapshot: %w", err)
 	}
 	kvs := func(i int) []*mvccKV { return resp.Responses[i].GetResponseRange().Kvs }
 	snap := &fleet.Snapshot{Revision: resp.Header.Revision, Statuses: map[string]*fleet.UpdateStatus{}}
-	if err := s.readHead(snap, kvs(0), kvs(1)); err != nil {
+	current := kvs(len(ops) - 1)
+	if ch != nil {
+		snap.Revision, current = ch.kv.ModRevision, nil
+		if !ch.deleted {
+			current = []*mvccKV{ch.kv}
+		}
+	}
+	if err := s.readHead(snap, kvs(0), current); err != nil {
 		return nil, err
 	}
-	if r := kvs(2); len(r) > 0 {
+	if r := kvs(1); len(r) > 0 {
 		st := new(fleet.UpdateStatus)
 		if err := decode(string(r[0].Key), r[0].Value, st); err != nil {
 			return nil, err
 		}
 		snap.Statuses[id] = st
 	}
-	if err := readPassed(snap, kvs(3)); err != nil {
+	if err := readPassed(snap, kvs(2)); err != nil {
+		return nil, err
+	}
+	if err := s.readPauseResume(snap, kvs(3), kvs(4)); err != nil {
 		return nil, err
 	}
 	return snap, nil
@@ -159,6 +181,30 @@ func (s *Storage) readHead(snap *fleet.Snapshot, config, current []*mvccKV) erro
 			return err
 		}
 		snap.RequestRev = current[0].ModRevision
+	}
+	return nil
+}
+
+// readPauseResume decodes status/pause and status/resume when they are
+// about the snapshot's request.
+func (s *Storage) readPauseResume(snap *fleet.Snapshot, pause, resume []*mvccKV) error {
+	if len(pause) > 0 && snap.Request != nil {
+		p := new(fleet.Pause)
+		if err := decode(string(pause[0].Key), pause[0].Value, p); err != nil {
+			return err
+		}
+		if p.Rollout.Equal(snap.Request.StartedAt) {
+			snap.Pause = p
+		}
+	}
+	if len(resume) > 0 && snap.Request != nil {
+		r := new(fleet.Resume)
+		if err := decode(string(resume[0].Key), resume[0].Value, r); err != nil {
+			return err
+		}
+		if r.Rollout.Equal(snap.Request.StartedAt) {
+			snap.Resume = r
+		}
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -65,29 +66,38 @@ func (s *Storage) waitChanges(ctx context.Context, afterRev int64) ([]Change, er
 	return nil, fmt.Errorf("watch %s: channel closed", s.prefix)
 }
 
+// RequestChange is a change of status/current that WaitRequest saw: the
+// key as the change left it, at its revision.
+type RequestChange struct {
+	kv      *mvccpb.KeyValue
+	deleted bool
+}
+
 // WaitRequest blocks until status/current changes at a revision after
-// afterRev. An idle worker waits here rather than on the whole prefix, so
-// that the statuses of a large fleet do not wake it, and it re-reads
-// nothing until its request changes.
-func (s *Storage) WaitRequest(ctx context.Context, afterRev int64) error {
+// afterRev, and returns the last change etcd delivered. An idle worker
+// waits here rather than on the whole prefix, so that the statuses of a
+// large fleet do not wake it, and it re-reads nothing until its request
+// changes; then WorkerSnapshotAt reads the rest at the change's revision.
+func (s *Storage) WaitRequest(ctx context.Context, afterRev int64) (*RequestChange, error) {
 	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	for resp := range s.cli.Watch(ctx, s.abs(keyCurrent), clientv3.WithRev(afterRev+1)) {
 		if resp.CompactRevision != 0 {
-			return fmt.Errorf("resume at revision %d (compacted at %d): %w", afterRev+1, resp.CompactRevision, ErrCompacted)
+			return nil, fmt.Errorf("resume at revision %d (compacted at %d): %w", afterRev+1, resp.CompactRevision, ErrCompacted)
 		}
 		if err := resp.Err(); err != nil {
 			if errors.Is(err, rpctypes.ErrCompacted) {
-				return fmt.Errorf("resume at revision %d: %w", afterRev+1, ErrCompacted)
+				return nil, fmt.Errorf("resume at revision %d: %w", afterRev+1, ErrCompacted)
 			}
-			return fmt.Errorf("watch the request: %w", err)
+			return nil, fmt.Errorf("watch the request: %w", err)
 		}
-		if len(resp.Events) > 0 {
-			return nil
+		if n := len(resp.Events); n > 0 {
+			ev := resp.Events[n-1]
+			return &RequestChange{kv: ev.Kv, deleted: ev.Type == clientv3.EventTypeDelete}, nil
 		}
 	}
 	if err := ctx.Err(); err != nil {
-		return err
+		return nil, err
 	}
-	return fmt.Errorf("watch the request: channel closed")
+	return nil, fmt.Errorf("watch the request: channel closed")
 }

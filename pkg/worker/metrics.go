@@ -54,15 +54,16 @@ func (m *Metrics) setState(state fleet.State) {
 		for _, s := range fleet.ServerStates {
 			m.states[s] = m.state.WithLabelValues(string(s))
 		}
+		for _, g := range m.states {
+			g.Set(0)
+		}
 	} else if state == m.shown {
 		return
+	} else if g := m.states[m.shown]; g != nil {
+		g.Set(0)
 	}
-	for s, g := range m.states {
-		v := 0.0
-		if s == state {
-			v = 1
-		}
-		g.Set(v)
+	if g := m.states[state]; g != nil {
+		g.Set(1)
 	}
 	m.shown = state
 }

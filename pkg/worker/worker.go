@@ -293,8 +293,18 @@ func (w *Worker) Run(ctx context.Context) (err error) {
 	// The wait between tries of a step that met transient errors: from
 	// 1s, doubling, up to 30s, for as long as it takes.
 	backoff := retry.Policy{Base: time.Second, Max: 30 * time.Second}.BackOff()
+	// change is the change of the request that woke the worker, if any:
+	// the snapshot is read at it, without reading the request again.
+	var change *storage.RequestChange
 	for {
-		snap, err := w.st.WorkerSnapshot(ctx, w.o.ID)
+		var snap *fleet.Snapshot
+		var err error
+		if change != nil {
+			snap, err = w.st.WorkerSnapshotAt(ctx, w.o.ID, change)
+			change = nil
+		} else {
+			snap, err = w.st.WorkerSnapshot(ctx, w.o.ID)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -321,18 +331,20 @@ func (w *Worker) Run(ctx context.Context) (err error) {
 		w.retried()
 		backoff.Reset()
 		if err == nil || errors.Is(err, errStopped) {
-			w.wait(ctx, snap.Revision)
+			change = w.wait(ctx, snap.Revision)
 		}
 	}
 }
 
-// wait returns when the request changes after rev: nothing else tells an
-// idle worker to act.
-func (w *Worker) wait(ctx context.Context, rev int64) {
-	if err := w.st.WaitRequest(ctx, rev); err != nil && ctx.Err() == nil && !errors.Is(err, storage.ErrCompacted) {
+// wait returns when the request changes after rev, with the change:
+// nothing else tells an idle worker to act. nil when the watch failed.
+func (w *Worker) wait(ctx context.Context, rev int64) *storage.RequestChange {
+	ch, err := w.st.WaitRequest(ctx, rev)
+	if err != nil && ctx.Err() == nil && !errors.Is(err, storage.ErrCompacted) {
 		w.log.Warn("watch failed", "error", err)
 		retry.Sleep(ctx, time.Second)
 	}
+	return ch
 }
 
 // step decides on one snapshot (fleet.NextMove) and carries the move out.
@@ -387,7 +399,7 @@ func (w *Worker) step(ctx context.Context, snap *fleet.Snapshot) error {
 			if err := w.takeUpTimeline(ctx, req, snap.Statuses[w.o.ID]); err != nil {
 				return err
 			}
-			return w.runSteps(ctx, snap.Config, req, mv.Step, log)
+			return w.runSteps(ctx, snap, mv.Step, log)
 		default:
 			return fmt.Errorf("no way to carry out the move %s", mv)
 		}
@@ -666,6 +678,9 @@ func (w *Worker) loadSteps(req *fleet.UpdateRequest) stepRecord {
 // rewritten in place.
 const stepsRecordSize = 512
 
+// spaces pad the steps record to its size.
+var spaces = bytes.Repeat([]byte{' '}, stepsRecordSize)
+
 // openSteps opens the record of the steps done for writing, once per Run:
 // the worker opens it when it starts, so that the first step of a rollout
 // does not pay for creating it.
@@ -699,7 +714,7 @@ func (w *Worker) saveSteps(req *fleet.UpdateRequest, rec stepRecord) error {
 	if err := w.openSteps(); err != nil {
 		return err
 	}
-	if _, err := w.stepsFile.WriteAt(append(data, bytes.Repeat([]byte{' '}, stepsRecordSize-len(data))...), 0); err != nil {
+	if _, err := w.stepsFile.WriteAt(append(data, spaces[:stepsRecordSize-len(data)]...), 0); err != nil {
 		w.stepsFile.Close()
 		w.stepsFile = nil
 		return fmt.Errorf("record the steps done in %s: %w", w.o.DataDir, err)
@@ -711,12 +726,13 @@ func (w *Worker) saveSteps(req *fleet.UpdateRequest, rec stepRecord) error {
 // at its barrier: "waiting at step k", which also says "done with step
 // k-1"; the updater leader writes status/passed when every server has
 // written it, and one watch, open for the whole rollout, brings that here.
-func (w *Worker) runSteps(ctx context.Context, cfg *fleet.Config, req *fleet.UpdateRequest, start int, log *slog.Logger) error {
+func (w *Worker) runSteps(ctx context.Context, snap *fleet.Snapshot, start int, log *slog.Logger) error {
+	cfg, req := snap.Config, snap.Request
 	steps := w.o.Plan.Steps
 	var rw *storage.RolloutWatch
 	if start <= len(steps) {
 		var err error
-		if rw, err = w.st.WatchRollout(ctx, req); err != nil {
+		if rw, err = w.st.WatchRolloutAt(ctx, snap); err != nil {
 			return err
 		}
 		defer rw.Close()

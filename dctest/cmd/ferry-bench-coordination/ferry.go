@@ -51,6 +51,8 @@ type ferryRun struct {
 	// the first and the last arrival at the next were sent, when the last
 	// was answered, and when that barrier passed: medians over the steps.
 	phases [4]time.Duration
+	// start is the same for barrier 1, from the request's write.
+	start [4]time.Duration
 	// cpu is what the rollout cost in CPU, from the request to the
 	// completion.
 	cpu cpuUse
@@ -190,6 +192,10 @@ func runFerry(endpoints []string, members []*harness.EtcdMember, n, steps int, k
 		ph[1] = append(ph[1], float64(slices.MaxFunc(sent, time.Time.Compare).Sub(base)))
 		ph[2] = append(ph[2], float64(slices.MaxFunc(done, time.Time.Compare).Sub(base)))
 		ph[3] = append(ph[3], float64(passedAt[k].Sub(base)))
+	}
+	if sent, done := r.wrote.sent[1], r.wrote.done[1]; len(sent) > 0 {
+		r.start = [4]time.Duration{slices.MinFunc(sent, time.Time.Compare).Sub(began), slices.MaxFunc(sent, time.Time.Compare).Sub(began),
+			slices.MaxFunc(done, time.Time.Compare).Sub(began), passedAt[1].Sub(began)}
 	}
 	for i := range ph {
 		if len(ph[i]) > 0 {

@@ -243,6 +243,22 @@ func printTables(cells []*cell, plans []int) {
 		fmt.Printf("| %d | %d | %s | %s | %s | %s |\n", c.n, c.steps, ph[0], ph[1], ph[2], ph[3])
 	}
 	fmt.Println()
+	fmt.Println("The start: the same for barrier 1, from the request's write (ms, medians over the rounds):")
+	fmt.Println()
+	fmt.Println("| servers | steps | first arrival sent | last arrival sent | last arrival answered | barrier 1 passed |")
+	fmt.Println("|---|---|---|---|---|---|")
+	for _, c := range cells {
+		var ph [4]string
+		for i := range ph {
+			var xs []float64
+			for _, r := range c.runs {
+				xs = append(xs, ms(r.start[i]))
+			}
+			ph[i] = fmt.Sprintf("%.1f", median(xs))
+		}
+		fmt.Printf("| %d | %d | %s | %s | %s | %s |\n", c.n, c.steps, ph[0], ph[1], ph[2], ph[3])
+	}
+	fmt.Println()
 	if len(plans) > 1 {
 		fmt.Printf("ferry ms/step at %d steps over %d steps (medians): ", plans[len(plans)-1], plans[0])
 		for _, n := range sizes(cells) {
