@@ -40,11 +40,8 @@ func (s *Storage) Snapshot(ctx context.Context) (*fleet.Snapshot, error) {
 	kvs := func(i int) []*mvccKV { return resp.Responses[i].GetResponseRange().Kvs }
 
 	snap := &fleet.Snapshot{Revision: resp.Header.Revision}
-	if r := kvs(10); len(r) > 0 {
-		snap.Check = new(fleet.CheckInfo)
-		if err := decode(string(r[0].Key), r[0].Value, snap.Check); err != nil {
-			return nil, err
-		}
+	if snap.Check, err = decodeOne[fleet.CheckInfo](kvs(10)); err != nil {
+		return nil, err
 	}
 	if r := kvs(11); len(r) > 0 {
 		snap.Leader = string(r[0].Value)
@@ -61,17 +58,11 @@ func (s *Storage) Snapshot(ctx context.Context) (*fleet.Snapshot, error) {
 	if snap.Alive, err = decodeMap[fleet.Alive](kvs(4), s.abs(keyAliveDir)); err != nil {
 		return nil, err
 	}
-	if r := kvs(5); len(r) > 0 {
-		snap.Pin = new(fleet.Pin)
-		if err := decode(string(r[0].Key), r[0].Value, snap.Pin); err != nil {
-			return nil, err
-		}
+	if snap.Pin, err = decodeOne[fleet.Pin](kvs(5)); err != nil {
+		return nil, err
 	}
-	if r := kvs(6); len(r) > 0 {
-		snap.Release = new(fleet.ReleaseInfo)
-		if err := decode(string(r[0].Key), r[0].Value, snap.Release); err != nil {
-			return nil, err
-		}
+	if snap.Release, err = decodeOne[fleet.ReleaseInfo](kvs(6)); err != nil {
+		return nil, err
 	}
 	if snap.Contents, err = decodeMap[fleet.ContentsStatus](kvs(7), s.abs(keyContentsDir)); err != nil {
 		return nil, err
@@ -88,12 +79,12 @@ func (s *Storage) Snapshot(ctx context.Context) (*fleet.Snapshot, error) {
 	if err := s.readPauseResume(snap, kvs(12), kvs(13)); err != nil {
 		return nil, err
 	}
-	if r := kvs(15); len(r) > 0 && snap.Request != nil {
-		p := new(fleet.PlanSteps)
-		if err := decode(string(r[0].Key), r[0].Value, p); err != nil {
+	if r := kvs(15); snap.Request != nil {
+		p, err := decodeOne[fleet.PlanSteps](r)
+		if err != nil {
 			return nil, err
 		}
-		if p.Rollout.Equal(snap.Request.StartedAt) {
+		if p != nil && p.Rollout.Equal(snap.Request.StartedAt) {
 			snap.Plan = p
 		}
 	}
@@ -188,25 +179,36 @@ func (s *Storage) readHead(snap *fleet.Snapshot, config, current []*mvccKV) erro
 // readPauseResume decodes status/pause and status/resume when they are
 // about the snapshot's request.
 func (s *Storage) readPauseResume(snap *fleet.Snapshot, pause, resume []*mvccKV) error {
-	if len(pause) > 0 && snap.Request != nil {
-		p := new(fleet.Pause)
-		if err := decode(string(pause[0].Key), pause[0].Value, p); err != nil {
-			return err
-		}
-		if p.Rollout.Equal(snap.Request.StartedAt) {
-			snap.Pause = p
-		}
+	if snap.Request == nil {
+		return nil
 	}
-	if len(resume) > 0 && snap.Request != nil {
-		r := new(fleet.Resume)
-		if err := decode(string(resume[0].Key), resume[0].Value, r); err != nil {
-			return err
-		}
-		if r.Rollout.Equal(snap.Request.StartedAt) {
-			snap.Resume = r
-		}
+	p, err := decodeOne[fleet.Pause](pause)
+	if err != nil {
+		return err
+	}
+	if p != nil && p.Rollout.Equal(snap.Request.StartedAt) {
+		snap.Pause = p
+	}
+	r, err := decodeOne[fleet.Resume](resume)
+	if err != nil {
+		return err
+	}
+	if r != nil && r.Rollout.Equal(snap.Request.StartedAt) {
+		snap.Resume = r
 	}
 	return nil
+}
+
+// decodeOne decodes the first of kvs, nil when there is none.
+func decodeOne[T any](kvs []*mvccKV) (*T, error) {
+	if len(kvs) == 0 {
+		return nil, nil
+	}
+	v := new(T)
+	if err := decode(string(kvs[0].Key), kvs[0].Value, v); err != nil {
+		return nil, err
+	}
+	return v, nil
 }
 
 // readPassed decodes status/passed when it is about the snapshot's request.

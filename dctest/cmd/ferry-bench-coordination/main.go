@@ -47,7 +47,7 @@ func main() {
 	sizes := flag.String("servers", "5,100,1000", "fleet sizes, comma-separated")
 	plans := flag.String("steps", "10,30", "lockstep steps per rollout, comma-separated")
 	rounds := flag.Int("rounds", 3, "rounds per size and plan: each runs the limit, ferry, the payload-matched limit and neco once")
-	necoRounds := flag.Int("neco-rounds", -1, "rounds that also run neco's barrier (-1: all; at 1000 servers it takes 3 s a step)")
+	necoRounds := flag.Int("neco-rounds", -1, "rounds that also run neco's barrier (-1: every round below 1000 servers, the first at 1000 and more, where it takes 3 s a step)")
 	cpuProfile := flag.String("cpuprofile", "", "write the benchmark process's CPU profile (workers, coordinator, clients) to this file")
 	flag.Parse()
 	if *cpuProfile != "" {
@@ -74,8 +74,14 @@ func main() {
 	if *rounds < 1 {
 		fail(fmt.Errorf("--rounds must be at least 1"))
 	}
-	if *necoRounds < 0 || *necoRounds > *rounds {
-		*necoRounds = *rounds
+	necoIn := func(n int) int {
+		switch {
+		case *necoRounds >= 0:
+			return min(*necoRounds, *rounds)
+		case n >= 1000:
+			return 1
+		}
+		return *rounds
 	}
 	dir, err := os.MkdirTemp("", "ferry-bench-coordination-")
 	if err != nil {
@@ -96,7 +102,7 @@ func main() {
 		endpoints = append(endpoints, m.ClientURL)
 	}
 	load := loadAverage()
-	fmt.Printf("3-member etcd cluster on loopback, fsync on; lockstep steps that do nothing; %d workers per etcd client; %d rounds (neco in %d); load average %s before\n\n", perClient, *rounds, *necoRounds, load)
+	fmt.Printf("3-member etcd cluster on loopback, fsync on; lockstep steps that do nothing; %d workers per etcd client; %d rounds; load average %s before\n\n", perClient, *rounds, load)
 
 	// The first puts after the cluster starts are slower: one round of
 	// the largest limit warms it up, and is not counted.
@@ -115,7 +121,7 @@ func main() {
 				if c.n != n {
 					continue
 				}
-				if err := c.round(endpoints, members, round == 0 && c.steps == ss[0], round < *necoRounds); err != nil {
+				if err := c.round(endpoints, members, round == 0 && c.steps == ss[0], round < necoIn(c.n)); err != nil {
 					fail(err)
 				}
 				fmt.Fprintf(os.Stderr, "%d servers, %d steps, round %d: ferry %.1f ms/step, limit %.1f, payload-matched limit %.1f%s\n",
@@ -227,37 +233,10 @@ func printTables(cells []*cell, plans []int) {
 		fmt.Printf("| %d | %d | %.0f | %.0f | %.0f | %.0f |\n", c.n, c.steps, median(fe), median(le), median(fs), median(ls))
 	}
 	fmt.Println()
-	fmt.Println("Where a ferry step's time goes, from a barrier's passing as a spectator worker saw it (ms, medians over the steps, then over the rounds):")
-	fmt.Println()
-	fmt.Println("| servers | steps | first arrival sent | last arrival sent | last arrival answered | next barrier passed |")
-	fmt.Println("|---|---|---|---|---|---|")
-	for _, c := range cells {
-		var ph [4]string
-		for i := range ph {
-			var xs []float64
-			for _, r := range c.runs {
-				xs = append(xs, ms(r.phases[i]))
-			}
-			ph[i] = fmt.Sprintf("%.1f", median(xs))
-		}
-		fmt.Printf("| %d | %d | %s | %s | %s | %s |\n", c.n, c.steps, ph[0], ph[1], ph[2], ph[3])
-	}
-	fmt.Println()
-	fmt.Println("The start: the same for barrier 1, from the request's write (ms, medians over the rounds):")
-	fmt.Println()
-	fmt.Println("| servers | steps | first arrival sent | last arrival sent | last arrival answered | barrier 1 passed |")
-	fmt.Println("|---|---|---|---|---|---|")
-	for _, c := range cells {
-		var ph [4]string
-		for i := range ph {
-			var xs []float64
-			for _, r := range c.runs {
-				xs = append(xs, ms(r.start[i]))
-			}
-			ph[i] = fmt.Sprintf("%.1f", median(xs))
-		}
-		fmt.Printf("| %d | %d | %s | %s | %s | %s |\n", c.n, c.steps, ph[0], ph[1], ph[2], ph[3])
-	}
+	printPhases(cells, "Where a ferry step's time goes, from a barrier's passing as a spectator worker saw it (ms, medians over the steps, then over the rounds):",
+		"next barrier passed", func(r *ferryRun) [4]time.Duration { return r.phases })
+	printPhases(cells, "The start: the same for barrier 1, from the request's write (ms, medians over the rounds):",
+		"barrier 1 passed", func(r *ferryRun) [4]time.Duration { return r.start })
 	fmt.Println()
 	if len(plans) > 1 {
 		fmt.Printf("ferry ms/step at %d steps over %d steps (medians): ", plans[len(plans)-1], plans[0])
@@ -280,6 +259,27 @@ func printTables(cells []*cell, plans []int) {
 		if c.steps == plans[0] {
 			fmt.Printf("%d servers %.0f; ", c.n, c.renewals)
 		}
+	}
+	fmt.Println()
+}
+
+// printPhases prints a table of the four moments of a barrier that of
+// picks from each run.
+func printPhases(cells []*cell, title, passed string, of func(*ferryRun) [4]time.Duration) {
+	fmt.Println(title)
+	fmt.Println()
+	fmt.Printf("| servers | steps | first arrival sent | last arrival sent | last arrival answered | %s |\n", passed)
+	fmt.Println("|---|---|---|---|---|---|")
+	for _, c := range cells {
+		var ph [4]string
+		for i := range ph {
+			var xs []float64
+			for _, r := range c.runs {
+				xs = append(xs, ms(of(r)[i]))
+			}
+			ph[i] = fmt.Sprintf("%.1f", median(xs))
+		}
+		fmt.Printf("| %d | %d | %s | %s | %s | %s |\n", c.n, c.steps, ph[0], ph[1], ph[2], ph[3])
 	}
 	fmt.Println()
 }

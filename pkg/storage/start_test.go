@@ -1,0 +1,96 @@
+package storage
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ferry-cd/ferry/internal/etcdtest"
+	"github.com/ferry-cd/ferry/pkg/fleet"
+	"github.com/stretchr/testify/require"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+)
+
+// TestStartReadsNoRequest: a worker woken by a new request takes it from
+// its watch, and reads its snapshot and starts its rollout watch without
+// reading the request again, so that a thousand workers that start a
+// rollout do not read the list of a thousand servers each; a key that
+// changed in between is read, and seen.
+func TestStartReadsNoRequest(t *testing.T) {
+	t.Parallel()
+	admin := newTestStorage(t)
+	ctx := testContext(t)
+	elec := campaign(t, ctx, admin)
+	var servers []string
+	for i := range 200 {
+		servers = append(servers, fmt.Sprintf("server-with-a-long-name-%03d", i))
+	}
+
+	for _, paused := range []bool{false, true} {
+		t.Run(fmt.Sprintf("paused=%v", paused), func(t *testing.T) {
+			var read atomic.Int64 // bytes of values in read responses
+			cli, err := clientv3.New(clientv3.Config{Endpoints: []string{etcdtest.Endpoint()}, DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
+				DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+					err := invoker(ctx, method, req, reply, cc, opts...)
+					count := func(r *pb.RangeResponse) {
+						for _, kv := range r.GetKvs() {
+							read.Add(int64(len(kv.Value)))
+						}
+					}
+					switch r := reply.(type) {
+					case *pb.RangeResponse:
+						count(r)
+					case *pb.TxnResponse:
+						for _, op := range r.Responses {
+							count(op.GetResponseRange())
+						}
+					}
+					return err
+				})}})
+			require.NoError(t, err)
+			t.Cleanup(func() { cli.Close() })
+			w, err := New(cli, admin.Prefix())
+			require.NoError(t, err)
+
+			before, err := admin.Client().Get(ctx, "ferry-test-no-such-key")
+			require.NoError(t, err)
+			req := &fleet.UpdateRequest{Version: "1", Servers: servers, StartedAt: time.Now().UTC()}
+			changed := make(chan *RequestChange, 1)
+			go func() {
+				ch, err := w.WaitRequest(ctx, before.Header.Revision)
+				if err == nil {
+					changed <- ch
+				}
+			}()
+			require.NoError(t, admin.AsLeader(elec.Key()).StartRequest(ctx, req))
+			ch := <-changed
+			snap, err := w.WorkerSnapshotAt(ctx, servers[7], ch)
+			require.NoError(t, err)
+			require.Equal(t, servers, snap.Request.Servers)
+			if paused {
+				// Between the snapshot and the watch.
+				require.NoError(t, admin.PutPause(ctx, &fleet.Pause{Rollout: req.StartedAt, At: time.Now().UTC(), By: "test"}))
+			}
+			rw, err := w.WatchRolloutAt(ctx, snap)
+			require.NoError(t, err)
+			defer rw.Close()
+			require.Equal(t, paused, rw.Paused())
+			if !paused {
+				data, err := encode(req)
+				require.NoError(t, err)
+				require.Less(t, read.Load(), int64(len(data)), "the worker read the request again")
+			}
+
+			// The watch follows the rollout from there.
+			require.NoError(t, admin.AsLeader(elec.Key()).PutResume(ctx, &fleet.Resume{Rollout: req.StartedAt, Step: 3, At: time.Now().UTC(), By: "test"}))
+			res, err := rw.WaitFor(ctx, func() bool { return rw.Resumed() == 3 })
+			require.NoError(t, err)
+			require.Equal(t, BarrierPassed, res)
+		})
+	}
+}
