@@ -49,6 +49,7 @@ func main() {
 	rounds := flag.Int("rounds", 3, "rounds per size and plan: each runs the limit, ferry, the payload-matched limit and neco once")
 	necoRounds := flag.Int("neco-rounds", -1, "rounds that also run neco's barrier (-1: every round below 1000 servers, the first at 1000 and more, where it takes 3 s a step)")
 	cpuProfile := flag.String("cpuprofile", "", "write the benchmark process's CPU profile (workers, coordinator, clients) to this file")
+	memProfile := flag.String("memprofile", "", "write the benchmark process's allocations to this file at the end")
 	flag.Parse()
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -130,6 +131,16 @@ func main() {
 		}
 	}
 	printTables(cells, ss)
+	if *memProfile != "" {
+		f, err := os.Create(*memProfile)
+		if err != nil {
+			fail(err)
+		}
+		if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+			fail(err)
+		}
+		f.Close()
+	}
 	fmt.Printf("\nload average %s after\n", loadAverage())
 }
 
