@@ -66,7 +66,8 @@ type ferryRun struct {
 func runFerry(endpoints []string, members []*harness.EtcdMember, n, steps int, keepalives bool) (*ferryRun, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	log := new(writeLog)
+	// Room for every write of the rollout: a few per server and step.
+	log := newWriteLog(n * (steps + 10) * 2)
 	cs, err := clients(endpoints, shared(n), log)
 	if err != nil {
 		return nil, err
@@ -128,9 +129,7 @@ func runFerry(endpoints []string, members []*harness.EtcdMember, n, steps int, k
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	log.mu.Lock()
-	log.writes = nil // registration
-	log.mu.Unlock()
+	log.reset() // registration
 
 	// A spectator follows the rollout as a worker does, with the same
 	// watch: it sees each barrier pass, and barrier steps+1 is the fleet's
@@ -180,6 +179,9 @@ func runFerry(endpoints []string, members []*harness.EtcdMember, n, steps int, k
 		events: after.events - before.events - float64(rw.Events()),
 		wrote:  log.stats(),
 		cpu:    cpuOf(before, after, n*steps),
+	}
+	if r.wrote.lost > 0 {
+		return nil, fmt.Errorf("%d servers: the log of writes had no room for %d", n, r.wrote.lost)
 	}
 	var ph [4][]float64
 	for k := 2; k <= steps+1; k++ {
