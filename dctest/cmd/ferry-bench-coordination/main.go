@@ -8,7 +8,7 @@
 //   - ferry: N workers through the real worker code, steps that do
 //     nothing, coordinated by the updater's barrier coordinator;
 //   - the payload-matched limit: the same puts carrying as many bytes as
-//     ferry's writes did, on average, in that round;
+//     a status report of ferry's did, on average, in that round;
 //   - neco's barrier (neco.go), which the workers of cybozu-go/neco use.
 //
 // It prints the median and the range of each over the rounds, the ratios
@@ -163,7 +163,7 @@ func (c *cell) round(endpoints []string, members []*harness.EtcdMember, keepaliv
 	if err != nil {
 		return err
 	}
-	size := max(1, int(float64(r.wrote.values)/float64(max(r.wrote.writes, 1))+0.5))
+	size := max(1, int(r.wrote.meanStatus()+0.5))
 	payload, err := runLimit(endpoints, members, c.n, c.steps, size)
 	if err != nil {
 		return err
@@ -194,7 +194,7 @@ func (c *cell) necoNote() string {
 func printTables(cells []*cell, plans []int) {
 	fmt.Println("Time per step (median, and the range over the rounds, in ms); ratios are each round's ferry over that round's reference, median and range:")
 	fmt.Println()
-	fmt.Println("| servers | steps | ferry ms/step | limit (1 byte) | ferry ÷ limit | limit (ferry's bytes) | ferry ÷ it | neco | ferry ÷ neco | rollout/steps |")
+	fmt.Println("| servers | steps | ferry ms/step | limit (1 byte) | ferry ÷ limit | limit (a status's bytes) | ferry ÷ it | neco | ferry ÷ neco | rollout/steps |")
 	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
 	for _, c := range cells {
 		nc := "–"
@@ -209,8 +209,8 @@ func printTables(cells []*cell, plans []int) {
 	fmt.Println()
 	fmt.Println("What ferry's workers wrote and what etcd counted, medians over the rounds:")
 	fmt.Println()
-	fmt.Println("| servers | steps | bytes/server/step | bytes/write (values) | arrival at step 1, S: status bytes | the write carrying it, at 2 and S | writes/server/step | puts/server/step, whole rollout | txns/server/step | watch events/step | events/server/step |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Println("| servers | steps | bytes/server/step | bytes/write (values) | mean status bytes | arrival at step 1, S: status bytes | the write carrying it, at 2 and S | writes/server/step | puts/server/step, whole rollout | txns/server/step | watch events/step | events/server/step |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, c := range cells {
 		f := func(v func(r *ferryRun) float64) float64 {
 			var xs []float64
@@ -220,9 +220,10 @@ func printTables(cells []*cell, plans []int) {
 			return median(xs)
 		}
 		per := float64(c.n * c.steps)
-		fmt.Printf("| %d | %d | %.0f | %.0f | %.0f, %.0f | %.0f, %.0f | %.2f | %.2f | %.2f | %.0f | %.2f |\n", c.n, c.steps,
+		fmt.Printf("| %d | %d | %.0f | %.0f | %.0f | %.0f, %.0f | %.0f, %.0f | %.2f | %.2f | %.2f | %.0f | %.2f |\n", c.n, c.steps,
 			f(func(r *ferryRun) float64 { return float64(r.wrote.bytes) / per }),
 			f(func(r *ferryRun) float64 { return float64(r.wrote.values) / float64(r.wrote.writes) }),
+			f(func(r *ferryRun) float64 { return r.wrote.meanStatus() }),
 			f(func(r *ferryRun) float64 { return r.wrote.arrival[1] }), f(func(r *ferryRun) float64 { return r.wrote.arrival[c.steps] }),
 			f(func(r *ferryRun) float64 { return r.wrote.arrivalWrite[min(2, c.steps)] }), f(func(r *ferryRun) float64 { return r.wrote.arrivalWrite[c.steps] }),
 			f(func(r *ferryRun) float64 { return float64(r.writes) / per }), f(func(r *ferryRun) float64 { return r.puts / per }),

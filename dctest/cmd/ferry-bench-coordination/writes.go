@@ -80,6 +80,13 @@ type writeStats struct {
 	sent, done map[int][]time.Time
 	// lost counts the writes the log had no room for.
 	lost int64
+	// statuses counts the status reports, statusBytes their values.
+	statuses, statusBytes int
+}
+
+// meanStatus is the mean size of a status report's value.
+func (s *writeStats) meanStatus() float64 {
+	return float64(s.statusBytes) / float64(max(s.statuses, 1))
 }
 
 // stats reads what the log holds. A status report is a value with a phase
@@ -99,9 +106,11 @@ func (l *writeLog) stats() writeStats {
 				Phase string `json:"phase"`
 				Cond  string `json:"cond"`
 			}
-			if json.Unmarshal(v, &st) != nil {
-				continue
+			if json.Unmarshal(v, &st) != nil || st.Cond == "" {
+				continue // a server's step records
 			}
+			s.statuses++
+			s.statusBytes += len(v)
 			if st.Cond == "completed" {
 				s.sent[st.Step+1] = append(s.sent[st.Step+1], w.sent)
 				s.done[st.Step+1] = append(s.done[st.Step+1], w.done)
