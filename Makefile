@@ -145,10 +145,10 @@ bench: ## print figures: download RSS and throughput vs curl, idle GitHub cost, 
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./pkg/...
 
 .PHONY: bench-coordination
-bench-coordination: ## barrier cost on a 3-member etcd cluster (fsync on) for 5, 100, 1000 servers and 10, 30 steps: ferry against one put per server (of 1 byte, and of ferry's bytes) and neco's barrier, 3 rounds (about 15 minutes; SERVERS=, STEPS=, ROUNDS= pick)
+bench-coordination: ## barrier cost on a 3-member etcd cluster (fsync on) for 5, 100, 1000 servers and 10, 30 steps: ferry against one put per server (of 1 byte, and of a status's bytes) and neco's barrier, 3 rounds (about 10 minutes; SERVERS=, STEPS=, BENCH_ROUNDS= pick)
 	@mkdir -p $(BUILD)
 	$(GO) build -o $(BUILD)/ferry-dctest-etcd ./dctest/cmd/ferry-dctest-etcd
-	$(GO) run ./dctest/cmd/ferry-bench-coordination --etcd $(BUILD)/ferry-dctest-etcd $(if $(SERVERS),--servers $(SERVERS)) $(if $(STEPS),--steps $(STEPS)) $(if $(ROUNDS),--rounds $(ROUNDS))
+	$(GO) run ./dctest/cmd/ferry-bench-coordination --etcd $(BUILD)/ferry-dctest-etcd $(if $(SERVERS),--servers $(SERVERS)) $(if $(STEPS),--steps $(STEPS)) $(if $(BENCH_ROUNDS),--rounds $(BENCH_ROUNDS))
 
 .PHONY: bench-uplink
 bench-uplink: deps machine-image ## what a rollout costs the site's uplink: a 64 MiB package and a 256 MiB image to 1 and 10 systemd machines behind a 100 Mbit/s uplink, peer layer off and on (root; about 15 minutes)
