@@ -32,8 +32,6 @@ type timeline struct {
 	// changes counts the changes to the records, saved is the count that
 	// the last write carried.
 	changes, saved int
-	// kick wakes writeBehind on a change.
-	kick chan struct{}
 	// writing is held from unsaved to markSaved around a write of the
 	// records, so that an older copy never lands after a newer one.
 	writing sync.Mutex
@@ -82,34 +80,37 @@ func (tl *timeline) markSaved(upTo int) {
 }
 
 // writeBehind writes the records of req, with write, once they changed
-// and have not changed for quiet, until ctx ends. A failed write is tried
-// again after the next quiet spell.
+// and then did not change for a whole quiet period, until ctx ends. It
+// looks once a period rather than being woken by each change: a step
+// changes the records four times, and a thousand workers that each woke
+// four times a step would cost the barrier's busiest moment. A failed
+// write is tried again a period later.
 func (tl *timeline) writeBehind(ctx context.Context, req *fleet.UpdateRequest, quiet time.Duration, write func(context.Context, []fleet.StepRecord) error) {
-	t := time.NewTimer(quiet)
+	t := time.NewTicker(quiet)
 	defer t.Stop()
+	seen := -1
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tl.kick:
-			t.Reset(quiet)
-			continue
 		case <-t.C:
 		}
+		tl.mu.Lock()
+		changes := tl.changes
+		tl.mu.Unlock()
+		if changes != seen {
+			seen = changes // still changing, or not looked at yet
+			continue
+		}
 		tl.writing.Lock()
-		recs, upTo := tl.unsaved(req)
-		var err error
-		if recs != nil {
+		if recs, upTo := tl.unsaved(req); recs != nil {
 			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			if err = write(wctx, recs); err == nil {
+			if write(wctx, recs) == nil {
 				tl.markSaved(upTo)
 			}
 			cancel()
 		}
 		tl.writing.Unlock()
-		if err != nil {
-			t.Reset(quiet)
-		}
 	}
 }
 
@@ -121,10 +122,6 @@ func (tl *timeline) touch(k int) *fleet.StepRecord {
 		return nil
 	}
 	tl.changes++
-	select {
-	case tl.kick <- struct{}{}:
-	default:
-	}
 	return &tl.steps[i]
 }
 

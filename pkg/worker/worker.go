@@ -191,7 +191,8 @@ type Options struct {
 	// (bootstrap labels:).
 	Labels map[string]string
 	// TimelineQuiet is how long no step record must change before the
-	// worker writes the changed ones on their own; default 1s.
+	// worker writes the changed ones on their own (it looks once a
+	// TimelineQuiet); default 1s.
 	TimelineQuiet time.Duration
 }
 
@@ -250,7 +251,7 @@ func New(o Options) *Worker {
 	if o.TimelineQuiet <= 0 {
 		o.TimelineQuiet = time.Second
 	}
-	return &Worker{o: o, st: o.Storage, log: o.Logger, metrics: o.Metrics, tl: timeline{kick: make(chan struct{}, 1)}}
+	return &Worker{o: o, st: o.Storage, log: o.Logger, metrics: o.Metrics}
 }
 
 // Run registers the worker as alive and follows requests until ctx ends
