@@ -18,7 +18,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"os"
 	"path/filepath"
@@ -200,15 +199,14 @@ func (s *Store) Write(digest string, size int64, r io.Reader) error {
 	}
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
-	h := sha256.New()
-	w := &checked{w: tmp, h: h, limit: size}
+	w := &release.HashingWriter{W: tmp, H: sha256.New(), Limit: size}
 	if _, err := io.Copy(w, r); err != nil {
 		return err
 	}
-	if size >= 0 && w.n != size {
-		return retry.Permanent(fmt.Errorf("%s: %d bytes, expected %d: %w", digest, w.n, size, release.ErrChecksum))
+	if size >= 0 && w.N != size {
+		return retry.Permanent(fmt.Errorf("%s: %d bytes, expected %d: %w", digest, w.N, size, release.ErrChecksum))
 	}
-	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != digest {
+	if got := "sha256:" + hex.EncodeToString(w.H.Sum(nil)); got != digest {
 		return retry.Permanent(fmt.Errorf("content is %s, expected %s: %w", got, digest, release.ErrChecksum))
 	}
 	return s.commit(tmp, digest)
@@ -311,23 +309,4 @@ func (s *Store) replaceFile(name string, data []byte) error {
 		return err
 	}
 	return os.Rename(tmp.Name(), filepath.Join(s.dir, name))
-}
-
-// checked writes to w, hashing, and refuses the first byte past limit
-// (when limit >= 0).
-type checked struct {
-	w     io.Writer
-	h     hash.Hash
-	n     int64
-	limit int64
-}
-
-func (c *checked) Write(p []byte) (int, error) {
-	if c.limit >= 0 && c.n+int64(len(p)) > c.limit {
-		return 0, retry.Permanent(fmt.Errorf("more than %d bytes: %w", c.limit, release.ErrTooLarge))
-	}
-	n, err := c.w.Write(p)
-	c.h.Write(p[:n])
-	c.n += int64(n)
-	return n, err
 }

@@ -167,11 +167,11 @@ func downloadFile(ctx context.Context, d *downloader, dir, wantSHA256 string, o 
 		}
 	}()
 
-	sink := &fileSink{f: tmp, h: sha256.New(), limit: o.MaxSize}
+	sink := &fileSink{HashingWriter: HashingWriter{W: tmp, H: sha256.New(), Limit: o.MaxSize}, f: tmp}
 	if err := d.run(ctx, sink, o); err != nil {
 		return "", "", err
 	}
-	got := hex.EncodeToString(sink.h.Sum(nil))
+	got := hex.EncodeToString(sink.H.Sum(nil))
 	if wantSHA256 != "" && !strings.EqualFold(got, wantSHA256) {
 		return "", "", fmt.Errorf("%s: SHA-256 is %s, expected %s: %w", a.Name, got, wantSHA256, ErrChecksum)
 	}
@@ -228,32 +228,41 @@ func (m *memSink) Write(p []byte) (int, error) {
 func (m *memSink) size() int64  { return int64(m.buf.Len()) }
 func (m *memSink) reset() error { m.buf.Reset(); return nil }
 
-// fileSink appends to a file and hashes as it goes, so that a resumed
-// download never reads the file back.
-type fileSink struct {
-	f       *os.File
-	h       hash.Hash
-	written int64
-	// limit, when > 0, is the most bytes the file may have.
-	limit int64
+// HashingWriter writes to W and hashes what it wrote, so that what is
+// downloaded is never read back to be checked. With Limit > 0 it refuses
+// to write past Limit bytes (ErrTooLarge, permanent).
+type HashingWriter struct {
+	W io.Writer
+	H hash.Hash
+	// N is how many bytes it wrote.
+	N     int64
+	Limit int64
 }
 
 // ErrTooLarge is a download that grew past the size it must have.
 var ErrTooLarge = errors.New("larger than its signed size")
 
-func (f *fileSink) Write(p []byte) (int, error) {
-	if f.limit > 0 && f.written+int64(len(p)) > f.limit {
-		return 0, retry.Permanent(fmt.Errorf("more than %d bytes: %w", f.limit, ErrTooLarge))
+func (w *HashingWriter) Write(p []byte) (int, error) {
+	if w.Limit > 0 && w.N+int64(len(p)) > w.Limit {
+		return 0, retry.Permanent(fmt.Errorf("more than %d bytes: %w", w.Limit, ErrTooLarge))
 	}
-	n, err := f.f.Write(p)
-	f.h.Write(p[:n])
-	f.written += int64(n)
+	n, err := w.W.Write(p)
+	w.H.Write(p[:n])
+	w.N += int64(n)
 	return n, err
 }
-func (f *fileSink) size() int64 { return f.written }
+
+// fileSink appends to a file and hashes as it goes, so that a resumed
+// download never reads the file back.
+type fileSink struct {
+	HashingWriter
+	f *os.File
+}
+
+func (f *fileSink) size() int64 { return f.N }
 func (f *fileSink) reset() error {
-	f.h.Reset()
-	f.written = 0
+	f.H.Reset()
+	f.N = 0
 	if err := f.f.Truncate(0); err != nil {
 		return err
 	}
