@@ -27,11 +27,12 @@ type Metrics struct {
 	retryingSince   prometheus.Gauge
 	overBudget      prometheus.Gauge
 	state           *prometheus.GaugeVec
-	// stateMu guards shown, the state ferry_worker_state shows, and states,
-	// its series by state, resolved once: a step sets the state twice.
+	// states are ferry_worker_state's series, one per state, resolved
+	// once (a step sets the state twice); stateMu guards shown, the state
+	// whose series is 1.
+	states  map[fleet.State]prometheus.Gauge
 	stateMu sync.Mutex
 	shown   fleet.State
-	states  map[fleet.State]prometheus.Gauge
 	// Peer are the peer layer's metrics, in the same registry.
 	Peer *peer.Metrics
 	// downloaded is downloadBytes as a number, for the record a
@@ -49,17 +50,10 @@ func (m *Metrics) addDownload(n int64) {
 func (m *Metrics) setState(state fleet.State) {
 	m.stateMu.Lock()
 	defer m.stateMu.Unlock()
-	if m.states == nil {
-		m.states = map[fleet.State]prometheus.Gauge{}
-		for _, s := range fleet.ServerStates {
-			m.states[s] = m.state.WithLabelValues(string(s))
-		}
-		for _, g := range m.states {
-			g.Set(0)
-		}
-	} else if state == m.shown {
+	if state == m.shown {
 		return
-	} else if g := m.states[m.shown]; g != nil {
+	}
+	if g := m.states[m.shown]; g != nil {
 		g.Set(0)
 	}
 	if g := m.states[state]; g != nil {
@@ -117,6 +111,10 @@ func NewMetrics() *Metrics {
 	m.Registry.MustRegister(m.step, m.stepSeconds, m.downloadBytes, m.downloadSeconds, m.installs, m.actions, m.repairs, m.transientErrors, m.stepRetries, m.retrying, m.retryingSince, m.overBudget, m.state,
 		version.BuildInfo("ferry-worker"), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.Peer = peer.NewMetrics(m.Registry)
+	m.states = map[fleet.State]prometheus.Gauge{}
+	for _, st := range fleet.ServerStates {
+		m.states[st] = m.state.WithLabelValues(string(st)) // 0 from the start
+	}
 	m.setState(fleet.StateIdle)
 	// Every counter exists from the start, at 0, so that rate() and
 	// alerts see its first increase.

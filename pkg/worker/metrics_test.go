@@ -3,6 +3,7 @@ package worker
 import (
 	"testing"
 
+	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 )
@@ -20,4 +21,21 @@ func TestMetricsPassPrometheusLint(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 2+5*2+1, n, "every result of every counter, at 0, and the build info")
 	require.Equal(t, 1.0, testutil.ToFloat64(m.state.WithLabelValues("idle")), "a new worker is idle")
+}
+
+// TestStateShowsOneState: ferry_worker_state is 1 for the worker's state
+// alone, through every change and a repeated one.
+func TestStateShowsOneState(t *testing.T) {
+	t.Parallel()
+	m := NewMetrics()
+	for _, st := range []fleet.State{fleet.StateRunning, fleet.StateRunning, fleet.StateAborted, fleet.StateIdle} {
+		m.setState(st)
+		for _, s := range fleet.ServerStates {
+			want := 0.0
+			if s == st {
+				want = 1
+			}
+			require.Equal(t, want, testutil.ToFloat64(m.state.WithLabelValues(string(s))), "%s after setting %s", s, st)
+		}
+	}
 }
