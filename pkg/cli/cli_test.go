@@ -374,7 +374,9 @@ func TestRecover(t *testing.T) {
 	// recover records the attempt in the same transaction.
 	aborted := &fleet.UpdateRequest{Version: "3", Servers: []string{"boot-0"}, Reason: fleet.ReasonUpdate, StartedAt: time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)}
 	f.putRequest(aborted)
-	require.NoError(t, f.st.PutStatus(ctx, "boot-0", &fleet.UpdateStatus{Version: "3", Cond: fleet.CondAborted, Message: "dpkg failed", UpdatedAt: aborted.StartedAt.Add(time.Minute)}))
+	// Its abort report carried its step records, as a worker's does.
+	records := []fleet.StepRecord{{Step: 1, Name: "debs", Start: aborted.StartedAt, End: aborted.StartedAt.Add(time.Minute), Result: fleet.StepFailed, Message: "dpkg failed"}}
+	require.NoError(t, f.st.PutStatusAndRecords(ctx, "boot-0", &fleet.UpdateStatus{Version: "3", Rollout: aborted.StartedAt, Cond: fleet.CondAborted, Message: "dpkg failed", UpdatedAt: aborted.StartedAt.Add(time.Minute)}, records))
 	r = f.run("", "recover", "--yes")
 	require.Equal(t, ExitOK, r.code, r.stderr)
 	hist, err = f.st.GetHistory(ctx, 0)
@@ -384,6 +386,11 @@ func TestRecover(t *testing.T) {
 	require.True(t, hist[0].StartedAt.Equal(aborted.StartedAt))
 	require.Contains(t, hist[0].StopReason, "boot-0 aborted: dpkg failed")
 	require.Equal(t, 60.0, hist[0].Durations["boot-0"])
+	require.Len(t, hist[0].Timeline["boot-0"], 1, "the record keeps the server's step records")
+	require.Equal(t, fleet.StepFailed, hist[0].Timeline["boot-0"][0].Result)
+	left, err := f.st.Timeline(ctx, aborted.StartedAt)
+	require.NoError(t, err)
+	require.Empty(t, left, "recover deletes the step records it recorded")
 
 	// --force clears a running rollout, and records it.
 	f.putRequest(&fleet.UpdateRequest{Version: "4", Servers: []string{"boot-0"}, StartedAt: aborted.StartedAt.Add(time.Hour)})

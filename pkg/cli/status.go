@@ -281,7 +281,7 @@ It asks for confirmation unless --yes is given.`,
 			// changed.
 			return a.storageCall(cmd, false, func(ctx context.Context, st *storage.Storage) error {
 				var timeline map[string][]fleet.StepRecord
-				if snap.Request != nil {
+				if snap.Request != nil && !snap.Request.Finished() { // else nothing to record
 					var err error
 					if timeline, err = st.Timeline(ctx, snap.Request.StartedAt); err != nil {
 						return err
