@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"time"
@@ -46,6 +47,7 @@ type ferryRun struct {
 	writes             int64 // etcd revisions in the steady state
 	puts, txns, events float64
 	renewals           float64 // lease keepalives a second, when counted
+	fsyncs             float64 // WAL syncs of etcd's members per step
 	wrote              writeStats
 	// phases are, from a barrier's passing as the spectator saw it, when
 	// the first and the last arrival at the next were sent, when the last
@@ -68,20 +70,16 @@ func runFerry(endpoints []string, members []*harness.EtcdMember, n, steps int, k
 	defer cancel()
 	// Room for every write of the rollout: a few per server and step.
 	log := newWriteLog(n * (steps + 10) * 2)
-	cs, err := clients(endpoints, shared(n), log)
+	// The updater's coordinator and the spectator have a client of their
+	// own, whose writes are not the workers'.
+	cs, own, err := fleetClients(endpoints, n, log)
 	if err != nil {
 		return nil, err
 	}
 	defer closeAll(cs)
-	// The updater's coordinator and the spectator have a client of their
-	// own, whose writes are not the workers'.
-	own, err := clients(endpoints, 1, nil)
-	if err != nil {
-		return nil, err
-	}
-	defer closeAll(own)
+	defer own.Close()
 	prefix := fmt.Sprintf("/bench/%d/%d/", n, time.Now().UnixNano())
-	admin, err := storage.New(own[0], prefix)
+	admin, err := storage.New(own, prefix)
 	if err != nil {
 		return nil, err
 	}
@@ -130,6 +128,11 @@ func runFerry(endpoints []string, members []*harness.EtcdMember, n, steps int, k
 		time.Sleep(50 * time.Millisecond)
 	}
 	log.reset() // registration
+	stopProfile, err := profileRollout(n, steps)
+	if err != nil {
+		return nil, err
+	}
+	defer stopProfile()
 
 	// A spectator follows the rollout as a worker does, with the same
 	// watch: it sees each barrier pass, and barrier steps+1 is the fleet's
@@ -164,6 +167,7 @@ func runFerry(endpoints []string, members []*harness.EtcdMember, n, steps int, k
 		passedAt[k], passedRev[k] = time.Now(), rw.Revision()
 	}
 	done := time.Now()
+	stopProfile()
 	after, err := scrape(members)
 	if err != nil {
 		return nil, err
@@ -177,6 +181,7 @@ func runFerry(endpoints []string, members []*harness.EtcdMember, n, steps int, k
 		puts:   after.puts - before.puts,
 		txns:   after.txns - before.txns,
 		events: after.events - before.events - float64(rw.Events()),
+		fsyncs: (after.fsyncs - before.fsyncs) / float64(steps),
 		wrote:  log.stats(),
 		cpu:    cpuOf(before, after, n*steps),
 	}
@@ -214,4 +219,33 @@ func runFerry(endpoints []string, members []*harness.EtcdMember, n, steps int, k
 		r.renewals = (later.renewed - after.renewed) / keepaliveWindow.Seconds()
 	}
 	return r, nil
+}
+
+// rolloutProfile is where --cpuprofile writes; rollouts counts the
+// rollouts profiled.
+var (
+	rolloutProfile string
+	rollouts       int
+)
+
+// profileRollout starts a CPU profile of one of ferry's rollouts if
+// --cpuprofile asks for it. The function it returns stops it, and does
+// nothing the second time.
+func profileRollout(n, steps int) (func(), error) {
+	if rolloutProfile == "" {
+		return func() {}, nil
+	}
+	rollouts++
+	f, err := os.Create(fmt.Sprintf("%s.%dx%d.%d", rolloutProfile, n, steps, rollouts))
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return sync.OnceFunc(func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}), nil
 }

@@ -2,12 +2,11 @@ package main
 
 import (
 	"context"
-
 	"fmt"
-	"github.com/ferry-cd/ferry/dctest/harness"
 	"strings"
-	"sync"
 	"time"
+
+	"github.com/ferry-cd/ferry/dctest/harness"
 )
 
 // runLimit is the reference: each of n servers puts one key per step, all
@@ -28,20 +27,11 @@ func runLimit(endpoints []string, members []*harness.EtcdMember, n, steps, size 
 	}
 	began := time.Now()
 	for range steps {
-		var wg sync.WaitGroup
-		errs := make(chan error, n)
-		for i := range n {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if _, err := cs[i/perClient].Put(ctx, fmt.Sprintf("%s%04d", prefix, i), value); err != nil {
-					errs <- err
-				}
-			}()
-		}
-		wg.Wait()
-		close(errs)
-		if err := <-errs; err != nil {
+		err := eachServer(n, func(i int) error {
+			_, err := cs[i/perClient].Put(ctx, fmt.Sprintf("%s%04d", prefix, i), value)
+			return err
+		})
+		if err != nil {
 			return nil, err
 		}
 	}
@@ -50,13 +40,15 @@ func runLimit(endpoints []string, members []*harness.EtcdMember, n, steps, size 
 	if err != nil {
 		return nil, err
 	}
-	return &limitRun{perStep: perStep, cpu: cpuOf(before, after, n*steps)}, nil
+	return &limitRun{perStep: perStep, cpu: cpuOf(before, after, n*steps), fsyncs: (after.fsyncs - before.fsyncs) / float64(steps)}, nil
 }
 
 // limitRun is what one run of the limit cost.
 type limitRun struct {
 	perStep time.Duration
 	cpu     cpuUse
+	// fsyncs are the WAL syncs of etcd's members per step.
+	fsyncs float64
 }
 
 // cpuUse is the CPU time of etcd's members and of the benchmark process

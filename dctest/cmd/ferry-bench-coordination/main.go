@@ -26,6 +26,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -46,21 +47,11 @@ func main() {
 	etcdBin := flag.String("etcd", "", "the ferry-dctest-etcd binary (make bench-coordination builds it)")
 	sizes := flag.String("servers", "5,100,1000", "fleet sizes, comma-separated")
 	plans := flag.String("steps", "10,30", "lockstep steps per rollout, comma-separated")
-	rounds := flag.Int("rounds", 3, "rounds per size and plan: each runs the limit, ferry, the payload-matched limit and neco once")
+	rounds := flag.Int("rounds", 3, "rounds per size and plan: each runs the limit, ferry, the payload-matched limit, the bare barrier and neco once")
 	necoRounds := flag.Int("neco-rounds", -1, "rounds that also run neco's barrier (-1: every round below 1000 servers, the first at 1000 and more, where it takes 3 s a step)")
-	cpuProfile := flag.String("cpuprofile", "", "write the benchmark process's CPU profile (workers, coordinator, clients) to this file")
+	flag.StringVar(&rolloutProfile, "cpuprofile", "", "write the benchmark process's CPU profile (workers, coordinator, clients) during each of ferry's rollouts, from the request to the completion, to this file name with .<servers>x<steps>.<n> appended")
 	memProfile := flag.String("memprofile", "", "write the benchmark process's allocations to this file at the end")
 	flag.Parse()
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err != nil {
-			fail(err)
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			fail(err)
-		}
-		defer pprof.StopCPUProfile()
-	}
 	if *etcdBin == "" {
 		fail(fmt.Errorf("--etcd is required"))
 	}
@@ -125,8 +116,8 @@ func main() {
 				if err := c.round(endpoints, members, round == 0 && c.steps == ss[0], round < necoIn(c.n)); err != nil {
 					fail(err)
 				}
-				fmt.Fprintf(os.Stderr, "%d servers, %d steps, round %d: ferry %.1f ms/step, limit %.1f, payload-matched limit %.1f%s\n",
-					c.n, c.steps, round+1, ms(last(c.ferry)), ms(last(c.limit)), ms(last(c.payload)), c.necoNote())
+				fmt.Fprintf(os.Stderr, "%d servers, %d steps, round %d: ferry %.1f ms/step, limit %.1f, payload-matched limit %.1f, bare barrier %.1f%s\n",
+					c.n, c.steps, round+1, ms(last(c.ferry)), ms(last(c.limit)), ms(last(c.payload)), ms(last(c.bare)), c.necoNote())
 			}
 		}
 	}
@@ -148,9 +139,10 @@ func main() {
 type cell struct {
 	n, steps                    int
 	ferry, limit, payload, neco []time.Duration
+	bare                        []time.Duration
 	rollout                     []time.Duration
 	runs                        []*ferryRun
-	limitCPU                    []cpuUse
+	limits, bares               []*limitRun
 	renewals                    float64
 }
 
@@ -168,8 +160,13 @@ func (c *cell) round(endpoints []string, members []*harness.EtcdMember, keepaliv
 	if err != nil {
 		return err
 	}
+	bare, err := runBare(endpoints, members, c.n, c.steps)
+	if err != nil {
+		return err
+	}
 	c.limit, c.ferry, c.payload = append(c.limit, limit.perStep), append(c.ferry, r.perStep), append(c.payload, payload.perStep)
-	c.limitCPU = append(c.limitCPU, limit.cpu)
+	c.bare, c.bares = append(c.bare, bare.perStep), append(c.bares, bare)
+	c.limits = append(c.limits, limit)
 	c.rollout, c.runs = append(c.rollout, r.rollout), append(c.runs, r)
 	if keepalives {
 		c.renewals = r.renewals
@@ -207,6 +204,20 @@ func printTables(cells []*cell, plans []int) {
 			spread(c.payload), ratios(c.ferry, c.payload), nc, nr, spread(c.rollout))
 	}
 	fmt.Println()
+	fmt.Println("The protocol's floor: a bare barrier, ferry's protocol with nothing else (each server puts its step number and waits for a watch event; a coordinator counts through one watch per 64 servers), in the same rounds:")
+	fmt.Println()
+	fmt.Println("| servers | steps | bare barrier ms/step | bare ÷ limit | ferry ÷ bare | CPU µs/server/step, etcd | CPU, bench process | etcd WAL syncs/step: limit, bare, ferry |")
+	fmt.Println("|---|---|---|---|---|---|---|---|")
+	for _, c := range cells {
+		var be, bs, lf, bf, ff []float64
+		for i, b := range c.bares {
+			be, bs = append(be, float64(b.cpu.etcd)/float64(time.Microsecond)), append(bs, float64(b.cpu.self)/float64(time.Microsecond))
+			lf, bf, ff = append(lf, c.limits[i].fsyncs), append(bf, b.fsyncs), append(ff, c.runs[i].fsyncs)
+		}
+		fmt.Printf("| %d | %d | %s | %s | %s | %.0f | %.0f | %.0f, %.0f, %.0f |\n", c.n, c.steps, spread(c.bare), ratios(c.bare, c.limit), ratios(c.ferry, c.bare),
+			median(be), median(bs), median(lf), median(bf), median(ff))
+	}
+	fmt.Println()
 	fmt.Println("What ferry's workers wrote and what etcd counted, medians over the rounds:")
 	fmt.Println()
 	fmt.Println("| servers | steps | bytes/server/step | bytes/write (values) | mean status bytes | arrival at step 1, S: status bytes | the write carrying it, at 2 and S | writes/server/step | puts/server/step, whole rollout | txns/server/step | watch events/step | events/server/step |")
@@ -240,7 +251,7 @@ func printTables(cells []*cell, plans []int) {
 		var fe, fs, le, ls []float64
 		for i, r := range c.runs {
 			fe, fs = append(fe, us(r.cpu.etcd)), append(fs, us(r.cpu.self))
-			le, ls = append(le, us(c.limitCPU[i].etcd)), append(ls, us(c.limitCPU[i].self))
+			le, ls = append(le, us(c.limits[i].cpu.etcd)), append(ls, us(c.limits[i].cpu.self))
 		}
 		fmt.Printf("| %d | %d | %.0f | %.0f | %.0f | %.0f |\n", c.n, c.steps, median(fe), median(le), median(fs), median(ls))
 	}
@@ -391,6 +402,40 @@ func clients(endpoints []string, count int, log *writeLog) ([]*clientv3.Client, 
 	return out, nil
 }
 
+// fleetClients are the clients n servers share, whose writes go into log,
+// if any, and one client of their own for the coordinator and whoever
+// watches the rollout.
+func fleetClients(endpoints []string, n int, log *writeLog) (servers []*clientv3.Client, own *clientv3.Client, err error) {
+	if servers, err = clients(endpoints, shared(n), log); err != nil {
+		return nil, nil, err
+	}
+	ours, err := clients(endpoints, 1, nil)
+	if err != nil {
+		closeAll(servers)
+		return nil, nil, err
+	}
+	return servers, ours[0], nil
+}
+
+// eachServer runs f for each of n servers at once and returns the first
+// error.
+func eachServer(n int, f func(i int) error) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(i); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
 func closeAll(cs []*clientv3.Client) {
 	for _, c := range cs {
 		c.Close()
@@ -399,7 +444,7 @@ func closeAll(cs []*clientv3.Client) {
 
 // counts are etcd's counters; cpu is the members' CPU seconds, self the
 // benchmark process's.
-type counts struct{ puts, txns, events, renewed, cpu, self float64 }
+type counts struct{ puts, txns, events, renewed, fsyncs, cpu, self float64 }
 
 // scrape reads the counters of every member: puts and transactions are
 // applied by every member, so the largest count is the cluster's; watch
@@ -434,6 +479,9 @@ func scrape(members []*harness.EtcdMember) (counts, error) {
 				c.txns = max(c.txns, v)
 			case "etcd_debugging_mvcc_events_total":
 				c.events += v
+			case "etcd_disk_wal_fsync_duration_seconds_count":
+				// Each member syncs its own WAL.
+				c.fsyncs += v
 			case "process_cpu_seconds_total":
 				c.cpu += v
 			case "etcd_debugging_lease_renewed_total":
