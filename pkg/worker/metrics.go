@@ -33,6 +33,7 @@ type Metrics struct {
 	states  map[fleet.State]prometheus.Gauge
 	stateMu sync.Mutex
 	shown   fleet.State
+	lit     prometheus.Gauge // shown's series, nil when none
 	// Peer are the peer layer's metrics, in the same registry.
 	Peer *peer.Metrics
 	// downloaded is downloadBytes as a number, for the record a
@@ -53,11 +54,12 @@ func (m *Metrics) setState(state fleet.State) {
 	if state == m.shown {
 		return
 	}
-	if g := m.states[m.shown]; g != nil {
-		g.Set(0)
+	if m.lit != nil {
+		m.lit.Set(0)
 	}
-	if g := m.states[state]; g != nil {
-		g.Set(1)
+	m.lit = m.states[state]
+	if m.lit != nil {
+		m.lit.Set(1)
 	}
 	m.shown = state
 }

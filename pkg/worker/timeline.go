@@ -114,10 +114,22 @@ func (tl *timeline) writeBehind(ctx context.Context, req *fleet.UpdateRequest, q
 	}
 }
 
+// find is the index of step k's record, or -1. Records are kept in the
+// order the steps began, so the step running is found first from the end.
+// The caller holds mu.
+func (tl *timeline) find(k int) int {
+	for i := len(tl.steps) - 1; i >= 0; i-- {
+		if tl.steps[i].Step == k {
+			return i
+		}
+	}
+	return -1
+}
+
 // touch returns the record of step k to change, nil when there is none,
 // and marks it changed. The caller holds mu.
 func (tl *timeline) touch(k int) *fleet.StepRecord {
-	i := slices.IndexFunc(tl.steps, func(r fleet.StepRecord) bool { return r.Step == k })
+	i := tl.find(k)
 	if i < 0 {
 		return nil
 	}
@@ -130,7 +142,7 @@ func (tl *timeline) touch(k int) *fleet.StepRecord {
 func (tl *timeline) begin(k int, name string, now time.Time) {
 	tl.mu.Lock()
 	defer tl.mu.Unlock()
-	if i := slices.IndexFunc(tl.steps, func(r fleet.StepRecord) bool { return r.Step == k }); i >= 0 {
+	if i := tl.find(k); i >= 0 {
 		if tl.steps[i].Result == fleet.StepRunning {
 			return
 		}
@@ -177,7 +189,7 @@ func (tl *timeline) skip(k int) {
 func (tl *timeline) end(k int, now time.Time, result, msg string) {
 	tl.mu.Lock()
 	defer tl.mu.Unlock()
-	i := slices.IndexFunc(tl.steps, func(r fleet.StepRecord) bool { return r.Step == k })
+	i := tl.find(k)
 	if i >= 0 && tl.steps[i].Result == fleet.StepRunning {
 		r := tl.touch(k)
 		r.End, r.Result, r.Message = now.UTC(), result, msg

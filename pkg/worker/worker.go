@@ -56,6 +56,7 @@ import (
 	"github.com/ferry-cd/ferry/pkg/storage"
 	"github.com/ferry-cd/ferry/pkg/trust"
 	"github.com/ferry-cd/ferry/pkg/version"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
@@ -202,6 +203,9 @@ type Worker struct {
 	st      *storage.Storage
 	log     *slog.Logger
 	metrics *Metrics
+	// stepSeconds are the plan's steps' series of
+	// ferry_worker_step_duration_seconds, in the plan's order.
+	stepSeconds []prometheus.Observer
 	// lease is the alive lease; replaced if etcd loses it.
 	lease atomic.Int64
 	// floor is this server's version floor, read at start.
@@ -243,15 +247,16 @@ func New(o Options) *Worker {
 	if o.Package == "" {
 		o.Package = "ferry"
 	}
+	var stepSeconds []prometheus.Observer
 	for _, s := range o.Plan.Steps {
 		o.Metrics.stepRetries.WithLabelValues(s.Name) // 0 from the start
-		o.Metrics.stepSeconds.WithLabelValues(s.Name)
+		stepSeconds = append(stepSeconds, o.Metrics.stepSeconds.WithLabelValues(s.Name))
 	}
 	// The daemon's logger names the server already; one key per line.
 	if o.TimelineQuiet <= 0 {
 		o.TimelineQuiet = time.Second
 	}
-	return &Worker{o: o, st: o.Storage, log: o.Logger, metrics: o.Metrics}
+	return &Worker{o: o, st: o.Storage, log: o.Logger, metrics: o.Metrics, stepSeconds: stepSeconds}
 }
 
 // Run registers the worker as alive and follows requests until ctx ends
@@ -805,8 +810,9 @@ func (w *Worker) runSteps(ctx context.Context, snap *fleet.Snapshot, start int, 
 		if err := w.saveSteps(req, stepRecord{Done: k}); err != nil {
 			return w.cannotRecord(ctx, req, k, s.Name, err, stepLog)
 		}
-		w.metrics.stepSeconds.WithLabelValues(s.Name).Observe(time.Since(began).Seconds())
-		stepLog.Info("step done", "seconds", time.Since(began).Seconds())
+		took := time.Since(began).Seconds()
+		w.stepSeconds[k-1].Observe(took)
+		stepLog.Info("step done", "seconds", took)
 		// The next step's "waiting" report says this one is done.
 	}
 	w.metrics.step.Set(0)

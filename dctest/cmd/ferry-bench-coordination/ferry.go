@@ -58,6 +58,9 @@ type ferryRun struct {
 	// cpu is what the rollout cost in CPU, from the request to the
 	// completion.
 	cpu cpuUse
+	// step is the median step, lastStep the last: from barrier S to the
+	// completion, whose reports carry every step record.
+	step, lastStep time.Duration
 }
 
 // runFerry starts n workers on a plan of steps no-op lockstep steps, waits
@@ -200,6 +203,11 @@ func runFerry(endpoints []string, members []*harness.EtcdMember, n, steps int, k
 		ph[2] = append(ph[2], float64(slices.MaxFunc(done, time.Time.Compare).Sub(base)))
 		ph[3] = append(ph[3], float64(passedAt[k].Sub(base)))
 	}
+	var took []float64
+	for k := 2; k <= steps+1; k++ {
+		took = append(took, float64(passedAt[k].Sub(passedAt[k-1])))
+	}
+	r.step, r.lastStep = time.Duration(median(took)), passedAt[steps+1].Sub(passedAt[steps])
 	if sent, done := r.wrote.sent[1], r.wrote.done[1]; len(sent) > 0 {
 		r.start = [4]time.Duration{slices.MinFunc(sent, time.Time.Compare).Sub(began), slices.MaxFunc(sent, time.Time.Compare).Sub(began),
 			slices.MaxFunc(done, time.Time.Compare).Sub(began), passedAt[1].Sub(began)}

@@ -258,6 +258,18 @@ func printTables(cells []*cell, plans []int) {
 	fmt.Println()
 	printPhases(cells, "Where a ferry step's time goes, from a barrier's passing as a spectator worker saw it (ms, medians over the steps, then over the rounds):",
 		"next barrier passed", func(r *ferryRun) [4]time.Duration { return r.phases })
+	fmt.Println("ferry's median step, and its last step, from barrier S to the completion, whose reports carry every step record of the rollout (ms, medians over the rounds):")
+	fmt.Println()
+	fmt.Println("| servers | steps | median step | last step |")
+	fmt.Println("|---|---|---|---|")
+	for _, c := range cells {
+		var med, lst []float64
+		for _, r := range c.runs {
+			med, lst = append(med, ms(r.step)), append(lst, ms(r.lastStep))
+		}
+		fmt.Printf("| %d | %d | %.1f | %.1f |\n", c.n, c.steps, median(med), median(lst))
+	}
+	fmt.Println()
 	printPhases(cells, "The start: the same for barrier 1, from the request's write (ms, medians over the rounds):",
 		"barrier 1 passed", func(r *ferryRun) [4]time.Duration { return r.start })
 	fmt.Println()
