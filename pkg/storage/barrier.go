@@ -58,6 +58,8 @@ type RolloutWatch struct {
 	// events counts the events applied; last is the revision of the last.
 	events int
 	last   int64
+	// requestRev is the revision of the request the watch holds.
+	requestRev int64
 }
 
 // Events is how many watch events the watch has applied, for benchmarks.
@@ -66,6 +68,18 @@ func (rw *RolloutWatch) Events() int { return rw.events }
 // Revision is the revision of the last event applied: after Wait passed,
 // the write that made it pass.
 func (rw *RolloutWatch) Revision() int64 { return rw.last }
+
+// RequestUnchangedUntil is the revision up to which the watch has seen
+// that status/current is still the request written at requestRev, or 0
+// when it holds another. A worker done with the rollout waits for the
+// next request from there: a watch from the rollout's start would make
+// etcd read every revision of the rollout again to find none.
+func (rw *RolloutWatch) RequestUnchangedUntil(requestRev int64) int64 {
+	if rw.requestRev != requestRev {
+		return 0
+	}
+	return max(rw.rev, rw.last)
+}
 
 // WatchRollout starts following the rollout of req. Close it when done.
 func (s *Storage) WatchRollout(ctx context.Context, req *fleet.UpdateRequest) (*RolloutWatch, error) {
@@ -129,6 +143,7 @@ func (rw *RolloutWatch) openAt(ctx context.Context, snap *fleet.Snapshot) error 
 		return rw.read(ctx)
 	}
 	rw.rev, rw.passed, rw.paused, rw.resumed = rev, 0, snap.Pause != nil, 0
+	rw.requestRev = snap.RequestRev
 	if snap.Passed != nil {
 		rw.passed = snap.Passed.Step
 	}
@@ -193,7 +208,7 @@ func (rw *RolloutWatch) read(ctx context.Context) error {
 	rw.paused = false
 	cur := resp.Responses[0].GetResponseRange().Kvs
 	if len(cur) == 0 {
-		rw.gone = true
+		rw.gone, rw.requestRev = true, 0
 	}
 	for i := range resp.Responses {
 		for _, kv := range resp.Responses[i].GetResponseRange().Kvs {
@@ -213,6 +228,7 @@ func (rw *RolloutWatch) apply(kv *mvccpb.KeyValue, deleted bool) error {
 	switch {
 	case k.request != nil:
 		req := k.request
+		rw.requestRev = kv.ModRevision
 		if deleted || !req.StartedAt.Equal(rw.startedAt) || req.Stop || req.Finished() {
 			rw.gone = true
 			return nil

@@ -94,3 +94,44 @@ func TestStartReadsNoRequest(t *testing.T) {
 		})
 	}
 }
+
+// A worker done with a rollout waits for the next request from where its
+// rollout watch saw the request last, not from the rollout's start: only
+// while the watch holds the request the worker started with.
+func TestRequestUnchangedUntil(t *testing.T) {
+	t.Parallel()
+	st := newTestStorage(t)
+	ctx := testContext(t)
+	elec := campaign(t, ctx, st)
+	leader := st.AsLeader(elec.Key())
+	var servers []string
+	for i := range fleet.LocalBarrier + 4 {
+		servers = append(servers, fmt.Sprintf("s%02d", i))
+	}
+	req := &fleet.UpdateRequest{Version: "1", Servers: servers, StartedAt: time.Now().UTC()}
+	require.NoError(t, leader.StartRequest(ctx, req))
+	snap, err := st.WorkerSnapshot(ctx, servers[0])
+	require.NoError(t, err)
+	rw, err := st.WatchRolloutAt(ctx, snap)
+	require.NoError(t, err)
+	defer rw.Close()
+	require.GreaterOrEqual(t, rw.RequestUnchangedUntil(snap.RequestRev), snap.Revision)
+	require.Zero(t, rw.RequestUnchangedUntil(snap.RequestRev-1), "a request the watch does not hold")
+
+	// A pause moves the revision on; the request is the same.
+	require.NoError(t, st.PutPause(ctx, &fleet.Pause{Rollout: req.StartedAt, At: time.Now().UTC(), By: "test"}))
+	_, err = rw.WaitFor(ctx, rw.Paused)
+	require.NoError(t, err)
+	pause, err := st.Client().Get(ctx, st.Prefix()+"status/pause")
+	require.NoError(t, err)
+	require.Equal(t, pause.Kvs[0].ModRevision, rw.RequestUnchangedUntil(snap.RequestRev))
+
+	// The leader gives up on a server: the request changed, and the worker
+	// must read it again.
+	revised := *snap.Request
+	revised.Failed = []fleet.FailedServer{{ID: servers[3], Step: 1, Reason: "test", At: time.Now().UTC()}}
+	require.NoError(t, leader.ReviseRequest(ctx, &revised, snap.RequestRev))
+	_, err = rw.WaitFor(ctx, func() bool { return len(rw.Request().Failed) == 1 })
+	require.NoError(t, err)
+	require.Zero(t, rw.RequestUnchangedUntil(snap.RequestRev), "the watch saw the request change")
+}

@@ -208,6 +208,10 @@ type Worker struct {
 	stepSeconds []prometheus.Observer
 	// lease is the alive lease; replaced if etcd loses it.
 	lease atomic.Int64
+	// requestSeen is the revision up to which the rollout just run saw
+	// the request unchanged, 0 when it did not: Run's goroutine waits for
+	// the next request from there.
+	requestSeen int64
 	// floor is this server's version floor, read at start.
 	floor *trust.Floor
 	// retryingSince is when the current run of transient errors began;
@@ -319,6 +323,7 @@ func (w *Worker) Run(ctx context.Context) (err error) {
 			retry.Sleep(ctx, time.Second)
 			continue
 		}
+		w.requestSeen = 0
 		err = w.step(ctx, snap)
 		var again *errRetry
 		switch {
@@ -337,7 +342,7 @@ func (w *Worker) Run(ctx context.Context) (err error) {
 		w.retried()
 		backoff.Reset()
 		if err == nil || errors.Is(err, errStopped) {
-			change = w.wait(ctx, snap.Revision)
+			change = w.wait(ctx, max(snap.Revision, w.requestSeen))
 		}
 	}
 }
@@ -742,6 +747,7 @@ func (w *Worker) runSteps(ctx context.Context, snap *fleet.Snapshot, start int, 
 			return err
 		}
 		defer rw.Close()
+		defer func() { w.requestSeen = rw.RequestUnchangedUntil(snap.RequestRev) }()
 		w.recordPlan(ctx, req, log)
 	}
 	if start <= len(steps) {
