@@ -145,7 +145,7 @@ bench: ## print figures: download RSS and throughput vs curl, idle GitHub cost, 
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./pkg/...
 
 .PHONY: bench-coordination
-bench-coordination: ## barrier cost on a 3-member etcd cluster (fsync on) for 5, 100, 1000 servers and 10, 30 steps: ferry against one put per server (of 1 byte, and of a status's bytes), a bare barrier (the protocol alone) and neco's barrier, 3 rounds (about 10 minutes; SERVERS=, STEPS=, BENCH_ROUNDS= pick)
+bench-coordination: ## barrier cost on a 3-member etcd cluster (fsync on) for 5, 100, 1000 servers and 10, 30 steps: ferry against one put per server (of 1 byte, and of a status's bytes), a bare barrier (the protocol alone) and neco's barrier, 3 rounds (about 5 minutes; SERVERS=, STEPS=, BENCH_ROUNDS= pick)
 	@mkdir -p $(BUILD)
 	$(GO) build -o $(BUILD)/ferry-dctest-etcd ./dctest/cmd/ferry-dctest-etcd
 	$(GO) run ./dctest/cmd/ferry-bench-coordination --etcd $(BUILD)/ferry-dctest-etcd $(if $(SERVERS),--servers $(SERVERS)) $(if $(STEPS),--steps $(STEPS)) $(if $(BENCH_ROUNDS),--rounds $(BENCH_ROUNDS))
