@@ -76,7 +76,7 @@ func (s *Storage) Snapshot(ctx context.Context) (*fleet.Snapshot, error) {
 	if snap.Refused, err = decodeMap[fleet.Refused](kvs(14), s.abs(keyRefusedDir)); err != nil {
 		return nil, err
 	}
-	if err := s.readPauseResume(snap, kvs(12), kvs(13)); err != nil {
+	if err := readPauseResume(snap, kvs(12), kvs(13)); err != nil {
 		return nil, err
 	}
 	if r := kvs(15); snap.Request != nil {
@@ -156,7 +156,7 @@ func (s *Storage) workerSnapshot(ctx context.Context, id string, ch *RequestChan
 	if err := readPassed(snap, kvs(2)); err != nil {
 		return nil, err
 	}
-	if err := s.readPauseResume(snap, kvs(3), kvs(4)); err != nil {
+	if err := readPauseResume(snap, kvs(3), kvs(4)); err != nil {
 		return nil, err
 	}
 	return snap, nil
@@ -178,7 +178,7 @@ func (s *Storage) readHead(snap *fleet.Snapshot, config, current []*mvccKV) erro
 
 // readPauseResume decodes status/pause and status/resume when they are
 // about the snapshot's request.
-func (s *Storage) readPauseResume(snap *fleet.Snapshot, pause, resume []*mvccKV) error {
+func readPauseResume(snap *fleet.Snapshot, pause, resume []*mvccKV) error {
 	if snap.Request == nil {
 		return nil
 	}

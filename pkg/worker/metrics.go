@@ -28,12 +28,11 @@ type Metrics struct {
 	overBudget      prometheus.Gauge
 	state           *prometheus.GaugeVec
 	// states are ferry_worker_state's series, one per state, resolved
-	// once (a step sets the state twice); stateMu guards shown, the state
-	// whose series is 1.
+	// once (a step sets the state twice); stateMu guards lit, the series
+	// that is 1 (nil when none is).
 	states  map[fleet.State]prometheus.Gauge
 	stateMu sync.Mutex
-	shown   fleet.State
-	lit     prometheus.Gauge // shown's series, nil when none
+	lit     prometheus.Gauge
 	// Peer are the peer layer's metrics, in the same registry.
 	Peer *peer.Metrics
 	// downloaded is downloadBytes as a number, for the record a
@@ -51,17 +50,16 @@ func (m *Metrics) addDownload(n int64) {
 func (m *Metrics) setState(state fleet.State) {
 	m.stateMu.Lock()
 	defer m.stateMu.Unlock()
-	if state == m.shown {
+	g := m.states[state]
+	if g == m.lit {
 		return
 	}
 	if m.lit != nil {
 		m.lit.Set(0)
 	}
-	m.lit = m.states[state]
-	if m.lit != nil {
-		m.lit.Set(1)
+	if m.lit = g; g != nil {
+		g.Set(1)
 	}
-	m.shown = state
 }
 
 // NewMetrics creates the metrics in a new registry.
