@@ -20,6 +20,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 )
 
 var endpoint string
@@ -116,13 +117,16 @@ func Endpoint() string {
 	return endpoint
 }
 
-// Client returns a client of the package's etcd, closed when the test ends.
-func Client(t testing.TB) *clientv3.Client {
+// Client returns a client of the package's etcd, closed when the test ends;
+// opts, such as interceptors that watch what it sends, go to its gRPC
+// connection.
+func Client(t testing.TB, opts ...grpc.DialOption) *clientv3.Client {
 	t.Helper()
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   []string{Endpoint()},
 		DialTimeout: 5 * time.Second,
 		Logger:      zap.NewNop(),
+		DialOptions: opts,
 	})
 	if err != nil {
 		t.Fatalf("etcd client: %v", err)

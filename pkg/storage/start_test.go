@@ -11,8 +11,6 @@ import (
 	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/stretchr/testify/require"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	"google.golang.org/grpc"
 )
 
@@ -34,26 +32,23 @@ func TestStartReadsNoRequest(t *testing.T) {
 	for _, paused := range []bool{false, true} {
 		t.Run(fmt.Sprintf("paused=%v", paused), func(t *testing.T) {
 			var read atomic.Int64 // bytes of values in read responses
-			cli, err := clientv3.New(clientv3.Config{Endpoints: []string{etcdtest.Endpoint()}, DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
-				DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-					err := invoker(ctx, method, req, reply, cc, opts...)
-					count := func(r *pb.RangeResponse) {
-						for _, kv := range r.GetKvs() {
-							read.Add(int64(len(kv.Value)))
-						}
+			cli := etcdtest.Client(t, grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+				err := invoker(ctx, method, req, reply, cc, opts...)
+				count := func(r *pb.RangeResponse) {
+					for _, kv := range r.GetKvs() {
+						read.Add(int64(len(kv.Value)))
 					}
-					switch r := reply.(type) {
-					case *pb.RangeResponse:
-						count(r)
-					case *pb.TxnResponse:
-						for _, op := range r.Responses {
-							count(op.GetResponseRange())
-						}
+				}
+				switch r := reply.(type) {
+				case *pb.RangeResponse:
+					count(r)
+				case *pb.TxnResponse:
+					for _, op := range r.Responses {
+						count(op.GetResponseRange())
 					}
-					return err
-				})}})
-			require.NoError(t, err)
-			t.Cleanup(func() { cli.Close() })
+				}
+				return err
+			}))
 			w, err := New(cli, admin.Prefix())
 			require.NoError(t, err)
 
@@ -134,4 +129,32 @@ func TestRequestUnchangedUntil(t *testing.T) {
 	_, err = rw.WaitFor(ctx, func() bool { return len(rw.Request().Failed) == 1 })
 	require.NoError(t, err)
 	require.Zero(t, rw.RequestUnchangedUntil(snap.RequestRev), "the watch saw the request change")
+}
+
+// A worker woken by a request that etcd compacted away before it read its
+// snapshot reads it anew, at the current revision. Not parallel: the
+// compaction would cut the history that other tests watch from.
+func TestWorkerSnapshotAtACompactedRevision(t *testing.T) {
+	st := newTestStorage(t)
+	ctx := testContext(t)
+	elec := campaign(t, ctx, st)
+	before, err := st.Client().Get(ctx, "ferry-test-no-such-key")
+	require.NoError(t, err)
+	req := &fleet.UpdateRequest{Version: "1", Servers: []string{"s0"}, StartedAt: time.Now().UTC()}
+	require.NoError(t, st.AsLeader(elec.Key()).StartRequest(ctx, req))
+	ch, err := st.WaitRequest(ctx, before.Header.Revision)
+	require.NoError(t, err)
+
+	pause := &fleet.Pause{Rollout: req.StartedAt, At: time.Now().UTC(), By: "test"}
+	require.NoError(t, st.PutPause(ctx, pause))
+	now, err := st.Client().Get(ctx, "ferry-test-no-such-key")
+	require.NoError(t, err)
+	_, err = st.Client().Compact(ctx, now.Header.Revision)
+	require.NoError(t, err)
+
+	snap, err := st.WorkerSnapshotAt(ctx, "s0", ch)
+	require.NoError(t, err)
+	require.Equal(t, "1", snap.Request.Version)
+	require.GreaterOrEqual(t, snap.Revision, now.Header.Revision, "read at the current revision")
+	require.NotNil(t, snap.Pause, "the pause written after the change is seen")
 }

@@ -270,8 +270,9 @@ func TestSnapshotThenWatchLosesNothing(t *testing.T) {
 	}
 }
 
+// Not parallel: the compaction would cut the history that other tests
+// watch from.
 func TestWatchCompacted(t *testing.T) {
-	t.Parallel()
 	st := newTestStorage(t)
 	ctx := testContext(t)
 

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -9,9 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-cd/ferry/internal/etcdtest"
 	"github.com/ferry-cd/ferry/pkg/fleet"
 	"github.com/stretchr/testify/require"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
 )
 
 // TestReportSizeDoesNotGrowWithThePlan: a worker's arrival at a barrier
@@ -150,4 +154,55 @@ func TestStepRecordsWrittenWhileAStepRuns(t *testing.T) {
 	recs = f.stepRecords(done, "boot-0")
 	require.Len(t, recs, 2)
 	require.Equal(t, fleet.StepOK, recs[1].Result, "the completion carries the ended step's record")
+}
+
+// A worker done with a rollout waits for the next request from where its
+// rollout watch left off: a watch from the request's revision would make
+// etcd read every revision of the rollout again.
+func TestIdleWatchStartsAfterTheRollout(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	j := journal(filepath.Join(f.dir, "journal"))
+	const steps = 3
+	plan := lockstepPlan(j, slices.Repeat([]string{"true"}, steps)...)
+	current := f.prefix + "status/current"
+	// The revisions the worker's watches of the request alone start from.
+	starts := make(chan int64, 16)
+	spy := grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		s, err := streamer(ctx, desc, cc, method, opts...)
+		return &watchSpy{ClientStream: s, key: current, starts: starts}, err
+	})
+	f.startOn(etcdtest.Client(t, spy), "boot-0", v1, plan, ops(f))
+	require.Eventually(t, func() bool { return len(starts) > 0 }, 10*time.Second, 10*time.Millisecond, "the idle worker watches the request")
+	<-starts
+
+	f.request(v1, "boot-0")
+	f.waitStatus("boot-0", cond(fleet.CondCompleted))
+	req, err := f.st.Client().Get(f.ctx(), current)
+	require.NoError(t, err)
+	requestRev := req.Kvs[0].ModRevision
+	select {
+	case from := <-starts:
+		// Each step's arrival is a write after the request.
+		require.Greater(t, from, requestRev+steps, "the idle watch starts at the request's revision, %d", requestRev)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the worker did not watch the request again after the rollout")
+	}
+}
+
+// watchSpy sends on starts the start revision of each watch of key alone
+// that its stream creates.
+type watchSpy struct {
+	grpc.ClientStream
+	key    string
+	starts chan<- int64
+}
+
+func (s *watchSpy) SendMsg(m any) error {
+	if r, ok := m.(*pb.WatchRequest); ok {
+		if c := r.GetCreateRequest(); c != nil && string(c.Key) == s.key && len(c.RangeEnd) == 0 {
+			s.starts <- c.StartRevision
+		}
+	}
+	return s.ClientStream.SendMsg(m)
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/ferry-cd/ferry/pkg/trust"
 	"github.com/ferry-cd/ferry/pkg/updater"
 	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 func TestMain(m *testing.M) { etcdtest.Main(m) }
@@ -83,7 +84,13 @@ type runningWorker struct {
 // start runs a worker with an etcd client of its own, as a process would.
 func (f *testFleet) start(id, ver string, plan *artifacts.Plan, ops Operator) *runningWorker {
 	f.t.Helper()
-	st, err := storage.New(etcdtest.Client(f.t), f.prefix)
+	return f.startOn(etcdtest.Client(f.t), id, ver, plan, ops)
+}
+
+// startOn is start with the etcd client cli.
+func (f *testFleet) startOn(cli *clientv3.Client, id, ver string, plan *artifacts.Plan, ops Operator) *runningWorker {
+	f.t.Helper()
+	st, err := storage.New(cli, f.prefix)
 	require.NoError(f.t, err)
 	if f.local != nil {
 		st.UseLocal(f.local)
