@@ -6,7 +6,10 @@
 // the packages that only read or decide on them depend on this one.
 package fleet
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // Cond is the condition a worker reports for the current request.
 type Cond string
@@ -244,6 +247,26 @@ type StepRecord struct {
 	Result   string    `json:"result"`
 	Message  string    `json:"message,omitempty"`
 	Attempts []Attempt `json:"attempts,omitempty"`
+}
+
+// MergeStepRecords applies later, records written after those of into,
+// to into, and returns the result: a record of the same step and start is
+// the same record, changed since; one of the same step with another start
+// is the step begun again, which replaces the old record and moves to the
+// end, in the order the steps began.
+func MergeStepRecords(into, later []StepRecord) []StepRecord {
+	for _, r := range later {
+		i := slices.IndexFunc(into, func(o StepRecord) bool { return o.Step == r.Step })
+		switch {
+		case i >= 0 && into[i].Start.Equal(r.Start):
+			into[i] = r
+		case i >= 0:
+			into = append(slices.Delete(into, i, i+1), r)
+		default:
+			into = append(into, r)
+		}
+	}
+	return into
 }
 
 // Attempt is one run of a step's actions on a server; Error is "" when it

@@ -92,12 +92,14 @@ func (s *Storage) peerClaim(release, digest string) string {
 func (s *Storage) peerDir(release, digest string) string { return s.peerClaim(release, digest) + "/" }
 
 // timelineDir holds the step records of the rollout that started at
-// startedAt; timelineKey is server id's, all in one key.
+// startedAt; timelineKey is a write of server id's that changed, made at
+// at: each write a key of its own, so that none carries the records that
+// an earlier one did.
 func (s *Storage) timelineDir(startedAt time.Time) string {
 	return s.abs(keyTimelineDir + rolloutID(startedAt) + "/")
 }
-func (s *Storage) timelineKey(startedAt time.Time, id string) string {
-	return s.timelineDir(startedAt) + id
+func (s *Storage) timelineKey(startedAt time.Time, id string, at time.Time) string {
+	return fmt.Sprintf("%s%s/%019d", s.timelineDir(startedAt), id, at.UnixNano())
 }
 
 // UpdaterElectionPrefix is the key prefix of the updater leader election.

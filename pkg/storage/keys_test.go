@@ -24,7 +24,7 @@ func TestKeyOrder(t *testing.T) {
 	}
 	keys = append(keys, s.historyKey(started), s.canaryKey(started, 2, 0), s.slotsDir(started, "debs")+"0",
 		s.SpreadLock(started, 2, "rack", "r1")+"x", s.installKey("boot-0", "deb", "x"), s.refusedKey("2026.12.06-1"),
-		s.WorkerElection("boot")+"x", s.configKey("env"), s.statusKey("boot-0"), s.timelineKey(started, "boot-0"))
+		s.WorkerElection("boot")+"x", s.configKey("env"), s.statusKey("boot-0"), s.timelineKey(started, "boot-0", started))
 
 	in := func(key, from, to string) bool { return key >= from && key < to }
 	servers := func(key string) bool {

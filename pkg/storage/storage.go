@@ -669,8 +669,9 @@ func (s *Storage) PutStatus(ctx context.Context, id string, st *fleet.UpdateStat
 }
 
 // PutStatusAndRecords writes a worker's status and, in the same
-// transaction, this server's step records of the status's rollout (see
-// fleet.StepRecord).
+// transaction, those of this server's step records of the status's
+// rollout that changed since its last write of them (see
+// fleet.StepRecord and Timeline).
 func (s *Storage) PutStatusAndRecords(ctx context.Context, id string, st *fleet.UpdateStatus, records []fleet.StepRecord) error {
 	data, err := encode(st)
 	if err != nil {
@@ -680,16 +681,16 @@ func (s *Storage) PutStatusAndRecords(ctx context.Context, id string, st *fleet.
 	if err != nil {
 		return err
 	}
-	if _, err := s.cli.Txn(ctx).Then(clientv3.OpPut(s.timelineKey(st.Rollout, id), recs), clientv3.OpPut(s.statusKey(id), data)).Commit(); err != nil {
+	if _, err := s.cli.Txn(ctx).Then(clientv3.OpPut(s.timelineKey(st.Rollout, id, time.Now()), recs), clientv3.OpPut(s.statusKey(id), data)).Commit(); err != nil {
 		return fmt.Errorf("write %s: %w", s.statusKey(id), err)
 	}
 	return nil
 }
 
-// PutStepRecords writes server id's step records of the rollout that
-// started at rollout.
+// PutStepRecords writes those of server id's step records of the rollout
+// that started at rollout that changed since its last write of them.
 func (s *Storage) PutStepRecords(ctx context.Context, id string, rollout time.Time, records []fleet.StepRecord) error {
-	return s.put(ctx, s.timelineKey(rollout, id), records)
+	return s.put(ctx, s.timelineKey(rollout, id, time.Now()), records)
 }
 
 // Recover clears the current request, every worker status and every

@@ -156,6 +156,55 @@ func TestStepRecordsWrittenWhileAStepRuns(t *testing.T) {
 	require.Equal(t, fleet.StepOK, recs[1].Result, "the completion carries the ended step's record")
 }
 
+// TestSlowStepsWriteEachRecordOnce: in a rollout of steps slow enough to
+// have their records written while they run, each write carries the
+// records that changed since the one before (the step that ended and the
+// one running), not every record so far: the bytes a server writes grow
+// with the steps, not with their square. The timeline is still whole.
+func TestSlowStepsWriteEachRecordOnce(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	f.timelineQuiet = 50 * time.Millisecond
+	j := journal(filepath.Join(f.dir, "journal"))
+	const steps = 8
+	plan := lockstepPlan(j, slices.Repeat([]string{"sleep 0.3"}, steps)...)
+
+	ctx := f.ctx()
+	rev, err := f.st.Client().Get(ctx, "ferry-test-no-such-key")
+	require.NoError(t, err)
+	wch := f.st.Client().Watch(ctx, f.prefix+"timeline/", clientv3.WithPrefix(), clientv3.WithRev(rev.Header.Revision+1))
+	f.start("boot-0", v1, plan, ops(f))
+	f.request(v1, "boot-0")
+	done := f.waitStatus("boot-0", cond(fleet.CondCompleted))
+
+	// Every write of records the rollout made, up to the completion's,
+	// which is in the transaction of the status that says so.
+	st, err := f.st.Client().Get(ctx, f.prefix+"status/servers/boot-0")
+	require.NoError(t, err)
+	require.Len(t, st.Kvs, 1)
+	var carried []int
+	for last := int64(0); last < st.Kvs[0].ModRevision; {
+		resp := <-wch
+		require.NoError(t, resp.Err())
+		for _, ev := range resp.Events {
+			var recs []fleet.StepRecord
+			require.NoError(t, json.Unmarshal(ev.Kv.Value, &recs))
+			carried = append(carried, len(recs))
+			last = ev.Kv.ModRevision
+		}
+	}
+	require.Greater(t, len(carried), steps/2, "the records of slow steps are written while they run: writes %v", carried)
+	require.LessOrEqual(t, slices.Max(carried), 3, "records per write %v: a write carries what changed since the last", carried)
+
+	recs := f.stepRecords(done, "boot-0")
+	require.Len(t, recs, steps)
+	for i, r := range recs {
+		require.Equal(t, i+1, r.Step)
+		require.Equal(t, fleet.StepOK, r.Result)
+		require.Len(t, r.Attempts, 1)
+	}
+}
+
 // A worker done with a rollout waits for the next request from where its
 // rollout watch left off: a watch from the request's revision would make
 // etcd read every revision of the rollout again.

@@ -12,16 +12,18 @@ import (
 // timeline is this worker's record of the steps of one rollout: when each
 // began and ended, every attempt of its actions and the result. The
 // records leave the barrier's path: a server's arrival at a barrier writes
-// its status alone, the same bytes at every step. A record that changed
-// goes out
+// its status alone, the same bytes at every step. The records that changed
+// since the last write of them go out
 //   - with the worker's next report that is not an arrival (a retry, a
 //     failure, a stop, a pause, its completion), in the same transaction;
-//   - or on its own once no record has changed for a while (writeBehind):
-//     during any step or barrier that lasts longer than that.
+//   - or on their own once no record has changed for a while
+//     (writeBehind): during any step or barrier that lasts longer than
+//     that.
 //
 // So a rollout of quick steps writes its records once, with each server's
 // completion, and one of slow steps writes each record while the fleet
-// waits anyway. The updater folds them into the rollout's history record
+// waits anyway, once or twice: never the records an earlier write
+// carried. The updater folds them into the rollout's history record
 // (`ferry history show`).
 //
 // Run's goroutine changes it; writeBehind's reads and marks what it wrote.
@@ -30,8 +32,10 @@ type timeline struct {
 	rollout time.Time
 	steps   []fleet.StepRecord
 	// changes counts the changes to the records, saved is the count that
-	// the last write carried.
+	// the last write carried; changed[i] is the change that last touched
+	// steps[i].
 	changes, saved int
+	changed        []int
 	// writing is held from unsaved to markSaved around a write of the
 	// records, so that an older copy never lands after a newer one.
 	writing sync.Mutex
@@ -46,6 +50,7 @@ func (tl *timeline) forRollout(req *fleet.UpdateRequest, saved []fleet.StepRecor
 		return
 	}
 	tl.rollout, tl.steps, tl.changes, tl.saved = req.StartedAt, slices.Clone(saved), 0, 0
+	tl.changed = make([]int, len(saved))
 }
 
 // isFor reports whether the timeline is that of req.
@@ -55,18 +60,21 @@ func (tl *timeline) isFor(req *fleet.UpdateRequest) bool {
 	return tl.rollout.Equal(req.StartedAt)
 }
 
-// unsaved returns a copy of the records about req when one changed since a
-// write last carried them (nil otherwise, and about another rollout), and
-// what markSaved needs to say that a write carried them.
+// unsaved returns a copy of the records about req that changed since a
+// write last carried them (nil when none did, and about another rollout),
+// and what markSaved needs to say that a write carried them.
 func (tl *timeline) unsaved(req *fleet.UpdateRequest) ([]fleet.StepRecord, int) {
 	tl.mu.Lock()
 	defer tl.mu.Unlock()
 	if !tl.rollout.Equal(req.StartedAt) || tl.changes == tl.saved {
 		return nil, 0
 	}
-	out := slices.Clone(tl.steps)
-	for i := range out {
-		out[i].Attempts = slices.Clone(out[i].Attempts)
+	var out []fleet.StepRecord
+	for i, r := range tl.steps {
+		if tl.changed[i] > tl.saved {
+			r.Attempts = slices.Clone(r.Attempts)
+			out = append(out, r)
+		}
 	}
 	return out, tl.changes
 }
@@ -79,8 +87,9 @@ func (tl *timeline) markSaved(upTo int) {
 	tl.saved = max(tl.saved, upTo)
 }
 
-// writeBehind writes the records of req, with write, once they changed
-// and then did not change for a whole quiet period, until ctx ends. It
+// writeBehind writes the records of req that changed, with write, once
+// they did and then did not change for a whole quiet period, until ctx
+// ends. It
 // looks once a period rather than being woken by each change: a step
 // changes the records four times, and a thousand workers that each woke
 // four times a step would cost the barrier's busiest moment. A failed
@@ -134,6 +143,7 @@ func (tl *timeline) touch(k int) *fleet.StepRecord {
 		return nil
 	}
 	tl.changes++
+	tl.changed[i] = tl.changes
 	return &tl.steps[i]
 }
 
@@ -147,8 +157,10 @@ func (tl *timeline) begin(k int, name string, now time.Time) {
 			return
 		}
 		tl.steps = slices.Delete(tl.steps, i, i+1)
+		tl.changed = slices.Delete(tl.changed, i, i+1)
 	}
 	tl.steps = append(tl.steps, fleet.StepRecord{Step: k, Name: name, Start: now.UTC(), Result: fleet.StepRunning})
+	tl.changed = append(tl.changed, 0)
 	tl.touch(k)
 }
 
