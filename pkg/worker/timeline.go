@@ -89,10 +89,9 @@ func (tl *timeline) markSaved(upTo int) {
 
 // writeBehind writes the records of req that changed, with write, once
 // they did and then did not change for a whole quiet period, until ctx
-// ends. It
-// looks once a period rather than being woken by each change: a step
-// changes the records four times, and a thousand workers that each woke
-// four times a step would cost the barrier's busiest moment. A failed
+// ends. It looks once a period rather than being woken by each change: a
+// step changes the records four times, and a thousand workers that each
+// woke four times a step would cost the barrier's busiest moment. A failed
 // write is tried again a period later.
 func (tl *timeline) writeBehind(ctx context.Context, req *fleet.UpdateRequest, quiet time.Duration, write func(context.Context, []fleet.StepRecord) error) {
 	t := time.NewTicker(quiet)
