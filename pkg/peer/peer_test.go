@@ -242,6 +242,8 @@ func TestStoreRefusesWhatIsNotItsDigest(t *testing.T) {
 	require.ErrorIs(t, err, release.ErrChecksum)
 	err = s.Write(d, 4, bytes.NewReader(data))
 	require.ErrorIs(t, err, release.ErrTooLarge)
+	err = s.Write(d, 0, bytes.NewReader(data))
+	require.ErrorIs(t, err, release.ErrTooLarge, "a size of 0 takes no byte")
 	_, ok := s.Has(d)
 	require.False(t, ok, "nothing that failed a check is stored")
 	require.NoError(t, s.Write(d, int64(len(data)), bytes.NewReader(data)))

@@ -167,7 +167,11 @@ func downloadFile(ctx context.Context, d *downloader, dir, wantSHA256 string, o 
 		}
 	}()
 
-	sink := &fileSink{HashingWriter: HashingWriter{W: tmp, H: sha256.New(), Limit: o.MaxSize}, f: tmp}
+	limit := o.MaxSize
+	if limit <= 0 {
+		limit = -1 // MaxSize unset: no limit
+	}
+	sink := &fileSink{HashingWriter: HashingWriter{W: tmp, H: sha256.New(), Limit: limit}, f: tmp}
 	if err := d.run(ctx, sink, o); err != nil {
 		return "", "", err
 	}
@@ -229,13 +233,14 @@ func (m *memSink) size() int64  { return int64(m.buf.Len()) }
 func (m *memSink) reset() error { m.buf.Reset(); return nil }
 
 // HashingWriter writes to W and hashes what it wrote, so that what is
-// downloaded is never read back to be checked. With Limit > 0 it refuses
-// to write past Limit bytes (ErrTooLarge, permanent).
+// downloaded is never read back to be checked. With Limit >= 0 it refuses
+// to write past Limit bytes (ErrTooLarge, permanent); 0 takes no byte.
 type HashingWriter struct {
 	W io.Writer
 	H hash.Hash
 	// N is how many bytes it wrote.
-	N     int64
+	N int64
+	// Limit is the most bytes it takes; negative for no limit.
 	Limit int64
 }
 
@@ -243,7 +248,7 @@ type HashingWriter struct {
 var ErrTooLarge = errors.New("larger than its signed size")
 
 func (w *HashingWriter) Write(p []byte) (int, error) {
-	if w.Limit > 0 && w.N+int64(len(p)) > w.Limit {
+	if w.Limit >= 0 && w.N+int64(len(p)) > w.Limit {
 		return 0, retry.Permanent(fmt.Errorf("more than %d bytes: %w", w.Limit, ErrTooLarge))
 	}
 	n, err := w.W.Write(p)
