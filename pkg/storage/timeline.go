@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/ferry-cd/ferry/pkg/fleet"
-	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -48,25 +47,16 @@ func (s *Storage) readTimeline(ctx context.Context, startedAt time.Time, id stri
 	}
 	out := map[string][]fleet.StepRecord{}
 	for _, kv := range resp.Kvs {
-		server, recs, err := readTimelineKey(dir, kv)
-		if err != nil {
-			return nil, err
-		}
+		server, _, _ := strings.Cut(strings.TrimPrefix(string(kv.Key), dir), "/")
 		// The prefix of boot-1 also holds boot-10's writes.
 		if id != "" && server != id {
 			continue
 		}
+		var recs []fleet.StepRecord
+		if err := decode(string(kv.Key), kv.Value, &recs); err != nil {
+			return nil, err
+		}
 		out[server] = fleet.MergeStepRecords(out[server], recs)
 	}
 	return out, nil
-}
-
-// readTimelineKey decodes one write of a server's step records.
-func readTimelineKey(dir string, kv *mvccpb.KeyValue) (server string, recs []fleet.StepRecord, err error) {
-	rel := strings.TrimPrefix(string(kv.Key), dir)
-	server, _, _ = strings.Cut(rel, "/")
-	if err := decode(string(kv.Key), kv.Value, &recs); err != nil {
-		return "", nil, err
-	}
-	return server, recs, nil
 }

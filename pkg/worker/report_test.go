@@ -50,7 +50,8 @@ func TestReportSizeDoesNotGrowWithThePlan(t *testing.T) {
 	var writes []write
 	completed := 0
 	for completed < len(servers) {
-		resp := <-wch
+		resp, open := <-wch
+		require.True(t, open, "the watch of the writes ended (the test's time ran out)")
 		require.NoError(t, resp.Err())
 		byRev := map[int64]*write{}
 		var order []int64
@@ -184,7 +185,8 @@ func TestSlowStepsWriteEachRecordOnce(t *testing.T) {
 	require.Len(t, st.Kvs, 1)
 	var carried []int
 	for last := int64(0); last < st.Kvs[0].ModRevision; {
-		resp := <-wch
+		resp, open := <-wch
+		require.True(t, open, "the watch of the writes ended (the test's time ran out)")
 		require.NoError(t, resp.Err())
 		for _, ev := range resp.Events {
 			var recs []fleet.StepRecord

@@ -37,7 +37,8 @@ type timeline struct {
 	changes, saved int
 	changed        []int
 	// writing is held from unsaved to markSaved around a write of the
-	// records, so that an older copy never lands after a newer one.
+	// records, so that the writes land in the order of the changes they
+	// carry: readers merge them in that order.
 	writing sync.Mutex
 }
 
